@@ -1,0 +1,236 @@
+"""Settings from the environment, validated once at start-up so bad values fail in one clear line."""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pharmacy.core.errors import ConfigError
+from pharmacy.prescriptions.rules_npi import npi_is_valid
+
+ENVIRONMENTS = ("development", "production", "testing")
+WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    security: str  # "starttls", "tls" or "none"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    database_url: str
+    secret_key: str
+    smtp: SmtpSettings | None
+    mail_from: str
+    base_url: str
+    pharmacy_name: str
+    pharmacy_address: str
+    pharmacy_phone: str
+    pharmacy_email: str
+    pharmacy_npi: str
+    timezone: ZoneInfo
+    business_weekdays: frozenset[int]
+    holiday_country: str | None
+    holiday_subdivision: str | None
+    closed_dates: frozenset[date]
+    reminder_hour: int
+    reminder_offsets_days: tuple[int, ...]
+    overdue_after_days: int
+    renewal_notice_days: int
+    safety_buffer_days: int
+    default_shipping_days: int
+    too_soon_percent: int
+    rx_valid_days: int
+    refill_link_days: int
+    price_band_min_cents: int
+    price_band_max_cents: int
+    pdc_window_days: int
+    pdc_threshold_percent: int
+    ratelimit_storage_uri: str
+    session_idle_minutes: int
+    session_max_hours: int
+    log_format: str
+    outbox_max_attempts: int
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+
+def _int(env: Mapping[str, str], key: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key}={value} is outside {lo}..{hi}")
+    return value
+
+
+def parse_smtp_url(url: str) -> SmtpSettings:
+    """smtp://user:pass@host:587 (STARTTLS), smtps://…:465 (TLS), smtp://host:25?security=none."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+        raise ConfigError(f"SMTP_URL must look like smtp://user:password@host:587 (got scheme {parts.scheme!r})")
+    query = parse_qs(parts.query)
+    security = "tls" if parts.scheme == "smtps" else query.get("security", ["starttls"])[0]
+    if security not in ("starttls", "tls", "none"):
+        raise ConfigError(f"SMTP_URL security={security!r} must be starttls, tls or none")
+    try:
+        port = parts.port or (465 if security == "tls" else 587)
+    except ValueError:
+        raise ConfigError("SMTP_URL has a port that is not a number") from None
+    timeout = float(query.get("timeout", ["10"])[0])
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        security=security,
+        timeout=timeout,
+    )
+
+
+def _secret_key(env: Mapping[str, str], instance_path: Path, app_env: str) -> str:
+    key = env.get("SECRET_KEY")
+    if key:
+        if app_env == "production" and len(key) < 32:
+            raise ConfigError("SECRET_KEY is too short for production (use at least 32 random characters)")
+        return key
+    if app_env == "production":
+        raise ConfigError(
+            "SECRET_KEY must be set in production (e.g. python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    # Development and tests: generate once into instance/ (git-ignored), so sessions survive restarts.
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
+    """Read and check every setting; raise ConfigError naming the first bad one."""
+    app_env = env.get("PHARMACY_ENV", "development")
+    if app_env not in ENVIRONMENTS:
+        raise ConfigError(f"PHARMACY_ENV={app_env!r} must be one of {', '.join(ENVIRONMENTS)}")
+
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'pharmacy.db'}"
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgres://") :]
+    elif database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+    if not database_url.startswith(("sqlite:", "postgresql+psycopg:")):
+        raise ConfigError("DATABASE_URL must be a sqlite:/// path or a postgresql:// URL")
+
+    tz_name = env.get("PHARMACY_TIMEZONE", "America/Chicago")
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"PHARMACY_TIMEZONE={tz_name!r} is not a known time zone (e.g. America/Chicago)") from None
+
+    days_raw = env.get("PHARMACY_BUSINESS_DAYS", "mon,tue,wed,thu,fri")
+    try:
+        weekdays = frozenset(WEEKDAYS[d.strip().lower()[:3]] for d in days_raw.split(",") if d.strip())
+    except KeyError:
+        raise ConfigError(f"PHARMACY_BUSINESS_DAYS={days_raw!r} must list days like mon,tue,wed,thu,fri") from None
+    if not weekdays:
+        raise ConfigError("PHARMACY_BUSINESS_DAYS names no day")
+
+    holidays_raw = env.get("PHARMACY_HOLIDAYS", "US")
+    country, subdivision = None, None
+    if holidays_raw and holidays_raw.lower() != "none":
+        country, _, subdivision = holidays_raw.partition("-")
+        subdivision = subdivision or None
+        import holidays as holidays_lib
+
+        if country not in holidays_lib.list_supported_countries():
+            raise ConfigError(f"PHARMACY_HOLIDAYS={holidays_raw!r}: unknown country code (e.g. US or US-MN)")
+    closed: set[date] = set()
+    for item in filter(None, (s.strip() for s in env.get("PHARMACY_CLOSED_DATES", "").split(","))):
+        try:
+            closed.add(date.fromisoformat(item))
+        except ValueError:
+            raise ConfigError(f"PHARMACY_CLOSED_DATES has {item!r}, not a YYYY-MM-DD date") from None
+
+    npi = env.get("PHARMACY_NPI", "1234567893")
+    if not npi_is_valid(npi):
+        raise ConfigError(f"PHARMACY_NPI={npi!r} is not a valid 10-digit NPI (check digit)")
+
+    offsets_raw = env.get("REMINDER_OFFSETS_DAYS", "7,3,0")
+    try:
+        offsets = tuple(sorted({int(x) for x in offsets_raw.split(",") if x.strip()}, reverse=True))
+    except ValueError:
+        raise ConfigError(f"REMINDER_OFFSETS_DAYS={offsets_raw!r} must be whole days like 7,3,0") from None
+    if not offsets or any(o < 0 or o > 60 for o in offsets):
+        raise ConfigError("REMINDER_OFFSETS_DAYS must list days between 0 and 60")
+
+    smtp_url = env.get("SMTP_URL")
+    smtp = parse_smtp_url(smtp_url) if smtp_url else None
+
+    band_min = _int(env, "PRICE_BAND_MIN_CENTS", 4500, 0, 10_000_000)
+    band_max = _int(env, "PRICE_BAND_MAX_CENTS", 10000, 0, 10_000_000)
+    if band_min > band_max:
+        raise ConfigError("PRICE_BAND_MIN_CENTS is above PRICE_BAND_MAX_CENTS")
+
+    log_format = env.get("LOG_FORMAT", "json" if app_env == "production" else "plain")
+    if log_format not in ("json", "plain"):
+        raise ConfigError(f"LOG_FORMAT={log_format!r} must be json or plain")
+
+    return Settings(
+        env=app_env,
+        database_url=database_url,
+        secret_key=_secret_key(env, instance_path, app_env),
+        smtp=smtp,
+        mail_from=env.get("MAIL_FROM", "Riverside Compounding Pharmacy <refills@pharmacy.example>"),
+        base_url=env.get("BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        pharmacy_name=env.get("PHARMACY_NAME", "Riverside Compounding Pharmacy"),
+        pharmacy_address=env.get("PHARMACY_ADDRESS", "100 River Street, Springfield, IL 62701"),
+        pharmacy_phone=env.get("PHARMACY_PHONE", "(217) 555-0100"),
+        pharmacy_email=env.get("PHARMACY_EMAIL", "refills@pharmacy.example"),
+        pharmacy_npi=npi,
+        timezone=tz,
+        business_weekdays=weekdays,
+        holiday_country=country,
+        holiday_subdivision=subdivision,
+        closed_dates=frozenset(closed),
+        reminder_hour=_int(env, "REMINDER_SEND_HOUR", 10, 8, 19),
+        reminder_offsets_days=offsets,
+        overdue_after_days=_int(env, "REMINDER_OVERDUE_AFTER_DAYS", 2, 1, 30),
+        renewal_notice_days=_int(env, "RENEWAL_NOTICE_DAYS", 21, 7, 90),
+        safety_buffer_days=_int(env, "SAFETY_BUFFER_DAYS", 2, 0, 14),
+        default_shipping_days=_int(env, "DEFAULT_SHIPPING_DAYS", 2, 0, 14),
+        too_soon_percent=_int(env, "TOO_SOON_PERCENT", 80, 50, 100),
+        rx_valid_days=_int(env, "RX_VALID_DAYS", 365, 1, 730),
+        refill_link_days=_int(env, "REFILL_LINK_DAYS", 21, 1, 90),
+        price_band_min_cents=band_min,
+        price_band_max_cents=band_max,
+        pdc_window_days=_int(env, "PDC_WINDOW_DAYS", 180, 30, 730),
+        pdc_threshold_percent=_int(env, "PDC_THRESHOLD_PERCENT", 80, 1, 100),
+        ratelimit_storage_uri=env.get("RATELIMIT_STORAGE_URI") or env.get("REDIS_URL") or "memory://",
+        session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", 30, 1, 24 * 60),
+        session_max_hours=_int(env, "SESSION_MAX_HOURS", 12, 1, 24 * 7),
+        log_format=log_format,
+        outbox_max_attempts=_int(env, "OUTBOX_MAX_ATTEMPTS", 8, 1, 50),
+    )

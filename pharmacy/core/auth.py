@@ -1,0 +1,124 @@
+"""Who is asking: staff sessions (Flask-Login), API bearer tokens, and the decorators that demand them."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from flask import Flask, g, redirect, request, session, url_for
+from flask_login import current_user, logout_user
+
+from pharmacy.core import audit
+from pharmacy.core.actor import ANONYMOUS, Actor, staff
+from pharmacy.core.context import now, settings
+from pharmacy.core.errors import NotAuthenticated
+from pharmacy.core.models import ApiToken, User
+from pharmacy.extensions import db, login_manager
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def token_hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def current_actor() -> Actor:
+    actor = g.get("actor")
+    if actor is not None:
+        return actor
+    if current_user and current_user.is_authenticated:
+        return staff(current_user.id, current_user.role)
+    return ANONYMOUS
+
+
+def staff_required(view: F) -> F:
+    """HTML pages: anonymous visitors go to the sign-in page (and the attempt is audited)."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not (current_user and current_user.is_authenticated):
+            audit.record(ANONYMOUS, "denied.anonymous", outcome="denied",
+                         details={"endpoint": request.endpoint}, survive_rollback=True)
+            return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _actor_from_bearer() -> Actor | None:
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        return None
+    raw = header[7:].strip()
+    if not raw:
+        return None
+    token = db.session.execute(
+        sa.select(ApiToken).where(ApiToken.token_hash == token_hash(raw), ApiToken.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    if token is None or not token.user.active:
+        return None
+    token.last_used_at = now()
+    return Actor(kind="token", user_id=token.user_id, role=token.user.role)
+
+
+def api_auth(optional: bool = False) -> Callable[[F], F]:
+    """JSON endpoints: a bearer token (or, with optional=True, whatever the body proves, e.g. a refill link)."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            actor = _actor_from_bearer()
+            if actor is None and not optional:
+                audit.record(ANONYMOUS, "denied.api_token", outcome="denied",
+                             details={"endpoint": request.endpoint}, survive_rollback=True)
+                raise NotAuthenticated("A valid API token is required (Authorization: Bearer <token>).")
+            g.actor = actor or ANONYMOUS
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+@login_manager.user_loader
+def _load_user(user_key: str) -> User | None:
+    user_id, _, version = user_key.partition(":")
+    if not user_id.isdigit():
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.active or str(user.session_version) != version:
+        return None
+    return user
+
+
+def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+
+    @app.before_request
+    def _expire_sessions() -> None:
+        """Idle and absolute session limits, checked on the server (a cookie's own expiry is advisory)."""
+        if request.path.startswith(("/static/", "/api/")) or "login_at" not in session:
+            return
+        cfg = settings()
+        t = now().timestamp()
+        idle = t - session.get("seen_at", t)
+        age = t - session["login_at"]
+        if idle > cfg.session_idle_minutes * 60 or age > cfg.session_max_hours * 3600:
+            logout_user()
+            session.clear()
+            session["expired"] = True
+            return
+        session["seen_at"] = t
+
+
+def start_session(user: User) -> None:
+    session.clear()
+    session.permanent = True
+    t = now().timestamp()
+    session["login_at"] = t
+    session["seen_at"] = t
+

@@ -1,0 +1,62 @@
+"""Core commands: `flask users create|list|token`."""
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import AppGroup
+
+from pharmacy.core import services
+from pharmacy.core.actor import Actor
+from pharmacy.core.errors import DomainError
+from pharmacy.core.roles import Role
+from pharmacy.core.uow import unit_of_work
+
+users = AppGroup("users", help="Staff accounts.")
+# The shell is trusted like an admin at the console; its actions are audited as "system".
+CONSOLE = Actor(kind="staff", user_id=None, role=Role.ADMIN)
+
+
+def _fail(exc: DomainError) -> None:
+    details = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.fields.items())
+    raise click.ClickException(f"{exc.message} {details}".strip())
+
+
+@users.command("create")
+@click.option("--email", required=True)
+@click.option("--name", "full_name", required=True)
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.password_option(help="Prompted (twice) when not given; never stored in clear.")
+def create(email: str, full_name: str, role: str, password: str) -> None:
+    """Create a staff account (there is no default account or password)."""
+    try:
+        with unit_of_work():
+            user = services.create_user(CONSOLE, email=email, full_name=full_name, role=role, password=password)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Created {user.role.value} account {user.email} (id {user.id}).")
+
+
+@users.command("list")
+def list_() -> None:
+    for u in services.list_users():
+        click.echo(f"{u.id:>4}  {u.role.value:<11} {'active' if u.active else 'inactive':<8} {u.email}")
+
+
+@users.command("token")
+@click.option("--email", required=True)
+@click.option("--name", required=True, help="What the token is for, e.g. 'pharmacy-management-system'.")
+def token(email: str, name: str) -> None:
+    """Issue an API token for a user; the token is shown once."""
+    user = next((u for u in services.list_users() if u.email == services.normalise_email(email)), None)
+    if user is None:
+        raise click.ClickException("No such account.")
+    try:
+        with unit_of_work():
+            _, raw = services.issue_token(CONSOLE, user.id, name)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(raw)
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(users)

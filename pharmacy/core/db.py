@@ -1,0 +1,81 @@
+"""Declarative base, naming convention and the column types every feature shares.
+
+Exact quantities (doses in mg, volumes in mL, capsule counts) are stored as integers in
+thousandths so they stay exact on SQLite and PostgreSQL alike; Python sees `Decimal`.
+Instants are stored in UTC and always come back timezone-aware.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out; naive values are refused, never guessed."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+THOUSAND = Decimal(1000)
+
+
+class Milli(TypeDecorator[Decimal]):
+    """A Decimal with three places stored as an integer count of thousandths."""
+
+    impl = sa.Integer
+    cache_ok = True
+
+    def process_bind_param(self, value: Decimal | int | str | None, dialect: Any) -> int | None:
+        if value is None:
+            return None
+        d = Decimal(str(value)) * THOUSAND
+        return int(d.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+    def process_result_value(self, value: int | None, dialect: Any) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(value) / THOUSAND
+
+
+def enum_column(enum_cls: type[enum.Enum], name: str | None = None) -> sa.Enum:
+    """Store an enum's *values* as a short string with a CHECK constraint (portable, readable)."""
+    return sa.Enum(
+        enum_cls,
+        name=name or enum_cls.__name__.lower(),
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+        validate_strings=True,
+    )

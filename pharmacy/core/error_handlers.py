@@ -1,0 +1,76 @@
+"""One mapping from domain errors (and HTTP errors) to a clear HTML page or a stable JSON error."""
+from __future__ import annotations
+
+import logging
+import traceback
+
+from flask import Flask, Response, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from pharmacy.core.errors import DomainError
+
+log = logging.getLogger("pharmacy.errors")
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or (
+        request.accept_mimetypes.best == "application/json" and not request.accept_mimetypes.accept_html
+    )
+
+
+def json_error(status: int, code: str, message: str, errors: dict | None = None) -> Response:
+    body = {"code": code, "status": status, "message": message}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def html_error(status: int, title: str, message: str) -> Response:
+    response = Response(render_template("core/error.html", status=status, title=title, message=message))
+    response.status_code = status
+    return response
+
+
+def conflict_response(message: str) -> Response:
+    if wants_json():
+        return json_error(409, "conflict", message)
+    return html_error(409, "Not saved", message)
+
+
+TITLES = {
+    400: "Bad request", 401: "Please sign in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
+    409: "Cannot do that now", 413: "Too large", 422: "Please check the form", 429: "Too many attempts",
+    500: "Something went wrong",
+}
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def _domain(exc: DomainError) -> Response:
+        if wants_json():
+            return json_error(exc.status, exc.code, exc.message, {"json": exc.fields} if exc.fields else None)
+        return html_error(exc.status, TITLES.get(exc.status, "Cannot do that"), exc.message)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        if wants_json():
+            data = getattr(exc, "data", None) or {}
+            messages = data.get("messages") if isinstance(data, dict) else None
+            return json_error(
+                status, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name, messages
+            )
+        return html_error(status, TITLES.get(status, exc.name or "Error"), exc.description or "")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        # Only the type and where it happened: exception text can carry patient data.
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = " <- ".join(f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in reversed(frames[-6:]))
+        log.error("unhandled %s at %s (request %s)", type(exc).__name__, where, g.get("request_id", "-"))
+        message = "An unexpected error occurred; nothing was saved. The error has been logged."
+        if wants_json():
+            return json_error(500, "internal_error", message)
+        return html_error(500, TITLES[500], message)

@@ -1,0 +1,136 @@
+"""Staff accounts and sign-in: the use cases behind the login page, `flask users` and the users admin."""
+from __future__ import annotations
+
+import secrets
+
+import sqlalchemy as sa
+
+from pharmacy.core import audit
+from pharmacy.core.actor import ANONYMOUS, Actor, staff
+from pharmacy.core.auth import token_hash
+from pharmacy.core.context import now
+from pharmacy.core.errors import NotFound, ValidationFailed
+from pharmacy.core.models import ApiToken, User
+from pharmacy.core.passwords import hash_password, password_problem, verify_password
+from pharmacy.core.roles import Permission, Role
+from pharmacy.extensions import db
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def create_user(actor: Actor, *, email: str, full_name: str, role: Role | str, password: str) -> User:
+    audit.require(actor, Permission.MANAGE_USERS, what="create staff accounts")
+    email = normalise_email(email)
+    errors: dict[str, str] = {}
+    if "@" not in email or len(email) > 254:
+        errors["email"] = "Enter a valid email address."
+    if not full_name.strip():
+        errors["full_name"] = "Enter the person's name."
+    try:
+        role = Role(role)
+    except ValueError:
+        errors["role"] = f"Role must be one of: {', '.join(r.value for r in Role)}."
+    problem = password_problem(password)
+    if problem:
+        errors["password"] = problem
+    if not errors and db.session.execute(sa.select(User.id).where(User.email == email)).first():
+        errors["email"] = "An account with this email already exists."
+    if errors:
+        raise ValidationFailed("The account was not created.", fields=errors)
+    user = User(
+        email=email, full_name=full_name.strip(), role=Role(role), password_hash=hash_password(password),
+        active=True, created_at=now(),
+    )
+    db.session.add(user)
+    db.session.flush()
+    audit.record(actor, "user.create", entity=("user", user.id), details={"role": user.role.value})
+    return user
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user when the password matches an active account; every attempt is audited (never the password)."""
+    email = normalise_email(email)
+    user = db.session.execute(sa.select(User).where(User.email == email)).scalar_one_or_none()
+    ok = verify_password(user.password_hash if user else None, password) and user is not None and user.active
+    if ok and user is not None:
+        user.last_login_at = now()
+        audit.record(staff(user.id, user.role), "login.success", entity=("user", user.id))
+        return user
+    audit.record(
+        ANONYMOUS, "login.failure", outcome="failed",
+        entity=("user", user.id) if user else None, survive_rollback=True,
+    )
+    return None
+
+
+def set_active(actor: Actor, user_id: int, active: bool) -> User:
+    audit.require(actor, Permission.MANAGE_USERS, what="change staff accounts")
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such staff account.")
+    if user.id == actor.user_id and not active:
+        raise ValidationFailed("You cannot deactivate your own account.", fields={"active": "Ask another admin."})
+    user.active = active
+    user.session_version += 1  # signs the user out everywhere
+    audit.record(actor, "user.activate" if active else "user.deactivate", entity=("user", user.id))
+    return user
+
+
+def set_password(actor: Actor, user_id: int, password: str) -> User:
+    if actor.user_id != user_id:
+        audit.require(actor, Permission.MANAGE_USERS, what="reset another person's password")
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such staff account.")
+    problem = password_problem(password)
+    if problem:
+        raise ValidationFailed("The password was not changed.", fields={"password": problem})
+    user.password_hash = hash_password(password)
+    user.session_version += 1
+    audit.record(actor, "user.password", entity=("user", user.id))
+    return user
+
+
+def list_users() -> list[User]:
+    return list(db.session.execute(sa.select(User).order_by(User.full_name)).scalars())
+
+
+def issue_token(actor: Actor, user_id: int, name: str) -> tuple[ApiToken, str]:
+    """Create an API token; the raw value is returned once and only its hash is kept."""
+    if actor.user_id != user_id:
+        audit.require(actor, Permission.MANAGE_USERS, what="issue tokens for others")
+    if not actor.is_staff:
+        audit.require(actor, Permission.MANAGE_USERS, what="issue tokens")
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such staff account.")
+    if not name.strip() or len(name) > 80:
+        raise ValidationFailed("The token was not created.", fields={"name": "Name the integration (1–80 characters)."})
+    raw = "ldn_" + secrets.token_urlsafe(32)
+    token = ApiToken(user_id=user.id, name=name.strip(), prefix=raw[:10], token_hash=token_hash(raw), created_at=now())
+    db.session.add(token)
+    db.session.flush()
+    audit.record(actor, "token.issue", entity=("api_token", token.id))
+    return token, raw
+
+
+def revoke_token(actor: Actor, token_id: int) -> ApiToken:
+    token = db.session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound("No such token.")
+    if token.user_id != actor.user_id:
+        audit.require(actor, Permission.MANAGE_USERS, what="revoke another person's token")
+    if token.revoked_at is None:
+        token.revoked_at = now()
+        audit.record(actor, "token.revoke", entity=("api_token", token.id))
+    return token
+
+
+def tokens_for(user_id: int) -> list[ApiToken]:
+    return list(
+        db.session.execute(
+            sa.select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.created_at.desc())
+        ).scalars()
+    )

@@ -1,0 +1,61 @@
+"""The one place that commits: the end of a request, a job or a CLI command; rollback on any error."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from flask import Flask, Response, g
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from pharmacy.core import audit
+from pharmacy.core.models import AuditEvent
+from pharmacy.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+def mark_rollback() -> None:
+    """Ask the end of the request to roll back even though the response is a success (e.g. previews)."""
+    g._uow_rollback = True
+
+
+def _rollback_keeping_audit() -> None:
+    db.session.rollback()
+    kept = audit.kept_after_rollback()
+    if kept:
+        db.session.add_all(AuditEvent(**values) for values in kept)
+        db.session.commit()
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        if response.status_code >= 400 or g.pop("_uow_rollback", False):
+            _rollback_keeping_audit()
+            return response
+        try:
+            db.session.commit()
+        except (IntegrityError, OperationalError) as exc:
+            db.session.rollback()
+            log.warning("commit failed, nothing saved: %s", type(exc).__name__)
+            from pharmacy.core.error_handlers import conflict_response
+
+            return conflict_response("Someone else changed this at the same moment; nothing was saved. Try again.")
+        return response
+
+    @app.teardown_request
+    def _teardown(exc: BaseException | None) -> None:
+        if exc is not None:
+            db.session.rollback()
+
+
+@contextmanager
+def unit_of_work() -> Iterator[None]:
+    """For jobs and CLI commands: commit when the block finishes, roll back if it raises."""
+    try:
+        yield
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise

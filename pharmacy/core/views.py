@@ -1,0 +1,97 @@
+"""Sign-in and sign-out pages, plus what every template knows (pharmacy identity, navigation)."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+from marshmallow import Schema, fields, validate
+
+from pharmacy.core import auth, services
+from pharmacy.core.context import settings
+from pharmacy.core.forms import form_values, load
+from pharmacy.core.roles import Permission, allows
+from pharmacy.extensions import limiter
+
+bp = Blueprint("auth", __name__)
+
+
+class LoginSchema(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+
+
+NAV = [
+    ("Today", "dashboard.home", None),
+    ("Patients", "patients.index", Permission.VIEW_CLINICAL),
+    ("Orders", "compounding.queue", Permission.VIEW_CLINICAL),
+    ("Refills", "refills.queue", Permission.VIEW_CLINICAL),
+    ("Outbox", "reminders.outbox", Permission.MANAGE_OUTBOX),
+    ("Money", "billing.reports", Permission.VIEW_REPORTS),
+    ("Formulas", "compounding.formulas", Permission.VIEW_CLINICAL),
+    ("Audit", "admin.audit", Permission.VIEW_AUDIT),
+    ("Users", "admin.users", Permission.MANAGE_USERS),
+]
+
+
+def _safe_next(target: str | None) -> str:
+    if target and urlsplit(target).netloc == "" and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("dashboard.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit("10 per minute; 50 per hour", methods=["POST"])
+def login() -> Any:
+    if current_user.is_authenticated:
+        return redirect(url_for("dashboard.home"))
+    errors: dict[str, list[str]] = {}
+    if session.pop("expired", False):
+        flash("Your session ended; please sign in again.", "info")
+    if request.method == "POST":
+        data, errors = load(LoginSchema(), form_values(request.form))
+        if data is not None:
+            user = services.authenticate(data["email"], data["password"])
+            if user is not None:
+                auth.start_session(user)
+                login_user(user)
+                return redirect(_safe_next(request.args.get("next")))
+            errors = {"_schema": ["Email or password is not right."]}
+        return render_template("core/login.html", errors=errors, email=request.form.get("email", "")), 401
+    return render_template("core/login.html", errors=errors, email="")
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> Any:
+    logout_user()
+    session.clear()
+    flash("Signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def init_app(app: Flask) -> None:
+    auth.init_app(app)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        cfg = settings()
+        items = []
+        if current_user and current_user.is_authenticated:
+            for label, endpoint, permission in NAV:
+                if endpoint.split(".")[0] not in current_app.blueprints:
+                    continue
+                if permission is None or allows(current_user.role, permission):
+                    items.append(
+                        {"label": label, "url": url_for(endpoint),
+                         "active": (request.endpoint or "").split(".")[0] == endpoint.split(".")[0]}
+                    )
+        return {
+            "pharmacy_name": cfg.pharmacy_name,
+            "pharmacy_phone": cfg.pharmacy_phone,
+            "pharmacy_tz": str(cfg.timezone),
+            "nav_items": items,
+            "can": lambda p: bool(
+                current_user and current_user.is_authenticated and allows(current_user.role, Permission(p))
+            ),
+        }

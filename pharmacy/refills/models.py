@@ -1,0 +1,80 @@
+"""Refill requests from patients or staff, and renewal requests to prescribers."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from pharmacy.compounding.rules import DeliveryMethod
+from pharmacy.core.db import UTCDateTime, enum_column
+from pharmacy.extensions import db
+from pharmacy.prescriptions.models import Prescription
+from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
+
+OPEN_REQUEST_STATES = ("open", "awaiting_renewal")
+
+
+class RefillRequest(db.Model):
+    __tablename__ = "refill_requests"
+    __table_args__ = (
+        # At most one open request per prescription, enforced by the database itself: two clicks,
+        # a double submit or fifty concurrent requests leave exactly one row.
+        sa.Index(
+            "uq_refill_requests_one_open",
+            "prescription_id",
+            unique=True,
+            sqlite_where=sa.text("state IN ('open', 'awaiting_renewal')"),
+            postgresql_where=sa.text("state IN ('open', 'awaiting_renewal')"),
+        ),
+        sa.Index("ix_refill_requests_state_requested", "state", "requested_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prescription_id: Mapped[int] = mapped_column(sa.ForeignKey("prescriptions.id"), index=True)
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    state: Mapped[RefillRequestState] = mapped_column(
+        enum_column(RefillRequestState), default=RefillRequestState.OPEN
+    )
+    source: Mapped[RequestSource] = mapped_column(enum_column(RequestSource))
+    delivery_method: Mapped[DeliveryMethod] = mapped_column(enum_column(DeliveryMethod))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    requested_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    decline_reason: Mapped[str | None] = mapped_column(sa.String(400))
+    order_id: Mapped[int | None] = mapped_column(sa.ForeignKey("orders.id"))
+    renewal_id: Mapped[int | None] = mapped_column(sa.ForeignKey("renewal_requests.id"))
+    note: Mapped[str | None] = mapped_column(sa.String(400))
+
+    prescription: Mapped[Prescription] = relationship()
+
+
+class RenewalRequest(db.Model):
+    """A request to the prescriber for a new prescription, tracked until one is linked."""
+
+    __tablename__ = "renewal_requests"
+    __table_args__ = (
+        sa.Index(
+            "uq_renewal_requests_one_open",
+            "prescription_id",
+            unique=True,
+            sqlite_where=sa.text("state IN ('needed', 'sent')"),
+            postgresql_where=sa.text("state IN ('needed', 'sent')"),
+        ),
+        sa.Index("ix_renewal_requests_state", "state", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prescription_id: Mapped[int] = mapped_column(sa.ForeignKey("prescriptions.id"), index=True)
+    prescriber_id: Mapped[int] = mapped_column(sa.ForeignKey("prescribers.id"))
+    patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"), index=True)
+    state: Mapped[RenewalState] = mapped_column(enum_column(RenewalState), default=RenewalState.NEEDED)
+    reason: Mapped[str] = mapped_column(sa.String(200))  # "no refills left", "expires 2027-01-02" …
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    new_prescription_id: Mapped[int | None] = mapped_column(sa.ForeignKey("prescriptions.id"))
+
+    prescription: Mapped[Prescription] = relationship(foreign_keys=[prescription_id])

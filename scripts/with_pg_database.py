@@ -1,0 +1,25 @@
+"""Create a fresh PostgreSQL database, run the given command with DATABASE_URL pointing at it, drop it.
+
+Usage: PG_ADMIN_URL=postgresql+psycopg://postgres@127.0.0.1:5432/postgres with_pg_database.py CMD...
+"""
+import os
+import subprocess
+import sys
+import uuid
+
+import sqlalchemy as sa
+
+admin_url = sa.make_url(os.environ["PG_ADMIN_URL"])
+name = f"ldn_test_{uuid.uuid4().hex[:10]}"
+admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+with admin.connect() as conn:
+    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+env = dict(os.environ, DATABASE_URL=admin_url.set(database=name).render_as_string(hide_password=False))
+print(f"== PostgreSQL pass on database {name}", flush=True)
+try:
+    code = subprocess.call(sys.argv[1:], env=env)
+finally:
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+sys.exit(code)

@@ -1,0 +1,165 @@
+"""Shared fixtures: a real database per test (SQLite file, or PostgreSQL when DATABASE_URL points at one),
+a fixed clock, the app, a client, and staff accounts of every role.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from pharmacy import create_app
+from pharmacy.core.clock import FixedClock
+from pharmacy.core.roles import Role
+
+PG_URL = os.environ.get("DATABASE_URL", "")
+USE_PG = PG_URL.startswith(("postgresql", "postgres:"))
+# Monday 23 November 2026, 09:00 in Chicago: a normal working morning.
+T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
+PASSWORD = "correct horse battery staple"
+
+
+def pg_url() -> str:
+    url = PG_URL
+    if url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url[len("postgres://"):]
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {'PostgreSQL ' + re.sub(r'//[^@]*@', '//', pg_url()) if USE_PG else 'SQLite (a file per test)'}"
+
+
+@pytest.fixture(scope="session")
+def _schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Build the schema once: a template SQLite file to copy, or the tables of the PostgreSQL test database."""
+    from pharmacy import models  # noqa: F401
+    from pharmacy.extensions import db
+
+    if USE_PG:
+        engine = sa.create_engine(pg_url())
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        db.metadata.create_all(engine)
+        engine.dispose()
+        yield pg_url()
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        engine = sa.create_engine(f"sqlite:///{path}")
+        db.metadata.create_all(engine)
+        engine.dispose()
+        yield str(path)
+
+
+def _truncate_all(url: str) -> None:
+    from pharmacy.extensions import db
+
+    engine = sa.create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(_schema: str, tmp_path: Path) -> Iterator[str]:
+    if USE_PG:
+        yield _schema
+        _truncate_all(_schema)
+    else:
+        path = tmp_path / "test.db"
+        shutil.copyfile(_schema, path)
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def app_config(database_url: str, tmp_path: Path) -> dict:
+    instance = tmp_path / "instance"
+    instance.mkdir(exist_ok=True)
+    os.environ["PHARMACY_INSTANCE_PATH"] = str(instance)
+    return {
+        "DATABASE_URL": database_url,
+        "PHARMACY_ENV": "testing",
+        "SECRET_KEY": "test-secret-" + uuid.uuid4().hex,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "WTF_CSRF_ENABLED": False,
+        "PHARMACY_TIMEZONE": "America/Chicago",
+        "BASE_URL": "http://pharmacy.test",
+    }
+
+
+@pytest.fixture
+def app(app_config: dict, clock: FixedClock) -> Iterator[Flask]:
+    app = create_app(app_config, clock=clock)
+    yield app
+    from pharmacy.extensions import db
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app_ctx(app: Flask) -> Iterator[Flask]:
+    with app.test_request_context("/", environ_base={"REMOTE_ADDR": "127.0.0.1"}):
+        yield app
+        from pharmacy.extensions import db
+
+        db.session.rollback()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@dataclass
+class Staff:
+    id: int
+    email: str
+    role: Role
+    password: str = PASSWORD
+
+
+@pytest.fixture
+def staff(app: Flask) -> dict[str, Staff]:
+    """One account per role (plus a second pharmacist for the independent final check)."""
+    from pharmacy.core.actor import Actor
+    from pharmacy.core.services import create_user
+    from pharmacy.extensions import db
+
+    console = Actor(kind="staff", role=Role.ADMIN)
+    people = {
+        "admin": ("admin@pharmacy.test", "Ada Admin", Role.ADMIN),
+        "pharmacist": ("pharm@pharmacy.test", "Paula Pharmacist", Role.PHARMACIST),
+        "pharmacist2": ("pharm2@pharmacy.test", "Peter Pharmacist", Role.PHARMACIST),
+        "technician": ("tech@pharmacy.test", "Tom Technician", Role.TECHNICIAN),
+    }
+    out = {}
+    with app.test_request_context("/"):
+        for key, (email, name, role) in people.items():
+            user = create_user(console, email=email, full_name=name, role=role, password=PASSWORD)
+            out[key] = Staff(user.id, email, role)
+        db.session.commit()
+    return out
+
+
+def login(client: FlaskClient, who: Staff) -> None:
+    response = client.post("/login", data={"email": who.email, "password": who.password})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]

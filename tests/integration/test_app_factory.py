@@ -1,0 +1,66 @@
+"""The factory, configuration errors and the first page."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pharmacy import create_app
+from pharmacy.core.errors import ConfigError
+from tests.conftest import login
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("PHARMACY_TIMEZONE", "Mars/Olympus", "PHARMACY_TIMEZONE"),
+        ("PHARMACY_NPI", "1234567890", "PHARMACY_NPI"),
+        ("DATABASE_URL", "mysql://x", "DATABASE_URL"),
+        ("SMTP_URL", "http://mail", "SMTP_URL"),
+        ("REMINDER_SEND_HOUR", "3", "REMINDER_SEND_HOUR"),
+        ("PHARMACY_BUSINESS_DAYS", "mon,funday", "PHARMACY_BUSINESS_DAYS"),
+        ("PRICE_BAND_MIN_CENTS", "abc", "PRICE_BAND_MIN_CENTS"),
+    ],
+)
+def test_bad_setting_is_named(app_config: dict, key: str, value: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        create_app({**app_config, key: value})
+    assert fragment in str(err.value)
+
+
+def test_production_requires_a_strong_secret(app_config: dict) -> None:
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": "short"})
+
+
+def test_secret_key_is_generated_once_into_instance(app_config: dict, tmp_path) -> None:
+    config = {k: v for k, v in app_config.items() if k != "SECRET_KEY"}
+    first = create_app(config).config["SECRET_KEY"]
+    second = create_app(config).config["SECRET_KEY"]
+    assert first == second and len(first) == 64
+    key_file = tmp_path / "instance" / "secret_key"
+    assert key_file.read_text() == first
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_cli_reports_bad_configuration_in_one_line(tmp_path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PHARMACY_TIMEZONE": "Nowhere/Land", "FLASK_APP": "pharmacy.entry",
+           "PHARMACY_INSTANCE_PATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "flask", "users", "list"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pharmacy: configuration error: "
+        "PHARMACY_TIMEZONE='Nowhere/Land' is not a known time zone (e.g. America/Chicago)"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_home_requires_sign_in_then_shows_patients(client, staff) -> None:
+    response = client.get("/")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+    login(client, staff["pharmacist"])
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store"
