@@ -14,7 +14,9 @@ from flask import Flask
 from pharmacy.config import load_settings
 from pharmacy.core.clock import Clock, SystemClock
 
-FEATURES = ("core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard")
+FEATURES = (
+    "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 

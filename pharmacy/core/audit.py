@@ -47,12 +47,17 @@ def record(
         details=details,
     )
     db.session.add(AuditEvent(**values))
-    if survive_rollback and has_request_context():
-        g.setdefault(_KEEP, []).append(values)
+    if survive_rollback:
+        keep_after_rollback(AuditEvent, values)
 
 
-def kept_after_rollback() -> list[dict[str, Any]]:
-    """Events that must be written even though the request's transaction is rolled back."""
+def keep_after_rollback(model: type, values: dict[str, Any]) -> None:
+    """Rows (refusals, failed logins, wrong birth dates) that must be written even if the request rolls back."""
+    if has_request_context():
+        g.setdefault(_KEEP, []).append((model, values))
+
+
+def kept_after_rollback() -> list[tuple[type, dict[str, Any]]]:
     return g.pop(_KEEP, []) if has_request_context() else []
 
 

@@ -24,3 +24,18 @@ def now() -> datetime:
 def today() -> date:
     """Today at the pharmacy (its time zone), which is what every date rule means by "today"."""
     return local_date(now(), settings().timezone)
+
+
+def business_calendar():  # -> BusinessCalendar (imported lazily: calendar.py is pure and optional at import)
+    """The pharmacy's open days (weekdays, holidays of its country, extra closed dates), built once per app."""
+    from pharmacy.core.calendar import BusinessCalendar
+
+    cached = current_app.extensions.get("pharmacy.calendar")
+    if cached is None:
+        cfg = settings()
+        cached = BusinessCalendar(
+            weekdays=cfg.business_weekdays, closed=cfg.closed_dates,
+            holiday_country=cfg.holiday_country, holiday_subdivision=cfg.holiday_subdivision,
+        )
+        current_app.extensions["pharmacy.calendar"] = cached
+    return cached

@@ -9,7 +9,6 @@ from flask import Flask, Response, g
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pharmacy.core import audit
-from pharmacy.core.models import AuditEvent
 from pharmacy.extensions import db
 
 log = logging.getLogger(__name__)
@@ -24,7 +23,7 @@ def _rollback_keeping_audit() -> None:
     db.session.rollback()
     kept = audit.kept_after_rollback()
     if kept:
-        db.session.add_all(AuditEvent(**values) for values in kept)
+        db.session.add_all(model(**values) for model, values in kept)
         db.session.commit()
 
 

@@ -1,10 +1,20 @@
 """Prescription rules (pure): forms and units, ISMP-safe dose text, dose checks, titration, screening.
 
-Every rule cites the line of ../shared/DOMAIN.md it implements.
+Every rule cites the section of ../shared/DOMAIN.md it implements. Doses and volumes are
+Decimal throughout: a float cannot say 0.1 mL exactly, and a label must never print 4.499999.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from itertools import pairwise
+
+from pharmacy.core.errors import ValidationFailed
+from pharmacy.prescriptions.rules_npi import npi_is_valid
 
 
 class Form(StrEnum):
@@ -36,3 +46,660 @@ class Severity(StrEnum):
     OVERRIDABLE_STOP = "overridable_stop"
     ACKNOWLEDGE = "acknowledge"
     WARNING = "warning"
+
+
+class DoseError(ValidationFailed):
+    """A dose, strength or titration step that cannot be measured or given as written."""
+
+    code = "dose_invalid"
+
+
+class SupplyError(ValidationFailed):
+    """A quantity or days supply that is out of range or does not match the dose."""
+
+    code = "supply_invalid"
+
+
+# --------------------------------------------------------------------------------------------
+# Constants (DOMAIN.md "Dosing", "Forms")
+# --------------------------------------------------------------------------------------------
+USUAL_MIN_MG = Decimal("1.5")  # DOMAIN.md "Dosing": common MS range 1.5–4.5 mg once daily
+USUAL_MAX_MG = Decimal("4.5")
+LOW_DOSE_MAX_MG = Decimal("5")  # DOMAIN.md "Dosing": > 5 mg is not LDN
+SPASTICITY_MAX_MG = Decimal("3")  # DOMAIN.md "Dosing": spasticity cap 3 mg
+MAX_CAPSULES_PER_DOSE = 6  # more than this means the wrong capsule strength was chosen
+ML_STEP = Decimal("0.1")  # an oral syringe / cream applicator measures to 0.1 mL
+MIN_ML_PER_DOSE = Decimal("0.1")
+MAX_ML_PER_DOSE = Decimal("20")
+MAX_TITRATION_STEPS = 12
+MAX_DAYS_SUPPLY = 366  # matches the prescriptions.days_supply check constraint
+# DOMAIN.md "Label safety (ISMP)": every LDN label carries this.
+OPIOID_LABEL_WARNING = "Do not take with opioid pain medicines."
+
+_ROUTE = {  # (verb, where) — DOMAIN.md "Forms": capsules by mouth, liquid under the tongue, cream on the skin
+    Form.CAPSULE: ("Take", "by mouth"),
+    Form.SUBLINGUAL_LIQUID: ("Place", "under the tongue"),
+    Form.TRANSDERMAL_CREAM: ("Apply", "to the skin of the inner wrist or forearm"),
+}
+_PRODUCT_SUFFIX = {
+    Form.CAPSULE: "capsules",
+    Form.SUBLINGUAL_LIQUID: "sublingual liquid",
+    Form.TRANSDERMAL_CREAM: "transdermal cream",
+}
+_TIMING_TEXT = {DosingTime.BEDTIME: "at bedtime", DosingTime.MORNING: "in the morning"}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _dec(value: object, field: str) -> Decimal:
+    """Coerce int/str/Decimal to a finite Decimal; refuse floats (DOMAIN.md "Money": exact amounts)."""
+    if isinstance(value, bool | float):
+        raise TypeError(f"{field} must be a Decimal, int or str, not {type(value).__name__}")
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        raise ValidationFailed(f"{value!r} is not a number.", fields={field: "Enter a number."}) from None
+    if not d.is_finite():
+        raise ValidationFailed(f"{value!r} is not a number.", fields={field: "Enter a number."})
+    return d
+
+
+def _canon(d: Decimal) -> Decimal:
+    """Fewest digits without an exponent: Decimal("45.0") -> 45, Decimal("1.50") -> 1.5 (never 1E+1)."""
+    n = d.normalize()
+    return n.quantize(Decimal(1)) if n.as_tuple().exponent > 0 else n
+
+
+# --------------------------------------------------------------------------------------------
+# ISMP-safe text (DOMAIN.md "Label safety (ISMP)")
+# --------------------------------------------------------------------------------------------
+def format_amount(value: Decimal | int | str) -> str:
+    """DOMAIN.md "Label safety (ISMP)": no trailing zero ("3" not "3.0"), always a leading zero ("0.5").
+
+    A trailing zero is misread as ten times the dose ("3.0" -> "30"); a naked ".5" as 5.
+    """
+    d = _dec(value, "value")
+    if d.is_zero():
+        return "0"
+    text = format(d.normalize(), "f")  # "f" never uses an exponent and always writes "0." before a fraction
+    return text
+
+
+def format_mg(value: Decimal | int | str) -> str:
+    """"4.5 mg", with a space between number and unit (DOMAIN.md "Label safety (ISMP)")."""
+    return f"{format_amount(value)} mg"
+
+
+def format_ml(value: Decimal | int | str) -> str:
+    """"1.5 mL" — never "cc", which is misread as "u" or "00" (DOMAIN.md "Label safety (ISMP)")."""
+    return f"{format_amount(value)} mL"
+
+
+def dose_unit(form: Form) -> str:
+    """DOMAIN.md "Forms": capsules are counted; liquid and cream are measured in mL."""
+    return "capsule" if Form(form) is Form.CAPSULE else "mL"
+
+
+def quantity_text(form: Form, quantity: Decimal | int | str) -> str:
+    """"30 capsules", "1 capsule", "45 mL" — the amount in the patient's words."""
+    q = _dec(quantity, "quantity")
+    if Form(form) is Form.CAPSULE:
+        return f"{format_amount(q)} {'capsule' if q == 1 else 'capsules'}"
+    return format_ml(q)
+
+
+def strength_text(form: Form, strength_mg: Decimal | int | str) -> str:
+    """"4.5 mg" per capsule, "1 mg/mL" for liquid and cream (DOMAIN.md "Forms")."""
+    if Form(form) is Form.CAPSULE:
+        return format_mg(strength_mg)
+    return f"{format_amount(strength_mg)} mg/mL"
+
+
+def product_name(form: Form, strength_mg: Decimal | int | str) -> str:
+    """"Naltrexone 4.5 mg capsules" / "Naltrexone 1 mg/mL sublingual liquid": what the label calls it."""
+    form = Form(form)
+    return f"Naltrexone {strength_text(form, strength_mg)} {_PRODUCT_SUFFIX[form]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Units per dose (DOMAIN.md "Forms")
+# --------------------------------------------------------------------------------------------
+def units_per_dose(form: Form, strength_mg: Decimal | int | str, dose_mg: Decimal | int | str) -> Decimal:
+    """Capsules or mL for one dose. DOMAIN.md "Forms": capsules are whole units of a fixed strength;
+    liquid and cream are measured by volume, so the volume must be one a patient can measure (0.1 mL).
+    """
+    form = Form(form)
+    strength = _dec(strength_mg, "strength_mg")
+    dose = _dec(dose_mg, "dose_mg")
+    if strength <= 0:
+        raise DoseError("The strength must be more than 0 mg.", fields={"strength_mg": "Must be more than 0."})
+    if dose <= 0:
+        raise DoseError("The dose must be more than 0 mg.", fields={"dose_mg": "Must be more than 0 mg."})
+    units = dose / strength
+    if form is Form.CAPSULE:
+        if units != units.to_integral_value():
+            msg = f"{format_mg(dose)} is not a whole number of {format_mg(strength)} capsules."
+            raise DoseError(msg, fields={"dose_mg": msg})
+        if units > MAX_CAPSULES_PER_DOSE:
+            msg = (f"{format_mg(dose)} would be {format_amount(units)} capsules of {format_mg(strength)} a dose; "
+                   f"use a stronger capsule (at most {MAX_CAPSULES_PER_DOSE} capsules a dose).")
+            raise DoseError(msg, fields={"dose_mg": msg})
+        return units.quantize(Decimal(1))
+    conc = strength_text(form, strength)
+    if units % ML_STEP != 0:
+        msg = (f"{format_mg(dose)} at {conc} is {format_amount(units.quantize(Decimal('0.001')))} mL, "
+               f"which cannot be measured; doses must come to a whole 0.1 mL.")
+        raise DoseError(msg, fields={"dose_mg": msg})
+    if not MIN_ML_PER_DOSE <= units <= MAX_ML_PER_DOSE:
+        msg = (f"{format_mg(dose)} at {conc} is {format_ml(units)} a dose; a dose must be between "
+               f"{format_ml(MIN_ML_PER_DOSE)} and {format_ml(MAX_ML_PER_DOSE)}. Choose another concentration.")
+        raise DoseError(msg, fields={"dose_mg": msg})
+    return _canon(units)
+
+
+# --------------------------------------------------------------------------------------------
+# Alerts and dose checks (DOMAIN.md "Dosing", "Safety screening")
+# --------------------------------------------------------------------------------------------
+_SEVERITY_ORDER = {Severity.HARD_STOP: 0, Severity.OVERRIDABLE_STOP: 1, Severity.ACKNOWLEDGE: 2, Severity.WARNING: 3}
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One screening finding. `code` is stable (the service matches findings across screenings by it)."""
+
+    code: str
+    severity: Severity
+    message: str
+
+    @property
+    def needs_pharmacist(self) -> bool:
+        """A pharmacist must act (override with a reason, or acknowledge): DOMAIN.md "Safety screening"."""
+        return self.severity in (Severity.OVERRIDABLE_STOP, Severity.ACKNOWLEDGE)
+
+    @property
+    def blocks(self) -> bool:
+        """Blocks the fill until resolved (a hard stop forever); a warning never blocks."""
+        return self.severity is not Severity.WARNING
+
+
+def can_override(severity: Severity) -> bool:
+    """DOMAIN.md "Safety screening": only the liver stop and the spasticity ack are a pharmacist's call.
+
+    A hard stop (opioids, > 5 mg) cannot be overridden: the fix is a changed prescription or
+    medication list. A warning needs no override.
+    """
+    return Severity(severity) in (Severity.OVERRIDABLE_STOP, Severity.ACKNOWLEDGE)
+
+
+def blocking_alerts(alerts: Sequence[tuple[Alert, bool]]) -> list[Alert]:
+    """The alerts (with their resolved flag) that still stop a fill. A hard stop blocks even when
+    marked resolved — it cannot be overridden; overridable stops and acks block until resolved.
+    """
+    out = []
+    for alert, resolved in alerts:
+        if alert.severity is Severity.HARD_STOP or (can_override(alert.severity) and not resolved):
+            out.append(alert)
+    return out
+
+
+def check_dose(dose_mg: Decimal | int | str, *, has_spasticity: bool) -> list[Alert]:
+    """DOMAIN.md "Dosing": usual range 1.5–4.5 mg; > 5 mg is not LDN; spasticity at most 3 mg."""
+    dose = _dec(dose_mg, "dose_mg")
+    if dose <= 0:
+        raise DoseError("The dose must be more than 0 mg.", fields={"dose_mg": "Must be more than 0 mg."})
+    alerts = []
+    mg = format_mg(dose)
+    if dose > LOW_DOSE_MAX_MG:
+        # DOMAIN.md "Dosing": anything above the low-dose range (> 5 mg) is not LDN.
+        alerts.append(Alert("dose_not_low_dose", Severity.HARD_STOP,
+                            f"{mg} is above the low-dose range (at most 5 mg): this is not LDN. "
+                            "Contact the prescriber for a corrected prescription."))
+    elif not USUAL_MIN_MG <= dose <= USUAL_MAX_MG:
+        alerts.append(Alert("dose_outside_usual_range", Severity.WARNING,
+                            f"{mg} is outside the usual MS range of 1.5–4.5 mg once daily; "
+                            "check it is what the prescriber intended."))
+    if has_spasticity and dose > SPASTICITY_MAX_MG:
+        # DOMAIN.md "Dosing": spasticity cap 3 mg (LDN may add muscle stiffness).
+        alerts.append(Alert("spasticity_dose", Severity.ACKNOWLEDGE,
+                            f"The patient has spasticity and the dose is {mg}: no more than 3 mg daily is "
+                            "advised, because LDN may add muscle stiffness. A pharmacist must acknowledge this."))
+    return alerts
+
+
+# --------------------------------------------------------------------------------------------
+# Screening tables (DOMAIN.md "Safety screening")
+#
+# Decisions:
+# * Opioids are searched in the medication list only (it is the list of *current* medicines).
+#   Searching conditions would turn "history of oxycodone dependence" into an un-overridable stop.
+# * Every opioid mention on the medication list stops the fill, including "stopped tramadol last
+#   week" or "oxycodone PRN": recent use also precipitates withdrawal, and the message names the
+#   entry so staff can correct a wrong list. Two kinds of entry are not medicines and are skipped:
+#   allergies ("morphine allergy", "allergic to codeine") and negations ("no opioids", "none").
+# * Diphenoxylate (Lomotil) and difenoxin (Motofen) ARE flagged: they are absorbed opioids
+#   (Schedule V), and the naltrexone label warns that opioid antidiarrhoeals may not work.
+#   Loperamide (Imodium) and eluxadoline (Viberzi) act in the gut with negligible absorption, and
+#   dextromethorphan is not an opioid agonist: not flagged. Antagonists (naloxone, nalmefene,
+#   methylnaltrexone, naloxegol, naldemedine) are not flagged. Kratom (a mu agonist) is flagged.
+# * Conditions: liver disease is an overridable stop; "hepatitis B vaccine" is not liver disease,
+#   but "hepatitis C, cured" is flagged (a pharmacist overrides with a reason).
+# * Names match case-insensitively on word boundaries, so "Percocet 5/325 mg" and "OXYCONTIN ER"
+#   match while "apomorphine" does not match morphine.
+# --------------------------------------------------------------------------------------------
+OPIOIDS: dict[str, tuple[str, ...]] = {
+    "oxycodone": ("oxycodone", "OxyContin", "Percocet", "Percodan", "Roxicodone", "Roxicet", "Roxybond", "Xtampza",
+                  "Endocet", "Endodan", "Oxaydo", "Primlev", "Nalocet", "Prolate", "Tylox", "Xartemis", "Troxyca",
+                  "Targiniq", "Oxecta"),
+    "hydrocodone": ("hydrocodone", "Vicodin", "Norco", "Lortab", "Lorcet", "Hysingla", "Zohydro", "Vicoprofen",
+                    "Xodol", "Hycet", "Zamicet", "Verdrocet", "Reprexain", "Ibudone", "Hycodan", "Hydromet",
+                    "Tussionex", "TussiCaps", "Hycofenix", "Rezira", "Vituz", "Zutripro", "benzhydrocodone", "Apadaz"),
+    "tramadol": ("tramadol", "Ultram", "Ultracet", "ConZip", "Ryzolt", "Qdolo", "Seglentis"),
+    "codeine": ("codeine", "Tuzistra", "Tuxarin", "Brontex", "Triacin-C",
+                r"re:tylenol[\s-]*(?:#|no\.?|number)?\s*[34](?![\d.,/])(?!\s*(?:times|x)\b)",
+                r"re:\w*tuss(?:in)?[\s-]*d?a[\s.-]?c", r"re:guaifenesin[\s-]+a[\s.-]?c\b"),
+    "dihydrocodeine": ("dihydrocodeine", "Synalgos", "Trezix", "Panlor"),
+    "morphine": ("morphine", "MS Contin", "MSIR", "Kadian", "Avinza", "Arymo", "MorphaBond", "Roxanol", "Duramorph",
+                 "Infumorph", "Embeda"),
+    "fentanyl": ("fentanyl", "Duragesic", "Actiq", "Fentora", "Abstral", "Lazanda", "Subsys", "Onsolis", "Ionsys",
+                 "Sublimaze"),
+    "sufentanil": ("sufentanil", "Dsuvia", "Sufenta"),
+    "remifentanil": ("remifentanil", "Ultiva"),
+    "alfentanil": ("alfentanil", "Alfenta"),
+    "hydromorphone": ("hydromorphone", "Dilaudid", "Exalgo"),
+    "oxymorphone": ("oxymorphone", "Opana"),
+    "methadone": ("methadone", "Dolophine", "Methadose", "Diskets"),
+    "buprenorphine": ("buprenorphine", "Suboxone", "Subutex", "Butrans", "Belbuca", "Zubsolv", "Sublocade",
+                      "Bunavail", "Buprenex", "Brixadi", "Cassipa"),
+    "tapentadol": ("tapentadol", "Nucynta"),
+    "meperidine": ("meperidine", "pethidine", "Demerol"),
+    "levorphanol": ("levorphanol",),
+    "butorphanol": ("butorphanol", "Stadol"),
+    "pentazocine": ("pentazocine", "Talwin"),
+    "nalbuphine": ("nalbuphine", "Nubain"),
+    "propoxyphene": ("propoxyphene", "Darvon", "Darvocet"),
+    "oliceridine": ("oliceridine", "Olinvyk"),
+    "diphenoxylate": ("diphenoxylate", "Lomotil"),
+    "difenoxin": ("difenoxin", "Motofen"),
+    "opium": ("opium", "paregoric", "laudanum"),
+    "heroin": ("heroin", "diamorphine"),
+    "kratom": ("kratom", "mitragynine"),
+    # Class words on the list ("opioid for back pain"), but not "opioid antagonist" (naltrexone itself).
+    "an opioid": (r"re:opi(?:oid|ate)s?(?![\s-]*(?:antagonist|blocker|receptor|free))", "narcotic pain"),
+}
+LIVER_TERMS: tuple[str, ...] = (
+    r"re:hepatitis", "hep A", "hep B", "hep C", "HBV", "HCV", "cirrhosis", "liver disease", "liver failure",
+    r"re:liver[\s-]+(?:damage|fibrosis|cancer|transplant\w*|impairment|injury|dysfunction|insufficiency)",
+    r"re:hepatic[\s-]+(?:impairment|insufficiency|failure|disease|dysfunction|encephalopathy|steatosis|fibrosis)",
+    "fatty liver", "steatohepatitis", "NAFLD", "NASH", "MASLD", "MASH", "hepatocellular",
+    "primary biliary cholangitis", "primary sclerosing cholangitis", "transaminitis",
+    r"re:(?:elevated|raised|high|abnormal|increased)\s+(?:liver\s+(?:enzymes|function\s+tests?|tests?)|lfts?|alt|ast)",
+)
+LIVER_EXCLUDE = re.compile(r"vaccin|immuni[sz]", re.IGNORECASE)  # "Hepatitis B vaccine" is not liver disease
+INTERFERON_BETA_TERMS: tuple[str, ...] = (
+    "Avonex", "Rebif", "Betaseron", "Betaferon", "Extavia", "Plegridy",
+    r"re:(?:peg[\s-]?)?interferon(?![\s-]*(?:alfa|alpha|gamma|α|γ))", r"re:ifn[\s-]*(?:beta|β|b)\b",
+)
+PREGNANCY_TERMS: tuple[str, ...] = (
+    "pregnant", "pregnancy", "breastfeeding", "breast feeding", "lactating", "lactation",
+    r"re:nursing(?![\s-]+(?:home|facility|care|student|assistant))",
+)
+SPASTICITY_TERMS: tuple[str, ...] = (r"re:spastic\w*",)
+
+_NEGATION = re.compile(r"^\s*(?:no|not|none|nil|denies|denied|negative\s+for)(?![\w.])", re.IGNORECASE)
+_ALLERGY = re.compile(
+    r"\b(?:allergic|allergy|allergies|intolerant|intolerance)\s+to\b"
+    r"|^\s*(?:allerg(?:y|ies|ic)|intoleran(?:t|ce))\s*[:\-]"
+    r"|\b(?:allergy|allergies|intolerance)\s*\)?\s*$"
+    r"|\(\s*(?:allergy|allergic|intolerance)\s*\)",
+    re.IGNORECASE,
+)
+
+
+def _term_regex(term: str) -> str:
+    if term.startswith("re:"):
+        body = term[3:]
+    else:  # plain name: spaces and hyphens interchangeable, an optional plural
+        body = r"[\s-]*".join(re.escape(t) for t in re.split(r"[\s-]+", term.strip())) + "s?"
+    return rf"(?<![^\W_])(?:{body})(?![^\W_])"
+
+
+def _compile(terms: Sequence[str]) -> re.Pattern[str]:
+    return re.compile("|".join(_term_regex(t) for t in terms), re.IGNORECASE)
+
+
+_OPIOID_RES = [(generic, _compile(names)) for generic, names in OPIOIDS.items()]
+_LIVER_RE = _compile(LIVER_TERMS)
+_INTERFERON_RE = _compile(INTERFERON_BETA_TERMS)
+_PREGNANCY_RE = _compile(PREGNANCY_TERMS)
+_SPASTICITY_RE = _compile(SPASTICITY_TERMS)
+
+
+def _entries(items: Sequence[str]) -> list[str]:
+    """Stripped, non-blank, non-negated entries, de-duplicated case-insensitively, in order."""
+    seen, out = set(), []
+    for raw in items:
+        text = " ".join(str(raw).split())
+        if text and not _NEGATION.search(text) and text.casefold() not in seen:
+            seen.add(text.casefold())
+            out.append(text)
+    return out
+
+
+def opioids_in(medication: str) -> list[str]:
+    """The opioid generics an entry names, in the order they appear ("Suboxone" -> ["buprenorphine"])."""
+    found = []
+    for generic, rx in _OPIOID_RES:
+        m = rx.search(medication)
+        if m:
+            found.append((m.start(), generic))
+    return [g for _, g in sorted(found)]
+
+
+def has_spasticity(conditions: Sequence[str]) -> bool:
+    """DOMAIN.md "Dosing": spasticity caps the dose at 3 mg. Any "spastic…" word counts."""
+    return any(_SPASTICITY_RE.search(c) for c in _entries(conditions))
+
+
+def _shown(entry: str, limit: int = 120) -> str:
+    """An entry as typed, cut to fit the alert's 400-character message."""
+    return entry if len(entry) <= limit else entry[:limit - 1] + "…"
+
+
+def _quoted(entries: list[str]) -> str:
+    """Up to two entries, sorted so a reordered list gives the same message (the service matches on it)."""
+    ordered = sorted(entries, key=str.casefold)
+    text = ", ".join(f'"{_shown(e, 80)}"' for e in ordered[:2])
+    return text + (f" and {len(ordered) - 2} more" if len(ordered) > 2 else "")
+
+
+def screen(
+    *,
+    medications: Sequence[str],
+    conditions: Sequence[str],
+    max_dose_mg: Decimal | int | str,
+    maintenance_dose_mg: Decimal | int | str | None = None,
+    titrating: bool = False,
+) -> list[Alert]:
+    """DOMAIN.md "Safety screening" (at intake and at every refill), hard stops first.
+
+    One alert per opioid entry (each names what the patient takes); one alert per other finding,
+    naming every entry that triggered it. Doses: the highest dose in the plan and the maintenance
+    dose are checked; titration steps below them are not (DOMAIN.md "Dosing": start low, titrate up),
+    which is why `titrating` needs no extra checks here — the caller passes the plan's highest dose.
+    """
+    alerts: list[Alert] = []
+    for med in _entries(medications):
+        if _ALLERGY.search(med):
+            continue
+        generics = opioids_in(med)
+        if generics:
+            named = [g for g in generics if g != "an opioid"]
+            what = f"contains {' and '.join(named)}, an opioid" if named else "is listed as an opioid"
+            alerts.append(Alert("opioid", Severity.HARD_STOP,
+                                f'"{_shown(med)}" {what}: naltrexone blocks opioids and can bring on withdrawal. '
+                                "LDN cannot be filled while the patient takes it."))
+    conds = _entries(conditions)
+    liver = [c for c in conds if _LIVER_RE.search(c) and not LIVER_EXCLUDE.search(c)]
+    if liver:
+        alerts.append(Alert("liver_disease", Severity.OVERRIDABLE_STOP,
+                            f"Liver condition on file ({_quoted(liver)}): naltrexone is cleared by the liver. "
+                            "A pharmacist must review and record a reason before filling."))
+    interferon = [m for m in _entries(medications) if _INTERFERON_RE.search(m) and not _ALLERGY.search(m)]
+    if interferon:
+        alerts.append(Alert("interferon_beta", Severity.WARNING,
+                            f"Interferon beta ({_quoted(interferon)}): possible interaction with LDN. "
+                            "Tell the patient, and the prescriber if new symptoms appear."))
+    pregnancy = [c for c in conds if _PREGNANCY_RE.search(c)]
+    if pregnancy:
+        alerts.append(Alert("pregnancy_breastfeeding", Severity.WARNING,
+                            f"Pregnancy or breastfeeding ({_quoted(pregnancy)}): very little data exists on LDN "
+                            "in pregnancy or breastfeeding; make sure the prescriber knows."))
+    top = _dec(max_dose_mg, "dose_mg")
+    doses = [top]
+    if maintenance_dose_mg is not None and _dec(maintenance_dose_mg, "dose_mg") != top:
+        doses.append(_dec(maintenance_dose_mg, "dose_mg"))
+    spastic = has_spasticity(conditions)
+    codes = set()
+    for dose in sorted(doses, reverse=True):
+        for alert in check_dose(dose, has_spasticity=spastic):
+            if alert.code not in codes:
+                codes.add(alert.code)
+                alerts.append(alert)
+    return sorted(alerts, key=lambda a: (_SEVERITY_ORDER[a.severity], a.code, a.message))
+
+
+# --------------------------------------------------------------------------------------------
+# Titration and supply (DOMAIN.md "Dosing": "a titration plan changes the daily dose, so it
+# changes days of supply"; "Label safety": a titration plan comes with a dated chart)
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TitrationStep:
+    """One step of a plan: this daily dose for this many days (LDN is once daily)."""
+
+    dose_mg: Decimal
+    days: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dose_mg", _dec(self.dose_mg, "titration"))
+        if isinstance(self.days, bool) or not isinstance(self.days, int) or not 1 <= self.days <= MAX_DAYS_SUPPLY:
+            msg = f"A titration step must last 1 to {MAX_DAYS_SUPPLY} days (got {self.days!r})."
+            raise DoseError(msg, fields={"titration": msg})
+        if self.dose_mg <= 0:
+            msg = "A titration step dose must be more than 0 mg."
+            raise DoseError(msg, fields={"titration": msg})
+
+    def to_json(self) -> dict[str, object]:
+        """The shape stored on Prescription.titration: {"dose_mg": "1.5", "days": 14}."""
+        return {"dose_mg": format_amount(self.dose_mg), "days": self.days}
+
+
+def parse_titration(data: Sequence[dict[str, object]] | None) -> tuple[TitrationStep, ...]:
+    """Prescription.titration JSON -> steps (None or [] is a fixed dose)."""
+    steps = []
+    for i, item in enumerate(data or (), start=1):
+        try:
+            dose = item["dose_mg"]  # a JSON number arrives as float: its repr ("1.5") is what was meant
+            steps.append(TitrationStep(_dec(str(dose) if isinstance(dose, float) else dose, "titration"),
+                                       item["days"]))
+        except (KeyError, TypeError):
+            msg = f"Titration step {i} needs a dose in mg and a whole number of days."
+            raise DoseError(msg, fields={"titration": msg}) from None
+    return tuple(steps)
+
+
+@dataclass(frozen=True)
+class ScheduledStep:
+    """A dated row of the chart; `end` is inclusive, None for the open-ended maintenance dose."""
+
+    start: date
+    end: date | None
+    dose_mg: Decimal
+    units_per_day: Decimal
+
+
+def _plan(form: Form, strength_mg: object, dose_mg: object,
+          steps: Sequence[TitrationStep]) -> tuple[list[tuple[int, Decimal]], Decimal]:
+    """(days, units a day) per step, and the maintenance units a day; every dose validated."""
+    if len(steps) > MAX_TITRATION_STEPS:
+        msg = f"A titration plan has at most {MAX_TITRATION_STEPS} steps (got {len(steps)})."
+        raise DoseError(msg, fields={"titration": msg})
+    out = []
+    for i, step in enumerate(steps, start=1):
+        try:
+            out.append((step.days, units_per_dose(form, strength_mg, step.dose_mg)))
+        except DoseError as exc:
+            msg = f"Titration step {i}: {exc.message}"
+            raise DoseError(msg, fields={"titration": msg}) from None
+    return out, units_per_dose(form, strength_mg, dose_mg)
+
+
+def titration_schedule(form: Form, strength_mg: Decimal, steps: Sequence[TitrationStep], start: date,
+                       maintenance_dose_mg: Decimal) -> list[ScheduledStep]:
+    """The dated chart: each step in order (a flare may step down), then the open-ended maintenance dose."""
+    plan, maintenance_units = _plan(form, strength_mg, maintenance_dose_mg, steps)
+    rows, day = [], start
+    for step, (days, units) in zip(steps, plan, strict=True):
+        rows.append(ScheduledStep(day, day + timedelta(days=days - 1), step.dose_mg, units))
+        day += timedelta(days=days)
+    rows.append(ScheduledStep(day, None, _dec(maintenance_dose_mg, "dose_mg"), maintenance_units))
+    return rows
+
+
+def remaining_steps(steps: Sequence[TitrationStep], days_elapsed: int) -> tuple[TitrationStep, ...]:
+    """The part of a plan still ahead after `days_elapsed` days (for the next fill of a capped supply)."""
+    out, left = [], max(days_elapsed, 0)
+    for step in steps:
+        if left >= step.days:
+            left -= step.days
+        else:
+            out.append(TitrationStep(step.dose_mg, step.days - left))
+            left = 0
+    return tuple(out)
+
+
+def quantity_for_days(form: Form, strength_mg: Decimal, dose_mg: Decimal, days_supply: int,
+                      steps: Sequence[TitrationStep] = ()) -> Decimal:
+    """Capsules or mL used in the first `days_supply` days: the titration steps, then the maintenance dose."""
+    if days_supply < 0:
+        raise SupplyError("Days supply cannot be negative.", fields={"days_supply": "Must be 0 or more."})
+    plan, maintenance_units = _plan(form, strength_mg, dose_mg, steps)
+    total, left = Decimal(0), days_supply
+    for days, units in plan:
+        take = min(days, left)
+        total += take * units
+        left -= take
+    return _canon(total + left * maintenance_units)
+
+
+def days_for_quantity(form: Form, strength_mg: Decimal, dose_mg: Decimal, quantity: Decimal,
+                      steps: Sequence[TitrationStep] = ()) -> int:
+    """Whole days a quantity lasts on the same walk (a partial day's dose does not count)."""
+    left = _dec(quantity, "quantity")
+    if left < 0:
+        raise SupplyError("Quantity cannot be negative.", fields={"quantity": "Must be 0 or more."})
+    plan, maintenance_units = _plan(form, strength_mg, dose_mg, steps)
+    days = 0
+    for step_days, units in plan:
+        if step_days * units > left:
+            return days + int(left // units)
+        left -= step_days * units
+        days += step_days
+    return days + int(left // maintenance_units)
+
+
+def resolve_quantity_and_days(form: Form, strength_mg: Decimal, dose_mg: Decimal, *, quantity: Decimal | None,
+                              days_supply: int | None, steps: Sequence[TitrationStep] = ()) -> tuple[Decimal, int]:
+    """Given one of quantity / days supply, compute the other; given both, they must agree.
+
+    "Agree" means the quantity lasts exactly `days_supply` whole days, so a spare part-dose is
+    accepted but a quantity one day short (or a day over) is not: the run-out date is computed
+    from days supply (DOMAIN.md "Refill timing"), so it must be true.
+    """
+    form = Form(form)
+    if quantity is None and days_supply is None:
+        raise SupplyError("Enter a quantity or a days supply.",
+                          fields={"quantity": "Enter a quantity or a days supply.",
+                                  "days_supply": "Enter a quantity or a days supply."})
+    if days_supply is not None and (isinstance(days_supply, bool) or not 1 <= days_supply <= MAX_DAYS_SUPPLY):
+        msg = f"Days supply must be 1 to {MAX_DAYS_SUPPLY} days."
+        raise SupplyError(msg, fields={"days_supply": msg})
+    per_day = "following the titration plan" if steps else (
+        f"at {quantity_text(form, units_per_dose(form, strength_mg, dose_mg))} a day")
+    if quantity is None:
+        assert days_supply is not None
+        return quantity_for_days(form, strength_mg, dose_mg, days_supply, steps), days_supply
+    q = _dec(quantity, "quantity")
+    if q <= 0:
+        raise SupplyError("Quantity must be more than 0.", fields={"quantity": "Must be more than 0."})
+    step = Decimal(1) if form is Form.CAPSULE else ML_STEP
+    if q % step != 0:
+        msg = ("Quantity must be a whole number of capsules." if form is Form.CAPSULE
+               else "Quantity must be measured to 0.1 mL.")
+        raise SupplyError(msg, fields={"quantity": msg})
+    lasts = days_for_quantity(form, strength_mg, dose_mg, q, steps)
+    if days_supply is None:
+        if lasts < 1:
+            msg = f"{quantity_text(form, q)} is less than one day's dose {per_day}."
+            raise SupplyError(msg, fields={"quantity": msg})
+        if lasts > MAX_DAYS_SUPPLY:
+            msg = f"{quantity_text(form, q)} lasts {lasts} days {per_day}; at most {MAX_DAYS_SUPPLY} days."
+            raise SupplyError(msg, fields={"quantity": msg})
+        return q, lasts
+    if lasts != days_supply:
+        msg = f"{quantity_text(form, q)} last {lasts} days {per_day}, not {days_supply}."
+        raise SupplyError(msg, fields={"quantity": msg, "days_supply": msg})
+    return q, days_supply
+
+
+# --------------------------------------------------------------------------------------------
+# Directions and the dated chart (DOMAIN.md "Label safety (ISMP)", "Dosing": timing)
+# --------------------------------------------------------------------------------------------
+def _amount_and_dose(form: Form, units: Decimal, dose: Decimal) -> str:
+    return f"{quantity_text(form, units)} ({format_mg(dose)})"
+
+
+def directions(form: Form, strength_mg: Decimal, dose_mg: Decimal, dosing_time: DosingTime,
+               steps: Sequence[TitrationStep] = ()) -> str:
+    """Plain-word directions: "Take 3 capsules (4.5 mg) by mouth at bedtime." Never HS/qhs or cc.
+
+    With a titration plan the label points to the dated chart, since "week 3" is easy to miscount.
+    """
+    form = Form(form)
+    verb, where = _ROUTE[form]
+    when = _TIMING_TEXT[DosingTime(dosing_time)]
+    plan, maintenance_units = _plan(form, strength_mg, dose_mg, steps)
+    dose = _dec(dose_mg, "dose_mg")
+    tail = {Form.CAPSULE: "", Form.SUBLINGUAL_LIQUID: " Hold for 1 minute, then swallow.",
+            Form.TRANSDERMAL_CREAM: " Rub in well."}[form]
+    if not steps:
+        if form is Form.TRANSDERMAL_CREAM:
+            return f"{verb} {_amount_and_dose(form, maintenance_units, dose)} {where} {when} and rub in well."
+        return f"{verb} {_amount_and_dose(form, maintenance_units, dose)} {where} {when}.{tail}"
+    first = _amount_and_dose(form, plan[0][1], steps[0].dose_mg)
+    last = _amount_and_dose(form, maintenance_units, dose)
+    seq = [*(s.dose_mg for s in steps), dose]
+    pairs = list(pairwise(seq))
+    if seq[0] < seq[-1] and all(a <= b for a, b in pairs):
+        change = f"increasing as shown, up to {last}"
+    elif seq[0] > seq[-1] and all(a >= b for a, b in pairs):
+        change = f"decreasing as shown, to {last}"
+    else:
+        change = f"changing as shown, then {last}"
+    return f"Follow the dated chart: {verb.lower()} {first} {where} {when}, {change}.{tail}"
+
+
+def format_date(d: date) -> str:
+    """"Dec 1, 2026": month names, not 12/1, so day and month cannot be swapped."""
+    return f"{_MONTHS[d.month - 1]} {d.day}, {d.year}"
+
+
+def _date_range(start: date, end: date | None) -> str:
+    if end is None:
+        return f"From {format_date(start)}"
+    if start == end:
+        return format_date(start)
+    if start.year == end.year:
+        return f"{_MONTHS[start.month - 1]} {start.day} – {format_date(end)}"
+    return f"{format_date(start)} – {format_date(end)}"
+
+
+def titration_chart_rows(schedule: Sequence[ScheduledStep], form: Form) -> list[tuple[str, str, str]]:
+    """(dates, amount, dose) per row: ("Dec 1 – Dec 14, 2026", "1 capsule", "1.5 mg")."""
+    return [(_date_range(s.start, s.end), quantity_text(form, s.units_per_day), format_mg(s.dose_mg))
+            for s in schedule]
+
+
+# --------------------------------------------------------------------------------------------
+# Prescriber NPI (receipts carry the prescriber: DOMAIN.md "The drug and why …")
+# --------------------------------------------------------------------------------------------
+def validate_npi(npi: str | None) -> str:
+    """A valid NPI, stripped of surrounding spaces, or a ValidationFailed that says what is wrong."""
+    value = (npi or "").strip()
+    if len(value) != 10 or not value.isdigit():
+        msg = f"An NPI is exactly 10 digits, starting with 1 or 2 (got {value!r})."
+    elif value[0] not in "12":
+        msg = "An NPI starts with 1 or 2."
+    elif not npi_is_valid(value):
+        msg = "This NPI's check digit (the last one) does not match the other nine: look for a typo."
+    else:
+        return value
+    raise ValidationFailed(msg, fields={"npi": msg})

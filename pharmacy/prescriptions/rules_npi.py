@@ -23,3 +23,4 @@ def npi_is_valid(npi: str | None) -> bool:
     if npi is None or len(npi) != 10 or not npi.isdigit() or npi[0] not in "12":
         return False
     return npi_check_digit(npi[:9]) == int(npi[9])
+

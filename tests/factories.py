@@ -1,0 +1,143 @@
+"""Building blocks for tests: real rows made through the real services (call inside an app context)."""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from pharmacy.billing.models import Fee, PriceEntry
+from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot
+from pharmacy.compounding.rules import UspCategory
+from pharmacy.core.actor import Actor, staff
+from pharmacy.core.context import now, today
+from pharmacy.core.roles import Role
+from pharmacy.extensions import db
+from pharmacy.prescriptions.rules import Form
+
+
+def actor(user: Any) -> Actor:
+    """An Actor for a tests.conftest.Staff (or anything with .id and .role)."""
+    return staff(user.id, user.role)
+
+
+def formula(code: str = "LDN-CAP-4.5", *, form: Form = Form.CAPSULE, strength: str = "4.5",
+            category: UspCategory = UspCategory.OTHER_NONAQUEOUS, lead_time: int = 2,
+            prices: tuple[tuple[str, int, int], ...] = (("30", 30, 5500), ("90", 90, 15500)),
+            lots: bool = True) -> Formula:
+    """A formula with two ingredients, prices and unexpired lots for each ingredient."""
+    existing = db.session.execute(sa.select(Formula).where(Formula.code == code)).scalar_one_or_none()
+    if existing:
+        return existing
+    unit_word = "100 capsules" if form == Form.CAPSULE else "100 mL"
+    f = Formula(
+        code=code, name=f"Naltrexone {strength} {'mg capsules' if form == Form.CAPSULE else 'mg/mL ' + form.value}",
+        form=form, strength_mg=Decimal(strength), usp_category=category, storage="Room temperature",
+        container="Amber vial", method="Mix and fill.", lead_time_business_days=lead_time, created_at=now(),
+    )
+    f.ingredients = [
+        FormulaIngredient(position=0, name="Naltrexone hydrochloride USP", salt_form="hydrochloride",
+                          amount=Decimal(strength) * 100, unit="mg", per=unit_word, active_ingredient=True),
+        FormulaIngredient(position=1, name="Microcrystalline cellulose NF" if form == Form.CAPSULE else "Base",
+                          amount=Decimal("14"), unit="g", per=unit_word),
+    ]
+    db.session.add(f)
+    db.session.flush()
+    for qty, days, cents in prices:
+        db.session.add(PriceEntry(formula_id=f.id, quantity=Decimal(qty), days_supply=days, price_cents=cents,
+                                  effective_at=now() - timedelta(days=30)))
+    if not db.session.execute(sa.select(Fee.id).where(Fee.code == "shipping")).first():
+        db.session.add(Fee(code="shipping", amount_cents=895, effective_at=now() - timedelta(days=30)))
+    if lots:
+        for ing in f.ingredients:
+            lot(ing.name, f"{ing.name[:3].upper()}-{f.id}", expiry=today() + timedelta(days=400))
+    db.session.flush()
+    return f
+
+
+def lot(ingredient: str, number: str, *, expiry: date, supplier: str = "Medisca") -> IngredientLot:
+    row = IngredientLot(ingredient_name=ingredient, supplier=supplier, lot_number=number, expiry_date=expiry,
+                        received_on=today() - timedelta(days=10), created_at=now())
+    db.session.add(row)
+    db.session.flush()
+    return row
+
+
+def prescriber(npi: str = "1234567893", **kw: Any) -> Any:
+    from pharmacy.prescriptions.models import Prescriber
+
+    existing = db.session.execute(sa.select(Prescriber).where(Prescriber.npi == npi)).scalar_one_or_none()
+    if existing:
+        return existing
+    p = Prescriber(first_name=kw.get("first_name", "Elena"), last_name=kw.get("last_name", "Marquez"),
+                   credentials="MD", npi=npi, email=kw.get("email", "emarquez@neuro.example"), created_at=now())
+    db.session.add(p)
+    db.session.flush()
+    return p
+
+
+def patient(who: Actor, **overrides: Any) -> Any:
+    from pharmacy.patients import services
+
+    data = {
+        "first_name": "Margaret", "last_name": "Ellison", "date_of_birth": date(1968, 4, 12),
+        "email": "margaret@example.com", "phone": "(217) 555-0101", "address_line1": "14 Oak Lane",
+        "city": "Springfield", "state": "IL", "postal_code": "62704", "conditions": ["multiple sclerosis"],
+        "medications": [], "reminders_opt_in": True, "shipping_days": 2,
+    }
+    data.update(overrides)
+    return services.create_patient(who, data)
+
+
+def prescription(who: Actor, patient_id: int, formula_id: int, prescriber_id: int, **overrides: Any) -> Any:
+    from pharmacy.prescriptions import services
+    from pharmacy.prescriptions.rules import DosingTime
+
+    data = {
+        "patient_id": patient_id, "prescriber_id": prescriber_id, "formula_id": formula_id,
+        "dose_mg": Decimal("4.5"), "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None,
+        "days_supply": 30, "refills_authorized": 5, "written_date": today() - timedelta(days=10),
+    }
+    data.update(overrides)
+    return services.create_prescription(who, data)
+
+
+def world(staff_map: dict[str, Any], **rx_overrides: Any) -> dict[str, Any]:
+    """A formula, a prescriber, a patient and an active prescription, made by the pharmacist."""
+    ph = actor(staff_map["pharmacist"])
+    f = formula()
+    doc = prescriber()
+    p = patient(ph, **rx_overrides.pop("patient", {}))
+    rx = prescription(ph, p.id, f.id, doc.id, **rx_overrides)
+    db.session.flush()
+    return {"formula": f, "prescriber": doc, "patient": p, "rx": rx, "pharmacist": ph,
+            "pharmacist2": actor(staff_map["pharmacist2"]), "technician": actor(staff_map["technician"]),
+            "admin": actor(staff_map["admin"])}
+
+
+def run_order_to(w: dict[str, Any], order_id: int, target: str) -> None:
+    """Walk an order through the workflow to `target` with the right people at each step."""
+    from pharmacy.compounding import services as orders
+    from pharmacy.compounding.models import Order
+
+    steps = ["verified", "compounding", "checked", "ready", "dispensed"]
+    for step in steps[: steps.index(target) + 1]:
+        order = db.session.get(Order, order_id)
+        if step == "verified":
+            orders.verify_order(w["pharmacist"], order_id)
+        elif step == "compounding":
+            lots = db.session.execute(sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(
+                [i.name for i in w["formula"].ingredients]), IngredientLot.expiry_date >= today())).scalars().all()
+            orders.compound_order(w["technician"], order_id, quantity_made=order.quantity, lots=[
+                {"ingredient_lot_id": x.id, "quantity_used": "1", "unit": "g"} for x in lots])
+        elif step == "checked":
+            orders.check_order(w["pharmacist2"], order_id)
+        elif step == "ready":
+            orders.release_order(w["pharmacist2"], order_id)
+        else:
+            orders.dispense_order(w["technician"], order_id)
+
+
+def role(name: str) -> Role:
+    return Role(name)
