@@ -355,10 +355,9 @@ _ALLERGY = re.compile(
 
 
 def _term_regex(term: str) -> str:
-    if term.startswith("re:"):
-        body = term[3:]
-    else:  # plain name: spaces and hyphens interchangeable, an optional plural
-        body = r"[\s-]*".join(re.escape(t) for t in re.split(r"[\s-]+", term.strip())) + "s?"
+    # A plain name: spaces and hyphens interchangeable, an optional plural; "re:" terms are regexes.
+    plain = r"[\s-]*".join(re.escape(t) for t in re.split(r"[\s-]+", term.strip())) + "s?"
+    body = term[3:] if term.startswith("re:") else plain
     return rf"(?<![^\W_])(?:{body})(?![^\W_])"
 
 

@@ -87,7 +87,9 @@ def plan_from_input(data: dict[str, Any], formula: Formula) -> dict[str, Any]:
     if expiry <= written:
         raise ValidationFailed("Check the dates.", fields={"expiry_date": "The expiry date must be after the written date."})
     if expiry > written + timedelta(days=730):
-        raise ValidationFailed("Check the dates.", fields={"expiry_date": "A prescription cannot be valid for more than two years."})
+        raise ValidationFailed(
+            "Check the dates.", fields={"expiry_date": "A prescription cannot be valid for more than two years."}
+        )
     directions = data.get("directions") or rules.directions(form, strength, dose, data["dosing_time"], steps)
     return {
         "quantity": quantity, "days_supply": days, "expiry_date": expiry, "directions": directions,
