@@ -32,6 +32,7 @@ NAV = [
     ("Formulas", "compounding.formulas", Permission.VIEW_CLINICAL),
     ("Audit", "admin.audit", Permission.VIEW_AUDIT),
     ("Users", "admin.users", Permission.MANAGE_USERS),
+    ("API tokens", "admin.tokens", None),
 ]
 
 
@@ -71,7 +72,10 @@ def logout() -> Any:
 
 
 def init_app(app: Flask) -> None:
+    from pharmacy.core.admin_views import bp as admin_bp
+
     auth.init_app(app)
+    app.register_blueprint(admin_bp)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

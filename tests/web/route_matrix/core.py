@@ -16,3 +16,21 @@ ROUTES: list[Route] = [
     staff_page("patients.index", lambda w: "/patients/", admin="forbidden"),
     staff_page("patients.detail", lambda w: f"/patients/{w['patient'].id}", admin="forbidden"),
 ]
+
+ROUTES += [
+    staff_page("admin.users", lambda w: "/admin/users", technician="forbidden", pharmacist="forbidden"),
+    staff_page("admin.create_user", lambda w: "/admin/users", method="POST", technician="forbidden",
+               pharmacist="forbidden", data=lambda w: {"email": "new@pharmacy.test", "full_name": "New Person",
+                                                       "role": "technician", "password": "a long enough secret"}),
+    staff_page("admin.set_active", lambda w: f"/admin/users/{w['staff']['technician'].id}/active", method="POST",
+               technician="forbidden", pharmacist="forbidden", data=lambda w: {"active": "1"}),
+    staff_page("admin.reset_password", lambda w: f"/admin/users/{w['staff']['pharmacist2'].id}/password",
+               method="POST", technician="forbidden", pharmacist="forbidden",
+               data=lambda w: {"password": "another long secret"}),
+    staff_page("admin.tokens", lambda w: "/admin/tokens"),
+    staff_page("admin.issue_token", lambda w: "/admin/tokens", method="POST", data=lambda w: {"name": "matrix"}),
+    staff_page("admin.revoke_token", lambda w: "/admin/tokens/999999/revoke", method="POST",
+               technician="missing", pharmacist="missing", admin="missing"),
+    staff_page("admin.audit", lambda w: "/admin/audit", technician="forbidden", pharmacist="forbidden"),
+    staff_page("admin.audit_csv", lambda w: "/admin/audit.csv", technician="forbidden", pharmacist="forbidden"),
+]
