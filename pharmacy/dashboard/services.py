@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,25 +29,172 @@ class Page:
 
 
 @dataclass
+class Tile:
+    key: str
+    label: str
+    count: int
+    endpoint: str
+    params: dict[str, Any] = field(default_factory=dict)
+    attention: bool = False
+
+
+@dataclass
 class TodayView:
-    patients: list[Patient] = field(default_factory=list)
-    prescriptions_by_patient: dict[int, list[Prescription]] = field(default_factory=dict)
+    tiles: list[Tile] = field(default_factory=list)
+    alerts: list[Any] = field(default_factory=list)
+    requests: list[Any] = field(default_factory=list)
+    oldest_orders: list[Order] = field(default_factory=list)
+    running_out: list[Any] = field(default_factory=list)
+    reminders_today: int = 0
+    failed_emails: list[Any] = field(default_factory=list)
+    renewals: list[Any] = field(default_factory=list)
+    adherence: list[Any] = field(default_factory=list)
+    clinical: bool = False
 
 
 def today_view(actor: Actor) -> TodayView:
+    """Every queue's count and its oldest items, in a fixed number of queries whatever the data size."""
+    from pharmacy.compounding.rules import DeliveryMethod, OrderState
+    from pharmacy.core.context import settings
+    from pharmacy.core.context import today as local_today
+    from pharmacy.prescriptions.models import ScreeningAlert
+    from pharmacy.prescriptions.rules import RxStatus, Severity
+    from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
+    from pharmacy.refills.rules import RenewalState
+    from pharmacy.reminders.models import OutboxMessage
+    from pharmacy.reminders.rules import OutboxState
+
     view = TodayView()
+    if actor.can(Permission.MANAGE_OUTBOX):
+        tz = settings().timezone
+        day = local_today()
+        start = datetime.combine(day, time(0), tzinfo=tz)
+        end = start + timedelta(days=1)
+        view.reminders_today = int(db.session.execute(
+            sa.select(sa.func.count()).select_from(OutboxMessage).where(
+                OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at >= start,
+                OutboxMessage.next_attempt_at < end)
+        ).scalar_one())
+        view.failed_emails = list(db.session.execute(
+            sa.select(OutboxMessage).where(OutboxMessage.state == OutboxState.FAILED)
+            .order_by(OutboxMessage.created_at.desc()).limit(5)
+        ).scalars())
     if not actor.can(Permission.VIEW_CLINICAL):
         return view
-    view.patients = list(db.session.execute(sa.select(Patient).order_by(Patient.name_key).limit(50)).scalars())
-    ids = [p.id for p in view.patients]
-    if ids:
-        rxs = db.session.execute(
-            sa.select(Prescription).where(Prescription.patient_id.in_(ids)).options(joinedload(Prescription.formula))
-            .order_by(Prescription.written_date.desc())
-        ).scalars()
-        for rx in rxs:
-            view.prescriptions_by_patient.setdefault(rx.patient_id, []).append(rx)
+    view.clinical = True
+    counts = {(state, method): count for state, method, count in db.session.execute(
+        sa.select(Order.state, Order.delivery_method, sa.func.count())
+        .where(Order.state.in_([OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING,
+                                OrderState.CHECKED, OrderState.READY, OrderState.ON_HOLD]))
+        .group_by(Order.state, Order.delivery_method)
+    ).all()}
+
+    def n(state: OrderState, method: DeliveryMethod | None = None) -> int:
+        methods = [method] if method else list(DeliveryMethod)
+        return sum(int(counts.get((state, m), 0)) for m in methods)
+
+    open_requests = int(db.session.execute(
+        sa.select(sa.func.count()).select_from(RefillRequest).where(RefillRequest.state.in_(OPEN_REQUEST_STATES))
+    ).scalar_one())
+    renewals = int(db.session.execute(
+        sa.select(sa.func.count()).select_from(RenewalRequest).where(
+            RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
+    ).scalar_one())
+    open_order_ids = sa.select(Order.id).where(Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]))
+    alert_q = (
+        sa.select(ScreeningAlert, Prescription, Patient)
+        .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
+        .join(Patient, Patient.id == Prescription.patient_id)
+        .where(ScreeningAlert.current.is_(True), ScreeningAlert.resolved_at.is_(None),
+               ScreeningAlert.severity != Severity.WARNING,
+               Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
+               sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(open_order_ids)))
+        .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
+    )
+    # One line per finding: an order's copy of an alert stands for its prescription's.
+    seen: set[tuple[int, str]] = set()
+    for row in db.session.execute(alert_q.limit(60)).all():
+        key = (row[1].id, row[0].code)
+        if key not in seen:
+            seen.add(key)
+            view.alerts.append(row)
+    view.alerts = view.alerts[:20]
+    view.tiles = [
+        Tile("requests", "Refill requests waiting", open_requests, "refills.queue", attention=open_requests > 0),
+        Tile("verify", "Orders to verify", n(OrderState.REQUESTED), "compounding.queue", {"_anchor": "requested"}),
+        Tile("compound", "To compound", n(OrderState.VERIFIED), "compounding.queue", {"_anchor": "verified"}),
+        Tile("check", "To check", n(OrderState.COMPOUNDING), "compounding.queue", {"_anchor": "compounding"}),
+        Tile("release", "Checked, to release", n(OrderState.CHECKED), "compounding.queue", {"_anchor": "checked"}),
+        Tile("pickup", "Ready for pickup", n(OrderState.READY, DeliveryMethod.PICKUP), "compounding.queue",
+             {"_anchor": "ready"}),
+        Tile("ship", "Ready to ship", n(OrderState.READY, DeliveryMethod.SHIP), "compounding.queue",
+             {"_anchor": "ready"}),
+        Tile("hold", "On hold", n(OrderState.ON_HOLD), "compounding.queue", {"_anchor": "on_hold"}),
+        Tile("alerts", "Safety alerts for a pharmacist", len(view.alerts), "dashboard.home", {"_anchor": "alerts"},
+             attention=bool(view.alerts)),
+        Tile("renewals", "Renewals waiting on prescribers", renewals, "refills.queue", {"_anchor": "renewals"}),
+    ]
+    if actor.can(Permission.MANAGE_OUTBOX):
+        view.tiles += [
+            Tile("reminders", "Reminders going out today", view.reminders_today, "reminders.outbox"),
+            Tile("failed", "Failed emails", len(view.failed_emails), "reminders.outbox", {"state": "failed"},
+                 attention=bool(view.failed_emails)),
+        ]
+    view.requests = list(db.session.execute(
+        sa.select(RefillRequest, Prescription, Patient)
+        .join(Prescription, Prescription.id == RefillRequest.prescription_id)
+        .join(Patient, Patient.id == RefillRequest.patient_id)
+        .where(RefillRequest.state.in_(OPEN_REQUEST_STATES)).order_by(RefillRequest.requested_at).limit(5)
+    ).all())
+    view.oldest_orders = list(db.session.execute(
+        sa.select(Order).where(Order.state.in_([OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING,
+                                                OrderState.CHECKED, OrderState.READY]))
+        .options(joinedload(Order.prescription).joinedload(Prescription.patient))
+        .order_by(Order.created_at).limit(8)
+    ).unique().scalars())
+    view.running_out = running_out(local_today(), days=7)
+    view.renewals = list(db.session.execute(
+        sa.select(RenewalRequest, Patient).join(Patient, Patient.id == RenewalRequest.patient_id)
+        .where(RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
+        .order_by(RenewalRequest.created_at).limit(5)
+    ).all())
+    try:
+        from pharmacy.billing.reports import adherence_below_threshold
+
+        view.adherence = list(adherence_below_threshold(actor, limit=8))
+    except (ImportError, AttributeError):
+        view.adherence = []
     return view
+
+
+def running_out(day: date, *, days: int, limit: int = 10) -> list[Any]:
+    """Active prescriptions whose latest supply runs out within `days` with nothing ordered or requested."""
+    from pharmacy.compounding.rules import OrderState
+    from pharmacy.prescriptions.rules import RxStatus
+    from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
+
+    latest = (
+        sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
+        .where(Order.state == OrderState.DISPENSED).group_by(Order.prescription_id).subquery()
+    )
+    open_order = sa.exists().where(
+        Order.prescription_id == Prescription.id,
+        Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]),
+    )
+    open_request = sa.exists().where(
+        RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
+    )
+    o = sa.orm.aliased(Order)
+    stmt = (
+        sa.select(o, Prescription, Patient)
+        .join(latest, sa.and_(latest.c.prescription_id == o.prescription_id, latest.c.fill == o.fill_number))
+        .join(Prescription, Prescription.id == o.prescription_id)
+        .join(Patient, Patient.id == o.patient_id)
+        .where(Prescription.status == RxStatus.ACTIVE, o.run_out_date <= day + timedelta(days=days),
+               ~open_order, ~open_request)
+        .order_by(o.run_out_date).limit(limit)
+    )
+    return list(db.session.execute(stmt).all())
 
 
 _DOB = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{1,2})/(\d{1,2})/(\d{4})$")

@@ -1,11 +1,13 @@
 """The pharmacist's home page and cross-feature views (search)."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, current_app, render_template, request
 
 from pharmacy.core.auth import current_actor, staff_required
+from pharmacy.core.context import settings, today
 from pharmacy.dashboard import services
 
 bp = Blueprint("dashboard", __name__)
@@ -14,7 +16,16 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/")
 @staff_required
 def home() -> Any:
-    return render_template("dashboard/home.html", today=services.today_view(current_actor()))
+    return render_template("dashboard/home.html", today=services.today_view(current_actor()),
+                           today_date=today(), view_functions=current_app.view_functions)
+
+
+@bp.app_template_filter("localtime")
+def localtime(value: datetime | None, fmt: str = "%b %-d, %Y %-I:%M %p") -> str:
+    """Instants are stored in UTC and shown in the pharmacy's time zone."""
+    if value is None:
+        return ""
+    return value.astimezone(settings().timezone).strftime(fmt)
 
 
 @bp.get("/search")
