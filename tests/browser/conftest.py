@@ -1,0 +1,106 @@
+"""A real browser (Playwright driving Debian's chromium) against the app served by a real server on loopback.
+
+Skips with a clear message where /usr/bin/chromium is missing (the project's `make test` installs it
+when it runs as root with apt). The app runs in a thread on its own port, on the test's database.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.path.exists(CHROMIUM):
+        return
+    skip = pytest.mark.skip(reason=f"no browser: {CHROMIUM} is missing (make test installs Debian's chromium as root)")
+    for item in items:
+        if "tests/browser" in str(item.fspath):
+            item.add_marker(skip)
+
+
+class LiveServer:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_app(app_config: dict, clock: Any) -> Iterator[Any]:
+    """The app with CSRF on, as in production (the browser carries the token like a person would)."""
+    from pharmacy import create_app
+    from pharmacy.extensions import db
+
+    app = create_app({**app_config, "WTF_CSRF_ENABLED": True, "BASE_URL": "http://127.0.0.1"}, clock=clock)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def live_server(live_app: Any) -> Iterator[LiveServer]:
+    with LiveServer(live_app) as server:
+        live_app.extensions["pharmacy.settings"] = _with_base_url(live_app.extensions["pharmacy.settings"], server.url)
+        yield server
+
+
+def _with_base_url(settings: Any, url: str) -> Any:
+    from dataclasses import replace
+
+    return replace(settings, base_url=url)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    yield pg
+    context.close()
+
+
+def shot(page: Any, name: str) -> Path:
+    """Save a screenshot under artifacts/screenshots/ (git-ignored) for a person to look at."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def sign_in(page: Any, base: str, email: str, password: str) -> None:
+    page.goto(f"{base}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/")
