@@ -228,18 +228,16 @@ def search(actor: Actor, q: str, *, page: int = 1) -> Page:
     if dob:
         stmt = stmt.where(Patient.date_of_birth == dob)
     elif q.upper().startswith("RX"):
-        stmt = stmt.join(Prescription, Prescription.patient_id == Patient.id).where(
-            Prescription.rx_number == q.upper()
-        )
+        stmt = stmt.where(Patient.id.in_(sa.select(Prescription.patient_id).where(Prescription.rx_number == q.upper())))
     elif q.upper().startswith("L") and any(ch.isdigit() for ch in q):
-        stmt = stmt.join(Order, Order.patient_id == Patient.id).where(Order.lot_number == q.upper())
+        stmt = stmt.where(Patient.id.in_(sa.select(Order.patient_id).where(Order.lot_number == q.upper())))
     else:
         prefix = q.lower()
         # A prefix range on the lower-cased key: served by its B-tree index on SQLite and PostgreSQL.
         stmt = stmt.where(Patient.name_key >= prefix, Patient.name_key < prefix + "\uffff")
     rows = list(
         db.session.execute(
-            stmt.distinct().order_by(Patient.name_key, Patient.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
+            stmt.order_by(Patient.name_key, Patient.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
         ).scalars()
     )
     audit.record(actor, "patient.search", details={"results": min(len(rows), PAGE_SIZE)})
