@@ -58,7 +58,7 @@ class DeliveryAttempt(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(sa.ForeignKey("outbox.id", ondelete="CASCADE"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
-    result: Mapped[str] = mapped_column(sa.String(16))  # sent, transient, permanent, expired_lease
+    result: Mapped[str] = mapped_column(sa.String(16))  # sent, transient, permanent, expired_lease, cancelled
     detail: Mapped[str | None] = mapped_column(sa.String(400))
 
     message: Mapped[OutboxMessage] = relationship(back_populates="attempts_log")

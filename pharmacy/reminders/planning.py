@@ -29,6 +29,11 @@ from pharmacy.reminders.rules import MessageKind, OutboxState
 REMINDER_KINDS = (MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE,
                   MessageKind.RENEWAL_NEEDED)
 OPEN_ORDER_STATES = [s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]
+# Cancellations whose cause can go away (a declined request, a cancelled order, opting back in, a
+# resumed prescription): when the plan wants the reminder again, the same row comes back.
+RESTORABLE_REASONS = frozenset({
+    "re-planned", "patient opted out", "refill requested", "refill ordered", "prescription on_hold",
+})
 
 
 @dataclass(frozen=True)
@@ -118,20 +123,28 @@ def _write(f: FillFacts, planned: list[reminder_rules.PlannedMessage]) -> int:
         sa.select(OutboxMessage).where(OutboxMessage.order_id == f.order_id, OutboxMessage.kind.in_(REMINDER_KINDS))
     ).scalars().all()
     by_key = {row.dedupe_key: row for row in existing}
-    for row in existing:
-        if row.state == OutboxState.PENDING and row.dedupe_key not in keys:
-            row.state = OutboxState.CANCELLED
-            row.cancelled_reason = "re-planned"
+    stale = [row.id for row in existing if row.state == OutboxState.PENDING and row.dedupe_key not in keys]
+    if stale:
+        # Conditional: a row a delivery worker has just claimed is left to it.
+        db.session.execute(
+            sa.update(OutboxMessage)
+            .where(OutboxMessage.id.in_(stale), OutboxMessage.state == OutboxState.PENDING)
+            .values(state=OutboxState.CANCELLED, cancelled_reason="re-planned")
+            .execution_options(synchronize_session=False)
+        )
     written = 0
     for key, p in keys.items():
         row = by_key.get(key)
         if row is not None:
-            if row.state == OutboxState.PENDING and row.due_at != p.send_at:
-                row.due_at = p.send_at
-                row.next_attempt_at = p.send_at
-            elif row.state == OutboxState.CANCELLED and row.cancelled_reason == "re-planned":
-                row.state, row.cancelled_reason = OutboxState.PENDING, None
-                row.due_at = row.next_attempt_at = p.send_at
+            restorable = row.state == OutboxState.CANCELLED and row.cancelled_reason in RESTORABLE_REASONS
+            if (row.state == OutboxState.PENDING and row.due_at != p.send_at) or restorable:
+                db.session.execute(
+                    sa.update(OutboxMessage)
+                    .where(OutboxMessage.id == row.id, OutboxMessage.state == row.state)
+                    .values(state=OutboxState.PENDING, cancelled_reason=None, due_at=p.send_at,
+                            next_attempt_at=p.send_at)
+                    .execution_options(synchronize_session=False)
+                )
             continue
         if outbox.enqueue(p.kind, dedupe_key=key, patient_id=f.patient_id, prescription_id=f.prescription_id,
                           order_id=f.order_id, due_at=p.send_at):

@@ -43,9 +43,17 @@ def matrix_world(app: Flask, staff: dict[str, Any]) -> dict[str, Any]:
         from pharmacy.compounding import services as orders
 
         order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        from pharmacy.core import links
+        from pharmacy.reminders import outbox
+        from pharmacy.reminders.rules import MessageKind
+
+        message = outbox.enqueue_notice(MessageKind.REQUEST_RECEIVED, patient_id=w["patient"].id,
+                                        prescription_id=w["rx"].id, order_id=order.id)
+        prefs_token = links.make_token(links.PREFERENCES, w["patient"].id)
         db.session.commit()
         out = {k: v for k, v in w.items()}
-        out.update(other=other, other_rx=other_rx, order=order, staff=staff)
+        out.update(other=other, other_rx=other_rx, order=order, staff=staff, message=message,
+                   prefs_token=prefs_token)
         # Identifiers only: the rows are used outside this context.
         return {k: (_Ids(v) if hasattr(v, "id") and not isinstance(v, dict) else v) for k, v in out.items()}
 

@@ -1,0 +1,342 @@
+"""Use cases behind the outbox pages, the patient's email preferences and the reminder commands.
+
+Like every service: plain values in, permission checked here (not in the view), audit event
+written, `flush()` — the request or the command's unit of work commits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+
+import sqlalchemy as sa
+
+from pharmacy.compounding.models import Order
+from pharmacy.compounding.rules import DeliveryMethod, OrderState
+from pharmacy.core import audit, links
+from pharmacy.core.actor import Actor
+from pharmacy.core.context import business_calendar, now, settings, today
+from pharmacy.core.errors import Conflict, LinkInvalid, NotFound
+from pharmacy.core.roles import Permission
+from pharmacy.extensions import db
+from pharmacy.patients.models import Patient
+from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.refills import rules as refill_rules
+from pharmacy.reminders import planning, rendering
+from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
+from pharmacy.reminders.rules import MessageKind, OutboxState
+
+#: A preferences/unsubscribe link keeps working for a year: an old email must still be able to unsubscribe.
+PREFERENCES_LINK_DAYS = 365
+PER_PAGE = 50
+# The outbox page shows what needs a pharmacist first.
+STATE_ORDER = (OutboxState.FAILED, OutboxState.SENDING, OutboxState.PENDING, OutboxState.SENT,
+               OutboxState.CANCELLED)
+KIND_LABELS = {
+    MessageKind.REMINDER_EARLY: "Refill reminder",
+    MessageKind.REMINDER_ORDER_BY: "Order-by reminder",
+    MessageKind.REMINDER_OVERDUE: "Overdue reminder",
+    MessageKind.RENEWAL_NEEDED: "Renewal needed",
+    MessageKind.REQUEST_RECEIVED: "Request received",
+    MessageKind.REQUEST_APPROVED: "Request approved",
+    MessageKind.REQUEST_DECLINED: "Request declined",
+    MessageKind.RENEWAL_IN_PROGRESS: "Renewal in progress",
+    MessageKind.ORDER_READY: "Order ready",
+    MessageKind.ORDER_SHIPPED: "Order shipped",
+    MessageKind.PRESCRIBER_RENEWAL: "Renewal request to prescriber",
+}
+
+
+# ---- the outbox page ----------------------------------------------------------------------------------
+
+
+@dataclass
+class OutboxPage:
+    state: OutboxState | None
+    counts: dict[OutboxState, int]
+    rows: list[OutboxMessage]
+    page: int
+    per_page: int
+    has_next: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _state_rank() -> sa.ColumnElement[int]:
+    return sa.case(*((OutboxMessage.state == s, i) for i, s in enumerate(STATE_ORDER)), else_=len(STATE_ORDER))
+
+
+def outbox_page(actor: Actor, *, state: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> OutboxPage:
+    """Counts per state and one page of rows, failed first; two queries whatever the page size."""
+    audit.require(actor, Permission.MANAGE_OUTBOX, what="see the email outbox")
+    chosen = None
+    if state:
+        try:
+            chosen = OutboxState(state)
+        except ValueError:
+            raise NotFound(f"There is no outbox state {state!r}.") from None
+    page = max(page, 1)
+    counts = {s: 0 for s in STATE_ORDER}
+    for s, n in db.session.execute(
+        sa.select(OutboxMessage.state, sa.func.count()).group_by(OutboxMessage.state)
+    ).all():
+        counts[OutboxState(s)] = int(n)
+    waiting = OutboxMessage.state.in_([OutboxState.PENDING, OutboxState.SENDING])
+    stmt = (
+        sa.select(OutboxMessage)
+        .order_by(
+            _state_rank(),
+            # Waiting rows: soonest due first. Finished ones: newest first.
+            sa.case((waiting, OutboxMessage.next_attempt_at), else_=None).asc().nulls_last(),
+            OutboxMessage.id.desc(),
+        )
+        .offset((page - 1) * per_page).limit(per_page + 1)
+    )
+    if chosen is not None:
+        stmt = stmt.where(OutboxMessage.state == chosen)
+    rows = list(db.session.execute(stmt).scalars())
+    return OutboxPage(state=chosen, counts=counts, rows=rows[:per_page], page=page, per_page=per_page,
+                      has_next=len(rows) > per_page)
+
+
+@dataclass
+class MessageView:
+    """One email as the recipient sees (or saw) it, with its delivery history."""
+
+    row: OutboxMessage
+    attempts: list[DeliveryAttempt]
+    subject: str | None = None
+    to_address: str | None = None
+    text: str | None = None
+    html: str | None = None
+    as_sent: bool = False  # the stored copy of what went out, not a fresh rendering
+    problem: str | None = None
+    style_sources: list[str] = field(default_factory=list)
+
+
+def _get(message_id: int, *, lock: bool = False) -> OutboxMessage:
+    stmt = sa.select(OutboxMessage).where(OutboxMessage.id == message_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    row = db.session.execute(stmt).scalar_one_or_none()
+    if row is None:
+        raise NotFound("No such email in the outbox.")
+    return row
+
+
+def message_view(actor: Actor, message_id: int) -> MessageView:
+    """A sent email from its stored copy; an unsent one rendered now, with placeholder patient links."""
+    audit.require(actor, Permission.MANAGE_OUTBOX, what="read emails in the outbox")
+    row = _get(message_id)
+    attempts = list(db.session.execute(
+        sa.select(DeliveryAttempt).where(DeliveryAttempt.message_id == row.id).order_by(DeliveryAttempt.id)
+    ).scalars())
+    view = MessageView(row=row, attempts=attempts)
+    if row.body_text is not None or row.body_html is not None:
+        view.subject, view.text, view.html, view.as_sent = row.subject, row.body_text, row.body_html, True
+        view.to_address = row.to_address
+        if view.to_address is None and row.patient_id is not None:
+            view.to_address = db.session.execute(
+                sa.select(Patient.email).where(Patient.id == row.patient_id)).scalar_one_or_none()
+    else:
+        try:
+            email = rendering.render(row, preview=True)
+        except rendering.RenderError as exc:
+            view.problem = f"This email cannot be built: {exc.reason}."
+        else:
+            view.subject, view.text, view.html, view.to_address = email.subject, email.text, email.html, \
+                email.to_address
+    if view.html:
+        view.style_sources = rendering.style_hashes(view.html)
+    audit.record(actor, "outbox.view", patient_id=row.patient_id, entity=("outbox", row.id))
+    return view
+
+
+def _transition(row_id: int, allowed: tuple[OutboxState, ...], values: dict[str, object]) -> bool:
+    """Change a row only if it is still in an allowed state (a worker may have claimed it meanwhile)."""
+    result = db.session.execute(
+        sa.update(OutboxMessage).where(OutboxMessage.id == row_id, OutboxMessage.state.in_(allowed))
+        .values(**values).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def retry(actor: Actor, message_id: int) -> OutboxMessage:
+    """A failed email goes back to the queue, due now; its attempt count (and history) is kept."""
+    row = _get(message_id, lock=True)
+    audit.require(actor, Permission.MANAGE_OUTBOX, patient_id=row.patient_id, what="retry emails")
+    if not _transition(row.id, (OutboxState.FAILED,), {
+        "state": OutboxState.PENDING, "next_attempt_at": now(), "lease_until": None, "claimed_by": None,
+    }):
+        raise Conflict(f"Only a failed email can be retried (this one is {row.state.value}).")
+    db.session.refresh(row)
+    audit.record(actor, "outbox.retry", patient_id=row.patient_id, entity=("outbox", row.id),
+                 details={"kind": row.kind.value, "attempts": row.attempts})
+    db.session.flush()
+    return row
+
+
+def cancel(actor: Actor, message_id: int) -> OutboxMessage:
+    """A pending or failed email will not be sent."""
+    row = _get(message_id, lock=True)
+    audit.require(actor, Permission.MANAGE_OUTBOX, patient_id=row.patient_id, what="cancel emails")
+    if not _transition(row.id, (OutboxState.PENDING, OutboxState.FAILED), {
+        "state": OutboxState.CANCELLED, "cancelled_reason": "cancelled by the pharmacy", "lease_until": None,
+        "claimed_by": None,
+    }):
+        raise Conflict(f"Only a pending or failed email can be cancelled (this one is {row.state.value}).")
+    db.session.refresh(row)
+    audit.record(actor, "outbox.cancel", patient_id=row.patient_id, entity=("outbox", row.id),
+                 details={"kind": row.kind.value})
+    db.session.flush()
+    return row
+
+
+# ---- what goes out on a day (flask reminders due) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueItem:
+    """One email due on a day, with why — identifiers only, never a name."""
+
+    at: datetime  # local time at the pharmacy
+    message_id: int
+    kind: MessageKind
+    patient_id: int | None
+    rx_number: str | None
+    order_by: date | None
+    why: str
+
+
+def _why(row: OutboxMessage, order_by: date | None) -> str:
+    key = row.dedupe_key.rsplit(":", 1)[-1] if row.dedupe_key.startswith("fill:") else ""
+    ob = f" ({order_by.isoformat()})" if order_by else ""
+    if key.startswith("early_"):
+        why = f"{key.removeprefix('early_')} days before the order-by date{ob}"
+    elif key == "order_by":
+        why = f"the order-by date{ob}"
+    elif key == "overdue":
+        why = f"order-by date{ob} passed with no refill requested"
+    elif key == "renewal":
+        why = "no refills left, or the prescription expires before the supply runs out"
+    else:
+        why = KIND_LABELS.get(MessageKind(row.kind), row.kind.value).lower()
+    if row.attempts:
+        why += f"; retry after {row.attempts} failed attempt(s)"
+    return why
+
+
+def due_on(as_of: date) -> list[DueItem]:
+    """Pending emails that would go out on `as_of` (pharmacy-local day), in send order.
+
+    For today or a past day, rows already overdue are included too: the next delivery run sends
+    them. A bounded number of queries: the rows, then the fills' facts for the order-by dates.
+    """
+    tz = settings().timezone
+    start = datetime.combine(as_of, time(0), tzinfo=tz)
+    end = datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=tz)
+    stmt = (
+        sa.select(OutboxMessage, Prescription.rx_number)
+        .outerjoin(Prescription, Prescription.id == OutboxMessage.prescription_id)
+        .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at < end)
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+    )
+    if as_of > today():
+        stmt = stmt.where(OutboxMessage.next_attempt_at >= start)
+    rows = db.session.execute(stmt).all()
+    order_ids = {r.order_id for r, _ in rows if r.order_id is not None}
+    order_by: dict[int, date] = {}
+    if order_ids:
+        cfg, cal = settings(), business_calendar()
+        for fact in db.session.execute(planning.facts_query().where(Order.id.in_(order_ids))).all():
+            f = planning.FillFacts(*fact)
+            shipping = f.shipping_days if f.delivery_method == DeliveryMethod.SHIP else 0
+            order_by[f.order_id] = refill_rules.timeline(
+                f.dispensed_on, f.days_supply, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
+                lead_time_business_days=f.lead_time, calendar=cal,
+            ).order_by
+    items = []
+    for row, rx_number in rows:
+        ob = order_by.get(row.order_id) if row.order_id else None
+        why = _why(row, ob)
+        if row.next_attempt_at < start:
+            why += f"; late (was due {row.next_attempt_at.astimezone(tz).date().isoformat()})"
+        items.append(DueItem(at=row.next_attempt_at.astimezone(tz), message_id=row.id, kind=MessageKind(row.kind),
+                             patient_id=row.patient_id, rx_number=rx_number, order_by=ob, why=why))
+    return items
+
+
+# ---- planning sweeps (the scheduler) -----------------------------------------------------------------------
+
+
+def plan_missing_reminders(*, limit: int = 500) -> int:
+    """Plan fills that should have reminders but have none (e.g. dispensed while planning failed).
+
+    Only the latest dispensed fill of an active prescription, still in supply, for a patient
+    who wants reminders and has an email. Returns how many rows were added.
+    """
+    latest = (
+        sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
+        .where(Order.state == OrderState.DISPENSED).group_by(Order.prescription_id).subquery()
+    )
+    has_rows = sa.exists().where(OutboxMessage.order_id == Order.id,
+                                 OutboxMessage.kind.in_(list(planning.REMINDER_KINDS)))
+    ids = db.session.execute(
+        sa.select(Order.id)
+        .join(latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.fill == Order.fill_number))
+        .join(Prescription, Prescription.id == Order.prescription_id)
+        .join(Patient, Patient.id == Order.patient_id)
+        .where(Order.state == OrderState.DISPENSED, Prescription.status == RxStatus.ACTIVE,
+               Order.run_out_date >= today(), Patient.reminders_opt_in.is_(True), Patient.email.is_not(None),
+               ~has_rows)
+        .order_by(Order.id).limit(limit)
+    ).scalars().all()
+    return sum(planning.plan_for_order(order_id) for order_id in ids)
+
+
+# ---- the patient's email preferences --------------------------------------------------------------------
+
+
+def open_preferences(token: str) -> links.LinkClaims:
+    """Check a preferences link (signature, age, patient); LinkInvalid otherwise."""
+    claims = links.read_token(links.PREFERENCES, token, max_age_days=PREFERENCES_LINK_DAYS)
+    if db.session.get(Patient, claims.patient_id) is None:
+        raise LinkInvalid("This link is not valid.", reason="invalid")
+    return claims
+
+
+def set_reminder_preference(patient_id: int, opted_in: bool, *, via: str) -> bool:
+    """The patient turns refill reminder emails off or on (from the link in an email); True if it changed.
+
+    Written directly rather than through patients.services.update_patient, which rightly
+    demands a staff permission: here the signed link is the proof. Opting out cancels pending
+    reminders (renewal notices, which the patient needs to keep their therapy, stay); opting
+    back in re-plans them.
+    """
+    patient = db.session.execute(
+        sa.select(Patient).where(Patient.id == patient_id).with_for_update()
+    ).scalar_one_or_none()
+    if patient is None:
+        raise LinkInvalid("This link is not valid.", reason="invalid")
+    changed = patient.reminders_opt_in != opted_in
+    if changed:
+        patient.reminders_opt_in = opted_in
+        patient.updated_at = now()
+        if opted_in:
+            # Rows cancelled by the opt-out become re-plannable: planning restores those its plan
+            # still contains (future ones) and leaves the rest cancelled.
+            db.session.execute(
+                sa.update(OutboxMessage)
+                .where(OutboxMessage.patient_id == patient_id, OutboxMessage.state == OutboxState.CANCELLED,
+                       OutboxMessage.cancelled_reason == "patient opted out")
+                .values(cancelled_reason="re-planned").execution_options(synchronize_session="fetch")
+            )
+        db.session.flush()
+        planning.replan_patient(patient_id)
+    actor = Actor(kind="patient", patient_id=patient_id)
+    audit.record(actor, "reminders.opt_in" if opted_in else "reminders.opt_out", patient_id=patient_id,
+                 entity=("patient", patient_id), details={"via": via, "changed": changed})
+    db.session.flush()
+    return changed

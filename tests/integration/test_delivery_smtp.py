@@ -1,0 +1,738 @@
+"""Delivering the outbox through a real SMTP server on loopback (aiosmtpd), with real failures.
+
+The server is started by the `smtp` fixture on a free port; the app is configured with
+SMTP_URL=smtp://127.0.0.1:<port>?security=none. Crashes are real too: a `flask reminders send`
+subprocess is killed with SIGKILL while the server is slow, and on PostgreSQL two workers, each
+with its own app and engine, drain a few thousand due emails at once.
+"""
+from __future__ import annotations
+
+import asyncio
+import email
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from flask import Flask
+
+from pharmacy import create_app
+from pharmacy.compounding import services as orders
+from pharmacy.compounding.rules import DeliveryMethod
+from pharmacy.core.models import AuditEvent, Heartbeat
+from pharmacy.extensions import db
+from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.refills import services as refills
+from pharmacy.refills.rules import RequestSource
+from pharmacy.reminders import delivery, planning, scheduler, services, transports
+from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
+from pharmacy.reminders.rules import MessageKind, OutboxState
+from tests.conftest import USE_PG
+from tests.factories import actor, run_order_to, world
+
+# ---- a real SMTP server on loopback ------------------------------------------------------------------------
+
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass
+class Received:
+    envelope_from: str
+    envelope_to: list[str]
+    raw: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return email.message_from_bytes(self.raw, policy=policy.default)  # type: ignore[return-value]
+
+    @property
+    def message_id(self) -> str:
+        """Read from the raw header (cheap: a load test receives thousands)."""
+        found = _MESSAGE_ID.search(self.raw.split(b"\r\n\r\n", 1)[0])
+        return found.group(1).decode() if found else ""
+
+
+class Sink:
+    """The aiosmtpd handler: keeps every message; can refuse (4yz/5yz) or be slow on demand."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: list[Received] = []
+        self.data_reply: str | None = None
+        self.rcpt_replies: dict[str, str] = {}
+        self.delay = 0.0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        reply = self.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.data_reply:
+            return self.data_reply
+        with self.lock:  # counted once the whole message is in: from here on the receiver has it
+            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return "250 2.0.0 Message accepted"
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.received)
+
+    def per_message_id(self) -> Counter[str]:
+        with self.lock:
+            return Counter(r.message_id for r in self.received)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SmtpServer:
+    """An aiosmtpd Controller that can be stopped and started again on the same port (an outage)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sink = Sink()
+        self._controller: Controller | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?security=none&timeout=5"
+
+    def start(self) -> None:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
+        controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+        controller.start()
+        self._controller = controller
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app_config(app_config: dict, smtp: SmtpServer) -> dict:
+    """The conftest configuration, with SMTP pointing at the loopback server."""
+    return {**app_config, "SMTP_URL": smtp.url}
+
+
+# ---- building blocks ----------------------------------------------------------------------------------------
+
+
+def dispensed(staff: dict, i: int = 0, **overrides: Any) -> tuple[dict[str, Any], Any]:
+    """A patient whose first fill was dispensed today (so its reminders are planned); committed."""
+    patient = {"first_name": f"Margaret{'' if i == 0 else i}", "email": f"patient{i}@example.com",
+               **overrides.pop("patient", {})}
+    w = world(staff, patient=patient, **overrides)
+    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    run_order_to(w, order.id, "dispensed")
+    db.session.commit()
+    return w, order
+
+
+def reminder_rows(order_id: int) -> list[OutboxMessage]:
+    return list(db.session.execute(
+        sa.select(OutboxMessage).where(OutboxMessage.order_id == order_id,
+                                       OutboxMessage.kind.in_(list(planning.REMINDER_KINDS)))
+        .order_by(OutboxMessage.due_at).execution_options(populate_existing=True)
+    ).scalars())
+
+
+def fresh(row_id: int) -> OutboxMessage:
+    db.session.expire_all()
+    row = db.session.get(OutboxMessage, row_id)
+    assert row is not None
+    return row
+
+
+def attempts_of(row_id: int) -> list[str]:
+    return list(db.session.execute(
+        sa.select(DeliveryAttempt.result).where(DeliveryAttempt.message_id == row_id).order_by(DeliveryAttempt.id)
+    ).scalars())
+
+
+def first_reminders_due(staff: dict, clock: Any, n: int) -> list[int]:
+    """n patients, each with their first reminder (7 days before order-by) due now; their row ids."""
+    ids = []
+    for i in range(n):
+        _, order = dispensed(staff, i)
+        ids.append(reminder_rows(order.id)[0].id)
+    clock.set(fresh(ids[0]).due_at)
+    return ids
+
+
+# ---- the content delivered ----------------------------------------------------------------------------------
+
+
+def test_reminder_email_carries_what_the_patient_needs_and_nothing_in_the_subject(
+        app: Flask, app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer, client: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    w, order = dispensed(staff)
+    rows = reminder_rows(order.id)
+    first = rows[0]
+    assert first.kind == MessageKind.REMINDER_EARLY
+    clock.set(first.due_at)
+
+    report = delivery.deliver_due()
+
+    assert (report.sent, report.failed, report.retried) == (1, 0, 0)
+    [got] = smtp.sink.received
+    msg = got.message
+    row = fresh(first.id)
+    assert got.envelope_from == "refills@pharmacy.example"
+    assert got.envelope_to == ["patient0@example.com"]
+    assert msg["To"] == "patient0@example.com"
+    assert msg["Subject"] == "Riverside Compounding Pharmacy: refill reminder"
+    assert not re.search(r"naltrexone|mg|sclerosis|ldn", msg["Subject"], re.IGNORECASE)
+    assert msg["Message-ID"] == row.message_id and row.message_id.startswith(f"<ldn.{row.id}.")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # On the wire the URL is one plain line (not folded into encoded-words a mail client cannot use).
+    assert re.search(rb"\r\nList-Unsubscribe: <http://pharmacy\.test/preferences/[^\s>]+/unsubscribe>\r\n", got.raw)
+    unsubscribe = re.fullmatch(r"<http://pharmacy\.test/preferences/([^/>]+)/unsubscribe>", msg["List-Unsubscribe"])
+    assert unsubscribe is not None
+    assert services.open_preferences(unsubscribe.group(1)).patient_id == w["patient"].id
+    assert msg.get_content_type() == "multipart/alternative"
+
+    text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    html = msg.get_body(("html",)).get_content()
+    for body in (text, html):
+        assert "Margaret" in body
+        assert "Naltrexone 4.5 mg capsules" in body
+        assert "December 17, 2026" in body  # order-by: 23 Dec run-out − 2 buffer → Mon 21 Dec − 2 business days
+        assert "December 23, 2026" in body  # run-out: dispensed 23 Nov + 30 days
+        assert "$55.00" in body  # the price of the next 30 capsules on the price list
+        assert "(217) 555-0100" in body and "100 River Street" in body
+        assert "/preferences/" in body
+    # The one-click refill link is signed for this patient and prescription, and opens.
+    token = re.search(r"http://pharmacy\.test/r/([A-Za-z0-9_.\-]+)", text).group(1)  # type: ignore[union-attr]
+    claims = refills.open_link(token)
+    assert (claims.patient_id, claims.prescription_id) == (w["patient"].id, w["rx"].id)
+    if any(rule.rule.startswith("/r/") for rule in app.url_map.iter_rules()):
+        assert client.get(f"/r/{token}").status_code == 200
+
+    # The row says what happened and keeps the email as sent, for the dashboard.
+    assert row.state == OutboxState.SENT and row.attempts == 1 and row.sent_at == clock.now()
+    assert row.subject == msg["Subject"] and row.body_text == text
+    assert attempts_of(row.id) == ["sent"]
+    assert all(fresh(r.id).state == OutboxState.PENDING for r in rows[1:])  # later ones wait for their day
+    # Logs carry ids and counts only.
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("pharmacy"))
+    assert "delivery run" in ours
+    assert "patient0@example.com" not in ours and "Margaret" not in ours and "Naltrexone" not in ours
+
+
+def test_notices_render_their_own_facts(app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    w, _ = dispensed(staff)
+    # A declined request carries the pharmacist's reason; the prescriber gets the renewal request.
+    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    refills.decline(w["pharmacist"], req.id, "Your prescriber asked us to pause LDN until your visit.")
+    db.session.get(Prescription, w["rx"].id).prescriber.email = "dr.marquez@neuro.example"
+    refills.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
+    db.session.commit()
+
+    report = delivery.deliver_due()
+
+    assert report.failed == 0 and report.sent >= 3
+    by_kind = {}
+    for r in smtp.sink.received:
+        row = db.session.execute(sa.select(OutboxMessage).where(
+            OutboxMessage.message_id == r.message_id)).scalar_one()
+        by_kind[row.kind] = r
+    declined = by_kind[MessageKind.REQUEST_DECLINED].message.get_body(("plain",)).get_content()
+    assert "pause LDN until your visit" in declined
+    prescriber = by_kind[MessageKind.PRESCRIBER_RENEWAL]
+    assert prescriber.envelope_to == ["dr.marquez@neuro.example"]
+    assert prescriber.message["Subject"] == "Riverside Compounding Pharmacy: renewal request"
+    assert prescriber.message["List-Unsubscribe"] is None  # a professional request, not a patient mailing
+    body = prescriber.message.get_body(("plain",)).get_content()
+    for fact in ("Margaret Ellison", "April 12, 1968", "Naltrexone 4.5 mg capsules", "4.5 mg daily",
+                 "30 capsules", "Last fill: November 23, 2026", "Refills authorized: 5", w["rx"].rx_number):
+        assert fact in body
+    assert "Margaret" not in prescriber.message["Subject"]
+
+
+def test_shipped_notice_names_carrier_and_tracking(app_ctx: Flask, clock: Any, staff: dict,
+                                                  smtp: SmtpServer) -> None:
+    w = world(staff, patient={"delivery_preference": DeliveryMethod.SHIP, "shipping_days": 3})
+    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    run_order_to(w, order.id, "ready")
+    orders.dispense_order(w["technician"], order.id, carrier="UPS", tracking_number="1Z999AA10123456784")
+    db.session.commit()
+
+    delivery.deliver_due()
+
+    [got] = smtp.sink.received
+    text = got.message.get_body(("plain",)).get_content()
+    assert got.message["Subject"] == "Riverside Compounding Pharmacy: your order has shipped"
+    assert "Carrier: UPS" in text and "Tracking number: 1Z999AA10123456784" in text
+    assert "Expected to arrive: November 26, 2026" in text  # dispensed Mon 23 Nov + 3 shipping days
+
+
+# ---- outages and refusals -----------------------------------------------------------------------------------
+
+
+def test_smtp_down_for_the_whole_run_loses_nothing_and_sends_everything_once_back(
+        app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 3)
+    smtp.stop()  # connection refused from now on
+
+    report = delivery.deliver_due()
+
+    assert (report.sent, report.retried, report.failed) == (0, 3, 0)
+    t = clock.now()
+    for row_id in ids:
+        row = fresh(row_id)
+        assert row.state == OutboxState.PENDING and row.attempts == 1
+        assert row.last_error and row.last_error.startswith("connection")
+        assert row.next_attempt_at == t + timedelta(seconds=60)  # the first backoff step
+        assert row.claimed_by is None and row.lease_until is None
+        assert attempts_of(row_id) == ["transient"]
+
+    # Still down a little later, before the backoff is over: nothing is even tried.
+    clock.advance(timedelta(seconds=30))
+    assert delivery.deliver_due().claimed == 0
+    # Still down after the backoff: tried again, the wait doubles.
+    clock.advance(timedelta(seconds=31))
+    assert delivery.deliver_due().retried == 3
+    assert {fresh(i).next_attempt_at for i in ids} == {clock.now() + timedelta(seconds=120)}
+
+    smtp.start()
+    clock.advance(timedelta(seconds=121))
+    report = delivery.deliver_due()
+
+    assert report.sent == 3
+    assert smtp.sink.per_message_id() == Counter({fresh(i).message_id: 1 for i in ids})
+    assert all(fresh(i).state == OutboxState.SENT and fresh(i).attempts == 3 for i in ids)
+    assert attempts_of(ids[0]) == ["transient", "transient", "sent"]
+    assert delivery.deliver_due().claimed == 0  # nothing left, nothing sent twice
+
+
+def test_a_4yz_reply_is_retried_with_backoff(app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    [row_id] = first_reminders_due(staff, clock, 1)
+    smtp.sink.data_reply = "451 4.3.0 Mail server temporarily rejected message"
+
+    report = delivery.deliver_due()
+
+    row = fresh(row_id)
+    assert report.retried == 1 and row.state == OutboxState.PENDING
+    assert row.last_error == "451: 4.3.0 Mail server temporarily rejected message"
+    assert row.next_attempt_at == clock.now() + timedelta(seconds=60)
+    smtp.sink.data_reply = None
+    clock.advance(timedelta(minutes=1))
+    assert delivery.deliver_due().sent == 1 and fresh(row_id).state == OutboxState.SENT
+
+
+def test_a_5yz_reply_fails_the_message_at_once(app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 2)
+    smtp.sink.rcpt_replies["patient0@example.com"] = "550 5.1.1 Mailbox does not exist"
+
+    report = delivery.deliver_due()
+
+    bad, good = fresh(ids[0]), fresh(ids[1])
+    assert (report.sent, report.failed) == (1, 1)  # one refusal does not stop the batch
+    assert bad.state == OutboxState.FAILED and bad.attempts == 1
+    assert bad.last_error == "550: 5.1.1 Mailbox does not exist"
+    assert attempts_of(bad.id) == ["permanent"]
+    assert good.state == OutboxState.SENT
+    clock.advance(timedelta(hours=2))
+    assert delivery.deliver_due().claimed == 0  # a failed email waits for a pharmacist
+
+
+def test_too_many_transient_failures_fail_the_message(app_config: dict, clock: Any, staff: dict,
+                                                      smtp: SmtpServer) -> None:
+    app = create_app({**app_config, "OUTBOX_MAX_ATTEMPTS": "2"}, clock=clock)
+    with app.test_request_context("/"):
+        [row_id] = first_reminders_due(staff, clock, 1)
+        smtp.sink.data_reply = "421 4.7.0 Try again later"
+        assert delivery.deliver_due().retried == 1
+        clock.advance(timedelta(minutes=2))
+        assert delivery.deliver_due().failed == 1
+        row = fresh(row_id)
+        assert row.state == OutboxState.FAILED and row.attempts == 2
+        assert attempts_of(row_id) == ["transient", "transient"]
+        db.session.remove()
+    with app.app_context():
+        db.engine.dispose()
+
+
+# ---- crashes: leases -----------------------------------------------------------------------------------------
+
+
+def test_rows_abandoned_mid_batch_are_sent_exactly_once_after_the_lease_expires(
+        app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 3)
+    # A worker claims the batch and dies before sending anything.
+    claimed = delivery.claim_batch("dead-worker", limit=10)
+    assert sorted(claimed) == sorted(ids)
+    assert {fresh(i).state for i in ids} == {OutboxState.SENDING}
+
+    # Another worker right away: the rows are leased to the dead one, so they are left alone.
+    assert delivery.deliver_due(worker="other").claimed == 0
+    assert smtp.sink.count() == 0
+
+    clock.advance(delivery.LEASE + timedelta(seconds=1))
+    report = delivery.deliver_due(worker="other")
+
+    assert report.expired_leases == 3 and report.sent == 3
+    assert smtp.sink.per_message_id() == Counter({fresh(i).message_id: 1 for i in ids})
+    assert attempts_of(ids[0]) == ["expired_lease", "sent"]
+    assert fresh(ids[0]).attempts == 1  # a crash is not the message's fault
+    assert delivery.deliver_due(worker="third").claimed == 0
+
+
+def test_a_worker_whose_lease_was_taken_over_does_not_send(app_ctx: Flask, clock: Any, staff: dict,
+                                                          smtp: SmtpServer) -> None:
+    [row_id] = first_reminders_due(staff, clock, 1)
+    assert delivery.claim_batch("slow-worker") == [row_id]
+    clock.advance(delivery.LEASE + timedelta(seconds=1))
+    assert delivery.deliver_due(worker="new-worker").sent == 1
+    # The slow worker wakes up and carries on with its old claim: nothing is sent again.
+    report, _ = delivery.deliver_batch([row_id], "slow-worker", transports.from_settings(
+        app_ctx.extensions["pharmacy.settings"].smtp))
+    assert report.skipped == 1 and report.sent == 0
+    assert smtp.sink.count() == 1
+
+
+def test_claims_on_sqlite_and_postgres_are_exclusive(app_ctx: Flask, clock: Any, staff: dict,
+                                                     smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 3)
+    a = delivery.claim_batch("a", limit=2)
+    b = delivery.claim_batch("b", limit=10)
+    c = delivery.claim_batch("c", limit=10)
+    assert len(a) == 2 and len(b) == 1 and c == []
+    assert sorted(a + b) == sorted(ids)
+    assert {fresh(i).claimed_by for i in a} == {"a"}
+
+
+def _env_for_subprocess(app_config: dict) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SMTP_URL", "DATABASE_URL")}
+    env.update({k: str(v) for k, v in app_config.items() if k.isupper() and isinstance(v, str | int)})
+    env["FLASK_APP"] = "pharmacy.entry"
+    return env
+
+
+def _wait_for(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_send_process_killed_mid_batch_then_a_second_run_loses_nothing(
+        app_ctx: Flask, app_config: dict, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    ids = []
+    for i in range(6):
+        _, order = dispensed(staff, i)
+        ids.append(reminder_rows(order.id)[0].id)
+    # The child process runs on the real clock: make these rows due in real time.
+    real_now = datetime.now(UTC)
+    db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id.in_(ids))
+                       .values(next_attempt_at=real_now - timedelta(minutes=1)))
+    db.session.commit()
+    message_ids = {fresh(i).message_id for i in ids}
+    smtp.sink.delay = 1.0  # the server takes a second to answer each message
+
+    child = subprocess.Popen([sys.executable, "-m", "flask", "reminders", "send", "--batch-size", "10"],
+                             env=_env_for_subprocess(app_config), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: smtp.sink.count() >= 2)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    in_flight = smtp.sink.received[-1].message_id  # the server has it; the dead process never heard "250"
+    db.session.expire_all()
+    states = Counter(fresh(i).state for i in ids)
+    assert states[OutboxState.SENDING] >= 4 and states[OutboxState.PENDING] == 0
+
+    smtp.sink.delay = 0
+    clock.set(real_now)
+    assert delivery.deliver_due().sent == 0  # the dead process's claims are still leased
+    clock.set(real_now + delivery.LEASE + timedelta(minutes=1))
+    report = delivery.deliver_due()
+
+    counts = smtp.sink.per_message_id()
+    assert set(counts) == message_ids  # nothing lost
+    duplicates = {mid for mid, n in counts.items() if n > 1}
+    assert duplicates <= {in_flight} and max(counts.values()) <= 2  # at most the one in flight, once more
+    assert report.expired_leases == states[OutboxState.SENDING]
+    assert all(fresh(i).state == OutboxState.SENT for i in ids)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not USE_PG, reason="several schedulers need PostgreSQL (SKIP LOCKED); on SQLite exactly one runs")
+def test_two_schedulers_on_postgres_send_every_message_exactly_once(
+        app_ctx: Flask, app_config: dict, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    fills = [dispensed(staff, i) for i in range(4)]
+    db.session.execute(sa.delete(OutboxMessage))  # only the load below is due
+    # Two real processes run on the real clock: the load is due in real time.
+    t = datetime.now(UTC) - timedelta(minutes=1)
+    n = 2000
+    db.session.execute(sa.insert(OutboxMessage), [
+        {"dedupe_key": f"load:{i}", "kind": MessageKind.REMINDER_EARLY, "patient_id": fills[i % 4][0]["patient"].id,
+         "prescription_id": fills[i % 4][0]["rx"].id, "order_id": fills[i % 4][1].id, "due_at": t,
+         "next_attempt_at": t, "state": OutboxState.PENDING, "attempts": 0, "created_at": t,
+         "message_id": f"<load.{i}@pharmacy.example>"}
+        for i in range(n)
+    ])
+    db.session.commit()
+
+    # Two delivery processes, each with its own app, engine and connections, started together.
+    env = _env_for_subprocess(app_config)
+    workers = [subprocess.Popen([sys.executable, "-m", "flask", "reminders", "send", "--batch-size", "20"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    sent = [int(re.match(r"sent (\d+),", out).group(1)) for out in outputs]  # type: ignore[union-attr]
+    counts = smtp.sink.per_message_id()
+    assert len(counts) == n and set(counts.values()) == {1}  # every email once, none twice
+    assert sum(sent) == n
+    assert min(sent) > 0  # both really worked at the same time
+    db.session.expire_all()
+    states = db.session.execute(sa.select(OutboxMessage.state, sa.func.count()).group_by(
+        OutboxMessage.state)).all()
+    assert dict(states) == {OutboxState.SENT: n}
+    attempts = db.session.execute(sa.select(sa.func.count()).select_from(DeliveryAttempt)).scalar_one()
+    assert attempts == n  # one "sent" attempt each: nothing was tried twice
+
+
+# ---- still wanted? ---------------------------------------------------------------------------------------------
+
+
+def test_reminders_no_longer_wanted_are_cancelled_at_send_time(app_ctx: Flask, clock: Any, staff: dict,
+                                                               smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 4)
+    rows = [fresh(i) for i in ids]
+    # Changes that slipped past planning (a direct data fix): planning never got to cancel these.
+    db.session.get(Prescription, rows[0].prescription_id).status = RxStatus.ON_HOLD
+    db.session.execute(sa.text("UPDATE patients SET reminders_opt_in = :f WHERE id = :p"),
+                       {"f": False, "p": rows[1].patient_id})
+    db.session.execute(sa.text("UPDATE patients SET email = NULL WHERE id = :p"), {"p": rows[2].patient_id})
+    db.session.commit()
+
+    report = delivery.deliver_due()
+
+    assert (report.sent, report.cancelled) == (1, 3)
+    assert fresh(ids[0]).cancelled_reason == "prescription on_hold"
+    assert fresh(ids[1]).cancelled_reason == "patient opted out"
+    assert fresh(ids[2]).cancelled_reason == "the patient has no email address"
+    assert fresh(ids[3]).state == OutboxState.SENT
+    assert attempts_of(ids[0]) == ["cancelled"]
+    assert smtp.sink.per_message_id() == Counter({fresh(ids[3]).message_id: 1})
+
+
+def test_reminder_for_a_refill_already_requested_is_not_sent(app_ctx: Flask, clock: Any, staff: dict,
+                                                            smtp: SmtpServer) -> None:
+    [row_id] = first_reminders_due(staff, clock, 1)
+    row = fresh(row_id)
+    refills.request_refill(actor(staff["technician"]), row.prescription_id, source=RequestSource.STAFF)
+    # Simulate the race: the reminder was claimed just before the request cancelled it.
+    db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == row_id).values(
+        state=OutboxState.PENDING, cancelled_reason=None))
+    db.session.commit()
+
+    delivery.deliver_due()
+
+    assert fresh(row_id).state == OutboxState.CANCELLED and fresh(row_id).cancelled_reason == "refill requested"
+    kinds = {db.session.execute(sa.select(OutboxMessage.kind).where(OutboxMessage.message_id == r.message_id))
+             .scalar_one() for r in smtp.sink.received}
+    assert kinds == {MessageKind.REQUEST_RECEIVED}  # the notice of the request went, the reminder did not
+
+
+# ---- transports and commands -----------------------------------------------------------------------------------
+
+
+def test_outbox_only_transport_keeps_the_email_for_the_dashboard(app_config: dict, clock: Any, staff: dict,
+                                                                 smtp: SmtpServer) -> None:
+    config = {k: v for k, v in app_config.items() if k != "SMTP_URL"}
+    app = create_app(config, clock=clock)
+    with app.test_request_context("/"):
+        assert isinstance(delivery.default_transport(), transports.OutboxOnlyTransport)
+        [row_id] = first_reminders_due(staff, clock, 1)
+        report = delivery.deliver_due()
+        row = fresh(row_id)
+        assert report.sent == 1 and row.state == OutboxState.SENT
+        assert row.subject == "Riverside Compounding Pharmacy: refill reminder"
+        assert "December 17, 2026" in (row.body_text or "") and "<html" in (row.body_html or "")
+        assert attempts_of(row_id) == ["sent"]
+        db.session.remove()
+    with app.app_context():
+        db.engine.dispose()
+    assert smtp.sink.count() == 0  # nothing left the machine
+
+
+def test_flask_reminders_send_prints_counts(app: Flask, app_ctx: Flask, clock: Any, staff: dict,
+                                            smtp: SmtpServer) -> None:
+    first_reminders_due(staff, clock, 2)
+    result = app.test_cli_runner().invoke(args=["reminders", "send"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("sent 2, retry later 0, failed 0, cancelled 0")
+    assert smtp.sink.count() == 2
+
+
+# ---- the scheduler process --------------------------------------------------------------------------------------
+
+
+def test_scheduler_delivers_beats_and_stops_cleanly(app: Flask, app_ctx: Flask, clock: Any, staff: dict,
+                                                    smtp: SmtpServer) -> None:
+    first_reminders_due(staff, clock, 2)
+    stop = threading.Event()
+    runner = threading.Thread(target=scheduler.run, args=(app,),
+                              kwargs={"stop": stop, "install_signals": False, "deliver_seconds": 0.2})
+    runner.start()
+    try:
+        _wait_for(lambda: smtp.sink.count() == 2, timeout=30)
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    db.session.expire_all()
+    beat = db.session.get(Heartbeat, "scheduler")
+    assert beat is not None and beat.beat_at == clock.now()
+    assert smtp.sink.per_message_id().most_common(1)[0][1] == 1
+
+
+def test_scheduler_jobs_coalesce_and_never_skip_a_late_run(app: Flask) -> None:
+    sched = scheduler.build(app, worker="w", stop=threading.Event())
+    sched.start(paused=True)  # job defaults are applied when the scheduler starts
+    try:
+        jobs = {job.id: job for job in sched.get_jobs()}
+    finally:
+        sched.shutdown(wait=False)
+    assert set(jobs) == {"deliver", "plan_sweep", "heartbeat"}
+    for job in jobs.values():
+        assert job.coalesce is True and job.max_instances == 1
+        assert job.misfire_grace_time >= 3600  # APScheduler's default (1 s) would drop a late run
+    assert jobs["deliver"].trigger.interval == timedelta(seconds=30)
+    assert jobs["plan_sweep"].trigger.interval == timedelta(minutes=10)
+    assert type(sched._jobstores["default"]).__name__ == "MemoryJobStore"  # never a shared job store
+
+
+def test_scheduler_refuses_to_run_inside_a_web_request(app: Flask) -> None:
+    with app.test_request_context("/"), pytest.raises(scheduler.SchedulerRefused):
+        scheduler.run(app, install_signals=False)
+
+
+@pytest.mark.slow
+def test_flask_scheduler_process_stops_on_sigterm(app_ctx: Flask, app_config: dict, clock: Any, staff: dict,
+                                                  smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 1)
+    db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id.in_(ids))
+                       .values(next_attempt_at=datetime.now(UTC) - timedelta(minutes=1)))
+    db.session.commit()
+    env = _env_for_subprocess(app_config)
+    child = subprocess.Popen([sys.executable, "-m", "flask", "scheduler"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: smtp.sink.count() == 1)  # the first run at start-up sends what is due
+        if not USE_PG:  # on SQLite a second scheduler is refused while the first runs
+            second = subprocess.run([sys.executable, "-m", "flask", "scheduler"], env=env, capture_output=True,
+                                    text=True, timeout=60)
+            assert second.returncode != 0 and "Another scheduler is already running" in second.stderr
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stderr is not None
+        child.stderr.close()
+    assert child.returncode == 0
+    db.session.expire_all()
+    assert db.session.get(Heartbeat, "scheduler") is not None
+    # The refusal and the process leave no audit noise.
+    assert db.session.execute(sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action.like("outbox.%"))).scalar_one() == 0
+
+
+@pytest.mark.slow
+def test_serve_dev_runs_the_web_server_with_a_scheduler_beside_it_and_stops_both(
+        app_ctx: Flask, app_config: dict) -> None:
+    import urllib.request
+
+    port = free_port()
+    child = subprocess.Popen([sys.executable, "-m", "flask", "serve-dev", "--port", str(port)],
+                             env=_env_for_subprocess(app_config), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        def serving() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        def beating() -> bool:
+            db.session.expire_all()
+            db.session.commit()
+            return db.session.get(Heartbeat, "scheduler") is not None
+
+        _wait_for(serving)
+        _wait_for(beating)  # the scheduler child process is alive and writing its heartbeat
+        detail = db.session.get(Heartbeat, "scheduler").detail or ""
+        scheduler_pid = int(detail.split(":")[1])
+        assert scheduler_pid != child.pid
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0
+    with pytest.raises(ProcessLookupError):  # stopping the server stopped the scheduler too
+        os.kill(scheduler_pid, 0)
+
+
+def test_sweep_plans_fills_whose_reminders_are_missing(app_ctx: Flask, clock: Any, staff: dict,
+                                                       smtp: SmtpServer) -> None:
+    _, order = dispensed(staff)
+    planned = {r.dedupe_key: r.due_at for r in reminder_rows(order.id)}
+    db.session.execute(sa.delete(OutboxMessage).where(OutboxMessage.order_id == order.id))
+    db.session.commit()
+
+    scheduler.job_plan_sweep(app_ctx)
+
+    db.session.expire_all()
+    assert {r.dedupe_key: r.due_at for r in reminder_rows(order.id)} == planned
+    scheduler.job_plan_sweep(app_ctx)  # nothing missing now: nothing added twice
+    assert len(reminder_rows(order.id)) == len(planned)
