@@ -16,6 +16,7 @@ from pharmacy.core.clock import Clock, SystemClock
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
+    "bench", "ops",
 )
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,6 +109,8 @@ def _register_features(app: Flask) -> None:
     from pharmacy.extensions import api, csrf
 
     for feature in FEATURES:
+        if importlib.util.find_spec(f"pharmacy.{feature}") is None:
+            continue
         for module_name, attr in (("views", "bp"), ("api", "blp"), ("cli", "register")):
             full = f"pharmacy.{feature}.{module_name}"
             if importlib.util.find_spec(full) is None:

@@ -2,6 +2,7 @@
 from pharmacy.billing.models import Fee, Payment, PriceEntry
 from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot, Order, OrderIngredientLot
 from pharmacy.core.models import ApiToken, AuditEvent, Heartbeat, LinkAttempt, LinkUse, User
+from pharmacy.ops.models import OpsEvent  # noqa: F401 - the operations log (pharmacy/ops)
 from pharmacy.patients.models import Patient, SideEffectEntry
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from pharmacy.refills.models import RefillRequest, RenewalRequest

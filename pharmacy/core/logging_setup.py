@@ -18,11 +18,20 @@ _DATE = re.compile(r"\b(\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}/\d{2,4})\b")
 _QUERY = re.compile(r"\?[^\s\"']*")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-\.]{40,}")
 _PHONE = re.compile(r"\(?\b\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}\b")
+_MONTHS = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
+_WORDY_DATE = re.compile(rf"\b(?:{_MONTHS} \d{{1,2}},? \d{{4}}|\d{{1,2}} {_MONTHS},? \d{{4}})\b", re.IGNORECASE)
+# Patient links: the path segment after /r/ or /preferences/ is a credential, whatever its length.
+_LINK = re.compile(r"(/(?:r|preferences)/)[^\s/?\"']+")
+# The development server colours its request lines; escape codes have no place in a log file.
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def redact(text: str) -> str:
+    text = _ANSI.sub("", text)
     text = _EMAIL.sub("[email]", text)
     text = _QUERY.sub("?[query]", text)
+    text = _LINK.sub(r"\1[token]", text)
+    text = _WORDY_DATE.sub("[date]", text)
     text = _TOKEN.sub("[token]", text)
     text = _DATE.sub("[date]", text)
     return _PHONE.sub("[phone]", text)

@@ -1,0 +1,166 @@
+"""gunicorn settings for the web process:  gunicorn -c gunicorn.conf.py 'pharmacy.entry:create_app()'
+
+Read by the gunicorn master before any worker starts; it imports nothing from the app.
+Environment:
+  BIND / PORT              where to listen (default 127.0.0.1:8000 — behind nginx on the same host;
+                           BIND=0.0.0.0:8000 in a container). BIND wins over PORT.
+  WEB_CONCURRENCY          worker processes (default 2 × CPU cores + 1, at most 9).
+  FORWARDED_ALLOW_IPS      proxies whose X-Forwarded-Proto gunicorn trusts (default 127.0.0.1).
+  PROMETHEUS_MULTIPROC_DIR where workers write their metrics so /metrics adds them up (set here
+                           automatically when there is more than one worker).
+  LOG_FORMAT / PHARMACY_ENV  the access log is JSON when the app logs JSON (production).
+
+Forwarded-for: gunicorn itself never rewrites the client address. The app does, with
+TRUSTED_PROXY_HOPS=1 (one nginx in front): werkzeug's ProxyFix then takes the client address
+from X-Forwarded-For for rate limits and the audit trail, and https from X-Forwarded-Proto.
+Only set it when gunicorn is reachable solely through that proxy (bind to 127.0.0.1 or a
+private interface); otherwise anyone could claim any address. The access log records both
+the peer (%(h)s) and the X-Forwarded-For header.
+
+The access log never carries a query string (%(U)s, never %(r)s or %(q)s), a referer, cookies
+or authorization headers, and paths under /r/ and /preferences/ (signed patient links) are
+logged as /r/[token] and /preferences/[token].
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import tempfile
+from datetime import UTC, datetime
+
+from gunicorn.glogging import Logger
+
+# ---- where and how many --------------------------------------------------------------------------------------
+
+bind = [os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"]
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * multiprocessing.cpu_count() + 1, 9))
+worker_class = "sync"  # one request per process at a time; nginx in front buffers slow clients
+proc_name = "pharmacy-web"
+
+# ---- time limits and recycling -------------------------------------------------------------------------------
+
+timeout = 30  # a request still running after 30 s gets its worker killed and restarted
+graceful_timeout = 30  # on SIGTERM/SIGHUP, requests in progress get this long to finish
+keepalive = 5
+max_requests = 1000  # recycle workers now and then (bounded memory growth) ...
+max_requests_jitter = 100  # ... but not all at the same moment
+preload_app = False  # each worker builds its own app and database pool after the fork
+if os.path.isdir("/dev/shm"):  # noqa: S108 - gunicorn's recommended place for its worker heartbeat files
+    worker_tmp_dir = "/dev/shm"  # noqa: S108
+
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+limit_request_line = 4094
+limit_request_fields = 100
+
+# ---- logs ----------------------------------------------------------------------------------------------------
+
+accesslog = "-"  # stdout: journald (or the container runtime) keeps it
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# No %(r)s (the request line has the query string), no %(q)s, no %(f)s (referer), no cookies or auth headers.
+access_log_format = (
+    '%(h)s "%({x-forwarded-for}i)s" %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%({user-agent}i)s" '
+    '%({x-request-id}o)s'
+)
+
+_PATIENT_LINK = re.compile(r"^/(r|preferences)/[^/]+")
+_LONG_SEGMENT = re.compile(r"/[A-Za-z0-9_\-.]{32,}")
+# Header atoms the log may use; every other {…}i / {…}o / {…}e atom is dropped (cookies, authorization,
+# referer, location — which can hold a patient link or a search term — and the whole WSGI environ).
+_ALLOWED_HEADER_ATOMS = {"{x-forwarded-for}i", "{user-agent}i", "{x-request-id}i", "{x-request-id}o"}
+
+
+def mask_path(path: str) -> str:
+    """The path as it may be logged: patient-link tokens (and any other long opaque segment) masked."""
+    path = _PATIENT_LINK.sub(lambda m: f"/{m.group(1)}/[token]", path or "")
+    return _LONG_SEGMENT.sub("/[token]", path)
+
+
+def _json_logs() -> bool:
+    fmt = os.environ.get("LOG_FORMAT")
+    return fmt == "json" if fmt else os.environ.get("PHARMACY_ENV") == "production"
+
+
+class SafeAccessLogger(Logger):
+    """gunicorn's logger, with the access-log atoms stripped of anything that could carry PHI or a link token."""
+
+    def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        atoms = super().atoms(resp, req, environ, request_time)
+        for key in [k for k in atoms if k.startswith("{") and k not in _ALLOWED_HEADER_ATOMS]:
+            del atoms[key]
+        path = mask_path(atoms.get("U", ""))
+        atoms["U"] = path
+        atoms["q"] = ""
+        atoms["f"] = "-"
+        atoms["r"] = f"{atoms.get('m', '-')} {path} {atoms.get('H', '-')}"
+        return atoms
+
+    def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        if not _json_logs():
+            return super().access(resp, req, environ, request_time)
+        if not self.cfg.accesslog:
+            return None
+        a = self.atoms(resp, req, environ, request_time)
+        line = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "INFO",
+            "logger": "gunicorn.access",
+            "pid": os.getpid(),
+            "request_id": a.get("{x-request-id}o", "-"),
+            "remote": a.get("h"),
+            "forwarded_for": a.get("{x-forwarded-for}i", "-"),
+            "method": a.get("m"),
+            "path": a.get("U"),
+            "status": a.get("s"),
+            "bytes": a.get("B"),
+            "duration_ms": a.get("M"),
+            "user_agent": a.get("{user-agent}i", "-"),
+        }
+        try:
+            self.access_log.info("%s", json.dumps(line))
+        except Exception:
+            self.exception("access log line failed")
+        return None
+
+
+logger_class = SafeAccessLogger
+
+# ---- metrics from every worker ---------------------------------------------------------------------------------
+
+_CREATED_METRICS_DIR: str | None = None
+if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Must be in the environment before the workers import prometheus_client.
+    base = os.environ.get("RUNTIME_DIRECTORY")  # systemd's RuntimeDirectory=, e.g. /run/pharmacy
+    if base:
+        _CREATED_METRICS_DIR = os.path.join(base.split(":")[0], "metrics")
+        os.makedirs(_CREATED_METRICS_DIR, mode=0o700, exist_ok=True)
+    else:
+        _CREATED_METRICS_DIR = tempfile.mkdtemp(prefix="pharmacy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _CREATED_METRICS_DIR
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Start with empty metric files: counts from a previous run must not be added to this one's."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    if _CREATED_METRICS_DIR and not os.environ.get("RUNTIME_DIRECTORY"):
+        shutil.rmtree(_CREATED_METRICS_DIR, ignore_errors=True)
