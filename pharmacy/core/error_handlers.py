@@ -5,6 +5,7 @@ import logging
 import traceback
 
 from flask import Flask, Response, g, jsonify, render_template, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from pharmacy.core.errors import DomainError
@@ -63,6 +64,17 @@ def register(app: Flask) -> None:
                 status, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name, messages
             )
         return html_error(status, TITLES.get(status, exc.name or "Error"), exc.description or "")
+
+    @app.errorhandler(OperationalError)
+    def _busy(exc: OperationalError) -> Response:
+        """SQLite allows one writer at a time: a write that waited too long is "try again", not a crash."""
+        if "locked" not in str(exc.orig).lower() and "busy" not in str(exc.orig).lower():
+            return _unexpected(exc)
+        log.warning("database busy (request %s)", g.get("request_id", "-"))
+        message = "The pharmacy system is busy for a moment; nothing was saved. Please try again."
+        response = json_error(503, "busy", message) if wants_json() else html_error(503, "Busy", message)
+        response.headers["Retry-After"] = "2"
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import current_app
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from pharmacy.core.context import now
 from pharmacy.core.errors import LinkInvalid
@@ -51,7 +51,7 @@ def read_token(purpose: str, token: str, *, max_age_days: int) -> LinkClaims:
         data = _serializer(purpose).loads(token, max_age=max_age_days * 86400)
     except SignatureExpired:
         raise LinkInvalid("This link has expired.", reason="expired") from None
-    except BadSignature:
+    except BadData:  # a bad signature, a mangled payload, a token cut short by a mail client
         raise LinkInvalid("This link is not valid.", reason="invalid") from None
     if not isinstance(data, dict) or not isinstance(data.get("p"), int) or not isinstance(data.get("n"), str):
         raise LinkInvalid("This link is not valid.", reason="invalid")

@@ -6,6 +6,7 @@ refills left the pharmacy asks the prescriber for a renewal and tells the patien
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -14,10 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from pharmacy.billing import pricing
+from pharmacy.compounding import rules as compounding_rules
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit, links
 from pharmacy.core.actor import Actor
+from pharmacy.core.clock import local_date
 from pharmacy.core.context import business_calendar, now, settings, today
 from pharmacy.core.errors import Conflict, LinkInvalid, NotFound, ValidationFailed
 from pharmacy.core.roles import Permission
@@ -34,9 +37,91 @@ from pharmacy.reminders import outbox, planning
 from pharmacy.reminders.rules import MessageKind
 
 OPEN_ORDER_STATES = [s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]
+OPEN_RENEWAL_STATES = (RenewalState.NEEDED, RenewalState.SENT)
+
+
+# ---- facts about prescriptions, fetched in batches (a page of 100 requests costs the same few queries) ----
+
+
+@dataclass(frozen=True)
+class RxFacts:
+    """What eligibility needs about one prescription's fills and requests."""
+
+    in_progress: bool = False  # an order not yet dispensed or cancelled
+    has_fill: bool = False  # any fill that was not cancelled (the original fill 0 included)
+    refills_used: int = 0  # fills after the first, dispensed or being made
+    open_request: bool = False
+
+
+def rx_facts(rx_ids: Iterable[int], *, with_requests: bool = True) -> dict[int, RxFacts]:
+    """One grouped query over orders (and one over requests) for any number of prescriptions.
+
+    "Refills used" counts like prescriptions.services.refills_used: fills numbered after the
+    original (fill 0) that were not cancelled.
+    """
+    ids = sorted(set(rx_ids))
+    if not ids:
+        return {}
+    not_cancelled = Order.state != OrderState.CANCELLED
+    rows = db.session.execute(
+        sa.select(
+            Order.prescription_id,
+            sa.func.sum(sa.case((Order.state.in_(OPEN_ORDER_STATES), 1), else_=0)),
+            sa.func.sum(sa.case((not_cancelled, 1), else_=0)),
+            sa.func.sum(sa.case((sa.and_(not_cancelled, Order.fill_number > 0), 1), else_=0)),
+        ).where(Order.prescription_id.in_(ids)).group_by(Order.prescription_id)
+    ).all()
+    orders = {rx_id: (int(o or 0), int(f or 0), int(u or 0)) for rx_id, o, f, u in rows}
+    open_requests: set[int] = set()
+    if with_requests:
+        open_requests = set(db.session.execute(
+            sa.select(RefillRequest.prescription_id).where(RefillRequest.prescription_id.in_(ids),
+                                                           RefillRequest.state.in_(OPEN_REQUEST_STATES))
+        ).scalars())
+    out = {}
+    for rx_id in ids:
+        open_n, fills, used = orders.get(rx_id, (0, 0, 0))
+        out[rx_id] = RxFacts(in_progress=open_n > 0, has_fill=fills > 0, refills_used=used,
+                             open_request=rx_id in open_requests)
+    return out
+
+
+def _eligibility(rx: Prescription, facts: RxFacts, *, count_open_request: bool = True) -> rules.Eligibility:
+    # Before the first fill, the original fill is still to come and it is not a refill: with
+    # 0 refills authorized the patient may still have it. A missing count is zero (rules.refills_left).
+    authorized = rx.refills_authorized or 0
+    used = facts.refills_used
+    if not facts.has_fill:
+        authorized, used = authorized + 1, 0
+    return rules.refill_eligibility(
+        status=rx.status.value, refills_authorized=authorized, refills_used=used,
+        expiry_date=rx.expiry_date, today=today(), order_in_progress=facts.in_progress,
+        open_request=facts.open_request and count_open_request,
+    )
+
+
+def eligibility_for(rx: Prescription, *, count_open_request: bool = True) -> rules.Eligibility:
+    """May a refill of `rx` be requested today? With count_open_request=False: could the open one be approved?"""
+    return _eligibility(rx, rx_facts([rx.id], with_requests=count_open_request)[rx.id],
+                        count_open_request=count_open_request)
+
+
+def _refills_left(rx: Prescription, facts: RxFacts) -> int:
+    return rules.refills_left(rx.refills_authorized, facts.refills_used)
 
 
 # ---- what a patient (or the pharmacy) sees about one prescription ------------------------------
+
+
+@dataclass(frozen=True)
+class DeliveryOption:
+    """Pick-up or shipping, each with its own total and the day the patient has the medicine."""
+
+    method: DeliveryMethod
+    total_cents: int
+    shipping_cents: int
+    on: date  # ready for pick-up, or the day the parcel arrives
+    available: bool = True  # shipping needs an address on file
 
 
 @dataclass
@@ -57,6 +142,14 @@ class RefillSummary:
     arrives_on: date | None
     open_request: RefillRequest | None
     address_lines: list[str] = field(default_factory=list)
+    price_known: bool = True
+    quantity_text: str = ""
+    fill_days: int = 0
+    lead_time_days: int = 0
+    options: list[DeliveryOption] = field(default_factory=list)
+    open_order_state: OrderState | None = None
+    renewal_state: RenewalState | None = None
+    link_spent: bool = False  # the link made a request that has since been decided: it cannot ask again
 
     @property
     def total_cents(self) -> int:
@@ -77,30 +170,23 @@ def _open_request(rx_id: int) -> RefillRequest | None:
     ).scalar_one_or_none()
 
 
-def eligibility_for(rx: Prescription) -> rules.Eligibility:
-    from pharmacy.prescriptions.services import refills_used
-
-    in_progress = db.session.execute(
-        sa.select(Order.id).where(Order.prescription_id == rx.id, Order.state.in_(OPEN_ORDER_STATES)).limit(1)
-    ).first() is not None
-    has_fill = db.session.execute(
-        sa.select(Order.id).where(Order.prescription_id == rx.id, Order.state != OrderState.CANCELLED).limit(1)
-    ).first() is not None
-    # Before the first fill, "refills used" is -1 in effect: the original fill is not a refill.
-    used = refills_used(rx.id) if has_fill else -1
-    return rules.refill_eligibility(
-        status=rx.status.value, refills_authorized=rx.refills_authorized, refills_used=used,
-        expiry_date=rx.expiry_date, today=today(), order_in_progress=in_progress,
-        open_request=_open_request(rx.id) is not None,
-    )
+def _address_lines(patient: Patient) -> list[str]:
+    city_line = " ".join(filter(None, [(patient.city or "") + ",", patient.state, patient.postal_code]))
+    return [x for x in (patient.address_line1, patient.address_line2, city_line) if x and x.strip(", ")]
 
 
 def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> RefillSummary:
-    from pharmacy.prescriptions.services import refills_used
+    """Everything the refill page (and the refill emails) show about the next fill of `rx`.
 
+    The quantity, days and price follow exactly what approving would order (titration steps still
+    ahead, capped to the BUD), so the price a patient confirms is the price the order snapshots.
+    While a request is open, its day and delivery method set the dates, so the page and the
+    confirmation email keep saying the same thing on the following days.
+    """
     patient = rx.patient
     formula = rx.formula
-    day = today()
+    facts = rx_facts([rx.id])[rx.id]
+    open_req = _open_request(rx.id) if facts.open_request else None
     last = _latest_dispensed(rx.id)
     steps = screening.steps_of(rx)
     supplied = int(db.session.execute(
@@ -113,32 +199,53 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
         dose = ahead[0].dose_mg if ahead else rx.dose_mg
         next_step = f"Next fill continues at {rx_rules.format_mg(dose)} a day" + (
             f", then {rx_rules.format_mg(rx.dose_mg)}" if ahead and dose != rx.dose_mg else "")
-    delivery = delivery or patient.delivery_preference
+    delivery = delivery or (open_req.delivery_method if open_req else None) or patient.delivery_preference
+    start_day = today()
+    if open_req is not None:
+        start_day = local_date(open_req.requested_at, settings().timezone)
     days_left = run_out = None
     if last is not None and last.run_out_date is not None:
         run_out = last.run_out_date
-        days_left = max((run_out - day).days, 0)
-    elig = eligibility_for(rx)
+        days_left = max((run_out - today()).days, 0)
+    price, fill_days, quantity_text, price_known = 0, rx.days_supply, "", True
     try:
         qty = rx_rules.quantity_for_days(formula.form, formula.strength_mg, rx.dose_mg, rx.days_supply, ahead)
-        q = pricing.quote(formula.id, qty, delivery)
-        price, ship = q.price_cents, q.shipping_cents
+        plan = compounding_rules.cap_to_bud(
+            formula.form, formula.strength_mg, rx.dose_mg, quantity=qty, days_supply=rx.days_supply,
+            bud_days=compounding_rules.BUD_DAYS[formula.usp_category], steps=ahead)
+        fill_days = plan.days_supply
+        quantity_text = rx_rules.quantity_text(formula.form, plan.quantity)
+        price = pricing.quote(formula.id, plan.quantity, DeliveryMethod.PICKUP).price_cents
     except ValidationFailed:
-        price, ship = 0, 0
+        price_known = False
+    fee = pricing.shipping_fee_cents()
     cal = business_calendar()
-    ready = rules.ready_date(day, lead_time_business_days=formula.lead_time_business_days, calendar=cal)
-    arrives = None
-    if delivery == DeliveryMethod.SHIP:
-        arrives = rules.arrival_date(ready, patient.shipping_days)
-    lines = [x for x in (patient.address_line1, patient.address_line2,
-                         " ".join(filter(None, [(patient.city or "") + ",", patient.state, patient.postal_code])))
-             if x and x.strip(", ")]
-    left = rules.refills_left(rx.refills_authorized, max(refills_used(rx.id), 0))
+    ready = rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days, calendar=cal)
+    ship_on = rules.arrival_date(ready, patient.shipping_days)
+    lines = _address_lines(patient)
+    options = [
+        DeliveryOption(DeliveryMethod.PICKUP, price, 0, ready),
+        DeliveryOption(DeliveryMethod.SHIP, price + fee, fee, ship_on, available=bool(lines)),
+    ]
+    open_order_state = None
+    if facts.in_progress:
+        open_order_state = db.session.execute(
+            sa.select(Order.state).where(Order.prescription_id == rx.id, Order.state.in_(OPEN_ORDER_STATES))
+            .order_by(Order.fill_number.desc()).limit(1)
+        ).scalar_one_or_none()
+    renewal_state = None
+    if open_req is not None and open_req.renewal_id is not None:
+        renewal = db.session.get(RenewalRequest, open_req.renewal_id)
+        renewal_state = renewal.state if renewal is not None else None
     return RefillSummary(
         rx=rx, patient=patient, product=rx_rules.product_name(formula.form, formula.strength_mg),
-        dose_text=rx.directions, next_step=next_step, days_left=days_left, run_out=run_out, refills_left=left,
-        eligibility=elig, price_cents=price, shipping_cents=ship, delivery=delivery, ready_on=ready,
-        arrives_on=arrives, open_request=_open_request(rx.id), address_lines=lines,
+        dose_text=rx.directions, next_step=next_step, days_left=days_left, run_out=run_out,
+        refills_left=_refills_left(rx, facts), eligibility=_eligibility(rx, facts), price_cents=price,
+        shipping_cents=fee if delivery == DeliveryMethod.SHIP else 0, delivery=delivery, ready_on=ready,
+        arrives_on=ship_on if delivery == DeliveryMethod.SHIP else None, open_request=open_req,
+        address_lines=lines, price_known=price_known, quantity_text=quantity_text, fill_days=fill_days,
+        lead_time_days=formula.lead_time_business_days, options=options, open_order_state=open_order_state,
+        renewal_state=renewal_state,
     )
 
 
@@ -155,9 +262,24 @@ def _rx_for(rx_id: int, *, lock: bool = False) -> Prescription:
 
 # ---- patient links ------------------------------------------------------------------------------
 
+# How a refused link answers over HTTP: 410 Gone for one that worked once (expired, used), 429 for
+# one locked by wrong birth dates, 400 for anything tampered with or out of scope.
+LINK_HTTP_STATUS = {"invalid": 400, "expired": 410, "used": 410, "locked": 429}
 
-def open_link(token: str) -> links.LinkClaims:
-    """Check a refill link before anything is shown: signature, expiry, and scope."""
+
+def patient_actor(claims: links.LinkClaims) -> Actor:
+    """The patient behind a confirmed link: may touch only this patient's one prescription."""
+    return Actor(kind="patient", patient_id=claims.patient_id, prescription_id=claims.prescription_id)
+
+
+def open_link(token: str, *, allow_used: bool = False) -> links.LinkClaims:
+    """Check a refill link before anything is shown: signature, expiry, scope, lock and single use.
+
+    A used link still opens while the request it made is open (a second click or a retried API
+    call gets that same request back); once the request is decided the link is spent ("used").
+    `allow_used` is for a browser that has just confirmed the date of birth on this link, so the
+    patient can read the page that says what happened to the request.
+    """
     claims = links.read_token(links.REFILL, token, max_age_days=settings().refill_link_days)
     if claims.prescription_id is None:
         raise LinkInvalid("This link is not valid.", reason="invalid")
@@ -166,6 +288,8 @@ def open_link(token: str) -> links.LinkClaims:
         raise LinkInvalid("This link is not valid.", reason="invalid")
     if links.failed_attempts(claims.nonce) >= links.MAX_DOB_ATTEMPTS:
         raise LinkInvalid("Too many wrong dates of birth were entered on this link.", reason="locked")
+    if not allow_used and links.is_used(claims.nonce) and _open_request(rx.id) is None:
+        raise LinkInvalid("This link has already been used.", reason="used")
     return claims
 
 
@@ -173,7 +297,7 @@ def confirm_birth_date(token: str, dob: date) -> links.LinkClaims:
     """DOMAIN.md: a patient opening a refill link confirms their date of birth before seeing anything."""
     claims = open_link(token)
     patient = db.session.get(Patient, claims.patient_id)
-    actor = Actor(kind="patient", patient_id=claims.patient_id, prescription_id=claims.prescription_id)
+    actor = patient_actor(claims)
     if patient is None or patient.date_of_birth != dob:
         attempts = links.record_failed_attempt(claims.nonce)
         audit.record(actor, "link.dob_failed", outcome="denied", survive_rollback=True,
@@ -187,9 +311,24 @@ def confirm_birth_date(token: str, dob: date) -> links.LinkClaims:
     return claims
 
 
+def request_by_link(token: str, dob: date, *, delivery: DeliveryMethod | None = None,
+                    source: RequestSource = RequestSource.API) -> tuple[RequestOutcome, RefillSummary]:
+    """The API's patient path in one step: confirm the date of birth, open (or find) the request, say what it brings."""
+    claims = confirm_birth_date(token, dob)
+    outcome = request_refill(patient_actor(claims), claims.prescription_id or 0, source=source, delivery=delivery,
+                             claims=claims)
+    return outcome, summary(_rx_for(outcome.request.prescription_id))
+
+
 def link_summary(claims: links.LinkClaims) -> RefillSummary:
+    """The refill page's facts for a confirmed link (only ever the link's own patient and prescription)."""
     rx = _rx_for(claims.prescription_id or 0)
-    return summary(rx)
+    if rx.patient_id != claims.patient_id:
+        raise LinkInvalid("This link is not valid.", reason="invalid")
+    audit.record(patient_actor(claims), "link.view", entity=("prescription", rx.id))
+    s = summary(rx)
+    s.link_spent = s.open_request is None and links.is_used(claims.nonce)
+    return s
 
 
 # ---- requesting ---------------------------------------------------------------------------------
@@ -203,7 +342,12 @@ class RequestOutcome:
 
 def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery: DeliveryMethod | None = None,
                    claims: links.LinkClaims | None = None, note: str | None = None) -> RequestOutcome:
-    """Open a request (idempotent: a second identical one returns the first, enforced by a unique index)."""
+    """Open a request (idempotent: a second identical one returns the first, enforced by a unique index).
+
+    The prescription row is locked first, so concurrent identical requests queue up behind one
+    another on PostgreSQL and each later one finds the first; the partial unique index is the
+    backstop (SQLite, or a path that skipped the lock).
+    """
     if actor.kind == "patient":
         if claims is None or claims.prescription_id != rx_id or claims.patient_id != actor.patient_id:
             raise LinkInvalid("This link is not valid.", reason="invalid")
@@ -218,9 +362,12 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
     elig = eligibility_for(rx)
     if not elig.ok and not elig.needs_renewal:
         raise Conflict(elig.message)
+    delivery = delivery or rx.patient.delivery_preference
+    if delivery == DeliveryMethod.SHIP and not _address_lines(rx.patient):
+        raise ValidationFailed("We have no address on file to ship to; choose pick-up or call the pharmacy.",
+                               fields={"delivery": "No address on file for shipping."})
     if claims is not None and not links.mark_used(claims):
         raise LinkInvalid("This link has already been used.", reason="used")
-    delivery = delivery or rx.patient.delivery_preference
     state = RefillRequestState.AWAITING_RENEWAL if elig.needs_renewal else RefillRequestState.OPEN
     req = RefillRequest(
         prescription_id=rx.id, patient_id=rx.patient_id, state=state, source=source, delivery_method=delivery,
@@ -263,19 +410,35 @@ def _load_request(request_id: int) -> RefillRequest:
     return req
 
 
+def _staff_reason(rx: Prescription, elig: rules.Eligibility) -> str:
+    """Why a request cannot become an order, in the pharmacist's words (the patient's are in rules)."""
+    if elig.code == "expired":
+        return (f"Prescription {rx.rx_number} expired on {rules.long_date(rx.expiry_date)}: ask the prescriber "
+                "for a renewal instead.")
+    if elig.code == "no_refills":
+        return f"No refills remain on {rx.rx_number}: ask the prescriber for a renewal instead."
+    if elig.code == "in_progress":
+        return (f"A fill of {rx.rx_number} is already in progress: decline this request saying so, "
+                "or cancel that order first.")
+    if elig.code == "inactive":
+        return f"Prescription {rx.rx_number} is {rx.status.value.replace('_', ' ')}; no fill can be made."
+    return elig.message
+
+
 def approve(actor: Actor, request_id: int) -> Order:
     """Approve: the next fill's order is created (too-soon is checked again when it is dispensed)."""
     from pharmacy.compounding.services import new_order
 
+    audit.require(actor, Permission.DECIDE_REFILL, what="approve refill requests")
     req = _load_request(request_id)
-    audit.require(actor, Permission.DECIDE_REFILL, patient_id=req.patient_id, what="approve refill requests")
     if req.state != RefillRequestState.OPEN:
         raise Conflict(f"This request is {req.state.value.replace('_', ' ')}; only an open request can be approved.")
     rx = _rx_for(req.prescription_id, lock=True)
-    elig = eligibility_for(rx)
-    if elig.needs_renewal:
-        raise Conflict(elig.message + " Ask the prescriber for a renewal instead.")
-    order = new_order(actor, rx, delivery=req.delivery_method)
+    # The request itself is open, so ask whether it could be made, ignoring that it exists.
+    elig = eligibility_for(rx, count_open_request=False)
+    if not elig.ok:
+        raise Conflict(_staff_reason(rx, elig))
+    order = new_order(actor, rx, delivery=req.delivery_method, request_note=req.note)
     req.state = RefillRequestState.APPROVED
     req.order_id = order.id
     req.decided_at = now()
@@ -289,8 +452,9 @@ def approve(actor: Actor, request_id: int) -> Order:
 
 
 def decline(actor: Actor, request_id: int, reason: str) -> RefillRequest:
+    """Decline with the reason the patient will read in the REQUEST_DECLINED email."""
+    audit.require(actor, Permission.DECIDE_REFILL, what="decline refill requests")
     req = _load_request(request_id)
-    audit.require(actor, Permission.DECIDE_REFILL, patient_id=req.patient_id, what="decline refill requests")
     reason = (reason or "").strip()
     if len(reason) < 3:
         raise ValidationFailed("Give the reason the patient will see.", fields={"reason": "Say why."})
@@ -308,12 +472,16 @@ def decline(actor: Actor, request_id: int, reason: str) -> RefillRequest:
     return req
 
 
+def _open_renewal(rx_id: int) -> RenewalRequest | None:
+    return db.session.execute(
+        sa.select(RenewalRequest).where(RenewalRequest.prescription_id == rx_id,
+                                        RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
+    ).scalar_one_or_none()
+
+
 def ensure_renewal_task(rx_id: int, *, reason: str) -> RenewalRequest:
     """The pharmacist's task to contact the prescriber; one open per prescription."""
-    existing = db.session.execute(
-        sa.select(RenewalRequest).where(RenewalRequest.prescription_id == rx_id,
-                                        RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
-    ).scalar_one_or_none()
+    existing = _open_renewal(rx_id)
     if existing is not None:
         return existing
     rx = db.session.get(Prescription, rx_id)
@@ -325,22 +493,24 @@ def ensure_renewal_task(rx_id: int, *, reason: str) -> RenewalRequest:
             db.session.add(renewal)
             db.session.flush()
     except IntegrityError:
-        return db.session.execute(
-            sa.select(RenewalRequest).where(RenewalRequest.prescription_id == rx_id,
-                                            RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
-        ).scalar_one()
+        found = _open_renewal(rx_id)
+        if found is None:
+            raise
+        return found
     return renewal
 
 
 def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_id: int | None = None) -> RenewalRequest:
     """Send the renewal request to the prescriber (email in the outbox; a printable copy for fax)."""
+    audit.require(actor, Permission.DECIDE_REFILL, what="ask prescribers for renewals")
     if request_id is not None:
         req = _load_request(request_id)
+        if req.state not in (RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL):
+            raise Conflict(f"This request is {req.state.value.replace('_', ' ')}; nothing to renew for it.")
         prescription_id = req.prescription_id
     else:
         req = _open_request(prescription_id or 0)
     rx = _rx_for(prescription_id or 0, lock=True)
-    audit.require(actor, Permission.DECIDE_REFILL, patient_id=rx.patient_id, what="ask prescribers for renewals")
     if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is closed.")
     renewal = ensure_renewal_task(rx.id, reason="renewal requested by the pharmacy")
@@ -363,12 +533,23 @@ def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_
     return renewal
 
 
+def send_renewal(actor: Actor, renewal_id: int) -> RenewalRequest:
+    """The renewals list's "send to prescriber" button: ask_prescriber for that renewal's prescription."""
+    audit.require(actor, Permission.DECIDE_REFILL, what="ask prescribers for renewals")
+    renewal = db.session.get(RenewalRequest, renewal_id)
+    if renewal is None:
+        raise NotFound("No such renewal request.")
+    if renewal.state not in OPEN_RENEWAL_STATES:
+        raise Conflict(f"This renewal is {renewal.state.value}; nothing to send.")
+    return ask_prescriber(actor, prescription_id=renewal.prescription_id)
+
+
 def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
     """A new prescription arrived: close the renewal and carry the waiting request over to it."""
     t = now()
     for renewal in db.session.execute(
         sa.select(RenewalRequest).where(RenewalRequest.prescription_id == old_rx_id,
-                                        RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
+                                        RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
     ).scalars():
         renewal.state = RenewalState.RECEIVED
         renewal.resolved_at = t
@@ -379,6 +560,8 @@ def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
     if waiting is not None:
         waiting.prescription_id = new_rx_id
         waiting.state = RefillRequestState.OPEN
+        audit.record(actor, "refill.carried_over", patient_id=waiting.patient_id,
+                     entity=("refill_request", waiting.id), details={"from": old_rx_id, "to": new_rx_id})
     db.session.flush()
 
 
@@ -392,7 +575,7 @@ def close_open_requests(actor: Actor, rx_id: int, reason: str) -> None:
         req.decided_by_id = actor.user_id
     for renewal in db.session.execute(
         sa.select(RenewalRequest).where(RenewalRequest.prescription_id == rx_id,
-                                        RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
+                                        RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
     ).scalars():
         renewal.state = RenewalState.CANCELLED
         renewal.resolved_at = t
@@ -404,12 +587,18 @@ class QueueItem:
     request: RefillRequest
     rx: Prescription
     patient: Patient
-    eligibility: rules.Eligibility
-    earliest_dispense: date | None
+    eligibility: rules.Eligibility  # could this request become an order today (the request itself aside)?
+    earliest_dispense: date | None  # the too-soon threshold set by the last dispensed fill
+    refills_left: int = 0
+    renewal: RenewalRequest | None = None
 
 
 def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
-    """Open requests, oldest first, with what the pharmacist needs to decide."""
+    """Open requests, oldest first, with what the pharmacist needs to decide.
+
+    A fixed number of queries whatever the length: requests with their prescriptions, patients
+    and formulas; fill facts grouped by prescription; the latest dispensed fills; the renewals.
+    """
     audit.require(actor, Permission.VIEW_CLINICAL, what="see refill requests")
     reqs = db.session.execute(
         sa.select(RefillRequest).where(RefillRequest.state.in_(OPEN_REQUEST_STATES))
@@ -418,30 +607,101 @@ def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
         .order_by(RefillRequest.requested_at, RefillRequest.id).limit(limit)
     ).unique().scalars().all()
     rx_ids = [r.prescription_id for r in reqs]
-    last = {}
-    if rx_ids:
-        latest = (sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("f"))
-                  .where(Order.prescription_id.in_(rx_ids), Order.state == OrderState.DISPENSED)
-                  .group_by(Order.prescription_id).subquery())
-        for o in db.session.execute(sa.select(Order).join(
-                latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.f == Order.fill_number))
-        ).scalars():
-            last[o.prescription_id] = o
+    if not rx_ids:
+        return []
+    facts = rx_facts(rx_ids, with_requests=False)
+    last: dict[int, Order] = {}
+    latest = (sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("f"))
+              .where(Order.prescription_id.in_(rx_ids), Order.state == OrderState.DISPENSED)
+              .group_by(Order.prescription_id).subquery())
+    for o in db.session.execute(sa.select(Order).join(
+            latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.f == Order.fill_number))
+    ).scalars():
+        last[o.prescription_id] = o
+    renewal_ids = [r.renewal_id for r in reqs if r.renewal_id is not None]
+    renewals = {}
+    if renewal_ids:
+        renewals = {x.id: x for x in db.session.execute(
+            sa.select(RenewalRequest).where(RenewalRequest.id.in_(renewal_ids))).scalars()}
+    percent = settings().too_soon_percent
     out = []
     for r in reqs:
         prev = last.get(r.prescription_id)
         earliest = None
         if prev is not None and prev.dispensed_on is not None:
-            earliest = rules.earliest_dispense_date(prev.dispensed_on, prev.days_supply, settings().too_soon_percent)
-        out.append(QueueItem(request=r, rx=r.prescription, patient=r.prescription.patient,
-                             eligibility=eligibility_for(r.prescription), earliest_dispense=earliest))
+            earliest = rules.earliest_dispense_date(prev.dispensed_on, prev.days_supply, percent)
+        rx_facts_ = facts[r.prescription_id]
+        out.append(QueueItem(
+            request=r, rx=r.prescription, patient=r.prescription.patient,
+            eligibility=_eligibility(r.prescription, rx_facts_, count_open_request=False),
+            earliest_dispense=earliest, refills_left=_refills_left(r.prescription, rx_facts_),
+            renewal=renewals.get(r.renewal_id) if r.renewal_id is not None else None,
+        ))
     return out
 
 
 def renewals_waiting(actor: Actor, *, limit: int = 100) -> list[RenewalRequest]:
+    """Renewals still to send or still awaited from the prescriber, oldest first."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
     return list(db.session.execute(
-        sa.select(RenewalRequest).where(RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
-        .options(joinedload(RenewalRequest.prescription).joinedload(Prescription.patient))
-        .order_by(RenewalRequest.created_at).limit(limit)
+        sa.select(RenewalRequest).where(RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
+        .options(joinedload(RenewalRequest.prescription).joinedload(Prescription.patient),
+                 joinedload(RenewalRequest.prescription).joinedload(Prescription.prescriber),
+                 joinedload(RenewalRequest.prescription).joinedload(Prescription.formula))
+        .order_by(RenewalRequest.created_at, RenewalRequest.id).limit(limit)
     ).unique().scalars())
+
+
+@dataclass
+class RenewalDocument:
+    """What a renewal request to the prescriber says (the printable page faxed when there is no email)."""
+
+    renewal: RenewalRequest
+    rx: Prescription
+    patient: Patient
+    prescriber: Prescriber
+    product: str
+    dose: str
+    quantity: str
+    last_fill: date | None
+    refills_authorized: int
+    refills_used: int
+
+
+def renewal_document(actor: Actor, renewal_id: int) -> RenewalDocument:
+    """The renewal request for printing/faxing; reading it is a read of the patient's record (audited)."""
+    audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
+    renewal = db.session.get(RenewalRequest, renewal_id)
+    if renewal is None:
+        raise NotFound("No such renewal request.")
+    rx = _rx_for(renewal.prescription_id)
+    facts = rx_facts([rx.id], with_requests=False)[rx.id]
+    last = _latest_dispensed(rx.id)
+    audit.record(actor, "renewal.view", patient_id=rx.patient_id, entity=("renewal_request", renewal.id))
+    formula = rx.formula
+    return RenewalDocument(
+        renewal=renewal, rx=rx, patient=rx.patient, prescriber=rx.prescriber,
+        product=rx_rules.product_name(formula.form, formula.strength_mg), dose=rx_rules.format_mg(rx.dose_mg),
+        quantity=rx_rules.quantity_text(formula.form, rx.quantity), last_fill=last.dispensed_on if last else None,
+        refills_authorized=rx.refills_authorized or 0, refills_used=facts.refills_used,
+    )
+
+
+@dataclass
+class QueuePage:
+    items: list[QueueItem]
+    renewals: list[RenewalRequest]
+    recent: list[RefillRequest]  # the latest decisions, so an approval's order is one click away
+
+
+def queue_page(actor: Actor, *, limit: int = 100, recent: int = 10) -> QueuePage:
+    """The dashboard's refill page: the queue, the renewals awaited and the latest decisions (bounded queries)."""
+    items = queue(actor, limit=limit)
+    renewals = renewals_waiting(actor, limit=limit)
+    decided = list(db.session.execute(
+        sa.select(RefillRequest).where(RefillRequest.state.in_([RefillRequestState.APPROVED,
+                                                                RefillRequestState.DECLINED]))
+        .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient))
+        .order_by(RefillRequest.decided_at.desc(), RefillRequest.id.desc()).limit(recent)
+    ).unique().scalars())
+    return QueuePage(items=items, renewals=renewals, recent=decided)

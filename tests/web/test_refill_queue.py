@@ -1,0 +1,250 @@
+"""The pharmacy's refill pages over HTTP: the queue, approve / decline / renewal, renewals, counter requests."""
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import event
+
+from pharmacy.compounding import services as orders
+from pharmacy.compounding.models import Order
+from pharmacy.extensions import db
+from pharmacy.refills import services as refills
+from pharmacy.refills.models import RefillRequest, RenewalRequest
+from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
+from pharmacy.reminders.models import OutboxMessage
+from pharmacy.reminders.rules import MessageKind
+from tests import factories
+from tests.conftest import login
+
+
+def text(response: Any) -> str:
+    body = response.get_data(as_text=True)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
+def setup_requests(app: Flask, staff: dict, *, extra: int = 0, renewal: bool = True) -> dict[str, Any]:
+    """Ellison (refills left, request open) and, optionally, Chen (no refills: awaiting renewal); committed."""
+    with app.test_request_context("/"):
+        w = factories.world(staff)
+        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        factories.run_order_to(w, order.id, "dispensed")
+        out: dict[str, Any] = {"rx_id": w["rx"].id, "patient_id": w["patient"].id, "formula_id": w["formula"].id,
+                               "prescriber_id": w["prescriber"].id, "w": {k: w[k] for k in (
+                                   "pharmacist", "pharmacist2", "technician", "admin")}}
+        out["request_id"] = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request.id
+        if renewal:
+            p = factories.patient(w["pharmacist"], first_name="Robert", last_name="Chen",
+                                  date_of_birth=date(1959, 7, 4), email="robert@example.com")
+            rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id,
+                                        refills_authorized=0)
+            o = orders.start_fill(w["pharmacist"], rx.id)
+            factories.run_order_to(w, o.id, "dispensed")
+            req = refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF).request
+            out.update(renewal_rx_id=rx.id, renewal_request_id=req.id, renewal_id=req.renewal_id)
+        for i in range(extra):
+            p = factories.patient(w["pharmacist"], first_name=f"Extra{i}", last_name=f"Person{i}",
+                                  email=f"extra{i}@example.com")
+            rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id,
+                                        refills_authorized=i % 2)
+            o = orders.start_fill(w["pharmacist"], rx.id)
+            factories.run_order_to(w, o.id, "dispensed")
+            refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF)
+        db.session.commit()
+    return out
+
+
+def fetch(app: Flask, model: type, row_id: int) -> Any:
+    with app.app_context():
+        row = db.session.get(model, row_id)
+        db.session.expunge_all()
+        return row
+
+
+@contextmanager
+def count_queries(app: Flask) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", _count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", _count)
+
+
+def test_the_queue_shows_what_the_pharmacist_decides_with(app: Flask, client: FlaskClient, staff: dict) -> None:
+    d = setup_requests(app, staff)
+    login(client, staff["pharmacist"])
+    response = client.get("/refills")
+    assert response.status_code == 200 and response.headers["Cache-Control"] == "no-store"
+    page = text(response)
+    # Oldest first: Ellison asked before Chen.
+    assert page.index("Ellison, Margaret") < page.index("Chen, Robert")
+    assert "born 1968-04-12" in page
+    assert "eligible" in page and "awaiting renewal" in page
+    assert "2026-12-17" in page  # earliest dispense: 80% of the 30 days dispensed 23 November
+    assert "too soon until then" in page
+    body = response.get_data(as_text=True)
+    assert f'action="/refills/{d["request_id"]}/approve"' in body
+    assert f'action="/refills/{d["renewal_request_id"]}/approve"' not in body  # no refills: cannot approve
+    assert f'action="/refills/{d["request_id"]}/decline"' in body
+    assert 'id="renewals"' in body and f'href="/renewals/{d["renewal_id"]}"' in body
+    row = re.search(rf'<tr id="request-{d["request_id"]}">.*?</tr>', body, re.S).group(0)  # type: ignore[union-attr]
+    assert re.search(r"<td>5</td>", row), "refills left"
+
+
+def test_approve_creates_the_order(app: Flask, client: FlaskClient, staff: dict) -> None:
+    d = setup_requests(app, staff, renewal=False)
+    login(client, staff["pharmacist"])
+    response = client.post(f"/refills/{d['request_id']}/approve")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/refills")
+    req = fetch(app, RefillRequest, d["request_id"])
+    assert req.state == RefillRequestState.APPROVED and req.order_id is not None
+    order = fetch(app, Order, req.order_id)
+    assert (order.fill_number, order.earliest_dispense_date) == (1, date(2026, 12, 17))
+    page = text(client.get("/refills"))
+    assert f"Approved: order #{order.id} was created; it may be dispensed from December 17, 2026." in page
+    assert f"order #{order.id}" in page.split("Latest decisions")[1]
+    if "compounding.order" in app.view_functions:
+        with app.test_request_context("/"):
+            from flask import url_for
+
+            assert url_for("compounding.order", order_id=order.id) in client.get("/refills").get_data(as_text=True)
+    again = client.post(f"/refills/{d['request_id']}/approve")
+    assert again.status_code == 409 and "only an open request can be approved" in text(again)
+
+
+def test_decline_needs_a_reason_and_tells_the_patient(app: Flask, client: FlaskClient, staff: dict) -> None:
+    d = setup_requests(app, staff, renewal=False)
+    login(client, staff["pharmacist"])
+    response = client.post(f"/refills/{d['request_id']}/decline", data={"reason": " "})
+    assert response.status_code == 422
+    assert fetch(app, RefillRequest, d["request_id"]).state == RefillRequestState.OPEN
+    response = client.post(f"/refills/{d['request_id']}/decline", data={"reason": "Please see Dr. Marquez first."})
+    assert response.status_code == 303
+    req = fetch(app, RefillRequest, d["request_id"])
+    assert (req.state, req.decline_reason) == (RefillRequestState.DECLINED, "Please see Dr. Marquez first.")
+    with app.app_context():
+        rows = db.session.execute(sa.select(OutboxMessage.kind).where(
+            OutboxMessage.refill_request_id == req.id)).scalars().all()
+    assert MessageKind.REQUEST_DECLINED in rows
+    assert "declined: Please see Dr. Marquez first." in text(client.get("/refills"))
+
+
+def test_asking_the_prescriber_and_the_printable_renewal(app: Flask, client: FlaskClient, staff: dict) -> None:
+    d = setup_requests(app, staff)
+    login(client, staff["pharmacist"])
+    response = client.post(f"/refills/{d['renewal_request_id']}/renewal")
+    assert response.status_code == 303 and response.headers["Location"].endswith(f"#renewal-{d['renewal_id']}")
+    renewal = fetch(app, RenewalRequest, d["renewal_id"])
+    assert renewal.state == RenewalState.SENT
+    with app.app_context():
+        to = db.session.execute(sa.select(OutboxMessage.to_address).where(
+            OutboxMessage.kind == MessageKind.PRESCRIBER_RENEWAL, OutboxMessage.renewal_id == renewal.id)).scalar_one()
+    assert to == "emarquez@neuro.example"
+    page = text(client.get("/refills"))
+    assert "sent" in page.split("Renewals waiting on prescribers")[1]
+    response = client.get(f"/renewals/{d['renewal_id']}")
+    assert response.status_code == 200
+    doc = text(response)
+    for fact in ("Prescription renewal request", "Dr. Elena Marquez, MD", "NPI 1234567893",
+                 "Robert Chen", "Date of birth 1959-07-04", "Naltrexone 4.5 mg capsules", "Dose 4.5 mg daily",
+                 "Quantity 30 capsules (30-day supply)", "Last fill 2026-11-23", "Refills authorized 0",
+                 "Phone (217) 555-0100", "Multiple sclerosis (G35)"):
+        assert fact in doc, fact
+    # Sending twice is refused clearly.
+    again = client.post(f"/renewals/{d['renewal_id']}/send")
+    assert again.status_code == 409 and "already been sent" in text(again)
+
+
+def test_the_renewals_list_leads_to_entering_the_new_prescription(app: Flask, client: FlaskClient,
+                                                                  staff: dict) -> None:
+    d = setup_requests(app, staff)
+    login(client, staff["pharmacist"])
+    response = client.post(f"/renewals/{d['renewal_id']}/send")
+    assert response.status_code == 303
+    body = client.get("/refills").get_data(as_text=True)
+    replace = [r for r in app.url_map.iter_rules() if r.rule.startswith("/prescriptions/<")
+               and r.rule.endswith("/replace") and "GET" in (r.methods or ())]
+    if replace:
+        assert f"/prescriptions/{d['renewal_rx_id']}/replace" in body
+    else:
+        assert "enter it as a replacement of" in html.unescape(body)
+    # A technician sees the list but not the pharmacist's buttons.
+    tech = app.test_client()
+    login(tech, staff["technician"])
+    body = tech.get("/refills").get_data(as_text=True)
+    assert "/approve" not in body and "/send" not in body and f'href="/renewals/{d["renewal_id"]}"' in body
+
+
+def test_roles_on_the_refill_pages(app: Flask, staff: dict) -> None:
+    d = setup_requests(app, staff, renewal=False)
+    tech = app.test_client()
+    login(tech, staff["technician"])
+    assert tech.get("/refills").status_code == 200
+    for path in (f"/refills/{d['request_id']}/approve", f"/refills/{d['request_id']}/renewal"):
+        assert tech.post(path).status_code == 403
+    assert tech.post(f"/refills/{d['request_id']}/decline", data={"reason": "Not allowed"}).status_code == 403
+    admin = app.test_client()
+    login(admin, staff["admin"])
+    assert admin.get("/refills").status_code == 403
+    assert fetch(app, RefillRequest, d["request_id"]).state == RefillRequestState.OPEN
+
+
+def test_staff_open_a_request_for_a_patient_on_the_phone(app: Flask, client: FlaskClient, staff: dict) -> None:
+    with app.test_request_context("/"):
+        w = factories.world(staff)
+        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        factories.run_order_to(w, order.id, "dispensed")
+        rx_id = w["rx"].id
+        db.session.commit()
+    login(client, staff["technician"])
+    path = f"/prescriptions/{rx_id}/refill-requests"
+    response = client.post(path, data={"delivery": "ship", "note": "Called 9:05, wants it shipped"})
+    assert response.status_code == 303
+    assert "Refill request opened" in text(client.get("/refills"))
+    client.post(path, data={"delivery": "ship"})
+    assert "already open; nothing new was added" in text(client.get("/refills"))
+    with app.app_context():
+        rows = db.session.execute(sa.select(RefillRequest).where(RefillRequest.prescription_id == rx_id)).scalars().all()
+        assert [(r.source, r.delivery_method.value, r.note, r.requested_by_id) for r in rows] == [
+            (RequestSource.STAFF, "ship", "Called 9:05, wants it shipped", staff["technician"].id)]
+    response = client.post(path, data={"delivery": "drone"})
+    assert response.status_code == 422
+
+
+def test_the_queue_page_costs_the_same_queries_for_two_or_ten_requests(app: Flask, client: FlaskClient,
+                                                                        staff: dict) -> None:
+    d = setup_requests(app, staff)
+    login(client, staff["pharmacist"])
+    assert client.post(f"/refills/{d['request_id']}/decline", data={"reason": "Duplicate"}).status_code == 303
+    with count_queries(app) as few:
+        assert client.get("/refills").status_code == 200
+    with app.test_request_context("/"):
+        from pharmacy.compounding.models import Formula
+
+        w = dict(d["w"], formula=db.session.get(Formula, d["formula_id"]))
+        for i in range(8):
+            p = factories.patient(w["pharmacist"], first_name=f"Many{i}", email=f"many{i}@example.com")
+            rx = factories.prescription(w["pharmacist"], p.id, d["formula_id"], d["prescriber_id"],
+                                        refills_authorized=i % 2)
+            o = orders.start_fill(w["pharmacist"], rx.id)
+            factories.run_order_to(w, o.id, "dispensed")
+            refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF)
+        db.session.commit()
+    with count_queries(app) as many:
+        page = text(client.get("/refills"))
+    assert page.count("born ") == 9
+    assert len(many) == len(few), "\n".join(many)
