@@ -8,6 +8,7 @@ from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
+from marshmallow import Schema, fields
 
 from pharmacy.core.db import Base
 
@@ -16,4 +17,19 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, default_limits=[], headers_enabled=True)
-api = Api()
+
+
+class ErrorSchema(Schema):
+    """The one JSON error shape (core/error_handlers.py): a stable code, the HTTP status, a message."""
+
+    code = fields.String(metadata={"description": "Stable error code, e.g. validation_failed, invalid_transition"})
+    status = fields.Integer(metadata={"description": "HTTP status"})
+    message = fields.String(metadata={"description": "What went wrong, for a person"})
+    errors = fields.Dict(metadata={"description": "Field-level messages, e.g. {\"json\": {\"dose_mg\": [\"…\"]}}"})
+
+
+class PharmacyApi(Api):
+    ERROR_SCHEMA = ErrorSchema
+
+
+api = PharmacyApi()

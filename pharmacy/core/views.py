@@ -29,6 +29,7 @@ NAV = [
     ("Refills", "refills.queue", Permission.VIEW_CLINICAL),
     ("Outbox", "reminders.outbox", Permission.MANAGE_OUTBOX),
     ("Money", "billing.reports", Permission.VIEW_REPORTS),
+    ("Prices", "billing.prices", Permission.VIEW_BILLING),
     ("Formulas", "compounding.formulas", Permission.VIEW_CLINICAL),
     ("Audit", "admin.audit", Permission.VIEW_AUDIT),
     ("Users", "admin.users", Permission.MANAGE_USERS),

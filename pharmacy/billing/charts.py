@@ -1,0 +1,127 @@
+"""Server-rendered SVG charts: no script, no CDN (the CSP allows neither), every text escaped.
+
+Coordinates are computed in integers (pixels), so amounts stay exact all the way to the picture.
+Colours come from static/css/app.css (`.chart .bar`); bars that must stand out carry their own
+class and a fill attribute, which that rule does not override.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from markupsafe import Markup
+
+from pharmacy.billing.reports import MonthRevenue
+from pharmacy.billing.rules import format_cents
+
+STOP = "#b3261e"
+MUTED = "#9aa7b5"
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str  # under the bar
+    value: int
+    tooltip: str  # the <title> a pointer or a screen reader finds
+    css: str = "bar"
+    fill: str | None = None
+
+
+def nice_step(span: int, ticks: int = 4) -> int:
+    """A round tick step (1, 2 or 5 × a power of ten) so that about `ticks` steps cover `span`."""
+    if span <= 0:
+        return 1
+    raw = -(-span // ticks)  # ceiling division
+    power = 1
+    while power * 10 <= raw:
+        power *= 10
+    for multiple in (1, 2, 5, 10):
+        if multiple * power >= raw:
+            return multiple * power
+    return 10 * power  # pragma: no cover - the loop always returns
+
+
+def bar_chart(bars: Sequence[Bar], *, chart_id: str, title: str, description: str,
+              axis_label: Callable[[int], str], width: int = 960, height: int = 300) -> Markup:
+    """A vertical bar chart with a zero line, a few labelled grid lines and one <title> per bar."""
+    left, right, top, bottom = 72, 12, 16, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [b.value for b in bars] or [0]
+    highest, lowest = max(max(values), 0), min(min(values), 0)
+    step = nice_step(highest - lowest)
+    high = -(-highest // step) * step  # round up to a tick
+    low = (lowest // step) * step  # round down to a tick (0 unless a value is negative)
+    if high == low:
+        high = low + step
+    span = high - low
+
+    def y(value: int) -> int:
+        return top + (high - value) * plot_h // span
+
+    tid, did = f"{chart_id}-title", f"{chart_id}-desc"
+    # Markup(...).format() escapes every argument: labels and tooltips can never become markup.
+    out = [Markup('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+                  'aria-labelledby="{tid} {did}" id="{cid}"><title id="{tid}">{title}</title><desc id="{did}">{desc}</desc>'
+                  '<g class="grid">').format(w=width, h=height, tid=tid, did=did, cid=chart_id, title=title,
+                                             desc=description)]
+    tick = low
+    while tick <= high:
+        ty = y(tick)
+        out.append(Markup('<line class="axis" x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{stroke}" stroke-width="{sw}" '
+                          'stroke-opacity="{so}"/><text x="{tx}" y="{ty}" text-anchor="end">{label}</text>').format(
+            x1=left, x2=width - right, y=ty, stroke=MUTED, sw=2 if tick == 0 else 1, so="1" if tick == 0 else "0.35",
+            tx=left - 6, ty=ty + 4, label=axis_label(tick)))
+        tick += step
+    out.append(Markup('</g><g class="bars">'))
+    n = max(len(bars), 1)
+    slot = plot_w // n
+    bar_w = max(slot * 7 // 10, 2)
+    zero = y(0)
+    for i, bar in enumerate(bars):
+        x = left + i * slot + (slot - bar_w) // 2
+        top_y, bottom_y = (y(bar.value), zero) if bar.value >= 0 else (zero, y(bar.value))
+        fill = Markup(' fill="{}"').format(bar.fill) if bar.fill else Markup("")
+        out.append(Markup('<rect class="{css}" x="{x}" y="{y}" width="{w}" height="{h}"{fill} data-value="{v}">'
+                          '<title>{tip}</title></rect><text class="label" x="{lx}" y="{ly}" text-anchor="middle">{label}'
+                          '</text>').format(css=bar.css, x=x, y=top_y, w=bar_w, h=max(bottom_y - top_y, 0), fill=fill,
+                                            v=bar.value, tip=bar.tooltip, lx=x + bar_w // 2, ly=height - bottom + 16,
+                                            label=bar.label))
+    out.append(Markup("</g></svg>"))
+    return Markup("").join(out)
+
+
+def _money_axis(cents: int) -> str:
+    """Axis labels in whole dollars ("$1,200"), exact: ticks are round numbers of cents."""
+    text = format_cents(cents)
+    return text[:-3] if text.endswith(".00") else text
+
+
+def revenue_chart(months: Sequence[MonthRevenue], *, chart_id: str = "revenue-chart") -> Markup:
+    """Net revenue (payments − refunds) per local month; a month with net refunds is drawn below zero."""
+    bars = []
+    for i, m in enumerate(months):
+        label = m.label.split(" ")[0] if i and not m.month.endswith("-01") else m.label
+        tip = (f"{m.label}: {format_cents(m.net_cents)} net "
+               f"(paid {format_cents(m.paid_cents)}, refunded {format_cents(m.refunded_cents)})")
+        bars.append(Bar(label=label, value=m.net_cents, tooltip=tip,
+                        css="bar" if m.net_cents >= 0 else "bar-negative", fill=None if m.net_cents >= 0 else STOP))
+    first, last = (months[0].label, months[-1].label) if months else ("", "")
+    total = sum(m.net_cents for m in months)
+    return bar_chart(bars, chart_id=chart_id, title="Revenue by month (payments minus refunds)",
+                     description=f"{len(months)} months, {first} to {last}: {format_cents(total)} in all.",
+                     axis_label=_money_axis)
+
+
+def adherence_chart(distribution: Sequence[int], threshold_percent: int, *, chart_id: str = "adherence-chart") -> Markup:
+    """Patients per 10-point PDC band; bands entirely below the threshold are drawn in the warning colour."""
+    bars = []
+    for i, count in enumerate(distribution):
+        lo, hi = i * 10, (i * 10 + 9 if i < 9 else 100)
+        below = hi < threshold_percent
+        people = "patient" if count == 1 else "patients"
+        bars.append(Bar(label=f"{lo}–{hi}%", value=count, tooltip=f"PDC {lo}–{hi}%: {count} {people}",
+                        css="bar-low" if below else "bar", fill=STOP if below else None))
+    total = sum(distribution)
+    return bar_chart(bars, chart_id=chart_id, title="Adherence: patients by proportion of days covered",
+                     description=f"{total} patients measured; bands below {threshold_percent}% are highlighted.",
+                     axis_label=str)
