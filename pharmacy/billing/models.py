@@ -20,6 +20,9 @@ class PriceEntry(db.Model):
         sa.CheckConstraint("price_cents >= 0", name="price_nonnegative"),
         sa.CheckConstraint("quantity_milli > 0", name="quantity_positive"),
         sa.Index("ix_price_list_formula_current", "formula_id", "retired_at"),
+        # One current price per formula and quantity, whatever two admins do at the same moment.
+        sa.Index("uq_price_list_current", "formula_id", "quantity_milli", unique=True,
+                 sqlite_where=sa.text("retired_at IS NULL"), postgresql_where=sa.text("retired_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
