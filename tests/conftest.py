@@ -163,3 +163,22 @@ def staff(app: Flask) -> dict[str, Staff]:
 def login(client: FlaskClient, who: Staff) -> None:
     response = client.post("/login", data={"email": who.email, "password": who.password})
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database on each engine (PostgreSQL only when DATABASE_URL points at one), for migrations."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if not USE_PG:
+        pytest.skip("PostgreSQL pass only: DATABASE_URL does not point at PostgreSQL")
+    admin_url = sa.make_url(pg_url())
+    name = f"ldn_empty_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield admin_url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

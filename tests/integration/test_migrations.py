@@ -1,9 +1,6 @@
 """Migrations build the schema from empty, go down and up again, and agree with the models (no drift)."""
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -11,25 +8,6 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from pharmacy import create_app
-from tests.conftest import USE_PG, pg_url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrate.db'}"
-        return
-    if not USE_PG:
-        pytest.skip("PostgreSQL pass only: DATABASE_URL does not point at PostgreSQL")
-    admin_url = sa.make_url(pg_url())
-    name = f"ldn_migrate_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _diff(app) -> list:

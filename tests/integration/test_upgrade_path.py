@@ -7,17 +7,13 @@ the app's own models read the old rows, and going down to 0002 and up again lose
 """
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from flask_migrate import downgrade, upgrade
 
 from pharmacy import create_app
-from tests.conftest import USE_PG, pg_url
 
 PREVIOUS_HEAD = "0002"
 T = datetime(2025, 3, 1, 14, 30)  # naive UTC, as stored
@@ -128,24 +124,6 @@ SEED: dict[str, list[dict[str, Any]]] = {
 }
 EARLIEST = datetime(2025, 1, 5, 8, 0)  # the first audit event: where the pharmacy's history starts
 PK = {"heartbeats": "name"}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_db(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'upgrade.db'}"
-        return
-    if not USE_PG:
-        pytest.skip("PostgreSQL pass only: DATABASE_URL does not point at PostgreSQL")
-    admin_url = sa.make_url(pg_url())
-    name = f"ldn_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def _tables(conn: sa.Connection) -> dict[str, sa.Table]:

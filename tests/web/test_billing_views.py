@@ -7,7 +7,6 @@ import io
 import itertools
 import os
 import re
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,13 +17,13 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from pypdf import PdfReader
-from werkzeug.serving import make_server
 
 from pharmacy.billing.models import Payment, PriceEntry
 from pharmacy.compounding import services as orders
 from pharmacy.core.clock import FixedClock
 from pharmacy.extensions import db
 from tests import factories
+from tests.browser.conftest import LiveServer
 from tests.conftest import PASSWORD, T0, login
 
 CHROMIUM = "/usr/bin/chromium"
@@ -285,31 +284,16 @@ def test_adherence_page_call_list_for_pharmacists_only(app: Flask, client: Flask
 # ---- a real browser draws the chart ----------------------------------------------------------------
 
 
-class _Server:
-    def __init__(self, app: Flask) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def live(app: Flask) -> Iterator[_Server]:
+def live(app: Flask) -> Iterator[LiveServer]:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no browser: {CHROMIUM} is missing (make test installs Debian's chromium as root)")
-    with _Server(app) as server:
+    with LiveServer(app) as server:
         yield server
 
 
 @pytest.mark.browser
-def test_revenue_chart_in_a_real_browser(app: Flask, w: dict[str, Any], clock: FixedClock, live: _Server) -> None:
+def test_revenue_chart_in_a_real_browser(app: Flask, w: dict[str, Any], clock: FixedClock, live: LiveServer) -> None:
     from playwright.sync_api import sync_playwright
 
     _history(app, clock, w)
