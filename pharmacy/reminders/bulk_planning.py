@@ -10,10 +10,10 @@ lead time — asks for a full re-plan). `replan_all` gives the same result for e
   refills used, open orders and open requests (grouped over the batch's id range), and the existing
   reminder rows of those fills;
 * the plan itself is the same pure `planning.plan_messages`, fill by fill, in memory;
-* the writes are set-based: one UPDATE cancelling stale pending rows, executemany UPDATEs for moved due
-  times and revived rows, one INSERT … ON CONFLICT (dedupe_key) DO NOTHING … RETURNING for new rows
-  (a concurrent planner can never make a second row), one executemany UPDATE giving them their
-  deterministic Message-IDs, and the renewal tasks planning asks for.
+* the writes are set-based: one UPDATE cancelling stale pending rows; UPDATE … FROM (VALUES …) for moved
+  due times and revived rows (a thousand rows a statement; executemany on SQLite); one INSERT … ON CONFLICT
+  (dedupe_key) DO NOTHING … RETURNING for new rows (a concurrent planner can never make a second row), one executemany UPDATE
+  giving them their deterministic Message-IDs; and the renewal tasks planning asks for.
 
 Blocked fills (a refill already ordered or requested) are left alone, exactly as `plan_for_order`
 leaves them. tests/integration/test_bulk_planning.py checks the outcome row for row against
@@ -43,6 +43,7 @@ from pharmacy.reminders.rules import MessageKind, OutboxState
 
 RENEWAL_REASON = "no refills left or expires before run-out"  # the reason planning._write gives
 OPEN_RENEWAL_STATES = (RenewalState.NEEDED, RenewalState.SENT)
+VALUES_CHUNK = 1000  # rows per UPDATE … FROM (VALUES …): 2,000 parameters, inside every database's limits
 
 
 @dataclass
@@ -182,16 +183,31 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
         report.cancelled = _rowcount(db.session.execute(
             sa.update(table).where(table.c.id.in_(cancel), table.c.state == OutboxState.PENDING)
             .values(state=OutboxState.CANCELLED, cancelled_reason="re-planned")))
-    if move:
-        report.moved = _rowcount(db.session.execute(
-            sa.update(table).where(table.c.id == sa.bindparam("b_id"), table.c.state == OutboxState.PENDING)
-            .values(due_at=sa.bindparam("b_due"), next_attempt_at=sa.bindparam("b_due")), move))
-    if revive:
-        report.revived = _rowcount(db.session.execute(
-            sa.update(table).where(table.c.id == sa.bindparam("b_id"), table.c.state == OutboxState.CANCELLED,
-                                   table.c.cancelled_reason == "re-planned")
-            .values(state=OutboxState.PENDING, cancelled_reason=None, due_at=sa.bindparam("b_due"),
-                    next_attempt_at=sa.bindparam("b_due")), revive))
+    if db.session.get_bind().dialect.name == "postgresql":
+        # UPDATE … FROM (VALUES …): a thousand rows a statement (SQLite has no column list for a VALUES alias).
+        for start in range(0, len(move), VALUES_CHUNK):
+            v = _values(move[start:start + VALUES_CHUNK])
+            report.moved += _rowcount(db.session.execute(
+                sa.update(table).where(table.c.id == v.c.b_id, table.c.state == OutboxState.PENDING)
+                .values(due_at=v.c.b_due, next_attempt_at=v.c.b_due)))
+        for start in range(0, len(revive), VALUES_CHUNK):
+            v = _values(revive[start:start + VALUES_CHUNK])
+            report.revived += _rowcount(db.session.execute(
+                sa.update(table).where(table.c.id == v.c.b_id, table.c.state == OutboxState.CANCELLED,
+                                       table.c.cancelled_reason == "re-planned")
+                .values(state=OutboxState.PENDING, cancelled_reason=None, due_at=v.c.b_due,
+                        next_attempt_at=v.c.b_due)))
+    else:  # SQLite runs in-process: an executemany of one-row UPDATEs costs about the same
+        if move:
+            report.moved = _rowcount(db.session.execute(
+                sa.update(table).where(table.c.id == sa.bindparam("b_id"), table.c.state == OutboxState.PENDING)
+                .values(due_at=sa.bindparam("b_due"), next_attempt_at=sa.bindparam("b_due")), move))
+        if revive:
+            report.revived = _rowcount(db.session.execute(
+                sa.update(table).where(table.c.id == sa.bindparam("b_id"), table.c.state == OutboxState.CANCELLED,
+                                       table.c.cancelled_reason == "re-planned")
+                .values(state=OutboxState.PENDING, cancelled_reason=None, due_at=sa.bindparam("b_due"),
+                        next_attempt_at=sa.bindparam("b_due")), revive))
     if new:
         inserted = db.session.execute(
             _insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
@@ -221,6 +237,14 @@ def _ensure_renewal_tasks(wanted: dict[int, tuple[int, int]], t: Any) -> int:
     # No conflict target: the arbiter is the partial unique index "one open renewal per prescription".
     result = db.session.execute(_insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
     return len(result.all())
+
+
+def _values(rows: list[dict[str, Any]]) -> Any:
+    """(id, new due time) pairs as a VALUES list, so moving thousands of rows is one UPDATE … FROM, not thousands."""
+    from pharmacy.core.db import UTCDateTime
+
+    return sa.values(sa.column("b_id", sa.Integer), sa.column("b_due", UTCDateTime()), name="moved").data(
+        [(r["b_id"], r["b_due"]) for r in rows])
 
 
 def _insert(table: sa.Table) -> Any:
