@@ -1,9 +1,11 @@
-"""Per-connection settings for SQLite: WAL, a busy timeout, enforced foreign keys, and real transactions.
+"""Per-connection settings for SQLite: WAL, a busy timeout, enforced foreign keys, and savepoints that
+really are nested.
 
-pysqlite starts a transaction only before its first INSERT/UPDATE/DELETE, so a SAVEPOINT that comes
-first opens (and its RELEASE commits) a transaction of its own — a "nested" write would survive the
-rollback of the request around it. SQLAlchemy's documented recipe takes transaction control back:
-pysqlite's own BEGIN is switched off and SQLAlchemy emits BEGIN when its transaction starts.
+pysqlite opens a transaction only just before its first INSERT/UPDATE/DELETE (reads before that run
+outside one). That suits WAL: a transaction's first statement is a write, so it waits for the single
+write lock (busy_timeout) instead of failing the way a read-then-write transaction does. But a
+SAVEPOINT issued first opens a transaction of its own, and its RELEASE commits — a "nested" write
+would survive the rollback of the request around it. So before a savepoint we open the transaction.
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ def install(engine: sa.Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy, not pysqlite, says when a transaction begins
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=15000")
@@ -28,6 +29,8 @@ def install(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+    @event.listens_for(engine, "savepoint")
+    def _savepoint(conn: sa.Connection, _name: str) -> None:
+        dbapi = conn.connection.driver_connection
+        if dbapi is not None and not dbapi.in_transaction:
+            dbapi.execute("BEGIN IMMEDIATE")  # a savepoint always precedes a write here

@@ -167,32 +167,38 @@ def today_view(actor: Actor) -> TodayView:
     return view
 
 
-def running_out(day: date, *, days: int, limit: int = 10) -> list[Any]:
-    """Active prescriptions whose latest supply runs out within `days` with nothing ordered or requested."""
+def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10) -> list[Any]:
+    """Active prescriptions whose latest supply runs out within `days` (or ran out in the last
+    `overdue_days`) with nothing ordered or requested — the patients worth a call today.
+
+    A run-out date range with both ends keeps this an index range scan (ix_orders_run_out) however
+    many years of fills are stored; "latest" is a NOT EXISTS on a later dispensed fill.
+    """
     from pharmacy.compounding.rules import OrderState
     from pharmacy.prescriptions.rules import RxStatus
     from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 
-    latest = (
-        sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
-        .where(Order.state == OrderState.DISPENSED).group_by(Order.prescription_id).subquery()
+    o = sa.orm.aliased(Order)
+    later = sa.orm.aliased(Order)
+    newer_fill = sa.exists().where(
+        later.prescription_id == o.prescription_id, later.state == OrderState.DISPENSED,
+        later.fill_number > o.fill_number,
     )
     open_order = sa.exists().where(
-        Order.prescription_id == Prescription.id,
-        Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]),
+        later.prescription_id == o.prescription_id,
+        later.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]),
     )
     open_request = sa.exists().where(
-        RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
+        RefillRequest.prescription_id == o.prescription_id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
     )
-    o = sa.orm.aliased(Order)
     stmt = (
         sa.select(o, Prescription, Patient)
-        .join(latest, sa.and_(latest.c.prescription_id == o.prescription_id, latest.c.fill == o.fill_number))
         .join(Prescription, Prescription.id == o.prescription_id)
         .join(Patient, Patient.id == o.patient_id)
-        .where(Prescription.status == RxStatus.ACTIVE, o.run_out_date <= day + timedelta(days=days),
-               ~open_order, ~open_request)
-        .order_by(o.run_out_date).limit(limit)
+        .where(o.run_out_date >= day - timedelta(days=overdue_days), o.run_out_date <= day + timedelta(days=days),
+               o.state == OrderState.DISPENSED, Prescription.status == RxStatus.ACTIVE,
+               ~newer_fill, ~open_order, ~open_request)
+        .order_by(o.run_out_date, o.id).limit(limit)
     )
     return list(db.session.execute(stmt).all())
 
