@@ -5,22 +5,24 @@ writes its audit event, and flushes; the request's unit of work commits or rolls
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
 from pharmacy.billing import pricing
 from pharmacy.compounding import rules
-from pharmacy.compounding.models import Formula, IngredientLot, Order, OrderIngredientLot
+from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, settings, today
-from pharmacy.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from pharmacy.core.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationFailed
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -33,7 +35,16 @@ from pharmacy.refills import rules as refill_rules
 OPEN_STATES = [s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]
 
 
+MAX_ID = 2**31 - 1
+
+
+def _valid_id(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= MAX_ID
+
+
 def _load(order_id: int, *, lock: bool = True) -> Order:
+    if not _valid_id(order_id):
+        raise NotFound("No such order.")
     stmt = sa.select(Order).where(Order.id == order_id)
     if lock:
         stmt = stmt.with_for_update()
@@ -86,28 +97,27 @@ def new_order(actor: Actor, rx: Prescription, *, delivery: DeliveryMethod | None
     ).first()
     if open_order:
         raise Conflict("A fill of this prescription is already in progress.")
-    last_fill = db.session.execute(
-        sa.select(sa.func.max(Order.fill_number)).where(
-            Order.prescription_id == rx.id, Order.state != OrderState.CANCELLED
-        )
-    ).scalar_one()
-    fill_number = 0 if last_fill is None else last_fill + 1
-    if fill_number > (rx.refills_authorized or 0):
+    # Fill numbers are unique per prescription and never reused (a cancelled fill keeps its number);
+    # refills are counted from the fills that were not cancelled.
+    highest, active = db.session.execute(
+        sa.select(sa.func.max(Order.fill_number),
+                  sa.func.coalesce(sa.func.sum(sa.case((Order.state != OrderState.CANCELLED, 1), else_=0)), 0))
+        .where(Order.prescription_id == rx.id)
+    ).one()
+    if int(active) > (rx.refills_authorized or 0):
         raise Conflict(f"No refills remain on {rx.rx_number}; ask the prescriber for a renewal.")
+    fill_number = 0 if highest is None else int(highest) + 1
     patient: Patient = rx.patient
     formula: Formula = rx.formula
     delivery = delivery or patient.delivery_preference
-    steps = screening.steps_of(rx)
-    supplied = db.session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(Order.days_supply), 0)).where(
-            Order.prescription_id == rx.id, Order.state == OrderState.DISPENSED
-        )
-    ).scalar_one()
-    ahead = rx_rules.remaining_steps(steps, int(supplied)) if steps else []
+    ahead = steps_ahead(rx)
     days = rx.days_supply
     quantity = rx_rules.quantity_for_days(formula.form, formula.strength_mg, rx.dose_mg, days, ahead)
+    # Assume it is compounded today; a shipped fill starts its supply when it arrives. Compounding
+    # re-checks against the real BUD (the ingredient lots' expiries may cut it shorter).
+    bud_days = rules.BUD_DAYS[formula.usp_category] - (patient.shipping_days if delivery == DeliveryMethod.SHIP else 0)
     plan = rules.cap_to_bud(formula.form, formula.strength_mg, rx.dose_mg, quantity=quantity, days_supply=days,
-                            bud_days=rules.BUD_DAYS[formula.usp_category], steps=ahead)
+                            bud_days=bud_days, steps=ahead)
     q = pricing.quote(formula.id, plan.quantity, delivery)
     previous = _previous_dispensed(rx.id)
     earliest = None
@@ -133,6 +143,19 @@ def new_order(actor: Actor, rx: Prescription, *, delivery: DeliveryMethod | None
     return order
 
 
+def steps_ahead(rx: Prescription) -> list[rx_rules.TitrationStep]:
+    """The part of the titration plan still ahead of the next fill (after the days already dispensed)."""
+    steps = screening.steps_of(rx)
+    if not steps:
+        return []
+    supplied = db.session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(Order.days_supply), 0)).where(
+            Order.prescription_id == rx.id, Order.state == OrderState.DISPENSED
+        )
+    ).scalar_one()
+    return list(rx_rules.remaining_steps(steps, int(supplied)))
+
+
 def start_fill(actor: Actor, rx_id: int, *, delivery: DeliveryMethod | None = None) -> Order:
     """Staff start a fill (the first fill after intake, or a refill asked for at the counter)."""
     from pharmacy.prescriptions.services import get_prescription
@@ -146,9 +169,25 @@ def _blocking(order: Order) -> list[rx_rules.Alert]:
     return screening.blocking(screening.alerts_for(order.prescription_id, order.id))
 
 
+def _not_on_hold(order: Order) -> None:
+    """A held order moves only by being resumed (to where it was) or cancelled."""
+    if order.state == OrderState.ON_HOLD:
+        raise InvalidTransition("This order is on hold; resume it first"
+                                + (f" (held because: {order.hold_reason})." if order.hold_reason else "."))
+
+
+def _text(value: str | None, field_name: str, label: str, max_length: int) -> str | None:
+    text = (value or "").strip() or None
+    if text is not None and len(text) > max_length:
+        raise ValidationFailed(f"{label} is too long.", fields={field_name: f"At most {max_length} characters."})
+    return text
+
+
 def verify_order(actor: Actor, order_id: int) -> Order:
+    """A pharmacist verifies the order against the prescription; any unresolved stop blocks it."""
     order = _load(order_id)
     _permission(actor, "verify_order", order, "verify orders")
+    _not_on_hold(order)
     rules.check_transition(order.state, OrderState.VERIFIED, held_from=order.held_from)
     rx = _rx(order)
     if rx.status != RxStatus.ACTIVE or today() > rx.expiry_date:
@@ -162,70 +201,136 @@ def verify_order(actor: Actor, order_id: int) -> Order:
     return order
 
 
-def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], quantity_made: Decimal) -> Order:
-    """Record the ingredient lots used and the quantity made; assign the lot number and the BUD."""
+MAX_AMOUNT = Decimal(1_000_000)
+
+
+def _amount(value: Any) -> Decimal | None:
+    """A positive, finite amount from a Decimal, int or numeric string; None for anything else."""
+    if value is None or isinstance(value, bool | float):
+        return None
+    try:
+        d = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return d if d.is_finite() and 0 < d <= MAX_AMOUNT else None
+
+
+def _parse_lots(lots: Any, errors: dict[str, str]) -> list[tuple[int, Decimal]]:
+    parsed: list[tuple[int, Decimal]] = []
+    for i, item in enumerate(lots or [], start=1):
+        lot_id = item.get("ingredient_lot_id") if isinstance(item, dict) else None
+        qty = _amount(item.get("quantity_used")) if isinstance(item, dict) else None
+        if isinstance(lot_id, str) and lot_id.strip().isdigit():
+            lot_id = int(lot_id.strip())
+        if isinstance(lot_id, bool) or not isinstance(lot_id, int) or not 1 <= lot_id <= 2**31 - 1:
+            errors["lots"] = f"Line {i}: choose the ingredient lot used."
+        elif qty is None:
+            errors["lots"] = f"Line {i}: enter the quantity used (more than 0)."
+        else:
+            parsed.append((lot_id, qty))
+    return parsed
+
+
+def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], quantity_made: Decimal | None) -> Order:
+    """Record the ingredient lots used and the quantity made; assign the lot number and the BUD.
+
+    While the order is still compounding (before the final check) the record may be made again:
+    a corrected record or a re-made batch after a failed check gets a new lot number and BUD.
+    """
     order = _load(order_id)
     _permission(actor, "compound", order, "compound orders")
-    rules.check_transition(order.state, OrderState.COMPOUNDING, held_from=order.held_from)
+    _not_on_hold(order)
+    remake = order.state == OrderState.COMPOUNDING
+    if order.state == OrderState.CHECKED:
+        raise InvalidTransition("This order has passed its final check; a pharmacist sends it back to be re-made "
+                                "first.")
+    if not remake:
+        rules.check_transition(order.state, OrderState.COMPOUNDING, held_from=order.held_from)
     rx = _rx(order)
     formula = rx.formula
     day = today()
     errors: dict[str, str] = {}
-    if quantity_made is None or quantity_made <= 0:
-        errors["quantity_made"] = "Enter the quantity made."
-    ids = [int(x["ingredient_lot_id"]) for x in lots]
-    if not ids:
+    made = _amount(quantity_made)
+    if made is None:
+        errors["quantity_made"] = "Enter the quantity made (more than 0)."
+    parsed = _parse_lots(lots, errors)
+    ids = [lot_id for lot_id, _ in parsed]
+    if not lots:
         errors["lots"] = "Record the ingredient lots used."
-    if len(set(ids)) != len(ids):
-        errors["lots"] = "Each lot once, please."
-    found = {lot.id: lot for lot in db.session.execute(sa.select(IngredientLot).where(IngredientLot.id.in_(ids))).scalars()}
-    missing_ids = [i for i in ids if i not in found]
-    if missing_ids:
-        errors["lots"] = f"Unknown ingredient lot(s): {', '.join(map(str, missing_ids))}."
-    expired = [lot for lot in found.values() if lot.expiry_date < day]
-    if expired:
-        errors["lots"] = "Expired lot(s) cannot be used: " + ", ".join(
-            f"{lot.ingredient_name} lot {lot.lot_number} (expired {lot.expiry_date.isoformat()})" for lot in expired
-        )
-    covered = {lot.ingredient_name for lot in found.values()}
-    needed = {ing.name for ing in formula.ingredients}
-    if not errors.get("lots") and needed - covered:
-        errors["lots"] = "No lot recorded for: " + ", ".join(sorted(needed - covered)) + "."
-    for x in lots:
-        if Decimal(str(x.get("quantity_used", "0"))) <= 0:
-            errors["lots"] = "Each lot needs the quantity used."
+    elif len(set(ids)) != len(ids):
+        errors["lots"] = "List each lot once."
+    found = {lot.id: lot for lot in db.session.execute(
+        sa.select(IngredientLot).where(IngredientLot.id.in_(ids))).scalars()} if ids else {}
+    ingredients = {ing.name: ing for ing in formula.ingredients}
+    if "lots" not in errors:
+        problems = [f"Unknown ingredient lot {i}." for i in ids if i not in found]
+        problems += [f"{lot.ingredient_name} lot {lot.lot_number} is not an ingredient of {formula.name}."
+                     for lot in found.values() if lot.ingredient_name not in ingredients]
+        expired = [lot for lot in found.values() if lot.expiry_date < day]
+        if expired:
+            problems.append("Expired lot(s) cannot be used: " + ", ".join(
+                f"{lot.ingredient_name} lot {lot.lot_number} (expired {lot.expiry_date.isoformat()})" for lot in expired))
+        missing = sorted(set(ingredients) - {lot.ingredient_name for lot in found.values()})
+        if not problems and missing:
+            problems.append("No lot recorded for: " + ", ".join(missing) + ".")
+        if problems:
+            errors["lots"] = " ".join(problems)
     if errors:
         raise ValidationFailed("The compounding record was not saved.", fields=errors)
+    assert made is not None
     bud = rules.beyond_use_date(formula.usp_category, day, [lot.expiry_date for lot in found.values()])
-    usable_days = (bud - day).days
+    start = day + timedelta(days=rx.patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0)
+    usable_days = rules.days_until_bud(bud, start)
+    if usable_days < 1:
+        msg = (f"With these lots the beyond-use date is {bud.isoformat()}, which leaves no days of supply when the "
+               "patient receives it: use lots with a later expiry.")
+        raise ValidationFailed(msg, fields={"lots": msg})
     if usable_days < order.days_supply:
-        steps = rx_rules.remaining_steps(screening.steps_of(rx), 0) if order.fill_number == 0 else []
         plan = rules.cap_to_bud(formula.form, formula.strength_mg, rx.dose_mg, quantity=order.quantity,
-                                days_supply=order.days_supply, bud_days=usable_days, steps=steps)
+                                days_supply=order.days_supply, bud_days=usable_days, steps=steps_ahead(rx))
         order.quantity, order.days_supply, order.cap_note = plan.quantity, plan.days_supply, plan.note
         order.price_cents = pricing.quote(formula.id, plan.quantity, order.delivery_method).price_cents
-    sequence = db.session.execute(
-        sa.select(sa.func.count()).select_from(Order).where(Order.lot_number.like(rules.lot_number(day, 1)[:8] + "%"))
-    ).scalar_one() + 1
+    prefix = rules.lot_number(day, 1)[:8]  # "L261123-"
+    taken = db.session.execute(sa.select(Order.lot_number).where(Order.lot_number.like(prefix + "%"))).scalars().all()
+    sequence = max((int(n[8:]) for n in taken if n and n[8:].isdigit()), default=0) + 1
+    if remake:
+        order.lots_used.clear()
+        db.session.flush()  # the old rows go before the new ones (one row per lot and order)
     order.lot_number = rules.lot_number(day, sequence)
+    try:
+        db.session.flush()
+    except IntegrityError:  # another batch took this number at the same moment
+        raise Conflict("Another batch was recorded at the same moment; nothing was saved. Try again.") from None
     order.bud = bud
-    order.quantity_made = quantity_made
+    order.quantity_made = made
     order.compounded_by_id = actor.user_id
     order.compounded_at = now()
     order.qc_passed = None
+    order.qc_yield_pct = None
     order.lots_used = [
-        OrderIngredientLot(ingredient_lot_id=int(x["ingredient_lot_id"]),
-                           quantity_used=Decimal(str(x["quantity_used"])), unit=str(x.get("unit") or "g"))
-        for x in lots
+        OrderIngredientLot(ingredient_lot_id=lot_id, quantity_used=qty,
+                           unit=ingredients[found[lot_id].ingredient_name].unit)
+        for lot_id, qty in parsed
     ]
-    _move(actor, order, OrderState.COMPOUNDING, "compound", {"lot": order.lot_number})
+    if remake:
+        order.updated_at = now()
+        db.session.flush()
+        audit.record(actor, "order.recompound", patient_id=order.patient_id, entity=("order", order.id),
+                     details={"lot": order.lot_number})
+    else:
+        _move(actor, order, OrderState.COMPOUNDING, "compound", {"lot": order.lot_number})
     return order
 
 
 def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, deviations: str | None = None) -> Order:
-    """The final check by a second pharmacist: yield within 95–105% passes; otherwise back to be re-made."""
+    """The final check by a second pharmacist: a yield within 95–105% passes and the order is checked.
+
+    A failed check is recorded (who, when, the yield) and the order stays compounding, to be re-made:
+    the caller sees `qc_passed is False`. (Raising would roll the record of the failure back.)
+    """
     order = _load(order_id)
     _permission(actor, "check_order", order, "do the final check")
+    _not_on_hold(order)
     rules.check_transition(order.state, OrderState.CHECKED, held_from=order.held_from)
     try:
         rules.checker_must_differ(order.compounded_by_id, actor.user_id or -1)
@@ -235,20 +340,45 @@ def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, dev
         raise
     if order.quantity_made is None:
         raise Conflict("The compounding record has no quantity made.")
+    qc_notes = _text(qc_notes, "qc_notes", "The QC notes", 400)
+    deviations = _text(deviations, "deviations", "The deviations", 400)
     yield_pct = rules.yield_percent(order.quantity, order.quantity_made)
     order.qc_yield_pct = yield_pct
     order.qc_notes = qc_notes
     order.deviations = deviations
     order.checked_by_id = actor.user_id
     order.checked_at = now()
+    order.updated_at = now()
     if not rules.qc_passes(yield_pct):
         order.qc_passed = False
         db.session.flush()
         audit.record(actor, "order.check_failed", patient_id=order.patient_id, entity=("order", order.id),
                      details={"yield_pct": str(yield_pct)})
-        raise Conflict(f"Quality check failed: yield {yield_pct}% is outside 95–105%. The batch must be re-made.")
+        return order
     order.qc_passed = True
     _move(actor, order, OrderState.CHECKED, "check", {"yield_pct": str(yield_pct)})
+    return order
+
+
+def qc_failure_message(order: Order) -> str:
+    return (f"Quality check failed: yield {order.qc_yield_pct}% is outside 95–105%. The batch must be re-made "
+            "(record the new batch on this order).")
+
+
+def send_back(actor: Actor, order_id: int, reason: str) -> Order:
+    """A checked order that should not be released goes back to be re-made (the checker's call)."""
+    order = _load(order_id)
+    _permission(actor, rules.permission_for(order.state, OrderState.COMPOUNDING), order, "send orders back")
+    _not_on_hold(order)
+    if order.state != OrderState.CHECKED:
+        rules.check_transition(order.state, OrderState.COMPOUNDING, held_from=order.held_from)
+        raise InvalidTransition("Only a checked order can be sent back to be re-made.")
+    reason = _reason(reason)
+    order.qc_passed = False
+    order.qc_notes = f"Sent back: {reason}"[:400]
+    order.checked_by_id = None
+    order.checked_at = None
+    _move(actor, order, OrderState.COMPOUNDING, "send_back")
     return order
 
 
@@ -256,6 +386,7 @@ def release_order(actor: Actor, order_id: int) -> Order:
     """Release after review: the order is ready for pickup or for shipping; a pickup patient is told."""
     order = _load(order_id)
     _permission(actor, "check_order", order, "release orders")
+    _not_on_hold(order)
     rules.check_transition(order.state, OrderState.READY, held_from=order.held_from)
     order.released_by_id = actor.user_id
     order.released_at = now()
@@ -271,9 +402,14 @@ def release_order(actor: Actor, order_id: int) -> Order:
 
 def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None = None, carrier: str | None = None,
                    tracking_number: str | None = None, too_soon_reason: str | None = None) -> Order:
-    """Hand over or ship. Too soon (before ~80% of the last supply is used) needs a pharmacist's reason."""
+    """Hand over or ship. Too soon (before ~80% of the last supply is used) needs a pharmacist's reason.
+
+    The supply starts when the patient has it (shipping days later for a parcel) and never runs
+    past the BUD: if it would, the days supply is capped and the order says how the rest is filled.
+    """
     order = _load(order_id)
     _permission(actor, "dispense", order, "dispense orders")
+    _not_on_hold(order)
     rules.check_transition(order.state, OrderState.DISPENSED, held_from=order.held_from)
     rx = _rx(order)
     day = today()
@@ -282,7 +418,9 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
         raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in blocking))
     if order.bud is not None and order.bud <= day:
         raise Conflict(f"This batch reached its beyond-use date ({order.bud.isoformat()}); it must be re-made.")
-    method = method or order.delivery_method
+    method = DeliveryMethod(method) if method else order.delivery_method
+    carrier = _text(carrier, "carrier", "The carrier", 40)
+    tracking_number = _text(tracking_number, "tracking_number", "The tracking number", 60)
     errors: dict[str, str] = {}
     if method == DeliveryMethod.SHIP:
         if not carrier:
@@ -291,6 +429,19 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
             errors["tracking_number"] = "Enter the tracking number."
     if errors:
         raise ValidationFailed("The order was not dispensed.", fields=errors)
+    patient = rx.patient
+    start = day + timedelta(days=patient.shipping_days if method == DeliveryMethod.SHIP else 0)
+    if order.bud is not None:
+        usable = rules.days_until_bud(order.bud, start)
+        if usable < 1:
+            raise Conflict(f"This batch's beyond-use date ({order.bud.isoformat()}) comes before the patient would "
+                           "receive it; it must be re-made.")
+        if usable < order.days_supply:
+            formula = rx.formula
+            plan = rules.cap_to_bud(formula.form, formula.strength_mg, rx.dose_mg, quantity=order.quantity,
+                                    days_supply=order.days_supply, bud_days=usable, steps=steps_ahead(rx))
+            order.quantity, order.days_supply, order.cap_note = plan.quantity, plan.days_supply, plan.note
+            order.price_cents = pricing.quote(formula.id, plan.quantity, method).price_cents
     if order.earliest_dispense_date and day < order.earliest_dispense_date:
         reason = (too_soon_reason or "").strip()
         if not actor.can(Permission.OVERRIDE_TOO_SOON):
@@ -298,22 +449,22 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
                          outcome="denied", survive_rollback=True)
             raise Conflict(f"Too soon to dispense: the earliest date is {order.earliest_dispense_date.isoformat()}. "
                            "A pharmacist may override with a reason.")
-        if len(reason) < 3:
+        if len(reason) < 3 or len(reason) > 400:
             raise ValidationFailed(
                 f"Too soon to dispense: the earliest date is {order.earliest_dispense_date.isoformat()}.",
-                fields={"too_soon_reason": "A pharmacist's reason is needed to dispense early."},
+                fields={"too_soon_reason": "A pharmacist's reason (3–400 characters) is needed to dispense early."},
             )
         order.too_soon_override_by_id = actor.user_id
         order.too_soon_override_reason = reason
         audit.record(actor, "order.too_soon_override", patient_id=order.patient_id, entity=("order", order.id))
-    patient = rx.patient
     order.delivery_method = method
     order.carrier = carrier if method == DeliveryMethod.SHIP else None
     order.tracking_number = tracking_number if method == DeliveryMethod.SHIP else None
+    if method == DeliveryMethod.PICKUP:
+        order.shipping_cents = 0
     order.dispensed_by_id = actor.user_id
     order.dispensed_at = now()
     # DOMAIN.md "Refill timing": run-out = date dispensed (or delivered) + days supply.
-    start = day + timedelta(days=patient.shipping_days if method == DeliveryMethod.SHIP else 0)
     order.dispensed_on = start
     order.run_out_date = refill_rules.run_out_date(start, order.days_supply)
     _move(actor, order, OrderState.DISPENSED, "dispense", {"method": method.value})
@@ -331,10 +482,9 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
 def hold_order(actor: Actor, order_id: int, reason: str) -> Order:
     order = _load(order_id)
     _permission(actor, "hold_order", order, "put orders on hold")
-    reason = _reason(reason)
-    held_from = order.state
     rules.check_transition(order.state, OrderState.ON_HOLD, held_from=order.held_from)
-    order.held_from = held_from
+    reason = _reason(reason)
+    order.held_from = order.state
     order.hold_reason = reason
     _move(actor, order, OrderState.ON_HOLD, "hold")
     return order
@@ -344,12 +494,12 @@ def resume_order(actor: Actor, order_id: int) -> Order:
     order = _load(order_id)
     _permission(actor, "hold_order", order, "resume orders")
     if order.state != OrderState.ON_HOLD or order.held_from is None:
-        raise Conflict("Only an order on hold can be resumed.")
+        raise InvalidTransition("Only an order on hold can be resumed.")
     target = order.held_from
-    rules.check_transition(order.state, target, held_from=order.held_from)
+    _move(actor, order, target, "resume")
     order.held_from = None
     order.hold_reason = None
-    _move(actor, order, target, "resume")
+    db.session.flush()
     return order
 
 
@@ -357,8 +507,8 @@ def cancel_order(actor: Actor, order_id: int, reason: str, *, _system_cascade: b
     order = _load(order_id)
     if not _system_cascade:
         _permission(actor, "cancel_order", order, "cancel orders")
-    reason = _reason(reason)
     rules.check_transition(order.state, OrderState.CANCELLED, held_from=order.held_from)
+    reason = _reason(reason)
     order.cancel_reason = reason
     _move(actor, order, OrderState.CANCELLED, "cancel")
     from pharmacy.reminders import outbox
@@ -371,7 +521,48 @@ def _reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if len(reason) < 3:
         raise ValidationFailed("A reason is required.", fields={"reason": "Say why (at least a few words)."})
+    if len(reason) > 400:
+        raise ValidationFailed("The reason is too long.", fields={"reason": "At most 400 characters."})
     return reason
+
+
+TRANSITION_TARGETS = ("verified", "compounding", "checked", "ready", "dispensed", "on_hold", "cancelled", "resume")
+
+
+def transition(actor: Actor, order_id: int, to: str, payload: dict[str, Any] | None = None) -> Order:
+    """One entry for every move of an order (the API's /transitions and the order page's buttons).
+
+    `to` is a target state, or "resume" (naming the step the order was held at resumes it too).
+    The role is checked before the move, so the wrong role always hears 403, not 409.
+    """
+    data = payload or {}
+    if to not in TRANSITION_TARGETS:
+        raise ValidationFailed("Unknown step.", fields={"to": f"Must be one of: {', '.join(TRANSITION_TARGETS)}."})
+    order = _load(order_id, lock=False)
+    if to == "resume" or (order.state == OrderState.ON_HOLD and to not in ("on_hold", "cancelled")
+                          and order.held_from is not None and to == order.held_from.value):
+        return resume_order(actor, order_id)
+    target = OrderState(to)
+    if order.state not in rules.FINAL and order.state != target:
+        _permission(actor, rules.permission_for(order.state, target), order, f"move orders to {target.value}")
+    if order.state == OrderState.ON_HOLD and target not in (OrderState.ON_HOLD, OrderState.CANCELLED):
+        rules.check_transition(order.state, target, held_from=order.held_from)  # says where it resumes
+    if target is OrderState.VERIFIED:
+        return verify_order(actor, order_id)
+    if target is OrderState.COMPOUNDING:
+        if order.state == OrderState.CHECKED:
+            return send_back(actor, order_id, data.get("reason") or "")
+        return compound_order(actor, order_id, lots=data.get("lots") or [], quantity_made=data.get("quantity_made"))
+    if target is OrderState.CHECKED:
+        return check_order(actor, order_id, qc_notes=data.get("qc_notes"), deviations=data.get("deviations"))
+    if target is OrderState.READY:
+        return release_order(actor, order_id)
+    if target is OrderState.DISPENSED:
+        return dispense_order(actor, order_id, method=data.get("method"), carrier=data.get("carrier"),
+                              tracking_number=data.get("tracking_number"), too_soon_reason=data.get("too_soon_reason"))
+    if target is OrderState.ON_HOLD:
+        return hold_order(actor, order_id, data.get("reason") or "")
+    return cancel_order(actor, order_id, data.get("reason") or "")
 
 
 # ---- read models -------------------------------------------------------------------------------
@@ -422,10 +613,71 @@ class OrderView:
     lots: list[OrderIngredientLot] = field(default_factory=list)
     staff_names: dict[int, str] = field(default_factory=dict)
     too_soon: bool = False
+    formula: Formula | None = None
+    product: str = ""
+    # (target, permission) for each button: a target state value, or "resume".
+    moves: list[tuple[str, str]] = field(default_factory=list)
+    # For the compounding record form: unexpired lots per ingredient and the expected amount of each.
+    lot_choices: dict[str, list[IngredientLot]] = field(default_factory=dict)
+    expected: dict[str, Decimal] = field(default_factory=dict)
+    can_record_batch: bool = False
+    refills_left: int = 0
+    chart: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def name(self, user_id: int | None) -> str:
+        return self.staff_names.get(user_id or 0, "—") if user_id else "—"
 
 
-def order_view(actor: Actor, order_id: int) -> OrderView:
+def _per_count(per: str) -> Decimal:
+    """"100 capsules" -> 100: the batch size a master formula's amounts are written for."""
+    match = re.match(r"\s*(\d+(?:\.\d+)?)", per or "")
+    return Decimal(match.group(1)) if match and Decimal(match.group(1)) > 0 else Decimal(100)
+
+
+def expected_amounts(formula: Formula, quantity: Decimal) -> dict[str, Decimal]:
+    """Each ingredient's amount for this batch, scaled from the master formula (to 3 places)."""
+    return {ing.name: (ing.amount * quantity / _per_count(ing.per)).quantize(Decimal("0.001"))
+            for ing in formula.ingredients}
+
+
+def fill_chart(rx: Prescription, order: Order) -> list[tuple[str, str, str]]:
+    """The dated titration chart for this fill (empty for a fixed dose or a finished titration).
+
+    It starts on the day the patient has the fill: the dispensing (arrival) date once known;
+    before that, today (or today + shipping days for a parcel).
+    """
+    ahead = rx_rules.remaining_steps(screening.steps_of(rx), _days_dispensed_before(order)) \
+        if rx.titration else ()
+    if not ahead:
+        return []
+    start = order.dispensed_on or (today() + timedelta(
+        days=rx.patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0))
+    schedule = rx_rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, list(ahead), start, rx.dose_mg)
+    return rx_rules.titration_chart_rows(schedule, rx.formula.form)
+
+
+def _days_dispensed_before(order: Order) -> int:
+    return int(db.session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(Order.days_supply), 0)).where(
+            Order.prescription_id == order.prescription_id, Order.state == OrderState.DISPENSED,
+            Order.id != order.id, Order.fill_number < order.fill_number)
+    ).scalar_one())
+
+
+def refills_left_after(rx: Prescription, order: Order) -> int:
+    """Refills left once this fill is made: authorized, less the fills before it (and itself) beyond the original."""
+    fills_up_to = db.session.execute(
+        sa.select(sa.func.count()).select_from(Order).where(
+            Order.prescription_id == rx.id, Order.state != OrderState.CANCELLED, Order.fill_number <= order.fill_number)
+    ).scalar_one()
+    return max((rx.refills_authorized or 0) - max(int(fills_up_to) - 1, 0), 0)
+
+
+def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view") -> OrderView:
+    """Everything the order page (and the label and the compounding record) shows, in a bounded number of queries."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="open orders")
+    if not _valid_id(order_id):
+        raise NotFound("No such order.")
     order = db.session.execute(
         sa.select(Order).where(Order.id == order_id).options(
             selectinload(Order.lots_used).joinedload(OrderIngredientLot.ingredient_lot)
@@ -433,19 +685,33 @@ def order_view(actor: Actor, order_id: int) -> OrderView:
     ).scalar_one_or_none()
     if order is None:
         raise NotFound("No such order.")
-    rx = _rx(order)
+    rx = db.session.execute(
+        sa.select(Prescription).where(Prescription.id == order.prescription_id)
+        .options(joinedload(Prescription.formula).selectinload(Formula.ingredients),
+                 joinedload(Prescription.patient), joinedload(Prescription.prescriber))
+    ).unique().scalar_one()
+    formula = rx.formula
     alerts = screening.alerts_for(order.prescription_id, order.id)
     from pharmacy.core.models import User
 
     ids = {i for i in (order.verified_by_id, order.compounded_by_id, order.checked_by_id, order.released_by_id,
-                       order.dispensed_by_id, order.too_soon_override_by_id) if i}
+                       order.dispensed_by_id, order.too_soon_override_by_id, order.created_by_id) if i}
     ids |= {a.resolved_by_id for a in alerts if a.resolved_by_id}
     names = dict(db.session.execute(sa.select(User.id, User.full_name).where(User.id.in_(ids))).all()) if ids else {}
-    audit.record(actor, "order.view", patient_id=order.patient_id, entity=("order", order.id))
+    steps = rules.next_steps(order.state, order.held_from)
+    moves = [("resume" if order.state == OrderState.ON_HOLD and s != OrderState.CANCELLED else s.value,
+              rules.permission_for(order.state, s)) for s in steps]
+    can_record = order.state in (OrderState.VERIFIED, OrderState.COMPOUNDING)
+    audit.record(actor, audit_action, patient_id=order.patient_id, entity=("order", order.id))
     return OrderView(
         order=order, rx=rx, patient=rx.patient, alerts=alerts, blocking=screening.blocking(alerts),
-        next_steps=rules.next_steps(order.state, order.held_from), lots=list(order.lots_used), staff_names=names,
-        too_soon=bool(order.earliest_dispense_date and today() < order.earliest_dispense_date),
+        next_steps=steps, lots=list(order.lots_used), staff_names=names,
+        too_soon=bool(order.earliest_dispense_date and today() < order.earliest_dispense_date
+                      and order.state not in rules.FINAL),
+        formula=formula, product=rx_rules.product_name(formula.form, formula.strength_mg), moves=moves,
+        lot_choices=usable_lots(formula) if can_record else {},
+        expected=expected_amounts(formula, order.quantity), can_record_batch=can_record,
+        refills_left=refills_left_after(rx, order), chart=fill_chart(rx, order),
     )
 
 
@@ -454,9 +720,96 @@ def usable_lots(formula: Formula) -> dict[str, list[IngredientLot]]:
     names = [i.name for i in formula.ingredients]
     lots = db.session.execute(
         sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(names), IngredientLot.expiry_date >= today())
-        .order_by(IngredientLot.expiry_date)
+        .order_by(IngredientLot.expiry_date, IngredientLot.id)
     ).scalars()
     out: dict[str, list[IngredientLot]] = {n: [] for n in names}
     for lot in lots:
         out[lot.ingredient_name].append(lot)
     return out
+
+
+# ---- formulas and ingredient lots -------------------------------------------------------------
+
+
+def formulas(actor: Actor) -> list[Formula]:
+    """Every master formulation record, active ones first."""
+    audit.require(actor, Permission.VIEW_CLINICAL, what="see formulas")
+    return list(db.session.execute(
+        sa.select(Formula).options(selectinload(Formula.ingredients))
+        .order_by(Formula.active.desc(), Formula.form, Formula.strength_mg, Formula.id)
+    ).scalars())
+
+
+def formula_record(actor: Actor, formula_id: int) -> Formula:
+    """One master formulation record (USP <795>) with its ingredients."""
+    audit.require(actor, Permission.VIEW_CLINICAL, what="see formulas")
+    formula = db.session.execute(
+        sa.select(Formula).where(Formula.id == formula_id).options(selectinload(Formula.ingredients))
+    ).scalar_one_or_none() if _valid_id(formula_id) else None
+    if formula is None:
+        raise NotFound("No such formula.")
+    return formula
+
+
+@dataclass
+class LotList:
+    lots: list[IngredientLot]
+    ingredient_names: list[str]
+    today: Any
+
+
+def lot_list(actor: Actor) -> LotList:
+    """Ingredient lots on file (unexpired first, soonest expiry first) and the ingredient names a lot may be for."""
+    audit.require(actor, Permission.VIEW_CLINICAL, what="see ingredient lots")
+    day = today()
+    lots = list(db.session.execute(
+        sa.select(IngredientLot).order_by((IngredientLot.expiry_date < day).asc(), IngredientLot.ingredient_name,
+                                          IngredientLot.expiry_date, IngredientLot.id).limit(500)
+    ).scalars())
+    return LotList(lots=lots, ingredient_names=ingredient_names(), today=day)
+
+
+def ingredient_names() -> list[str]:
+    return list(db.session.execute(
+        sa.select(FormulaIngredient.name).distinct().order_by(FormulaIngredient.name)
+    ).scalars())
+
+
+def receive_lot(actor: Actor, data: dict[str, Any]) -> IngredientLot:
+    """A lot received into stock: for an ingredient of a formula, unexpired, not already on file."""
+    audit.require(actor, Permission.MANAGE_INVENTORY, what="receive ingredient lots")
+    day = today()
+    errors: dict[str, str] = {}
+    name = (data.get("ingredient_name") or "").strip()
+    supplier = (data.get("supplier") or "").strip()
+    number = (data.get("lot_number") or "").strip()
+    expiry = data.get("expiry_date")
+    received = data.get("received_on") or day
+    if name not in ingredient_names():
+        errors["ingredient_name"] = "Choose an ingredient of a formula."
+    if expiry is None:
+        errors["expiry_date"] = "Enter the expiry date."
+    elif expiry < day:
+        errors["expiry_date"] = "This lot has already expired: it cannot be received into stock."
+    if received > day:
+        errors["received_on"] = "The received date cannot be in the future."
+    elif expiry is not None and received > expiry:
+        errors["received_on"] = "The received date is after the expiry date."
+    if not supplier:
+        errors["supplier"] = "Enter the supplier."
+    if not number:
+        errors["lot_number"] = "Enter the lot number."
+    if supplier and number and db.session.execute(sa.select(IngredientLot.id).where(
+            sa.func.lower(IngredientLot.supplier) == supplier.lower(), IngredientLot.lot_number == number)).first():
+        errors["lot_number"] = f"Lot {number} from {supplier} is already on file."
+    if errors:
+        raise ValidationFailed("The lot was not saved.", fields=errors)
+    lot = IngredientLot(ingredient_name=name, supplier=supplier, lot_number=number, expiry_date=expiry,
+                        received_on=received, created_at=now())
+    db.session.add(lot)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        raise Conflict(f"Lot {number} from {supplier} was received at the same moment by someone else.") from None
+    audit.record(actor, "ingredient_lot.receive", entity=("ingredient_lot", lot.id))
+    return lot

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
@@ -13,7 +13,10 @@ from pharmacy.core.errors import NotFound
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
-from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+
+if TYPE_CHECKING:
+    from pharmacy.compounding.models import Order
 
 PAGE_SIZE = 50
 
@@ -25,36 +28,72 @@ class PatientPage:
     has_next: bool
 
 
+MAX_PAGE_SIZE = 200
+MAX_ID = 2**31 - 1
+
+
 @dataclass
 class PatientRecord:
+    """What the patient page shows, assembled in a fixed number of queries.
+
+    `alerts` and `orders` are keyed by prescription id (current prescription-level alerts; orders
+    newest first); `extra` is where other features add their blocks (timeline, payments …).
+    """
+
     patient: Patient
     prescriptions: list[Prescription] = field(default_factory=list)
+    alerts: dict[int, list[ScreeningAlert]] = field(default_factory=dict)
+    orders: dict[int, list[Order]] = field(default_factory=dict)
+    side_effects: list[Any] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def open_alert_count(self) -> int:
+        """Alerts still waiting for a pharmacist (hard stops always count: they cannot be overridden)."""
+        return sum(1 for alerts in self.alerts.values() for a in alerts
+                   if a.severity.value != "warning" and (a.severity.value == "hard_stop" or not a.resolved))
 
-def list_patients(actor: Actor, *, page: int = 1) -> PatientPage:
+
+def list_patients(actor: Actor, *, page: int = 1, per_page: int = PAGE_SIZE) -> PatientPage:
     audit.require(actor, Permission.VIEW_CLINICAL, what="list patients")
-    page = max(page, 1)
+    page = min(max(page, 1), 1_000_000)
+    per_page = min(max(per_page, 1), MAX_PAGE_SIZE)
     rows = list(
         db.session.execute(
             sa.select(Patient)
             .order_by(Patient.name_key, Patient.id)
-            .offset((page - 1) * PAGE_SIZE)
-            .limit(PAGE_SIZE + 1)
+            .offset((page - 1) * per_page)
+            .limit(per_page + 1)
         ).scalars()
     )
-    return PatientPage(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
+    return PatientPage(rows[:per_page], page, len(rows) > per_page)
+
+
+def _safe_id(value: Any) -> int | None:
+    """An id that can be stored or looked up (anything else names no patient)."""
+    return value if not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= MAX_ID else None
 
 
 def get_patient(actor: Actor, patient_id: int) -> Patient:
-    audit.require(actor, Permission.VIEW_CLINICAL, patient_id=patient_id, what="open a patient record")
-    patient = db.session.get(Patient, patient_id)
+    audit.require(actor, Permission.VIEW_CLINICAL, patient_id=_safe_id(patient_id), what="open a patient record")
+    patient = db.session.get(Patient, patient_id) if _safe_id(patient_id) else None
     if patient is None:
         raise NotFound("No such patient.")
     return patient
 
 
+def view_patient(actor: Actor, patient_id: int) -> Patient:
+    """One patient's details, read (and audited as read) by staff or an integration."""
+    patient = get_patient(actor, patient_id)
+    audit.record(actor, "patient.view", patient_id=patient.id, entity=("patient", patient.id))
+    return patient
+
+
 def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
+    """The patient page: details, lists, prescriptions with their current alerts and fills (4 queries)."""
+    from pharmacy.compounding.models import Order
+    from pharmacy.patients.models import SideEffectEntry
+
     patient = get_patient(actor, patient_id)
     rxs = list(
         db.session.execute(
@@ -63,8 +102,28 @@ def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
             .order_by(Prescription.written_date.desc(), Prescription.id.desc())
         ).scalars()
     )
+    record = PatientRecord(patient=patient, prescriptions=rxs)
+    ids = [rx.id for rx in rxs]
+    if ids:
+        for alert in db.session.execute(
+            sa.select(ScreeningAlert).where(ScreeningAlert.prescription_id.in_(ids), ScreeningAlert.order_id.is_(None),
+                                            ScreeningAlert.current.is_(True))
+            .order_by(ScreeningAlert.id)
+        ).scalars():
+            record.alerts.setdefault(alert.prescription_id, []).append(alert)
+        for order in db.session.execute(
+            sa.select(Order).where(Order.prescription_id.in_(ids)).order_by(Order.created_at.desc(), Order.id.desc())
+        ).scalars():
+            record.orders.setdefault(order.prescription_id, []).append(order)
+    order_rank = {"hard_stop": 0, "overridable_stop": 1, "acknowledge": 2, "warning": 3}
+    for alerts in record.alerts.values():
+        alerts.sort(key=lambda a: (order_rank.get(a.severity.value, 9), a.id))
+    record.side_effects = list(db.session.execute(
+        sa.select(SideEffectEntry).where(SideEffectEntry.patient_id == patient_id)
+        .order_by(SideEffectEntry.noted_on.desc(), SideEffectEntry.id.desc()).limit(20)
+    ).scalars())
     audit.record(actor, "patient.view", patient_id=patient_id, entity=("patient", patient_id))
-    return PatientRecord(patient=patient, prescriptions=rxs)
+    return record
 
 
 PATIENT_FIELDS = (
@@ -114,11 +173,11 @@ def update_patient(actor: Actor, patient_id: int, data: dict[str, Any]) -> Patie
     from pharmacy.dashboard.services import name_key
     from pharmacy.prescriptions import screening
 
-    audit.require(actor, Permission.EDIT_PATIENT, patient_id=patient_id, what="edit patient records")
-    patient = db.session.get(Patient, patient_id)
-    if patient is None:
-        raise NotFound("No such patient.")
+    audit.require(actor, Permission.EDIT_PATIENT, patient_id=_safe_id(patient_id), what="edit patient records")
+    patient = get_patient(actor, patient_id)
     values = _clean(data)
+    if values.get("shipping_days", 0) is None:
+        values.pop("shipping_days")  # a blank field keeps the current number of shipping days
     changed = sorted(k for k, v in values.items() if getattr(patient, k) != v)
     for key in changed:
         setattr(patient, key, values[key])

@@ -1,14 +1,26 @@
-"""Patient pages (list and record)."""
+"""Patient pages: the list, intake of a new patient, editing details (which re-screens), the patient record."""
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
 
+from pharmacy.compounding.rules import DeliveryMethod
+from pharmacy.core import audit
 from pharmacy.core.auth import current_actor, staff_required
+from pharmacy.core.errors import ValidationFailed
+from pharmacy.core.forms import form_values, load
+from pharmacy.core.roles import Permission
+from pharmacy.extensions import db
 from pharmacy.patients import services
+from pharmacy.patients.models import Patient
+from pharmacy.patients.schemas import PatientInSchema
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
+
+ID = "int(max=2147483647)"  # larger numbers name no row (and SQLite cannot compare them)
+DELIVERY_OPTIONS = [(DeliveryMethod.PICKUP.value, "Pickup at the pharmacy"), (DeliveryMethod.SHIP.value, "Ship")]
 
 
 @bp.get("/")
@@ -18,7 +30,81 @@ def index() -> Any:
     return render_template("patients/index.html", page=services.list_patients(current_actor(), page=page))
 
 
-@bp.get("/<int:patient_id>")
+def _values(form: MultiDict[str, str]) -> dict[str, Any]:
+    """The form as the schema wants it: an unticked checkbox sends nothing, which means "no"."""
+    data = form_values(form)
+    data["reminders_opt_in"] = "true" if form.get("reminders_opt_in") else "false"
+    return data
+
+
+def _form_of(patient: Patient) -> dict[str, Any]:
+    """A patient's details as the form shows them (lists one item per line)."""
+    return {
+        "first_name": patient.first_name, "last_name": patient.last_name,
+        "date_of_birth": patient.date_of_birth.isoformat(), "email": patient.email or "", "phone": patient.phone or "",
+        "address_line1": patient.address_line1 or "", "address_line2": patient.address_line2 or "",
+        "city": patient.city or "", "state": patient.state or "", "postal_code": patient.postal_code or "",
+        "conditions": "\n".join(patient.conditions or []), "medications": "\n".join(patient.medications or []),
+        "allergies": "\n".join(patient.allergies or []), "reminders_opt_in": patient.reminders_opt_in,
+        "delivery_preference": patient.delivery_preference.value, "shipping_days": patient.shipping_days,
+        "notes": patient.notes or "",
+    }
+
+
+def _render_form(*, patient: Patient | None, form: dict[str, Any], errors: dict[str, list[str]], status: int = 200,
+                 message: str | None = None) -> Any:
+    return render_template("patients/form.html", patient=patient, form=form, errors=errors, message=message,
+                           delivery_options=DELIVERY_OPTIONS), status
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@staff_required
+def new() -> Any:
+    actor = current_actor()
+    audit.require(actor, Permission.EDIT_PATIENT, what="add patients")
+    if request.method == "GET":
+        return _render_form(patient=None, form={"reminders_opt_in": True, "delivery_preference": "pickup"}, errors={})
+    form = request.form.to_dict()
+    form["reminders_opt_in"] = bool(request.form.get("reminders_opt_in"))
+    data, errors = load(PatientInSchema(), _values(request.form))
+    if data is not None:
+        try:
+            patient = services.create_patient(actor, data)
+        except ValidationFailed as exc:
+            db.session.rollback()
+            errors = exc.fields or {"_schema": [exc.message]}
+        else:
+            flash(f"{patient.full_name} was added.", "success")
+            return redirect(url_for("patients.detail", patient_id=patient.id))
+    return _render_form(patient=None, form=form, errors=errors, status=422)
+
+
+@bp.get(f"/<{ID}:patient_id>")
 @staff_required
 def detail(patient_id: int) -> Any:
     return render_template("patients/detail.html", record=services.patient_record(current_actor(), patient_id))
+
+
+@bp.route(f"/<{ID}:patient_id>/edit", methods=["GET", "POST"])
+@staff_required
+def edit(patient_id: int) -> Any:
+    actor = current_actor()
+    audit.require(actor, Permission.EDIT_PATIENT, patient_id=patient_id, what="edit patient records")
+    patient = services.get_patient(actor, patient_id)
+    if request.method == "GET":
+        return _render_form(patient=patient, form=_form_of(patient), errors={})
+    form = request.form.to_dict()
+    form["reminders_opt_in"] = bool(request.form.get("reminders_opt_in"))
+    data, errors = load(PatientInSchema(), _values(request.form))
+    if data is not None:
+        try:
+            services.update_patient(actor, patient_id, data)
+        except ValidationFailed as exc:
+            db.session.rollback()
+            patient = services.get_patient(actor, patient_id)
+            errors = exc.fields or {"_schema": [exc.message]}
+        else:
+            flash("Details saved. Conditions and medications were screened again against every active prescription.",
+                  "success")
+            return redirect(url_for("patients.detail", patient_id=patient_id))
+    return _render_form(patient=patient, form=form, errors=errors, status=422)

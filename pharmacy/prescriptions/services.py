@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from pharmacy.compounding.models import Formula, Order
@@ -30,13 +31,21 @@ def create_prescriber(actor: Actor, data: dict[str, Any]) -> Prescriber:
         raise ValidationFailed("This prescriber is already on file.", fields={"npi": "A prescriber with this NPI exists."})
     prescriber = Prescriber(**data, created_at=now())
     db.session.add(prescriber)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError:  # the same NPI entered at the same moment elsewhere
+        raise Conflict("This prescriber was added at the same moment by someone else.") from None
     audit.record(actor, "prescriber.create", entity=("prescriber", prescriber.id))
     return prescriber
 
 
-def list_prescribers() -> list[Prescriber]:
-    return list(db.session.execute(sa.select(Prescriber).order_by(Prescriber.last_name, Prescriber.first_name)).scalars())
+def list_prescribers(actor: Actor | None = None) -> list[Prescriber]:
+    """Prescribers by name; with an actor, only for staff who may see clinical records."""
+    if actor is not None:
+        audit.require(actor, Permission.VIEW_CLINICAL, what="list prescribers")
+    return list(db.session.execute(
+        sa.select(Prescriber).order_by(Prescriber.last_name, Prescriber.first_name, Prescriber.id)
+    ).scalars())
 
 
 def list_formulas(active_only: bool = True) -> list[Formula]:
@@ -46,21 +55,60 @@ def list_formulas(active_only: bool = True) -> list[Formula]:
     return list(db.session.execute(stmt).scalars())
 
 
+@dataclass
+class IntakeForm:
+    """What the intake (or replacement) form offers: the patient, the active formulas, the prescribers."""
+
+    patient: Patient | None
+    formulas: list[Formula]
+    prescribers: list[Prescriber]
+    replaces: Prescription | None = None
+
+
+def intake_form(actor: Actor, patient_id: int | None) -> IntakeForm:
+    """The choices for a new prescription (an unknown patient gives patient=None: the form says so)."""
+    audit.require(actor, Permission.ENTER_PRESCRIPTION, what="enter prescriptions")
+    return IntakeForm(patient=_get(Patient, patient_id), formulas=list_formulas(), prescribers=list_prescribers())
+
+
+def replace_form(actor: Actor, rx_id: int) -> IntakeForm:
+    """The choices for replacing a prescription (a dose change or a renewal), with the old one to pre-fill from."""
+    rx = get_prescription(actor, rx_id)
+    audit.require(actor, Permission.MANAGE_PRESCRIPTION, patient_id=rx.patient_id, what="replace prescriptions")
+    if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
+        raise Conflict("This prescription is already closed; start from the current one.")
+    return IntakeForm(patient=rx.patient, formulas=list_formulas(), prescribers=list_prescribers(), replaces=rx)
+
+
 def _steps(data: dict[str, Any]) -> list[rules.TitrationStep]:
     return [rules.TitrationStep(dose_mg=Decimal(str(s["dose_mg"])), days=int(s["days"])) for s in data.get("titration") or []]
 
 
+MAX_ID = 2**31 - 1
+
+
+def _get(model: type, key: Any) -> Any:
+    """A row by id, or None for anything that cannot be an id (SQLite refuses integers past 64 bits)."""
+    if isinstance(key, bool) or not isinstance(key, int) or not 1 <= key <= MAX_ID:
+        return None
+    return db.session.get(model, key)
+
+
 def _load_refs(data: dict[str, Any]) -> tuple[Patient, Prescriber, Formula]:
     errors: dict[str, str] = {}
-    patient = db.session.get(Patient, data["patient_id"])
-    prescriber = db.session.get(Prescriber, data["prescriber_id"])
-    formula = db.session.get(Formula, data["formula_id"])
+    patient = _get(Patient, data.get("patient_id"))
+    prescriber = _get(Prescriber, data.get("prescriber_id"))
+    formula = _get(Formula, data.get("formula_id"))
     if patient is None:
         errors["patient_id"] = "Unknown patient."
     if prescriber is None:
         errors["prescriber_id"] = "Unknown prescriber."
     if formula is None or not formula.active:
         errors["formula_id"] = "Unknown or inactive formula."
+    elif data.get("form") is not None and rules.Form(data["form"]) != formula.form:
+        # The API may name the form as well as the formula: they must agree.
+        errors["form"] = (f"{formula.name} is a {formula.form.value.replace('_', ' ')}, "
+                          f"not a {rules.Form(data['form']).value.replace('_', ' ')}.")
     if errors:
         raise ValidationFailed("The prescription was not saved.", fields=errors)
     assert patient and prescriber and formula
@@ -99,7 +147,9 @@ def plan_from_input(data: dict[str, Any], formula: Formula) -> dict[str, Any]:
 
 def create_prescription(actor: Actor, data: dict[str, Any], *, replaces: Prescription | None = None) -> Prescription:
     """Intake: validate against the dose rules, store, and screen; alerts are returned on the prescription."""
-    audit.require(actor, Permission.ENTER_PRESCRIPTION, patient_id=data.get("patient_id"), what="enter prescriptions")
+    pid = data.get("patient_id")
+    audit.require(actor, Permission.ENTER_PRESCRIPTION, what="enter prescriptions",
+                  patient_id=pid if isinstance(pid, int) and 1 <= pid <= MAX_ID else None)
     patient, _prescriber, formula = _load_refs(data)
     plan = plan_from_input(data, formula)
     t = now()
@@ -126,6 +176,8 @@ def create_prescription(actor: Actor, data: dict[str, Any], *, replaces: Prescri
 
 def get_prescription(actor: Actor, rx_id: int, *, lock: bool = False) -> Prescription:
     audit.require(actor, Permission.VIEW_CLINICAL, what="open prescriptions")
+    if isinstance(rx_id, bool) or not isinstance(rx_id, int) or not 1 <= rx_id <= MAX_ID:
+        raise NotFound("No such prescription.")
     stmt = sa.select(Prescription).where(Prescription.id == rx_id).options(
         joinedload(Prescription.patient), joinedload(Prescription.formula), joinedload(Prescription.prescriber)
     )
@@ -146,16 +198,45 @@ class PrescriptionView:
     refills_left: int
     schedule: list[Any] = field(default_factory=list)
     replaced_by: list[Prescription] = field(default_factory=list)
+    replaces: Prescription | None = None
+    open_order: Order | None = None
+    # Whether staff may start the next fill now, and if not, why (shown next to the button).
+    can_start_fill: bool = False
+    fill_note: str | None = None
+    product: str = ""
+
+
+def fill_status(rx: Prescription, orders: list[Order], used: int) -> tuple[bool, str | None]:
+    """Can the next fill be started (the same checks compounding.services.new_order makes), and why not."""
+    from pharmacy.compounding.rules import OrderState
+
+    if rx.status != RxStatus.ACTIVE:
+        return False, f"The prescription is {rx.status.value.replace('_', ' ')}."
+    if any(o.state not in (OrderState.DISPENSED, OrderState.CANCELLED) for o in orders):
+        return False, "A fill is already in progress."
+    if today() > rx.expiry_date:
+        return False, f"The prescription expired on {rules.format_date(rx.expiry_date)}; a renewal is needed."
+    has_fill = any(o.state != OrderState.CANCELLED for o in orders)
+    if has_fill and used >= (rx.refills_authorized or 0):
+        return False, "No refills remain; ask the prescriber for a renewal."
+    return True, None
 
 
 def prescription_view(actor: Actor, rx_id: int) -> PrescriptionView:
+    """The prescription page: alerts, fills, refills used and left, the titration chart, the history links."""
+    rx = get_prescription(actor, rx_id)
+    audit.record(actor, "prescription.view", patient_id=rx.patient_id, entity=("prescription", rx.id))
+    return view_of(rx)
+
+
+def view_of(rx: Prescription) -> PrescriptionView:
+    """The view of a prescription already loaded for an allowed actor (e.g. just created): no audit here."""
     from pharmacy.compounding.rules import OrderState
 
-    rx = get_prescription(actor, rx_id)
     orders = list(db.session.execute(
-        sa.select(Order).where(Order.prescription_id == rx.id).order_by(Order.fill_number.desc())
+        sa.select(Order).where(Order.prescription_id == rx.id).order_by(Order.fill_number.desc(), Order.id.desc())
     ).scalars())
-    used = refills_used(rx.id)
+    used = _refills_used_of(orders)
     schedule = []
     steps = screening.steps_of(rx)
     if steps:
@@ -163,33 +244,48 @@ def prescription_view(actor: Actor, rx_id: int) -> PrescriptionView:
         start = (first.dispensed_on if first and first.dispensed_on else None) or rx.written_date
         schedule = rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, steps, start, rx.dose_mg)
     replaced_by = list(db.session.execute(sa.select(Prescription).where(Prescription.replaces_id == rx.id)).scalars())
-    audit.record(actor, "prescription.view", patient_id=rx.patient_id, entity=("prescription", rx.id))
+    replaces = db.session.get(Prescription, rx.replaces_id) if rx.replaces_id else None
+    open_order = next((o for o in orders if o.state not in (OrderState.DISPENSED, OrderState.CANCELLED)), None)
+    can_fill, note = fill_status(rx, orders, used)
     return PrescriptionView(
         rx=rx, alerts=screening.alerts_for(rx.id), orders=orders, refills_used=used,
         refills_left=max((rx.refills_authorized or 0) - used, 0), schedule=schedule, replaced_by=replaced_by,
+        replaces=replaces, open_order=open_order, can_start_fill=can_fill, fill_note=note,
+        product=rules.product_name(rx.formula.form, rx.formula.strength_mg),
     )
 
 
+def _refills_used_of(orders: list[Order]) -> int:
+    from pharmacy.compounding.rules import OrderState
+
+    return max(sum(1 for o in orders if o.state != OrderState.CANCELLED) - 1, 0)
+
+
 def refills_used(rx_id: int) -> int:
-    """Fills after the first that were dispensed or are being made (fill 0 is the original, not a refill)."""
+    """Fills after the first that were dispensed or are being made: every fill that was not cancelled,
+    less the original. (Counted, not read from fill numbers: a cancelled fill keeps its number.)
+    """
     from pharmacy.compounding.rules import OrderState
 
     count = db.session.execute(
         sa.select(sa.func.count()).select_from(Order).where(
-            Order.prescription_id == rx_id, Order.fill_number > 0, Order.state != OrderState.CANCELLED
+            Order.prescription_id == rx_id, Order.state != OrderState.CANCELLED
         )
     ).scalar_one()
-    return int(count)
+    return max(int(count) - 1, 0)
 
 
-def resolve_alert(actor: Actor, alert_id: int, reason: str) -> ScreeningAlert:
-    """A pharmacist's override (stop) or acknowledgement (warning needing it), with who, when and why."""
-    alert = db.session.get(ScreeningAlert, alert_id)
-    if alert is None or not alert.current:
-        raise NotFound("No such current alert.")
-    rx = db.session.get(Prescription, alert.prescription_id)
-    assert rx is not None
-    audit.require(actor, Permission.OVERRIDE_ALERT, patient_id=rx.patient_id, what="override safety alerts")
+def resolve_alert(actor: Actor, alert_id: int, reason: str, *, prescription_id: int | None = None) -> ScreeningAlert:
+    """A pharmacist's override (stop) or acknowledgement (warning needing it), with who, when and why.
+
+    `prescription_id`, when given (the API path names it), must be the alert's prescription.
+    """
+    alert = _get(ScreeningAlert, alert_id)
+    rx = db.session.get(Prescription, alert.prescription_id) if alert is not None else None
+    audit.require(actor, Permission.OVERRIDE_ALERT, patient_id=rx.patient_id if rx else None,
+                  what="override safety alerts")
+    if alert is None or rx is None or not alert.current or prescription_id not in (None, alert.prescription_id):
+        raise NotFound("No such current alert on this prescription.")
     if not rules.can_override(alert.severity):
         if alert.severity == Severity.HARD_STOP:
             raise Conflict(f"{alert.message} This is a hard stop: it cannot be overridden. Resolve the cause "
@@ -198,6 +294,8 @@ def resolve_alert(actor: Actor, alert_id: int, reason: str) -> ScreeningAlert:
     reason = (reason or "").strip()
     if len(reason) < 3:
         raise ValidationFailed("Give the reason for the override.", fields={"reason": "Say why (at least a few words)."})
+    if len(reason) > 400:
+        raise ValidationFailed("The reason is too long.", fields={"reason": "At most 400 characters."})
     if alert.resolved:
         raise Conflict("This alert has already been resolved.")
     t = now()
@@ -213,24 +311,33 @@ def resolve_alert(actor: Actor, alert_id: int, reason: str) -> ScreeningAlert:
             sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(open_order_ids)),
         )
     ).scalars()
-    for target in targets:
+    resolved = list(targets)
+    for target in resolved:
         target.resolved_by_id = actor.user_id
         target.resolved_at = t
         target.resolution_reason = reason
     db.session.flush()
+    for target in resolved:
+        db.session.expire(target, ["resolved_by"])  # reload who resolved it on the next read
     audit.record(actor, "alert.override", patient_id=rx.patient_id, entity=("screening_alert", alert.id),
                  details={"code": alert.code, "severity": alert.severity.value})
     return alert
 
 
-def _set_status(actor: Actor, rx_id: int, status: RxStatus, reason: str | None, action: str) -> Prescription:
-    rx = get_prescription(actor, rx_id, lock=True)
-    audit.require(actor, Permission.MANAGE_PRESCRIPTION, patient_id=rx.patient_id, what=f"{action} prescriptions")
+def _set_status(actor: Actor, rx: Prescription, status: RxStatus, reason: str | None, action: str) -> Prescription:
     rx.status = status
     rx.status_reason = reason
     rx.updated_at = now()
     db.session.flush()
+    # No reason text in the audit trail (it may name medicines or conditions); it stays on the prescription.
     audit.record(actor, f"prescription.{action}", patient_id=rx.patient_id, entity=("prescription", rx.id))
+    return rx
+
+
+def _managed(actor: Actor, rx_id: int, action: str) -> Prescription:
+    """The prescription, locked, after checking the actor may manage prescriptions (before anything else)."""
+    rx = get_prescription(actor, rx_id, lock=True)
+    audit.require(actor, Permission.MANAGE_PRESCRIPTION, patient_id=rx.patient_id, what=f"{action} prescriptions")
     return rx
 
 
@@ -238,24 +345,27 @@ def _need_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if len(reason) < 3:
         raise ValidationFailed("A reason is required.", fields={"reason": "Say why (at least a few words)."})
+    if len(reason) > 240:
+        raise ValidationFailed("The reason is too long.", fields={"reason": "At most 240 characters."})
     return reason
 
 
 def hold_prescription(actor: Actor, rx_id: int, reason: str) -> Prescription:
+    """Pause a prescription: no reminders and no new fills until it is resumed (open orders stay as they are)."""
+    rx = _managed(actor, rx_id, "hold")
     reason = _need_reason(reason)
-    rx = get_prescription(actor, rx_id)
     if rx.status != RxStatus.ACTIVE:
         raise Conflict(f"Only an active prescription can be put on hold (this one is {rx.status.value.replace('_', ' ')}).")
-    rx = _set_status(actor, rx_id, RxStatus.ON_HOLD, reason, "hold")
+    _set_status(actor, rx, RxStatus.ON_HOLD, reason, "hold")
     _after_stop(actor, rx, cancel_orders=False)
     return rx
 
 
 def resume_prescription(actor: Actor, rx_id: int) -> Prescription:
-    rx = get_prescription(actor, rx_id)
+    rx = _managed(actor, rx_id, "resume")
     if rx.status != RxStatus.ON_HOLD:
         raise Conflict("Only a prescription on hold can be resumed.")
-    rx = _set_status(actor, rx_id, RxStatus.ACTIVE, None, "resume")
+    _set_status(actor, rx, RxStatus.ACTIVE, None, "resume")
     from pharmacy.reminders import planning
 
     planning.replan_prescription(rx.id)
@@ -263,11 +373,12 @@ def resume_prescription(actor: Actor, rx_id: int) -> Prescription:
 
 
 def discontinue_prescription(actor: Actor, rx_id: int, reason: str) -> Prescription:
+    """Stop a prescription for good: its open orders are cancelled and open refill requests closed."""
+    rx = _managed(actor, rx_id, "discontinue")
     reason = _need_reason(reason)
-    rx = get_prescription(actor, rx_id)
     if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is already closed.")
-    rx = _set_status(actor, rx_id, RxStatus.DISCONTINUED, reason, "discontinue")
+    _set_status(actor, rx, RxStatus.DISCONTINUED, reason, "discontinue")
     _after_stop(actor, rx, cancel_orders=True, reason=f"Prescription discontinued: {reason}")
     return rx
 
@@ -278,29 +389,37 @@ def _after_stop(actor: Actor, rx: Prescription, *, cancel_orders: bool, reason: 
 
     planning.cancel_for_prescription(rx.id, reason=f"prescription {rx.status.value}")
     if cancel_orders:
-        from pharmacy.compounding import services as orders
-        from pharmacy.compounding.rules import OrderState
-
-        open_ids = db.session.execute(
-            sa.select(Order.id).where(
-                Order.prescription_id == rx.id, Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED])
-            )
-        ).scalars().all()
-        for order_id in open_ids:
-            orders.cancel_order(actor, order_id, reason, _system_cascade=True)
+        _cancel_open_orders(actor, rx, reason)
         from pharmacy.refills import services as refills
 
         refills.close_open_requests(actor, rx.id, reason)
 
 
+def _cancel_open_orders(actor: Actor, rx: Prescription, reason: str) -> None:
+    from pharmacy.compounding import services as orders
+    from pharmacy.compounding.rules import OrderState
+
+    open_ids = db.session.execute(
+        sa.select(Order.id).where(
+            Order.prescription_id == rx.id, Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED])
+        ).order_by(Order.id)
+    ).scalars().all()
+    for order_id in open_ids:
+        orders.cancel_order(actor, order_id, reason[:400], _system_cascade=True)
+
+
 def replace_prescription(actor: Actor, rx_id: int, data: dict[str, Any]) -> Prescription:
-    """A dose change or a renewal: a new prescription linked to the old, which is closed as replaced."""
-    old = get_prescription(actor, rx_id)
-    audit.require(actor, Permission.MANAGE_PRESCRIPTION, patient_id=old.patient_id, what="replace prescriptions")
+    """A dose change or a renewal: a new prescription linked to the old, which is closed as replaced.
+
+    Orders of the old prescription not yet dispensed are cancelled (they were made for the old
+    dose or the old prescription); the pharmacy starts the next fill from the new one.
+    """
+    old = _managed(actor, rx_id, "replace")
     if old.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is already closed; start from the current one.")
     if data.get("patient_id") not in (None, old.patient_id):
-        raise ValidationFailed("A replacement is for the same patient.", fields={"patient_id": "Must match."})
+        raise ValidationFailed("A replacement is for the same patient.",
+                               fields={"patient_id": "Must be the same patient as the prescription replaced."})
     data = {**data, "patient_id": old.patient_id}
     new = create_prescription(actor, data, replaces=old)
     old.status = RxStatus.REPLACED
@@ -309,6 +428,7 @@ def replace_prescription(actor: Actor, rx_id: int, data: dict[str, Any]) -> Pres
     db.session.flush()
     audit.record(actor, "prescription.replace", patient_id=old.patient_id, entity=("prescription", old.id),
                  details={"new": new.id})
+    _cancel_open_orders(actor, old, f"Prescription replaced by {new.rx_number}")
     from pharmacy.refills import services as refills
     from pharmacy.reminders import planning
 

@@ -1,0 +1,261 @@
+"""PDFs: the patient label of an order and its compounding record (ReportLab, pip-only: no system packages).
+
+The label follows DOMAIN.md "Label safety (ISMP)": ISMP-safe numbers and units, directions in plain
+words, storage, the opioid warning on every label, and a dated chart for a titration. The record
+carries the USP <795> compounding-record fields (DOMAIN.md "Compounding standards").
+"""
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from html import escape
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import LETTER, inch
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from pharmacy.compounding import rules, services
+from pharmacy.compounding.rules import UspCategory
+from pharmacy.core.actor import Actor
+from pharmacy.core.clock import local_date
+from pharmacy.core.context import settings, today
+from pharmacy.core.errors import Conflict
+from pharmacy.prescriptions import rules as rx_rules
+
+LABEL_SIZE = (4 * inch, 6 * inch)  # a common pharmacy label / shipping label stock
+
+
+def _opioid_warning() -> str:
+    return getattr(rx_rules, "OPIOID_LABEL_WARNING", "Do not take with opioid pain medicines.")
+
+
+@dataclass
+class LabelData:
+    pharmacy_name: str
+    pharmacy_address: str
+    pharmacy_phone: str
+    patient_name: str
+    rx_number: str
+    fill_text: str
+    product: str
+    directions: str
+    quantity: str
+    days_supply: int
+    refills_left: int
+    prescriber: str
+    date_filled: date
+    lot_number: str
+    bud: date
+    storage: str
+    warning: str
+    cap_note: str | None = None
+    chart: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def storage_text(category: UspCategory, formula_storage: str | None) -> str:
+    """The master formula's storage words, except that an unpreserved aqueous preparation always says
+    "refrigerator" (its 14-day BUD assumes it; DOMAIN.md: aqueous preparations carry their storage)."""
+    if UspCategory(category) is UspCategory.AQUEOUS_UNPRESERVED:
+        return rules.STORAGE_TEXT[UspCategory.AQUEOUS_UNPRESERVED]
+    return (formula_storage or "").strip() or rules.STORAGE_TEXT[UspCategory(category)]
+
+
+def label_data(actor: Actor, order_id: int) -> LabelData:
+    """What the label prints; refused (409) before compounding, when there is no lot number or BUD yet."""
+    view = services.order_view(actor, order_id, audit_action="order.label")
+    order, rx, formula = view.order, view.rx, view.formula
+    assert formula is not None
+    if order.lot_number is None or order.bud is None:
+        raise Conflict("The label is printed once the order has been compounded: it needs the lot number and the "
+                       "beyond-use date.")
+    cfg = settings()
+    filled = local_date(order.compounded_at, cfg.timezone) if order.compounded_at else today()
+    return LabelData(
+        pharmacy_name=cfg.pharmacy_name, pharmacy_address=cfg.pharmacy_address, pharmacy_phone=cfg.pharmacy_phone,
+        patient_name=f"{view.patient.first_name} {view.patient.last_name}", rx_number=rx.rx_number,
+        fill_text="Original fill" if order.fill_number == 0 else f"Refill {order.fill_number}",
+        product=view.product, directions=rx.directions,
+        quantity=rx_rules.quantity_text(formula.form, order.quantity), days_supply=order.days_supply,
+        refills_left=view.refills_left, prescriber=rx.prescriber.display_name, date_filled=filled,
+        lot_number=order.lot_number, bud=order.bud, storage=storage_text(formula.usp_category, formula.storage),
+        warning=_opioid_warning(), cap_note=order.cap_note, chart=view.chart,
+    )
+
+
+def _styles(base: float) -> dict[str, ParagraphStyle]:
+    return {
+        "small": ParagraphStyle("small", fontName="Helvetica", fontSize=base - 1.5, leading=base + 0.5),
+        "body": ParagraphStyle("body", fontName="Helvetica", fontSize=base, leading=base + 2.5),
+        "bold": ParagraphStyle("bold", fontName="Helvetica-Bold", fontSize=base, leading=base + 2.5),
+        "big": ParagraphStyle("big", fontName="Helvetica-Bold", fontSize=base + 3, leading=base + 6),
+        "title": ParagraphStyle("title", fontName="Helvetica-Bold", fontSize=base + 5, leading=base + 9),
+        "warn": ParagraphStyle("warn", fontName="Helvetica-Bold", fontSize=base + 0.5, leading=base + 3,
+                               textColor=colors.white),
+    }
+
+
+_UNIT = re.compile(r"(\d) (mg/mL|mg|mL|capsules?|days?)\b")
+
+
+def _keep(text: object) -> str:
+    """Escaped (Paragraph reads markup; names and directions are typed by people), and a number never
+    wraps away from its unit: "1.5 / mg" on two lines is how doses get misread (ISMP)."""
+    return _UNIT.sub("\\1\u00a0\\2", escape(str(text)))
+
+
+def _p(text: object, style: ParagraphStyle) -> Paragraph:
+    return Paragraph(_keep(text), style)
+
+
+def _kv(label: str, value: object, s: dict[str, ParagraphStyle]) -> Paragraph:
+    return Paragraph(f"<b>{escape(label)}:</b> {_keep(value)}", s["body"])
+
+
+def render_label(data: LabelData) -> bytes:
+    """A 4 × 6 inch label; a titration chart that does not fit continues on a second label."""
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=LABEL_SIZE, leftMargin=0.2 * inch, rightMargin=0.2 * inch,
+                            topMargin=0.2 * inch, bottomMargin=0.2 * inch,
+                            title=f"Label {data.rx_number} lot {data.lot_number}", author=data.pharmacy_name)
+    s = _styles(8.5)
+    width = LABEL_SIZE[0] - 0.4 * inch - 12  # the frame keeps 6 pt of padding each side
+    warning = Table([[_p(data.warning, s["warn"])]], colWidths=[width])
+    warning.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.black),
+                                 ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 4)]))
+    story = [
+        _p(data.pharmacy_name, s["bold"]),
+        _p(f"{data.pharmacy_address} · {data.pharmacy_phone}", s["small"]),
+        Spacer(1, 4),
+        Table([[_p(f"Rx {data.rx_number}", s["bold"]), _p(f"Filled {rx_rules.format_date(data.date_filled)}", s["body"])]],
+              colWidths=[width * 0.5, width * 0.5],
+              style=[("LINEABOVE", (0, 0), (-1, 0), 0.75, colors.black), ("LEFTPADDING", (0, 0), (-1, -1), 0)]),
+        _p(data.patient_name, s["big"]),
+        _p(data.product, s["title"]),
+        Spacer(1, 2),
+        _p(data.directions, s["big"]),
+        Spacer(1, 4),
+        _kv("Quantity", f"{data.quantity} ({data.days_supply} days)", s),
+        _kv("Refills left", data.refills_left, s),
+        _kv("Prescriber", data.prescriber, s),
+        _kv("Lot", data.lot_number, s),
+        _kv("Do not use after (BUD)", rx_rules.format_date(data.bud), s),
+        _kv("Storage", data.storage, s),
+        Spacer(1, 4),
+        warning,
+    ]
+    if data.cap_note:
+        story += [Spacer(1, 3), _p(data.cap_note, s["small"])]
+    if data.chart:
+        rows = [[_p("Dates", s["bold"]), _p("Each day", s["bold"]), _p("Dose", s["bold"])]]
+        rows += [[_p(d, s["body"]), _p(a, s["body"]), _p(m, s["body"])] for d, a, m in data.chart]
+        chart = Table(rows, colWidths=[width * 0.5, width * 0.27, width * 0.23], repeatRows=1)
+        chart.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black),
+                                   ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
+                                   ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5)]))
+        story += [Spacer(1, 5), KeepTogether([_p("Titration chart: follow the dates", s["bold"]), chart])]
+    doc.build(story)
+    return buf.getvalue()
+
+
+def label_pdf(actor: Actor, order_id: int) -> bytes:
+    return render_label(label_data(actor, order_id))
+
+
+# ---- the compounding record ---------------------------------------------------------------------------
+
+
+def record_view(actor: Actor, order_id: int) -> services.OrderView:
+    """The compounding record page's data (the same order view, audited as a record read)."""
+    view = services.order_view(actor, order_id, audit_action="order.record")
+    if view.order.compounded_at is None:
+        raise Conflict("There is no compounding record yet: the order has not been compounded.")
+    return view
+
+
+def record_pdf(actor: Actor, order_id: int) -> bytes:
+    """The USP <795> compounding record of one batch, as a Letter page to sign and file."""
+    view = record_view(actor, order_id)
+    order, rx, formula = view.order, view.rx, view.formula
+    assert formula is not None
+    cfg = settings()
+    tz = cfg.timezone
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=LETTER, leftMargin=0.7 * inch, rightMargin=0.7 * inch,
+                            topMargin=0.6 * inch, bottomMargin=0.6 * inch,
+                            title=f"Compounding record {order.lot_number}", author=cfg.pharmacy_name)
+    s = _styles(10)
+    width = LETTER[0] - 1.4 * inch - 12
+
+    def when(value: object) -> str:
+        return value.astimezone(tz).strftime("%b %-d, %Y %-I:%M %p") if value else "—"  # type: ignore[attr-defined]
+
+    def grid(rows: list[list[object]], widths: list[float], header: bool = True) -> Table:
+        cells = [[c if isinstance(c, Paragraph) else _p(c, s["small"] if header and i else s["body"])
+                  for c in row] for i, row in enumerate(rows)]
+        t = Table(cells, colWidths=widths, repeatRows=1 if header else 0)
+        style = [("GRID", (0, 0), (-1, -1), 0.5, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP")]
+        if header:
+            style.append(("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey))
+        t.setStyle(TableStyle(style))
+        return t
+
+    if order.qc_yield_pct is None:
+        qc = "Not checked yet"
+    else:
+        verdict = "passed" if order.qc_passed else "FAILED"
+        qc = f"{rx_rules.format_amount(order.qc_yield_pct)}% yield (95–105% passes): {verdict}"
+    facts = [
+        ["Formula", f"{formula.name} ({formula.code})"],
+        ["Strength and form", view.product],
+        ["USP <795> category", rules.CATEGORY_LABELS[formula.usp_category]],
+        ["Date compounded", when(order.compounded_at)],
+        ["Rx number / fill", f"{rx.rx_number} / {'original' if order.fill_number == 0 else 'refill ' + str(order.fill_number)}"],
+        ["Batch lot number", order.lot_number or "—"],
+        ["Patient", f"{view.patient.last_name}, {view.patient.first_name}"],
+        ["Quantity to make", rx_rules.quantity_text(formula.form, order.quantity)],
+        ["Total quantity made", rx_rules.quantity_text(formula.form, order.quantity_made) if order.quantity_made else "—"],
+        ["Beyond-use date", f"{rx_rules.format_date(order.bud)} ({formula.bud_reference}; "
+                            f"{rules.BUD_DAYS[formula.usp_category]} days, or the earliest ingredient expiry)"
+         if order.bud else "—"],
+        ["Storage", storage_text(formula.usp_category, formula.storage)],
+        ["Container", formula.container],
+    ]
+    ingredients = [["Ingredient", "Supplier", "Lot", "Expiry", "Quantity used"]]
+    ingredients += [[u.ingredient_lot.ingredient_name, u.ingredient_lot.supplier, u.ingredient_lot.lot_number,
+                     rx_rules.format_date(u.ingredient_lot.expiry_date),
+                     f"{rx_rules.format_amount(u.quantity_used)} {u.unit}"] for u in view.lots]
+    people = [["Step", "Who", "When"],
+              ["Verified", view.name(order.verified_by_id), when(order.verified_at)],
+              ["Compounded", view.name(order.compounded_by_id), when(order.compounded_at)],
+              ["Checked", view.name(order.checked_by_id), when(order.checked_at)],
+              ["Released", view.name(order.released_by_id), when(order.released_at)]]
+    quality = [["Quality check", qc],
+               ["Checks required", formula.quality_checks or "—"],
+               ["QC notes", order.qc_notes or "—"],
+               ["Deviations", order.deviations or "None recorded"]]
+    story = [
+        _p(cfg.pharmacy_name, s["title"]),
+        _p(f"{cfg.pharmacy_address} · {cfg.pharmacy_phone}", s["small"]),
+        Spacer(1, 8),
+        _p(f"Compounding record · batch {order.lot_number}", s["big"]),
+        Spacer(1, 6),
+        grid(facts, [width * 0.28, width * 0.72], header=False),
+        Spacer(1, 10), _p("Ingredients", s["bold"]),
+        grid(ingredients, [width * 0.32, width * 0.16, width * 0.16, width * 0.16, width * 0.2]),
+        Spacer(1, 10), _p("Method and equipment (master formulation record)", s["bold"]),
+        _p(formula.method, s["body"]),
+        _p(f"Equipment: {formula.equipment or '—'}", s["body"]),
+        Spacer(1, 10), _p("Quality", s["bold"]),
+        grid(quality, [width * 0.28, width * 0.72], header=False),
+        Spacer(1, 10), _p("People", s["bold"]),
+        grid(people, [width * 0.2, width * 0.45, width * 0.35]),
+        Spacer(1, 18),
+        _p("Reviewed by the pharmacist before release: signature ______________________  date ____________", s["body"]),
+    ]
+    if order.cap_note:
+        story[6:6] = [Spacer(1, 4), _p(order.cap_note, s["small"])]
+    doc.build(story)
+    return buf.getvalue()
