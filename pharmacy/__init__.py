@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from pharmacy.config import load_settings
 from pharmacy.core.clock import Clock, SystemClock
@@ -74,9 +75,18 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     app.extensions["pharmacy.settings"] = settings
     app.extensions["pharmacy.clock"] = clock or SystemClock()
 
+    app.url_map.converters["int"] = Id32Converter
     _init_extensions(app)
     _register_features(app)
     return app
+
+
+class Id32Converter(IntegerConverter):
+    """`<int:…>` in every route: ids beyond a 32-bit integer are simply "not found", never a 500 from the driver."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def _engine_options(url: str) -> dict[str, Any]:
@@ -98,7 +108,16 @@ def _init_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     limiter.init_app(app)
-    api.init_app(app, spec_kwargs={"info": {"description": "JSON API over the same services as the dashboard."}})
+    api.init_app(app, spec_kwargs={
+        "info": {"description": "JSON API over the same services as the dashboard. Authenticate with "
+                                "`Authorization: Bearer <token>` (API tokens page); the refill-request "
+                                "endpoint also accepts a patient's signed link with their date of birth."},
+        "security": [{"bearerAuth": []}],
+    })
+    from pharmacy.core.schemas import DecimalString
+
+    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    api.register_field(DecimalString, "string", "decimal")
     security.init_app(app)
     uow.init_app(app)
     error_handlers.register(app)

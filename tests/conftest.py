@@ -28,6 +28,16 @@ T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its production cost takes most of a second per hash; tests need the behaviour, not the cost."""
+    from argon2 import PasswordHasher
+
+    from pharmacy.core import passwords
+
+    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+
+
 def pg_url() -> str:
     url = PG_URL
     if url.startswith("postgres://"):

@@ -274,8 +274,15 @@ def checker_must_differ(compounded_by_id: int | None, checked_by_id: int) -> Non
         raise Forbidden("The final check must be done by a pharmacist other than the one who compounded.")
 
 
+def lot_prefix_range(compounded_on: date) -> tuple[str, str]:
+    """[low, high) bounds of every lot number of a day: an index range scan, unlike LIKE 'L261123%'."""
+    prefix = f"L{compounded_on:%y%m%d}-"
+    return prefix, prefix[:-1] + "."  # "." sorts right after "-"
+
+
 def lot_number(compounded_on: date, sequence: int) -> str:
-    """"L261123-007": the compounding date (YYMMDD) and the batch's 3-digit number that day."""
-    if isinstance(sequence, bool) or not 1 <= sequence <= 999:
-        raise ValueError(f"the daily batch sequence must be 1–999, got {sequence!r}")
+    """"L261123-007": the compounding date (YYMMDD) and the batch's number that day (at least 3 digits;
+    a chain past 999 batches a day gets "L261123-1000")."""
+    if isinstance(sequence, bool) or not 1 <= sequence <= 9999:
+        raise ValueError(f"the daily batch sequence must be 1–9999, got {sequence!r}")
     return f"L{compounded_on:%y%m%d}-{sequence:03d}"

@@ -290,8 +290,10 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
                                 days_supply=order.days_supply, bud_days=usable_days, steps=steps_ahead(rx))
         order.quantity, order.days_supply, order.cap_note = plan.quantity, plan.days_supply, plan.note
         order.price_cents = pricing.quote(formula.id, plan.quantity, order.delivery_method).price_cents
-    prefix = rules.lot_number(day, 1)[:8]  # "L261123-"
-    taken = db.session.execute(sa.select(Order.lot_number).where(Order.lot_number.like(prefix + "%"))).scalars().all()
+    low, high = rules.lot_prefix_range(day)
+    taken = db.session.execute(
+        sa.select(Order.lot_number).where(Order.lot_number >= low, Order.lot_number < high)
+    ).scalars().all()
     sequence = max((int(n[8:]) for n in taken if n and n[8:].isdigit()), default=0) + 1
     if remake:
         order.lots_used.clear()
@@ -514,6 +516,11 @@ def cancel_order(actor: Actor, order_id: int, reason: str, *, _system_cascade: b
     from pharmacy.reminders import outbox
 
     outbox.cancel_notices(order_id=order.id, reason="order cancelled")
+    if not _system_cascade:
+        # The refill the patient was waiting for is not coming: their reminders come back.
+        from pharmacy.reminders import planning
+
+        planning.replan_prescription(order.prescription_id)
     return order
 
 

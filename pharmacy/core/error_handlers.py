@@ -60,9 +60,8 @@ def register(app: Flask) -> None:
         if wants_json():
             data = getattr(exc, "data", None) or {}
             messages = data.get("messages") if isinstance(data, dict) else None
-            return json_error(
-                status, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name, messages
-            )
+            code = "validation_failed" if status == 422 else (exc.name or "error").lower().replace(" ", "_")
+            return json_error(status, code, exc.description or exc.name, messages)
         return html_error(status, TITLES.get(status, exc.name or "Error"), exc.description or "")
 
     @app.errorhandler(OperationalError)

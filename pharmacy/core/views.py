@@ -72,6 +72,27 @@ def logout() -> Any:
     return redirect(url_for("auth.login"))
 
 
+# Pages that belong to a menu item other than their blueprint's first one.
+SECTION_OF = {
+    "compounding.formulas": ("compounding.formula", "compounding.lots", "compounding.receive_lot",
+                             "compounding.recall", "compounding.recall_csv"),
+    "compounding.queue": ("compounding.order", "compounding.record", "compounding.transition"),
+    "billing.prices": ("billing.quote",),
+    "patients.index": ("patients.", "prescriptions.", "billing.patient_costs"),
+}
+
+
+def _is_active(item: str) -> bool:
+    current = request.endpoint or ""
+    if current == item:
+        return True
+    claimed = [e for ends in SECTION_OF.values() for e in ends]
+    if item in SECTION_OF:
+        return any(current == e or (e.endswith(".") and current.startswith(e)) for e in SECTION_OF[item])
+    owner = any(current == e or (e.endswith(".") and current.startswith(e)) for e in claimed)
+    return not owner and current.split(".")[0] == item.split(".")[0] and item not in SECTION_OF
+
+
 def init_app(app: Flask) -> None:
     from pharmacy.core.admin_views import bp as admin_bp
 
@@ -89,7 +110,7 @@ def init_app(app: Flask) -> None:
                 if permission is None or allows(current_user.role, permission):
                     items.append(
                         {"label": label, "url": url_for(endpoint),
-                         "active": (request.endpoint or "").split(".")[0] == endpoint.split(".")[0]}
+                         "active": _is_active(endpoint)}
                     )
         return {
             "pharmacy_name": cfg.pharmacy_name,

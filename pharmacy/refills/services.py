@@ -68,10 +68,10 @@ def rx_facts(rx_ids: Iterable[int], *, with_requests: bool = True) -> dict[int, 
             Order.prescription_id,
             sa.func.sum(sa.case((Order.state.in_(OPEN_ORDER_STATES), 1), else_=0)),
             sa.func.sum(sa.case((not_cancelled, 1), else_=0)),
-            sa.func.sum(sa.case((sa.and_(not_cancelled, Order.fill_number > 0), 1), else_=0)),
         ).where(Order.prescription_id.in_(ids)).group_by(Order.prescription_id)
     ).all()
-    orders = {rx_id: (int(o or 0), int(f or 0), int(u or 0)) for rx_id, o, f, u in rows}
+    # Refills used = fills not cancelled, less the original (prescriptions.services.refills_used).
+    orders = {rx_id: (int(o or 0), int(f or 0), max(int(f or 0) - 1, 0)) for rx_id, o, f in rows}
     open_requests: set[int] = set()
     if with_requests:
         open_requests = set(db.session.execute(

@@ -277,8 +277,9 @@ def _history_fill(rx: Prescription, formula: Formula, fill_number: int, dispense
     quantity = rx.quantity if fill_number == 0 else _maintenance_quantity(rx, formula)
     days = rx.days_supply
     q = quote(formula.id, quantity, rx.patient.delivery_preference)
+    low, high = comp_rules.lot_prefix_range(compounded_on)
     seq = db.session.execute(sa.select(sa.func.count()).select_from(Order).where(
-        Order.lot_number.like(comp_rules.lot_number(compounded_on, 1)[:8] + "%"))).scalar_one() + 1
+        Order.lot_number >= low, Order.lot_number < high)).scalar_one() + 1
     pharmacist, checker, tech = users["pharmacist"].id, users["pharmacist2"].id, users["technician"].id
     order = Order(
         prescription_id=rx.id, patient_id=rx.patient_id, fill_number=fill_number, state=OrderState.DISPENSED,

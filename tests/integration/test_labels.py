@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from flask import Flask
 from pypdf import PdfReader
 
@@ -23,14 +22,6 @@ from pharmacy.core.errors import Conflict, Forbidden
 from pharmacy.extensions import db
 from pharmacy.prescriptions.rules import OPIOID_LABEL_WARNING, Form
 from tests import factories
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Staff accounts are made per test: cheap Argon2 parameters keep that quick (the hashes still verify)."""
-    from pharmacy.core import passwords
-
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 def pdf_text(data: bytes) -> str:

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from flask import Flask
 
 from pharmacy.compounding import recall
@@ -25,14 +24,6 @@ from pharmacy.prescriptions.rules import Form
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
 from tests import factories
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Staff accounts are made per test: cheap Argon2 parameters keep that quick (the hashes still verify)."""
-    from pharmacy.core import passwords
-
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 def lots_for(w: dict[str, Any], formula: Any = None) -> list[dict[str, Any]]:

@@ -366,3 +366,31 @@ def test_flask_reminders_due_says_what_goes_out_and_why_without_names(app: Flask
     assert late.startswith("3 email(s) due on 2026-12-12")  # two 7-day reminders and a renewal notice
     assert "late (was due 2026-12-10)" in late and "late (was due 2026-12-02)" in late
     assert other.id != order.id
+
+
+def test_cancelling_the_ordered_refill_brings_the_reminders_back(app_ctx, clock, staff) -> None:
+    """Ordering a refill cancels the pending reminders; cancelling that order must restore them."""
+    import sqlalchemy as sa
+
+    from pharmacy.compounding import services as orders
+    from pharmacy.extensions import db
+    from pharmacy.reminders.models import OutboxMessage
+    from pharmacy.reminders.rules import OutboxState
+    from tests import factories
+
+    w = factories.world(staff)
+    first = orders.start_fill(w["pharmacist"], w["rx"].id)
+    factories.run_order_to(w, first.id, "dispensed")
+    clock.advance(__import__("datetime").timedelta(days=20))
+
+    def pending() -> set[str]:
+        return set(db.session.execute(sa.select(OutboxMessage.dedupe_key).where(
+            OutboxMessage.order_id == first.id, OutboxMessage.state == OutboxState.PENDING)).scalars())
+
+    planned = pending()
+    assert planned, "a dispensed fill has reminders"
+    refill = orders.start_fill(w["pharmacist"], w["rx"].id)
+    assert pending() == set()
+    orders.cancel_order(w["pharmacist"], refill.id, "Patient will pick up next month")
+    assert pending(), "the reminders of the still-current fill are back"
+    assert {k.rsplit(":", 1)[1] for k in pending()} <= {k.rsplit(":", 1)[1] for k in planned} | {"overdue"}

@@ -290,6 +290,7 @@ def test_lot_number() -> None:
     assert c.lot_number(DAY, 7) == "L261123-007"
     assert c.lot_number(date(2027, 1, 2), 1) == "L270102-001"
     assert c.lot_number(date(2027, 1, 2), 999) == "L270102-999"
-    for bad in (0, -1, 1000, True):
-        with pytest.raises(ValueError, match="1–999"):
+    assert c.lot_number(date(2027, 1, 2), 1000) == "L270102-1000"
+    for bad in (0, -1, 10000, True):
+        with pytest.raises(ValueError, match="1–9999"):
             c.lot_number(DAY, bad)

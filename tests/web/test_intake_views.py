@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
@@ -34,12 +33,6 @@ from tests.conftest import login
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Staff accounts are made per test: cheap Argon2 parameters keep that quick (the hashes still verify)."""
-    from pharmacy.core import passwords
-
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 def build(app: Flask, staff: dict, **kw: Any) -> dict[str, Any]:

@@ -8,9 +8,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from pypdf import PdfReader
@@ -23,14 +21,6 @@ from pharmacy.extensions import db
 from tests import factories
 from tests.conftest import login
 from tests.web.test_intake_views import build, field_error, labels_cover_inputs, queries, run, text
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Staff accounts are made per test: cheap Argon2 parameters keep that quick (the hashes still verify)."""
-    from pharmacy.core import passwords
-
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 def as_user(client: FlaskClient, who: Any) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from pypdf import PdfReader
@@ -19,14 +18,6 @@ from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from tests import factories
 from tests.web.test_intake_views import build, count, run
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Staff accounts are made per test: cheap Argon2 parameters keep that quick (the hashes still verify)."""
-    from pharmacy.core import passwords
-
-    monkeypatch.setattr(passwords, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
 @pytest.fixture
