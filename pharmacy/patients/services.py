@@ -122,8 +122,66 @@ def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
         sa.select(SideEffectEntry).where(SideEffectEntry.patient_id == patient_id)
         .order_by(SideEffectEntry.noted_on.desc(), SideEffectEntry.id.desc()).limit(20)
     ).scalars())
+    _add_timeline(record)
+    _add_messages_and_requests(record)
+    if actor.can(Permission.VIEW_BILLING):
+        from pharmacy.billing.services import patient_cost_summary
+
+        record.extra["costs"] = patient_cost_summary(actor, patient_id)
     audit.record(actor, "patient.view", patient_id=patient_id, entity=("patient", patient_id))
     return record
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One active prescription's supply: when it was dispensed, runs out, and must be ordered by."""
+
+    rx: Prescription
+    dispensed_on: Any
+    run_out: Any
+    order_by: Any
+    in_progress: Order | None
+
+
+def _add_timeline(record: PatientRecord) -> None:
+    from pharmacy.compounding.rules import DeliveryMethod, OrderState
+    from pharmacy.core.context import business_calendar, settings
+    from pharmacy.prescriptions.rules import RxStatus
+    from pharmacy.refills import rules as refill_rules
+
+    rows = []
+    for rx in record.prescriptions:
+        if rx.status != RxStatus.ACTIVE:
+            continue
+        orders = record.orders.get(rx.id, [])
+        last = max((o for o in orders if o.state == OrderState.DISPENSED and o.dispensed_on),
+                   key=lambda o: o.fill_number, default=None)
+        open_order = next((o for o in orders if o.state not in (OrderState.DISPENSED, OrderState.CANCELLED)), None)
+        if last is None:
+            rows.append(TimelineRow(rx, None, None, None, open_order))
+            continue
+        shipping = record.patient.shipping_days if last.delivery_method == DeliveryMethod.SHIP else 0
+        line = refill_rules.timeline(last.dispensed_on, last.days_supply, shipping_days=shipping,
+                                     buffer_days=settings().safety_buffer_days,
+                                     lead_time_business_days=rx.formula.lead_time_business_days,
+                                     calendar=business_calendar())
+        rows.append(TimelineRow(rx, line.dispensed_on, line.run_out, line.order_by, open_order))
+    record.extra["timeline"] = rows
+
+
+def _add_messages_and_requests(record: PatientRecord) -> None:
+    from pharmacy.refills.models import RefillRequest
+    from pharmacy.reminders.models import OutboxMessage
+
+    pid = record.patient.id
+    record.extra["messages"] = list(db.session.execute(
+        sa.select(OutboxMessage).where(OutboxMessage.patient_id == pid)
+        .order_by(OutboxMessage.due_at.desc(), OutboxMessage.id.desc()).limit(15)
+    ).scalars())
+    record.extra["requests"] = list(db.session.execute(
+        sa.select(RefillRequest).where(RefillRequest.patient_id == pid)
+        .order_by(RefillRequest.requested_at.desc()).limit(10)
+    ).scalars())
 
 
 PATIENT_FIELDS = (

@@ -82,7 +82,11 @@ def new() -> Any:
 @bp.get(f"/<{ID}:patient_id>")
 @staff_required
 def detail(patient_id: int) -> Any:
-    return render_template("patients/detail.html", record=services.patient_record(current_actor(), patient_id))
+    from pharmacy.core.context import today
+    from pharmacy.patients.rules import LABELS
+
+    return render_template("patients/detail.html", record=services.patient_record(current_actor(), patient_id),
+                           today_date=today(), side_effect_choices=[(k.value, v) for k, v in LABELS.items()])
 
 
 @bp.route(f"/<{ID}:patient_id>/edit", methods=["GET", "POST"])
@@ -108,3 +112,20 @@ def edit(patient_id: int) -> Any:
                   "success")
             return redirect(url_for("patients.detail", patient_id=patient_id))
     return _render_form(patient=patient, form=form, errors=errors, status=422)
+
+
+@bp.post(f"/<{ID}:patient_id>/side-effects")
+@staff_required
+def add_side_effect(patient_id: int) -> Any:
+    """Log a side effect; the suggested action (DOMAIN.md) is shown with it on the patient page."""
+    from pharmacy.patients.schemas import SideEffectInSchema
+
+    values = form_values(request.form)
+    values["persistent"] = bool(request.form.get("persistent"))
+    data, errors = load(SideEffectInSchema(), values)
+    if data is None:
+        raise ValidationFailed("The side effect was not recorded.", fields=errors)
+    entry = services.add_side_effect(current_actor(), patient_id, data)
+    flash("Side effect recorded." + (f" Suggested: {entry.suggested_action}" if entry.suggested_action else ""),
+          "success")
+    return redirect(url_for("patients.detail", patient_id=patient_id, _anchor="side-effects"))

@@ -116,3 +116,6 @@ ROUTES: list[Route] = [
     api_route("prescriptions-api.discontinue", lambda w: f"/api/v1/prescriptions/{RX(w)}/discontinue",
               method="POST", **PHARMACIST_ONLY, data=lambda w: {"reason": "Stopped by the prescriber"}),
 ]
+
+ROUTES.append(staff_page("patients.add_side_effect", lambda w: f"/patients/{w['patient'].id}/side-effects",
+                         method="POST", admin="forbidden", data=lambda w: {"effect": "nausea", "note": "week one"}))
