@@ -10,14 +10,19 @@
    the measured path is the real `delivery.claim_batch` called until nothing is due (claims are then
    put back, so every repetition claims the same rows). A second baseline does the same claim work in
    hand-written SQL (select 50 due ids, one UPDATE … WHERE id IN (…) AND state = 'pending', commit),
-   to separate the cost of claiming (writes, commits) from the cost of the function.
-2. Re-planning. `bulk_planning.replan_all` over every active prescription's latest fill, under a
-   settings change that moves every pending reminder (send hour 10 → 11), then back. The baseline is
-   the existing per-fill path (`planning.plan_for_order`) timed on a sample and scaled to all fills.
+   to separate the cost of claiming (writes, commits) from the cost of the function; and the claim as it
+   was before (`legacy_claim_batch`: one UPDATE per row on SQLite, SELECT … FOR UPDATE then UPDATE on
+   PostgreSQL) is timed in the same run for the before/after comparison.
+2. Re-planning. The real command, `flask reminders replan` (bulk_planning.replan_all, batches of 5,000,
+   a progress bar), run as its own process under a settings change that moves every pending reminder
+   (send hour 10 → 11), then back; its wall time and peak RSS. The baseline is the per-fill path
+   (`planning.plan_for_order`, what the command ran before) timed on a sample and scaled to all fills.
 """
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -26,7 +31,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import click
 import sqlalchemy as sa
 
 from benchmarks import common
@@ -77,32 +81,35 @@ def raw_claim(db: Any, pg: bool, at: Any, batch: int) -> int:
         db.session.commit()
 
 
-def proposed_claim_batch(worker: str, *, limit: int = 50, lease: timedelta = timedelta(minutes=5)) -> list[int]:
-    """The claim proposed for delivery.claim_batch: one statement per batch on both databases.
-
-    UPDATE outbox SET state='sending', lease_until=…, claimed_by=… WHERE id IN (SELECT id … due … ORDER BY
-    next_attempt_at, id LIMIT n [FOR UPDATE SKIP LOCKED]) AND state='pending' RETURNING id, next_attempt_at.
-    The UPDATE's own condition keeps claims exclusive on SQLite (as the per-row UPDATEs do today); SKIP LOCKED
-    in the subquery keeps several PostgreSQL schedulers apart (as the SELECT … FOR UPDATE does today).
-    """
+def legacy_claim_batch(worker: str, *, limit: int = 50, lease: timedelta = timedelta(minutes=5)) -> list[int]:
+    """delivery.claim_batch as it was before (kept here for the before/after figure): select the due ids, then
+    one UPDATE per row on SQLite (the row count says who won it), or SELECT … FOR UPDATE SKIP LOCKED then one
+    UPDATE … WHERE id IN (…) on PostgreSQL; commit."""
     from pharmacy.core.context import now
     from pharmacy.extensions import db
     from pharmacy.reminders.models import OutboxMessage
     from pharmacy.reminders.rules import OutboxState
 
     t = now()
-    table = OutboxMessage.__table__
-    due = (sa.select(table.c.id)
-           .where(table.c.state == OutboxState.PENDING, table.c.next_attempt_at <= t)
-           .order_by(table.c.next_attempt_at, table.c.id).limit(limit))
+    due = (sa.select(OutboxMessage.id)
+           .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= t)
+           .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit))
+    claim = {"state": OutboxState.SENDING, "lease_until": t + lease, "claimed_by": worker}
     if db.session.get_bind().dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    rows = db.session.execute(
-        sa.update(table).where(table.c.id.in_(due.scalar_subquery()), table.c.state == OutboxState.PENDING)
-        .values(state=OutboxState.SENDING, lease_until=t + lease, claimed_by=worker)
-        .returning(table.c.id, table.c.next_attempt_at)).all()
+        ids = list(db.session.execute(due.with_for_update(skip_locked=True)).scalars())
+        if ids:
+            db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(**claim)
+                               .execution_options(synchronize_session=False))
+    else:
+        ids = []
+        for row_id in db.session.execute(due).scalars().all():
+            result = db.session.execute(
+                sa.update(OutboxMessage).where(OutboxMessage.id == row_id, OutboxMessage.state == OutboxState.PENDING)
+                .values(**claim).execution_options(synchronize_session=False))
+            if result.rowcount == 1:
+                ids.append(row_id)
     db.session.commit()
-    return [r.id for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))]
+    return ids
 
 
 def release(db: Any) -> int:
@@ -158,22 +165,22 @@ def claim_round(app: Any, clock: Any, at: Any, repeat: int) -> dict[str, Any]:
         claimed = product()
         release(db)
 
-        def proposed_then_release() -> int:
+        def legacy_then_release() -> int:
             t0 = time.perf_counter()
             n = 0
             while True:
-                ids = proposed_claim_batch(WORKER, limit=delivery.BATCH_SIZE)
+                ids = legacy_claim_batch(WORKER, limit=delivery.BATCH_SIZE)
                 if not ids:
                     break
                 n += len(ids)
-            proposed_then_release.elapsed.append(time.perf_counter() - t0)  # type: ignore[attr-defined]
+            legacy_then_release.elapsed.append(time.perf_counter() - t0)  # type: ignore[attr-defined]
             release(db)
             return n
 
-        proposed_then_release.elapsed = []  # type: ignore[attr-defined]
-        common.timed(proposed_then_release, repeat=repeat)
-        prop = proposed_then_release.elapsed[1:]  # type: ignore[attr-defined]
-        proposed_t = sorted(prop)[len(prop) // 2]
+        legacy_then_release.elapsed = []  # type: ignore[attr-defined]
+        common.timed(legacy_then_release, repeat=repeat)
+        prop = legacy_then_release.elapsed[1:]  # type: ignore[attr-defined]
+        legacy_t = sorted(prop)[len(prop) // 2]
 
         def raw_then_release() -> int:
             t0 = time.perf_counter()
@@ -191,30 +198,41 @@ def claim_round(app: Any, clock: Any, at: Any, repeat: int) -> dict[str, Any]:
             "raw_sql_claim_ms": round(raw_t * 1000, 2),
             "ratio_vs_bare_select": round(claim_t / bare_t, 2) if bare_t else None,
             "ratio_vs_raw_sql_claim": round(claim_t / raw_t, 2) if raw_t else None,
-            "proposed_claim_ms": round(proposed_t * 1000, 2),
-            "proposed_ratio_vs_bare_select": round(proposed_t / bare_t, 2) if bare_t else None,
-            "proposed_us_per_due_row": round(proposed_t / due * 1e6, 1) if due else None,
+            "legacy_claim_ms": round(legacy_t * 1000, 2),
+            "legacy_ratio_vs_bare_select": round(legacy_t / bare_t, 2) if bare_t else None,
+            "legacy_us_per_due_row": round(legacy_t / due * 1e6, 1) if due else None,
             "claim_us_per_due_row": round(claim_t / due * 1e6, 1) if due else None,
+            "batches": -(-claimed // delivery.BATCH_SIZE),
             "query_plan": plan}
 
 
-def replan_round(bdb: common.BenchDB, hour: int) -> dict[str, Any]:
-    """One full re-plan in a fresh app whose settings send at `hour` (a child of this process's env)."""
-    os.environ["REMINDER_SEND_HOUR"] = str(hour)
-    app = common.app_for(bdb)
-    from pharmacy.extensions import db
-    from pharmacy.reminders import bulk_planning
+REPLAN_LINE = re.compile(
+    r"(?P<prescriptions>\d+) prescription\(s\), (?P<fills>\d+) fill\(s\) re-planned \((?P<blocked>\d+) left alone.*?"
+    r"(?P<added>\d+) added, (?P<moved>\d+) moved, (?P<revived>\d+) restored, (?P<cancelled>\d+) cancelled; "
+    r"(?P<renewal_tasks>\d+) renewal task")
 
-    with app.app_context():
-        total = bulk_planning.active_prescriptions()
-        t0 = time.perf_counter()
-        with click.progressbar(length=total, label=f"Re-planning (send hour {hour})", file=sys.stderr) as bar:
-            report = bulk_planning.replan_all(on_progress=bar.update)
-        seconds = time.perf_counter() - t0
-        db.session.remove()
-        db.engine.dispose()
-    return {"send_hour": hour, "seconds": round(seconds, 1), "peak_rss_mb": round(common.peak_rss_mb(), 1),
-            **{k: v for k, v in vars(report).items()}}
+
+def replan_round(bdb: common.BenchDB, hour: int, batch_size: int) -> dict[str, Any]:
+    """One full re-plan: `flask reminders replan` as its own process, under settings that send at `hour`."""
+    cmd = [common.PY, "-m", "flask", "--app", "benchmarks.bench_app:create_app", "reminders", "replan",
+           "--batch-size", str(batch_size)]
+    env = bdb.env(bdb.at(12), REMINDER_SEND_HOUR=str(hour))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=common.ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # until the command exits
+    _, status, usage = os.wait4(proc.pid, 0)  # reaped here, for its own peak RSS
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stdout.close()
+    if proc.returncode != 0:
+        raise SystemExit(f"flask reminders replan failed ({proc.returncode}):\n{out}")
+    found = REPLAN_LINE.search(out)
+    if found is None:
+        raise SystemExit(f"flask reminders replan said:\n{out}")
+    print(out.strip().splitlines()[-1], file=sys.stderr)
+    return {"send_hour": hour, "seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "batch_size": batch_size, "command": " ".join(cmd[2:]), **{k: int(v) for k, v in found.groupdict().items()}}
 
 
 def per_fill_baseline(bdb: common.BenchDB, sample: int = 1000) -> dict[str, Any]:
@@ -247,6 +265,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--skip-replan", action="store_true")
     p.add_argument("--skip-claims", action="store_true", help="only the re-plan (keeps the claims of the last run)")
+    p.add_argument("--batch-size", type=int, default=5000, help="flask reminders replan --batch-size")
     a = p.parse_args()
     bdb = common.prepare(a.db, a.patients, seed=a.seed, fresh=a.fresh)
     from pharmacy.core.clock import FixedClock
@@ -272,18 +291,18 @@ def main() -> None:
         db.session.remove()
         db.engine.dispose()
     rows = [[c["at"][:16], f"{c['stored_rows']:,}", f"{c['due']:,}", c["bare_select_ms"], c["raw_sql_claim_ms"],
-             c["claim_batch_ms"], c["ratio_vs_bare_select"], c["claim_us_per_due_row"], c["proposed_claim_ms"],
-             c["proposed_ratio_vs_bare_select"], c["proposed_us_per_due_row"]]
+             c["claim_batch_ms"], c["ratio_vs_bare_select"], c["claim_us_per_due_row"], c["legacy_claim_ms"],
+             c["legacy_ratio_vs_bare_select"], c["legacy_us_per_due_row"]]
             for c in claims]
     print(f"\nClaiming due reminders ({a.db}, {a.patients:,} patients; target: claim ≤ 1.5× the bare select)")
     print(common.table(["now (UTC)", "outbox rows", "due", "bare select ms", "raw-SQL claim ms", "claim_batch ms",
-                        "× bare", "µs/due row", "proposed claim ms", "× bare", "µs/due row"], rows))
+                        "× bare", "µs/due row", "before: claim ms", "× bare", "µs/due row"], rows))
     print("query plan of the due scan:", " | ".join(claims[0]["query_plan"]))
     result: dict[str, Any] = {"patients": a.patients, "generator": bdb.meta.get("generator"), "claims": claims}
     common.save("reminders", a.db, result)  # the claims are kept even if the re-plan fails
     if not a.skip_replan:
-        moved = replan_round(bdb, 11)
-        back = replan_round(bdb, 10)
+        moved = replan_round(bdb, 11, a.batch_size)
+        back = replan_round(bdb, 10, a.batch_size)
         baseline = per_fill_baseline(bdb)
         result["replan"] = {"changed": moved, "restored": back, "per_fill_baseline": baseline}
         print(f"\nFull re-plan ({a.db}; target ≤ 60 s)")

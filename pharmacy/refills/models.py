@@ -28,6 +28,8 @@ class RefillRequest(db.Model):
             postgresql_where=sa.text("state IN ('open', 'awaiting_renewal')"),
         ),
         sa.Index("ix_refill_requests_state_requested", "state", "requested_at"),
+        # The queue page's "recently decided" list: ORDER BY decided_at DESC LIMIT n, read backwards from the end.
+        sa.Index("ix_refill_requests_decided", "decided_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

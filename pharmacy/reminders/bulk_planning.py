@@ -22,7 +22,7 @@ leaves them. tests/integration/test_bulk_planning.py checks the outcome row for 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
@@ -44,6 +44,7 @@ from pharmacy.reminders.rules import MessageKind, OutboxState
 RENEWAL_REASON = "no refills left or expires before run-out"  # the reason planning._write gives
 OPEN_RENEWAL_STATES = (RenewalState.NEEDED, RenewalState.SENT)
 VALUES_CHUNK = 1000  # rows per UPDATE … FROM (VALUES …): 2,000 parameters, inside every database's limits
+IN_CHUNK = 5000  # ids per IN (…) list: a batch may hold 50,000 prescriptions, SQLite allows 32,766 parameters
 
 
 @dataclass
@@ -139,13 +140,13 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
         return report
 
     existing: dict[int, list[Any]] = {}
-    for r in db.session.execute(
-        sa.select(OutboxMessage.id, OutboxMessage.order_id, OutboxMessage.dedupe_key, OutboxMessage.state,
-                  OutboxMessage.due_at, OutboxMessage.cancelled_reason)
-        .where(OutboxMessage.order_id.in_([f.order_id for f, _ in facts]),
-               OutboxMessage.kind.in_(list(planning.REMINDER_KINDS)))
-    ).all():
-        existing.setdefault(r.order_id, []).append(r)
+    for chunk in _chunks([f.order_id for f, _ in facts]):
+        for r in db.session.execute(
+            sa.select(OutboxMessage.id, OutboxMessage.order_id, OutboxMessage.dedupe_key, OutboxMessage.state,
+                      OutboxMessage.due_at, OutboxMessage.cancelled_reason)
+            .where(OutboxMessage.order_id.in_(chunk), OutboxMessage.kind.in_(list(planning.REMINDER_KINDS)))
+        ).all():
+            existing.setdefault(r.order_id, []).append(r)
 
     cancel: list[int] = []
     move: list[dict[str, Any]] = []
@@ -179,9 +180,9 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
             renewals[f.prescription_id] = (prescriber_id, f.patient_id)
 
     table = OutboxMessage.__table__
-    if cancel:
-        report.cancelled = _rowcount(db.session.execute(
-            sa.update(table).where(table.c.id.in_(cancel), table.c.state == OutboxState.PENDING)
+    for chunk in _chunks(cancel):
+        report.cancelled += _rowcount(db.session.execute(
+            sa.update(table).where(table.c.id.in_(chunk), table.c.state == OutboxState.PENDING)
             .values(state=OutboxState.CANCELLED, cancelled_reason="re-planned")))
     if db.session.get_bind().dialect.name == "postgresql":
         # UPDATE … FROM (VALUES …): a thousand rows a statement (SQLite has no column list for a VALUES alias).
@@ -224,10 +225,12 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
 
 def _ensure_renewal_tasks(wanted: dict[int, tuple[int, int]], t: Any) -> int:
     """`refills.ensure_renewal_task` for many prescriptions: one open task each (the partial unique index decides)."""
-    have = set(db.session.execute(
-        sa.select(RenewalRequest.prescription_id).where(
-            RenewalRequest.prescription_id.in_(list(wanted)), RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
-    ).scalars())
+    have: set[int] = set()
+    for chunk in _chunks(list(wanted)):
+        have.update(db.session.execute(
+            sa.select(RenewalRequest.prescription_id).where(
+                RenewalRequest.prescription_id.in_(chunk), RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
+        ).scalars())
     rows = [{"prescription_id": rx, "prescriber_id": prescriber, "patient_id": patient, "state": RenewalState.NEEDED,
              "reason": RENEWAL_REASON, "created_at": t}
             for rx, (prescriber, patient) in wanted.items() if rx not in have]
@@ -237,6 +240,11 @@ def _ensure_renewal_tasks(wanted: dict[int, tuple[int, int]], t: Any) -> int:
     # No conflict target: the arbiter is the partial unique index "one open renewal per prescription".
     result = db.session.execute(_insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
     return len(result.all())
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start:start + IN_CHUNK]
 
 
 def _values(rows: list[dict[str, Any]]) -> Any:

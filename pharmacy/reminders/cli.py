@@ -16,8 +16,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from pharmacy.core.context import today
-from pharmacy.core.uow import unit_of_work
-from pharmacy.reminders import delivery, planning, scheduler, services
+from pharmacy.reminders import bulk_planning, delivery, scheduler, services
 
 reminders = AppGroup("reminders", help="Refill reminders and the email outbox.")
 
@@ -49,19 +48,21 @@ def send(batch_size: int) -> None:
 
 
 @reminders.command("replan")
-@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1, 50000),
+              help="Prescriptions read, planned and written (and committed) together.")
 def replan(batch_size: int) -> None:
-    """Re-plan the reminders of every active prescription's latest fill (after a settings change)."""
-    # Read the whole list first: committing while the stream is open would cut it short.
-    order_ids = [f.order_id for batch in planning.latest_fill_facts(batch_size) for f in batch]
-    added = 0
-    with click.progressbar(length=len(order_ids), label="Re-planning fills") as bar:
-        for start in range(0, len(order_ids), batch_size):
-            chunk = order_ids[start:start + batch_size]
-            with unit_of_work():
-                added += sum(planning.plan_for_order(order_id) for order_id in chunk)
-            bar.update(len(chunk))
-    click.echo(f"{len(order_ids)} fill(s) re-planned, {added} reminder(s) added")
+    """Re-plan the reminders of every active prescription's latest fill (after a settings change).
+
+    Set-based (bulk_planning.replan_all): a fixed number of statements per batch of prescriptions,
+    committed batch by batch, so an interrupted run leaves every finished batch re-planned.
+    """
+    total = bulk_planning.active_prescriptions()
+    with click.progressbar(length=total, label="Re-planning prescriptions") as bar:
+        report = bulk_planning.replan_all(batch_size=batch_size, on_progress=bar.update)
+    click.echo(f"{report.prescriptions} prescription(s), {report.fills} fill(s) re-planned ({report.blocked} left "
+               f"alone: a refill is already ordered or requested); reminders: {report.added} added, "
+               f"{report.moved} moved, {report.revived} restored, {report.cancelled} cancelled; "
+               f"{report.renewal_tasks} renewal task(s) opened")
 
 
 @click.command("scheduler")

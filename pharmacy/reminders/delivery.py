@@ -11,19 +11,25 @@ step. So the window is kept as small as possible (the row is committed as sent r
 server's 250) and each email carries a deterministic Message-ID so a receiver can drop the
 duplicate. Everything else is exactly-once:
 
-* Claims are exclusive: on PostgreSQL `SELECT … FOR UPDATE SKIP LOCKED` (any number of
-  schedulers), on SQLite a conditional `UPDATE … WHERE state='pending'` checked by row count
-  (one scheduler; SQLite serialises writers).
-* Each row is re-confirmed (still `sending`, still ours, lease extended) in its own committed
-  transaction just before it is sent, so a row whose lease expired and was taken over by
-  another worker is never sent by the first one too.
-* No transaction is open while talking to the mail server; each state change is committed at
-  once, so a crash loses at most the message in flight.
+* Claims are exclusive and cost one statement per batch: `UPDATE … WHERE id IN (SELECT … LIMIT n
+  [FOR UPDATE SKIP LOCKED]) AND state='pending' RETURNING …` — SKIP LOCKED on PostgreSQL (any
+  number of schedulers), the UPDATE's own condition on SQLite (one scheduler; SQLite serialises
+  writers).
+* Each row is re-confirmed (still `sending`, still ours, lease extended) and checked against the
+  current rows (still wanted?) in a committed transaction just before it is sent, so a row whose
+  lease expired and was taken over by another worker is never sent by the first one too. That
+  transaction also records the previous message as sent: one commit per message, and nothing but
+  those few statements between a server's 250 and its commit.
+* No transaction is open while talking to the mail server, so a crash loses at most the message
+  in flight.
+* What an email *shows* (names, the next fill's price and dates) is read once per batch
+  (rendering.Batch); the formulas, price list and shipping fee once per run.
 
 This module (and scheduler.py) commit: delivery is a job, its own unit of work.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -31,12 +37,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core.context import now, settings
+from pharmacy.core.db import UTCDateTime
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
@@ -83,6 +91,12 @@ def worker_id() -> str:
 
 def _is_postgres() -> bool:
     return db.session.get_bind().dialect.name == "postgresql"
+
+
+def _core(statement: Any, params: dict[str, Any] | None = None) -> Any:
+    """A Core statement on the session's connection (in its transaction), without the ORM's per-statement work:
+    the per-message statements of a delivery run are plain Core, and are sent a few hundred times a second."""
+    return db.session.connection().execute(statement, params)
 
 
 def default_transport() -> transports.Transport:
@@ -143,38 +157,52 @@ def release_expired_leases(*, limit: int = 500) -> int:
 # ---- claiming -------------------------------------------------------------------------------------
 
 
+def _update_returning() -> bool:
+    """UPDATE … RETURNING: PostgreSQL, and SQLite from 3.35 (SQLAlchemy reads the library's version)."""
+    return bool(db.session.get_bind().dialect.update_returning)
+
+
 def claim_batch(worker: str, *, limit: int = BATCH_SIZE, lease: timedelta = LEASE) -> list[int]:
-    """Claim up to `limit` due rows for `worker` (state `sending`, lease set) and commit; their ids, oldest first."""
+    """Claim up to `limit` due rows for `worker` (state `sending`, lease set) and commit; their ids, oldest first.
+
+    One statement per batch: UPDATE outbox SET state='sending', lease_until=…, claimed_by=… WHERE id IN
+    (SELECT id … due … ORDER BY next_attempt_at, id LIMIT n) AND state='pending' RETURNING id, next_attempt_at
+    — on PostgreSQL the due rows are picked `FOR UPDATE SKIP LOCKED` in a materialized CTE (WITH due AS
+    MATERIALIZED (…) UPDATE outbox … FROM due WHERE outbox.id = due.id …). The scan reads the first n entries
+    of ix_outbox_state_next_attempt, so the work follows the rows due, never the rows stored. On PostgreSQL
+    SKIP LOCKED keeps any number of workers
+    apart (rows another worker is claiming are passed over, not waited for); on SQLite the UPDATE's own
+    `state = 'pending'` decides (SQLite serialises writers, and exactly one scheduler runs there).
+    """
     t = now()
+    table = OutboxMessage.__table__
     due = (
-        sa.select(OutboxMessage.id)
-        .where(OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at <= t)
-        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id).limit(limit)
+        sa.select(table.c.id)
+        .where(table.c.state == OutboxState.PENDING, table.c.next_attempt_at <= t)
+        .order_by(table.c.next_attempt_at, table.c.id).limit(limit)
     )
-    claim = {"state": OutboxState.SENDING, "lease_until": t + lease, "claimed_by": worker}
     if _is_postgres():
-        # Rows locked by another worker's claim are skipped, not waited for: several schedulers
-        # share the outbox without ever taking the same row.
-        ids = list(db.session.execute(due.with_for_update(skip_locked=True)).scalars())
-        if ids:
-            db.session.execute(
-                sa.update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(**claim)
-                .execution_options(synchronize_session=False)
-            )
+        # A materialized CTE, not `id IN (subquery)`: PostgreSQL may run an IN subquery again for each row it
+        # joins, and with SKIP LOCKED every run returns other rows — one UPDATE would then claim far more than
+        # `limit`. The CTE is evaluated exactly once.
+        picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
+        which = table.c.id == picked.c.id
     else:
-        # SQLite has no row locks (FOR UPDATE is ignored): the UPDATE's own condition decides,
-        # and the row count says whether this worker won the row.
-        ids = []
-        for row_id in db.session.execute(due).scalars().all():
-            result = db.session.execute(
-                sa.update(OutboxMessage)
-                .where(OutboxMessage.id == row_id, OutboxMessage.state == OutboxState.PENDING)
-                .values(**claim).execution_options(synchronize_session=False)
-            )
-            if result.rowcount == 1:
-                ids.append(row_id)
+        which = table.c.id.in_(due.scalar_subquery())
+    claim = (
+        sa.update(table).where(which, table.c.state == OutboxState.PENDING)
+        .values(state=OutboxState.SENDING, lease_until=t + lease, claimed_by=worker)
+    )
+    if _update_returning():
+        rows = db.session.execute(claim.returning(table.c.id, table.c.next_attempt_at)).all()
+    else:  # SQLite before 3.35: the same UPDATE, then read back what it claimed (the worker id is unique)
+        db.session.execute(claim)
+        rows = db.session.execute(
+            sa.select(table.c.id, table.c.next_attempt_at).where(
+                table.c.state == OutboxState.SENDING, table.c.claimed_by == worker, table.c.lease_until == t + lease)
+        ).all()
     db.session.commit()
-    return ids
+    return [r.id for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))]
 
 
 def _load(row_id: int) -> OutboxMessage | None:
@@ -187,114 +215,232 @@ def _load(row_id: int) -> OutboxMessage | None:
 # ---- is it still wanted? ----------------------------------------------------------------------------
 
 
-def unwanted_reason(row: OutboxMessage) -> str | None:
-    """Why a message should no longer go out (None: send it). Checked just before sending.
+class _Statements:
+    """The statements sent for every message, built once per process with bind parameters: building (and
+    hashing) a SQLAlchemy construct costs more than the database takes to run it, hundreds of times a second."""
 
-    Planning cancels rows when things change, but a change may have slipped past it (a direct
-    data fix, a race with the claim): a reminder about a refill already requested, for a
-    stopped prescription, or to a patient who opted out must never be sent.
+    def __init__(self) -> None:
+        t, a = OutboxMessage.__table__, DeliveryAttempt.__table__
+        p, rx, o, rr = Patient.__table__, Prescription.__table__, Order.__table__, RefillRequest.__table__
+        later = t.alias("later")
+        row = sa.bindparam("b_id", type_=sa.Integer)
+        at = sa.bindparam("b_at", type_=UTCDateTime())
+        self.sent = (
+            sa.update(t).where(t.c.id == row, t.c.state != OutboxState.SENT)
+            .values(state=OutboxState.SENT, sent_at=at, attempts=t.c.attempts + 1, last_error=None, lease_until=None,
+                    claimed_by=None, subject=sa.bindparam("b_subject"), body_text=sa.bindparam("b_text"),
+                    body_html=sa.bindparam("b_html"))
+        )
+        self.exists = sa.select(t.c.id).where(t.c.id == row)
+        self.attempt = sa.insert(a).values(message_id=row, at=at, result=sa.bindparam("b_result"),
+                                           detail=sa.bindparam("b_detail"))
+        # Whether a message is still wanted: the patient's current email and choice, the prescription's status,
+        # a later fill, an open order or request — scalar subqueries, each an indexed lookup.
+        patient = sa.bindparam("b_patient", type_=sa.Integer)
+        rx_id = sa.bindparam("b_rx", type_=sa.Integer)
+        this_fill = sa.select(o.c.fill_number).where(o.c.id == sa.bindparam("b_order", type_=sa.Integer))
+        facts = [
+            sa.exists().where(p.c.id == patient).label("patient_found"),
+            sa.select(p.c.email).where(p.c.id == patient).scalar_subquery().label("email"),
+            sa.select(p.c.reminders_opt_in).where(p.c.id == patient).scalar_subquery().label("reminders_opt_in"),
+            sa.select(rx.c.status).where(rx.c.id == rx_id).scalar_subquery().label("rx_status"),
+            sa.exists().where(o.c.prescription_id == rx_id, o.c.state == OrderState.DISPENSED,
+                              o.c.fill_number > this_fill.scalar_subquery()).label("newer_fill"),
+            sa.exists().where(o.c.prescription_id == rx_id, o.c.state.in_(OPEN_ORDER_STATES)).label("open_order"),
+            sa.exists().where(rr.c.prescription_id == rx_id, rr.c.state.in_(OPEN_REQUEST_STATES)).label("open_request"),
+            # A later reminder about the same fill is already due (or went out): after downtime the early and the
+            # order-by reminders fall due together, and the patient should get the latest one only.
+            sa.exists().where(
+                later.c.order_id == sa.bindparam("b_order", type_=sa.Integer),
+                later.c.kind.in_(REFILL_REMINDERS),
+                later.c.id != row,
+                later.c.due_at > sa.select(t.c.due_at).where(t.c.id == row).scalar_subquery(),
+                later.c.due_at <= sa.bindparam("b_now", type_=UTCDateTime()),
+                later.c.state.in_((OutboxState.PENDING, OutboxState.SENDING, OutboxState.SENT)),
+            ).label("superseded"),
+        ]
+        self.facts = sa.select(*facts)
+        # Still `sending` and ours: the lease is extended, and (where UPDATE … RETURNING exists) the facts come back
+        # from the same statement.
+        mine = sa.and_(t.c.id == row, t.c.state == OutboxState.SENDING,
+                       t.c.claimed_by == sa.bindparam("b_worker", type_=sa.String))
+        lease = sa.bindparam("b_lease", type_=UTCDateTime())
+        self.confirm = sa.update(t).where(mine).values(lease_until=lease)
+        # PostgreSQL, not waiting: a row another transaction holds is passed over (the caller then commits first).
+        self.confirm_or_skip = sa.update(t).where(
+            t.c.id == sa.select(t.c.id).where(mine).with_for_update(skip_locked=True).scalar_subquery()
+        ).values(lease_until=lease)
+        self.confirm_returning = self.confirm.returning(*facts)
+        self.confirm_or_skip_returning = self.confirm_or_skip.returning(*facts)
+
+
+@functools.cache
+def _statements() -> _Statements:
+    return _Statements()
+
+
+def _facts_params(patient_id: int | None, prescription_id: int | None, order_id: int | None) -> dict[str, Any]:
+    return {"b_patient": patient_id, "b_rx": prescription_id, "b_order": order_id, "b_now": now()}
+
+
+def _reason(kind: MessageKind, order_id: int | None, to_address: str | None, facts: Any) -> str | None:
+    """Why the message must not go out (None: send it), from the current facts (see _Statements.facts).
+
+    Planning cancels rows when things change, but a change may have slipped past it (a direct data fix, a
+    race with the claim): a reminder about a refill already requested, for a stopped prescription, or to a
+    patient who opted out must never be sent.
     """
-    kind = MessageKind(row.kind)
     if kind == MessageKind.PRESCRIBER_RENEWAL:
-        return None if row.to_address else "the prescriber has no email address"
-    patient = db.session.get(Patient, row.patient_id) if row.patient_id else None
-    if patient is None:
+        return None if to_address else "the prescriber has no email address"
+    if not facts.patient_found:
         return "the patient record is gone"
-    if not (patient.email or row.to_address):
+    if not (facts.email or to_address):
         return "the patient has no email address"
     if kind not in (*REFILL_REMINDERS, MessageKind.RENEWAL_NEEDED):
         return None
-    rx = db.session.get(Prescription, row.prescription_id) if row.prescription_id else None
-    if rx is None or rx.status != RxStatus.ACTIVE:
-        return f"prescription {rx.status.value if rx else 'gone'}"
-    if kind in REFILL_REMINDERS and not patient.reminders_opt_in:
+    if facts.rx_status is None or RxStatus(facts.rx_status) != RxStatus.ACTIVE:
+        return f"prescription {RxStatus(facts.rx_status).value if facts.rx_status else 'gone'}"
+    if kind in REFILL_REMINDERS and not facts.reminders_opt_in:
         return "patient opted out"
-    if row.order_id is not None:
-        this_fill = sa.select(Order.fill_number).where(Order.id == row.order_id).scalar_subquery()
-        newer = db.session.execute(
-            sa.select(Order.id).where(Order.prescription_id == rx.id, Order.state == OrderState.DISPENSED,
-                                      Order.fill_number > this_fill).limit(1)
-        ).first()
-        if newer is not None:
-            return "a later fill was dispensed"
+    if order_id is not None and facts.newer_fill:
+        return "a later fill was dispensed"
+    if kind in REFILL_REMINDERS and order_id is not None and facts.superseded:
+        return "superseded by a later reminder"
     if kind in REFILL_REMINDERS:
-        open_order = db.session.execute(
-            sa.select(Order.id).where(Order.prescription_id == rx.id, Order.state.in_(OPEN_ORDER_STATES)).limit(1)
-        ).first()
-        if open_order is not None:
+        if facts.open_order:
             return "refill ordered"
-        open_request = db.session.execute(
-            sa.select(RefillRequest.id).where(RefillRequest.prescription_id == rx.id,
-                                              RefillRequest.state.in_(OPEN_REQUEST_STATES)).limit(1)
-        ).first()
-        if open_request is not None:
+        if facts.open_request:
             return "refill requested"
     return None
+
+
+def unwanted_reason(row: OutboxMessage) -> str | None:
+    """Why a message should no longer go out (None: send it), read from the current rows in one statement.
+
+    Delivery checks this just before each send, in the transaction that confirms the claim (see _prepare);
+    never from data read earlier for the batch.
+    """
+    kind = MessageKind(row.kind)
+    params = {"b_id": row.id, **_facts_params(row.patient_id, row.prescription_id, row.order_id)}
+    facts = _core(_statements().facts, params).one()
+    return _reason(kind, row.order_id, row.to_address, facts)
 
 
 # ---- one message --------------------------------------------------------------------------------------
 
 
-def _prepare(row_id: int, worker: str, lease: timedelta) -> tuple[OutboxMessage, rendering.RenderedEmail] | str:
-    """Confirm the claim (extending the lease), check the message is wanted and render it; commit.
+def _confirm_claim(conn: sa.Connection, row_id: int, worker: str, lease: timedelta, *, wait: bool,
+                   facts_of: Any = None) -> Any:
+    """Still `sending` and still ours? Extend the lease, and return the wanted-facts of the message (`facts_of`: its
+    batch row) — or None when it is not ours any more. Without `wait`, a row locked by another transaction
+    (PostgreSQL) counts as not ours for now rather than being waited for: the caller commits what it holds first."""
+    q = _statements()
+    skip = _is_postgres() and not wait
+    params = {"b_id": row_id, "b_worker": worker, "b_lease": now() + lease}
+    if facts_of is not None:
+        params.update(_facts_params(facts_of.patient_id, facts_of.prescription_id, facts_of.order_id))
+    else:
+        params.update(_facts_params(None, None, None))
+    if _update_returning():
+        return conn.execute(q.confirm_or_skip_returning if skip else q.confirm_returning, params).first()
+    if conn.execute(q.confirm_or_skip if skip else q.confirm, params).rowcount != 1:
+        return None
+    return conn.execute(q.facts, params).one()
 
-    Returns the row and the email, or the outcome ("skipped", "cancelled", "failed") when
-    there is nothing to send.
+
+def _insert_attempt(row_id: int, result: str, detail: str | None, conn: sa.Connection | None = None) -> None:
+    (conn or db.session.connection()).execute(_statements().attempt, {
+        "b_id": row_id, "b_at": now(), "b_result": result, "b_detail": detail[:400] if detail else None})
+
+
+def _finish(conn: sa.Connection, row_id: int, worker: str, result: str, detail: str, **values: Any) -> bool:
+    """Move one of our rows out of `sending` (cancelled, failed) with its attempt row; False if not ours any more."""
+    table = OutboxMessage.__table__
+    changed = conn.execute(
+        sa.update(table).where(table.c.id == row_id, table.c.state == OutboxState.SENDING,
+                               table.c.claimed_by == worker)
+        .values(lease_until=None, claimed_by=None, **values)
+    ).rowcount == 1
+    if changed:
+        _insert_attempt(row_id, result, detail, conn)
+    return changed
+
+
+def _record_sent(conn: sa.Connection, row_id: int, email: rendering.RenderedEmail,
+                 transport: transports.Transport) -> None:
+    """The server said 250: the row is `sent` (whoever holds it now), with the email as sent. Not committed."""
+    q = _statements()
+    # Marked sent whoever holds the row now: it *was* handed over, and a worker that took the row over
+    # after our lease expired will then see `sent` and not send it again.
+    changed = conn.execute(q.sent, {"b_id": row_id, "b_at": now(), "b_subject": email.subject, "b_text": email.text,
+                                    "b_html": email.html}).rowcount == 1
+    if changed:
+        _insert_attempt(row_id, "sent", transport.name, conn)
+    elif conn.execute(q.exists, {"b_id": row_id}).first() is not None:
+        _insert_attempt(row_id, "sent", f"{transport.name} (again)", conn)
+
+
+def _mark_sent(conn: sa.Connection, row_id: int, email: rendering.RenderedEmail,
+               transport: transports.Transport) -> None:
+    with conn.begin():
+        _record_sent(conn, row_id, email, transport)
+
+
+def _prepare(conn: sa.Connection, row_id: int, worker: str, lease: timedelta, batch: rendering.Batch,
+             sent: tuple[int, rendering.RenderedEmail] | None,
+             transport: transports.Transport) -> rendering.RenderedEmail | str:
+    """Before sending one row: record the previous send, confirm this claim, check the message is wanted;
+    commit; then build the email from the batch.
+
+    Returns the email, or the outcome ("skipped", "cancelled", "failed") when there is nothing to send.
+    The previous message's "sent" shares this transaction: it is committed right after the server's
+    250 with nothing in between but these few statements — no rendering and no network — so the
+    at-least-once window stays what it was. Should any of them fail, "sent" is committed on its own first.
+    `conn` is the batch's own connection (one transaction per message, no pool round trip for each).
     """
-    row = _load(row_id)
-    if row is None or row.state != OutboxState.SENDING or row.claimed_by != worker:
-        db.session.rollback()
-        return "skipped"
-    reason = unwanted_reason(row)
-    if reason is not None:
-        row.state, row.cancelled_reason = OutboxState.CANCELLED, reason[:200]
-        row.lease_until = row.claimed_by = None
-        _attempt(row.id, "cancelled", reason)
-        db.session.commit()
-        return "cancelled"
+    row = batch.rows.get(row_id)
+    trans = conn.begin()
     try:
-        email = rendering.render(row)
+        if sent is not None:
+            _record_sent(conn, sent[0], sent[1], transport)
+        facts = _confirm_claim(conn, row_id, worker, lease, wait=False, facts_of=row)
+        if facts is None and _is_postgres():
+            # Locked by someone else at this moment (or no longer ours): commit what we hold, then wait for it.
+            trans.commit()
+            sent = None
+            trans = conn.begin()
+            facts = _confirm_claim(conn, row_id, worker, lease, wait=True, facts_of=row)
+        if facts is None:
+            trans.commit()
+            return "skipped"
+        reason = "the message is gone" if row is None else _reason(MessageKind(row.kind), row.order_id,
+                                                                  row.to_address, facts)
+        if reason is not None:
+            _finish(conn, row_id, worker, "cancelled", reason, state=OutboxState.CANCELLED,
+                    cancelled_reason=reason[:200])
+            trans.commit()
+            return "cancelled"
+        trans.commit()
+    except Exception:
+        trans.rollback()
+        if sent is not None:
+            _mark_sent(conn, sent[0], sent[1], transport)
+        raise
+    try:
+        return batch.render(row_id)
     except rendering.RenderError as exc:
-        row.state, row.cancelled_reason = OutboxState.CANCELLED, exc.reason[:200]
-        row.lease_until = row.claimed_by = None
-        _attempt(row.id, "cancelled", exc.reason)
-        db.session.commit()
+        with conn.begin():
+            _finish(conn, row_id, worker, "cancelled", exc.reason, state=OutboxState.CANCELLED,
+                    cancelled_reason=exc.reason[:200])
         return "cancelled"
     except Exception as exc:  # a template or data bug: stop retrying, show it to the pharmacist
-        db.session.rollback()
-        row = _load(row_id)
-        assert row is not None
-        row.attempts += 1
-        row.state, row.last_error = OutboxState.FAILED, f"could not build the email: {type(exc).__name__}"
-        row.lease_until = row.claimed_by = None
-        _attempt(row.id, "permanent", row.last_error)
-        db.session.commit()
+        error = f"could not build the email: {type(exc).__name__}"
+        table = OutboxMessage.__table__
+        with conn.begin():
+            _finish(conn, row_id, worker, "permanent", error, state=OutboxState.FAILED, last_error=error,
+                    attempts=table.c.attempts + 1)
         log.error("outbox message %d could not be rendered (%s)", row_id, type(exc).__name__)
         return "failed"
-    row.lease_until = now() + lease
-    db.session.commit()
-    return row, email
-
-
-def _mark_sent(row_id: int, email: rendering.RenderedEmail, transport: transports.Transport) -> None:
-    row = _load(row_id)
-    if row is None:
-        db.session.rollback()
-        return
-    detail = transport.name
-    if row.state != OutboxState.SENT:
-        # Marked sent whoever holds the row now: it *was* handed over, and a worker that took the
-        # row over after our lease expired will then see `sent` and not send it again.
-        row.state = OutboxState.SENT
-        row.sent_at = now()
-        row.attempts += 1
-        row.last_error = None
-        row.lease_until = row.claimed_by = None
-        row.subject, row.body_text, row.body_html = email.subject, email.text, email.html
-    else:
-        detail = f"{transport.name} (again)"
-    _attempt(row.id, "sent", detail)
-    db.session.commit()
 
 
 def _mark_failed_attempt(row_id: int, worker: str, error: transports.TransportError) -> str:
@@ -331,41 +477,60 @@ def _count(report: DeliveryReport, outcome: str) -> None:
 
 
 def deliver_batch(ids: list[int], worker: str, transport: transports.Transport, *, lease: timedelta = LEASE,
-                  should_stop: Callable[[], bool] = lambda: False) -> tuple[DeliveryReport, bool]:
+                  should_stop: Callable[[], bool] = lambda: False,
+                  cache: rendering.RunCache | None = None) -> tuple[DeliveryReport, bool]:
     """Send claimed rows over one transport session. Returns the report and whether the server was unusable.
 
-    When the connection itself fails (server down, refused, timed out), every row of the batch
-    not yet sent gets the same transient attempt and backoff — trying each one against a dead
-    server would only multiply timeouts — and the run stops.
+    The batch's rows and what their emails show are read once (rendering.Batch, a fixed number of
+    statements); each row then costs one transaction — the previous row's "sent", this row's claim
+    confirmed and its wanted-check — plus rendering and the send itself. When the connection itself
+    fails (server down, refused, timed out), every row of the batch not yet sent gets the same transient
+    attempt and backoff — trying each one against a dead server would only multiply timeouts — and the
+    run stops.
     """
     report = DeliveryReport(claimed=len(ids))
     remaining = list(ids)
-    with transport:
-        while remaining:
-            if should_stop():
-                break
-            row_id = remaining.pop(0)
-            prepared = _prepare(row_id, worker, lease)
-            if isinstance(prepared, str):
-                _count(report, prepared)
-                continue
-            row, email = prepared
-            message = email.to_message(message_id=row.message_id)
-            try:
-                transport.send(message, sender=rendering.sender_address(), recipients=[email.to_address])
-            except transports.TransportError as exc:
-                outcome = _mark_failed_attempt(row_id, worker, exc)
-                _count(report, outcome)
-                log.warning("outbox message %d: %s failure (code %s, %s)", row_id, exc.failure, exc.code,
-                            exc.exc_name or "reply")
-                if exc.connection:
-                    for other in remaining:
-                        _count(report, _mark_failed_attempt(other, worker, exc))
-                    remaining.clear()
-                    return _release_unsent(report, worker, ids), True
-                continue
-            _mark_sent(row_id, email, transport)
-            report.sent += 1
+    sent: tuple[int, rendering.RenderedEmail] | None = None
+    batch = rendering.Batch.load(ids, cache)
+    db.session.commit()  # the session's reads end here (on SQLite its transaction holds the write lock)
+    conn = db.engine.connect()
+    try:
+        with transport:
+            while remaining:
+                if should_stop():
+                    break
+                row_id = remaining.pop(0)
+                prepared = _prepare(conn, row_id, worker, lease, batch, sent, transport)
+                sent = None
+                if isinstance(prepared, str):
+                    _count(report, prepared)
+                    continue
+                email = prepared
+                message = email.to_message(message_id=batch.rows[row_id].message_id)
+                try:
+                    transport.send(message, sender=rendering.sender_address(), recipients=[email.to_address])
+                except transports.TransportError as exc:
+                    outcome = _mark_failed_attempt(row_id, worker, exc)
+                    _count(report, outcome)
+                    log.warning("outbox message %d: %s failure (code %s, %s)", row_id, exc.failure, exc.code,
+                                exc.exc_name or "reply")
+                    if exc.connection:
+                        for other in remaining:
+                            _count(report, _mark_failed_attempt(other, worker, exc))
+                        remaining.clear()
+                        return _release_unsent(report, worker, ids), True
+                    continue
+                sent = (row_id, email)
+                report.sent += 1
+            if sent is not None:  # the batch's last message: committed before the connection is closed
+                _mark_sent(conn, sent[0], sent[1], transport)
+                sent = None
+    finally:
+        try:
+            if sent is not None:  # only on an unexpected error: what was handed over is still recorded
+                _mark_sent(conn, sent[0], sent[1], transport)
+        finally:
+            conn.close()
     return _release_unsent(report, worker, ids), False
 
 
@@ -397,12 +562,14 @@ def deliver_due(*, transport: transports.Transport | None = None, worker: str | 
     transport = transport or default_transport()
     report = DeliveryReport(expired_leases=release_expired_leases())
     batches = 0
+    cache = rendering.RunCache()  # formulas, the price list and the shipping fee: read once per run
     while not should_stop() and (max_batches is None or batches < max_batches):
         ids = claim_batch(worker, limit=batch_size, lease=lease)
         if not ids:
             break
         batches += 1
-        batch_report, server_down = deliver_batch(ids, worker, transport, lease=lease, should_stop=should_stop)
+        batch_report, server_down = deliver_batch(ids, worker, transport, lease=lease, should_stop=should_stop,
+                                                  cache=cache)
         report.add(batch_report)
         if server_down:
             break

@@ -17,6 +17,11 @@ class OutboxMessage(db.Model):
         # The delivery scan: pending rows whose time has come, oldest first.
         sa.Index("ix_outbox_state_next_attempt", "state", "next_attempt_at"),
         sa.Index("ix_outbox_order", "order_id"),
+        # Cancelling a prescription's pending reminders (a refill requested or ordered, a stopped prescription).
+        sa.Index("ix_outbox_prescription", "prescription_id"),
+        # The outbox page, state by state: finished rows newest first (WHERE state = ? ORDER BY id DESC LIMIT n),
+        # and the capped count of each state.
+        sa.Index("ix_outbox_state_id", "state", "id"),
         sa.Index("ix_outbox_patient_created", "patient_id", "created_at"),
         sa.CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
     )

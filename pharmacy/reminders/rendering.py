@@ -9,36 +9,64 @@ Message-ID is the row's deterministic one, so a resend after a crash can be reco
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
+from email import headerregistry
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from typing import Any
 
 import sqlalchemy as sa
-from flask import render_template
+from flask import current_app
 
+from pharmacy.billing import pricing
 from pharmacy.billing.rules import format_cents
-from pharmacy.compounding.models import Order
+from pharmacy.compounding import rules as compounding_rules
+from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import links
-from pharmacy.core.context import business_calendar, now, settings
+from pharmacy.core.clock import local_date
+from pharmacy.core.context import business_calendar, now, settings, today
+from pharmacy.core.errors import ValidationFailed
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
-from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.models import Prescriber, Prescription
+from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills import rules as refill_rules
-from pharmacy.refills.models import RefillRequest
+from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 from pharmacy.reminders import rules
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
 
+
+class _RememberedHeaders(headerregistry.HeaderRegistry):
+    """The standard header registry, remembering what it parsed.
+
+    Building an EmailMessage parses every header it is given (and the parts' Content-Type and
+    Content-Transfer-Encoding, several times over): about 1.5 ms an email, more than rendering it.
+    Most of those values are the same in every email (From, Reply-To, each kind's subject, the parts'
+    headers), and header objects are immutable, so each distinct (name, value) is parsed once per
+    process and the same object reused; the message on the wire is byte for byte what it was.
+    """
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one registry for the process; bounded
+    def __call__(self, name: str, value: str) -> headerregistry.BaseHeader:
+        return super().__call__(name, value)
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - the header class of a name (built anew on every lookup)
+    def __getitem__(self, name: str) -> type:
+        return super().__getitem__(name)
+
+
 # RFC 5322 allows 998 characters a line: with the default 78 a long header (List-Unsubscribe carries a
 # signed token) would be folded into RFC 2047 encoded-words, which mail clients do not read as a URL.
-_POLICY = email_policy.default.clone(max_line_length=998)
+_POLICY = email_policy.default.clone(max_line_length=998, header_factory=_RememberedHeaders())
 # Patient messages carry a preferences link and the RFC 8058 one-click headers; the prescriber's does not.
 PATIENT_KINDS = frozenset(k for k in MessageKind if k != MessageKind.PRESCRIBER_RENEWAL)
 REFILL_REMINDERS = frozenset({MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY,
@@ -97,23 +125,6 @@ def _words(d: date | None) -> str | None:
     return refill_rules.long_date(d) if d is not None else None
 
 
-def _fill_timeline(order_id: int | None) -> refill_rules.RefillTimeline | None:
-    """Run-out and order-by of the fill a reminder is about, computed now (same inputs as planning)."""
-    if order_id is None:
-        return None
-    from pharmacy.reminders import planning
-
-    row = db.session.execute(planning.facts_query().where(Order.id == order_id)).first()
-    if row is None:
-        return None
-    f = planning.FillFacts(*row)
-    shipping = f.shipping_days if f.delivery_method == DeliveryMethod.SHIP else 0
-    return refill_rules.timeline(
-        f.dispensed_on, f.days_supply, shipping_days=shipping, buffer_days=settings().safety_buffer_days,
-        lead_time_business_days=f.lead_time, calendar=business_calendar(),
-    )
-
-
 def _patient_links(patient_id: int, prescription_id: int | None, preview: bool) -> dict[str, str | None]:
     base = settings().base_url
     prefs = PREVIEW_TOKEN if preview else links.make_token(links.PREFERENCES, patient_id)
@@ -128,80 +139,322 @@ def _patient_links(patient_id: int, prescription_id: int | None, preview: bool) 
     }
 
 
-def _rx_context(rx: Prescription, delivery: DeliveryMethod | None = None) -> dict[str, Any]:
-    from pharmacy.refills import services as refills
-
-    s = refills.summary(rx, delivery=delivery)
-    return {
-        "product": s.product,
-        "price": format_cents(s.price_cents) if s.price_cents else None,
-        "shipping": format_cents(s.shipping_cents) if s.shipping_cents else None,
-        "total": format_cents(s.total_cents) if s.total_cents else None,
-        "ships": s.delivery == DeliveryMethod.SHIP,
-        "ready_on": _words(s.ready_on),
-        "arrives_on": _words(s.arrives_on),
-        "run_out": _words(s.run_out),
-        "refills_left": s.refills_left,
-        "expiry_date": _words(rx.expiry_date),
-        "expires_before_run_out": s.run_out is not None and rx.expiry_date < s.run_out,
-        "next_step": s.next_step,
-        "prescriber_name": rx.prescriber.display_name if rx.prescriber else None,
-    }
+def _doctor(rx: Any) -> str | None:
+    """Prescriber.display_name, from the prescriber's columns read with the prescription."""
+    if rx.prescriber_first is None:
+        return None
+    suffix = f", {rx.prescriber_credentials}" if rx.prescriber_credentials else ""
+    return f"Dr. {rx.prescriber_first} {rx.prescriber_last}{suffix}"
 
 
-def _patient_context(row: OutboxMessage, patient: Patient, rx: Prescription | None,
-                     preview: bool) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"first_name": patient.first_name}
-    ctx.update(_patient_links(patient.id, rx.id if rx else None, preview))
-    request = db.session.get(RefillRequest, row.refill_request_id) if row.refill_request_id else None
-    order = db.session.get(Order, row.order_id) if row.order_id else None
-    if rx is not None:
-        delivery = request.delivery_method if request is not None else None
-        ctx.update(_rx_context(rx, delivery))
-    if row.kind in REFILL_REMINDERS or row.kind == MessageKind.RENEWAL_NEEDED:
-        line = _fill_timeline(row.order_id)
-        if line is not None:
-            ctx["run_out"] = _words(line.run_out)
-            ctx["order_by"] = _words(line.order_by)
-        if row.kind in REFILL_REMINDERS and not ctx.get("order_by"):
-            raise RenderError("the fill this reminder is about is no longer dispensed")
-    if request is not None:
-        ctx["decline_reason"] = request.decline_reason
-    if order is not None and order.state != OrderState.CANCELLED:
-        ctx["order_total"] = format_cents(order.total_cents)
-        ctx["carrier"] = order.carrier
-        ctx["tracking_number"] = order.tracking_number
-        # For a shipped fill, dispensed_on is the expected delivery day (the supply starts on arrival).
-        ctx["arrives_on"] = _words(order.dispensed_on) if order.state == OrderState.DISPENSED else ctx.get(
-            "arrives_on")
-    if row.kind == MessageKind.REQUEST_DECLINED and not ctx.get("decline_reason"):
-        ctx["decline_reason"] = "Please call us so we can explain."
-    return ctx
+# ---- what the emails of a batch need, read in a fixed number of statements ---------------------------------
 
 
-def _prescriber_context(row: OutboxMessage, rx: Prescription) -> dict[str, Any]:
-    patient = rx.patient
-    formula = rx.formula
-    last = db.session.execute(
-        sa.select(Order).where(Order.prescription_id == rx.id, Order.state == OrderState.DISPENSED)
-        .order_by(Order.fill_number.desc()).limit(1)
-    ).scalar_one_or_none()
-    return {
-        "prescriber_name": rx.prescriber.display_name,
-        "patient_name": patient.full_name,
-        "date_of_birth": _words(patient.date_of_birth),
-        "product": rx_rules.product_name(formula.form, formula.strength_mg),
-        "dose": rx_rules.format_mg(rx.dose_mg),
-        "directions": rx.directions,
-        "quantity": rx_rules.quantity_text(formula.form, rx.quantity),
-        "days_supply": rx.days_supply,
-        "last_fill": _words(last.dispensed_on) if last is not None else None,
-        "refills_authorized": rx.refills_authorized or 0,
-        "rx_number": rx.rx_number,
-        "written_date": _words(rx.written_date),
-        "expiry_date": _words(rx.expiry_date),
-        "indication": f"{rx.indication} ({rx.indication_code})",
-    }
+@dataclass(frozen=True)
+class _Price:
+    """A current price-list entry with the fields pricing.quote reads (plain values: they outlive a commit)."""
+
+    id: int
+    quantity: Decimal
+    price_cents: int
+    days_supply: int
+
+
+class RunCache:
+    """What stays the same for a whole delivery run: the formulas, the current price list, the shipping fee.
+
+    Read once per run, on first use (a run lasts seconds; a price changed meanwhile shows from the next run
+    on, exactly as a price changed between two runs always did).
+    """
+
+    def __init__(self) -> None:
+        self.formulas: dict[int, Any] = {}
+        self.prices: dict[int, list[_Price]] = {}
+        self._shipping: int | None = None
+
+    def load(self, formula_ids: set[int]) -> None:
+        missing = sorted(formula_ids - self.formulas.keys())
+        if not missing:
+            return
+        for f in db.session.execute(
+            sa.select(Formula.id, Formula.form, Formula.strength_mg, Formula.usp_category,
+                      Formula.lead_time_business_days).where(Formula.id.in_(missing))
+        ).all():
+            self.formulas[f.id] = f
+        for formula_id, entries in pricing.current_entries_for(missing).items():
+            self.prices[formula_id] = [_Price(e.id, e.quantity, e.price_cents, e.days_supply) for e in entries]
+
+    def shipping_fee_cents(self) -> int:
+        if self._shipping is None:
+            self._shipping = pricing.shipping_fee_cents()
+        return self._shipping
+
+
+def _in(column: Any, ids: set[int]) -> Any:
+    return column.in_(sorted(ids))
+
+
+class Batch:
+    """The rows of a batch and everything their emails show, read together (about ten statements per batch,
+    whatever its size; the formulas, prices and shipping fee once per run), as plain values.
+
+    `render(row_id)` then builds each email from memory. The figures are exactly what the per-prescription
+    pages show (refills.services.summary: the next fill's quantity and price as approving would order it,
+    the ready and arrival days, the run-out of the latest fill); tests/integration/test_delivery_smtp.py
+    compares the two on every kind of prescription. Whether a message is still *wanted* is not decided
+    here: delivery checks that against the current rows just before each send.
+    """
+
+    def __init__(self, cache: RunCache) -> None:
+        self.cache = cache
+        self.rows: dict[int, Any] = {}
+        self.orders: dict[int, Any] = {}
+        self.prescriptions: dict[int, Any] = {}
+        self.patients: dict[int, Any] = {}
+        self.requests: dict[int, Any] = {}
+        self.facts: dict[int, Any] = {}
+        self.open_requests: dict[int, Any] = {}
+        self.latest: dict[int, Any] = {}
+        self.steps: dict[int, list[rx_rules.TitrationStep]] = {}
+        self.supplied: dict[int, int] = {}
+
+    @classmethod
+    def load(cls, ids: list[int], cache: RunCache | None = None) -> Batch:
+        from pharmacy.refills import services as refills
+
+        batch = cls(cache or RunCache())
+        if not ids:
+            return batch
+        m = OutboxMessage
+        batch.rows = {r.id: r for r in db.session.execute(
+            sa.select(m.id, m.kind, m.patient_id, m.prescription_id, m.order_id, m.refill_request_id, m.to_address,
+                      m.message_id).where(_in(m.id, set(ids)))
+        ).all()}
+        order_ids = {r.order_id for r in batch.rows.values() if r.order_id is not None}
+        if order_ids:
+            batch.orders = {o.id: o for o in db.session.execute(
+                sa.select(Order.id, Order.prescription_id, Order.patient_id, Order.state, Order.dispensed_on,
+                          Order.days_supply, Order.delivery_method, Order.price_cents, Order.shipping_cents,
+                          Order.carrier, Order.tracking_number).where(_in(Order.id, order_ids))
+            ).all()}
+        rx_ids = {r.prescription_id for r in batch.rows.values() if r.prescription_id is not None}
+        rx_ids |= {o.prescription_id for o in batch.orders.values()}
+        if rx_ids:
+            p = Prescriber
+            batch.prescriptions = {rx.id: rx for rx in db.session.execute(
+                sa.select(Prescription.id, Prescription.patient_id, Prescription.formula_id, Prescription.status,
+                          Prescription.dose_mg, Prescription.titration, Prescription.quantity,
+                          Prescription.days_supply, Prescription.refills_authorized, Prescription.written_date,
+                          Prescription.expiry_date, Prescription.directions, Prescription.indication,
+                          Prescription.indication_code, Prescription.rx_number,
+                          p.first_name.label("prescriber_first"), p.last_name.label("prescriber_last"),
+                          p.credentials.label("prescriber_credentials"), p.email.label("prescriber_email"))
+                .outerjoin(p, p.id == Prescription.prescriber_id).where(_in(Prescription.id, rx_ids))
+            ).all()}
+        patient_ids = {r.patient_id for r in batch.rows.values() if r.patient_id is not None}
+        patient_ids |= {o.patient_id for o in batch.orders.values()}
+        patient_ids |= {rx.patient_id for rx in batch.prescriptions.values()}
+        if patient_ids:
+            batch.patients = {pt.id: pt for pt in db.session.execute(
+                sa.select(Patient.id, Patient.first_name, Patient.last_name, Patient.email, Patient.date_of_birth,
+                          Patient.delivery_preference, Patient.shipping_days).where(_in(Patient.id, patient_ids))
+            ).all()}
+        request_ids = {r.refill_request_id for r in batch.rows.values() if r.refill_request_id is not None}
+        if request_ids:
+            batch.requests = {q.id: q for q in db.session.execute(
+                sa.select(RefillRequest.id, RefillRequest.delivery_method, RefillRequest.decline_reason)
+                .where(_in(RefillRequest.id, request_ids))
+            ).all()}
+        batch.cache.load({rx.formula_id for rx in batch.prescriptions.values()})
+        if batch.prescriptions:
+            batch._load_rx_history(set(batch.prescriptions), refills.rx_facts)
+        return batch
+
+    def _load_rx_history(self, rx_ids: set[int], rx_facts: Any) -> None:
+        """What refills.summary reads per prescription, for all of them at once."""
+        self.facts = rx_facts(rx_ids)
+        asked = {rx_id for rx_id, f in self.facts.items() if f.open_request}
+        if asked:
+            self.open_requests = {q.prescription_id: q for q in db.session.execute(
+                sa.select(RefillRequest.prescription_id, RefillRequest.delivery_method, RefillRequest.requested_at)
+                .where(_in(RefillRequest.prescription_id, asked), RefillRequest.state.in_(OPEN_REQUEST_STATES))
+            ).all()}
+        latest = (
+            sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
+            .where(_in(Order.prescription_id, rx_ids), Order.state == OrderState.DISPENSED)
+            .group_by(Order.prescription_id).subquery()
+        )
+        self.latest = {o.prescription_id: o for o in db.session.execute(
+            sa.select(Order.prescription_id, Order.dispensed_on, Order.run_out_date)
+            .join(latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.fill == Order.fill_number))
+        ).all()}
+        self.steps = {rx.id: list(rx_rules.parse_titration(rx.titration)) for rx in self.prescriptions.values()}
+        titrating = {rx_id for rx_id, steps in self.steps.items() if steps}
+        if titrating:
+            self.supplied = {rx_id: int(days or 0) for rx_id, days in db.session.execute(
+                sa.select(Order.prescription_id, sa.func.sum(Order.days_supply))
+                .where(_in(Order.prescription_id, titrating), Order.state == OrderState.DISPENSED)
+                .group_by(Order.prescription_id)
+            ).all()}
+
+    # -- one email -----------------------------------------------------------------------------------
+
+    def render(self, row_id: int, *, preview: bool = False) -> RenderedEmail:
+        """The email of one row of the batch; RenderError when it cannot be sent."""
+        row = self.rows.get(row_id)
+        if row is None:
+            raise RenderError("the message is gone")
+        kind = MessageKind(row.kind)
+        ctx = self.context(row_id, preview=preview)
+        to_address = ctx.pop("_to")
+        headers: dict[str, str] = {}
+        if kind != MessageKind.PRESCRIBER_RENEWAL:
+            headers["List-Unsubscribe"] = f"<{ctx['unsubscribe_url']}>"
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        if not to_address or "@" not in to_address:
+            raise RenderError("no email address")
+        env = current_app.jinja_env
+        text = env.get_template(f"emails/{kind.value}.txt").render(**ctx)
+        html = env.get_template(f"emails/{kind.value}.html").render(**ctx)
+        return RenderedEmail(kind=kind, subject=ctx["subject"], text=_tidy_text(text), html=html,
+                             to_address=to_address.strip(), headers=headers)
+
+    def context(self, row_id: int, *, preview: bool = False) -> dict[str, Any]:
+        """The template context of one row (with its recipient under "_to")."""
+        row = self.rows[row_id]
+        kind = MessageKind(row.kind)
+        cfg = settings()
+        rx = self.prescriptions.get(row.prescription_id) if row.prescription_id else None
+        ctx: dict[str, Any] = {"pharmacy": _pharmacy(), "kind": kind.value,
+                               "subject": rules.subject_line(cfg.pharmacy_name, kind)}
+        if kind == MessageKind.PRESCRIBER_RENEWAL:
+            if rx is None:
+                raise RenderError("the prescription is gone")
+            ctx["_to"] = row.to_address or rx.prescriber_email
+            ctx.update(self._prescriber_context(rx))
+        else:
+            patient = self.patients.get(row.patient_id) if row.patient_id else None
+            if patient is None:
+                raise RenderError("the patient is gone")
+            ctx["_to"] = row.to_address or patient.email
+            ctx.update(self._patient_context(row, kind, patient, rx, preview))
+        return ctx
+
+    def _patient_context(self, row: Any, kind: MessageKind, patient: Any, rx: Any, preview: bool) -> dict[str, Any]:
+        ctx: dict[str, Any] = {"first_name": patient.first_name}
+        ctx.update(_patient_links(patient.id, rx.id if rx is not None else None, preview))
+        request = self.requests.get(row.refill_request_id) if row.refill_request_id else None
+        order = self.orders.get(row.order_id) if row.order_id else None
+        if rx is not None:
+            ctx.update(self._rx_context(rx, request.delivery_method if request is not None else None))
+        if kind in REFILL_REMINDERS or kind == MessageKind.RENEWAL_NEEDED:
+            line = self._fill_timeline(row.order_id)
+            if line is not None:
+                ctx["run_out"] = _words(line.run_out)
+                ctx["order_by"] = _words(line.order_by)
+            if kind in REFILL_REMINDERS and not ctx.get("order_by"):
+                raise RenderError("the fill this reminder is about is no longer dispensed")
+        if request is not None:
+            ctx["decline_reason"] = request.decline_reason
+        if order is not None and order.state != OrderState.CANCELLED:
+            ctx["order_total"] = format_cents(order.price_cents + order.shipping_cents)
+            ctx["carrier"] = order.carrier
+            ctx["tracking_number"] = order.tracking_number
+            # For a shipped fill, dispensed_on is the expected delivery day (the supply starts on arrival).
+            ctx["arrives_on"] = _words(order.dispensed_on) if order.state == OrderState.DISPENSED else ctx.get(
+                "arrives_on")
+        if kind == MessageKind.REQUEST_DECLINED and not ctx.get("decline_reason"):
+            ctx["decline_reason"] = "Please call us so we can explain."
+        return ctx
+
+    def _rx_context(self, rx: Any, delivery: DeliveryMethod | None) -> dict[str, Any]:
+        """What refills.services.summary(rx, delivery=…) says about the next fill, from the batch's rows."""
+        from pharmacy.refills.services import RxFacts
+
+        patient = self.patients[rx.patient_id]
+        formula = self.cache.formulas[rx.formula_id]
+        facts = self.facts.get(rx.id, RxFacts())
+        open_req = self.open_requests.get(rx.id) if facts.open_request else None
+        last = self.latest.get(rx.id)
+        steps = self.steps.get(rx.id, [])
+        ahead = rx_rules.remaining_steps(steps, self.supplied.get(rx.id, 0)) if steps else ()
+        next_step = None
+        if steps and last is not None:
+            dose = ahead[0].dose_mg if ahead else rx.dose_mg
+            next_step = f"Next fill continues at {rx_rules.format_mg(dose)} a day" + (
+                f", then {rx_rules.format_mg(rx.dose_mg)}" if ahead and dose != rx.dose_mg else "")
+        delivery = delivery or (open_req.delivery_method if open_req is not None else None) \
+            or patient.delivery_preference
+        start_day = today() if open_req is None else local_date(open_req.requested_at, settings().timezone)
+        run_out = last.run_out_date if last is not None else None
+        price = 0
+        try:
+            qty = rx_rules.quantity_for_days(formula.form, formula.strength_mg, rx.dose_mg, rx.days_supply, ahead)
+            plan = compounding_rules.cap_to_bud(
+                formula.form, formula.strength_mg, rx.dose_mg, quantity=qty, days_supply=rx.days_supply,
+                bud_days=compounding_rules.BUD_DAYS[formula.usp_category], steps=ahead)
+            price = pricing.quote(formula.id, plan.quantity, DeliveryMethod.PICKUP,
+                                  entries=self.cache.prices.get(formula.id, [])).price_cents  # type: ignore[arg-type]
+        except ValidationFailed:
+            pass
+        ships = delivery == DeliveryMethod.SHIP
+        shipping = self.cache.shipping_fee_cents() if ships else 0
+        ready = refill_rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
+                                        calendar=business_calendar())
+        arrives = refill_rules.arrival_date(ready, patient.shipping_days) if ships else None
+        return {
+            "product": rx_rules.product_name(formula.form, formula.strength_mg),
+            "price": format_cents(price) if price else None,
+            "shipping": format_cents(shipping) if shipping else None,
+            "total": format_cents(price + shipping) if price + shipping else None,
+            "ships": ships,
+            "ready_on": _words(ready),
+            "arrives_on": _words(arrives),
+            "run_out": _words(run_out),
+            "refills_left": refill_rules.refills_left(rx.refills_authorized, facts.refills_used),
+            "expiry_date": _words(rx.expiry_date),
+            "expires_before_run_out": run_out is not None and rx.expiry_date < run_out,
+            "next_step": next_step,
+            "prescriber_name": _doctor(rx),
+        }
+
+    def _fill_timeline(self, order_id: int | None) -> refill_rules.RefillTimeline | None:
+        """Run-out and order-by of the fill a reminder is about, computed now (the facts planning uses):
+        None unless the fill is dispensed and its prescription active."""
+        order = self.orders.get(order_id) if order_id is not None else None
+        if order is None or order.state != OrderState.DISPENSED:
+            return None
+        rx = self.prescriptions.get(order.prescription_id)
+        patient = self.patients.get(order.patient_id)
+        if rx is None or rx.status != RxStatus.ACTIVE or patient is None:
+            return None
+        formula = self.cache.formulas[rx.formula_id]
+        shipping = patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0
+        return refill_rules.timeline(
+            order.dispensed_on, order.days_supply, shipping_days=shipping, buffer_days=settings().safety_buffer_days,
+            lead_time_business_days=formula.lead_time_business_days, calendar=business_calendar(),
+        )
+
+    def _prescriber_context(self, rx: Any) -> dict[str, Any]:
+        patient = self.patients[rx.patient_id]
+        formula = self.cache.formulas[rx.formula_id]
+        last = self.latest.get(rx.id)
+        return {
+            "prescriber_name": _doctor(rx),
+            "patient_name": f"{patient.first_name} {patient.last_name}",
+            "date_of_birth": _words(patient.date_of_birth),
+            "product": rx_rules.product_name(formula.form, formula.strength_mg),
+            "dose": rx_rules.format_mg(rx.dose_mg),
+            "directions": rx.directions,
+            "quantity": rx_rules.quantity_text(formula.form, rx.quantity),
+            "days_supply": rx.days_supply,
+            "last_fill": _words(last.dispensed_on) if last is not None else None,
+            "refills_authorized": rx.refills_authorized or 0,
+            "rx_number": rx.rx_number,
+            "written_date": _words(rx.written_date),
+            "expiry_date": _words(rx.expiry_date),
+            "indication": f"{rx.indication} ({rx.indication_code})",
+        }
 
 
 _BLANK_LINES = re.compile(r"\n{3,}")
@@ -214,36 +467,12 @@ def _tidy_text(text: str) -> str:
 
 
 def render(row: OutboxMessage, *, preview: bool = False) -> RenderedEmail:
-    """Build the email for an outbox row from the current data.
+    """Build the email for one outbox row from the current data (a batch of one).
 
     `preview=True` (the dashboard) puts a placeholder where the patient's signed links go, so a
     staff page never carries a working patient link. Raises RenderError when it cannot be sent.
     """
-    kind = MessageKind(row.kind)
-    cfg = settings()
-    rx = db.session.get(Prescription, row.prescription_id) if row.prescription_id else None
-    ctx: dict[str, Any] = {"pharmacy": _pharmacy(), "kind": kind.value, "subject": rules.subject_line(
-        cfg.pharmacy_name, kind)}
-    headers: dict[str, str] = {}
-    if kind == MessageKind.PRESCRIBER_RENEWAL:
-        if rx is None:
-            raise RenderError("the prescription is gone")
-        to_address = row.to_address or (rx.prescriber.email if rx.prescriber else None)
-        ctx.update(_prescriber_context(row, rx))
-    else:
-        patient = db.session.get(Patient, row.patient_id) if row.patient_id else None
-        if patient is None:
-            raise RenderError("the patient is gone")
-        to_address = row.to_address or patient.email
-        ctx.update(_patient_context(row, patient, rx, preview))
-        headers["List-Unsubscribe"] = f"<{ctx['unsubscribe_url']}>"
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    if not to_address or "@" not in to_address:
-        raise RenderError("no email address")
-    text = render_template(f"emails/{kind.value}.txt", **ctx)
-    html = render_template(f"emails/{kind.value}.html", **ctx)
-    return RenderedEmail(kind=kind, subject=ctx["subject"], text=_tidy_text(text), html=html,
-                         to_address=to_address.strip(), headers=headers)
+    return Batch.load([row.id]).render(row.id, preview=preview)
 
 
 _STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)

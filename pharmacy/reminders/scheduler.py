@@ -1,9 +1,11 @@
 """The scheduler process (`flask scheduler`): a few periodic jobs over the outbox, nothing more.
 
-Reminders are rows with a due time, not scheduler jobs, so APScheduler only runs three
-interval jobs — deliver (every 30 s), plan/sweep (every 10 min) and a heartbeat — from its own
+Reminders are rows with a due time, not scheduler jobs, so APScheduler only runs a few
+periodic jobs — deliver (every 30 s), plan/sweep (every 10 min), a heartbeat, and the nightly
+adherence refresh (at ADHERENCE_REFRESH_HOUR, pharmacy time, default 02:00) — from its own
 in-memory job store, never shared with another process. A process that was down simply finds
-the rows that fell due meanwhile on its first run; coalescing, one instance per job and a long
+the rows that fell due meanwhile on its first run, and refreshes the adherence snapshot at
+start-up when the last nightly refresh was missed; coalescing, one instance per job and a long
 misfire grace make sure a late or stalled run is merged rather than skipped (APScheduler's
 default grace of one second would silently drop it).
 
@@ -21,17 +23,19 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask, has_request_context
 from sqlalchemy.exc import IntegrityError
 
-from pharmacy.core.context import now
+from pharmacy.core.context import now, settings
+from pharmacy.core.errors import ConfigError
 from pharmacy.core.models import Heartbeat
 from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
@@ -44,6 +48,8 @@ DELIVER_SECONDS = 30
 SWEEP_SECONDS = 600
 HEARTBEAT_SECONDS = 30
 MISFIRE_GRACE_SECONDS = 3600
+#: The nightly adherence refresh (billing.reports.refresh_adherence), pharmacy-local hour; ADHERENCE_REFRESH_HOUR.
+ADHERENCE_REFRESH_HOUR = 2
 
 
 class SchedulerRefused(RuntimeError):
@@ -106,9 +112,61 @@ def job_plan_sweep(app: Flask) -> None:
             log.error("plan sweep failed (%s)", type(exc).__name__)
 
 
+def adherence_refresh_hour(app: Flask) -> int:
+    """ADHERENCE_REFRESH_HOUR (0–23, pharmacy time; app config first, then the environment); 2 when unset."""
+    raw = app.config.get("ADHERENCE_REFRESH_HOUR", os.environ.get("ADHERENCE_REFRESH_HOUR", ""))
+    if raw is None or raw == "":
+        return ADHERENCE_REFRESH_HOUR
+    try:
+        hour = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"ADHERENCE_REFRESH_HOUR={raw!r} is not a whole number") from None
+    if not 0 <= hour <= 23:
+        raise ConfigError(f"ADHERENCE_REFRESH_HOUR={hour} is outside 0..23")
+    return hour
+
+
+def adherence_refresh_due(hour: int) -> bool:
+    """Was the last nightly refresh missed? True when the snapshot is empty or older than today's (or, before
+    the hour, yesterday's) scheduled refresh. Needs an app context."""
+    from pharmacy.billing.models import AdherenceSnapshot
+
+    tz = settings().timezone
+    local = now().astimezone(tz)
+    scheduled = datetime.combine(local.date(), time(hour), tzinfo=tz)
+    if scheduled > local:
+        scheduled -= timedelta(days=1)
+    oldest = db.session.execute(sa.select(sa.func.min(AdherenceSnapshot.computed_at))).scalar_one_or_none()
+    db.session.rollback()
+    if oldest is None:
+        return True
+    if isinstance(oldest, str):  # min() may bypass the column type on SQLite
+        oldest = datetime.fromisoformat(oldest)
+    if oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return bool(oldest < scheduled)
+
+
+def job_refresh_adherence(app: Flask, *, only_if_missed: bool = False) -> None:
+    """The adherence snapshot (commits batch by batch); at start-up only when the nightly run was missed."""
+    from pharmacy.billing import reports
+
+    with app.app_context():
+        try:
+            if only_if_missed and not adherence_refresh_due(adherence_refresh_hour(app)):
+                return
+            done = reports.refresh_adherence()
+            log.info("adherence refreshed: %d patient(s) measured", done.measured)
+        except Exception as exc:  # tomorrow's run (or `flask reports refresh-adherence`) tries again
+            db.session.rollback()
+            log.error("adherence refresh failed (%s)", type(exc).__name__)
+
+
 def build(app: Flask, *, worker: str, stop: threading.Event, deliver_seconds: float = DELIVER_SECONDS,
           sweep_seconds: float = SWEEP_SECONDS, heartbeat_seconds: float = HEARTBEAT_SECONDS) -> BackgroundScheduler:
     """The configured (not started) scheduler: its own memory job store, coalescing, one instance per job."""
+    hour = adherence_refresh_hour(app)
+    tz = app.extensions["pharmacy.settings"].timezone
     scheduler = BackgroundScheduler(
         jobstores={"default": MemoryJobStore()},
         executors={"default": ThreadPoolExecutor(max_workers=3)},
@@ -122,6 +180,11 @@ def build(app: Flask, *, worker: str, stop: threading.Event, deliver_seconds: fl
                       name="deliver", next_run_time=start)
     scheduler.add_job(job_plan_sweep, "interval", seconds=sweep_seconds, args=[app], id="plan_sweep",
                       name="plan/sweep", next_run_time=start)
+    scheduler.add_job(job_refresh_adherence, "cron", hour=hour, minute=0, timezone=tz, args=[app],
+                      id="adherence", name="adherence refresh")
+    # Once at start-up, when the snapshot is missing or last night's refresh did not happen (the process was down).
+    scheduler.add_job(job_refresh_adherence, "date", run_date=start, args=[app], kwargs={"only_if_missed": True},
+                      id="adherence_catch_up", name="adherence refresh (missed)")
     return scheduler
 
 

@@ -15,6 +15,7 @@ from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit, links
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import business_calendar, now, settings, today
+from pharmacy.core.db import UTCDateTime
 from pharmacy.core.errors import Conflict, LinkInvalid, NotFound
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
@@ -50,26 +51,65 @@ KIND_LABELS = {
 # ---- the outbox page ----------------------------------------------------------------------------------
 
 
+#: Counts above this show as "10,000+": each state's count reads at most this many index entries, so the
+#: page costs the same with a thousand rows as with millions (the sent pile only grows).
+COUNT_CAP = 10_000
+WAITING = (OutboxState.PENDING, OutboxState.SENDING)
+
+
 @dataclass
 class OutboxPage:
     state: OutboxState | None
-    counts: dict[OutboxState, int]
+    counts: dict[OutboxState, int]  # exact up to COUNT_CAP; a state in `capped` has more
     rows: list[OutboxMessage]
     page: int
     per_page: int
     has_next: bool
+    capped: frozenset[OutboxState] = frozenset()
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def cap_label(self) -> str:
+        return f"{COUNT_CAP:,}"
 
-def _state_rank() -> sa.ColumnElement[int]:
-    return sa.case(*((OutboxMessage.state == s, i) for i, s in enumerate(STATE_ORDER)), else_=len(STATE_ORDER))
+    def count_label(self, state: OutboxState | None = None) -> str:
+        """A state's count as the page shows it ("1758", "10,000+"); the sum of all without a state."""
+        if state is None:
+            return f"{self.total:,}+" if self.capped else str(self.total)
+        return f"{COUNT_CAP:,}+" if state in self.capped else str(self.counts[state])
+
+
+def _order_within(state: OutboxState) -> tuple[sa.ColumnElement[object], ...]:
+    """Waiting rows in the order they go out (soonest due first); finished ones newest first."""
+    if state in WAITING:
+        return (OutboxMessage.next_attempt_at.asc(), OutboxMessage.id.asc())
+    return (OutboxMessage.id.desc(),)
+
+
+def _capped_counts(states: tuple[OutboxState, ...]) -> dict[OutboxState, int]:
+    """COUNT_CAP + 1 at most per state, all in one statement: each a bounded scan of ix_outbox_state_id."""
+    t = OutboxMessage.__table__
+    columns = [
+        sa.select(sa.func.count()).select_from(
+            sa.select(sa.literal(1)).where(t.c.state == s).limit(COUNT_CAP + 1).subquery()
+        ).scalar_subquery().label(s.value)
+        for s in states
+    ]
+    row = db.session.execute(sa.select(*columns)).one()
+    return {s: int(n) for s, n in zip(states, row, strict=True)}
 
 
 def outbox_page(actor: Actor, *, state: str | None = None, page: int = 1, per_page: int = PER_PAGE) -> OutboxPage:
-    """Counts per state and one page of rows, failed first; two queries whatever the page size."""
+    """Counts per state and one page of rows, failed first; two statements whatever the page or the table size.
+
+    The rows: for each state (in STATE_ORDER) the first `offset + per_page + 1` rows of that state in its
+    own order — an indexed range read that stops at the limit (ix_outbox_state_id; ix_outbox_state_next_attempt
+    for waiting rows) — then the union of those few rows ordered state by state and cut to the page. Never
+    a sort of the whole outbox. A deep page costs in proportion to its depth, as any OFFSET does.
+    """
     audit.require(actor, Permission.MANAGE_OUTBOX, what="see the email outbox")
     chosen = None
     if state:
@@ -77,28 +117,30 @@ def outbox_page(actor: Actor, *, state: str | None = None, page: int = 1, per_pa
             chosen = OutboxState(state)
         except ValueError:
             raise NotFound(f"There is no outbox state {state!r}.") from None
-    page = max(page, 1)
-    counts = {s: 0 for s in STATE_ORDER}
-    for s, n in db.session.execute(
-        sa.select(OutboxMessage.state, sa.func.count()).group_by(OutboxMessage.state)
-    ).all():
-        counts[OutboxState(s)] = int(n)
-    waiting = OutboxMessage.state.in_([OutboxState.PENDING, OutboxState.SENDING])
-    stmt = (
-        sa.select(OutboxMessage)
-        .order_by(
-            _state_rank(),
-            # Waiting rows: soonest due first. Finished ones: newest first.
-            sa.case((waiting, OutboxMessage.next_attempt_at), else_=None).asc().nulls_last(),
-            OutboxMessage.id.desc(),
+    page = max(min(page, 10_000), 1)
+    counts = _capped_counts(STATE_ORDER)
+    capped = frozenset(s for s, n in counts.items() if n > COUNT_CAP)
+    counts = {s: min(n, COUNT_CAP) for s, n in counts.items()}
+    offset = (page - 1) * per_page
+    reach = offset + per_page + 1
+    arms = []
+    for rank, s in enumerate((chosen,) if chosen is not None else STATE_ORDER):
+        waiting = s in WAITING
+        arm = (
+            sa.select(OutboxMessage.id.label("id"), sa.literal(rank).label("rank"),
+                      (OutboxMessage.next_attempt_at if waiting else sa.cast(sa.null(), UTCDateTime())).label("due"),
+                      (OutboxMessage.id if waiting else -OutboxMessage.id).label("seq"))
+            .where(OutboxMessage.state == s).order_by(*_order_within(s)).limit(reach)
         )
-        .offset((page - 1) * per_page).limit(per_page + 1)
+        arms.append(sa.select(arm.subquery()))
+    picked = sa.union_all(*arms).subquery("picked")
+    stmt = (
+        sa.select(OutboxMessage).join(picked, picked.c.id == OutboxMessage.id)
+        .order_by(picked.c.rank, picked.c.due, picked.c.seq).offset(offset).limit(per_page + 1)
     )
-    if chosen is not None:
-        stmt = stmt.where(OutboxMessage.state == chosen)
     rows = list(db.session.execute(stmt).scalars())
     return OutboxPage(state=chosen, counts=counts, rows=rows[:per_page], page=page, per_page=per_page,
-                      has_next=len(rows) > per_page)
+                      has_next=len(rows) > per_page, capped=capped)
 
 
 @dataclass

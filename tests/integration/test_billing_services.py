@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from pharmacy.billing import pricing, reports, services
-from pharmacy.billing.models import Fee, Payment, PriceEntry
+from pharmacy.billing.models import AdherenceSnapshot, Fee, Payment, PriceEntry
 from pharmacy.billing.rules import AmountInvalid, RefundTooLarge
 from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
@@ -395,6 +395,10 @@ def test_adherence_shifts_overlapping_fills_and_lists_who_to_call(w: dict[str, A
                                                                                 "(217) 555-0199")]
     assert report.rows[0].last_fill_on == today() - timedelta(days=59)
     assert report.distribution == [0, 0, 0, 0, 0, 1, 0, 0, 0, 2]
+    assert not report.snapshot  # a window of its own: computed on request
+    # The call list (and the default window) come from the snapshot: empty until it is first computed.
+    assert reports.adherence_below_threshold(w["pharmacist"], 10) == []
+    reports.refresh_adherence()
     assert [r.name for r in reports.adherence_below_threshold(w["pharmacist"], 10)] == ["Whitaker, Walter"]
     admin_view = reports.adherence(w["admin"], window_days=60)
     assert admin_view.rows == [] and admin_view.below_count == 1 and not admin_view.show_names
@@ -456,3 +460,160 @@ def test_csv_cells_cannot_become_formulas(w: dict[str, Any]) -> None:
 def test_month_starts_wrap_years() -> None:
     assert reports.month_starts(date(2026, 2, 10), 3) == [date(2025, 12, 1), date(2026, 1, 1), date(2026, 2, 1),
                                                          date(2026, 3, 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The adherence snapshot
+# ---------------------------------------------------------------------------------------------
+
+
+def _adherence_world(w: dict[str, Any]) -> dict[str, Any]:
+    """Patients of every shape the PDC has to get right, with the default 180-day window."""
+    people: dict[str, Any] = {}
+
+    def person(key: str, first: str, *fills: tuple[int, int], status: str | None = None) -> None:
+        p = factories.patient(w["pharmacist"], first_name=first, last_name=f"Adh{key}", email=f"{key}@example.com",
+                              phone=f"(217) 555-{len(people):04d}")
+        rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
+        for days_ago, days in fills:
+            dispensed_fill(w, days_ago, days, patient=p, rx=rx)
+        if status is not None:
+            db.session.execute(sa.text("UPDATE prescriptions SET status = :s WHERE id = :i"), {"s": status, "i": rx.id})
+        people[key] = p
+
+    person("steady", "Stella", *((d, 30) for d in (170, 140, 110, 80, 50, 20)))  # 100 %
+    person("early", "Eddie", (175, 30), (160, 30), (100, 30), (40, 30))  # early refills shift forward
+    person("gap", "Gina", (179, 30), (60, 30))  # 60 of 180 days
+    person("carry", "Carl", (300, 90), (200, 120), (15, 30))  # supply from before the window carries into it
+    person("new", "Nina", (12, 30))  # the window starts at her first fill
+    person("transit", "Tom", (90, 30), (-2, 30))  # a fill still in transit does not count yet
+    person("boundary", "Bea", (179, 143))  # 143 of 180 days: 79.44 % (below), 0.7944
+    person("stopped", "Stan", (30, 30), status="discontinued")  # no active prescription: not measured
+    db.session.flush()
+    return people
+
+
+def _report_tuple(r: reports.AdherenceReport) -> tuple[Any, ...]:
+    return (r.window_days, r.window_start, r.window_end, r.threshold_percent, r.measured, r.below_count,
+            r.distribution, r.rows)
+
+
+def test_adherence_snapshot_gives_exactly_the_report_computed_on_request(w: dict[str, Any], clock: FixedClock) -> None:
+    _adherence_world(w)
+    live = reports._adherence_live(180, 500, with_names=True)
+    assert live.measured == 7 and live.below_count >= 2  # Margaret (no fill) is not measured; Stan is stopped
+
+    before = reports.adherence(w["pharmacist"])
+    assert before.snapshot and before.computed_at is None and before.measured == 0  # never refreshed yet
+
+    done = reports.refresh_adherence(batch_size=2)  # several batches, each its own commit
+    assert (done.measured, done.window_days, done.computed_at) == (live.measured, 180, now())
+    snap = reports.adherence(w["pharmacist"])
+    assert snap.snapshot and snap.computed_at == now()
+    assert _report_tuple(snap) == _report_tuple(live)  # every figure, every row, in the same order
+    # Tom: 30 of the 91 days since his first fill (the one in transit does not count yet); Gina: 60 of 180.
+    assert [(r.name, r.percent, str(r.pdc)) for r in snap.rows][:2] == [("Adhtransit, Tom", 33, "0.3297"),
+                                                                        ("Adhgap, Gina", 33, "0.3333")]
+    assert ("Adhboundary, Bea", 79, "0.7944") in [(r.name, r.percent, str(r.pdc)) for r in snap.rows]
+    assert reports.adherence_below_threshold(w["pharmacist"], 500) == snap.rows
+    # The same window asked for explicitly is the snapshot too; any other is computed on request.
+    assert reports.adherence(w["pharmacist"], window_days=180).snapshot
+    assert not reports.adherence(w["pharmacist"], window_days=90).snapshot
+    # The batch size changes nothing.
+    rows = db.session.execute(sa.select(AdherenceSnapshot).order_by(AdherenceSnapshot.patient_id)).scalars().all()
+    first = [(r.patient_id, r.pdc_milli, r.percent, r.covered_days, r.days_in_window, r.window_start, r.last_fill_on,
+              r.last_days_supply, r.last_formula_id) for r in rows]
+    reports.refresh_adherence(batch_size=1000)
+    db.session.expire_all()
+    rows = db.session.execute(sa.select(AdherenceSnapshot).order_by(AdherenceSnapshot.patient_id)).scalars().all()
+    assert [(r.patient_id, r.pdc_milli, r.percent, r.covered_days, r.days_in_window, r.window_start, r.last_fill_on,
+             r.last_days_supply, r.last_formula_id) for r in rows] == first
+    # An admin sees the figures, not the names.
+    admin = reports.adherence(w["admin"])
+    assert admin.rows == [] and admin.below_count == snap.below_count and not admin.show_names
+
+
+def test_adherence_refresh_follows_the_data_and_drops_who_is_no_longer_measured(w: dict[str, Any],
+                                                                             clock: FixedClock) -> None:
+    people = _adherence_world(w)
+    reports.refresh_adherence(batch_size=3)
+    gina = people["gap"].id
+    assert gina in {r.patient_id for r in reports.adherence_below_threshold(w["pharmacist"], 50)}
+    # Gina's prescription is stopped; Margaret gets a first fill; a day later the snapshot is refreshed.
+    db.session.execute(sa.text("UPDATE prescriptions SET status = 'discontinued' WHERE patient_id = :p"), {"p": gina})
+    dispensed_fill(w, 100, 30)
+    clock.advance(timedelta(days=1))
+    reports.refresh_adherence(batch_size=3)
+    measured = set(db.session.execute(sa.select(AdherenceSnapshot.patient_id)).scalars())
+    assert gina not in measured and w["patient"].id in measured
+    assert _report_tuple(reports.adherence(w["pharmacist"])) == _report_tuple(
+        reports._adherence_live(180, 100, with_names=True))
+    assert reports.adherence(w["pharmacist"]).window_end == today()
+
+
+def test_the_snapshot_integer_sql_is_the_rules_arithmetic(w: dict[str, Any]) -> None:
+    """pdc_milli, the 4-place PDC and the threshold test, in SQL, against rules.pdc/is_adherent, edge cases included."""
+    from pharmacy.billing import rules
+
+    pairs = [(c, t) for t in (1, 7, 97, 143, 180, 297, 365, 730) for c in range(0, t + 1, max(1, t // 40))]
+    pairs += [(98, 297), (143, 180), (144, 180), (4, 5), (79, 100), (80, 100), (2, 3)]
+    values = sa.union_all(*[sa.select(sa.literal(c, sa.Integer).label("c"), sa.literal(t, sa.Integer).label("t"))
+                            for c, t in pairs]).subquery("v")
+    e4 = (20000 * values.c.c + values.c.t) // (2 * values.c.t)
+    milli = (2000 * values.c.c + values.c.t) // (2 * values.c.t)
+    got = db.session.execute(sa.select(values.c.c, values.c.t, e4, milli)).all()
+    for c, t, pdc_e4, pdc_milli in got:
+        exact = rules.pdc([(date(2026, 1, 1), c)], date(2026, 1, 1), date(2026, 1, 1) + timedelta(days=t - 1)) \
+            if c else Decimal("0.0000")
+        assert Decimal(pdc_e4) / 10000 == exact, (c, t)
+        assert pdc_milli == (2000 * c + t) // (2 * t)
+        for threshold in (33, 50, 80, 100):
+            assert (pdc_e4 < 100 * threshold) == (not rules.is_adherent(exact, threshold)), (c, t, threshold)
+
+
+def test_the_snapshot_is_read_in_a_fixed_number_of_statements(w: dict[str, Any], app: Flask) -> None:
+    def statements(n_patients: int) -> tuple[int, int]:
+        for i in range(n_patients):
+            p = factories.patient(w["pharmacist"], first_name=f"S{i}", last_name=f"Snap{n_patients}-{i}",
+                                  email=f"s{n_patients}-{i}@example.com")
+            rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
+            dispensed_fill(w, 150, 30, patient=p, rx=rx)
+        reports.refresh_adherence()
+        seen: list[str] = []
+
+        def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            seen.append(statement)
+
+        sa.event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            assert len(reports.adherence_below_threshold(w["pharmacist"], 8)) == min(8, n_patients)
+            call_list = len(seen)
+            reports.adherence(w["pharmacist"])
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", listener)
+        return call_list, len(seen) - call_list
+
+    small = statements(3)
+    assert small[0] == 1  # the dashboard's call list: one indexed read
+    assert statements(20) == small
+
+
+def test_average_cost_and_fills_by_form_in_sql_match_the_rules(w: dict[str, Any]) -> None:
+    from pharmacy.billing import rules
+
+    expected = []
+    for i, (price, days) in enumerate([(5500, 30), (15500, 90), (9999, 45), (1, 7), (12345, 61)]):
+        p = factories.patient(w["pharmacist"], first_name=f"C{i}", last_name=f"Cost{i}", email=f"c{i}@example.com")
+        rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
+        dispensed_fill(w, 40, days, patient=p, rx=rx, price_cents=price)
+        dispensed_fill(w, 5, days, patient=p, rx=rx, price_cents=price + i)
+        expected.append(rules.monthly_equivalent_cents(2 * price + i, 2 * days))
+    dispensed_fill(w, 400, 30, price_cents=99999)  # before the 12 months: not counted anywhere
+    avg = reports.average_monthly_cost(w["admin"])
+    assert avg.patients == 5
+    assert avg.average_cents == (2 * sum(expected) + 5) // 10
+    assert [r.monthly_equivalent_cents for r in avg.highest] == sorted(expected, reverse=True)
+    forms = {f.form: f for f in reports.fills_by_form(w["admin"])}
+    assert (forms["capsule"].fills, forms["capsule"].patients) == (10, 5)
+    assert forms["capsule"].price_cents == sum(2 * p + i for i, (p, _) in enumerate(
+        [(5500, 30), (15500, 90), (9999, 45), (1, 7), (12345, 61)]))

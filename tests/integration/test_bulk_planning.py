@@ -105,3 +105,26 @@ def _restore(app: Flask, snap: dict[str, Any]) -> None:
         db.session.commit()
         assert _snapshot()["outbox"] == snap["outbox"]
         assert _snapshot()["renewals"] == snap["renewals"]
+
+
+def test_flask_reminders_replan_is_the_bulk_planner(apps: tuple[Flask, Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command walks every active prescription in batches (committed one by one) and leaves what the per-fill
+    planner leaves; a batch larger than an IN (…) list may be is read in chunks."""
+    with apps[0].app_context():
+        before = _snapshot()
+    one, _ = _run(apps, "one")
+    _restore(apps[0], before)
+    monkeypatch.setattr(bulk_planning, "IN_CHUNK", 3)
+    outputs = []
+    for a in (apps[1], apps[0]):
+        result = a.test_cli_runner().invoke(args=["reminders", "replan", "--batch-size", "1000"])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    with apps[0].app_context():
+        after = _snapshot()
+        active = bulk_planning.active_prescriptions()
+    assert after["outbox"] == one["outbox"] and after["renewals"] == one["renewals"]
+    assert "Re-planning prescriptions" in outputs[0]
+    assert f"{active} prescription(s)," in outputs[0] and "moved" in outputs[0]
+    too_big = apps[0].test_cli_runner().invoke(args=["reminders", "replan", "--batch-size", "50001"])
+    assert too_big.exit_code == 2 and "50001" in too_big.output

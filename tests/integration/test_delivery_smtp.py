@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email import policy
 from email.message import EmailMessage
 from typing import Any
@@ -33,12 +34,16 @@ from flask import Flask
 
 from pharmacy import create_app
 from pharmacy.compounding import services as orders
+from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod
+from pharmacy.core.context import business_calendar
+from pharmacy.core.errors import ConfigError
 from pharmacy.core.models import AuditEvent, Heartbeat
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
-from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.prescriptions.rules import Form, RxStatus
 from pharmacy.refills import services as refills
+from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
 from pharmacy.reminders import delivery, planning, scheduler, services, transports
 from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
@@ -437,6 +442,255 @@ def test_claims_on_sqlite_and_postgres_are_exclusive(app_ctx: Flask, clock: Any,
     assert {fresh(i).claimed_by for i in a} == {"a"}
 
 
+def _statements(fn: Any) -> tuple[Any, list[str]]:
+    seen: list[str] = []
+
+    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    sa.event.listen(db.engine, "before_cursor_execute", listener)
+    sa.event.listen(db.engine, "commit", lambda conn: seen.append("COMMIT"))
+    try:
+        result = fn()
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", listener)
+        db.engine.dispatch.commit.clear()
+    return result, seen
+
+
+def test_a_claim_is_one_statement_per_batch_oldest_first(app_ctx: Flask, clock: Any, staff: dict,
+                                                         smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 5)
+    # Make the due order differ from the id order: the last row has been due longest.
+    db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == ids[-1])
+                       .values(next_attempt_at=clock.now() - timedelta(hours=1)))
+    db.session.commit()
+    claimed, seen = _statements(lambda: delivery.claim_batch("w1", limit=3))
+    assert claimed == [ids[-1], ids[0], ids[1]]  # (next_attempt_at, id)
+    # UPDATE … WHERE id IN (SELECT …) RETURNING; on PostgreSQL WITH due AS MATERIALIZED (…) UPDATE … RETURNING.
+    assert [x for x in seen if x not in ("BEGIN",)] == ["WITH" if USE_PG else "UPDATE", "COMMIT"]
+    rest = delivery.claim_batch("w2", limit=10)
+    assert rest == ids[2:4] and delivery.claim_batch("w3") == []
+    rows = {i: fresh(i) for i in ids}
+    assert {rows[i].claimed_by for i in claimed} == {"w1"} and {rows[i].claimed_by for i in rest} == {"w2"}
+    assert all(r.state == OutboxState.SENDING and r.lease_until == clock.now() + delivery.LEASE for r in rows.values())
+
+
+def test_without_update_returning_the_claim_reads_back_what_it_took(app_ctx: Flask, clock: Any, staff: dict,
+                                                                   smtp: SmtpServer,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite before 3.35 has no RETURNING: the same UPDATE, then the rows this worker's lease marks."""
+    ids = first_reminders_due(staff, clock, 3)
+    monkeypatch.setattr(delivery, "_update_returning", lambda: False)
+    assert delivery.claim_batch("a", limit=2) == ids[:2]
+    assert delivery.claim_batch("b", limit=2) == ids[2:]
+    assert delivery.claim_batch("c") == []
+    assert delivery.deliver_due(worker="d").claimed == 0
+    clock.advance(delivery.LEASE + timedelta(seconds=1))
+    assert delivery.deliver_due(worker="d").sent == 3
+
+
+def test_claims_racing_from_two_connections_never_overlap(app: Flask, app_ctx: Flask, clock: Any, staff: dict,
+                                                          smtp: SmtpServer) -> None:
+    """Two workers, each in its own thread, app context and connection, claim until nothing is due."""
+    fills = [dispensed(staff, i) for i in range(2)]
+    t = clock.now() - timedelta(minutes=1)
+    n = 400
+    db.session.execute(sa.insert(OutboxMessage), [
+        {"dedupe_key": f"race:{i}", "kind": MessageKind.REMINDER_EARLY, "patient_id": fills[i % 2][0]["patient"].id,
+         "prescription_id": fills[i % 2][0]["rx"].id, "order_id": fills[i % 2][1].id, "due_at": t,
+         "next_attempt_at": t, "state": OutboxState.PENDING, "attempts": 0, "created_at": t,
+         "message_id": f"<race.{i}@pharmacy.example>"} for i in range(n)])
+    db.session.commit()
+    start = threading.Barrier(2)
+    claimed: dict[str, list[int]] = {"x": [], "y": []}
+    errors: list[BaseException] = []
+
+    def worker(name: str) -> None:
+        try:
+            with app.app_context():
+                start.wait()
+                while ids := delivery.claim_batch(name, limit=7):
+                    claimed[name].extend(ids)
+                db.session.remove()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in claimed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    x, y = set(claimed["x"]), set(claimed["y"])
+    assert not x & y and len(x) + len(y) == len(claimed["x"]) + len(claimed["y"])
+    due = set(db.session.execute(sa.select(OutboxMessage.id).where(OutboxMessage.dedupe_key.like("race:%"))).scalars())
+    assert x | y == due  # every due row claimed, each by one worker
+    db.session.expire_all()
+    owners = dict(db.session.execute(sa.select(OutboxMessage.id, OutboxMessage.claimed_by)
+                                     .where(OutboxMessage.id.in_(due))).all())
+    assert all(owners[i] == "x" for i in x) and all(owners[i] == "y" for i in y)
+
+
+class WatchingTransport(transports.OutboxOnlyTransport):
+    """Checks, from a connection of its own, that every message handed over before is already committed as sent."""
+
+    def __init__(self, engine: sa.Engine, on_send: Any = None) -> None:
+        super().__init__()
+        self.engine = engine
+        self.on_send = on_send
+        self.handed: list[str] = []
+        self.problems: list[str] = []
+
+    def _check_committed(self) -> None:
+        with self.engine.connect() as conn:
+            states = dict(conn.execute(sa.select(OutboxMessage.message_id, OutboxMessage.state)
+                                       .where(OutboxMessage.message_id.in_(self.handed))).all())
+        for mid in self.handed:
+            if states.get(mid) != "sent":
+                self.problems.append(f"{mid} handed over but {states.get(mid)} in the database")
+
+    def send(self, message: Any, *, sender: str, recipients: list[str]) -> None:
+        self._check_committed()
+        if self.on_send is not None:
+            self.on_send(len(self.handed))
+        super().send(message, sender=sender, recipients=recipients)
+        self.handed.append(message["Message-ID"])
+
+    def __exit__(self, *exc: Any) -> None:
+        self._check_committed()  # the batch's last message too, before the connection is closed
+        super().__exit__(*exc)
+
+
+def test_each_send_is_committed_before_the_next_one_and_before_the_connection_closes(
+        app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    ids = first_reminders_due(staff, clock, 7)
+    transport = WatchingTransport(db.engine)
+    report = delivery.deliver_due(transport=transport, batch_size=3)
+    assert report.sent == 7 and len(transport.handed) == 7
+    assert transport.problems == []
+    assert all(fresh(i).state == OutboxState.SENT for i in ids)
+    assert {attempts_of(i)[0] for i in ids} == {"sent"}
+
+
+def test_a_change_made_while_a_batch_is_being_sent_is_seen_before_the_send(
+        app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    """The batch's data is read once, but whether each message is still wanted is read just before its send."""
+    ids = first_reminders_due(staff, clock, 3)
+    rows = [fresh(i) for i in ids]
+
+    def meanwhile(already_sent: int) -> None:
+        if already_sent == 0:  # while the first message goes out, patient 2 opts out and patient 3 is stopped
+            with db.engine.begin() as conn:
+                conn.execute(sa.text("UPDATE patients SET reminders_opt_in = :f WHERE id = :p"),
+                             {"f": False, "p": rows[1].patient_id})
+                conn.execute(sa.text("UPDATE prescriptions SET status = 'on_hold' WHERE id = :r"),
+                             {"r": rows[2].prescription_id})
+
+    transport = WatchingTransport(db.engine, on_send=meanwhile)
+    report = delivery.deliver_due(transport=transport)
+    assert (report.sent, report.cancelled) == (1, 2)
+    assert fresh(ids[1]).cancelled_reason == "patient opted out"
+    assert fresh(ids[2]).cancelled_reason == "prescription on_hold"
+
+
+def test_delivery_costs_a_fixed_number_of_statements_per_message(app_ctx: Flask, clock: Any, staff: dict,
+                                                                smtp: SmtpServer) -> None:
+    """One transaction per message (the previous "sent", this claim confirmed, its wanted-check), whatever the batch."""
+    def run(n: int) -> tuple[int, int]:
+        first_reminders_due(staff, clock, n)
+        report, seen = _statements(lambda: delivery.deliver_due(transport=transports.OutboxOnlyTransport(),
+                                                                batch_size=50))
+        assert report.sent == n
+        return len(seen), seen.count("COMMIT")
+
+    clock_start = clock.now()
+    small, small_commits = run(2)
+    clock.set(clock_start)
+    db.session.execute(sa.update(OutboxMessage).values(state=OutboxState.CANCELLED))
+    db.session.commit()
+    large, large_commits = run(10)
+    per_message = (large - small) / 8
+    assert per_message <= 6, per_message  # mark sent + attempt + confirm + wanted-check (+ BEGIN, COMMIT)
+    assert (large_commits - small_commits) / 8 == 1  # one commit per message
+
+
+def test_a_batch_renders_exactly_what_the_refill_pages_say(app_ctx: Flask, clock: Any, staff: dict,
+                                                          smtp: SmtpServer) -> None:
+    """The delivery path reads a batch's data at once and builds each email from memory; the figures must be
+    those of refills.services.summary and planning's fill facts, for every kind of prescription."""
+    from pharmacy.billing.rules import format_cents
+    from pharmacy.core.context import settings
+    from pharmacy.refills import rules as refill_rules
+    from pharmacy.reminders import rendering
+    from tests import factories
+
+    # Plain pick-up; shipped; a titration; a formula without prices; an open request to ship; a declined one.
+    dispensed(staff, 0)
+    ship = world(staff, patient={"first_name": "Sam", "email": "s@example.com",
+                                 "delivery_preference": DeliveryMethod.SHIP, "shipping_days": 3})
+    order = orders.start_fill(ship["pharmacist"], ship["rx"].id)
+    run_order_to(ship, order.id, "ready")
+    orders.dispense_order(ship["technician"], order.id, carrier="UPS", tracking_number="1Z")
+    ph = ship["pharmacist"]
+    low = factories.formula("LDN-CAP-1.5", strength="1.5")
+    p = factories.patient(ph, first_name="Tia", email="t@example.com")
+    rx = factories.prescription(ph, p.id, low.id, ship["prescriber"].id, dose_mg=Decimal("4.5"), titration=[
+        {"dose_mg": "1.5", "days": 14}, {"dose_mg": "3", "days": 14}])
+    tw = {**ship, "formula": low, "patient": p, "rx": rx}
+    run_order_to(tw, orders.start_fill(ph, rx.id).id, "dispensed")
+    bare = factories.formula("LDN-LIQ-1", form=Form.SUBLINGUAL_LIQUID, strength="1", prices=(("150", 30, 6000),))
+    p2 = factories.patient(ph, first_name="Una", email="u@example.com")
+    rx2 = factories.prescription(ph, p2.id, bare.id, ship["prescriber"].id, dose_mg=Decimal("4.5"))
+    bw = {**ship, "formula": bare, "patient": p2, "rx": rx2}
+    run_order_to(bw, orders.start_fill(ph, rx2.id).id, "dispensed")
+    db.session.execute(sa.text("UPDATE price_list SET retired_at = effective_at WHERE formula_id = :f"), {"f": bare.id})
+    refills.request_refill(ship["technician"], ship["rx"].id, source=RequestSource.STAFF, delivery=DeliveryMethod.SHIP)
+    declined = refills.request_refill(ship["technician"], rx.id, source=RequestSource.STAFF).request
+    refills.decline(ph, declined.id, "Please see your neurologist first.")
+    db.session.commit()
+    clock.advance(timedelta(days=2))  # other days: ready and arrival dates move, the request's stay put
+
+    rows = list(db.session.execute(sa.select(OutboxMessage)).scalars())
+    kinds = {r.kind for r in rows}
+    assert {MessageKind.REMINDER_EARLY, MessageKind.ORDER_SHIPPED, MessageKind.REQUEST_RECEIVED,
+            MessageKind.REQUEST_DECLINED} <= kinds
+    batch = rendering.Batch.load([r.id for r in rows])
+    checked = 0
+    for row in rows:
+        if row.kind == MessageKind.PRESCRIBER_RENEWAL or row.prescription_id is None:
+            continue
+        ctx = batch.context(row.id, preview=True)
+        rx_row = db.session.get(Prescription, row.prescription_id)
+        request = db.session.get(RefillRequest, row.refill_request_id) if row.refill_request_id else None
+        s = refills.summary(rx_row, delivery=request.delivery_method if request is not None else None)
+        words = refill_rules.long_date
+        assert ctx["product"] == s.product
+        assert ctx["price"] == (format_cents(s.price_cents) if s.price_cents else None), row.kind
+        assert ctx["shipping"] == (format_cents(s.shipping_cents) if s.shipping_cents else None)
+        assert ctx["total"] == (format_cents(s.total_cents) if s.total_cents else None)
+        assert ctx["ships"] == (s.delivery == DeliveryMethod.SHIP)
+        assert ctx["ready_on"] == words(s.ready_on)
+        assert ctx["refills_left"] == s.refills_left and ctx["next_step"] == s.next_step
+        assert ctx["prescriber_name"] == rx_row.prescriber.display_name
+        if row.kind in delivery.REFILL_REMINDERS:
+            facts = db.session.execute(planning.facts_query().where(Order.id == row.order_id)).first()
+            f = planning.FillFacts(*facts)
+            line = refill_rules.timeline(
+                f.dispensed_on, f.days_supply, shipping_days=f.shipping_days if f.delivery_method == "ship" else 0,
+                buffer_days=settings().safety_buffer_days, lead_time_business_days=f.lead_time,
+                calendar=business_calendar())
+            assert (ctx["order_by"], ctx["run_out"]) == (words(line.order_by), words(line.run_out))
+        else:
+            assert ctx["run_out"] == (words(s.run_out) if s.run_out else None)
+        checked += 1
+    assert checked >= 8
+    declined_text = [batch.render(r.id, preview=True).text for r in rows if r.kind == MessageKind.REQUEST_DECLINED]
+    assert "Please see your neurologist first." in declined_text[0]
+    # A batch of one (the outbox preview) is the same email as the whole batch's.
+    assert all(rendering.render(r, preview=True) == batch.render(r.id, preview=True) for r in rows)
+
+
 def _env_for_subprocess(app_config: dict) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SMTP_URL", "DATABASE_URL")}
     env.update({k: str(v) for k, v in app_config.items() if k.isupper() and isinstance(v, str | int)})
@@ -561,6 +815,44 @@ def test_reminders_no_longer_wanted_are_cancelled_at_send_time(app_ctx: Flask, c
     assert smtp.sink.per_message_id() == Counter({fresh(ids[3]).message_id: 1})
 
 
+def test_after_downtime_only_the_latest_due_reminder_of_a_fill_goes_out(app_ctx: Flask, clock: Any, staff: dict,
+                                                                         smtp: SmtpServer) -> None:
+    _, order = dispensed(staff)
+    rows = reminder_rows(order.id)
+    kinds = [r.kind for r in rows]
+    at = kinds.index(MessageKind.REMINDER_ORDER_BY)
+    earlier, order_by, later = rows[:at], rows[at], rows[at + 1:]
+    assert len(earlier) >= 2 and {r.kind for r in earlier} == {MessageKind.REMINDER_EARLY}
+    # The scheduler was down from before the first early reminder until after the order-by one fell due.
+    clock.set(order_by.due_at + timedelta(hours=2))
+
+    report = delivery.deliver_due()
+
+    assert (report.sent, report.cancelled) == (1, len(earlier))
+    for r in earlier:
+        assert fresh(r.id).state == OutboxState.CANCELLED
+        assert fresh(r.id).cancelled_reason == "superseded by a later reminder"
+    assert fresh(order_by.id).state == OutboxState.SENT
+    assert smtp.sink.per_message_id() == Counter({fresh(order_by.id).message_id: 1})
+    assert later and all(fresh(r.id).state == OutboxState.PENDING for r in later)  # the overdue one is to come
+
+
+def test_an_early_reminder_on_time_is_not_superseded_by_one_not_yet_due(app_ctx: Flask, clock: Any, staff: dict,
+                                                                        smtp: SmtpServer) -> None:
+    _, order = dispensed(staff)
+    rows = reminder_rows(order.id)
+    early = rows[0]
+    order_by = next(r for r in rows if r.kind == MessageKind.REMINDER_ORDER_BY)
+    for r in rows[:rows.index(order_by)]:  # each early reminder on its own day
+        clock.set(r.due_at)
+        assert delivery.deliver_due().sent == 1
+    assert fresh(early.id).state == OutboxState.SENT
+    # The early one having gone out does not stop the order-by one when its day comes.
+    clock.set(order_by.due_at)
+    assert delivery.deliver_due().sent == 1
+    assert fresh(order_by.id).state == OutboxState.SENT
+
+
 def test_reminder_for_a_refill_already_requested_is_not_sent(app_ctx: Flask, clock: Any, staff: dict,
                                                             smtp: SmtpServer) -> None:
     [row_id] = first_reminders_due(staff, clock, 1)
@@ -639,13 +931,57 @@ def test_scheduler_jobs_coalesce_and_never_skip_a_late_run(app: Flask) -> None:
         jobs = {job.id: job for job in sched.get_jobs()}
     finally:
         sched.shutdown(wait=False)
-    assert set(jobs) == {"deliver", "plan_sweep", "heartbeat"}
+    assert set(jobs) == {"deliver", "plan_sweep", "heartbeat", "adherence", "adherence_catch_up"}
     for job in jobs.values():
         assert job.coalesce is True and job.max_instances == 1
         assert job.misfire_grace_time >= 3600  # APScheduler's default (1 s) would drop a late run
     assert jobs["deliver"].trigger.interval == timedelta(seconds=30)
     assert jobs["plan_sweep"].trigger.interval == timedelta(minutes=10)
+    # The adherence snapshot: every night at 02:00 pharmacy time, and once at start-up if that was missed.
+    nightly = jobs["adherence"].trigger
+    assert str(nightly.timezone) == "America/Chicago"
+    assert {f.name: str(f) for f in nightly.fields}["hour"] == "2"
+    assert jobs["adherence_catch_up"].kwargs == {"only_if_missed": True}
     assert type(sched._jobstores["default"]).__name__ == "MemoryJobStore"  # never a shared job store
+
+
+def test_the_nightly_adherence_refresh_runs_at_start_up_only_when_a_night_was_missed(
+        app: Flask, app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
+    from pharmacy.billing.models import AdherenceSnapshot
+
+    def snapshot() -> list[tuple[int, datetime]]:
+        db.session.expire_all()
+        return [(r.patient_id, r.computed_at) for r in db.session.execute(sa.select(AdherenceSnapshot)).scalars()]
+
+    w, _ = dispensed(staff)
+    assert scheduler.adherence_refresh_due(2)  # never computed
+    scheduler.job_refresh_adherence(app, only_if_missed=True)
+    assert snapshot() == [(w["patient"].id, clock.now())]  # 09:00 on 23 Nov
+    assert not scheduler.adherence_refresh_due(2)  # today's 02:00 run is behind it
+    scheduler.job_refresh_adherence(app, only_if_missed=True)  # a restart: nothing to catch up
+    assert snapshot() == [(w["patient"].id, clock.now())]
+
+    start = clock.now()
+    clock.advance(timedelta(hours=18))  # 03:00 on 24 Nov: the 02:00 run did not happen
+    assert scheduler.adherence_refresh_due(2)
+    assert not scheduler.adherence_refresh_due(4)  # a 04:00 schedule is not due until 04:00
+    scheduler.job_refresh_adherence(app, only_if_missed=True)
+    assert snapshot() == [(w["patient"].id, start + timedelta(hours=18))]
+    scheduler.job_refresh_adherence(app)  # the nightly job itself always runs
+    assert db.session.execute(sa.select(sa.func.count()).select_from(AuditEvent).where(
+        AuditEvent.action.like("report.%"))).scalar_one() == 0  # a job, not a person: nothing audited
+
+
+def test_the_adherence_refresh_hour_is_a_checked_setting(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert scheduler.adherence_refresh_hour(app) == 2
+    monkeypatch.setenv("ADHERENCE_REFRESH_HOUR", "5")
+    assert scheduler.adherence_refresh_hour(app) == 5
+    app.config["ADHERENCE_REFRESH_HOUR"] = "23"
+    assert scheduler.adherence_refresh_hour(app) == 23
+    for bad in ("24", "-1", "two"):
+        app.config["ADHERENCE_REFRESH_HOUR"] = bad
+        with pytest.raises(ConfigError, match="ADHERENCE_REFRESH_HOUR"):
+            scheduler.build(app, worker="w", stop=threading.Event())
 
 
 def test_scheduler_refuses_to_run_inside_a_web_request(app: Flask) -> None:

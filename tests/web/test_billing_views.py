@@ -281,6 +281,28 @@ def test_adherence_page_call_list_for_pharmacists_only(app: Flask, client: Flask
     assert "shown to pharmacists only" in page and "Ellison" not in page
 
 
+def test_adherence_page_reads_the_snapshot_and_says_when_it_was_computed(app: Flask, client: FlaskClient,
+                                                                         w: dict[str, Any]) -> None:
+    with app.test_request_context("/"):
+        orders.dispense_order(w["world"]["technician"], w["order_id"])
+        db.session.commit()
+    as_(client, w, "pharmacist")
+    page = text_of(client.get("/billing/adherence"))
+    assert "Not computed yet" in page and "0 measured" in page
+
+    result = app.test_cli_runner().invoke(args=["reports", "refresh-adherence", "--batch-size", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 patient(s) measured over 180 days up to 2026-11-23 (threshold 80%)" in result.output
+    assert "Ellison" not in result.output  # counts only
+
+    page = text_of(client.get("/billing/adherence"))
+    assert 'id="computed-at">Computed 2026-11-23 09:00 CST' in page and "1 measured" in page
+    assert "From 2026-05-28 to 2026-11-23" in page
+    custom = text_of(client.get("/billing/adherence?window_days=90"))
+    assert "Computed now for this window (the nightly figures are for 180 days)" in custom
+    assert app.test_cli_runner().invoke(args=["reports", "refresh-adherence", "--batch-size", "0"]).exit_code != 0
+
+
 # ---- a real browser draws the chart ----------------------------------------------------------------
 
 

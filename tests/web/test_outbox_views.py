@@ -278,3 +278,79 @@ def test_unsubscribe_is_rate_limited(app_ctx: Flask, client: FlaskClient, staff:
     db.session.commit()
     codes = [client.post(f"/preferences/{token}/unsubscribe").status_code for _ in range(31)]
     assert codes[:30] == [200] * 30 and codes[30] == 429
+
+
+# ---- the page at any size: state by state, bounded counts -------------------------------------------------------
+
+
+def _fill_outbox(staff: dict, clock: Any) -> dict[OutboxState, list[int]]:
+    """Rows in every state with due times out of id order; returns each state's ids in the page's order."""
+    from pharmacy.reminders.models import OutboxMessage
+    from pharmacy.reminders.rules import MessageKind
+
+    w, order = dispensed(staff)
+    db.session.execute(sa.delete(OutboxMessage))
+    t = clock.now()
+    rows = []
+    for i in range(23):
+        state = list(OutboxState)[i % 5]
+        due = t + timedelta(hours=(7 * i) % 11)
+        rows.append({"dedupe_key": f"page:{i}", "kind": MessageKind.REMINDER_EARLY, "patient_id": w["patient"].id,
+                     "prescription_id": w["rx"].id, "order_id": order.id, "due_at": due, "next_attempt_at": due,
+                     "state": state, "attempts": 0, "created_at": t, "message_id": f"<page.{i}@pharmacy.example>"})
+    db.session.execute(sa.insert(OutboxMessage), rows)
+    db.session.commit()
+    by_state: dict[OutboxState, list[int]] = {}
+    for state in OutboxState:
+        found = db.session.execute(sa.select(OutboxMessage.id, OutboxMessage.next_attempt_at)
+                                   .where(OutboxMessage.state == state)).all()
+        if state in (OutboxState.PENDING, OutboxState.SENDING):  # soonest due first, then in sending order
+            by_state[state] = [i for i, _ in sorted(found, key=lambda r: (r[1], r[0]))]
+        else:  # newest first
+            by_state[state] = sorted((i for i, _ in found), reverse=True)
+    return by_state
+
+
+def test_outbox_pages_go_state_by_state_and_page_without_gaps(app_ctx: Flask, client: FlaskClient, staff: dict,
+                                                               clock: Any, smtp: SmtpServer) -> None:
+    from pharmacy.core.actor import staff as staff_actor
+    from pharmacy.reminders import services
+
+    by_state = _fill_outbox(staff, clock)
+    expected = [i for s in services.STATE_ORDER for i in by_state[s]]
+    pharmacist = staff_actor(staff["pharmacist"].id, staff["pharmacist"].role)
+    seen, page = [], 1
+    while True:
+        p = services.outbox_page(pharmacist, page=page, per_page=4)
+        seen += [r.id for r in p.rows]
+        if not p.has_next:
+            break
+        page += 1
+    assert seen == expected and page == 6  # failed, sending, pending, sent, cancelled; each in its own order
+    assert p.counts == {s: len(by_state[s]) for s in OutboxState} and p.total == 23 and not p.capped
+    only = services.outbox_page(pharmacist, state="pending", page=2, per_page=3)
+    assert [r.id for r in only.rows] == by_state[OutboxState.PENDING][3:6]
+    assert services.outbox_page(pharmacist, page=99, per_page=4).rows == []
+
+    login(client, staff["pharmacist"])
+    html = client.get("/outbox?page=2").get_data(as_text=True)
+    assert ids_in_page(html) == expected[50:]  # 50 a page: the second holds nothing (23 rows) …
+    assert ids_in_page(client.get("/outbox").get_data(as_text=True)) == expected
+
+
+def test_outbox_counts_stop_at_a_cap(app_ctx: Flask, client: FlaskClient, staff: dict, clock: Any,
+                                     smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pharmacy.reminders import services
+
+    by_state = _fill_outbox(staff, clock)
+    monkeypatch.setattr(services, "COUNT_CAP", 4)
+    login(client, staff["pharmacist"])
+    html = client.get("/outbox").get_data(as_text=True)
+    assert {s: len(ids) for s, ids in by_state.items()} == {
+        OutboxState.PENDING: 5, OutboxState.SENDING: 5, OutboxState.SENT: 5, OutboxState.FAILED: 4,
+        OutboxState.CANCELLED: 4}
+    assert 'data-state="failed">Failed <span class="badge stop">4</span>' in html  # exactly at the cap: exact
+    assert 'data-state="sent">Sent <span class="badge ok">4+</span>' in html  # over it
+    assert 'All <span class="badge">20+</span>' in html and "Counts stop at 4:" in html
+    # Paging still reaches every row: the cap limits the counting, never the rows.
+    assert len(ids_in_page(client.get("/outbox").get_data(as_text=True))) == 23
