@@ -48,6 +48,7 @@ from pharmacy.billing.rules import PaymentKind, PaymentMethod
 from pharmacy.compounding import rules as comp_rules
 from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState, UspCategory
+from pharmacy.core import uow
 from pharmacy.core.context import business_calendar, now, settings, today
 from pharmacy.core.models import User
 from pharmacy.core.roles import Role
@@ -437,7 +438,7 @@ class Generator:
                 address=f"{rng.randrange(100, 9999)} {rng.choice(STREETS)}, {rng.choice(CITIES)[0]}", created_at=self.now))
         db.session.flush()
         self.prescriber_ids = list(db.session.execute(sa.select(Prescriber.id).order_by(Prescriber.id)).scalars())
-        db.session.commit()
+        uow.commit_step()
 
     # -- the run -------------------------------------------------------------------------------------------
 
@@ -508,11 +509,11 @@ class Generator:
                 self.on_progress(min(1000, (i % 1000) + 1))
             if (i + 1) % 20000 == 0:
                 w.flush()
-                db.session.commit()
+                uow.commit_step()
                 conn = db.session.connection()
                 w.conn = conn
         w.flush()
-        db.session.commit()
+        uow.commit_step()
         self._finish()
         self.report.seconds = _time.perf_counter() - t0
         self.report.rows = {s.table.name: s.written for s in w.sinks}
@@ -549,12 +550,12 @@ class Generator:
             conn.execute(sa.text("ANALYZE"))
         else:
             conn.exec_driver_sql("ANALYZE")
-        db.session.commit()
+        uow.commit_step()
         if conn.dialect.name == "sqlite":
             conn = db.session.connection()
             conn.exec_driver_sql("PRAGMA foreign_keys=ON")
             conn.exec_driver_sql("PRAGMA cache_size=-2000")
-            db.session.commit()
+            uow.commit_step()
 
     # -- one patient ---------------------------------------------------------------------------------------
 

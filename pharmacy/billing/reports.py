@@ -27,7 +27,7 @@ from pharmacy.billing.rules import PaymentKind
 from pharmacy.billing.services import charged_clause, local_day_start
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import OrderState
-from pharmacy.core import audit
+from pharmacy.core import audit, uow
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, settings, today
 from pharmacy.core.errors import NotFound, ValidationFailed
@@ -468,12 +468,12 @@ def refresh_adherence(*, batch_size: int = SNAPSHOT_BATCH, on_progress: Callable
         db.session.execute(sa.delete(table).where(table.c.patient_id > after, table.c.patient_id <= ids[-1]))
         if rows:
             db.session.execute(sa.insert(table), rows)
-        db.session.commit()
+        uow.commit_step()
         measured += len(rows)
         after = ids[-1]
         on_progress(len(ids))
     db.session.execute(sa.delete(table).where(table.c.patient_id > after))
-    db.session.commit()
+    uow.commit_step()
     log.info("adherence snapshot refreshed: %d patient(s) measured over %d days", measured, window_days)
     return AdherenceRefresh(measured=measured, window_days=window_days, window_end=end, computed_at=t)
 

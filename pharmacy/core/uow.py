@@ -58,3 +58,11 @@ def unit_of_work() -> Iterator[None]:
     except BaseException:
         db.session.rollback()
         raise
+
+
+def commit_step() -> None:
+    """End one step of a long job and keep it: jobs that work in steps (the delivery run — a claim, each message's
+    outcome —, the bulk re-plan and the adherence refresh batch by batch, the benchmark generator) commit through
+    here, so a run cut short keeps every finished step and every commit of the code base is found from this module.
+    Services never call it: a request commits once, at its end."""
+    db.session.commit()

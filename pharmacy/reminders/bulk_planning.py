@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
+from pharmacy.core import uow
 from pharmacy.core.context import now, today
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
@@ -95,7 +96,7 @@ def replan_all(*, batch_size: int = 5000, day: date | None = None, commit: bool 
         report.prescriptions += len(ids)
         after = ids[-1]
         if commit:
-            db.session.commit()
+            uow.commit_step()
         on_progress(len(ids))
     return report
 

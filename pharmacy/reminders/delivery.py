@@ -43,6 +43,7 @@ import sqlalchemy as sa
 
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
+from pharmacy.core import uow
 from pharmacy.core.context import now, settings
 from pharmacy.core.db import UTCDateTime
 from pharmacy.extensions import db
@@ -148,7 +149,7 @@ def release_expired_leases(*, limit: int = 500) -> int:
         if result.rowcount == 1:
             _attempt(row_id, "expired_lease", "claim expired before the message was marked sent")
             released += 1
-    db.session.commit()
+    uow.commit_step()
     if released:
         log.warning("released %d expired delivery lease(s)", released)
     return released
@@ -201,7 +202,7 @@ def claim_batch(worker: str, *, limit: int = BATCH_SIZE, lease: timedelta = LEAS
             sa.select(table.c.id, table.c.next_attempt_at).where(
                 table.c.state == OutboxState.SENDING, table.c.claimed_by == worker, table.c.lease_until == t + lease)
         ).all()
-    db.session.commit()
+    uow.commit_step()
     return [r.id for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))]
 
 
@@ -386,6 +387,23 @@ def _mark_sent(conn: sa.Connection, row_id: int, email: rendering.RenderedEmail,
         _record_sent(conn, row_id, email, transport)
 
 
+def _check_in(conn: sa.Connection, row_id: int, row: Any, worker: str, lease: timedelta, *, wait: bool) -> str | None:
+    """Inside the caller's transaction: confirm our claim and check the message is still wanted.
+
+    None: send it. "skipped" (not ours any more), "cancelled" (no longer wanted; recorded), or — only without
+    `wait`, on PostgreSQL — "locked": another transaction holds the row right now.
+    """
+    facts = _confirm_claim(conn, row_id, worker, lease, wait=wait, facts_of=row)
+    if facts is None:
+        return "locked" if not wait and _is_postgres() else "skipped"
+    reason = "the message is gone" if row is None else _reason(MessageKind(row.kind), row.order_id,
+                                                              row.to_address, facts)
+    if reason is None:
+        return None
+    _finish(conn, row_id, worker, "cancelled", reason, state=OutboxState.CANCELLED, cancelled_reason=reason[:200])
+    return "cancelled"
+
+
 def _prepare(conn: sa.Connection, row_id: int, worker: str, lease: timedelta, batch: rendering.Batch,
              sent: tuple[int, rendering.RenderedEmail] | None,
              transport: transports.Transport) -> rendering.RenderedEmail | str:
@@ -399,33 +417,21 @@ def _prepare(conn: sa.Connection, row_id: int, worker: str, lease: timedelta, ba
     `conn` is the batch's own connection (one transaction per message, no pool round trip for each).
     """
     row = batch.rows.get(row_id)
-    trans = conn.begin()
     try:
-        if sent is not None:
-            _record_sent(conn, sent[0], sent[1], transport)
-        facts = _confirm_claim(conn, row_id, worker, lease, wait=False, facts_of=row)
-        if facts is None and _is_postgres():
-            # Locked by someone else at this moment (or no longer ours): commit what we hold, then wait for it.
-            trans.commit()
-            sent = None
-            trans = conn.begin()
-            facts = _confirm_claim(conn, row_id, worker, lease, wait=True, facts_of=row)
-        if facts is None:
-            trans.commit()
-            return "skipped"
-        reason = "the message is gone" if row is None else _reason(MessageKind(row.kind), row.order_id,
-                                                                  row.to_address, facts)
-        if reason is not None:
-            _finish(conn, row_id, worker, "cancelled", reason, state=OutboxState.CANCELLED,
-                    cancelled_reason=reason[:200])
-            trans.commit()
-            return "cancelled"
-        trans.commit()
+        with conn.begin():  # one transaction: the previous "sent", this claim confirmed, its wanted-check
+            if sent is not None:
+                _record_sent(conn, sent[0], sent[1], transport)
+            outcome = _check_in(conn, row_id, row, worker, lease, wait=False)
     except Exception:
-        trans.rollback()
-        if sent is not None:
+        if sent is not None:  # rolled back with the rest: "sent" is committed on its own
             _mark_sent(conn, sent[0], sent[1], transport)
         raise
+    if outcome == "locked":
+        # Another transaction held the row a moment ago (PostgreSQL): what we held is committed, now wait for it.
+        with conn.begin():
+            outcome = _check_in(conn, row_id, row, worker, lease, wait=True)
+    if outcome is not None:
+        return outcome
     try:
         return batch.render(row_id)
     except rendering.RenderError as exc:
@@ -452,7 +458,7 @@ def _mark_failed_attempt(row_id: int, worker: str, error: transports.TransportEr
     failure = error.failure
     _attempt(row.id, str(failure), error.summary())
     if row.state != OutboxState.SENDING or row.claimed_by != worker:
-        db.session.commit()  # someone else owns it now: log the attempt, leave the state to them
+        uow.commit_step()  # someone else owns it now: log the attempt, leave the state to them
         return "skipped"
     t = now()
     row.attempts += 1
@@ -465,7 +471,7 @@ def _mark_failed_attempt(row_id: int, worker: str, error: transports.TransportEr
     else:
         row.state = OutboxState.PENDING
         row.next_attempt_at = rules.next_attempt_at(row.attempts, t)
-    db.session.commit()
+    uow.commit_step()
     return "failed" if gave_up else "retried"
 
 
@@ -492,7 +498,7 @@ def deliver_batch(ids: list[int], worker: str, transport: transports.Transport, 
     remaining = list(ids)
     sent: tuple[int, rendering.RenderedEmail] | None = None
     batch = rendering.Batch.load(ids, cache)
-    db.session.commit()  # the session's reads end here (on SQLite its transaction holds the write lock)
+    uow.commit_step()  # the session's reads end here (on SQLite its transaction holds the write lock)
     conn = db.engine.connect()
     try:
         with transport:
@@ -545,7 +551,7 @@ def _release_unsent(report: DeliveryReport, worker: str, ids: list[int]) -> Deli
         .values(state=OutboxState.PENDING, lease_until=None, claimed_by=None)
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()
+    uow.commit_step()
     return report
 
 
@@ -557,7 +563,7 @@ def deliver_due(*, transport: transports.Transport | None = None, worker: str | 
     Commits as it goes (this is a job). Stops early when the mail server is unusable (the
     rows keep their backoff), after `max_batches`, or when `should_stop()` turns true.
     """
-    db.session.commit()  # start from a clean transaction: claims must see committed rows only
+    uow.commit_step()  # start from a clean transaction: claims must see committed rows only
     worker = worker or worker_id()
     transport = transport or default_transport()
     report = DeliveryReport(expired_leases=release_expired_leases())
