@@ -9,6 +9,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
+from pharmacy.billing import adherence as adherence_reports
 from pharmacy.billing import pricing, reports, services
 from pharmacy.billing import schemas as s
 from pharmacy.core.auth import api_auth, current_actor
@@ -148,4 +149,4 @@ def out_of_band() -> Any:
 @blp.response(200, s.BillingAdherenceOut)
 def adherence(args: dict[str, Any]) -> Any:
     """PDC distribution and the patients below the threshold (names for clinical staff only)."""
-    return reports.adherence(current_actor(), window_days=args["window_days"], limit=args["limit"])
+    return adherence_reports.adherence(current_actor(), window_days=args["window_days"], limit=args["limit"])

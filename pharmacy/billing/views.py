@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, stream_with_context, url_for
 
+from pharmacy.billing import adherence as adherence_reports
 from pharmacy.billing import charts, pricing, receipts, reports, services
 from pharmacy.billing.rules import PaymentMethod, format_cents
 from pharmacy.billing.schemas import PaymentForm, PriceForm, QuoteForm, ReportArgs, ShippingForm
@@ -206,6 +207,6 @@ def report_csv(name: str) -> Any:
 @bp.get("/adherence")
 @staff_required
 def adherence() -> Any:
-    report = reports.adherence(current_actor(), window_days=_report_args()["window_days"])
+    report = adherence_reports.adherence(current_actor(), window_days=_report_args()["window_days"])
     return render_template("billing/adherence.html", report=report,
                            chart=charts.adherence_chart(report.distribution, report.threshold_percent), **_globals())

@@ -6,7 +6,7 @@ from typing import Any
 from flask import Response
 from flask_smorest import Blueprint
 
-from pharmacy.compounding import labels, recall, services
+from pharmacy.compounding import labels, queries, recall, services
 from pharmacy.compounding.rules import OrderState
 from pharmacy.compounding.schemas import (
     OrderOutSchema,
@@ -27,7 +27,7 @@ ID = "int(max=2147483647)"
 PDF = {"content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}}
 
 
-def _order(view: services.OrderView, message: str | None = None) -> dict[str, Any]:
+def _order(view: queries.OrderView, message: str | None = None) -> dict[str, Any]:
     o, rx, f = view.order, view.rx, view.formula
     assert f is not None
     return {
@@ -59,7 +59,7 @@ def _order(view: services.OrderView, message: str | None = None) -> dict[str, An
 def start_fill(data: dict[str, Any], rx_id: int) -> Any:
     """Start the next fill of a prescription: a new order, screened again and capped to its BUD."""
     order = services.start_fill(current_actor(), rx_id, delivery=data.get("delivery"))
-    return _order(services.order_view(current_actor(), order.id))
+    return _order(queries.order_view(current_actor(), order.id))
 
 
 @blp.route("/orders", methods=["GET"])
@@ -74,7 +74,7 @@ def queue() -> Any:
              "product": rx_rules.product_name(o.prescription.formula.form, o.prescription.formula.strength_mg),
              "quantity": o.quantity, "delivery_method": o.delivery_method, "created_at": o.created_at,
              "state_changed_at": o.state_changed_at} for o in g.orders]}
-        for g in services.queue(current_actor())
+        for g in queries.queue(current_actor())
     ]
 
 
@@ -83,7 +83,7 @@ def queue() -> Any:
 @blp.response(200, OrderOutSchema)
 def get_order(order_id: int) -> Any:
     """Get an order with its alerts, compounding record and the steps that may come next."""
-    return _order(services.order_view(current_actor(), order_id))
+    return _order(queries.order_view(current_actor(), order_id))
 
 
 @blp.route(f"/orders/<{ID}:order_id>/transitions", methods=["POST"])
@@ -98,7 +98,7 @@ def transition(data: dict[str, Any], order_id: int) -> Any:
     message = services.qc_failure_message(order) if to == "checked" and order.qc_passed is False else None
     if order.state == OrderState.COMPOUNDING and to == "compounding" and order.qc_passed is False:
         message = "Sent back to be re-made."
-    return _order(services.order_view(current_actor(), order_id), message)
+    return _order(queries.order_view(current_actor(), order_id), message)
 
 
 @blp.route(f"/orders/<{ID}:order_id>/label.pdf", methods=["GET"])

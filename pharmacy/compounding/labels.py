@@ -17,7 +17,7 @@ from reportlab.lib.pagesizes import LETTER, inch
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
-from pharmacy.compounding import rules, services
+from pharmacy.compounding import queries, rules
 from pharmacy.compounding.rules import UspCategory
 from pharmacy.core.actor import Actor
 from pharmacy.core.clock import local_date
@@ -65,7 +65,7 @@ def storage_text(category: UspCategory, formula_storage: str | None) -> str:
 
 def label_data(actor: Actor, order_id: int) -> LabelData:
     """What the label prints; refused (409) before compounding, when there is no lot number or BUD yet."""
-    view = services.order_view(actor, order_id, audit_action="order.label")
+    view = queries.order_view(actor, order_id, audit_action="order.label")
     order, rx, formula = view.order, view.rx, view.formula
     assert formula is not None
     if order.lot_number is None or order.bud is None:
@@ -167,9 +167,9 @@ def label_pdf(actor: Actor, order_id: int) -> bytes:
 # ---- the compounding record ---------------------------------------------------------------------------
 
 
-def record_view(actor: Actor, order_id: int) -> services.OrderView:
+def record_view(actor: Actor, order_id: int) -> queries.OrderView:
     """The compounding record page's data (the same order view, audited as a record read)."""
-    view = services.order_view(actor, order_id, audit_action="order.record")
+    view = queries.order_view(actor, order_id, audit_action="order.record")
     if view.order.compounded_at is None:
         raise Conflict("There is no compounding record yet: the order has not been compounded.")
     return view

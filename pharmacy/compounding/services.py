@@ -2,22 +2,22 @@
 
 Every step checks the role (in the service, not the page), the allowed move (compounding/rules.py),
 writes its audit event, and flushes; the request's unit of work commits or rolls back all of it.
+The queue and the order page read from compounding/queries.py; formulas and ingredient lots are in
+compounding/lots.py.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import joinedload
 
 from pharmacy.billing import pricing
 from pharmacy.compounding import rules
-from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot, Order, OrderIngredientLot
+from pharmacy.compounding.models import Formula, IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
@@ -28,7 +28,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions import screening
-from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills import rules as refill_rules
 
@@ -570,253 +570,3 @@ def transition(actor: Actor, order_id: int, to: str, payload: dict[str, Any] | N
     if target is OrderState.ON_HOLD:
         return hold_order(actor, order_id, data.get("reason") or "")
     return cancel_order(actor, order_id, data.get("reason") or "")
-
-
-# ---- read models -------------------------------------------------------------------------------
-
-
-@dataclass
-class QueueGroup:
-    state: OrderState
-    count: int
-    orders: list[Order]
-
-
-QUEUE_ORDER = [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
-               OrderState.READY, OrderState.ON_HOLD]
-
-
-def queue(actor: Actor, *, per_state: int = 50) -> list[QueueGroup]:
-    """Open orders grouped by state, with counts, oldest first: two queries whatever the size."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="see the order queue")
-    counts = dict(db.session.execute(
-        sa.select(Order.state, sa.func.count()).where(Order.state.in_(QUEUE_ORDER)).group_by(Order.state)
-    ).all())
-    ranked = (
-        sa.select(Order.id, sa.func.row_number().over(partition_by=Order.state, order_by=(Order.created_at, Order.id))
-                  .label("n"))
-        .where(Order.state.in_(QUEUE_ORDER)).subquery()
-    )
-    rows = db.session.execute(
-        sa.select(Order).join(ranked, ranked.c.id == Order.id).where(ranked.c.n <= per_state)
-        .options(joinedload(Order.prescription).joinedload(Prescription.patient),
-                 joinedload(Order.prescription).joinedload(Prescription.formula))
-        .order_by(Order.created_at, Order.id)
-    ).unique().scalars().all()
-    by_state: dict[OrderState, list[Order]] = {}
-    for order in rows:
-        by_state.setdefault(order.state, []).append(order)
-    return [QueueGroup(state=s, count=int(counts.get(s, 0)), orders=by_state.get(s, [])) for s in QUEUE_ORDER]
-
-
-@dataclass
-class OrderView:
-    order: Order
-    rx: Prescription
-    patient: Patient
-    alerts: list[ScreeningAlert]
-    blocking: list[rx_rules.Alert]
-    next_steps: list[OrderState]
-    lots: list[OrderIngredientLot] = field(default_factory=list)
-    staff_names: dict[int, str] = field(default_factory=dict)
-    too_soon: bool = False
-    formula: Formula | None = None
-    product: str = ""
-    # (target, permission) for each button: a target state value, or "resume".
-    moves: list[tuple[str, str]] = field(default_factory=list)
-    # For the compounding record form: unexpired lots per ingredient and the expected amount of each.
-    lot_choices: dict[str, list[IngredientLot]] = field(default_factory=dict)
-    expected: dict[str, Decimal] = field(default_factory=dict)
-    can_record_batch: bool = False
-    refills_left: int = 0
-    chart: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def name(self, user_id: int | None) -> str:
-        return self.staff_names.get(user_id or 0, "—") if user_id else "—"
-
-
-def _per_count(per: str) -> Decimal:
-    """"100 capsules" -> 100: the batch size a master formula's amounts are written for."""
-    match = re.match(r"\s*(\d+(?:\.\d+)?)", per or "")
-    return Decimal(match.group(1)) if match and Decimal(match.group(1)) > 0 else Decimal(100)
-
-
-def expected_amounts(formula: Formula, quantity: Decimal) -> dict[str, Decimal]:
-    """Each ingredient's amount for this batch, scaled from the master formula (to 3 places)."""
-    return {ing.name: (ing.amount * quantity / _per_count(ing.per)).quantize(Decimal("0.001"))
-            for ing in formula.ingredients}
-
-
-def fill_chart(rx: Prescription, order: Order) -> list[tuple[str, str, str]]:
-    """The dated titration chart for this fill (empty for a fixed dose or a finished titration).
-
-    It starts on the day the patient has the fill: the dispensing (arrival) date once known;
-    before that, today (or today + shipping days for a parcel).
-    """
-    ahead = rx_rules.remaining_steps(screening.steps_of(rx), _days_dispensed_before(order)) \
-        if rx.titration else ()
-    if not ahead:
-        return []
-    start = order.dispensed_on or (today() + timedelta(
-        days=rx.patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0))
-    schedule = rx_rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, list(ahead), start, rx.dose_mg)
-    return rx_rules.titration_chart_rows(schedule, rx.formula.form)
-
-
-def _days_dispensed_before(order: Order) -> int:
-    return int(db.session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(Order.days_supply), 0)).where(
-            Order.prescription_id == order.prescription_id, Order.state == OrderState.DISPENSED,
-            Order.id != order.id, Order.fill_number < order.fill_number)
-    ).scalar_one())
-
-
-def refills_left_after(rx: Prescription, order: Order) -> int:
-    """Refills left once this fill is made: authorized, less the fills before it (and itself) beyond the original."""
-    fills_up_to = db.session.execute(
-        sa.select(sa.func.count()).select_from(Order).where(
-            Order.prescription_id == rx.id, Order.state != OrderState.CANCELLED, Order.fill_number <= order.fill_number)
-    ).scalar_one()
-    return max((rx.refills_authorized or 0) - max(int(fills_up_to) - 1, 0), 0)
-
-
-def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view") -> OrderView:
-    """Everything the order page (and the label and the compounding record) shows, in a bounded number of queries."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="open orders")
-    if not _valid_id(order_id):
-        raise NotFound("No such order.")
-    order = db.session.execute(
-        sa.select(Order).where(Order.id == order_id).options(
-            selectinload(Order.lots_used).joinedload(OrderIngredientLot.ingredient_lot)
-        )
-    ).scalar_one_or_none()
-    if order is None:
-        raise NotFound("No such order.")
-    rx = db.session.execute(
-        sa.select(Prescription).where(Prescription.id == order.prescription_id)
-        .options(joinedload(Prescription.formula).selectinload(Formula.ingredients),
-                 joinedload(Prescription.patient), joinedload(Prescription.prescriber))
-    ).unique().scalar_one()
-    formula = rx.formula
-    alerts = screening.alerts_for(order.prescription_id, order.id)
-    from pharmacy.core.models import User
-
-    ids = {i for i in (order.verified_by_id, order.compounded_by_id, order.checked_by_id, order.released_by_id,
-                       order.dispensed_by_id, order.too_soon_override_by_id, order.created_by_id) if i}
-    ids |= {a.resolved_by_id for a in alerts if a.resolved_by_id}
-    names = dict(db.session.execute(sa.select(User.id, User.full_name).where(User.id.in_(ids))).all()) if ids else {}
-    steps = rules.next_steps(order.state, order.held_from)
-    moves = [("resume" if order.state == OrderState.ON_HOLD and s != OrderState.CANCELLED else s.value,
-              rules.permission_for(order.state, s)) for s in steps]
-    can_record = order.state in (OrderState.VERIFIED, OrderState.COMPOUNDING)
-    audit.record(actor, audit_action, patient_id=order.patient_id, entity=("order", order.id))
-    return OrderView(
-        order=order, rx=rx, patient=rx.patient, alerts=alerts, blocking=screening.blocking(alerts),
-        next_steps=steps, lots=list(order.lots_used), staff_names=names,
-        too_soon=bool(order.earliest_dispense_date and today() < order.earliest_dispense_date
-                      and order.state not in rules.FINAL),
-        formula=formula, product=rx_rules.product_name(formula.form, formula.strength_mg), moves=moves,
-        lot_choices=usable_lots(formula) if can_record else {},
-        expected=expected_amounts(formula, order.quantity), can_record_batch=can_record,
-        refills_left=refills_left_after(rx, order), chart=fill_chart(rx, order),
-    )
-
-
-def usable_lots(formula: Formula) -> dict[str, list[IngredientLot]]:
-    """Unexpired lots per ingredient of a formula, soonest expiry first (first-expiry, first-out)."""
-    names = [i.name for i in formula.ingredients]
-    lots = db.session.execute(
-        sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(names), IngredientLot.expiry_date >= today())
-        .order_by(IngredientLot.expiry_date, IngredientLot.id)
-    ).scalars()
-    out: dict[str, list[IngredientLot]] = {n: [] for n in names}
-    for lot in lots:
-        out[lot.ingredient_name].append(lot)
-    return out
-
-
-# ---- formulas and ingredient lots -------------------------------------------------------------
-
-
-def formulas(actor: Actor) -> list[Formula]:
-    """Every master formulation record, active ones first."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="see formulas")
-    return list(db.session.execute(
-        sa.select(Formula).options(selectinload(Formula.ingredients))
-        .order_by(Formula.active.desc(), Formula.form, Formula.strength_mg, Formula.id)
-    ).scalars())
-
-
-def formula_record(actor: Actor, formula_id: int) -> Formula:
-    """One master formulation record (USP <795>) with its ingredients."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="see formulas")
-    formula = db.session.execute(
-        sa.select(Formula).where(Formula.id == formula_id).options(selectinload(Formula.ingredients))
-    ).scalar_one_or_none() if _valid_id(formula_id) else None
-    if formula is None:
-        raise NotFound("No such formula.")
-    return formula
-
-
-@dataclass
-class LotList:
-    lots: list[IngredientLot]
-    ingredient_names: list[str]
-    today: Any
-
-
-def lot_list(actor: Actor) -> LotList:
-    """Ingredient lots on file (unexpired first, soonest expiry first) and the ingredient names a lot may be for."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="see ingredient lots")
-    day = today()
-    lots = list(db.session.execute(
-        sa.select(IngredientLot).order_by((IngredientLot.expiry_date < day).asc(), IngredientLot.ingredient_name,
-                                          IngredientLot.expiry_date, IngredientLot.id).limit(500)
-    ).scalars())
-    return LotList(lots=lots, ingredient_names=ingredient_names(), today=day)
-
-
-def ingredient_names() -> list[str]:
-    return list(db.session.execute(
-        sa.select(FormulaIngredient.name).distinct().order_by(FormulaIngredient.name)
-    ).scalars())
-
-
-def receive_lot(actor: Actor, data: dict[str, Any]) -> IngredientLot:
-    """A lot received into stock: for an ingredient of a formula, unexpired, not already on file."""
-    audit.require(actor, Permission.MANAGE_INVENTORY, what="receive ingredient lots")
-    day = today()
-    errors: dict[str, str] = {}
-    name = (data.get("ingredient_name") or "").strip()
-    supplier = (data.get("supplier") or "").strip()
-    number = (data.get("lot_number") or "").strip()
-    expiry = data.get("expiry_date")
-    received = data.get("received_on") or day
-    if name not in ingredient_names():
-        errors["ingredient_name"] = "Choose an ingredient of a formula."
-    if expiry is None:
-        errors["expiry_date"] = "Enter the expiry date."
-    elif expiry < day:
-        errors["expiry_date"] = "This lot has already expired: it cannot be received into stock."
-    if received > day:
-        errors["received_on"] = "The received date cannot be in the future."
-    elif expiry is not None and received > expiry:
-        errors["received_on"] = "The received date is after the expiry date."
-    if not supplier:
-        errors["supplier"] = "Enter the supplier."
-    if not number:
-        errors["lot_number"] = "Enter the lot number."
-    if supplier and number and db.session.execute(sa.select(IngredientLot.id).where(
-            sa.func.lower(IngredientLot.supplier) == supplier.lower(), IngredientLot.lot_number == number)).first():
-        errors["lot_number"] = f"Lot {number} from {supplier} is already on file."
-    if errors:
-        raise ValidationFailed("The lot was not saved.", fields=errors)
-    lot = IngredientLot(ingredient_name=name, supplier=supplier, lot_number=number, expiry_date=expiry,
-                        received_on=received, created_at=now())
-    db.session.add(lot)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        raise Conflict(f"Lot {number} from {supplier} was received at the same moment by someone else.") from None
-    audit.record(actor, "ingredient_lot.receive", entity=("ingredient_lot", lot.id))
-    return lot

@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from pharmacy.compounding import labels, recall, services
+from pharmacy.compounding import labels, queries, recall, services
+from pharmacy.compounding import lots as lot_services
 from pharmacy.compounding.rules import BUD_DAYS, CATEGORY_LABELS, STATE_LABELS, DeliveryMethod
 from pharmacy.compounding.schemas import IngredientLotInSchema, OrderTransitionSchema
 from pharmacy.core import audit
@@ -37,14 +38,14 @@ def _pdf(data: bytes, filename: str) -> Response:
 @bp.get("/orders")
 @staff_required
 def queue() -> Any:
-    return render_template("compounding/queue.html", groups=services.queue(current_actor()),
+    return render_template("compounding/queue.html", groups=queries.queue(current_actor()),
                            labels=STATE_LABELS)
 
 
 def render_order(order_id: int, *, status: int = 200, message: str | None = None,
                  errors: dict[str, list[str]] | None = None, step: str | None = None) -> Any:
     """The order page; after a refused step it is shown again with the message next to that step's form."""
-    view = services.order_view(current_actor(), order_id)
+    view = queries.order_view(current_actor(), order_id)
     return render_template(
         "compounding/order.html", view=view, o=view.order, message=message, errors=errors or {}, failed_step=step,
         step_labels=STEP_LABELS, state_labels=STATE_LABELS, delivery_options=DELIVERY_OPTIONS,
@@ -136,20 +137,20 @@ def record_pdf(order_id: int) -> Any:
 @bp.get("/formulas")
 @staff_required
 def formulas() -> Any:
-    return render_template("compounding/formulas.html", formulas=services.formulas(current_actor()),
+    return render_template("compounding/formulas.html", formulas=lot_services.formulas(current_actor()),
                            categories=CATEGORY_LABELS, bud_days=BUD_DAYS)
 
 
 @bp.get(f"/formulas/<{ID}:formula_id>")
 @staff_required
 def formula(formula_id: int) -> Any:
-    f = services.formula_record(current_actor(), formula_id)
+    f = lot_services.formula_record(current_actor(), formula_id)
     return render_template("compounding/formula.html", f=f, categories=CATEGORY_LABELS, bud_days=BUD_DAYS,
                            storage=labels.storage_text(f.usp_category, f.storage))
 
 
 def _render_lots(form: Any, errors: dict[str, list[str]], status: int = 200) -> Any:
-    return render_template("compounding/lots.html", lots=services.lot_list(current_actor()), form=form,
+    return render_template("compounding/lots.html", lots=lot_services.lot_list(current_actor()), form=form,
                            errors=errors), status
 
 
@@ -167,7 +168,7 @@ def receive_lot() -> Any:
     data, errors = load(IngredientLotInSchema(), form_values(request.form))
     if data is not None:
         try:
-            lot = services.receive_lot(actor, data)
+            lot = lot_services.receive_lot(actor, data)
         except ValidationFailed as exc:
             db.session.rollback()
             errors = exc.fields or {"_schema": [exc.message]}

@@ -159,7 +159,7 @@ def today_view(actor: Actor) -> TodayView:
         .order_by(RenewalRequest.created_at).limit(5)
     ).all())
     try:
-        from pharmacy.billing.reports import adherence_below_threshold
+        from pharmacy.billing.adherence import adherence_below_threshold
 
         view.adherence = list(adherence_below_threshold(actor, limit=8))
     except (ImportError, AttributeError):

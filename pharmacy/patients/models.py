@@ -30,7 +30,7 @@ class Patient(db.Model):
     city: Mapped[str | None] = mapped_column(sa.String(80))
     state: Mapped[str | None] = mapped_column(sa.String(2))
     postal_code: Mapped[str | None] = mapped_column(sa.String(10))
-    # Free-text lists screened by prescriptions/rules.py (conditions: "liver disease", "spasticity", …).
+    # Free-text lists screened by prescriptions/screening_rules.py (conditions: "liver disease", "spasticity", …).
     conditions: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     medications: Mapped[list[str]] = mapped_column(sa.JSON, default=list)
     allergies: Mapped[list[str]] = mapped_column(sa.JSON, default=list)

@@ -1,4 +1,4 @@
-"""Running the safety screen (prescriptions/rules.py) against stored alerts, at intake and at every fill.
+"""Running the safety screen (prescriptions/screening_rules.py) against stored alerts, at intake and at every fill.
 
 Alerts live on the prescription; each order gets its own copies so the order page shows what
 was true when it was made. An override is a pharmacist's decision about the prescription, so it
@@ -16,7 +16,7 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.context import now
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
-from pharmacy.prescriptions import rules
+from pharmacy.prescriptions import rules, screening_rules
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 
 CLOSED_ORDER_STATES = (OrderState.DISPENSED, OrderState.CANCELLED)
@@ -29,7 +29,7 @@ def steps_of(rx: Prescription) -> list[rules.TitrationStep]:
 def findings(patient: Patient, rx: Prescription) -> list[rules.Alert]:
     steps = steps_of(rx)
     max_dose = max([rx.dose_mg, *(s.dose_mg for s in steps)])
-    return rules.screen(
+    return screening_rules.screen(
         medications=patient.medications or [], conditions=patient.conditions or [],
         max_dose_mg=max_dose, maintenance_dose_mg=rx.dose_mg, titrating=bool(steps),
     )

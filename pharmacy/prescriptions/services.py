@@ -429,9 +429,9 @@ def replace_prescription(actor: Actor, rx_id: int, data: dict[str, Any]) -> Pres
     audit.record(actor, "prescription.replace", patient_id=old.patient_id, entity=("prescription", old.id),
                  details={"new": new.id})
     _cancel_open_orders(actor, old, f"Prescription replaced by {new.rx_number}")
-    from pharmacy.refills import services as refills
+    from pharmacy.refills import renewals
     from pharmacy.reminders import planning
 
     planning.cancel_for_prescription(old.id, reason="prescription replaced")
-    refills.link_renewal(actor, old.id, new.id)
+    renewals.link_renewal(actor, old.id, new.id)
     return new

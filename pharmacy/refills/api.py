@@ -10,7 +10,8 @@ from pharmacy.core.auth import api_auth, current_actor
 from pharmacy.core.error_handlers import json_error
 from pharmacy.core.errors import LinkInvalid, NotAuthenticated, ValidationFailed
 from pharmacy.extensions import limiter
-from pharmacy.refills import services
+from pharmacy.refills import queue as refill_queue
+from pharmacy.refills import renewals, services
 from pharmacy.refills.rules import RequestSource
 from pharmacy.refills.schemas import (
     ApprovalSchema,
@@ -72,7 +73,7 @@ def create(data: dict[str, Any]) -> Any:
 @blp.response(200, QueueItemSchema(many=True))
 def queue() -> Any:
     """The open refill requests, oldest first, with eligibility and the earliest dispense date."""
-    return services.queue(current_actor())
+    return refill_queue.queue(current_actor())
 
 
 @blp.route("/<int:request_id>/approve", methods=["POST"])
@@ -100,4 +101,4 @@ def decline(data: dict[str, Any], request_id: int) -> Any:
 @blp.response(200, RenewalSchema)
 def renewal(request_id: int) -> Any:
     """Ask the prescriber for a renewal for this request's prescription."""
-    return services.ask_prescriber(current_actor(), request_id=request_id)
+    return renewals.ask_prescriber(current_actor(), request_id=request_id)

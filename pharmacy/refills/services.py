@@ -3,6 +3,7 @@
 DOMAIN.md "Refill timing": a request may come early (that is the point); refills left and expiry
 are enforced (a missing count is zero); one request or fill in progress at a time; with no
 refills left the pharmacy asks the prescriber for a renewal and tells the patient.
+The renewal use cases are in refills/renewals.py; the pharmacist's queue in refills/queue.py.
 """
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions import screening
-from pharmacy.prescriptions.models import Prescriber, Prescription
-from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills import rules
 from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
@@ -387,6 +387,8 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
                  details={"source": source.value, "state": state.value})
     planning.cancel_for_prescription(rx.id, reason="refill requested", kinds=planning.REMINDER_KINDS[:3])
     if elig.needs_renewal:
+        from pharmacy.refills.renewals import ensure_renewal_task
+
         renewal = ensure_renewal_task(rx.id, reason=elig.message)
         req.renewal_id = renewal.id
         outbox.enqueue_notice(MessageKind.RENEWAL_IN_PROGRESS, patient_id=rx.patient_id, prescription_id=rx.id,
@@ -472,99 +474,6 @@ def decline(actor: Actor, request_id: int, reason: str) -> RefillRequest:
     return req
 
 
-def _open_renewal(rx_id: int) -> RenewalRequest | None:
-    return db.session.execute(
-        sa.select(RenewalRequest).where(RenewalRequest.prescription_id == rx_id,
-                                        RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
-    ).scalar_one_or_none()
-
-
-def ensure_renewal_task(rx_id: int, *, reason: str) -> RenewalRequest:
-    """The pharmacist's task to contact the prescriber; one open per prescription."""
-    existing = _open_renewal(rx_id)
-    if existing is not None:
-        return existing
-    rx = db.session.get(Prescription, rx_id)
-    assert rx is not None
-    renewal = RenewalRequest(prescription_id=rx.id, prescriber_id=rx.prescriber_id, patient_id=rx.patient_id,
-                             state=RenewalState.NEEDED, reason=reason[:200], created_at=now())
-    try:
-        with db.session.begin_nested():
-            db.session.add(renewal)
-            db.session.flush()
-    except IntegrityError:
-        found = _open_renewal(rx_id)
-        if found is None:
-            raise
-        return found
-    return renewal
-
-
-def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_id: int | None = None) -> RenewalRequest:
-    """Send the renewal request to the prescriber (email in the outbox; a printable copy for fax)."""
-    audit.require(actor, Permission.DECIDE_REFILL, what="ask prescribers for renewals")
-    if request_id is not None:
-        req = _load_request(request_id)
-        if req.state not in (RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL):
-            raise Conflict(f"This request is {req.state.value.replace('_', ' ')}; nothing to renew for it.")
-        prescription_id = req.prescription_id
-    else:
-        req = _open_request(prescription_id or 0)
-    rx = _rx_for(prescription_id or 0, lock=True)
-    if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
-        raise Conflict("This prescription is closed.")
-    renewal = ensure_renewal_task(rx.id, reason="renewal requested by the pharmacy")
-    if renewal.state == RenewalState.SENT:
-        raise Conflict("The renewal request has already been sent to the prescriber.")
-    renewal.state = RenewalState.SENT
-    renewal.sent_at = now()
-    renewal.sent_by_id = actor.user_id
-    prescriber: Prescriber = rx.prescriber
-    outbox.enqueue(MessageKind.PRESCRIBER_RENEWAL, dedupe_key=f"prescriber_renewal:{renewal.id}",
-                   patient_id=rx.patient_id, prescription_id=rx.id, renewal_id=renewal.id,
-                   to_address=prescriber.email)
-    if req is not None:
-        req.state = RefillRequestState.AWAITING_RENEWAL
-        req.renewal_id = renewal.id
-        outbox.enqueue_notice(MessageKind.RENEWAL_IN_PROGRESS, patient_id=rx.patient_id, prescription_id=rx.id,
-                              refill_request_id=req.id)
-    db.session.flush()
-    audit.record(actor, "renewal.send", patient_id=rx.patient_id, entity=("renewal_request", renewal.id))
-    return renewal
-
-
-def send_renewal(actor: Actor, renewal_id: int) -> RenewalRequest:
-    """The renewals list's "send to prescriber" button: ask_prescriber for that renewal's prescription."""
-    audit.require(actor, Permission.DECIDE_REFILL, what="ask prescribers for renewals")
-    renewal = db.session.get(RenewalRequest, renewal_id)
-    if renewal is None:
-        raise NotFound("No such renewal request.")
-    if renewal.state not in OPEN_RENEWAL_STATES:
-        raise Conflict(f"This renewal is {renewal.state.value}; nothing to send.")
-    return ask_prescriber(actor, prescription_id=renewal.prescription_id)
-
-
-def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
-    """A new prescription arrived: close the renewal and carry the waiting request over to it."""
-    t = now()
-    for renewal in db.session.execute(
-        sa.select(RenewalRequest).where(RenewalRequest.prescription_id == old_rx_id,
-                                        RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
-    ).scalars():
-        renewal.state = RenewalState.RECEIVED
-        renewal.resolved_at = t
-        renewal.new_prescription_id = new_rx_id
-        audit.record(actor, "renewal.received", patient_id=renewal.patient_id,
-                     entity=("renewal_request", renewal.id), details={"new": new_rx_id})
-    waiting = _open_request(old_rx_id)
-    if waiting is not None:
-        waiting.prescription_id = new_rx_id
-        waiting.state = RefillRequestState.OPEN
-        audit.record(actor, "refill.carried_over", patient_id=waiting.patient_id,
-                     entity=("refill_request", waiting.id), details={"from": old_rx_id, "to": new_rx_id})
-    db.session.flush()
-
-
 def close_open_requests(actor: Actor, rx_id: int, reason: str) -> None:
     t = now()
     req = _open_request(rx_id)
@@ -580,128 +489,3 @@ def close_open_requests(actor: Actor, rx_id: int, reason: str) -> None:
         renewal.state = RenewalState.CANCELLED
         renewal.resolved_at = t
     db.session.flush()
-
-
-@dataclass
-class QueueItem:
-    request: RefillRequest
-    rx: Prescription
-    patient: Patient
-    eligibility: rules.Eligibility  # could this request become an order today (the request itself aside)?
-    earliest_dispense: date | None  # the too-soon threshold set by the last dispensed fill
-    refills_left: int = 0
-    renewal: RenewalRequest | None = None
-
-
-def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
-    """Open requests, oldest first, with what the pharmacist needs to decide.
-
-    A fixed number of queries whatever the length: requests with their prescriptions, patients
-    and formulas; fill facts grouped by prescription; the latest dispensed fills; the renewals.
-    """
-    audit.require(actor, Permission.VIEW_CLINICAL, what="see refill requests")
-    reqs = db.session.execute(
-        sa.select(RefillRequest).where(RefillRequest.state.in_(OPEN_REQUEST_STATES))
-        .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient),
-                 joinedload(RefillRequest.prescription).joinedload(Prescription.formula))
-        .order_by(RefillRequest.requested_at, RefillRequest.id).limit(limit)
-    ).unique().scalars().all()
-    rx_ids = [r.prescription_id for r in reqs]
-    if not rx_ids:
-        return []
-    facts = rx_facts(rx_ids, with_requests=False)
-    last: dict[int, Order] = {}
-    latest = (sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("f"))
-              .where(Order.prescription_id.in_(rx_ids), Order.state == OrderState.DISPENSED)
-              .group_by(Order.prescription_id).subquery())
-    for o in db.session.execute(sa.select(Order).join(
-            latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.f == Order.fill_number))
-    ).scalars():
-        last[o.prescription_id] = o
-    renewal_ids = [r.renewal_id for r in reqs if r.renewal_id is not None]
-    renewals = {}
-    if renewal_ids:
-        renewals = {x.id: x for x in db.session.execute(
-            sa.select(RenewalRequest).where(RenewalRequest.id.in_(renewal_ids))).scalars()}
-    percent = settings().too_soon_percent
-    out = []
-    for r in reqs:
-        prev = last.get(r.prescription_id)
-        earliest = None
-        if prev is not None and prev.dispensed_on is not None:
-            earliest = rules.earliest_dispense_date(prev.dispensed_on, prev.days_supply, percent)
-        rx_facts_ = facts[r.prescription_id]
-        out.append(QueueItem(
-            request=r, rx=r.prescription, patient=r.prescription.patient,
-            eligibility=_eligibility(r.prescription, rx_facts_, count_open_request=False),
-            earliest_dispense=earliest, refills_left=_refills_left(r.prescription, rx_facts_),
-            renewal=renewals.get(r.renewal_id) if r.renewal_id is not None else None,
-        ))
-    return out
-
-
-def renewals_waiting(actor: Actor, *, limit: int = 100) -> list[RenewalRequest]:
-    """Renewals still to send or still awaited from the prescriber, oldest first."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
-    return list(db.session.execute(
-        sa.select(RenewalRequest).where(RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
-        .options(joinedload(RenewalRequest.prescription).joinedload(Prescription.patient),
-                 joinedload(RenewalRequest.prescription).joinedload(Prescription.prescriber),
-                 joinedload(RenewalRequest.prescription).joinedload(Prescription.formula))
-        .order_by(RenewalRequest.created_at, RenewalRequest.id).limit(limit)
-    ).unique().scalars())
-
-
-@dataclass
-class RenewalDocument:
-    """What a renewal request to the prescriber says (the printable page faxed when there is no email)."""
-
-    renewal: RenewalRequest
-    rx: Prescription
-    patient: Patient
-    prescriber: Prescriber
-    product: str
-    dose: str
-    quantity: str
-    last_fill: date | None
-    refills_authorized: int
-    refills_used: int
-
-
-def renewal_document(actor: Actor, renewal_id: int) -> RenewalDocument:
-    """The renewal request for printing/faxing; reading it is a read of the patient's record (audited)."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
-    renewal = db.session.get(RenewalRequest, renewal_id)
-    if renewal is None:
-        raise NotFound("No such renewal request.")
-    rx = _rx_for(renewal.prescription_id)
-    facts = rx_facts([rx.id], with_requests=False)[rx.id]
-    last = _latest_dispensed(rx.id)
-    audit.record(actor, "renewal.view", patient_id=rx.patient_id, entity=("renewal_request", renewal.id))
-    formula = rx.formula
-    return RenewalDocument(
-        renewal=renewal, rx=rx, patient=rx.patient, prescriber=rx.prescriber,
-        product=rx_rules.product_name(formula.form, formula.strength_mg), dose=rx_rules.format_mg(rx.dose_mg),
-        quantity=rx_rules.quantity_text(formula.form, rx.quantity), last_fill=last.dispensed_on if last else None,
-        refills_authorized=rx.refills_authorized or 0, refills_used=facts.refills_used,
-    )
-
-
-@dataclass
-class QueuePage:
-    items: list[QueueItem]
-    renewals: list[RenewalRequest]
-    recent: list[RefillRequest]  # the latest decisions, so an approval's order is one click away
-
-
-def queue_page(actor: Actor, *, limit: int = 100, recent: int = 10) -> QueuePage:
-    """The dashboard's refill page: the queue, the renewals awaited and the latest decisions (bounded queries)."""
-    items = queue(actor, limit=limit)
-    renewals = renewals_waiting(actor, limit=limit)
-    decided = list(db.session.execute(
-        sa.select(RefillRequest).where(RefillRequest.state.in_([RefillRequestState.APPROVED,
-                                                                RefillRequestState.DECLINED]))
-        .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient))
-        .order_by(RefillRequest.decided_at.desc(), RefillRequest.id.desc()).limit(recent)
-    ).unique().scalars())
-    return QueuePage(items=items, renewals=renewals, recent=decided)

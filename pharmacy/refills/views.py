@@ -21,7 +21,8 @@ from pharmacy.core.context import now, settings, today
 from pharmacy.core.errors import LinkInvalid, ValidationFailed
 from pharmacy.core.forms import form_values, load
 from pharmacy.extensions import limiter
-from pharmacy.refills import rules, services
+from pharmacy.refills import queue as refill_queue
+from pharmacy.refills import renewals, rules, services
 from pharmacy.refills.rules import RequestSource
 from pharmacy.refills.schemas import (
     BirthDateFormSchema,
@@ -189,7 +190,7 @@ def link_requested(token: str) -> Any:
 @staff_required
 def queue() -> Any:
     """Open refill requests oldest first, the renewals awaited, and the latest decisions."""
-    page = services.queue_page(current_actor())
+    page = refill_queue.queue_page(current_actor())
     return _render("refills/queue.html", page=page, too_soon_percent=settings().too_soon_percent, today=today())
 
 
@@ -220,7 +221,7 @@ def decline(request_id: int) -> Any:
 @staff_required
 def ask_renewal(request_id: int) -> Any:
     """Ask the prescriber for a renewal for this request's prescription."""
-    renewal = services.ask_prescriber(current_actor(), request_id=request_id)
+    renewal = renewals.ask_prescriber(current_actor(), request_id=request_id)
     flash("Renewal request queued to the prescriber's email; print it to fax if needed. "
           "The patient is told it is in progress.", "success")
     return redirect(url_for(".queue", _anchor=f"renewal-{renewal.id}"), 303)
@@ -246,7 +247,7 @@ def staff_request(rx_id: int) -> Any:
 @staff_required
 def renewal(renewal_id: int) -> Any:
     """The renewal request as a printable page, for prescribers reached by fax."""
-    doc = services.renewal_document(current_actor(), renewal_id)
+    doc = renewals.renewal_document(current_actor(), renewal_id)
     cfg = settings()
     return _render("refills/renewal.html", doc=doc, pharmacy_address=cfg.pharmacy_address,
                    pharmacy_email=cfg.pharmacy_email, pharmacy_npi=cfg.pharmacy_npi,
@@ -257,6 +258,6 @@ def renewal(renewal_id: int) -> Any:
 @staff_required
 def send_renewal(renewal_id: int) -> Any:
     """Send a renewal task to the prescriber (email in the outbox)."""
-    renewal = services.send_renewal(current_actor(), renewal_id)
+    renewal = renewals.send_renewal(current_actor(), renewal_id)
     flash("Renewal request queued to the prescriber's email.", "success")
     return redirect(url_for(".queue", _anchor=f"renewal-{renewal.id}"), 303)

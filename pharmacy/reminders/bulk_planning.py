@@ -225,7 +225,7 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
 
 
 def _ensure_renewal_tasks(wanted: dict[int, tuple[int, int]], t: Any) -> int:
-    """`refills.ensure_renewal_task` for many prescriptions: one open task each (the partial unique index decides)."""
+    """`renewals.ensure_renewal_task` for many prescriptions: one open task each (the partial unique index decides)."""
     have: set[int] = set()
     for chunk in _chunks(list(wanted)):
         have.update(db.session.execute(

@@ -150,9 +150,9 @@ def _write(f: FillFacts, planned: list[reminder_rules.PlannedMessage]) -> int:
                           order_id=f.order_id, due_at=p.send_at):
             written += 1
     if any(p.kind == MessageKind.RENEWAL_NEEDED for p in planned):
-        from pharmacy.refills import services as refills
+        from pharmacy.refills import renewals
 
-        refills.ensure_renewal_task(f.prescription_id, reason="no refills left or expires before run-out")
+        renewals.ensure_renewal_task(f.prescription_id, reason="no refills left or expires before run-out")
     db.session.flush()
     return written
 

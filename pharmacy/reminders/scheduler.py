@@ -48,7 +48,7 @@ DELIVER_SECONDS = 30
 SWEEP_SECONDS = 600
 HEARTBEAT_SECONDS = 30
 MISFIRE_GRACE_SECONDS = 3600
-#: The nightly adherence refresh (billing.reports.refresh_adherence), pharmacy-local hour; ADHERENCE_REFRESH_HOUR.
+#: The nightly adherence refresh (billing.adherence.refresh_adherence), pharmacy-local hour; ADHERENCE_REFRESH_HOUR.
 ADHERENCE_REFRESH_HOUR = 2
 
 
@@ -149,13 +149,13 @@ def adherence_refresh_due(hour: int) -> bool:
 
 def job_refresh_adherence(app: Flask, *, only_if_missed: bool = False) -> None:
     """The adherence snapshot (commits batch by batch); at start-up only when the nightly run was missed."""
-    from pharmacy.billing import reports
+    from pharmacy.billing import adherence
 
     with app.app_context():
         try:
             if only_if_missed and not adherence_refresh_due(adherence_refresh_hour(app)):
                 return
-            done = reports.refresh_adherence()
+            done = adherence.refresh_adherence()
             log.info("adherence refreshed: %d patient(s) measured", done.measured)
         except Exception as exc:  # tomorrow's run (or `flask reports refresh-adherence`) tries again
             db.session.rollback()

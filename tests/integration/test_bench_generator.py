@@ -81,7 +81,7 @@ def test_rows_are_consistent_and_cover_every_state(app: Flask, generated: dict[s
 
 
 def test_the_services_accept_the_data(app: Flask, generated: dict[str, Any], clock: FixedClock) -> None:
-    from pharmacy.compounding import services as orders
+    from pharmacy.compounding import queries
     from pharmacy.core.actor import staff
     from pharmacy.core.models import User
     from pharmacy.core.roles import Role
@@ -103,8 +103,8 @@ def test_the_services_accept_the_data(app: Flask, generated: dict[str, Any], clo
         assert patient_record(pharmacist, busiest).prescriptions
         open_order = db.session.execute(
             sa.select(Order.id).where(Order.state == OrderState.REQUESTED).limit(1)).scalar_one_or_none()
-        if open_order is not None and hasattr(orders, "order_view"):
-            assert orders.order_view(pharmacist, open_order).order.id == open_order
+        if open_order is not None and hasattr(queries, "order_view"):
+            assert queries.order_view(pharmacist, open_order).order.id == open_order
 
         # The generated pending reminders are exactly what planning would write: a re-plan changes nothing.
         result = bulk_planning.replan_all(commit=False)

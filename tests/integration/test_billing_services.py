@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from pharmacy.billing import pricing, reports, services
+from pharmacy.billing import adherence, pricing, reports, services
 from pharmacy.billing.models import AdherenceSnapshot, Fee, Payment, PriceEntry
 from pharmacy.billing.rules import AmountInvalid, RefundTooLarge
 from pharmacy.compounding import services as orders
@@ -389,7 +389,7 @@ def test_adherence_shifts_overlapping_fills_and_lists_who_to_call(w: dict[str, A
     p3 = factories.patient(w["pharmacist"], first_name="Nina", last_name="New", email="n@example.com")
     rx3 = factories.prescription(w["pharmacist"], p3.id, w["formula"].id, w["prescriber"].id)
     dispensed_fill(w, 9, 30, patient=p3, rx=rx3)
-    report = reports.adherence(w["pharmacist"], window_days=60)
+    report = adherence.adherence(w["pharmacist"], window_days=60)
     assert (report.measured, report.below_count) == (3, 1)
     assert [(r.name, r.percent, str(r.pdc), r.phone) for r in report.rows] == [("Whitaker, Walter", 50, "0.5000",
                                                                                 "(217) 555-0199")]
@@ -397,10 +397,10 @@ def test_adherence_shifts_overlapping_fills_and_lists_who_to_call(w: dict[str, A
     assert report.distribution == [0, 0, 0, 0, 0, 1, 0, 0, 0, 2]
     assert not report.snapshot  # a window of its own: computed on request
     # The call list (and the default window) come from the snapshot: empty until it is first computed.
-    assert reports.adherence_below_threshold(w["pharmacist"], 10) == []
-    reports.refresh_adherence()
-    assert [r.name for r in reports.adherence_below_threshold(w["pharmacist"], 10)] == ["Whitaker, Walter"]
-    admin_view = reports.adherence(w["admin"], window_days=60)
+    assert adherence.adherence_below_threshold(w["pharmacist"], 10) == []
+    adherence.refresh_adherence()
+    assert [r.name for r in adherence.adherence_below_threshold(w["pharmacist"], 10)] == ["Whitaker, Walter"]
+    admin_view = adherence.adherence(w["admin"], window_days=60)
     assert admin_view.rows == [] and admin_view.below_count == 1 and not admin_view.show_names
 
 
@@ -421,7 +421,7 @@ def test_adherence_takes_a_bounded_number_of_queries(w: dict[str, Any], app: Fla
 
         sa.event.listen(db.engine, "before_cursor_execute", counter)
         try:
-            reports.adherence(w["pharmacist"], window_days=90)
+            adherence.adherence(w["pharmacist"], window_days=90)
         finally:
             sa.event.remove(db.engine, "before_cursor_execute", counter)
         return count
@@ -493,62 +493,62 @@ def _adherence_world(w: dict[str, Any]) -> dict[str, Any]:
     return people
 
 
-def _report_tuple(r: reports.AdherenceReport) -> tuple[Any, ...]:
+def _report_tuple(r: adherence.AdherenceReport) -> tuple[Any, ...]:
     return (r.window_days, r.window_start, r.window_end, r.threshold_percent, r.measured, r.below_count,
             r.distribution, r.rows)
 
 
 def test_adherence_snapshot_gives_exactly_the_report_computed_on_request(w: dict[str, Any], clock: FixedClock) -> None:
     _adherence_world(w)
-    live = reports._adherence_live(180, 500, with_names=True)
+    live = adherence._adherence_live(180, 500, with_names=True)
     assert live.measured == 7 and live.below_count >= 2  # Margaret (no fill) is not measured; Stan is stopped
 
-    before = reports.adherence(w["pharmacist"])
+    before = adherence.adherence(w["pharmacist"])
     assert before.snapshot and before.computed_at is None and before.measured == 0  # never refreshed yet
 
-    done = reports.refresh_adherence(batch_size=2)  # several batches, each its own commit
+    done = adherence.refresh_adherence(batch_size=2)  # several batches, each its own commit
     assert (done.measured, done.window_days, done.computed_at) == (live.measured, 180, now())
-    snap = reports.adherence(w["pharmacist"])
+    snap = adherence.adherence(w["pharmacist"])
     assert snap.snapshot and snap.computed_at == now()
     assert _report_tuple(snap) == _report_tuple(live)  # every figure, every row, in the same order
     # Tom: 30 of the 91 days since his first fill (the one in transit does not count yet); Gina: 60 of 180.
     assert [(r.name, r.percent, str(r.pdc)) for r in snap.rows][:2] == [("Adhtransit, Tom", 33, "0.3297"),
                                                                         ("Adhgap, Gina", 33, "0.3333")]
     assert ("Adhboundary, Bea", 79, "0.7944") in [(r.name, r.percent, str(r.pdc)) for r in snap.rows]
-    assert reports.adherence_below_threshold(w["pharmacist"], 500) == snap.rows
+    assert adherence.adherence_below_threshold(w["pharmacist"], 500) == snap.rows
     # The same window asked for explicitly is the snapshot too; any other is computed on request.
-    assert reports.adherence(w["pharmacist"], window_days=180).snapshot
-    assert not reports.adherence(w["pharmacist"], window_days=90).snapshot
+    assert adherence.adherence(w["pharmacist"], window_days=180).snapshot
+    assert not adherence.adherence(w["pharmacist"], window_days=90).snapshot
     # The batch size changes nothing.
     rows = db.session.execute(sa.select(AdherenceSnapshot).order_by(AdherenceSnapshot.patient_id)).scalars().all()
     first = [(r.patient_id, r.pdc_milli, r.percent, r.covered_days, r.days_in_window, r.window_start, r.last_fill_on,
               r.last_days_supply, r.last_formula_id) for r in rows]
-    reports.refresh_adherence(batch_size=1000)
+    adherence.refresh_adherence(batch_size=1000)
     db.session.expire_all()
     rows = db.session.execute(sa.select(AdherenceSnapshot).order_by(AdherenceSnapshot.patient_id)).scalars().all()
     assert [(r.patient_id, r.pdc_milli, r.percent, r.covered_days, r.days_in_window, r.window_start, r.last_fill_on,
              r.last_days_supply, r.last_formula_id) for r in rows] == first
     # An admin sees the figures, not the names.
-    admin = reports.adherence(w["admin"])
+    admin = adherence.adherence(w["admin"])
     assert admin.rows == [] and admin.below_count == snap.below_count and not admin.show_names
 
 
 def test_adherence_refresh_follows_the_data_and_drops_who_is_no_longer_measured(w: dict[str, Any],
                                                                              clock: FixedClock) -> None:
     people = _adherence_world(w)
-    reports.refresh_adherence(batch_size=3)
+    adherence.refresh_adherence(batch_size=3)
     gina = people["gap"].id
-    assert gina in {r.patient_id for r in reports.adherence_below_threshold(w["pharmacist"], 50)}
+    assert gina in {r.patient_id for r in adherence.adherence_below_threshold(w["pharmacist"], 50)}
     # Gina's prescription is stopped; Margaret gets a first fill; a day later the snapshot is refreshed.
     db.session.execute(sa.text("UPDATE prescriptions SET status = 'discontinued' WHERE patient_id = :p"), {"p": gina})
     dispensed_fill(w, 100, 30)
     clock.advance(timedelta(days=1))
-    reports.refresh_adherence(batch_size=3)
+    adherence.refresh_adherence(batch_size=3)
     measured = set(db.session.execute(sa.select(AdherenceSnapshot.patient_id)).scalars())
     assert gina not in measured and w["patient"].id in measured
-    assert _report_tuple(reports.adherence(w["pharmacist"])) == _report_tuple(
-        reports._adherence_live(180, 100, with_names=True))
-    assert reports.adherence(w["pharmacist"]).window_end == today()
+    assert _report_tuple(adherence.adherence(w["pharmacist"])) == _report_tuple(
+        adherence._adherence_live(180, 100, with_names=True))
+    assert adherence.adherence(w["pharmacist"]).window_end == today()
 
 
 def test_the_snapshot_integer_sql_is_the_rules_arithmetic(w: dict[str, Any]) -> None:
@@ -578,7 +578,7 @@ def test_the_snapshot_is_read_in_a_fixed_number_of_statements(w: dict[str, Any],
                                   email=f"s{n_patients}-{i}@example.com")
             rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
             dispensed_fill(w, 150, 30, patient=p, rx=rx)
-        reports.refresh_adherence()
+        adherence.refresh_adherence()
         seen: list[str] = []
 
         def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -586,9 +586,9 @@ def test_the_snapshot_is_read_in_a_fixed_number_of_statements(w: dict[str, Any],
 
         sa.event.listen(db.engine, "before_cursor_execute", listener)
         try:
-            assert len(reports.adherence_below_threshold(w["pharmacist"], 8)) == min(8, n_patients)
+            assert len(adherence.adherence_below_threshold(w["pharmacist"], 8)) == min(8, n_patients)
             call_list = len(seen)
-            reports.adherence(w["pharmacist"])
+            adherence.adherence(w["pharmacist"])
         finally:
             sa.event.remove(db.engine, "before_cursor_execute", listener)
         return call_list, len(seen) - call_list

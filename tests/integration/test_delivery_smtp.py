@@ -42,6 +42,7 @@ from pharmacy.core.models import AuditEvent, Heartbeat
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import Form, RxStatus
+from pharmacy.refills import renewals
 from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
@@ -265,7 +266,7 @@ def test_notices_render_their_own_facts(app_ctx: Flask, clock: Any, staff: dict,
     req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     refills.decline(w["pharmacist"], req.id, "Your prescriber asked us to pause LDN until your visit.")
     db.session.get(Prescription, w["rx"].id).prescriber.email = "dr.marquez@neuro.example"
-    refills.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
+    renewals.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
     db.session.commit()
 
     report = delivery.deliver_due()

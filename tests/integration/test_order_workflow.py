@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from pharmacy.compounding import recall
+from pharmacy.compounding import lots as lot_services
+from pharmacy.compounding import queries, recall
 from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import IngredientLot, Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState, UspCategory
@@ -177,7 +178,7 @@ def test_an_expired_ingredient_lot_is_refused_and_nothing_is_recorded(app_ctx: F
     assert "Expired lot(s) cannot be used: Naltrexone hydrochloride USP lot OLD-1" in caught.value.fields["lots"][0]
     order = db.session.get(Order, order.id)
     assert (order.state, order.lot_number, order.bud, order.lots_used) == (OrderState.VERIFIED, None, None, [])
-    assert orders.usable_lots(w["formula"])["Naltrexone hydrochloride USP"] == [
+    assert lot_services.usable_lots(w["formula"])["Naltrexone hydrochloride USP"] == [
         db.session.get(IngredientLot, lots_for(w)[0]["ingredient_lot_id"])]  # the expired lot is not offered
 
 
@@ -272,7 +273,7 @@ def test_dispensing_too_soon_needs_a_pharmacists_reason(app_ctx: Flask, staff: d
     refill = orders.start_fill(w["technician"], w["rx"].id)
     assert refill.earliest_dispense_date == today() + timedelta(days=24)  # 80% of 30 days
     advance(w, refill.id, "ready")
-    assert orders.order_view(w["technician"], refill.id).too_soon
+    assert queries.order_view(w["technician"], refill.id).too_soon
     with pytest.raises(Conflict, match="Too soon to dispense"):
         orders.dispense_order(w["technician"], refill.id, too_soon_reason="Patient travelling")
     assert last_event("denied.override_too_soon").actor_user_id == staff["technician"].id
@@ -372,7 +373,7 @@ def test_an_unknown_order_or_step_is_refused(app_ctx: Flask, staff: dict) -> Non
     with pytest.raises(NotFound):
         orders.transition(ph, 424242, "verified")
     with pytest.raises(NotFound):
-        orders.order_view(ph, 2**40)
+        queries.order_view(ph, 2**40)
     w = factories.world(staff)
     order = orders.start_fill(w["technician"], w["rx"].id)
     with pytest.raises(ValidationFailed):
@@ -403,14 +404,14 @@ def test_the_queue_groups_open_orders_by_state_oldest_first(app_ctx: Flask, staf
     own = orders.start_fill(w["technician"], w["rx"].id)
     advance(w, own.id, "verified")
     orders.hold_order(w["technician"], made[1].id, "Waiting for a call back")
-    groups = {g.state: g for g in orders.queue(w["technician"])}
-    assert [g.state for g in orders.queue(w["technician"])][:2] == [OrderState.REQUESTED, OrderState.VERIFIED]
+    groups = {g.state: g for g in queries.queue(w["technician"])}
+    assert [g.state for g in queries.queue(w["technician"])][:2] == [OrderState.REQUESTED, OrderState.VERIFIED]
     assert groups[OrderState.REQUESTED].count == 2
     assert [o.id for o in groups[OrderState.REQUESTED].orders] == [made[0].id, made[2].id]
     assert groups[OrderState.VERIFIED].count == 1 and groups[OrderState.ON_HOLD].count == 1
     assert groups[OrderState.READY].count == 0 and groups[OrderState.READY].orders == []
     with pytest.raises(Forbidden):
-        orders.queue(w["admin"])
+        queries.queue(w["admin"])
 
 
 # ---- ingredient lots and recall -------------------------------------------------------------------------------
@@ -420,7 +421,7 @@ def test_receiving_a_lot(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
     good = {"ingredient_name": "Naltrexone hydrochloride USP", "supplier": "PCCA", "lot_number": "P-77",
             "expiry_date": today() + timedelta(days=300)}
-    lot = orders.receive_lot(w["technician"], good)
+    lot = lot_services.receive_lot(w["technician"], good)
     assert (lot.received_on, lot.supplier) == (today(), "PCCA")
     assert last_event("ingredient_lot.receive").entity_id == lot.id
     for change, field in [({"lot_number": "P-77"}, "lot_number"), ({"lot_number": "X", "expiry_date": today() -
@@ -428,10 +429,10 @@ def test_receiving_a_lot(app_ctx: Flask, staff: dict) -> None:
                           "ingredient_name"), ({"lot_number": "Z", "received_on": today() + timedelta(days=1)},
                           "received_on")]:
         with pytest.raises(ValidationFailed) as caught:
-            orders.receive_lot(w["technician"], {**good, **change})
+            lot_services.receive_lot(w["technician"], {**good, **change})
         assert field in caught.value.fields
     with pytest.raises(Forbidden):
-        orders.receive_lot(w["admin"], {**good, "lot_number": "A-1"})
+        lot_services.receive_lot(w["admin"], {**good, "lot_number": "A-1"})
 
 
 def test_a_recall_finds_every_order_and_patient_made_with_a_lot(app_ctx: Flask, staff: dict) -> None:

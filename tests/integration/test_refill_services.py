@@ -24,6 +24,8 @@ from pharmacy.extensions import db
 from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import DosingTime, RxStatus
+from pharmacy.refills import queue as refill_queue
+from pharmacy.refills import renewals
 from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
@@ -317,12 +319,12 @@ def test_roles_are_checked_in_the_services(app_ctx: Flask, staff: dict) -> None:
         refills.request_refill(w["admin"], w["rx"].id, source=RequestSource.STAFF)
     req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     for call in (lambda a: refills.approve(a, req.id), lambda a: refills.decline(a, req.id, "No, sorry."),
-                 lambda a: refills.ask_prescriber(a, request_id=req.id)):
+                 lambda a: renewals.ask_prescriber(a, request_id=req.id)):
         for who in ("technician", "admin"):
             with pytest.raises(Forbidden):
                 call(w[who])
     with pytest.raises(Forbidden):
-        refills.queue(w["admin"])
+        refill_queue.queue(w["admin"])
     db.session.expire_all()
     assert db.session.get(RefillRequest, req.id).state == RefillRequestState.OPEN
 
@@ -381,16 +383,16 @@ def test_renewal_flow_from_request_to_new_prescription(app_ctx: Flask, staff: di
     rx = w["rx"]
     req = refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF).request
     assert req.state == RefillRequestState.AWAITING_RENEWAL
-    renewal = refills.ask_prescriber(w["pharmacist"], request_id=req.id)
+    renewal = renewals.ask_prescriber(w["pharmacist"], request_id=req.id)
     assert (renewal.id, renewal.state, renewal.sent_by_id) == (req.renewal_id, RenewalState.SENT,
                                                                staff["pharmacist"].id)
     to_prescriber = outbox_rows(MessageKind.PRESCRIBER_RENEWAL)
     assert [(r.renewal_id, r.to_address) for r in to_prescriber] == [(renewal.id, "emarquez@neuro.example")]
     assert len(outbox_rows(MessageKind.RENEWAL_IN_PROGRESS, refill_request_id=req.id)) == 1  # told once
     with pytest.raises(Conflict, match="already been sent"):
-        refills.ask_prescriber(w["pharmacist"], request_id=req.id)
-    assert [r.id for r in refills.renewals_waiting(w["pharmacist"])] == [renewal.id]
-    doc = refills.renewal_document(w["technician"], renewal.id)
+        renewals.ask_prescriber(w["pharmacist"], request_id=req.id)
+    assert [r.id for r in renewals.renewals_waiting(w["pharmacist"])] == [renewal.id]
+    doc = renewals.renewal_document(w["technician"], renewal.id)
     assert (doc.patient.date_of_birth, doc.dose, doc.quantity, doc.last_fill, doc.refills_authorized) == (
         DOB, "4.5 mg", "30 capsules", date(2026, 11, 23), 0)
 
@@ -405,22 +407,22 @@ def test_renewal_flow_from_request_to_new_prescription(app_ctx: Flask, staff: di
     assert (renewal.state, renewal.new_prescription_id) == (RenewalState.RECEIVED, new.id)
     assert (req.prescription_id, req.state) == (new.id, RefillRequestState.OPEN)
     assert db.session.get(Prescription, rx.id).status == RxStatus.REPLACED
-    assert refills.renewals_waiting(w["pharmacist"]) == []
+    assert renewals.renewals_waiting(w["pharmacist"]) == []
     order = refills.approve(w["pharmacist"], req.id)
     assert (order.prescription_id, order.fill_number) == (new.id, 0)
 
 
 def test_the_pharmacy_can_ask_for_a_renewal_before_anyone_requests(app_ctx: Flask, staff: dict) -> None:
     w, _ = dispensed_world(staff)
-    renewal = refills.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
+    renewal = renewals.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
     assert renewal.state == RenewalState.SENT and open_requests(w["rx"].id) == []
     with pytest.raises(Conflict):
-        refills.send_renewal(w["pharmacist"], renewal.id)
+        renewals.send_renewal(w["pharmacist"], renewal.id)
     # A request that was decided cannot be turned into a renewal afterwards.
     req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     refills.decline(w["pharmacist"], req.id, "Duplicate request.")
     with pytest.raises(Conflict):
-        refills.ask_prescriber(w["pharmacist"], request_id=req.id)
+        renewals.ask_prescriber(w["pharmacist"], request_id=req.id)
 
 
 # ---- the queue ------------------------------------------------------------------------------------
@@ -449,7 +451,7 @@ def test_queue_lists_open_requests_oldest_first_with_what_the_pharmacist_needs(a
     refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     clock.advance(timedelta(hours=1))
     refills.request_refill(w["technician"], later_rx.id, source=RequestSource.STAFF)
-    items = refills.queue(w["technician"])
+    items = refill_queue.queue(w["technician"])
     assert [i.rx.id for i in items] == [w["rx"].id, later_rx.id]
     first, second = items
     assert (first.eligibility.code, first.refills_left, first.renewal.state) == ("no_refills", 0, RenewalState.NEEDED)
@@ -462,11 +464,11 @@ def test_queue_queries_do_not_grow_with_the_number_of_requests(app_ctx: Flask, s
     w = _requests(staff, 2)
     db.session.expire_all()
     with count_queries() as few:
-        assert len(refills.queue_page(w["pharmacist"]).items) == 2
+        assert len(refill_queue.queue_page(w["pharmacist"]).items) == 2
     w = _requests_more(w, 6)
     db.session.expire_all()
     with count_queries() as many:
-        items = refills.queue_page(w["pharmacist"]).items
+        items = refill_queue.queue_page(w["pharmacist"]).items
         assert len(items) == 8
         for item in items:  # what the page reads must already be loaded
             _ = (item.patient.last_name, item.rx.formula.name, item.eligibility.code, item.refills_left)

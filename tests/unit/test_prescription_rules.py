@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.prescriptions import rules as r
+from pharmacy.prescriptions import screening_rules
 from pharmacy.prescriptions.rules import (
     Alert,
     DoseError,
@@ -197,7 +198,7 @@ def test_check_dose_refuses_nonpositive(dose) -> None:
 
 # ---------------------------------------------------------------- screening
 def _screen(meds=(), conds=(), dose="4.5", **kw) -> list[Alert]:
-    return r.screen(medications=list(meds), conditions=list(conds), max_dose_mg=D(dose), **kw)
+    return screening_rules.screen(medications=list(meds), conditions=list(conds), max_dose_mg=D(dose), **kw)
 
 
 def _codes(alerts: list[Alert]) -> list[str]:
@@ -228,7 +229,7 @@ def _codes(alerts: list[Alert]) -> list[str]:
      ("opium tincture", "opium"), ("Percocets", "oxycodone")],
 )
 def test_every_opioid_is_a_hard_stop_naming_the_entry(entry, generic) -> None:
-    assert generic in r.opioids_in(entry)
+    assert generic in screening_rules.opioids_in(entry)
     alerts = _screen([entry])
     assert _codes(alerts) == ["opioid"]
     assert alerts[0].severity is Severity.HARD_STOP
@@ -250,9 +251,9 @@ def test_not_opioids(entry) -> None:
 
 
 def test_hyphen_is_a_word_boundary() -> None:
-    assert r.opioids_in("Tussionex") == ["hydrocodone"]
-    assert r.opioids_in("APAP-hydrocodone") == ["hydrocodone"]
-    assert r.opioids_in("oxycodone/APAP") == ["oxycodone"]
+    assert screening_rules.opioids_in("Tussionex") == ["hydrocodone"]
+    assert screening_rules.opioids_in("APAP-hydrocodone") == ["hydrocodone"]
+    assert screening_rules.opioids_in("oxycodone/APAP") == ["oxycodone"]
 
 
 def test_stopped_opioids_still_stop() -> None:
@@ -268,7 +269,7 @@ def test_each_opioid_entry_gets_its_own_alert_sorted() -> None:
 
 
 def test_combination_names_every_opioid() -> None:
-    assert r.opioids_in("Suboxone plus oxycodone") == ["buprenorphine", "oxycodone"]
+    assert screening_rules.opioids_in("Suboxone plus oxycodone") == ["buprenorphine", "oxycodone"]
     (alert,) = _screen(["Suboxone plus oxycodone"])
     assert "buprenorphine and oxycodone" in alert.message
 
@@ -339,10 +340,10 @@ def test_not_pregnancy(condition) -> None:
 
 
 def test_has_spasticity() -> None:
-    assert r.has_spasticity(["MS", "Spasticity (legs)"])
-    assert r.has_spasticity(["spastic gait"])
-    assert not r.has_spasticity(["no spasticity", "fatigue"])
-    assert not r.has_spasticity([])
+    assert screening_rules.has_spasticity(["MS", "Spasticity (legs)"])
+    assert screening_rules.has_spasticity(["spastic gait"])
+    assert not screening_rules.has_spasticity(["no spasticity", "fatigue"])
+    assert not screening_rules.has_spasticity([])
 
 
 def test_spasticity_dose_is_screened_on_the_highest_dose() -> None:

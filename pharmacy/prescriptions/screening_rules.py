@@ -1,0 +1,212 @@
+"""The safety screening table and its matching (pure, like rules.py): which medication and condition entries
+are opioids, liver disease, interferon beta, pregnancy or spasticity, and `screen`, which turns a patient's lists
+and the prescription's doses into alerts (DOMAIN.md "Safety screening"). Running it against stored alerts is
+prescriptions/screening.py.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+
+from pharmacy.prescriptions.rules import _SEVERITY_ORDER, Alert, Severity, _dec, check_dose
+
+# --------------------------------------------------------------------------------------------
+# Screening tables (DOMAIN.md "Safety screening")
+#
+# Decisions:
+# * Opioids are searched in the medication list only (it is the list of *current* medicines).
+#   Searching conditions would turn "history of oxycodone dependence" into an un-overridable stop.
+# * Every opioid mention on the medication list stops the fill, including "stopped tramadol last
+#   week" or "oxycodone PRN": recent use also precipitates withdrawal, and the message names the
+#   entry so staff can correct a wrong list. Two kinds of entry are not medicines and are skipped:
+#   allergies ("morphine allergy", "allergic to codeine") and negations ("no opioids", "none").
+# * Diphenoxylate (Lomotil) and difenoxin (Motofen) ARE flagged: they are absorbed opioids
+#   (Schedule V), and the naltrexone label warns that opioid antidiarrhoeals may not work.
+#   Loperamide (Imodium) and eluxadoline (Viberzi) act in the gut with negligible absorption, and
+#   dextromethorphan is not an opioid agonist: not flagged. Antagonists (naloxone, nalmefene,
+#   methylnaltrexone, naloxegol, naldemedine) are not flagged. Kratom (a mu agonist) is flagged.
+# * Conditions: liver disease is an overridable stop; "hepatitis B vaccine" is not liver disease,
+#   but "hepatitis C, cured" is flagged (a pharmacist overrides with a reason).
+# * Names match case-insensitively on word boundaries, so "Percocet 5/325 mg" and "OXYCONTIN ER"
+#   match while "apomorphine" does not match morphine.
+# --------------------------------------------------------------------------------------------
+OPIOIDS: dict[str, tuple[str, ...]] = {
+    "oxycodone": ("oxycodone", "OxyContin", "Percocet", "Percodan", "Roxicodone", "Roxicet", "Roxybond", "Xtampza",
+                  "Endocet", "Endodan", "Oxaydo", "Primlev", "Nalocet", "Prolate", "Tylox", "Xartemis", "Troxyca",
+                  "Targiniq", "Oxecta"),
+    "hydrocodone": ("hydrocodone", "Vicodin", "Norco", "Lortab", "Lorcet", "Hysingla", "Zohydro", "Vicoprofen",
+                    "Xodol", "Hycet", "Zamicet", "Verdrocet", "Reprexain", "Ibudone", "Hycodan", "Hydromet",
+                    "Tussionex", "TussiCaps", "Hycofenix", "Rezira", "Vituz", "Zutripro", "benzhydrocodone", "Apadaz"),
+    "tramadol": ("tramadol", "Ultram", "Ultracet", "ConZip", "Ryzolt", "Qdolo", "Seglentis"),
+    "codeine": ("codeine", "Tuzistra", "Tuxarin", "Brontex", "Triacin-C",
+                r"re:tylenol[\s-]*(?:#|no\.?|number)?\s*[34](?![\d.,/])(?!\s*(?:times|x)\b)",
+                r"re:\w*tuss(?:in)?[\s-]*d?a[\s.-]?c", r"re:guaifenesin[\s-]+a[\s.-]?c\b"),
+    "dihydrocodeine": ("dihydrocodeine", "Synalgos", "Trezix", "Panlor"),
+    "morphine": ("morphine", "MS Contin", "MSIR", "Kadian", "Avinza", "Arymo", "MorphaBond", "Roxanol", "Duramorph",
+                 "Infumorph", "Embeda"),
+    "fentanyl": ("fentanyl", "Duragesic", "Actiq", "Fentora", "Abstral", "Lazanda", "Subsys", "Onsolis", "Ionsys",
+                 "Sublimaze"),
+    "sufentanil": ("sufentanil", "Dsuvia", "Sufenta"),
+    "remifentanil": ("remifentanil", "Ultiva"),
+    "alfentanil": ("alfentanil", "Alfenta"),
+    "hydromorphone": ("hydromorphone", "Dilaudid", "Exalgo"),
+    "oxymorphone": ("oxymorphone", "Opana"),
+    "methadone": ("methadone", "Dolophine", "Methadose", "Diskets"),
+    "buprenorphine": ("buprenorphine", "Suboxone", "Subutex", "Butrans", "Belbuca", "Zubsolv", "Sublocade",
+                      "Bunavail", "Buprenex", "Brixadi", "Cassipa"),
+    "tapentadol": ("tapentadol", "Nucynta"),
+    "meperidine": ("meperidine", "pethidine", "Demerol"),
+    "levorphanol": ("levorphanol",),
+    "butorphanol": ("butorphanol", "Stadol"),
+    "pentazocine": ("pentazocine", "Talwin"),
+    "nalbuphine": ("nalbuphine", "Nubain"),
+    "propoxyphene": ("propoxyphene", "Darvon", "Darvocet"),
+    "oliceridine": ("oliceridine", "Olinvyk"),
+    "diphenoxylate": ("diphenoxylate", "Lomotil"),
+    "difenoxin": ("difenoxin", "Motofen"),
+    "opium": ("opium", "paregoric", "laudanum"),
+    "heroin": ("heroin", "diamorphine"),
+    "kratom": ("kratom", "mitragynine"),
+    # Class words on the list ("opioid for back pain"), but not "opioid antagonist" (naltrexone itself).
+    "an opioid": (r"re:opi(?:oid|ate)s?(?![\s-]*(?:antagonist|blocker|receptor|free))", "narcotic pain"),
+}
+LIVER_TERMS: tuple[str, ...] = (
+    r"re:hepatitis", "hep A", "hep B", "hep C", "HBV", "HCV", "cirrhosis", "liver disease", "liver failure",
+    r"re:liver[\s-]+(?:damage|fibrosis|cancer|transplant\w*|impairment|injury|dysfunction|insufficiency)",
+    r"re:hepatic[\s-]+(?:impairment|insufficiency|failure|disease|dysfunction|encephalopathy|steatosis|fibrosis)",
+    "fatty liver", "steatohepatitis", "NAFLD", "NASH", "MASLD", "MASH", "hepatocellular",
+    "primary biliary cholangitis", "primary sclerosing cholangitis", "transaminitis",
+    r"re:(?:elevated|raised|high|abnormal|increased)\s+(?:liver\s+(?:enzymes|function\s+tests?|tests?)|lfts?|alt|ast)",
+)
+LIVER_EXCLUDE = re.compile(r"vaccin|immuni[sz]", re.IGNORECASE)  # "Hepatitis B vaccine" is not liver disease
+INTERFERON_BETA_TERMS: tuple[str, ...] = (
+    "Avonex", "Rebif", "Betaseron", "Betaferon", "Extavia", "Plegridy",
+    r"re:(?:peg[\s-]?)?interferon(?![\s-]*(?:alfa|alpha|gamma|α|γ))", r"re:ifn[\s-]*(?:beta|β|b)\b",
+)
+PREGNANCY_TERMS: tuple[str, ...] = (
+    "pregnant", "pregnancy", "breastfeeding", "breast feeding", "lactating", "lactation",
+    r"re:nursing(?![\s-]+(?:home|facility|care|student|assistant))",
+)
+SPASTICITY_TERMS: tuple[str, ...] = (r"re:spastic\w*",)
+
+_NEGATION = re.compile(r"^\s*(?:no|not|none|nil|denies|denied|negative\s+for)(?![\w.])", re.IGNORECASE)
+_ALLERGY = re.compile(
+    r"\b(?:allergic|allergy|allergies|intolerant|intolerance)\s+to\b"
+    r"|^\s*(?:allerg(?:y|ies|ic)|intoleran(?:t|ce))\s*[:\-]"
+    r"|\b(?:allergy|allergies|intolerance)\s*\)?\s*$"
+    r"|\(\s*(?:allergy|allergic|intolerance)\s*\)",
+    re.IGNORECASE,
+)
+
+
+def _term_regex(term: str) -> str:
+    # A plain name: spaces and hyphens interchangeable, an optional plural; "re:" terms are regexes.
+    plain = r"[\s-]*".join(re.escape(t) for t in re.split(r"[\s-]+", term.strip())) + "s?"
+    body = term[3:] if term.startswith("re:") else plain
+    return rf"(?<![^\W_])(?:{body})(?![^\W_])"
+
+
+def _compile(terms: Sequence[str]) -> re.Pattern[str]:
+    return re.compile("|".join(_term_regex(t) for t in terms), re.IGNORECASE)
+
+
+_OPIOID_RES = [(generic, _compile(names)) for generic, names in OPIOIDS.items()]
+_LIVER_RE = _compile(LIVER_TERMS)
+_INTERFERON_RE = _compile(INTERFERON_BETA_TERMS)
+_PREGNANCY_RE = _compile(PREGNANCY_TERMS)
+_SPASTICITY_RE = _compile(SPASTICITY_TERMS)
+
+
+def _entries(items: Sequence[str]) -> list[str]:
+    """Stripped, non-blank, non-negated entries, de-duplicated case-insensitively, in order."""
+    seen, out = set(), []
+    for raw in items:
+        text = " ".join(str(raw).split())
+        if text and not _NEGATION.search(text) and text.casefold() not in seen:
+            seen.add(text.casefold())
+            out.append(text)
+    return out
+
+
+def opioids_in(medication: str) -> list[str]:
+    """The opioid generics an entry names, in the order they appear ("Suboxone" -> ["buprenorphine"])."""
+    found = []
+    for generic, rx in _OPIOID_RES:
+        m = rx.search(medication)
+        if m:
+            found.append((m.start(), generic))
+    return [g for _, g in sorted(found)]
+
+
+def has_spasticity(conditions: Sequence[str]) -> bool:
+    """DOMAIN.md "Dosing": spasticity caps the dose at 3 mg. Any "spastic…" word counts."""
+    return any(_SPASTICITY_RE.search(c) for c in _entries(conditions))
+
+
+def _shown(entry: str, limit: int = 120) -> str:
+    """An entry as typed, cut to fit the alert's 400-character message."""
+    return entry if len(entry) <= limit else entry[:limit - 1] + "…"
+
+
+def _quoted(entries: list[str]) -> str:
+    """Up to two entries, sorted so a reordered list gives the same message (the service matches on it)."""
+    ordered = sorted(entries, key=str.casefold)
+    text = ", ".join(f'"{_shown(e, 80)}"' for e in ordered[:2])
+    return text + (f" and {len(ordered) - 2} more" if len(ordered) > 2 else "")
+
+
+def screen(
+    *,
+    medications: Sequence[str],
+    conditions: Sequence[str],
+    max_dose_mg: Decimal | int | str,
+    maintenance_dose_mg: Decimal | int | str | None = None,
+    titrating: bool = False,
+) -> list[Alert]:
+    """DOMAIN.md "Safety screening" (at intake and at every refill), hard stops first.
+
+    One alert per opioid entry (each names what the patient takes); one alert per other finding,
+    naming every entry that triggered it. Doses: the highest dose in the plan and the maintenance
+    dose are checked; titration steps below them are not (DOMAIN.md "Dosing": start low, titrate up),
+    which is why `titrating` needs no extra checks here — the caller passes the plan's highest dose.
+    """
+    alerts: list[Alert] = []
+    for med in _entries(medications):
+        if _ALLERGY.search(med):
+            continue
+        generics = opioids_in(med)
+        if generics:
+            named = [g for g in generics if g != "an opioid"]
+            what = f"contains {' and '.join(named)}, an opioid" if named else "is listed as an opioid"
+            alerts.append(Alert("opioid", Severity.HARD_STOP,
+                                f'"{_shown(med)}" {what}: naltrexone blocks opioids and can bring on withdrawal. '
+                                "LDN cannot be filled while the patient takes it."))
+    conds = _entries(conditions)
+    liver = [c for c in conds if _LIVER_RE.search(c) and not LIVER_EXCLUDE.search(c)]
+    if liver:
+        alerts.append(Alert("liver_disease", Severity.OVERRIDABLE_STOP,
+                            f"Liver condition on file ({_quoted(liver)}): naltrexone is cleared by the liver. "
+                            "A pharmacist must review and record a reason before filling."))
+    interferon = [m for m in _entries(medications) if _INTERFERON_RE.search(m) and not _ALLERGY.search(m)]
+    if interferon:
+        alerts.append(Alert("interferon_beta", Severity.WARNING,
+                            f"Interferon beta ({_quoted(interferon)}): possible interaction with LDN. "
+                            "Tell the patient, and the prescriber if new symptoms appear."))
+    pregnancy = [c for c in conds if _PREGNANCY_RE.search(c)]
+    if pregnancy:
+        alerts.append(Alert("pregnancy_breastfeeding", Severity.WARNING,
+                            f"Pregnancy or breastfeeding ({_quoted(pregnancy)}): very little data exists on LDN "
+                            "in pregnancy or breastfeeding; make sure the prescriber knows."))
+    top = _dec(max_dose_mg, "dose_mg")
+    doses = [top]
+    if maintenance_dose_mg is not None and _dec(maintenance_dose_mg, "dose_mg") != top:
+        doses.append(_dec(maintenance_dose_mg, "dose_mg"))
+    spastic = has_spasticity(conditions)
+    codes = set()
+    for dose in sorted(doses, reverse=True):
+        for alert in check_dose(dose, has_spasticity=spastic):
+            if alert.code not in codes:
+                codes.add(alert.code)
+                alerts.append(alert)
+    return sorted(alerts, key=lambda a: (_SEVERITY_ORDER[a.severity], a.code, a.message))
