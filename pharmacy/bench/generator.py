@@ -468,7 +468,7 @@ class Generator:
             "id", "rx_number", "patient_id", "prescriber_id", "formula_id", "dose_mcg", "titration", "dosing_time",
             "quantity_milli", "days_supply", "refills_authorized", "written_date", "expiry_date", "directions",
             "indication", "indication_code", "status", "status_reason", "replaces_id", "created_by_id", "created_at",
-            "updated_at"))
+            "updated_at", "latest_fill_number", "latest_run_out_date"))
         self.s_renewals = w.sink(md["renewal_requests"], (
             "id", "prescription_id", "prescriber_id", "patient_id", "state", "reason", "created_at", "sent_at",
             "sent_by_id", "resolved_at", "new_prescription_id"))
@@ -669,6 +669,7 @@ class Generator:
     def _write_rx(self, p: _Patient, rx: _Rx) -> None:
         f = rx.formula
         created = self.at(rx.written, 9, 30)
+        last = rx.fills[-1] if rx.fills else None  # every fill of the chain so far is dispensed, in order
         self.s_rx.add(
             id=rx.id, rx_number=f"RX{rx.id:06d}", patient_id=p.id, prescriber_id=rx.prescriber_id, formula_id=f.id,
             dose_mcg=int(rx.dose * 1000), titration=json.dumps([s.to_json() for s in rx.steps]) if rx.steps else None,
@@ -676,7 +677,9 @@ class Generator:
             refills_authorized=rx.refills, written_date=self.d(rx.written), expiry_date=self.d(rx.expiry),
             directions=_directions(f.form, f.strength, rx.dose, rx.steps), indication="Multiple sclerosis",
             indication_code="G35", status=rx.status.value, status_reason=rx.status_reason, replaces_id=rx.replaces_id,
-            created_by_id=self.staff["pharmacist"], created_at=created, updated_at=created)
+            created_by_id=self.staff["pharmacist"], created_at=created, updated_at=created,
+            latest_fill_number=last.number if last else None,
+            latest_run_out_date=self.d(last.dispensed_on + timedelta(days=rx.days_supply)) if last else None)
         if p.liver:  # the liver alert, resolved by a pharmacist (a few left open for the dashboard)
             open_alert = rx.status == RxStatus.ACTIVE and rx.id % 7 == 0
             self.s_alerts.add(

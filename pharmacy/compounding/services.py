@@ -470,6 +470,7 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
     order.dispensed_on = start
     order.run_out_date = refill_rules.run_out_date(start, order.days_supply)
     _move(actor, order, OrderState.DISPENSED, "dispense", {"method": method.value})
+    _rx(order).note_dispensed(order.fill_number, order.run_out_date)
     from pharmacy.reminders import outbox, planning
     from pharmacy.reminders.rules import MessageKind
 

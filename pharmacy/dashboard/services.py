@@ -171,34 +171,32 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
     """Active prescriptions whose latest supply runs out within `days` (or ran out in the last
     `overdue_days`) with nothing ordered or requested — the patients worth a call today.
 
-    A run-out date range with both ends keeps this an index range scan (ix_orders_run_out) however
-    many years of fills are stored; "latest" is a NOT EXISTS on a later dispensed fill.
+    Rows of (latest fill, prescription, patient), soonest run-out first. The latest fill's run-out is kept on the
+    prescription (Prescription.note_dispensed), so this reads a range of ix_prescriptions_status_run_out — the
+    prescriptions running out in that window, however many years of fills are stored.
     """
     from pharmacy.compounding.rules import OrderState
     from pharmacy.prescriptions.rules import RxStatus
     from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 
-    o = sa.orm.aliased(Order)
-    later = sa.orm.aliased(Order)
-    newer_fill = sa.exists().where(
-        later.prescription_id == o.prescription_id, later.state == OrderState.DISPENSED,
-        later.fill_number > o.fill_number,
-    )
+    fill = sa.orm.aliased(Order)
+    other = sa.orm.aliased(Order)
     open_order = sa.exists().where(
-        later.prescription_id == o.prescription_id,
-        later.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]),
+        other.prescription_id == Prescription.id, other.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]),
     )
     open_request = sa.exists().where(
-        RefillRequest.prescription_id == o.prescription_id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
+        RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
     )
     stmt = (
-        sa.select(o, Prescription, Patient)
-        .join(Prescription, Prescription.id == o.prescription_id)
-        .join(Patient, Patient.id == o.patient_id)
-        .where(o.run_out_date >= day - timedelta(days=overdue_days), o.run_out_date <= day + timedelta(days=days),
-               o.state == OrderState.DISPENSED, Prescription.status == RxStatus.ACTIVE,
-               ~newer_fill, ~open_order, ~open_request)
-        .order_by(o.run_out_date, o.id).limit(limit)
+        sa.select(fill, Prescription, Patient)
+        .select_from(Prescription)
+        .join(fill, sa.and_(fill.prescription_id == Prescription.id, fill.fill_number == Prescription.latest_fill_number))
+        .join(Patient, Patient.id == Prescription.patient_id)
+        .where(Prescription.status == RxStatus.ACTIVE,
+               Prescription.latest_run_out_date >= day - timedelta(days=overdue_days),
+               Prescription.latest_run_out_date <= day + timedelta(days=days),
+               ~open_order, ~open_request)
+        .order_by(Prescription.latest_run_out_date, Prescription.id).limit(limit)
     )
     return list(db.session.execute(stmt).all())
 

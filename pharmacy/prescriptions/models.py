@@ -46,6 +46,8 @@ class Prescription(db.Model):
         sa.CheckConstraint("refills_authorized >= 0 AND refills_authorized <= 99", name="refills_range"),
         sa.CheckConstraint("expiry_date > written_date", name="expiry_after_written"),
         sa.Index("ix_prescriptions_patient_status", "patient_id", "status"),
+        # "Who runs out soon?" (the dashboard): a range of active prescriptions by their latest run-out.
+        sa.Index("ix_prescriptions_status_run_out", "status", "latest_run_out_date", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -73,11 +75,22 @@ class Prescription(db.Model):
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The latest dispensed fill: its number and run-out date. Kept here (note_dispensed) so the patients about to
+    # run out are an index range over prescriptions, not a search through every fill of the last weeks for the
+    # ones no later fill has replaced. None until the first fill is dispensed.
+    latest_fill_number: Mapped[int | None] = mapped_column()
+    latest_run_out_date: Mapped[date | None] = mapped_column()
 
     patient: Mapped[Patient] = relationship()
     prescriber: Mapped[Prescriber] = relationship()
     formula: Mapped[Formula] = relationship()
     replaces: Mapped[Prescription | None] = relationship(remote_side=[id])
+
+    def note_dispensed(self, fill_number: int, run_out_date: date) -> None:
+        """A fill of this prescription was dispensed: it becomes the latest unless a later fill already is
+        (history loaded out of order)."""
+        if self.latest_fill_number is None or fill_number >= self.latest_fill_number:
+            self.latest_fill_number, self.latest_run_out_date = fill_number, run_out_date
 
 
 class ScreeningAlert(db.Model):

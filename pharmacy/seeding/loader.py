@@ -298,6 +298,7 @@ def _history_fill(rx: Prescription, formula: Formula, fill_number: int, dispense
     )
     order.lots_used = [OrderIngredientLot(ingredient_lot_id=lot.id, quantity_used=_used(formula, lot, quantity),
                                           unit=_unit(formula, lot)) for lot in lots]
+    rx.note_dispensed(fill_number, order.run_out_date)
     db.session.add(order)
     db.session.flush()
     unpaid = rx.patient.last_name == "Whitaker" and dispensed_on > today() - timedelta(days=40)

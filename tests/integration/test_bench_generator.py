@@ -78,6 +78,16 @@ def test_rows_are_consistent_and_cover_every_state(app: Flask, generated: dict[s
             "SELECT count(*) FROM refill_requests r JOIN orders o ON o.prescription_id = r.prescription_id "
             "WHERE r.state IN ('open', 'awaiting_renewal') AND o.state NOT IN ('dispensed', 'cancelled')")).scalar_one()
         assert both == 0
+        # Each prescription's latest dispensed fill, as Prescription.note_dispensed keeps it.
+        latest = {rx_id: (n, run_out) for rx_id, n, run_out in db.session.execute(sa.text(
+            "SELECT o.prescription_id, o.fill_number, o.run_out_date FROM orders o WHERE o.state = 'dispensed' "
+            "AND o.fill_number = (SELECT max(x.fill_number) FROM orders x WHERE x.prescription_id = o.prescription_id "
+            "AND x.state = 'dispensed')")).all()}
+        kept = db.session.execute(sa.select(Prescription.id, Prescription.latest_fill_number,
+                                            Prescription.latest_run_out_date)).all()
+        assert latest and {i: (n, str(d)[:10]) for i, n, d in kept if n is not None} == {
+            i: (n, str(d)[:10]) for i, (n, d) in latest.items()}
+        assert all(n is None and d is None for i, n, d in kept if i not in latest)
 
 
 def test_the_services_accept_the_data(app: Flask, generated: dict[str, Any], clock: FixedClock) -> None:

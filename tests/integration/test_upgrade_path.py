@@ -183,6 +183,7 @@ def test_rows_written_at_the_previous_head_survive_the_upgrade(empty_db: str, ap
                 count = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{name}"')).scalar_one()
                 assert count == len(rows), name
         _check_data_step(db)
+        _check_latest_fill_backfilled(db)
         _check_models_read_old_rows(db)
 
         # Down to the previous head and up again: the data is untouched, the log is rebuilt.
@@ -196,6 +197,14 @@ def test_rows_written_at_the_previous_head_survive_the_upgrade(empty_db: str, ap
         _check_data_step(db)
         db.session.remove()
         db.engine.dispose()
+
+
+def _check_latest_fill_backfilled(db: Any) -> None:
+    """0006's data step: each prescription knows its latest dispensed fill (the requested one does not count)."""
+    rows = db.session.execute(sa.text(
+        "SELECT id, latest_fill_number, latest_run_out_date FROM prescriptions ORDER BY id")).all()
+    db.session.rollback()
+    assert [(r[0], r[1], str(r[2])[:10] if r[2] else None) for r in rows] == [(50, 0, "2025-03-08"), (51, None, None)]
 
 
 def _check_data_step(db: Any) -> None:
