@@ -24,13 +24,6 @@ def create_app() -> Flask:
     clock = FixedClock(datetime.fromisoformat(at)) if at else SystemClock()
     app = factory(clock=clock)
 
-    if os.environ.get("BENCH_DASHBOARD_WITHOUT_ADHERENCE") == "1":
-        # The proposed fix, measured: the home page without the per-request PDC of every patient
-        # (bench_pages.py's "dashboard, proposed" row). Never set outside the benchmarks.
-        from pharmacy.billing import adherence
-
-        adherence.adherence_below_threshold = lambda actor, limit=10: []
-
     @app.get(HELLO)
     def bench_hello() -> Any:
         return "hello"

@@ -182,12 +182,11 @@ def pick(bdb: common.BenchDB) -> dict[str, Any]:
     return {"max_patient": int(max_patient), "tokens": tokens, "queue": queue}
 
 
-def serve_and_measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any], results: dict[str, Any], *,
-                      variant: bool) -> list[float | None]:
+def serve_and_measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any],
+                      results: dict[str, Any]) -> list[float | None]:
     """Start gunicorn on the bench app, sign in, confirm the refill links, run wrk on each page; stop it."""
     port = free_port()
-    extra = {"BENCH_DASHBOARD_WITHOUT_ADHERENCE": "1"} if variant else {}
-    env = bdb.env(bdb.at(12), PHARMACY_ENV="production", BASE_URL=f"http://127.0.0.1:{port}", **extra)
+    env = bdb.env(bdb.at(12), PHARMACY_ENV="production", BASE_URL=f"http://127.0.0.1:{port}")
     # --timeout 300: a page slower than gunicorn's default 30 s is measured, not killed (the README says which).
     cmd = [str(Path(sys.executable).with_name("gunicorn")), "--workers", str(a.workers), "--bind", f"127.0.0.1:{port}",
            "--timeout", "300", "--graceful-timeout", "5", "--log-level", "warning", "benchmarks.bench_app:create_app()"]
@@ -202,24 +201,21 @@ def serve_and_measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, A
         if status not in (302, 303):
             raise SystemExit(f"sign-in failed: {status} {text[:300]}")
         pages: dict[str, list[str]]
-        if variant:
-            pages = {"dashboard, proposed (no adherence list)": ["/"]}
-        else:
-            for tok, dob in chosen["tokens"]:
-                csrf = c.csrf(f"/r/{tok}")
-                status, text, _ = c.request("POST", f"/r/{tok}", {"month": dob.month, "day": dob.day,
-                                                                 "year": dob.year, "csrf_token": csrf})
-                if status not in (302, 303):
-                    raise SystemExit(f"refill link confirmation failed: {status} {text[:300]}")
-            rnd = random.Random(1)
-            pages = {
-                "hello": ["/__bench/hello"],
-                "patient page": [f"/patients/{rnd.randint(1, chosen['max_patient'])}" for _ in range(500)],
-                "refill page": [f"/r/{tok}/refill" for tok, _ in chosen["tokens"]],
-            }
-            if chosen["queue"]:
-                pages["order queue"] = [chosen["queue"]]
-            pages["dashboard"] = ["/"]  # last: at chain scale it can keep both workers busy for minutes
+        for tok, dob in chosen["tokens"]:
+            csrf = c.csrf(f"/r/{tok}")
+            status, text, _ = c.request("POST", f"/r/{tok}", {"month": dob.month, "day": dob.day,
+                                                             "year": dob.year, "csrf_token": csrf})
+            if status not in (302, 303):
+                raise SystemExit(f"refill link confirmation failed: {status} {text[:300]}")
+        rnd = random.Random(1)
+        pages = {
+            "hello": ["/__bench/hello"],
+            "patient page": [f"/patients/{rnd.randint(1, chosen['max_patient'])}" for _ in range(500)],
+            "refill page": [f"/r/{tok}/refill" for tok, _ in chosen["tokens"]],
+        }
+        if chosen["queue"]:
+            pages["order queue"] = [chosen["queue"]]
+        pages["dashboard"] = ["/"]  # last: at chain scale it can keep both workers busy for minutes
         cookie = c.cookie_header()
         base = f"http://127.0.0.1:{port}"
         run_wrk(wrk, base, cookie, ["/__bench/hello"], 2, 2, a.connections)  # warm-up
@@ -262,11 +258,9 @@ def main() -> None:
     bdb = common.prepare(a.db, a.patients, seed=a.seed, fresh=a.fresh)
     chosen = pick(bdb)
     results: dict[str, Any] = {}
-    rss = serve_and_measure(a, wrk, bdb, chosen, results, variant=False)
-    # The proposed dashboard (no per-request adherence computation over every patient), same server settings.
-    serve_and_measure(a, wrk, bdb, chosen, results, variant=True)
+    rss = serve_and_measure(a, wrk, bdb, chosen, results)
     hello = results["hello"]["rps"]
-    targets = {"patient page": 0.5, "refill page": 0.5, "dashboard": 0.3, "dashboard, proposed (no adherence list)": 0.3}
+    targets = {"patient page": 0.5, "refill page": 0.5, "dashboard": 0.3}
     rows = []
     for name, r in results.items():
         share = r["rps"] / hello if hello else 0
