@@ -1,4 +1,5 @@
-"""each prescription's latest dispensed fill (number and run-out date), for the dashboard's "running out" list
+"""each prescription's latest dispensed fill (number and run-out date), for the dashboard's "running out" list;
+open orders by state and delivery method, for its tiles
 
 Revision ID: 0006
 Revises: 0005
@@ -24,6 +25,8 @@ def upgrade():
     op.add_column("prescriptions", sa.Column("latest_run_out_date", sa.Date(), nullable=True))
     op.create_index("ix_prescriptions_status_run_out", "prescriptions", ["status", "latest_run_out_date", "id"],
                     unique=False)
+    # The dashboard's tiles count open orders by state and delivery method: read from this index alone.
+    op.create_index("ix_orders_state_delivery", "orders", ["state", "delivery_method"], unique=False)
     op.execute(
         "UPDATE prescriptions SET latest_fill_number = (SELECT max(o.fill_number) FROM orders o "
         "WHERE o.prescription_id = prescriptions.id AND o.state = 'dispensed')"
@@ -36,6 +39,7 @@ def upgrade():
 
 
 def downgrade():
+    op.drop_index("ix_orders_state_delivery", table_name="orders")
     op.drop_index("ix_prescriptions_status_run_out", table_name="prescriptions")
     # ALTER TABLE … DROP COLUMN (SQLite 3.35+), not a batch rebuild, for the same reason as above.
     op.drop_column("prescriptions", "latest_run_out_date")

@@ -79,3 +79,27 @@ def test_overdue_ones_come_first_and_an_order_a_request_or_a_stopped_prescriptio
                        .values(status=RxStatus.ON_HOLD))
     db.session.commit()
     assert _listed() == []
+
+
+def test_the_today_page_lists_the_oldest_waiting_requests_and_orders_first(app_ctx: Flask, clock: Any,
+                                                                          staff: dict) -> None:
+    from pharmacy.dashboard.services import today_view
+
+    requested, ordered = [], []
+    for i in range(12):
+        w = world(staff, patient={"first_name": f"Pat{i}", "email": f"pat{i}@example.com"})
+        _dispense(w)
+        if i % 2 == 0:
+            outcome = refills.request_refill(actor(staff["technician"]), w["rx"].id, source=RequestSource.STAFF)
+            requested.append(outcome.request.id)
+        else:
+            ordered.append(orders.start_fill(w["pharmacist"], w["rx"].id).id)
+        db.session.commit()
+        clock.advance(timedelta(hours=1))
+
+    view = today_view(actor(staff["pharmacist"]))
+
+    assert len(requested) == 6
+    assert [row[0].id for row in view.requests] == requested[:5]  # oldest first, five at most
+    assert [o.id for o in view.oldest_orders] == ordered[:8]
+    assert all(o.prescription.patient.first_name.startswith("Pat") for o in view.oldest_orders)
