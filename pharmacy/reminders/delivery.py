@@ -422,7 +422,7 @@ def _prepare(conn: sa.Connection, row_id: int, worker: str, lease: timedelta, ba
             if sent is not None:
                 _record_sent(conn, sent[0], sent[1], transport)
             outcome = _check_in(conn, row_id, row, worker, lease, wait=False)
-    except Exception:
+    except BaseException:
         if sent is not None:  # rolled back with the rest: "sent" is committed on its own
             _mark_sent(conn, sent[0], sent[1], transport)
         raise
@@ -506,8 +506,10 @@ def deliver_batch(ids: list[int], worker: str, transport: transports.Transport, 
                 if should_stop():
                     break
                 row_id = remaining.pop(0)
-                prepared = _prepare(conn, row_id, worker, lease, batch, sent, transport)
-                sent = None
+                # From here _prepare records it: with this row's check, or on its own should that fail (and then
+                # it raises) — not a second time by the `finally` below, as a send "(again)" that never happened.
+                previous, sent = sent, None
+                prepared = _prepare(conn, row_id, worker, lease, batch, previous, transport)
                 if isinstance(prepared, str):
                     _count(report, prepared)
                     continue
@@ -555,6 +557,18 @@ def _release_unsent(report: DeliveryReport, worker: str, ids: list[int]) -> Deli
     return report
 
 
+def _release_after_error(worker: str, ids: list[int]) -> None:
+    """An unexpected error (the database, a bug) stopped a batch: its rows not yet sent go back to pending now
+    rather than waiting out their lease — an expired lease counts as an attempt, and a repeating error would
+    otherwise fail the batch's other messages one expiry at a time. Best effort: the error itself is re-raised."""
+    try:
+        db.session.rollback()
+        _release_unsent(DeliveryReport(), worker, ids)
+    except Exception as exc:  # the database may be what failed; the leases expire as before
+        db.session.rollback()
+        log.warning("could not release a failed batch's rows (%s)", type(exc).__name__)
+
+
 def deliver_due(*, transport: transports.Transport | None = None, worker: str | None = None,
                 batch_size: int = BATCH_SIZE, max_batches: int | None = None, lease: timedelta = LEASE,
                 should_stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
@@ -574,8 +588,12 @@ def deliver_due(*, transport: transports.Transport | None = None, worker: str | 
         if not ids:
             break
         batches += 1
-        batch_report, server_down = deliver_batch(ids, worker, transport, lease=lease, should_stop=should_stop,
-                                                  cache=cache)
+        try:
+            batch_report, server_down = deliver_batch(ids, worker, transport, lease=lease, should_stop=should_stop,
+                                                      cache=cache)
+        except Exception:
+            _release_after_error(worker, ids)
+            raise
         report.add(batch_report)
         if server_down:
             break

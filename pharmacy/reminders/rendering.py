@@ -173,6 +173,9 @@ class RunCache:
         self._shipping: int | None = None
 
     def load(self, formula_ids: set[int]) -> None:
+        """Called by Batch.load, inside its reads: nothing is read later, while rendering (a read then would open a
+        transaction on the session and leave it idle for the rest of the batch)."""
+        self.shipping_fee_cents()
         missing = sorted(formula_ids - self.formulas.keys())
         if not missing:
             return

@@ -168,11 +168,28 @@ class SmtpTransport:
                 self._drop()
                 if attempt == 2:
                     raise TransportError(type(exc).__name__, connection=True, exc_name=type(exc).__name__) from None
+            except smtplib.SMTPNotSupportedError as exc:
+                # Raised by send_message before any command is sent: an internationalized address (zoë@…, which the
+                # patient form accepts) and a server without SMTPUTF8. About this message only: the connection is
+                # untouched and the rest of the batch must still go out (and not be charged an attempt).
+                # Permanent at once, as RFC 6531 has a server answer it (553 5.6.7): retrying cannot help, and the
+                # pharmacist sees it among the failed emails and can ask the patient for another address.
+                raise TransportError("5.6.7 the mail server does not take internationalized addresses (SMTPUTF8)",
+                                     code=553, exc_name=type(exc).__name__) from None
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = next(iter(exc.recipients.values()), (None, b""))
                 raise TransportError(_reply_text(reply) or "recipient refused", code=code,
                                      exc_name=type(exc).__name__) from None
-            except smtplib.SMTPResponseException as exc:  # sender refused, data refused, other replies
+            except smtplib.SMTPSenderRefused as exc:
+                # MAIL FROM refused. The envelope sender is the same in every email, so (like a refusal while
+                # connecting) this is the configuration — sender not allowed, authentication required — never one
+                # message: the batch is retried later, whatever the code. Only a size refusal is this message's.
+                if exc.smtp_code == 552:
+                    raise TransportError(_reply_text(exc.smtp_error) or type(exc).__name__, code=exc.smtp_code,
+                                         exc_name=type(exc).__name__) from None
+                raise TransportError(f"sender refused: {exc.smtp_code} {_reply_text(exc.smtp_error)}".strip(),
+                                     code=None, connection=True, exc_name=type(exc).__name__) from None
+            except smtplib.SMTPResponseException as exc:  # data refused, other replies
                 if exc.smtp_code == 421:  # the server is closing the connection
                     self._drop()
                 raise TransportError(_reply_text(exc.smtp_error) or type(exc).__name__, code=exc.smtp_code,

@@ -83,7 +83,15 @@ class Sink:
         self.received: list[Received] = []
         self.data_reply: str | None = None
         self.rcpt_replies: dict[str, str] = {}
+        self.mail_reply: str | None = None
         self.delay = 0.0
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: Any) -> str:
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         reply = self.rcpt_replies.get(address)
@@ -122,6 +130,7 @@ class SmtpServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.sink = Sink()
+        self.smtputf8 = True  # aiosmtpd's Controller advertises SMTPUTF8 unless told not to
         self._controller: Controller | None = None
 
     @property
@@ -130,7 +139,7 @@ class SmtpServer:
 
     def start(self) -> None:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
-        controller = Controller(self.sink, hostname="127.0.0.1", port=self.port)
+        controller = Controller(self.sink, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8)
         controller.start()
         self._controller = controller
 
@@ -1073,3 +1082,72 @@ def test_sweep_plans_fills_whose_reminders_are_missing(app_ctx: Flask, clock: An
     assert {r.dedupe_key: r.due_at for r in reminder_rows(order.id)} == planned
     scheduler.job_plan_sweep(app_ctx)  # nothing missing now: nothing added twice
     assert len(reminder_rows(order.id)) == len(planned)
+
+
+def test_an_address_the_server_cannot_take_fails_that_message_only(app_ctx: Flask, clock: Any, staff: dict,
+                                                                   smtp: SmtpServer) -> None:
+    """The patient form accepts an internationalized address (zoë@…); a server without SMTPUTF8 (aiosmtpd's
+    default, and many relays) cannot take it. That is about one message, not the connection: the rest of the
+    batch still goes out, and is not charged an attempt (8 such runs would fail it without a single try). The
+    message itself fails at once, as a server's 553 5.6.7 would."""
+    ids = []
+    for i, address in enumerate(["patient0@example.com", "zoë@example.com", "patient2@example.com"]):
+        _, order = dispensed(staff, i, patient={"email": address})
+        ids.append(reminder_rows(order.id)[0].id)
+    clock.set(fresh(ids[0]).due_at)
+    smtp.stop()
+    smtp.smtputf8 = False
+    smtp.start()
+
+    report = delivery.deliver_due()
+
+    assert (report.sent, report.retried, report.failed) == (2, 0, 1)
+    assert fresh(ids[2]).state == OutboxState.SENT and attempts_of(ids[2]) == ["sent"]
+    # Failed at once (retrying cannot help): the pharmacist sees it among the failed emails.
+    assert fresh(ids[1]).state == OutboxState.FAILED and attempts_of(ids[1]) == ["permanent"]
+    assert "SMTPUTF8" in fresh(ids[1]).last_error
+    assert smtp.sink.per_message_id() == Counter({fresh(ids[0]).message_id: 1, fresh(ids[2]).message_id: 1})
+
+
+def test_a_failed_check_after_a_send_records_that_send_once(app_ctx: Flask, clock: Any, staff: dict,
+                                                            smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database fails while the next message is confirmed: the one already handed over is committed as sent,
+    once — not a second time as "sent (again)", which would tell the pharmacist it went out twice."""
+    ids = first_reminders_due(staff, clock, 2)
+    real = delivery._check_in
+
+    def failing(conn: Any, row_id: int, *args: Any, **kwargs: Any) -> Any:
+        if row_id == ids[1]:
+            raise sa.exc.OperationalError("UPDATE outbox", {}, Exception("connection reset"))
+        return real(conn, row_id, *args, **kwargs)
+
+    monkeypatch.setattr(delivery, "_check_in", failing)
+    with pytest.raises(sa.exc.OperationalError):
+        delivery.deliver_due()
+
+    assert fresh(ids[0]).state == OutboxState.SENT
+    assert attempts_of(ids[0]) == ["sent"]
+    assert smtp.sink.count() == 1
+    # The row the error stopped at is back to pending at once (not left `sending` until its lease expires).
+    row = fresh(ids[1])
+    assert (row.state, row.claimed_by, row.attempts) == (OutboxState.PENDING, None, 0)
+    monkeypatch.setattr(delivery, "_check_in", real)
+    assert delivery.deliver_due().sent == 1
+    assert smtp.sink.count() == 2
+
+
+def test_a_refused_sender_is_the_configuration_not_each_message(app_ctx: Flask, clock: Any, staff: dict,
+                                                                smtp: SmtpServer) -> None:
+    """MAIL FROM refused with a 5yz (sender not allowed, authentication required): every email has the same
+    envelope sender, so it is the configuration, as an AUTH refusal while connecting is — retried later, never
+    every due email failed for good in one run."""
+    ids = first_reminders_due(staff, clock, 3)
+    smtp.sink.mail_reply = "553 5.7.1 Sender address rejected: not owned by user"
+
+    report = delivery.deliver_due()
+
+    assert report.failed == 0 and report.sent == 0
+    assert all(fresh(i).state == OutboxState.PENDING for i in ids)
+    smtp.sink.mail_reply = None  # the pharmacy fixes MAIL_FROM
+    clock.advance(timedelta(minutes=1))
+    assert delivery.deliver_due().sent == 3
