@@ -12,6 +12,7 @@ from sqlalchemy.orm import joinedload
 from pharmacy.compounding.models import Order
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
+from pharmacy.core.db import first_ids
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -140,8 +141,8 @@ def today_view(actor: Actor) -> TodayView:
             Tile("failed", "Failed emails", len(view.failed_emails), "reminders.outbox", {"state": "failed"},
                  attention=bool(view.failed_emails)),
         ]
-    first_requests = _oldest(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
-                             RefillRequest.requested_at, 5)
+    first_requests = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
+                               (RefillRequest.requested_at, RefillRequest.id), 5)
     view.requests = list(db.session.execute(
         sa.select(RefillRequest, Prescription, Patient)
         .join(first_requests, first_requests.c.id == RefillRequest.id)
@@ -149,16 +150,16 @@ def today_view(actor: Actor) -> TodayView:
         .join(Patient, Patient.id == RefillRequest.patient_id)
         .order_by(RefillRequest.requested_at, RefillRequest.id)
     ).all())
-    first_orders = _oldest(Order.id, Order.state.in_([OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING,
-                                                      OrderState.CHECKED, OrderState.READY]), Order.created_at, 8)
+    first_orders = first_ids(Order.id, Order.state.in_([OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING,
+                                                        OrderState.CHECKED, OrderState.READY]), (Order.created_at, Order.id), 8)
     view.oldest_orders = list(db.session.execute(
         sa.select(Order).join(first_orders, first_orders.c.id == Order.id)
         .options(joinedload(Order.prescription).joinedload(Prescription.patient))
         .order_by(Order.created_at, Order.id)
     ).unique().scalars())
     view.running_out = running_out(local_today(), days=7)
-    first_renewals = _oldest(RenewalRequest.id, RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]),
-                             RenewalRequest.created_at, 5)
+    first_renewals = first_ids(RenewalRequest.id, RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]),
+                               (RenewalRequest.created_at, RenewalRequest.id), 5)
     view.renewals = list(db.session.execute(
         sa.select(RenewalRequest, Patient).join(first_renewals, first_renewals.c.id == RenewalRequest.id)
         .join(Patient, Patient.id == RenewalRequest.patient_id)
@@ -171,15 +172,6 @@ def today_view(actor: Actor) -> TodayView:
     except (ImportError, AttributeError):
         view.adherence = []
     return view
-
-
-def _oldest(id_col: Any, where: Any, when: Any, limit: int) -> Any:
-    """The ids of the `limit` oldest rows (by `when`) matching `where`, as a subquery to join the full rows to.
-
-    Picked from the (state, time) index alone, then joined: sorting whole joined rows — the row, its
-    prescription, its patient — for every waiting request or open order only to keep five of them cost
-    tens of milliseconds at chain scale."""
-    return sa.select(id_col.label("id")).where(where).order_by(when, id_col).limit(limit).subquery()
 
 
 def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10) -> list[Any]:

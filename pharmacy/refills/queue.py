@@ -14,6 +14,7 @@ from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import settings
+from pharmacy.core.db import first_ids
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -43,11 +44,13 @@ def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
     and formulas; fill facts grouped by prescription; the latest dispensed fills; the renewals.
     """
     audit.require(actor, Permission.VIEW_CLINICAL, what="see refill requests")
+    first = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
+                      (RefillRequest.requested_at, RefillRequest.id), limit)
     reqs = db.session.execute(
-        sa.select(RefillRequest).where(RefillRequest.state.in_(OPEN_REQUEST_STATES))
+        sa.select(RefillRequest).join(first, first.c.id == RefillRequest.id)
         .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient),
                  joinedload(RefillRequest.prescription).joinedload(Prescription.formula))
-        .order_by(RefillRequest.requested_at, RefillRequest.id).limit(limit)
+        .order_by(RefillRequest.requested_at, RefillRequest.id)
     ).unique().scalars().all()
     rx_ids = [r.prescription_id for r in reqs]
     if not rx_ids:

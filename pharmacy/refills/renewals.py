@@ -15,6 +15,7 @@ from sqlalchemy.orm import joinedload
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now
+from pharmacy.core.db import first_ids
 from pharmacy.core.errors import Conflict, NotFound
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
@@ -132,12 +133,14 @@ def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
 def renewals_waiting(actor: Actor, *, limit: int = 100) -> list[RenewalRequest]:
     """Renewals still to send or still awaited from the prescriber, oldest first."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
+    first = first_ids(RenewalRequest.id, RenewalRequest.state.in_(OPEN_RENEWAL_STATES),
+                      (RenewalRequest.created_at, RenewalRequest.id), limit)
     return list(db.session.execute(
-        sa.select(RenewalRequest).where(RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
+        sa.select(RenewalRequest).join(first, first.c.id == RenewalRequest.id)
         .options(joinedload(RenewalRequest.prescription).joinedload(Prescription.patient),
                  joinedload(RenewalRequest.prescription).joinedload(Prescription.prescriber),
                  joinedload(RenewalRequest.prescription).joinedload(Prescription.formula))
-        .order_by(RenewalRequest.created_at, RenewalRequest.id).limit(limit)
+        .order_by(RenewalRequest.created_at, RenewalRequest.id)
     ).unique().scalars())
 
 
