@@ -43,14 +43,14 @@ def reminders() -> str:
         for c in r["claims"]:
             rows.append([db, c["at"][:16], f"{c['stored_rows']:,}", f"{c['due']:,}", c["bare_select_ms"],
                          c["raw_sql_claim_ms"], c["claim_batch_ms"], f"{c['ratio_vs_bare_select']}×",
-                         c["claim_us_per_due_row"], c.get("proposed_claim_ms", ""),
-                         f"{c.get('proposed_ratio_vs_bare_select', '')}×"])
+                         c["claim_us_per_due_row"], c.get("legacy_claim_ms", ""),
+                         f"{c.get('legacy_ratio_vs_bare_select', '')}×"])
         if "replan" in r:
             m, b, base = r["replan"]["changed"], r["replan"]["restored"], r["replan"]["per_fill_baseline"]
             replan.append([db, f"{m['fills']:,}", f"{m['moved']:,}", m["seconds"], b["seconds"], m["peak_rss_mb"],
                            f"{base['estimated_seconds_for_all']} (from {base['sample_fills']} fills)", "≤ 60 s"])
     return (md(["db", "now (UTC)", "outbox rows", "due", "bare select ms", "raw-SQL claim ms", "claim_batch ms",
-                "× bare", "µs per due row", "proposed claim ms", "proposed × bare"], rows)
+                "× bare", "µs per due row", "per-row claim (before) ms", "before × bare"], rows)
             + "\n\n" + md(["db", "fills re-planned", "rows moved", "replan_all s (10→11)", "replan_all s (back)",
                           "peak RSS MB", "per-fill path, est. s", "target"], replan))
 
