@@ -319,6 +319,12 @@ def test_revenue_chart_in_a_real_browser(app: Flask, w: dict[str, Any], clock: F
     from playwright.sync_api import sync_playwright
 
     _history(app, clock, w)
+    with app.test_request_context("/"):  # dispensed, then what the scheduler does every night: a patient to draw
+        from pharmacy.billing import adherence
+
+        orders.dispense_order(w["world"]["technician"], w["order_id"])  # it was ready
+        db.session.commit()
+        assert adherence.refresh_adherence().measured == 1
     args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"]
     with sync_playwright() as p:
@@ -356,6 +362,10 @@ def test_revenue_chart_in_a_real_browser(app: Flask, w: dict[str, Any], clock: F
             page.screenshot(path=str(ARTIFACTS / "billing-money-page.png"), full_page=True)
             page.goto(f"{live.url}/billing/adherence")
             page.locator("svg#adherence-chart").wait_for(state="visible")
+            drawn = page.eval_on_selector_all(
+                "svg#adherence-chart rect", "rs => rs.map(r => [Number(r.dataset.value), r.getBBox().height])")
+            assert len(drawn) == 10 and sum(v for v, _ in drawn) >= 1  # ten 10-point bands, the patient in one
+            assert all(h > 0 for v, h in drawn if v > 0)
             page.screenshot(path=str(ARTIFACTS / "billing-adherence-page.png"), full_page=True)
             assert problems == []  # no CSP violation, no script error
         finally:
