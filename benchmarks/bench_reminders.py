@@ -7,7 +7,7 @@
    due) and then a day later (about twice as many are due); the outbox table is the same
    size both times. For each: the baseline is the bare indexed query selecting the same rows
    (`state = 'pending' AND next_attempt_at <= now ORDER BY next_attempt_at, id`, raw DBAPI, all rows);
-   the measured path is the real `delivery.claim_batch` called until nothing is due (claims are then
+   the measured path is the real `claims.claim_batch` called until nothing is due (claims are then
    put back, so every repetition claims the same rows). A second baseline does the same claim work in
    hand-written SQL (select 50 due ids, one UPDATE … WHERE id IN (…) AND state = 'pending', commit),
    to separate the cost of claiming (writes, commits) from the cost of the function; and the claim as it
@@ -82,7 +82,7 @@ def raw_claim(db: Any, pg: bool, at: Any, batch: int) -> int:
 
 
 def legacy_claim_batch(worker: str, *, limit: int = 50, lease: timedelta = timedelta(minutes=5)) -> list[int]:
-    """delivery.claim_batch as it was before (kept here for the before/after figure): select the due ids, then
+    """claims.claim_batch as it was before (kept here for the before/after figure): select the due ids, then
     one UPDATE per row on SQLite (the row count says who won it), or SELECT … FOR UPDATE SKIP LOCKED then one
     UPDATE … WHERE id IN (…) on PostgreSQL; commit."""
     from pharmacy.core.context import now
@@ -133,7 +133,7 @@ def explain(db: Any, pg: bool, at: Any) -> list[str]:
 
 def claim_round(app: Any, clock: Any, at: Any, repeat: int) -> dict[str, Any]:
     from pharmacy.extensions import db
-    from pharmacy.reminders import delivery
+    from pharmacy.reminders import claims
 
     clock.set(at)
     with app.app_context():
@@ -146,7 +146,7 @@ def claim_round(app: Any, clock: Any, at: Any, repeat: int) -> dict[str, Any]:
         def product() -> int:
             n = 0
             while True:
-                ids = delivery.claim_batch(WORKER, limit=delivery.BATCH_SIZE)
+                ids = claims.claim_batch(WORKER, limit=claims.BATCH_SIZE)
                 if not ids:
                     break
                 n += len(ids)
@@ -169,7 +169,7 @@ def claim_round(app: Any, clock: Any, at: Any, repeat: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             n = 0
             while True:
-                ids = legacy_claim_batch(WORKER, limit=delivery.BATCH_SIZE)
+                ids = legacy_claim_batch(WORKER, limit=claims.BATCH_SIZE)
                 if not ids:
                     break
                 n += len(ids)
@@ -184,7 +184,7 @@ def claim_round(app: Any, clock: Any, at: Any, repeat: int) -> dict[str, Any]:
 
         def raw_then_release() -> int:
             t0 = time.perf_counter()
-            n = raw_claim(db, pg, at, delivery.BATCH_SIZE)
+            n = raw_claim(db, pg, at, claims.BATCH_SIZE)
             raw_then_release.elapsed.append(time.perf_counter() - t0)  # type: ignore[attr-defined]
             release(db)
             return n
@@ -202,7 +202,7 @@ def claim_round(app: Any, clock: Any, at: Any, repeat: int) -> dict[str, Any]:
             "legacy_ratio_vs_bare_select": round(legacy_t / bare_t, 2) if bare_t else None,
             "legacy_us_per_due_row": round(legacy_t / due * 1e6, 1) if due else None,
             "claim_us_per_due_row": round(claim_t / due * 1e6, 1) if due else None,
-            "batches": -(-claimed // delivery.BATCH_SIZE),
+            "batches": -(-claimed // claims.BATCH_SIZE),
             "query_plan": plan}
 
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from flask.testing import FlaskClient
 from pharmacy import create_app
 from pharmacy.core.clock import FixedClock
 from pharmacy.core.roles import Role
+from tests.smtp_server import SmtpServer
 
 PG_URL = os.environ.get("DATABASE_URL", "")
 USE_PG = PG_URL.startswith(("postgresql", "postgres:"))
@@ -175,6 +177,22 @@ def login(client: FlaskClient, who: Staff) -> None:
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
 
 
+@contextmanager
+def scratch_pg_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server (its URL), dropped afterwards whoever is connected."""
+    admin_url = sa.make_url(pg_url())
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database on each engine (PostgreSQL only when DATABASE_URL points at one), for migrations."""
@@ -183,12 +201,14 @@ def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     if not USE_PG:
         pytest.skip("PostgreSQL pass only: DATABASE_URL does not point at PostgreSQL")
-    admin_url = sa.make_url(pg_url())
-    name = f"ldn_empty_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_pg_database("ldn_empty") as url:
+        yield url
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback (tests/smtp_server.py), started for the test and stopped after it."""
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()

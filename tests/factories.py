@@ -116,21 +116,24 @@ def world(staff_map: dict[str, Any], **rx_overrides: Any) -> dict[str, Any]:
             "admin": actor(staff_map["admin"])}
 
 
-def run_order_to(w: dict[str, Any], order_id: int, target: str) -> None:
-    """Walk an order through the workflow to `target` with the right people at each step."""
+def run_order_to(w: dict[str, Any], order_id: int, target: str, *, lots: list[dict[str, Any]] | None = None) -> None:
+    """Walk an order through the workflow, from wherever it is now to `target`, with the right people at each
+    step. `lots`: what compounding uses (default: every usable lot of the formula's ingredients, 1 g each)."""
     from pharmacy.compounding import services as orders
     from pharmacy.compounding.models import Order
 
-    steps = ["verified", "compounding", "checked", "ready", "dispensed"]
-    for step in steps[: steps.index(target) + 1]:
+    steps = ["requested", "verified", "compounding", "checked", "ready", "dispensed"]
+    current = db.session.get(Order, order_id).state.value
+    for step in steps[steps.index(current) + 1: steps.index(target) + 1]:
         order = db.session.get(Order, order_id)
         if step == "verified":
             orders.verify_order(w["pharmacist"], order_id)
         elif step == "compounding":
-            lots = db.session.execute(sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(
-                [i.name for i in w["formula"].ingredients]), IngredientLot.expiry_date >= today())).scalars().all()
-            orders.compound_order(w["technician"], order_id, quantity_made=order.quantity, lots=[
-                {"ingredient_lot_id": x.id, "quantity_used": "1", "unit": "g"} for x in lots])
+            if lots is None:
+                usable = db.session.execute(sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(
+                    [i.name for i in w["formula"].ingredients]), IngredientLot.expiry_date >= today())).scalars().all()
+                lots = [{"ingredient_lot_id": x.id, "quantity_used": "1", "unit": "g"} for x in usable]
+            orders.compound_order(w["technician"], order_id, quantity_made=order.quantity, lots=lots)
         elif step == "checked":
             orders.check_order(w["pharmacist2"], order_id)
         elif step == "ready":

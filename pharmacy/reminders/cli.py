@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from pharmacy.core.context import today
-from pharmacy.reminders import bulk_planning, delivery, scheduler, services
+from pharmacy.reminders import bulk_planning, claims, delivery, scheduler, services
 
 reminders = AppGroup("reminders", help="Refill reminders and the email outbox.")
 
@@ -39,7 +39,7 @@ def due(as_of: datetime | None) -> None:
 
 
 @reminders.command("send")
-@click.option("--batch-size", default=delivery.BATCH_SIZE, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--batch-size", default=claims.BATCH_SIZE, show_default=True, type=click.IntRange(1, 1000))
 def send(batch_size: int) -> None:
     """Deliver every email that is due now (what the scheduler does every 30 seconds)."""
     report = delivery.deliver_due(batch_size=batch_size)

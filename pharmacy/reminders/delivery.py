@@ -11,10 +11,9 @@ step. So the window is kept as small as possible (the row is committed as sent r
 server's 250) and each email carries a deterministic Message-ID so a receiver can drop the
 duplicate. Everything else is exactly-once:
 
-* Claims are exclusive and cost one statement per batch: `UPDATE … WHERE id IN (SELECT … LIMIT n
-  [FOR UPDATE SKIP LOCKED]) AND state='pending' RETURNING …` — SKIP LOCKED on PostgreSQL (any
-  number of schedulers), the UPDATE's own condition on SQLite (one scheduler; SQLite serialises
-  writers).
+* Claims are exclusive and cost one statement per batch (claims.py: `UPDATE … WHERE id IN (SELECT …
+  LIMIT n [FOR UPDATE SKIP LOCKED]) AND state='pending' RETURNING …`), and rows of a worker that died
+  go back to pending when their lease expires (claims.release_expired_leases).
 * Each row is re-confirmed (still `sending`, still ours, lease extended) and checked against the
   current rows (still wanted?) in a committed transaction just before it is sent, so a row whose
   lease expired and was taken over by another worker is never sent by the first one too. That
@@ -25,15 +24,13 @@ duplicate. Everything else is exactly-once:
 * What an email *shows* (names, the next fill's price and dates) is read once per batch
   (rendering.Batch); the formulas, price list and shipping fee once per run.
 
-This module (and scheduler.py) commit: delivery is a job, its own unit of work.
+Delivery is a job: each step (a claim, each message's outcome) is committed at once, through
+core/uow.commit_step or the batch connection's own short transactions.
 """
 from __future__ import annotations
 
 import functools
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -49,19 +46,13 @@ from pharmacy.core.db import UTCDateTime
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
-from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
-from pharmacy.reminders import rendering, rules, transports
+from pharmacy.reminders import claims, rendering, rules, transports
 from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
 
 log = logging.getLogger(__name__)
 
-#: How long a claim is valid. Far longer than one message can take (SMTP timeout ~10 s), renewed
-#: before every send, and short enough that rows of a crashed process go out again within minutes.
-LEASE = timedelta(minutes=5)
-BATCH_SIZE = 50
-REFILL_REMINDERS = (MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE)
 OPEN_ORDER_STATES = [s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]
 
 
@@ -85,15 +76,6 @@ class DeliveryReport:
         return ", ".join(f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self))
 
 
-def worker_id() -> str:
-    """Who holds a claim: host, process and a random suffix (two workers in one process differ)."""
-    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _is_postgres() -> bool:
-    return db.session.get_bind().dialect.name == "postgresql"
-
-
 def _core(statement: Any, params: dict[str, Any] | None = None) -> Any:
     """A Core statement on the session's connection (in its transaction), without the ORM's per-statement work:
     the per-message statements of a delivery run are plain Core, and are sent a few hundred times a second."""
@@ -104,111 +86,9 @@ def default_transport() -> transports.Transport:
     return transports.from_settings(settings().smtp)
 
 
-def _attempt(row_id: int, result: str, detail: str | None = None) -> None:
-    db.session.add(DeliveryAttempt(message_id=row_id, at=now(), result=result,
-                                   detail=detail[:400] if detail else None))
-
-
-# ---- leases ---------------------------------------------------------------------------------------
-
-
-def release_expired_leases(*, limit: int = 500) -> int:
-    """Rows left `sending` by a process that died go back to `pending`, due now; one attempt row each.
-
-    Their send may or may not have reached the server before the crash (the at-least-once
-    window): they go out again with the same Message-ID. A row that keeps killing its
-    worker is failed after `outbox_max_attempts` expired leases instead of looping forever.
-    """
-    t = now()
-    stmt = (
-        sa.select(OutboxMessage.id)
-        .where(OutboxMessage.state == OutboxState.SENDING, OutboxMessage.lease_until < t)
-        .order_by(OutboxMessage.id).limit(limit)
-    )
-    if _is_postgres():
-        stmt = stmt.with_for_update(skip_locked=True)
-    ids = list(db.session.execute(stmt).scalars())
-    released = 0
-    max_attempts = settings().outbox_max_attempts
-    for row_id in ids:
-        expired_before = db.session.execute(
-            sa.select(sa.func.count()).select_from(DeliveryAttempt).where(
-                DeliveryAttempt.message_id == row_id, DeliveryAttempt.result == "expired_lease")
-        ).scalar_one()
-        giving_up = expired_before + 1 >= max_attempts
-        values = {"lease_until": None, "claimed_by": None, "next_attempt_at": t,
-                  "state": OutboxState.FAILED if giving_up else OutboxState.PENDING}
-        if giving_up:
-            values["last_error"] = "the delivery process stopped while sending this message, repeatedly"
-        result = db.session.execute(
-            sa.update(OutboxMessage)
-            .where(OutboxMessage.id == row_id, OutboxMessage.state == OutboxState.SENDING,
-                   OutboxMessage.lease_until < t)
-            .values(**values).execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            _attempt(row_id, "expired_lease", "claim expired before the message was marked sent")
-            released += 1
-    uow.commit_step()
-    if released:
-        log.warning("released %d expired delivery lease(s)", released)
-    return released
-
-
-# ---- claiming -------------------------------------------------------------------------------------
-
-
-def _update_returning() -> bool:
-    """UPDATE … RETURNING: PostgreSQL, and SQLite from 3.35 (SQLAlchemy reads the library's version)."""
-    return bool(db.session.get_bind().dialect.update_returning)
-
-
-def claim_batch(worker: str, *, limit: int = BATCH_SIZE, lease: timedelta = LEASE) -> list[int]:
-    """Claim up to `limit` due rows for `worker` (state `sending`, lease set) and commit; their ids, oldest first.
-
-    One statement per batch: UPDATE outbox SET state='sending', lease_until=…, claimed_by=… WHERE id IN
-    (SELECT id … due … ORDER BY next_attempt_at, id LIMIT n) AND state='pending' RETURNING id, next_attempt_at
-    — on PostgreSQL the due rows are picked `FOR UPDATE SKIP LOCKED` in a materialized CTE (WITH due AS
-    MATERIALIZED (…) UPDATE outbox … FROM due WHERE outbox.id = due.id …). The scan reads the first n entries
-    of ix_outbox_state_next_attempt, so the work follows the rows due, never the rows stored. On PostgreSQL
-    SKIP LOCKED keeps any number of workers
-    apart (rows another worker is claiming are passed over, not waited for); on SQLite the UPDATE's own
-    `state = 'pending'` decides (SQLite serialises writers, and exactly one scheduler runs there).
-    """
-    t = now()
-    table = OutboxMessage.__table__
-    due = (
-        sa.select(table.c.id)
-        .where(table.c.state == OutboxState.PENDING, table.c.next_attempt_at <= t)
-        .order_by(table.c.next_attempt_at, table.c.id).limit(limit)
-    )
-    if _is_postgres():
-        # A materialized CTE, not `id IN (subquery)`: PostgreSQL may run an IN subquery again for each row it
-        # joins, and with SKIP LOCKED every run returns other rows — one UPDATE would then claim far more than
-        # `limit`. The CTE is evaluated exactly once.
-        picked = due.with_for_update(skip_locked=True).cte("due").prefix_with("MATERIALIZED")
-        which = table.c.id == picked.c.id
-    else:
-        which = table.c.id.in_(due.scalar_subquery())
-    claim = (
-        sa.update(table).where(which, table.c.state == OutboxState.PENDING)
-        .values(state=OutboxState.SENDING, lease_until=t + lease, claimed_by=worker)
-    )
-    if _update_returning():
-        rows = db.session.execute(claim.returning(table.c.id, table.c.next_attempt_at)).all()
-    else:  # SQLite before 3.35: the same UPDATE, then read back what it claimed (the worker id is unique)
-        db.session.execute(claim)
-        rows = db.session.execute(
-            sa.select(table.c.id, table.c.next_attempt_at).where(
-                table.c.state == OutboxState.SENDING, table.c.claimed_by == worker, table.c.lease_until == t + lease)
-        ).all()
-    uow.commit_step()
-    return [r.id for r in sorted(rows, key=lambda r: (r.next_attempt_at, r.id))]
-
-
 def _load(row_id: int) -> OutboxMessage | None:
     stmt = sa.select(OutboxMessage).where(OutboxMessage.id == row_id).execution_options(populate_existing=True)
-    if _is_postgres():
+    if claims.is_postgres():
         stmt = stmt.with_for_update()
     return db.session.execute(stmt).scalar_one_or_none()
 
@@ -253,7 +133,7 @@ class _Statements:
             # order-by reminders fall due together, and the patient should get the latest one only.
             sa.exists().where(
                 later.c.order_id == sa.bindparam("b_order", type_=sa.Integer),
-                later.c.kind.in_(REFILL_REMINDERS),
+                later.c.kind.in_(sorted(rules.REFILL_REMINDERS)),
                 later.c.id != row,
                 later.c.due_at > sa.select(t.c.due_at).where(t.c.id == row).scalar_subquery(),
                 later.c.due_at <= sa.bindparam("b_now", type_=UTCDateTime()),
@@ -284,37 +164,6 @@ def _facts_params(patient_id: int | None, prescription_id: int | None, order_id:
     return {"b_patient": patient_id, "b_rx": prescription_id, "b_order": order_id, "b_now": now()}
 
 
-def _reason(kind: MessageKind, order_id: int | None, to_address: str | None, facts: Any) -> str | None:
-    """Why the message must not go out (None: send it), from the current facts (see _Statements.facts).
-
-    Planning cancels rows when things change, but a change may have slipped past it (a direct data fix, a
-    race with the claim): a reminder about a refill already requested, for a stopped prescription, or to a
-    patient who opted out must never be sent.
-    """
-    if kind == MessageKind.PRESCRIBER_RENEWAL:
-        return None if to_address else "the prescriber has no email address"
-    if not facts.patient_found:
-        return "the patient record is gone"
-    if not (facts.email or to_address):
-        return "the patient has no email address"
-    if kind not in (*REFILL_REMINDERS, MessageKind.RENEWAL_NEEDED):
-        return None
-    if facts.rx_status is None or RxStatus(facts.rx_status) != RxStatus.ACTIVE:
-        return f"prescription {RxStatus(facts.rx_status).value if facts.rx_status else 'gone'}"
-    if kind in REFILL_REMINDERS and not facts.reminders_opt_in:
-        return "patient opted out"
-    if order_id is not None and facts.newer_fill:
-        return "a later fill was dispensed"
-    if kind in REFILL_REMINDERS and order_id is not None and facts.superseded:
-        return "superseded by a later reminder"
-    if kind in REFILL_REMINDERS:
-        if facts.open_order:
-            return "refill ordered"
-        if facts.open_request:
-            return "refill requested"
-    return None
-
-
 def unwanted_reason(row: OutboxMessage) -> str | None:
     """Why a message should no longer go out (None: send it), read from the current rows in one statement.
 
@@ -324,7 +173,7 @@ def unwanted_reason(row: OutboxMessage) -> str | None:
     kind = MessageKind(row.kind)
     params = {"b_id": row.id, **_facts_params(row.patient_id, row.prescription_id, row.order_id)}
     facts = _core(_statements().facts, params).one()
-    return _reason(kind, row.order_id, row.to_address, facts)
+    return rules.unwanted_reason(kind, order_id=row.order_id, to_address=row.to_address, facts=facts)
 
 
 # ---- one message --------------------------------------------------------------------------------------
@@ -336,13 +185,13 @@ def _confirm_claim(conn: sa.Connection, row_id: int, worker: str, lease: timedel
     batch row) — or None when it is not ours any more. Without `wait`, a row locked by another transaction
     (PostgreSQL) counts as not ours for now rather than being waited for: the caller commits what it holds first."""
     q = _statements()
-    skip = _is_postgres() and not wait
+    skip = claims.is_postgres() and not wait
     params = {"b_id": row_id, "b_worker": worker, "b_lease": now() + lease}
     if facts_of is not None:
         params.update(_facts_params(facts_of.patient_id, facts_of.prescription_id, facts_of.order_id))
     else:
         params.update(_facts_params(None, None, None))
-    if _update_returning():
+    if claims.update_returning():
         return conn.execute(q.confirm_or_skip_returning if skip else q.confirm_returning, params).first()
     if conn.execute(q.confirm_or_skip if skip else q.confirm, params).rowcount != 1:
         return None
@@ -395,9 +244,9 @@ def _check_in(conn: sa.Connection, row_id: int, row: Any, worker: str, lease: ti
     """
     facts = _confirm_claim(conn, row_id, worker, lease, wait=wait, facts_of=row)
     if facts is None:
-        return "locked" if not wait and _is_postgres() else "skipped"
-    reason = "the message is gone" if row is None else _reason(MessageKind(row.kind), row.order_id,
-                                                              row.to_address, facts)
+        return "locked" if not wait and claims.is_postgres() else "skipped"
+    reason = "the message is gone" if row is None else rules.unwanted_reason(
+        MessageKind(row.kind), order_id=row.order_id, to_address=row.to_address, facts=facts)
     if reason is None:
         return None
     _finish(conn, row_id, worker, "cancelled", reason, state=OutboxState.CANCELLED, cancelled_reason=reason[:200])
@@ -456,7 +305,7 @@ def _mark_failed_attempt(row_id: int, worker: str, error: transports.TransportEr
         db.session.rollback()
         return "skipped"
     failure = error.failure
-    _attempt(row.id, str(failure), error.summary())
+    claims.attempt(row.id, str(failure), error.summary())
     if row.state != OutboxState.SENDING or row.claimed_by != worker:
         uow.commit_step()  # someone else owns it now: log the attempt, leave the state to them
         return "skipped"
@@ -482,7 +331,7 @@ def _count(report: DeliveryReport, outcome: str) -> None:
 # ---- a run ------------------------------------------------------------------------------------------
 
 
-def deliver_batch(ids: list[int], worker: str, transport: transports.Transport, *, lease: timedelta = LEASE,
+def deliver_batch(ids: list[int], worker: str, transport: transports.Transport, *, lease: timedelta = claims.LEASE,
                   should_stop: Callable[[], bool] = lambda: False,
                   cache: rendering.RunCache | None = None) -> tuple[DeliveryReport, bool]:
     """Send claimed rows over one transport session. Returns the report and whether the server was unusable.
@@ -570,7 +419,7 @@ def _release_after_error(worker: str, ids: list[int]) -> None:
 
 
 def deliver_due(*, transport: transports.Transport | None = None, worker: str | None = None,
-                batch_size: int = BATCH_SIZE, max_batches: int | None = None, lease: timedelta = LEASE,
+                batch_size: int = claims.BATCH_SIZE, max_batches: int | None = None, lease: timedelta = claims.LEASE,
                 should_stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
     """Release expired leases, then claim and send due rows batch after batch until none are due.
 
@@ -578,13 +427,13 @@ def deliver_due(*, transport: transports.Transport | None = None, worker: str | 
     rows keep their backoff), after `max_batches`, or when `should_stop()` turns true.
     """
     uow.commit_step()  # start from a clean transaction: claims must see committed rows only
-    worker = worker or worker_id()
+    worker = worker or claims.worker_id()
     transport = transport or default_transport()
-    report = DeliveryReport(expired_leases=release_expired_leases())
+    report = DeliveryReport(expired_leases=claims.release_expired_leases())
     batches = 0
     cache = rendering.RunCache()  # formulas, the price list and the shipping fee: read once per run
     while not should_stop() and (max_batches is None or batches < max_batches):
-        ids = claim_batch(worker, limit=batch_size, lease=lease)
+        ids = claims.claim_batch(worker, limit=batch_size, lease=lease)
         if not ids:
             break
         batches += 1

@@ -69,8 +69,6 @@ class _RememberedHeaders(headerregistry.HeaderRegistry):
 _POLICY = email_policy.default.clone(max_line_length=998, header_factory=_RememberedHeaders())
 # Patient messages carry a preferences link and the RFC 8058 one-click headers; the prescriber's does not.
 PATIENT_KINDS = frozenset(k for k in MessageKind if k != MessageKind.PRESCRIBER_RENEWAL)
-REFILL_REMINDERS = frozenset({MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY,
-                              MessageKind.REMINDER_OVERDUE})
 PREVIEW_TOKEN = "preview"  # noqa: S105 - a placeholder where a staff preview would show a patient link
 
 
@@ -350,12 +348,12 @@ class Batch:
         order = self.orders.get(row.order_id) if row.order_id else None
         if rx is not None:
             ctx.update(self._rx_context(rx, request.delivery_method if request is not None else None))
-        if kind in REFILL_REMINDERS or kind == MessageKind.RENEWAL_NEEDED:
+        if kind in rules.REFILL_REMINDERS or kind == MessageKind.RENEWAL_NEEDED:
             line = self._fill_timeline(row.order_id)
             if line is not None:
                 ctx["run_out"] = _words(line.run_out)
                 ctx["order_by"] = _words(line.order_by)
-            if kind in REFILL_REMINDERS and not ctx.get("order_by"):
+            if kind in rules.REFILL_REMINDERS and not ctx.get("order_by"):
                 raise RenderError("the fill this reminder is about is no longer dispensed")
         if request is not None:
             ctx["decline_reason"] = request.decline_reason

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from pharmacy.core.calendar import BusinessCalendar
+from pharmacy.prescriptions.rules import RxStatus
 
 
 class MessageKind(StrEnum):
@@ -32,6 +33,61 @@ class OutboxState(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+#: The refill reminders of a fill (renewal notices and notices about requests and orders are not among them).
+REFILL_REMINDERS = frozenset({MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE})
+
+
+# ---------------------------------------------------------------------------------------
+# Is a message still wanted when its time comes?
+# ---------------------------------------------------------------------------------------
+
+
+class WantedFacts(Protocol):
+    """What delivery reads about a message's patient, prescription and fill just before sending it."""
+
+    patient_found: bool
+    email: str | None
+    reminders_opt_in: bool | None
+    rx_status: str | None
+    newer_fill: bool  # a later fill of the prescription was dispensed
+    open_order: bool  # a fill of the prescription is in progress
+    open_request: bool  # a refill request is waiting
+    superseded: bool  # a later refill reminder of the same fill is already due (or went out)
+
+
+def unwanted_reason(kind: MessageKind, *, order_id: int | None, to_address: str | None,
+                    facts: WantedFacts) -> str | None:
+    """Why the message must not go out (None: send it).
+
+    Planning cancels messages when things change, but a change may slip past it (a direct data fix, a race with
+    the claim): a reminder about a refill already requested, for a stopped prescription, or to a patient who
+    opted out must never be sent. After an outage, of several reminders of one fill due at once only the latest
+    goes: one email saying "order by today", not three in a row.
+    """
+    if kind == MessageKind.PRESCRIBER_RENEWAL:
+        return None if to_address else "the prescriber has no email address"
+    if not facts.patient_found:
+        return "the patient record is gone"
+    if not (facts.email or to_address):
+        return "the patient has no email address"
+    if kind not in REFILL_REMINDERS and kind != MessageKind.RENEWAL_NEEDED:
+        return None
+    if facts.rx_status is None or RxStatus(facts.rx_status) != RxStatus.ACTIVE:
+        return f"prescription {RxStatus(facts.rx_status).value if facts.rx_status else 'gone'}"
+    if kind in REFILL_REMINDERS and not facts.reminders_opt_in:
+        return "patient opted out"
+    if order_id is not None and facts.newer_fill:
+        return "a later fill was dispensed"
+    if kind in REFILL_REMINDERS and order_id is not None and facts.superseded:
+        return "superseded by a later reminder"
+    if kind in REFILL_REMINDERS:
+        if facts.open_order:
+            return "refill ordered"
+        if facts.open_request:
+            return "refill requested"
+    return None
 
 
 # ---------------------------------------------------------------------------------------

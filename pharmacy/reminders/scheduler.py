@@ -39,7 +39,7 @@ from pharmacy.core.errors import ConfigError
 from pharmacy.core.models import Heartbeat
 from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
-from pharmacy.reminders import delivery, services
+from pharmacy.reminders import claims, delivery, services
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def job_plan_sweep(app: Flask) -> None:
         try:
             with unit_of_work():
                 added = services.plan_missing_reminders()
-            released = delivery.release_expired_leases()
+            released = claims.release_expired_leases()
             if added or released:
                 log.info("plan sweep: %d reminder(s) planned, %d lease(s) released", added, released)
         except Exception as exc:
@@ -222,7 +222,7 @@ def run(app: Flask, *, stop: threading.Event | None = None, install_signals: boo
     if in_web_worker():
         raise SchedulerRefused("The scheduler runs as its own process (`flask scheduler`), never in a web worker.")
     stop = stop or threading.Event()
-    worker = delivery.worker_id()
+    worker = claims.worker_id()
     # APScheduler logs every run of every job at INFO (a line every few seconds); failures still show.
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     with _single_on_sqlite(app):

@@ -14,7 +14,6 @@ import shutil
 import stat
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
 from pharmacy.ops import backup as backups
 from pharmacy.ops.models import BACKUP, OpsEvent
-from tests.conftest import USE_PG, pg_url
+from tests.conftest import USE_PG, scratch_pg_database
 from tests.factories import actor, patient, prescription, run_order_to, world
 
 # Tables the writer never touches: they must come back row for row.
@@ -271,15 +270,8 @@ def test_default_backup_location_is_instance_backups(app, tmp_path) -> None:
 
 @pytest.fixture
 def other_pg_database() -> Iterator[str]:
-    admin_url = sa.make_url(pg_url())
-    name = f"ldn_restore_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin_url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_pg_database("ldn_restore") as url:
+        yield url
 
 
 @pytest.mark.skipif(not USE_PG, reason="PostgreSQL pass only: DATABASE_URL does not point at PostgreSQL")

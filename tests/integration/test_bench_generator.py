@@ -99,7 +99,7 @@ def test_the_services_accept_the_data(app: Flask, generated: dict[str, Any], clo
     from pharmacy.patients.services import patient_record
     from pharmacy.refills import services as refills
     from pharmacy.refills.rules import RequestSource
-    from pharmacy.reminders import bulk_planning, delivery, planning
+    from pharmacy.reminders import bulk_planning, claims, planning
 
     with app.test_request_context("/"):
         uid = db.session.execute(
@@ -140,7 +140,7 @@ def test_the_services_accept_the_data(app: Flask, generated: dict[str, Any], clo
     # At noon the reminders planned for 10:00 today are due, and delivery claims them.
     clock.set(T0 + timedelta(hours=3))
     with app.app_context():
-        ids = delivery.claim_batch("test-worker", limit=1000)
+        ids = claims.claim_batch("test-worker", limit=1000)
         assert ids
         states = set(db.session.execute(
             sa.select(OutboxMessage.state).where(OutboxMessage.id.in_(ids))).scalars())

@@ -7,29 +7,21 @@ with its own app and engine, drain a few thousand due emails at once.
 """
 from __future__ import annotations
 
-import asyncio
-import email
 import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from email import policy
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from aiosmtpd.controller import Controller
 from flask import Flask
 
 from pharmacy import create_app
@@ -46,115 +38,12 @@ from pharmacy.refills import renewals
 from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
-from pharmacy.reminders import delivery, planning, scheduler, services, transports
+from pharmacy.reminders import claims, delivery, planning, rules, scheduler, services, transports
 from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
 from tests.conftest import USE_PG
 from tests.factories import actor, run_order_to, world
-
-# ---- a real SMTP server on loopback ------------------------------------------------------------------------
-
-
-_MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>\r\n]+>)", re.IGNORECASE | re.MULTILINE)
-
-
-@dataclass
-class Received:
-    envelope_from: str
-    envelope_to: list[str]
-    raw: bytes
-
-    @property
-    def message(self) -> EmailMessage:
-        return email.message_from_bytes(self.raw, policy=policy.default)  # type: ignore[return-value]
-
-    @property
-    def message_id(self) -> str:
-        """Read from the raw header (cheap: a load test receives thousands)."""
-        found = _MESSAGE_ID.search(self.raw.split(b"\r\n\r\n", 1)[0])
-        return found.group(1).decode() if found else ""
-
-
-class Sink:
-    """The aiosmtpd handler: keeps every message; can refuse (4yz/5yz) or be slow on demand."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.received: list[Received] = []
-        self.data_reply: str | None = None
-        self.rcpt_replies: dict[str, str] = {}
-        self.mail_reply: str | None = None
-        self.delay = 0.0
-
-    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, mail_options: Any) -> str:
-        if self.mail_reply:
-            return self.mail_reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
-        reply = self.rcpt_replies.get(address)
-        if reply:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.data_reply:
-            return self.data_reply
-        with self.lock:  # counted once the whole message is in: from here on the receiver has it
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return "250 2.0.0 Message accepted"
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.received)
-
-    def per_message_id(self) -> Counter[str]:
-        with self.lock:
-            return Counter(r.message_id for r in self.received)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class SmtpServer:
-    """An aiosmtpd Controller that can be stopped and started again on the same port (an outage)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.sink = Sink()
-        self.smtputf8 = True  # aiosmtpd's Controller advertises SMTPUTF8 unless told not to
-        self._controller: Controller | None = None
-
-    @property
-    def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}?security=none&timeout=5"
-
-    def start(self) -> None:
-        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command at INFO
-        controller = Controller(self.sink, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8)
-        controller.start()
-        self._controller = controller
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
+from tests.smtp_server import SmtpServer, free_port
 
 
 @pytest.fixture
@@ -410,7 +299,7 @@ def test_rows_abandoned_mid_batch_are_sent_exactly_once_after_the_lease_expires(
         app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
     ids = first_reminders_due(staff, clock, 3)
     # A worker claims the batch and dies before sending anything.
-    claimed = delivery.claim_batch("dead-worker", limit=10)
+    claimed = claims.claim_batch("dead-worker", limit=10)
     assert sorted(claimed) == sorted(ids)
     assert {fresh(i).state for i in ids} == {OutboxState.SENDING}
 
@@ -418,7 +307,7 @@ def test_rows_abandoned_mid_batch_are_sent_exactly_once_after_the_lease_expires(
     assert delivery.deliver_due(worker="other").claimed == 0
     assert smtp.sink.count() == 0
 
-    clock.advance(delivery.LEASE + timedelta(seconds=1))
+    clock.advance(claims.LEASE + timedelta(seconds=1))
     report = delivery.deliver_due(worker="other")
 
     assert report.expired_leases == 3 and report.sent == 3
@@ -431,8 +320,8 @@ def test_rows_abandoned_mid_batch_are_sent_exactly_once_after_the_lease_expires(
 def test_a_worker_whose_lease_was_taken_over_does_not_send(app_ctx: Flask, clock: Any, staff: dict,
                                                           smtp: SmtpServer) -> None:
     [row_id] = first_reminders_due(staff, clock, 1)
-    assert delivery.claim_batch("slow-worker") == [row_id]
-    clock.advance(delivery.LEASE + timedelta(seconds=1))
+    assert claims.claim_batch("slow-worker") == [row_id]
+    clock.advance(claims.LEASE + timedelta(seconds=1))
     assert delivery.deliver_due(worker="new-worker").sent == 1
     # The slow worker wakes up and carries on with its old claim: nothing is sent again.
     report, _ = delivery.deliver_batch([row_id], "slow-worker", transports.from_settings(
@@ -444,9 +333,9 @@ def test_a_worker_whose_lease_was_taken_over_does_not_send(app_ctx: Flask, clock
 def test_claims_on_sqlite_and_postgres_are_exclusive(app_ctx: Flask, clock: Any, staff: dict,
                                                      smtp: SmtpServer) -> None:
     ids = first_reminders_due(staff, clock, 3)
-    a = delivery.claim_batch("a", limit=2)
-    b = delivery.claim_batch("b", limit=10)
-    c = delivery.claim_batch("c", limit=10)
+    a = claims.claim_batch("a", limit=2)
+    b = claims.claim_batch("b", limit=10)
+    c = claims.claim_batch("c", limit=10)
     assert len(a) == 2 and len(b) == 1 and c == []
     assert sorted(a + b) == sorted(ids)
     assert {fresh(i).claimed_by for i in a} == {"a"}
@@ -475,15 +364,15 @@ def test_a_claim_is_one_statement_per_batch_oldest_first(app_ctx: Flask, clock: 
     db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == ids[-1])
                        .values(next_attempt_at=clock.now() - timedelta(hours=1)))
     db.session.commit()
-    claimed, seen = _statements(lambda: delivery.claim_batch("w1", limit=3))
+    claimed, seen = _statements(lambda: claims.claim_batch("w1", limit=3))
     assert claimed == [ids[-1], ids[0], ids[1]]  # (next_attempt_at, id)
     # UPDATE … WHERE id IN (SELECT …) RETURNING; on PostgreSQL WITH due AS MATERIALIZED (…) UPDATE … RETURNING.
     assert [x for x in seen if x not in ("BEGIN",)] == ["WITH" if USE_PG else "UPDATE", "COMMIT"]
-    rest = delivery.claim_batch("w2", limit=10)
-    assert rest == ids[2:4] and delivery.claim_batch("w3") == []
+    rest = claims.claim_batch("w2", limit=10)
+    assert rest == ids[2:4] and claims.claim_batch("w3") == []
     rows = {i: fresh(i) for i in ids}
     assert {rows[i].claimed_by for i in claimed} == {"w1"} and {rows[i].claimed_by for i in rest} == {"w2"}
-    assert all(r.state == OutboxState.SENDING and r.lease_until == clock.now() + delivery.LEASE for r in rows.values())
+    assert all(r.state == OutboxState.SENDING and r.lease_until == clock.now() + claims.LEASE for r in rows.values())
 
 
 def test_without_update_returning_the_claim_reads_back_what_it_took(app_ctx: Flask, clock: Any, staff: dict,
@@ -491,12 +380,12 @@ def test_without_update_returning_the_claim_reads_back_what_it_took(app_ctx: Fla
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """SQLite before 3.35 has no RETURNING: the same UPDATE, then the rows this worker's lease marks."""
     ids = first_reminders_due(staff, clock, 3)
-    monkeypatch.setattr(delivery, "_update_returning", lambda: False)
-    assert delivery.claim_batch("a", limit=2) == ids[:2]
-    assert delivery.claim_batch("b", limit=2) == ids[2:]
-    assert delivery.claim_batch("c") == []
+    monkeypatch.setattr(claims, "update_returning", lambda: False)
+    assert claims.claim_batch("a", limit=2) == ids[:2]
+    assert claims.claim_batch("b", limit=2) == ids[2:]
+    assert claims.claim_batch("c") == []
     assert delivery.deliver_due(worker="d").claimed == 0
-    clock.advance(delivery.LEASE + timedelta(seconds=1))
+    clock.advance(claims.LEASE + timedelta(seconds=1))
     assert delivery.deliver_due(worker="d").sent == 3
 
 
@@ -520,7 +409,7 @@ def test_claims_racing_from_two_connections_never_overlap(app: Flask, app_ctx: F
         try:
             with app.app_context():
                 start.wait()
-                while ids := delivery.claim_batch(name, limit=7):
+                while ids := claims.claim_batch(name, limit=7):
                     claimed[name].extend(ids)
                 db.session.remove()
         except BaseException as exc:  # reported below
@@ -683,7 +572,7 @@ def test_a_batch_renders_exactly_what_the_refill_pages_say(app_ctx: Flask, clock
         assert ctx["ready_on"] == words(s.ready_on)
         assert ctx["refills_left"] == s.refills_left and ctx["next_step"] == s.next_step
         assert ctx["prescriber_name"] == rx_row.prescriber.display_name
-        if row.kind in delivery.REFILL_REMINDERS:
+        if row.kind in rules.REFILL_REMINDERS:
             facts = db.session.execute(planning.facts_query().where(Order.id == row.order_id)).first()
             f = planning.FillFacts(*facts)
             line = refill_rules.timeline(
@@ -748,7 +637,7 @@ def test_send_process_killed_mid_batch_then_a_second_run_loses_nothing(
     smtp.sink.delay = 0
     clock.set(real_now)
     assert delivery.deliver_due().sent == 0  # the dead process's claims are still leased
-    clock.set(real_now + delivery.LEASE + timedelta(minutes=1))
+    clock.set(real_now + claims.LEASE + timedelta(minutes=1))
     report = delivery.deliver_due()
 
     counts = smtp.sink.per_message_id()

@@ -38,24 +38,9 @@ def lots_for(w: dict[str, Any], formula: Any = None) -> list[dict[str, Any]]:
     return [{"ingredient_lot_id": lot.id, "quantity_used": "1.5"} for lot in seen.values()]
 
 
-STEPS = ["requested", "verified", "compounding", "checked", "ready", "dispensed"]
-
-
 def advance(w: dict[str, Any], order_id: int, target: str) -> None:
-    """Like factories.run_order_to, but from wherever the order is now."""
-    current = db.session.get(Order, order_id).state.value
-    for step in STEPS[STEPS.index(current) + 1: STEPS.index(target) + 1]:
-        if step == "verified":
-            orders.verify_order(w["pharmacist"], order_id)
-        elif step == "compounding":
-            orders.compound_order(w["technician"], order_id, lots=lots_for(w),
-                                  quantity_made=db.session.get(Order, order_id).quantity)
-        elif step == "checked":
-            orders.check_order(w["pharmacist2"], order_id)
-        elif step == "ready":
-            orders.release_order(w["pharmacist2"], order_id)
-        else:
-            orders.dispense_order(w["technician"], order_id)
+    """factories.run_order_to with this module's lots (one per ingredient, 1.5 each)."""
+    factories.run_order_to(w, order_id, target, lots=lots_for(w))
 
 
 def actions(entity_id: int) -> list[str]:

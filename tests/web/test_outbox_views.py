@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,16 +20,8 @@ from pharmacy.patients.models import Patient
 from pharmacy.reminders import delivery
 from pharmacy.reminders.rules import OutboxState
 from tests.conftest import login
-from tests.integration.test_delivery_smtp import SmtpServer, dispensed, first_reminders_due, fresh, reminder_rows
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    """The same real SMTP server on loopback as the delivery tests."""
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
+from tests.integration.test_delivery_smtp import dispensed, first_reminders_due, fresh, reminder_rows
+from tests.smtp_server import SmtpServer
 
 
 @pytest.fixture
