@@ -9,7 +9,7 @@ PG_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test test-sqlite test-postgres lint install browser migrate seed scheduler prod-check bench clean
+.PHONY: run test test-sqlite test-postgres lint install browser migrate seed scheduler prod-check bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,18 @@ test-postgres: $(STAMP)
 		PG_ADMIN_URL="$(PG_ADMIN_URL)" $(PY) scripts/with_pg_database.py $(PY) -m pytest $(PYTEST_ARGS); \
 	else \
 		echo "PostgreSQL not reachable at $(PG_ADMIN_URL): the PostgreSQL pass is skipped"; \
+	fi
+
+## make fuzz: the wide random search (not part of make test): every API operation, every check, many examples,
+## fresh random draws each run, on SQLite and on PostgreSQL. Add what it finds to tests/web/test_fuzz_regressions.py.
+FUZZ_EXAMPLES ?= 400
+FUZZ_ENV := HYPOTHESIS_PROFILE=fuzz SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMATHESIS_CHECKS=all
+FUZZ_TESTS := tests/web/test_api_fuzz.py tests/web/test_fuzz_regressions.py tests/unit
+fuzz: $(STAMP)
+	env -u DATABASE_URL $(FUZZ_ENV) $(PY) -m pytest -p no:cacheprovider $(FUZZ_TESTS) $(PYTEST_ARGS)
+	@if $(PY) scripts/pg_available.py "$(PG_ADMIN_URL)"; then \
+		PG_ADMIN_URL="$(PG_ADMIN_URL)" $(FUZZ_ENV) $(PY) scripts/with_pg_database.py $(PY) -m pytest -p no:cacheprovider \
+			$(FUZZ_TESTS) $(PYTEST_ARGS); \
 	fi
 
 prod-check: $(STAMP)

@@ -99,7 +99,7 @@ def _engine_options(url: str) -> dict[str, Any]:
 
 def _init_extensions(app: Flask) -> None:
     from pharmacy import models  # noqa: F401 - the whole schema must be known before use
-    from pharmacy.core import db_events, error_handlers, security, uow
+    from pharmacy.core import db_events, error_handlers, request_guard, security, uow
     from pharmacy.extensions import api, csrf, db, limiter, migrate
 
     db.init_app(app)
@@ -119,6 +119,7 @@ def _init_extensions(app: Flask) -> None:
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.register_field(DecimalString, "string", "decimal")
     security.init_app(app)
+    request_guard.init_app(app)
     uow.init_app(app)
     error_handlers.register(app)
 

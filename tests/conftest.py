@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, Phase, settings
 
 from pharmacy import create_app
 from pharmacy.core.clock import FixedClock
@@ -28,6 +29,17 @@ USE_PG = PG_URL.startswith(("postgresql", "postgres:"))
 # Monday 23 November 2026, 09:00 in Chicago: a normal working morning.
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
+
+# `make test` must give the same verdict on every run: every hypothesis and schemathesis test draws the
+# same examples each time (derandomize: the seed is a hash of the test), and nothing is replayed from a
+# local .hypothesis folder that a fresh clone would not have. Failures found by `make fuzz` (the wide
+# random search, profile "fuzz") are kept as explicit cases in the tests, so they run here for ever.
+settings.register_profile("deterministic", derandomize=True, database=None, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("fuzz", derandomize=False, deadline=None, max_examples=500, print_blob=True,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
 @pytest.fixture(autouse=True)

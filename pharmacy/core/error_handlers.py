@@ -5,7 +5,7 @@ import logging
 import traceback
 
 from flask import Flask, Response, g, jsonify, render_template, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from pharmacy.core.errors import DomainError
@@ -74,6 +74,14 @@ def register(app: Flask) -> None:
         response = json_error(503, "busy", message) if wants_json() else html_error(503, "Busy", message)
         response.headers["Retry-After"] = "2"
         return response
+
+    @app.errorhandler(DataError)
+    def _out_of_range(exc: DataError) -> Response:
+        """A value the database cannot hold (a number beyond its column, text it cannot encode) is the caller's
+        error: schemas bound every value, so this is the backstop that keeps it a 400, never a 500."""
+        log.warning("database refused a value: %s (request %s)", type(exc.orig).__name__, g.get("request_id", "-"))
+        message = "A value is out of the range this system accepts; nothing was saved."
+        return json_error(400, "out_of_range", message) if wants_json() else html_error(400, TITLES[400], message)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -74,6 +74,14 @@ def lines_to_list(data: dict[str, Any], *names: str) -> dict[str, Any]:
     return data
 
 
+MAX_ID = 2**31 - 1
+
+
+def Id(**kwargs: Any) -> fields.Integer:
+    """A row id as input: a positive 32-bit integer, so a 40-digit number is a 422, never a database error."""
+    return fields.Integer(strict=False, validate=validate.Range(min=1, max=MAX_ID, error="Not a valid id."), **kwargs)
+
+
 class BaseSchema(Schema):
     @pre_load
     def _strip_csrf(self, data: Any, **kwargs: Any) -> Any:

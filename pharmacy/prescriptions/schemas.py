@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates
 
-from pharmacy.core.schemas import REASON, BaseSchema, DecimalString, PastDate, TrimmedString
+from pharmacy.core.schemas import REASON, BaseSchema, DecimalString, Id, PastDate, TrimmedString
 from pharmacy.prescriptions.rules import DosingTime, RxStatus, Severity
 from pharmacy.prescriptions.rules_npi import npi_is_valid
 
@@ -46,9 +46,9 @@ class TitrationStepSchema(BaseSchema):
 
 
 class PrescriptionInSchema(BaseSchema):
-    patient_id = fields.Integer(required=True)
-    prescriber_id = fields.Integer(required=True)
-    formula_id = fields.Integer(required=True)
+    patient_id = Id(required=True)
+    prescriber_id = Id(required=True)
+    formula_id = Id(required=True)
     dose_mg = DOSE
     titration = fields.List(fields.Nested(TitrationStepSchema), load_default=list, validate=validate.Length(max=12))
     dosing_time = fields.Enum(DosingTime, by_value=True, load_default=DosingTime.BEDTIME)

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core.schemas import REASON, BaseSchema, PastDate, TrimmedString
+from pharmacy.core.schemas import REASON, BaseSchema, Id, PastDate, TrimmedString
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 
 DELIVERY = fields.Enum(DeliveryMethod, by_value=True, load_default=None,
@@ -73,7 +73,7 @@ class RefillRequestInSchema(BaseSchema):
 
     token = TOKEN
     date_of_birth = PastDate()
-    prescription_id = fields.Integer(validate=validate.Range(min=1))
+    prescription_id = Id()
     delivery = DELIVERY
     note = NOTE
 
