@@ -14,6 +14,7 @@ from werkzeug.routing import IntegerConverter
 
 from pharmacy.config import load_settings
 from pharmacy.core.clock import Clock, SystemClock
+from pharmacy.workflows import listeners
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
@@ -78,6 +79,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     app.url_map.converters["int"] = Id32Converter
     _init_extensions(app)
     _register_features(app)
+    listeners.connect()
     return app
 
 

@@ -15,6 +15,7 @@ from pharmacy.core.context import now, today
 from pharmacy.core.roles import Role
 from pharmacy.extensions import db
 from pharmacy.prescriptions.rules import Form
+from pharmacy.workflows import orders as order_flow
 
 
 def actor(user: Any) -> Actor:
@@ -133,14 +134,27 @@ def run_order_to(w: dict[str, Any], order_id: int, target: str, *, lots: list[di
                 usable = db.session.execute(sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(
                     [i.name for i in w["formula"].ingredients]), IngredientLot.expiry_date >= today())).scalars().all()
                 lots = [{"ingredient_lot_id": x.id, "quantity_used": "1", "unit": "g"} for x in usable]
+            if order.state.value == "verified":  # choose the lots first: the BUD fixes the quantity to make
+                orders.plan_batch(w["technician"], order_id, lots=[{"ingredient_lot_id": x["ingredient_lot_id"]}
+                                                                   for x in lots])
             orders.compound_order(w["technician"], order_id, quantity_made=order.quantity, lots=lots)
         elif step == "checked":
             orders.check_order(w["pharmacist2"], order_id)
         elif step == "ready":
-            orders.release_order(w["pharmacist2"], order_id)
+            order_flow.release(w["pharmacist2"], order_id)
         else:
-            orders.dispense_order(w["technician"], order_id)
+            dispense(w["technician"], order_id)
 
 
 def role(name: str) -> Role:
     return Role(name)
+
+
+def dispense(who: Actor, order_id: int, **details: Any) -> Any:
+    """Dispense through the workflow (supply, reminders, notices) and return the order."""
+    return order_flow.dispense(who, order_id, **details).order
+
+
+def transition(who: Actor, order_id: int, to: str, payload: dict[str, Any] | None = None) -> Any:
+    """One step through the workflow's single entry, returning the order."""
+    return order_flow.transition(who, order_id, to, payload).order

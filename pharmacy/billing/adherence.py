@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 PDC_LOOKBACK_DAYS = 180
 PDC_PLACES = Decimal("0.0001")  # rules.pdc's four places
 SNAPSHOT_BATCH = 2000  # patients per batch of the adherence refresh
+# The day a fill reached the patient (the supply model's start; older rows without it: the day it left).
+STARTS = sa.func.coalesce(Order.supply_starts_on, Order.dispensed_on)
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,14 @@ def _window(window_days: int | None) -> int:
 
 def _fills_query() -> sa.Select:
     """Dispensed fills with what the report shows of the last one (patient, day, supply, formula)."""
-    return (sa.select(Order.patient_id, Order.dispensed_on, Order.days_supply, Prescription.formula_id)
+    return (sa.select(Order.patient_id, STARTS, Order.days_supply, Prescription.formula_id)
             .join(Prescription, Prescription.id == Order.prescription_id))
 
 
 def _covered(fills: list[tuple[date, int]], start: date, end: date) -> tuple[date, int, int]:
     """(the patient's window start, days covered, days in the window), by the rules' own arithmetic (rules.pdc)."""
     window_start = max(start, fills[0][0])
-    covered, total = rules._covered_days(fills, window_start, end)
+    covered, total = rules.covered_days(fills, window_start, end)
     return window_start, covered, total
 
 
@@ -110,15 +112,15 @@ def _measure(window_days: int) -> Iterator[AdherenceRow]:
 
     A patient's window starts at the later of the report's start and their first fill (a new
     patient is not penalised for the days before they started); overlapping fills shift forward
-    (rules.pdc). Fills still in transit (dispensed_on after today) do not count yet.
+    (rules.pdc). Fills still in transit (reaching the patient after today) do not count yet.
     """
     end = today()
     start = end - timedelta(days=window_days - 1)
     active = sa.select(Prescription.patient_id).where(Prescription.status == RxStatus.ACTIVE)
     stmt = (_fills_query()
             .where(Order.state == OrderState.DISPENSED, Order.dispensed_on >= start - timedelta(days=PDC_LOOKBACK_DAYS),
-                   Order.dispensed_on <= end, Order.patient_id.in_(active))
-            .order_by(Order.patient_id, Order.dispensed_on, Order.id).execution_options(yield_per=2000))
+                   STARTS <= end, Order.patient_id.in_(active))
+            .order_by(Order.patient_id, STARTS, Order.id).execution_options(yield_per=2000))
     products = _products()
     for patient_id, group in itertools.groupby(db.session.execute(stmt), key=lambda r: r[0]):
         rows = list(group)
@@ -230,11 +232,11 @@ def _snapshot_rows(after: int, ids: list[int], start: date, end: date, window_da
     each batch instead. The formula of each patient's last fill comes from one read of the batch's prescriptions.
     """
     wanted = set(ids)
-    day = sa.func.coalesce(Order.dispensed_on, Order.dispensed_on)
-    stmt = (sa.select(Order.patient_id, Order.dispensed_on, Order.days_supply, Order.prescription_id)
+    day = STARTS
+    stmt = (sa.select(Order.patient_id, STARTS, Order.days_supply, Order.prescription_id)
             .where(Order.state == OrderState.DISPENSED, Order.patient_id > after, Order.patient_id <= ids[-1],
                    day >= start - timedelta(days=PDC_LOOKBACK_DAYS), day <= end)
-            .order_by(Order.patient_id, Order.dispensed_on, Order.id))
+            .order_by(Order.patient_id, STARTS, Order.id))
     formulas = dict(db.session.execute(
         sa.select(Prescription.id, Prescription.formula_id)
         .where(Prescription.patient_id > after, Prescription.patient_id <= ids[-1])
@@ -249,7 +251,7 @@ def _snapshot_rows(after: int, ids: list[int], start: date, end: date, window_da
         last = rows[-1]
         out.append({
             "patient_id": patient_id, "pdc_milli": (2000 * covered + total) // (2 * total),
-            "percent": rules._div_half_up(covered * 100, total),  # rules.pdc_percent, without walking the fills again
+            "percent": rules.div_half_up(covered * 100, total),  # rules.pdc_percent, without walking the fills again
             "covered_days": covered, "days_in_window": total,
             "window_start": window_start, "window_end": end, "period_days": window_days, "last_fill_on": last[1],
             "last_days_supply": int(last[2]), "last_formula_id": formulas[last[3]], "computed_at": t,

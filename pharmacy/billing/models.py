@@ -114,4 +114,5 @@ _orders = Order.__table__
 sa.Index("ix_orders_report_day", _orders.c.state, _orders.c.dispensed_on, _orders.c.prescription_id,
          _orders.c.patient_id, _orders.c.price_cents, _orders.c.days_supply)
 sa.Index("ix_orders_report_patient", _orders.c.patient_id, _orders.c.state, _orders.c.dispensed_on,
-         _orders.c.days_supply, _orders.c.prescription_id, _orders.c.price_cents, _orders.c.shipping_cents)
+         _orders.c.days_supply, _orders.c.prescription_id, _orders.c.price_cents, _orders.c.shipping_cents,
+         _orders.c.supply_starts_on)

@@ -4,11 +4,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from pharmacy.core.errors import ValidationFailed
+from pharmacy.supply import rules as supply_rules
 
 
 class PaymentMethod(StrEnum):
@@ -50,7 +51,7 @@ def _require_cents(value: int, name: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _div_half_up(numerator: int, denominator: int) -> int:
+def div_half_up(numerator: int, denominator: int) -> int:
     """numerator / denominator rounded half-up, for numerator >= 0 and denominator > 0 (exact integers)."""
     return (2 * numerator + denominator) // (2 * denominator)
 
@@ -68,7 +69,7 @@ def monthly_equivalent_cents(price_cents: int, days_supply: int) -> int:
         raise AmountInvalid(message, fields={"days_supply": message})
     if price_cents < 0:
         raise AmountInvalid("A price cannot be negative.", fields={"price_cents": "A price cannot be negative."})
-    return _div_half_up(price_cents * 30, days_supply)
+    return div_half_up(price_cents * 30, days_supply)
 
 
 @dataclass(frozen=True)
@@ -218,43 +219,35 @@ def check_refund(amount_cents: int, ledger: Ledger) -> None:
 _FOUR_PLACES = Decimal("0.0001")
 
 
-def _covered_days(fills: Sequence[tuple[date, int]], window_start: date, window_end: date) -> tuple[int, int]:
-    """(days covered, days in window) — overlapping supply shifted forward, never double-counted."""
+def covered_days(fills: Sequence[tuple[date, int]], window_start: date, window_end: date) -> tuple[int, int]:
+    """(days covered, days in window) — the supply model's spans (overlaps shifted forward, never double-counted)."""
     if window_end < window_start:
         raise ValueError("The PDC window ends before it starts.")
-    window_days = (window_end - window_start).days + 1
-    window_stop = window_end + timedelta(days=1)  # exclusive
-    covered = 0
-    next_free: date | None = None  # the first day the supply on hand so far does not cover
-    for dispensed_on, days_supply in sorted(fills):
+    for _start, days_supply in fills:
         if isinstance(days_supply, bool) or not isinstance(days_supply, int) or days_supply <= 0:
             raise ValueError("Every fill needs a days supply of at least 1.")
-        start = dispensed_on if next_free is None else max(dispensed_on, next_free)
-        stop = start + timedelta(days=days_supply)
-        next_free = stop
-        overlap = (min(stop, window_stop) - max(start, window_start)).days
-        if overlap > 0:
-            covered += overlap
-    return covered, window_days
+    spans = supply_rules.covered_spans([supply_rules.Dispensing(starts_on=d, days=n) for d, n in fills])
+    window_days = (window_end - window_start).days + 1
+    return supply_rules.days_covered_between(spans, window_start, window_end), window_days
 
 
 def pdc(fills: Sequence[tuple[date, int]], window_start: date, window_end: date) -> Decimal:
     """Proportion of days covered over [window_start, window_end] (both inclusive), 4 places.
 
     # DOMAIN.md "Adherence": the share of days with supply on hand; overlapping fills shift
-    forward, not double-count. Each fill (dispensed_on, days_supply) covers days_supply days
-    from its dispense day — or from the day after the earlier supply ends, when it arrives
+    forward, not double-count. Each fill (the day the patient has it, days_supply) covers days_supply days
+    from that day — or from the day after the earlier supply ends, when it arrives
     early (an early refill is stock, not extra coverage). Supply from before the window
     carries into it; days outside the window do not count.
     """
-    covered, total = _covered_days(fills, window_start, window_end)
+    covered, total = covered_days(fills, window_start, window_end)
     return (Decimal(covered) / Decimal(total)).quantize(_FOUR_PLACES, rounding=ROUND_HALF_UP)
 
 
 def pdc_percent(fills: Sequence[tuple[date, int]], window_start: date, window_end: date) -> int:
     """PDC as a whole percent, rounded half-up from the exact fraction (not from the 4-place value)."""
-    covered, total = _covered_days(fills, window_start, window_end)
-    return _div_half_up(covered * 100, total)
+    covered, total = covered_days(fills, window_start, window_end)
+    return div_half_up(covered * 100, total)
 
 
 def is_adherent(pdc: Decimal, threshold_percent: int = 80) -> bool:

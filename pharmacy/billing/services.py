@@ -309,8 +309,9 @@ def _spent_in_year(patient_id: int, year: int) -> int:
 
 
 def regimen(patient: Patient) -> list[RegimenLine]:
-    """Next-fill quotes of the active prescriptions, as new_order would make them (maintenance dose,
-    capped to the BUD, the patient's delivery), and their monthly equivalent (total × 30 / days)."""
+    """The steady-state cost of each active prescription: a whole fill at the maintenance dose, capped to the
+    formula's default BUD, the patient's usual delivery — and its monthly equivalent (total × 30 / days). (The
+    next fill's exact quote, partials and lots included, is the refill page's: supply/next_fill.py.)"""
     rxs = list(db.session.execute(
         sa.select(Prescription).where(Prescription.patient_id == patient.id, Prescription.status == RxStatus.ACTIVE)
         .options(joinedload(Prescription.formula)).order_by(Prescription.id)
@@ -333,7 +334,9 @@ def regimen(patient: Patient) -> list[RegimenLine]:
             continue
         lines.append(RegimenLine(rx.id, rx.rx_number, product, rx_rules.quantity_text(f.form, plan.quantity),
                                  plan.days_supply, q.total_cents,
-                                 rules.monthly_equivalent_cents(q.total_cents, plan.days_supply), plan.note))
+                                 rules.monthly_equivalent_cents(q.total_cents, plan.days_supply),
+                                 f"Each fill lasts at most {plan.days_supply} days (beyond-use date)."
+                                 if plan.capped else None))
     return lines
 
 

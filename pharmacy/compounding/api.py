@@ -18,6 +18,7 @@ from pharmacy.compounding.schemas import (
 )
 from pharmacy.core.auth import api_auth, current_actor
 from pharmacy.prescriptions import rules as rx_rules
+from pharmacy.workflows import orders as order_flow
 
 blp = Blueprint("orders-api", __name__, url_prefix="/api/v1",
                 description="Compounding orders, one per fill: requested → verified → compounding → checked → "
@@ -58,7 +59,7 @@ def _order(view: queries.OrderView, message: str | None = None) -> dict[str, Any
 @blp.response(201, OrderOutSchema)
 def start_fill(data: dict[str, Any], rx_id: int) -> Any:
     """Start the next fill of a prescription: a new order, screened again and capped to its BUD."""
-    order = services.start_fill(current_actor(), rx_id, delivery=data.get("delivery"))
+    order = order_flow.start_fill(current_actor(), rx_id, delivery=data.get("delivery"))
     return _order(queries.order_view(current_actor(), order.id))
 
 
@@ -94,8 +95,9 @@ def get_order(order_id: int) -> Any:
 def transition(data: dict[str, Any], order_id: int) -> Any:
     """Move an order to its next step (the wrong role gets 403; a move the workflow does not allow gets 409)."""
     to = data.pop("to")
-    order = services.transition(current_actor(), order_id, to, data)
-    message = services.qc_failure_message(order) if to == "checked" and order.qc_passed is False else None
+    outcome = order_flow.transition(current_actor(), order_id, to, data)
+    order = outcome.order
+    message = services.qc_failure_message(order) if to == "checked" and order.qc_passed is False else outcome.message
     if order.state == OrderState.COMPOUNDING and to == "compounding" and order.qc_passed is False:
         message = "Sent back to be re-made."
     return _order(queries.order_view(current_actor(), order_id), message)

@@ -76,12 +76,12 @@ def label_data(actor: Actor, order_id: int) -> LabelData:
     return LabelData(
         pharmacy_name=cfg.pharmacy_name, pharmacy_address=cfg.pharmacy_address, pharmacy_phone=cfg.pharmacy_phone,
         patient_name=f"{view.patient.first_name} {view.patient.last_name}", rx_number=rx.rx_number,
-        fill_text="Original fill" if order.fill_number == 0 else f"Refill {order.fill_number}",
+        fill_text=rules.fill_label(order.authorized_fill, partial=view.fill_progress is not None),
         product=view.product, directions=rx.directions,
         quantity=rx_rules.quantity_text(formula.form, order.quantity), days_supply=order.days_supply,
         refills_left=view.refills_left, prescriber=rx.prescriber.display_name, date_filled=filled,
         lot_number=order.lot_number, bud=order.bud, storage=storage_text(formula.usp_category, formula.storage),
-        warning=_opioid_warning(), cap_note=order.cap_note, chart=view.chart,
+        warning=_opioid_warning(), cap_note=order.cap_note or view.fill_progress, chart=view.chart,
     )
 
 
@@ -212,7 +212,7 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
         ["Strength and form", view.product],
         ["USP <795> category", rules.CATEGORY_LABELS[formula.usp_category]],
         ["Date compounded", when(order.compounded_at)],
-        ["Rx number / fill", f"{rx.rx_number} / {'original' if order.fill_number == 0 else 'refill ' + str(order.fill_number)}"],
+        ["Rx number / fill", f"{rx.rx_number} / {rules.fill_label(order.authorized_fill, partial=view.fill_progress is not None)}"],
         ["Batch lot number", order.lot_number or "—"],
         ["Patient", f"{view.patient.last_name}, {view.patient.first_name}"],
         ["Quantity to make", rx_rules.quantity_text(formula.form, order.quantity)],
@@ -226,7 +226,8 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
     ingredients = [["Ingredient", "Supplier", "Lot", "Expiry", "Quantity used"]]
     ingredients += [[u.ingredient_lot.ingredient_name, u.ingredient_lot.supplier, u.ingredient_lot.lot_number,
                      rx_rules.format_date(u.ingredient_lot.expiry_date),
-                     f"{rx_rules.format_amount(u.quantity_used)} {u.unit}"] for u in view.lots]
+                     f"{rx_rules.format_amount(u.quantity_used)} {u.unit}" if u.quantity_used is not None
+                     else "not yet weighed"] for u in view.lots]
     people = [["Step", "Who", "When"],
               ["Verified", view.name(order.verified_by_id), when(order.verified_at)],
               ["Compounded", view.name(order.compounded_by_id), when(order.compounded_at)],

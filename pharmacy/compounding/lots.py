@@ -11,11 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot
-from pharmacy.compounding.services import _valid_id
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, today
 from pharmacy.core.errors import Conflict, NotFound, ValidationFailed
+from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 
@@ -47,7 +47,7 @@ def formula_record(actor: Actor, formula_id: int) -> Formula:
     audit.require(actor, Permission.VIEW_CLINICAL, what="see formulas")
     formula = db.session.execute(
         sa.select(Formula).where(Formula.id == formula_id).options(selectinload(Formula.ingredients))
-    ).scalar_one_or_none() if _valid_id(formula_id) else None
+    ).scalar_one_or_none() if valid_id(formula_id) else None
     if formula is None:
         raise NotFound("No such formula.")
     return formula

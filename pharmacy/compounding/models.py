@@ -99,15 +99,21 @@ class Order(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     prescription_id: Mapped[int] = mapped_column(sa.ForeignKey("prescriptions.id"))
     patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id"))
-    # 0 = the original fill, 1.. = refills (so refills used = highest fill_number dispensed).
+    # The order's number among this prescription's orders (0, 1, 2 …; a cancelled order keeps its number).
     fill_number: Mapped[int] = mapped_column()
+    # Which authorized fill it draws from: 0 = the original, 1.. = refills. Partial fills of one authorized fill
+    # (a BUD cap, short stock) share it; a refill is used up when its days are all dispensed (supply/rules.py).
+    authorized_fill: Mapped[int] = mapped_column(default=0, server_default="0")
     state: Mapped[OrderState] = mapped_column(enum_column(OrderState), default=OrderState.REQUESTED)
     held_from: Mapped[OrderState | None] = mapped_column(enum_column(OrderState, name="held_from"))
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     quantity: Mapped[Decimal] = mapped_column("quantity_milli", Milli())
     days_supply: Mapped[int] = mapped_column()
-    # Why the fill is smaller than the prescription (BUD cap), and how the rest will be filled.
+    # Why the fill covers fewer days than the prescription's fill (BUD cap, the rest of a partial) and what is owed.
     cap_note: Mapped[str | None] = mapped_column(sa.String(400))
+    # When the batch was planned: lots chosen, BUD and quantity fixed before anyone compounds.
+    batch_planned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    batch_planned_by_id: Mapped[int | None] = mapped_column()  # a user id (no FK: added without rebuilding orders)
     # Earliest date it may be dispensed (the too-soon threshold), set when it is created.
     earliest_dispense_date: Mapped[date | None] = mapped_column()
     too_soon_override_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
@@ -132,8 +138,10 @@ class Order(db.Model):
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     dispensed_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     dispensed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    dispensed_on: Mapped[date | None] = mapped_column()  # local date, the start of the supply
-    run_out_date: Mapped[date | None] = mapped_column()
+    dispensed_on: Mapped[date | None] = mapped_column()  # local date it left the pharmacy (handed over or shipped)
+    # The day the patient has it: the pickup day, or the parcel's expected arrival. The supply starts here.
+    supply_starts_on: Mapped[date | None] = mapped_column()
+    run_out_date: Mapped[date | None] = mapped_column()  # last day covered, once this fill joined the supply
     hold_reason: Mapped[str | None] = mapped_column(sa.String(400))
     cancel_reason: Mapped[str | None] = mapped_column(sa.String(400))
     price_cents: Mapped[int] = mapped_column(default=0)
@@ -165,7 +173,8 @@ class OrderIngredientLot(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(sa.ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     ingredient_lot_id: Mapped[int] = mapped_column(sa.ForeignKey("ingredient_lots.id"), index=True)
-    quantity_used: Mapped[Decimal] = mapped_column("quantity_used_milli", Milli())
+    # None while the batch is planned (lot chosen, not yet weighed); the measured amount once compounded.
+    quantity_used: Mapped[Decimal | None] = mapped_column("quantity_used_milli", Milli(), nullable=True)
     unit: Mapped[str] = mapped_column(sa.String(16))
 
     order: Mapped[Order] = relationship(back_populates="lots_used")

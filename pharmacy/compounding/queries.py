@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
@@ -17,17 +17,19 @@ from pharmacy.compounding import rules
 from pharmacy.compounding.lots import usable_lots
 from pharmacy.compounding.models import Formula, IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
-from pharmacy.compounding.services import _valid_id
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import today
 from pharmacy.core.errors import NotFound
+from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions import screening
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.supply import reads
+from pharmacy.supply.rules import Supply, arrival_date, supply_from_cache
 
 
 @dataclass
@@ -83,7 +85,11 @@ class OrderView:
     lot_choices: dict[str, list[IngredientLot]] = field(default_factory=dict)
     expected: dict[str, Decimal] = field(default_factory=dict)
     can_record_batch: bool = False
+    can_plan_batch: bool = False
+    suggested_lots: dict[str, int] = field(default_factory=dict)  # ingredient -> the lot to pre-select
+    planned_lots: dict[str, int] = field(default_factory=dict)  # ingredient -> the lot chosen when planned
     refills_left: int = 0
+    fill_progress: str | None = None  # "14 of 60 days; 46 days still owed on this fill" (partial fills only)
     chart: list[tuple[str, str, str]] = field(default_factory=list)
 
     def name(self, user_id: int | None) -> str:
@@ -102,23 +108,27 @@ def expected_amounts(formula: Formula, quantity: Decimal) -> dict[str, Decimal]:
             for ing in formula.ingredients}
 
 
-def fill_chart(rx: Prescription, order: Order) -> list[tuple[str, str, str]]:
-    """The dated titration chart for this fill (empty for a fixed dose or a finished titration).
+def _starts_on(rx: Prescription, order: Order) -> date:
+    """The day the patient has (or will have) this fill: recorded once dispensed; before that, if made today."""
+    if order.supply_starts_on is not None:
+        return order.supply_starts_on
+    shipping = rx.patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0
+    return arrival_date(today(), shipping)
 
-    It starts on the day the patient has the fill: the dispensing (arrival) date once known;
-    before that, today (or today + shipping days for a parcel).
-    """
-    ahead = rx_rules.remaining_steps(screening.steps_of(rx), _days_dispensed_before(order)) \
-        if rx.titration else ()
+
+def fill_chart(rx: Prescription, order: Order, days_before: int) -> list[tuple[str, str, str]]:
+    """The dated titration chart for this fill (empty for a fixed dose or a finished titration), from the day
+    the patient has it."""
+    ahead = rx_rules.remaining_steps(screening.steps_of(rx), days_before) if rx.titration else ()
     if not ahead:
         return []
-    start = order.dispensed_on or (today() + timedelta(
-        days=rx.patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0))
-    schedule = rx_rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, list(ahead), start, rx.dose_mg)
+    schedule = rx_rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, list(ahead),
+                                           _starts_on(rx, order), rx.dose_mg)
     return rx_rules.titration_chart_rows(schedule, rx.formula.form)
 
 
-def _days_dispensed_before(order: Order) -> int:
+def days_dispensed_before(order: Order) -> int:
+    """Days of the prescription dispensed before this order (its place in the supply and the titration plan)."""
     return int(db.session.execute(
         sa.select(sa.func.coalesce(sa.func.sum(Order.days_supply), 0)).where(
             Order.prescription_id == order.prescription_id, Order.state == OrderState.DISPENSED,
@@ -126,19 +136,28 @@ def _days_dispensed_before(order: Order) -> int:
     ).scalar_one())
 
 
-def refills_left_after(rx: Prescription, order: Order) -> int:
-    """Refills left once this fill is made: authorized, less the fills before it (and itself) beyond the original."""
-    fills_up_to = db.session.execute(
-        sa.select(sa.func.count()).select_from(Order).where(
-            Order.prescription_id == rx.id, Order.state != OrderState.CANCELLED, Order.fill_number <= order.fill_number)
-    ).scalar_one()
-    return max((rx.refills_authorized or 0) - max(int(fills_up_to) - 1, 0), 0)
+def supply_before(rx: Prescription, days_before: int) -> Supply:
+    """The prescription's supply model as it stood just before this order (for the label's refills left)."""
+    return supply_from_cache(reads.authorization(rx), days_dispensed=days_before, dispensings=0, run_out=None,
+                             last_days=None)
+
+
+def suggested_lots(choices: dict[str, list[IngredientLot]], needed_until: date) -> dict[str, int]:
+    """Per ingredient, the lot to pre-select: the soonest-expiring lot that still lasts the whole fill (first
+    expiry, first out — without shortening anyone's supply); if none does, the longest-dated one."""
+    out = {}
+    for name, lots in choices.items():
+        if not lots:
+            continue
+        lasting = [lot for lot in lots if lot.expiry_date >= needed_until]
+        out[name] = (lasting[0] if lasting else max(lots, key=lambda lot: lot.expiry_date)).id
+    return out
 
 
 def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view") -> OrderView:
     """Everything the order page (and the label and the compounding record) shows, in a bounded number of queries."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="open orders")
-    if not _valid_id(order_id):
+    if not valid_id(order_id):
         raise NotFound("No such order.")
     order = db.session.execute(
         sa.select(Order).where(Order.id == order_id).options(
@@ -164,6 +183,12 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
     moves = [("resume" if order.state == OrderState.ON_HOLD and s != OrderState.CANCELLED else s.value,
               rules.permission_for(order.state, s)) for s in steps]
     can_record = order.state in (OrderState.VERIFIED, OrderState.COMPOUNDING)
+    if can_record:
+        moves.insert(0, ("plan_batch", "compound"))
+    choices = usable_lots(formula) if can_record else {}
+    before = days_dispensed_before(order)
+    supply_then = supply_before(rx, before)
+    progress = supply_then.progress_text(order.days_supply)
     audit.record(actor, audit_action, patient_id=order.patient_id, entity=("order", order.id))
     return OrderView(
         order=order, rx=rx, patient=rx.patient, alerts=alerts, blocking=screening.blocking(alerts),
@@ -171,7 +196,11 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
         too_soon=bool(order.earliest_dispense_date and today() < order.earliest_dispense_date
                       and order.state not in rules.FINAL),
         formula=formula, product=rx_rules.product_name(formula.form, formula.strength_mg), moves=moves,
-        lot_choices=usable_lots(formula) if can_record else {},
-        expected=expected_amounts(formula, order.quantity), can_record_batch=can_record,
-        refills_left=refills_left_after(rx, order), chart=fill_chart(rx, order),
+        lot_choices=choices, expected=expected_amounts(formula, order.quantity), can_record_batch=can_record,
+        can_plan_batch=can_record,
+        suggested_lots=suggested_lots(choices, _starts_on(rx, order) + timedelta(days=order.days_supply)),
+        planned_lots={u.ingredient_lot.ingredient_name: u.ingredient_lot_id for u in order.lots_used},
+        refills_left=supply_before(rx, before + order.days_supply).refills_left,
+        fill_progress=progress if (supply_then.partial or order.days_supply < supply_then.days_owed) else None,
+        chart=fill_chart(rx, order, before),
     )

@@ -11,7 +11,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 from pharmacy.core.errors import Forbidden, InvalidTransition, ValidationFailed
-from pharmacy.prescriptions.rules import Form, TitrationStep, quantity_for_days
+from pharmacy.prescriptions.rules import Form, TitrationStep, quantity_for_days, remaining_steps
+from pharmacy.supply.rules import Supply, fill_note
 
 
 class UspCategory(StrEnum):
@@ -111,12 +112,14 @@ def days_until_bud(bud: date, dispensed_on: date) -> int:
 
 @dataclass(frozen=True)
 class FillPlan:
-    """What one fill dispenses; `capped` when the BUD cut it short (the rest becomes later fills)."""
+    """What one fill dispenses; `capped` when the BUD cut it short (the rest is owed on the same fill)."""
 
     quantity: Decimal
     days_supply: int
     capped: bool
-    note: str | None
+    note: str | None = None
+    bud: date | None = None
+    authorized_fill: int = 0
 
 
 def cap_to_bud(form: Form, strength_mg: Decimal, dose_mg: Decimal, *, quantity: Decimal, days_supply: int,
@@ -124,7 +127,8 @@ def cap_to_bud(form: Form, strength_mg: Decimal, dose_mg: Decimal, *, quantity: 
     """DOMAIN.md "Compounding standards": "A fill may never be dispensed with a days-supply that outlasts
     its BUD: the quantity is capped and the rest becomes later fills." `bud_days` is the number of days
     the batch can still cover (see `days_until_bud`); the quantity for the capped days follows the
-    titration plan, because a plan changes the daily amount.
+    titration plan, because a plan changes the daily amount. What the cap means for the fill (how much is
+    still owed) is the supply model's to say: `plan_fill` adds it.
     """
     if days_supply < 1:
         raise ValidationFailed("Days supply must be at least 1 day.", fields={"days_supply": "At least 1 day."})
@@ -134,15 +138,36 @@ def cap_to_bud(form: Form, strength_mg: Decimal, dose_mg: Decimal, *, quantity: 
         msg = "The beyond-use date leaves no days of supply: compound a fresh batch."
         raise ValidationFailed(msg, fields={"days_supply": msg})
     if days_supply <= bud_days:
-        return FillPlan(quantity, days_supply, False, None)
-    capped = quantity_for_days(form, strength_mg, dose_mg, bud_days, steps)
-    rest = days_supply - bud_days
-    note = f"Capped at {_days(bud_days)} (BUD); the remaining {_days(rest)} will be compounded as later fills."
-    return FillPlan(capped, bud_days, True, note)
+        return FillPlan(quantity, days_supply, False)
+    return FillPlan(quantity_for_days(form, strength_mg, dose_mg, bud_days, steps), bud_days, True)
 
 
-def _days(n: int) -> str:
-    return f"{n} day" if n == 1 else f"{n} days"
+def plan_fill(current: Supply, *, form: Form, strength_mg: Decimal, dose_mg: Decimal,
+              steps: Sequence[TitrationStep], category: UspCategory, compounded_on: date, starts_on: date,
+              lot_expiries: Sequence[date] = ()) -> FillPlan:
+    """The next dispensing of a prescription: the days still owed on its current fill, capped to the BUD.
+
+    The one calculation behind the refill page's quote, the order that approving creates, the batch plan
+    made when lots are chosen (before anyone compounds) and the patient's cost summary: the same supply,
+    day and lots give the same days, quantity and note. `starts_on` is the day the patient will have it
+    (shipping days later for a parcel), so a shipped fill's cap leaves room for the journey.
+    DOMAIN.md "Compounding standards": capped fills are partial fills of the same authorized fill.
+    """
+    owed = current.days_owed
+    if owed < 1:
+        msg = "Nothing is left to fill on this prescription: a renewal is needed."
+        raise ValidationFailed(msg, fields={"days_supply": msg})
+    bud = beyond_use_date(category, compounded_on, lot_expiries)
+    usable = days_until_bud(bud, starts_on)
+    if usable < 1:
+        msg = (f"With these lots the beyond-use date is {bud.isoformat()}, which leaves no days of supply when the "
+               "patient receives it: use lots with a later expiry.")
+        raise ValidationFailed(msg, fields={"lots": msg})
+    ahead = remaining_steps(steps, current.days_dispensed)
+    quantity = quantity_for_days(form, strength_mg, dose_mg, owed, ahead)
+    plan = cap_to_bud(form, strength_mg, dose_mg, quantity=quantity, days_supply=owed, bud_days=usable, steps=ahead)
+    note = fill_note(current, plan.days_supply, capped_by_bud=bud if plan.capped else None)
+    return FillPlan(plan.quantity, plan.days_supply, plan.capped, note, bud, current.current_fill or 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +181,8 @@ S = OrderState
 FORWARD: tuple[OrderState, ...] = (S.REQUESTED, S.VERIFIED, S.COMPOUNDING, S.CHECKED, S.READY, S.DISPENSED)
 FINAL: frozenset[OrderState] = frozenset({S.DISPENSED, S.CANCELLED})
 OPEN: frozenset[OrderState] = frozenset(FORWARD[:-1])  # may be held or cancelled
+# An order still being worked on (held ones included): at most one per prescription at a time.
+IN_PROGRESS: frozenset[OrderState] = frozenset(OrderState) - FINAL
 TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     S.REQUESTED: frozenset({S.VERIFIED, S.ON_HOLD, S.CANCELLED}),
     S.VERIFIED: frozenset({S.COMPOUNDING, S.ON_HOLD, S.CANCELLED}),
@@ -188,6 +215,12 @@ _BE = {  # "… cannot be …" / "it must be … first"
     S.CHECKED: "checked", S.READY: "made ready", S.DISPENSED: "dispensed", S.ON_HOLD: "put on hold",
     S.CANCELLED: "cancelled",
 }
+
+
+# What the order page's buttons and the API's /transitions may ask for: a target state, "resume", or
+# "plan_batch" (choose the lots before compounding — not a state change).
+TRANSITION_TARGETS = ("verified", "plan_batch", "compounding", "checked", "ready", "dispensed", "on_hold", "cancelled",
+                      "resume")
 
 
 def _and(words: list[str]) -> str:
@@ -272,6 +305,12 @@ def checker_must_differ(compounded_by_id: int | None, checked_by_id: int) -> Non
     """
     if compounded_by_id is not None and compounded_by_id == checked_by_id:
         raise Forbidden("The final check must be done by a pharmacist other than the one who compounded.")
+
+
+def fill_label(authorized_fill: int, *, partial: bool = False) -> str:
+    """"Original fill", "Refill 2", "Refill 2 (partial)": which authorized fill an order draws from."""
+    text = "Original fill" if authorized_fill == 0 else f"Refill {authorized_fill}"
+    return f"{text} (partial)" if partial else text
 
 
 def lot_prefix_range(compounded_on: date) -> tuple[str, str]:

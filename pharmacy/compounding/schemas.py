@@ -6,8 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, pre_load, validate, validates_schema
 
-from pharmacy.compounding.rules import DeliveryMethod, OrderState, UspCategory
-from pharmacy.compounding.services import TRANSITION_TARGETS
+from pharmacy.compounding.rules import TRANSITION_TARGETS, DeliveryMethod, OrderState, UspCategory
 from pharmacy.core.schemas import BaseSchema, DecimalString, TrimmedString
 from pharmacy.prescriptions.rules import Form
 from pharmacy.prescriptions.schemas import AlertOutSchema
@@ -23,14 +22,18 @@ class StartFillSchema(BaseSchema):
 
 class IngredientLotUsedSchema(BaseSchema):
     ingredient_lot_id = ID
-    quantity_used = DecimalString(required=True, places=3, min_value=Decimal("0.001"), max_value=Decimal("1000000"),
-                                  metadata={"description": "In the ingredient's unit from the master formula"})
+    quantity_used = DecimalString(load_default=None, allow_none=True, places=3, min_value=Decimal("0.001"),
+                                  max_value=Decimal("1000000"),
+                                  metadata={"description": "In the ingredient's unit from the master formula, as "
+                                                           "weighed or measured (required when compounding; not "
+                                                           "given when planning the batch)"})
 
 
 class OrderTransitionSchema(BaseSchema):
     """Move an order: `to` names the step; the other fields are that step's record.
 
-    verified: nothing. compounding: lots + quantity_made (from checked: reason, i.e. send back).
+    verified: nothing. plan_batch: lots (ids only) — fixes the BUD and the quantity to make before compounding.
+    compounding: lots with the measured quantity_used + quantity_made (from checked: reason, i.e. send back).
     checked: qc_notes, deviations. ready: nothing. dispensed: method, carrier + tracking_number when
     shipped, too_soon_reason (a pharmacist) when too soon. on_hold / cancelled: reason. resume: nothing.
     """
@@ -62,7 +65,7 @@ class OrderTransitionSchema(BaseSchema):
                 qty = str(qtys[i]).strip() if i < len(qtys) else ""
                 if lot_id or qty:
                     lots.append({"ingredient_lot_id": int(lot_id) if lot_id.isdigit() and len(lot_id) < 11 else lot_id,
-                                 "quantity_used": qty})
+                                 "quantity_used": qty or None})
             data["lots"] = lots
         return data
 
@@ -70,7 +73,7 @@ class OrderTransitionSchema(BaseSchema):
     def _step_fields(self, data: dict[str, Any], **kwargs: Any) -> None:
         """A field that belongs to another step is a mistake worth saying, not silently ignored."""
         allowed = {
-            "verified": set(), "ready": set(), "resume": set(),
+            "verified": set(), "ready": set(), "resume": set(), "plan_batch": {"lots"},
             "compounding": {"lots", "quantity_made", "reason"}, "checked": {"qc_notes", "deviations"},
             "dispensed": {"method", "carrier", "tracking_number", "too_soon_reason"},
             "on_hold": {"reason"}, "cancelled": {"reason"},

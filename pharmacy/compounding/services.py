@@ -1,49 +1,42 @@
-"""The compounding order, one per fill: request → verify → compound → check → ready → dispense.
+"""The compounding order, one per dispensing: request → verify → plan the batch → compound → check → ready → dispense.
 
-Every step checks the role (in the service, not the page), the allowed move (compounding/rules.py),
-writes its audit event, and flushes; the request's unit of work commits or rolls back all of it.
-The queue and the order page read from compounding/queries.py; formulas and ingredient lots are in
-compounding/lots.py.
+Every step checks the role (in the service, not the page), the allowed move (compounding/rules.py), writes its
+audit event, and flushes; the request's unit of work commits or rolls back all of it. These use cases touch the
+order's own rows; what a step means for other features (the supply the prescription caches, reminders, notices,
+screening) is done by pharmacy/workflows/orders.py around them. The queue and the order page read from
+compounding/queries.py; formulas and ingredient lots are in compounding/lots.py.
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from pharmacy.billing import pricing
 from pharmacy.compounding import rules
-from pharmacy.compounding.models import Formula, IngredientLot, Order, OrderIngredientLot
+from pharmacy.compounding.models import IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
-from pharmacy.core.context import now, settings, today
+from pharmacy.core.context import now, today
 from pharmacy.core.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationFailed
+from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
-from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
-from pharmacy.prescriptions import screening
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import RxStatus
-from pharmacy.refills import rules as refill_rules
-
-OPEN_STATES = [s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]
-
-
-MAX_ID = 2**31 - 1
+from pharmacy.supply import next_fill, reads
+from pharmacy.supply import rules as supply_rules
+from pharmacy.supply.next_fill import NextFill
 
 
-def _valid_id(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and 1 <= value <= MAX_ID
-
-
-def _load(order_id: int, *, lock: bool = True) -> Order:
-    if not _valid_id(order_id):
+def load_order(order_id: int, *, lock: bool = True) -> Order:
+    """The order (locked for the step about to change it); NotFound for anything that is not one."""
+    if not valid_id(order_id):
         raise NotFound("No such order.")
     stmt = sa.select(Order).where(Order.id == order_id)
     if lock:
@@ -52,14 +45,6 @@ def _load(order_id: int, *, lock: bool = True) -> Order:
     if order is None:
         raise NotFound("No such order.")
     return order
-
-
-def _rx(order: Order) -> Prescription:
-    rx = db.session.execute(
-        sa.select(Prescription).where(Prescription.id == order.prescription_id)
-        .options(joinedload(Prescription.formula), joinedload(Prescription.patient))
-    ).unique().scalar_one()
-    return rx
 
 
 def _permission(actor: Actor, permission: str, order: Order, what: str) -> None:
@@ -78,95 +63,44 @@ def _move(actor: Actor, order: Order, target: OrderState, action: str, details: 
                  details={"from": previous.value, "to": target.value, **(details or {})})
 
 
-def _previous_dispensed(rx_id: int) -> Order | None:
-    return db.session.execute(
-        sa.select(Order).where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
-        .order_by(Order.fill_number.desc()).limit(1)
-    ).scalar_one_or_none()
+def ensure_fillable(rx: Prescription, current: supply_rules.Supply) -> None:
+    """Conflict (in the pharmacist's words) unless the next fill of `rx` may be started today."""
+    refusal = supply_rules.fill_refusal(current, status=rx.status.value, day=today(),
+                                        order_in_progress=reads.open_order(rx.id) is not None,
+                                        rx_number=rx.rx_number)
+    if refusal:
+        raise Conflict(refusal)
 
 
-def new_order(actor: Actor, rx: Prescription, *, delivery: DeliveryMethod | None = None,
-              request_note: str | None = None) -> Order:
-    """Create the next fill's order (checks eligibility, caps to the BUD, snapshots the price, screens)."""
-    if rx.status != RxStatus.ACTIVE:
-        raise Conflict(f"Prescription {rx.rx_number} is {rx.status.value.replace('_', ' ')}; no fill can be made.")
-    if today() > rx.expiry_date:
-        raise Conflict(f"Prescription {rx.rx_number} expired on {rx.expiry_date.isoformat()}; a renewal is needed.")
-    open_order = db.session.execute(
-        sa.select(Order.id).where(Order.prescription_id == rx.id, Order.state.in_(OPEN_STATES))
-    ).first()
-    if open_order:
-        raise Conflict("A fill of this prescription is already in progress.")
-    # Fill numbers are unique per prescription and never reused (a cancelled fill keeps its number);
-    # refills are counted from the fills that were not cancelled.
-    highest, active = db.session.execute(
-        sa.select(sa.func.max(Order.fill_number),
-                  sa.func.coalesce(sa.func.sum(sa.case((Order.state != OrderState.CANCELLED, 1), else_=0)), 0))
-        .where(Order.prescription_id == rx.id)
-    ).one()
-    if int(active) > (rx.refills_authorized or 0):
-        raise Conflict(f"No refills remain on {rx.rx_number}; ask the prescriber for a renewal.")
+def create_order(actor: Actor, rx: Prescription, fill: NextFill, *, request_note: str | None = None) -> Order:
+    """Create the next fill's order from its plan and price (supply/next_fill.py: the same numbers the patient
+    was quoted). Refuses a prescription that is not active, has expired, is used up or is already being filled."""
+    ensure_fillable(rx, fill.supply)
+    if fill.quote is None:
+        raise ValidationFailed("This formula has no price on the price list yet.", fields={"formula_id": "No price."})
+    # Order numbers are unique per prescription and never reused (a cancelled order keeps its number).
+    highest = db.session.execute(
+        sa.select(sa.func.max(Order.fill_number)).where(Order.prescription_id == rx.id)).scalar_one()
     fill_number = 0 if highest is None else int(highest) + 1
-    patient: Patient = rx.patient
-    formula: Formula = rx.formula
-    delivery = delivery or patient.delivery_preference
-    ahead = steps_ahead(rx)
-    days = rx.days_supply
-    quantity = rx_rules.quantity_for_days(formula.form, formula.strength_mg, rx.dose_mg, days, ahead)
-    # Assume it is compounded today; a shipped fill starts its supply when it arrives. Compounding
-    # re-checks against the real BUD (the ingredient lots' expiries may cut it shorter).
-    bud_days = rules.BUD_DAYS[formula.usp_category] - (patient.shipping_days if delivery == DeliveryMethod.SHIP else 0)
-    plan = rules.cap_to_bud(formula.form, formula.strength_mg, rx.dose_mg, quantity=quantity, days_supply=days,
-                            bud_days=bud_days, steps=ahead)
-    q = pricing.quote(formula.id, plan.quantity, delivery)
-    previous = _previous_dispensed(rx.id)
-    earliest = None
-    if previous is not None and previous.dispensed_on is not None:
-        earliest = refill_rules.earliest_dispense_date(previous.dispensed_on, previous.days_supply,
-                                                       settings().too_soon_percent)
+    plan = fill.plan
     t = now()
     order = Order(
-        prescription_id=rx.id, patient_id=rx.patient_id, fill_number=fill_number, state=OrderState.REQUESTED,
-        state_changed_at=t, quantity=plan.quantity, days_supply=plan.days_supply, cap_note=plan.note,
-        earliest_dispense_date=earliest, delivery_method=delivery, price_cents=q.price_cents,
-        shipping_cents=q.shipping_cents, price_entry_id=q.price_entry_id, created_by_id=actor.user_id,
-        created_at=t, updated_at=t,
+        prescription_id=rx.id, patient_id=rx.patient_id, fill_number=fill_number,
+        authorized_fill=plan.authorized_fill, state=OrderState.REQUESTED, state_changed_at=t,
+        quantity=plan.quantity, days_supply=plan.days_supply, cap_note=plan.note,
+        earliest_dispense_date=fill.supply.earliest_next_start, delivery_method=fill.delivery,
+        price_cents=fill.quote.price_cents, shipping_cents=fill.quote.shipping_cents,
+        price_entry_id=fill.quote.price_entry_id, created_by_id=actor.user_id, created_at=t, updated_at=t,
     )
     db.session.add(order)
     db.session.flush()
     audit.record(actor, "order.create", patient_id=rx.patient_id, entity=("order", order.id),
-                 details={"prescription": rx.id, "fill": fill_number})
-    screening.screen_order(actor, rx, patient, order.id)
-    from pharmacy.reminders import planning
-
-    planning.cancel_for_prescription(rx.id, reason="refill ordered", kinds=planning.REMINDER_KINDS)
+                 details={"prescription": rx.id, "fill": fill_number, "authorized_fill": plan.authorized_fill})
     return order
 
 
-def steps_ahead(rx: Prescription) -> list[rx_rules.TitrationStep]:
-    """The part of the titration plan still ahead of the next fill (after the days already dispensed)."""
-    steps = screening.steps_of(rx)
-    if not steps:
-        return []
-    supplied = db.session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(Order.days_supply), 0)).where(
-            Order.prescription_id == rx.id, Order.state == OrderState.DISPENSED
-        )
-    ).scalar_one()
-    return list(rx_rules.remaining_steps(steps, int(supplied)))
-
-
-def start_fill(actor: Actor, rx_id: int, *, delivery: DeliveryMethod | None = None) -> Order:
-    """Staff start a fill (the first fill after intake, or a refill asked for at the counter)."""
-    from pharmacy.prescriptions.services import get_prescription
-
-    rx = get_prescription(actor, rx_id, lock=True)
-    audit.require(actor, Permission.ENTER_PRESCRIPTION, patient_id=rx.patient_id, what="start fills")
-    return new_order(actor, rx, delivery=delivery)
-
-
-def _blocking(order: Order) -> list[rx_rules.Alert]:
-    return screening.blocking(screening.alerts_for(order.prescription_id, order.id))
+def _blocking(order: Order) -> list[Any]:
+    return reads.blocking_alerts(order.prescription_id, order.id)
 
 
 def _not_on_hold(order: Order) -> None:
@@ -183,15 +117,18 @@ def _text(value: str | None, field_name: str, label: str, max_length: int) -> st
     return text
 
 
+def _active_unexpired(rx: Prescription, what: str) -> None:
+    if rx.status != RxStatus.ACTIVE or today() > rx.expiry_date:
+        raise Conflict(f"Prescription {rx.rx_number} is not active and unexpired; it cannot be {what}.")
+
+
 def verify_order(actor: Actor, order_id: int) -> Order:
     """A pharmacist verifies the order against the prescription; any unresolved stop blocks it."""
-    order = _load(order_id)
+    order = load_order(order_id)
     _permission(actor, "verify_order", order, "verify orders")
     _not_on_hold(order)
     rules.check_transition(order.state, OrderState.VERIFIED, held_from=order.held_from)
-    rx = _rx(order)
-    if rx.status != RxStatus.ACTIVE or today() > rx.expiry_date:
-        raise Conflict(f"Prescription {rx.rx_number} is not active and unexpired; it cannot be verified.")
+    _active_unexpired(reads.prescription(order.prescription_id), "verified")
     blocking = _blocking(order)
     if blocking:
         raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in blocking))
@@ -200,6 +137,8 @@ def verify_order(actor: Actor, order_id: int) -> Order:
     _move(actor, order, OrderState.VERIFIED, "verify")
     return order
 
+
+# ---- the batch: lots chosen (and the BUD cap fixed) before anyone compounds -------------------------------
 
 MAX_AMOUNT = Decimal(1_000_000)
 
@@ -215,29 +154,134 @@ def _amount(value: Any) -> Decimal | None:
     return d if d.is_finite() and 0 < d <= MAX_AMOUNT else None
 
 
-def _parse_lots(lots: Any, errors: dict[str, str]) -> list[tuple[int, Decimal]]:
-    parsed: list[tuple[int, Decimal]] = []
+def _lot_id(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 11:
+        value = int(value.strip())
+    return value if valid_id(value) else None
+
+
+def _parse_lots(lots: Any, errors: dict[str, str], *, measured: bool) -> list[tuple[int, Decimal | None]]:
+    """[(lot id, quantity used)] from the form or the API; quantities are required when `measured`."""
+    parsed: list[tuple[int, Decimal | None]] = []
     for i, item in enumerate(lots or [], start=1):
-        lot_id = item.get("ingredient_lot_id") if isinstance(item, dict) else None
+        raw_id = item.get("ingredient_lot_id") if isinstance(item, dict) else item
+        lot_id = _lot_id(raw_id)
         qty = _amount(item.get("quantity_used")) if isinstance(item, dict) else None
-        if isinstance(lot_id, str) and lot_id.strip().isdigit():
-            lot_id = int(lot_id.strip())
-        if isinstance(lot_id, bool) or not isinstance(lot_id, int) or not 1 <= lot_id <= 2**31 - 1:
+        if lot_id is None:
             errors["lots"] = f"Line {i}: choose the ingredient lot used."
-        elif qty is None:
-            errors["lots"] = f"Line {i}: enter the quantity used (more than 0)."
+        elif measured and qty is None:
+            errors["lots"] = f"Line {i}: enter the quantity used, as weighed or measured (more than 0)."
         else:
             parsed.append((lot_id, qty))
+    if not lots:
+        errors["lots"] = "Choose a lot for each ingredient."
+    ids = [lot_id for lot_id, _ in parsed]
+    if len(set(ids)) != len(ids):
+        errors["lots"] = "List each lot once."
     return parsed
 
 
-def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], quantity_made: Decimal | None) -> Order:
-    """Record the ingredient lots used and the quantity made; assign the lot number and the BUD.
+def _checked_lots(rx: Prescription, ids: list[int], errors: dict[str, str]) -> dict[int, IngredientLot]:
+    """The lots, checked against the master formula: known, its ingredients, unexpired, one for every ingredient."""
+    formula = rx.formula
+    found = {lot.id: lot for lot in db.session.execute(
+        sa.select(IngredientLot).where(IngredientLot.id.in_(ids))).scalars()} if ids else {}
+    if "lots" in errors:
+        return found
+    ingredients = {ing.name for ing in formula.ingredients}
+    day = today()
+    problems = [f"Unknown ingredient lot {i}." for i in ids if i not in found]
+    problems += [f"{lot.ingredient_name} lot {lot.lot_number} is not an ingredient of {formula.name}."
+                 for lot in found.values() if lot.ingredient_name not in ingredients]
+    expired = [lot for lot in found.values() if lot.expiry_date < day]
+    if expired:
+        problems.append("Expired lot(s) cannot be used: " + ", ".join(
+            f"{lot.ingredient_name} lot {lot.lot_number} (expired {lot.expiry_date.isoformat()})" for lot in expired))
+    missing = sorted(ingredients - {lot.ingredient_name for lot in found.values()})
+    if not problems and missing:
+        problems.append("No lot recorded for: " + ", ".join(missing) + ".")
+    if problems:
+        errors["lots"] = " ".join(problems)
+    return found
 
-    While the order is still compounding (before the final check) the record may be made again:
-    a corrected record or a re-made batch after a failed check gets a new lot number and BUD.
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batch as planned from the lots chosen: what to make and why."""
+
+    plan: rules.FillPlan
+    price_cents: int
+
+
+def _plan_with(order: Order, rx: Prescription, lots: dict[int, IngredientLot]) -> BatchPlan:
+    """The supply model's next fill for this order, compounded today from these lots (BUD at the patient's door)."""
+    current = reads.supply_of(rx)
+    plan = next_fill.plan(rx, current, delivery=order.delivery_method, day=today(),
+                          lot_expiries=[lot.expiry_date for lot in lots.values()])
+    price = pricing.quote(rx.formula_id, plan.quantity, order.delivery_method).price_cents
+    return BatchPlan(plan=plan, price_cents=price)
+
+
+def _apply(order: Order, batch: BatchPlan) -> None:
+    plan = batch.plan
+    order.quantity, order.days_supply, order.cap_note = plan.quantity, plan.days_supply, plan.note
+    order.authorized_fill = plan.authorized_fill
+    order.bud = plan.bud
+    order.price_cents = batch.price_cents
+
+
+PLANNABLE = (OrderState.VERIFIED, OrderState.COMPOUNDING)
+
+
+def plan_batch(actor: Actor, order_id: int, *, lots: list[Any]) -> Order:
+    """Choose the lots before compounding: the BUD (and with it any cap on the days) is fixed now, so the bench
+    makes the right quantity. A re-make (the order back at compounding) may choose again: the plan is redone.
+
+    DOMAIN.md "Compounding standards": decide the cap when the lots are chosen, before anyone compounds.
     """
-    order = _load(order_id)
+    order = load_order(order_id)
+    _permission(actor, "compound", order, "plan batches")
+    _not_on_hold(order)
+    if order.state not in PLANNABLE:
+        raise InvalidTransition("Lots are chosen once the order is verified (or when a batch is re-made).")
+    rx = reads.prescription(order.prescription_id)
+    errors: dict[str, str] = {}
+    parsed = _parse_lots(lots, errors, measured=False)
+    found = _checked_lots(rx, [lot_id for lot_id, _ in parsed], errors)
+    if errors:
+        raise ValidationFailed("The batch was not planned.", fields=errors)
+    batch = _plan_with(order, rx, found)
+    _apply(order, batch)
+    order.lots_used.clear()
+    db.session.flush()
+    order.lots_used = [OrderIngredientLot(ingredient_lot_id=lot_id, quantity_used=None,
+                                          unit=_unit(rx, found[lot_id].ingredient_name)) for lot_id, _ in parsed]
+    order.batch_planned_at = now()
+    order.batch_planned_by_id = actor.user_id
+    order.updated_at = now()
+    db.session.flush()
+    audit.record(actor, "order.plan_batch", patient_id=order.patient_id, entity=("order", order.id),
+                 details={"days": order.days_supply, "capped": batch.plan.capped})
+    return order
+
+
+def _unit(rx: Prescription, ingredient_name: str) -> str:
+    return next(i.unit for i in rx.formula.ingredients if i.name == ingredient_name)
+
+
+def _planned_lot_ids(order: Order) -> set[int]:
+    return {row.ingredient_lot_id for row in order.lots_used}
+
+
+def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], quantity_made: Decimal | None) -> Order:
+    """Record the measured amounts of the lots used and the quantity made; assign the lot number and the BUD.
+
+    The quantity to make was fixed when the lots were chosen (`plan_batch`). Recording with other lots is
+    accepted only when they do not change it; otherwise the batch must be planned again first, so nobody makes
+    a quantity that the new lots' BUD would cut short. While the order is still compounding (before the final
+    check) the record may be made again: a re-made batch gets a new lot number and BUD.
+    """
+    order = load_order(order_id)
     _permission(actor, "compound", order, "compound orders")
     _not_on_hold(order)
     remake = order.state == OrderState.COMPOUNDING
@@ -246,58 +290,34 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
                                 "first.")
     if not remake:
         rules.check_transition(order.state, OrderState.COMPOUNDING, held_from=order.held_from)
-    rx = _rx(order)
-    formula = rx.formula
-    day = today()
+    rx = reads.prescription(order.prescription_id)
     errors: dict[str, str] = {}
     made = _amount(quantity_made)
     if made is None:
-        errors["quantity_made"] = "Enter the quantity made (more than 0)."
-    parsed = _parse_lots(lots, errors)
+        errors["quantity_made"] = "Enter the quantity made, as counted or measured (more than 0)."
+    parsed = _parse_lots(lots, errors, measured=True)
     ids = [lot_id for lot_id, _ in parsed]
-    if not lots:
-        errors["lots"] = "Record the ingredient lots used."
-    elif len(set(ids)) != len(ids):
-        errors["lots"] = "List each lot once."
-    found = {lot.id: lot for lot in db.session.execute(
-        sa.select(IngredientLot).where(IngredientLot.id.in_(ids))).scalars()} if ids else {}
-    ingredients = {ing.name: ing for ing in formula.ingredients}
-    if "lots" not in errors:
-        problems = [f"Unknown ingredient lot {i}." for i in ids if i not in found]
-        problems += [f"{lot.ingredient_name} lot {lot.lot_number} is not an ingredient of {formula.name}."
-                     for lot in found.values() if lot.ingredient_name not in ingredients]
-        expired = [lot for lot in found.values() if lot.expiry_date < day]
-        if expired:
-            problems.append("Expired lot(s) cannot be used: " + ", ".join(
-                f"{lot.ingredient_name} lot {lot.lot_number} (expired {lot.expiry_date.isoformat()})" for lot in expired))
-        missing = sorted(set(ingredients) - {lot.ingredient_name for lot in found.values()})
-        if not problems and missing:
-            problems.append("No lot recorded for: " + ", ".join(missing) + ".")
-        if problems:
-            errors["lots"] = " ".join(problems)
+    found = _checked_lots(rx, ids, errors)
     if errors:
         raise ValidationFailed("The compounding record was not saved.", fields=errors)
     assert made is not None
-    bud = rules.beyond_use_date(formula.usp_category, day, [lot.expiry_date for lot in found.values()])
-    start = day + timedelta(days=rx.patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0)
-    usable_days = rules.days_until_bud(bud, start)
-    if usable_days < 1:
-        msg = (f"With these lots the beyond-use date is {bud.isoformat()}, which leaves no days of supply when the "
-               "patient receives it: use lots with a later expiry.")
-        raise ValidationFailed(msg, fields={"lots": msg})
-    if usable_days < order.days_supply:
-        plan = rules.cap_to_bud(formula.form, formula.strength_mg, rx.dose_mg, quantity=order.quantity,
-                                days_supply=order.days_supply, bud_days=usable_days, steps=steps_ahead(rx))
-        order.quantity, order.days_supply, order.cap_note = plan.quantity, plan.days_supply, plan.note
-        order.price_cents = pricing.quote(formula.id, plan.quantity, order.delivery_method).price_cents
+    if order.batch_planned_at is None or set(ids) != _planned_lot_ids(order):
+        batch = _plan_with(order, rx, found)
+        if batch.plan.quantity != order.quantity:
+            msg = (f"With these lots this fill is {rx_rules.quantity_text(rx.formula.form, batch.plan.quantity)} for "
+                   f"{batch.plan.days_supply} days, not {rx_rules.quantity_text(rx.formula.form, order.quantity)}: "
+                   "choose the lots first (plan the batch), then make that quantity.")
+            raise ValidationFailed("The compounding record was not saved.", fields={"lots": msg})
+        _apply(order, batch)
+    day = today()
+    bud = rules.beyond_use_date(rx.formula.usp_category, day, [lot.expiry_date for lot in found.values()])
     low, high = rules.lot_prefix_range(day)
     taken = db.session.execute(
         sa.select(Order.lot_number).where(Order.lot_number >= low, Order.lot_number < high)
     ).scalars().all()
     sequence = max((int(n[8:]) for n in taken if n and n[8:].isdigit()), default=0) + 1
-    if remake:
-        order.lots_used.clear()
-        db.session.flush()  # the old rows go before the new ones (one row per lot and order)
+    order.lots_used.clear()
+    db.session.flush()  # the old rows go before the new ones (one row per lot and order)
     order.lot_number = rules.lot_number(day, sequence)
     try:
         db.session.flush()
@@ -310,8 +330,7 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
     order.qc_passed = None
     order.qc_yield_pct = None
     order.lots_used = [
-        OrderIngredientLot(ingredient_lot_id=lot_id, quantity_used=qty,
-                           unit=ingredients[found[lot_id].ingredient_name].unit)
+        OrderIngredientLot(ingredient_lot_id=lot_id, quantity_used=qty, unit=_unit(rx, found[lot_id].ingredient_name))
         for lot_id, qty in parsed
     ]
     if remake:
@@ -330,7 +349,7 @@ def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, dev
     A failed check is recorded (who, when, the yield) and the order stays compounding, to be re-made:
     the caller sees `qc_passed is False`. (Raising would roll the record of the failure back.)
     """
-    order = _load(order_id)
+    order = load_order(order_id)
     _permission(actor, "check_order", order, "do the final check")
     _not_on_hold(order)
     rules.check_transition(order.state, OrderState.CHECKED, held_from=order.held_from)
@@ -369,7 +388,7 @@ def qc_failure_message(order: Order) -> str:
 
 def send_back(actor: Actor, order_id: int, reason: str) -> Order:
     """A checked order that should not be released goes back to be re-made (the checker's call)."""
-    order = _load(order_id)
+    order = load_order(order_id)
     _permission(actor, rules.permission_for(order.state, OrderState.COMPOUNDING), order, "send orders back")
     _not_on_hold(order)
     if order.state != OrderState.CHECKED:
@@ -385,41 +404,31 @@ def send_back(actor: Actor, order_id: int, reason: str) -> Order:
 
 
 def release_order(actor: Actor, order_id: int) -> Order:
-    """Release after review: the order is ready for pickup or for shipping; a pickup patient is told."""
-    order = _load(order_id)
+    """Release after review: the order is ready for pickup or for shipping."""
+    order = load_order(order_id)
     _permission(actor, "check_order", order, "release orders")
     _not_on_hold(order)
     rules.check_transition(order.state, OrderState.READY, held_from=order.held_from)
     order.released_by_id = actor.user_id
     order.released_at = now()
     _move(actor, order, OrderState.READY, "release")
-    if order.delivery_method == DeliveryMethod.PICKUP:
-        from pharmacy.reminders import outbox
-        from pharmacy.reminders.rules import MessageKind
-
-        outbox.enqueue_notice(MessageKind.ORDER_READY, patient_id=order.patient_id, prescription_id=order.prescription_id,
-                              order_id=order.id)
     return order
 
 
-def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None = None, carrier: str | None = None,
-                   tracking_number: str | None = None, too_soon_reason: str | None = None) -> Order:
-    """Hand over or ship. Too soon (before ~80% of the last supply is used) needs a pharmacist's reason.
+# ---- dispensing ---------------------------------------------------------------------------------------------
 
-    The supply starts when the patient has it (shipping days later for a parcel) and never runs
-    past the BUD: if it would, the days supply is capped and the order says how the rest is filled.
-    """
-    order = _load(order_id)
-    _permission(actor, "dispense", order, "dispense orders")
-    _not_on_hold(order)
-    rules.check_transition(order.state, OrderState.DISPENSED, held_from=order.held_from)
-    rx = _rx(order)
-    day = today()
-    blocking = _blocking(order)
-    if blocking:
-        raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in blocking))
-    if order.bud is not None and order.bud <= day:
-        raise Conflict(f"This batch reached its beyond-use date ({order.bud.isoformat()}); it must be re-made.")
+
+@dataclass(frozen=True)
+class Dispensed:
+    """What dispensing did, for the pharmacist's confirmation: the order, and the shipping fee it added or took off."""
+
+    order: Order
+    fee_change_cents: int = 0
+    credit_capped: bool = False
+
+
+def _delivery(order: Order, method: DeliveryMethod | None, carrier: str | None,
+              tracking_number: str | None) -> tuple[DeliveryMethod, str | None, str | None]:
     method = DeliveryMethod(method) if method else order.delivery_method
     carrier = _text(carrier, "carrier", "The carrier", 40)
     tracking_number = _text(tracking_number, "tracking_number", "The tracking number", 60)
@@ -431,59 +440,86 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
             errors["tracking_number"] = "Enter the tracking number."
     if errors:
         raise ValidationFailed("The order was not dispensed.", fields=errors)
-    patient = rx.patient
-    start = day + timedelta(days=patient.shipping_days if method == DeliveryMethod.SHIP else 0)
+    return method, carrier, tracking_number
+
+
+def _too_soon(actor: Actor, order: Order, current: supply_rules.Supply, starts_on: Any, reason: str | None) -> None:
+    """DOMAIN.md "Refill timing": not before ~80 % of the supply on hand is used, unless a pharmacist says why."""
+    if not current.is_too_soon(starts_on):
+        return
+    earliest = current.earliest_next_start
+    assert earliest is not None
+    when = f"the earliest day the patient may have it is {earliest.isoformat()}"
+    if not actor.can(Permission.OVERRIDE_TOO_SOON):
+        audit.record(actor, "denied.override_too_soon", patient_id=order.patient_id, entity=("order", order.id),
+                     outcome="denied", survive_rollback=True)
+        raise Conflict(f"Too soon to dispense: {when}. A pharmacist may override with a reason.")
+    text = (reason or "").strip()
+    if not 3 <= len(text) <= 400:
+        raise ValidationFailed(f"Too soon to dispense: {when}.", fields={
+            "too_soon_reason": "A pharmacist's reason (3–400 characters) is needed to dispense early."})
+    order.too_soon_override_by_id = actor.user_id
+    order.too_soon_override_reason = text
+    audit.record(actor, "order.too_soon_override", patient_id=order.patient_id, entity=("order", order.id))
+
+
+def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None = None, carrier: str | None = None,
+                   tracking_number: str | None = None, too_soon_reason: str | None = None) -> Dispensed:
+    """Hand over or ship. The method chosen now sets the shipping fee and the day the patient has it.
+
+    `dispensed_on` is today (the day it leaves); the supply starts on `supply_starts_on` — today for a pickup,
+    the expected arrival for a parcel — and never runs past the batch's BUD: if it would, fewer days are
+    credited and the rest stays owed on the same fill. Too soon (judged on the day the patient has it) needs
+    a pharmacist's reason. The caller (workflows/orders.dispense) then refreshes the prescription's supply.
+    """
+    order = load_order(order_id)
+    _permission(actor, "dispense", order, "dispense orders")
+    _not_on_hold(order)
+    rules.check_transition(order.state, OrderState.DISPENSED, held_from=order.held_from)
+    rx = reads.prescription(order.prescription_id)
+    day = today()
+    if today() > rx.expiry_date:
+        raise Conflict(f"Prescription {rx.rx_number} expired on {rx.expiry_date.isoformat()}; it cannot be dispensed.")
+    blocking = _blocking(order)
+    if blocking:
+        raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in blocking))
+    if order.bud is not None and order.bud <= day:
+        raise Conflict(f"This batch reached its beyond-use date ({order.bud.isoformat()}); it must be re-made.")
+    method, carrier, tracking_number = _delivery(order, method, carrier, tracking_number)
+    starts_on = supply_rules.arrival_date(day, next_fill.shipping_days_for(rx, method))
+    current = reads.supply_of(rx)
+    days = min(order.days_supply, current.days_owed) if current.days_owed else order.days_supply
+    capped = False
     if order.bud is not None:
-        usable = rules.days_until_bud(order.bud, start)
+        usable = rules.days_until_bud(order.bud, starts_on)
         if usable < 1:
             raise Conflict(f"This batch's beyond-use date ({order.bud.isoformat()}) comes before the patient would "
                            "receive it; it must be re-made.")
-        if usable < order.days_supply:
-            formula = rx.formula
-            plan = rules.cap_to_bud(formula.form, formula.strength_mg, rx.dose_mg, quantity=order.quantity,
-                                    days_supply=order.days_supply, bud_days=usable, steps=steps_ahead(rx))
-            order.quantity, order.days_supply, order.cap_note = plan.quantity, plan.days_supply, plan.note
-            order.price_cents = pricing.quote(formula.id, plan.quantity, method).price_cents
-    if order.earliest_dispense_date and day < order.earliest_dispense_date:
-        reason = (too_soon_reason or "").strip()
-        if not actor.can(Permission.OVERRIDE_TOO_SOON):
-            audit.record(actor, "denied.override_too_soon", patient_id=order.patient_id, entity=("order", order.id),
-                         outcome="denied", survive_rollback=True)
-            raise Conflict(f"Too soon to dispense: the earliest date is {order.earliest_dispense_date.isoformat()}. "
-                           "A pharmacist may override with a reason.")
-        if len(reason) < 3 or len(reason) > 400:
-            raise ValidationFailed(
-                f"Too soon to dispense: the earliest date is {order.earliest_dispense_date.isoformat()}.",
-                fields={"too_soon_reason": "A pharmacist's reason (3–400 characters) is needed to dispense early."},
-            )
-        order.too_soon_override_by_id = actor.user_id
-        order.too_soon_override_reason = reason
-        audit.record(actor, "order.too_soon_override", patient_id=order.patient_id, entity=("order", order.id))
+        if usable < days:
+            days, capped = usable, True
+    if days != order.days_supply:
+        order.cap_note = supply_rules.fill_note(current, days, capped_by_bud=order.bud if capped else None)
+        order.days_supply = days
+    _too_soon(actor, order, current, starts_on, too_soon_reason)
+    fee_before = order.shipping_cents
+    order.shipping_cents = pricing.shipping_fee_cents() if method == DeliveryMethod.SHIP else 0
+    if method == order.delivery_method == DeliveryMethod.SHIP:
+        order.shipping_cents = fee_before  # the fee quoted when it was ordered stands
     order.delivery_method = method
     order.carrier = carrier if method == DeliveryMethod.SHIP else None
     order.tracking_number = tracking_number if method == DeliveryMethod.SHIP else None
-    if method == DeliveryMethod.PICKUP:
-        order.shipping_cents = 0
+    order.authorized_fill = current.current_fill if current.current_fill is not None else order.authorized_fill
     order.dispensed_by_id = actor.user_id
     order.dispensed_at = now()
-    # DOMAIN.md "Refill timing": run-out = date dispensed (or delivered) + days supply.
-    order.dispensed_on = start
-    order.run_out_date = refill_rules.run_out_date(start, order.days_supply)
+    order.dispensed_on = day
+    order.supply_starts_on = starts_on
+    order.run_out_date = supply_rules.run_out_after(current.run_out, starts_on, order.days_supply)
     _move(actor, order, OrderState.DISPENSED, "dispense", {"method": method.value})
-    _rx(order).note_dispensed(order.fill_number, order.run_out_date)
-    from pharmacy.reminders import outbox, planning
-    from pharmacy.reminders.rules import MessageKind
-
-    outbox.cancel_notices(order_id=order.id, kinds=[MessageKind.ORDER_READY], reason="dispensed")
-    if method == DeliveryMethod.SHIP:
-        outbox.enqueue_notice(MessageKind.ORDER_SHIPPED, patient_id=order.patient_id,
-                              prescription_id=order.prescription_id, order_id=order.id)
-    planning.plan_for_order(order.id)
-    return order
+    return Dispensed(order=order, fee_change_cents=order.shipping_cents - fee_before, credit_capped=capped)
 
 
 def hold_order(actor: Actor, order_id: int, reason: str) -> Order:
-    order = _load(order_id)
+    order = load_order(order_id)
     _permission(actor, "hold_order", order, "put orders on hold")
     rules.check_transition(order.state, OrderState.ON_HOLD, held_from=order.held_from)
     reason = _reason(reason)
@@ -494,7 +530,7 @@ def hold_order(actor: Actor, order_id: int, reason: str) -> Order:
 
 
 def resume_order(actor: Actor, order_id: int) -> Order:
-    order = _load(order_id)
+    order = load_order(order_id)
     _permission(actor, "hold_order", order, "resume orders")
     if order.state != OrderState.ON_HOLD or order.held_from is None:
         raise InvalidTransition("Only an order on hold can be resumed.")
@@ -506,23 +542,25 @@ def resume_order(actor: Actor, order_id: int) -> Order:
     return order
 
 
-def cancel_order(actor: Actor, order_id: int, reason: str, *, _system_cascade: bool = False) -> Order:
-    order = _load(order_id)
-    if not _system_cascade:
+def cancel_order(actor: Actor, order_id: int, reason: str, *, by_system: bool = False) -> Order:
+    """Cancel an order not yet dispensed. `by_system`: part of stopping its prescription (the actor who stopped it
+    was already checked for that), so the cancel-orders permission is not asked again."""
+    order = load_order(order_id)
+    if not by_system:
         _permission(actor, "cancel_order", order, "cancel orders")
     rules.check_transition(order.state, OrderState.CANCELLED, held_from=order.held_from)
     reason = _reason(reason)
     order.cancel_reason = reason
     _move(actor, order, OrderState.CANCELLED, "cancel")
-    from pharmacy.reminders import outbox
-
-    outbox.cancel_notices(order_id=order.id, reason="order cancelled")
-    if not _system_cascade:
-        # The refill the patient was waiting for is not coming: their reminders come back.
-        from pharmacy.reminders import planning
-
-        planning.replan_prescription(order.prescription_id)
     return order
+
+
+def open_order_ids(rx_id: int) -> list[int]:
+    """The orders of a prescription still being worked on, oldest first."""
+    return list(db.session.execute(
+        sa.select(Order.id).where(Order.prescription_id == rx_id, Order.state.in_(reads.OPEN_ORDER_STATES))
+        .order_by(Order.id)
+    ).scalars())
 
 
 def _reason(reason: str | None) -> str:
@@ -532,42 +570,3 @@ def _reason(reason: str | None) -> str:
     if len(reason) > 400:
         raise ValidationFailed("The reason is too long.", fields={"reason": "At most 400 characters."})
     return reason
-
-
-TRANSITION_TARGETS = ("verified", "compounding", "checked", "ready", "dispensed", "on_hold", "cancelled", "resume")
-
-
-def transition(actor: Actor, order_id: int, to: str, payload: dict[str, Any] | None = None) -> Order:
-    """One entry for every move of an order (the API's /transitions and the order page's buttons).
-
-    `to` is a target state, or "resume" (naming the step the order was held at resumes it too).
-    The role is checked before the move, so the wrong role always hears 403, not 409.
-    """
-    data = payload or {}
-    if to not in TRANSITION_TARGETS:
-        raise ValidationFailed("Unknown step.", fields={"to": f"Must be one of: {', '.join(TRANSITION_TARGETS)}."})
-    order = _load(order_id, lock=False)
-    if to == "resume" or (order.state == OrderState.ON_HOLD and to not in ("on_hold", "cancelled")
-                          and order.held_from is not None and to == order.held_from.value):
-        return resume_order(actor, order_id)
-    target = OrderState(to)
-    if order.state not in rules.FINAL and order.state != target:
-        _permission(actor, rules.permission_for(order.state, target), order, f"move orders to {target.value}")
-    if order.state == OrderState.ON_HOLD and target not in (OrderState.ON_HOLD, OrderState.CANCELLED):
-        rules.check_transition(order.state, target, held_from=order.held_from)  # says where it resumes
-    if target is OrderState.VERIFIED:
-        return verify_order(actor, order_id)
-    if target is OrderState.COMPOUNDING:
-        if order.state == OrderState.CHECKED:
-            return send_back(actor, order_id, data.get("reason") or "")
-        return compound_order(actor, order_id, lots=data.get("lots") or [], quantity_made=data.get("quantity_made"))
-    if target is OrderState.CHECKED:
-        return check_order(actor, order_id, qc_notes=data.get("qc_notes"), deviations=data.get("deviations"))
-    if target is OrderState.READY:
-        return release_order(actor, order_id)
-    if target is OrderState.DISPENSED:
-        return dispense_order(actor, order_id, method=data.get("method"), carrier=data.get("carrier"),
-                              tracking_number=data.get("tracking_number"), too_soon_reason=data.get("too_soon_reason"))
-    if target is OrderState.ON_HOLD:
-        return hold_order(actor, order_id, data.get("reason") or "")
-    return cancel_order(actor, order_id, data.get("reason") or "")

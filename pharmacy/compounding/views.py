@@ -18,12 +18,13 @@ from pharmacy.core.forms import form_values, load
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.prescriptions.rules import format_date
+from pharmacy.workflows import orders as order_flow
 
 bp = Blueprint("compounding", __name__)
 
 ID = "int(max=2147483647)"
 STEP_LABELS = {
-    "verified": "Verify", "compounding": "Record compounding", "checked": "Final check", "ready": "Release",
+    "verified": "Verify", "plan_batch": "Choose lots", "compounding": "Record compounding", "checked": "Final check", "ready": "Release",
     "dispensed": "Dispense", "on_hold": "Put on hold", "cancelled": "Cancel order", "resume": "Resume",
 }
 DELIVERY_OPTIONS = [(DeliveryMethod.PICKUP.value, "Picked up"), (DeliveryMethod.SHIP.value, "Shipped")]
@@ -80,23 +81,25 @@ def transition(order_id: int) -> Any:
                             errors=errors, step=step)
     to = data.pop("to")
     try:
-        result = services.transition(current_actor(), order_id, to, data)
+        outcome = order_flow.transition(current_actor(), order_id, to, data)
     except (Forbidden, NotFound):
         raise
     except DomainError as exc:
         db.session.rollback()
         fields = exc.fields if isinstance(exc, ValidationFailed) else {}
         return render_order(order_id, status=exc.status, message=exc.message, errors=fields, step=step)
+    result = outcome.order
     if to == "checked" and result.qc_passed is False:
         flash(services.qc_failure_message(result), "error")
     else:
-        flash(_done(to, result), "success")
+        flash(" ".join(filter(None, [_done(to, result), outcome.message])), "success")
     return redirect(url_for("compounding.order", order_id=order_id))
 
 
 def _done(to: str, order: Any) -> str:
     words = {
-        "verified": "Verified: ready to compound.",
+        "verified": "Verified: choose the lots for the batch.",
+        "plan_batch": f"Batch planned: make {order.quantity.normalize():f} for {order.days_supply} days.",
         "compounding": f"Compounding recorded: lot {order.lot_number}, BUD {format_date(order.bud) if order.bud else '—'}.",
         "checked": "Final check passed: ready to release.",
         "ready": "Released: ready for pickup or shipping.",
@@ -108,7 +111,7 @@ def _done(to: str, order: Any) -> str:
     if to == "compounding" and order.qc_passed is False:
         return "Sent back to be re-made: record the new batch."
     text = words.get(to, "Done.")
-    return f"{text} {order.cap_note}" if to in ("compounding", "dispensed") and order.cap_note else text
+    return f"{text} {order.cap_note}" if to in ("plan_batch", "compounding") and order.cap_note else text
 
 
 @bp.get(f"/orders/<{ID}:order_id>/label.pdf")

@@ -7,11 +7,13 @@ Instants are stored in UTC and always come back timezone-aware.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
@@ -89,3 +91,19 @@ def first_ids(id_col: Any, where: Any, order: tuple[Any, ...], limit: int) -> An
     selecting the whole rows — or their joined prescription and patient — makes the database fetch and sort every
     waiting row to keep five, tens of milliseconds at chain scale. Join this, then order the few rows again."""
     return sa.select(id_col.label("id")).where(where).order_by(*order).limit(limit).subquery()
+
+
+IN_CHUNK = 5000  # ids per IN (…) list: SQLite allows 32,766 parameters a statement
+
+
+def chunks(ids: list[int], size: int = IN_CHUNK) -> Iterator[list[int]]:
+    """Ids in slices small enough for one IN (…) list on every database."""
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def upsert_insert(table: sa.Table, dialect_name: str) -> Any:
+    """An INSERT that can say ON CONFLICT DO NOTHING … RETURNING, on PostgreSQL and on SQLite alike."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

@@ -12,11 +12,15 @@ from sqlalchemy.orm import joinedload
 from pharmacy.compounding.models import Order
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
+from pharmacy.core.context import today as local_today
 from pharmacy.core.db import first_ids
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
+from pharmacy.supply import reads
 
 PAGE_SIZE = 25
 
@@ -174,30 +178,34 @@ def today_view(actor: Actor) -> TodayView:
     return view
 
 
-def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10) -> list[Any]:
-    """Active prescriptions whose latest supply runs out within `days` (or ran out in the last
-    `overdue_days`) with nothing ordered or requested — the patients worth a call today.
+@dataclass(frozen=True)
+class RunningOut:
+    """A patient worth a call: their supply of one prescription ends soon, or already has."""
 
-    Rows of (latest fill, prescription, patient), soonest run-out first. The latest fill's run-out is kept on the
-    prescription (Prescription.note_dispensed), so this reads a range of ix_prescriptions_status_run_out — the
-    prescriptions running out in that window, however many years of fills are stored.
+    rx: Prescription
+    patient: Patient
+    run_out: date  # the last day covered
+    out_since: date | None  # the first day without medicine, when already out
+
+    @property
+    def days_out(self) -> int:
+        return (local_today() - self.out_since).days + 1 if self.out_since else 0
+
+
+def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10) -> list[RunningOut]:
+    """Active prescriptions whose supply runs out within `days` (or ran out in the last `overdue_days`) with nothing
+    ordered or requested — the patients worth a call today, those already out of medicine first (longest out first).
+
+    The supply's last day covered is cached on the prescription (supply/services.refresh, from the supply model),
+    so this reads a range of ix_prescriptions_status_run_out, however many years of fills are stored.
     """
-    from pharmacy.compounding.rules import OrderState
-    from pharmacy.prescriptions.rules import RxStatus
-    from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
-
-    fill = sa.orm.aliased(Order)
     other = sa.orm.aliased(Order)
-    open_order = sa.exists().where(
-        other.prescription_id == Prescription.id, other.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]),
-    )
+    open_order = sa.exists().where(other.prescription_id == Prescription.id, other.state.in_(reads.OPEN_ORDER_STATES))
     open_request = sa.exists().where(
         RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
     )
     stmt = (
-        sa.select(fill, Prescription, Patient)
-        .select_from(Prescription)
-        .join(fill, sa.and_(fill.prescription_id == Prescription.id, fill.fill_number == Prescription.latest_fill_number))
+        sa.select(Prescription, Patient)
         .join(Patient, Patient.id == Prescription.patient_id)
         .where(Prescription.status == RxStatus.ACTIVE,
                Prescription.latest_run_out_date >= day - timedelta(days=overdue_days),
@@ -205,7 +213,12 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
                ~open_order, ~open_request)
         .order_by(Prescription.latest_run_out_date, Prescription.id).limit(limit)
     )
-    return list(db.session.execute(stmt).all())
+    out = []
+    for rx, patient in db.session.execute(stmt).all():
+        current = reads.supply_of(rx)
+        assert current.run_out is not None
+        out.append(RunningOut(rx=rx, patient=patient, run_out=current.run_out, out_since=current.out_since(day)))
+    return out
 
 
 _DOB = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{1,2})/(\d{1,2})/(\d{4})$")

@@ -134,38 +134,45 @@ def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
 
 @dataclass(frozen=True)
 class TimelineRow:
-    """One active prescription's supply: when it was dispensed, runs out, and must be ordered by."""
+    """One active prescription's supply: last dispensed, runs out (last day covered), order by, what is owed."""
 
     rx: Prescription
     dispensed_on: Any
     run_out: Any
     order_by: Any
     in_progress: Order | None
+    supply: Any = None
+    out_since: Any = None  # the first day without medicine when the patient has already run out
 
 
 def _add_timeline(record: PatientRecord) -> None:
-    from pharmacy.compounding.rules import DeliveryMethod, OrderState
-    from pharmacy.core.context import business_calendar, settings
+    from pharmacy.compounding.rules import IN_PROGRESS, DeliveryMethod, OrderState
+    from pharmacy.core.context import business_calendar, settings, today
     from pharmacy.prescriptions.rules import RxStatus
     from pharmacy.refills import rules as refill_rules
+    from pharmacy.supply import reads
 
     rows = []
+    day = today()
     for rx in record.prescriptions:
         if rx.status != RxStatus.ACTIVE:
             continue
         orders = record.orders.get(rx.id, [])
         last = max((o for o in orders if o.state == OrderState.DISPENSED and o.dispensed_on),
                    key=lambda o: o.fill_number, default=None)
-        open_order = next((o for o in orders if o.state not in (OrderState.DISPENSED, OrderState.CANCELLED)), None)
-        if last is None:
-            rows.append(TimelineRow(rx, None, None, None, open_order))
+        open_order = next((o for o in orders if o.state in IN_PROGRESS), None)
+        current = reads.supply_of(rx)
+        if current.run_out is None:
+            rows.append(TimelineRow(rx, None, None, None, open_order, current))
             continue
-        shipping = record.patient.shipping_days if last.delivery_method == DeliveryMethod.SHIP else 0
-        line = refill_rules.timeline(last.dispensed_on, last.days_supply, shipping_days=shipping,
+        method = last.delivery_method if last is not None else record.patient.delivery_preference
+        shipping = record.patient.shipping_days if method == DeliveryMethod.SHIP else 0
+        line = refill_rules.timeline(current.run_out, shipping_days=shipping,
                                      buffer_days=settings().safety_buffer_days,
                                      lead_time_business_days=rx.formula.lead_time_business_days,
                                      calendar=business_calendar())
-        rows.append(TimelineRow(rx, line.dispensed_on, line.run_out, line.order_by, open_order))
+        rows.append(TimelineRow(rx, last.dispensed_on if last is not None else None, line.run_out, line.order_by,
+                                open_order, current, current.out_since(day)))
     record.extra["timeline"] = rows
 
 

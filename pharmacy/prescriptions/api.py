@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 from marshmallow import fields, validate
 
 from pharmacy.core.auth import api_auth, current_actor
+from pharmacy.core.context import today
 from pharmacy.core.schemas import BaseSchema
 from pharmacy.prescriptions import rules, services
 from pharmacy.prescriptions.rules import Form
@@ -19,6 +20,8 @@ from pharmacy.prescriptions.schemas import (
     PrescriptionOutSchema,
     ReasonSchema,
 )
+from pharmacy.supply.schemas import SupplyOutSchema, supply_dict
+from pharmacy.workflows import prescription_changes as changes
 
 blp = Blueprint("prescriptions-api", __name__, url_prefix="/api/v1",
                 description="Prescribers and prescriptions; every prescription is safety-screened when it is "
@@ -58,6 +61,8 @@ class PrescriptionDetailSchema(PrescriptionOutSchema):
     alerts = fields.List(fields.Nested(AlertDetailSchema))
     refills_used = fields.Integer()
     refills_left = fields.Integer()
+    supply = fields.Nested(SupplyOutSchema)
+    blocked = fields.Boolean(metadata={"description": "A safety stop is unresolved: no fill can be made"})
     can_start_fill = fields.Boolean()
     fill_note = fields.String(allow_none=True)
     orders = fields.List(fields.Nested(OrderBriefSchema))
@@ -81,6 +86,7 @@ def _detail(view: services.PrescriptionView) -> dict[str, Any]:
     out.update(
         product=view.product, created_at=rx.created_at, alerts=[_alert(a) for a in view.alerts],
         refills_used=view.refills_used, refills_left=view.refills_left, can_start_fill=view.can_start_fill,
+        supply=supply_dict(view.supply, today()), blocked=view.blocked,
         fill_note=view.fill_note, replaced_by=[r.id for r in view.replaced_by],
         orders=[{"id": o.id, "fill_number": o.fill_number, "state": o.state.value, "days_supply": o.days_supply,
                  "dispensed_on": o.dispensed_on} for o in view.orders],
@@ -139,7 +145,7 @@ def override_alert(data: dict[str, Any], rx_id: int, alert_id: int) -> Any:
 @blp.response(200, PrescriptionDetailSchema)
 def hold(data: dict[str, Any], rx_id: int) -> Any:
     """Put a prescription on hold (no reminders, no new fills) with a reason."""
-    return _detail(services.view_of(services.hold_prescription(current_actor(), rx_id, data["reason"])))
+    return _detail(services.view_of(changes.hold(current_actor(), rx_id, data["reason"])))
 
 
 @blp.route(f"/prescriptions/<{ID}:rx_id>/resume", methods=["POST"])
@@ -147,7 +153,7 @@ def hold(data: dict[str, Any], rx_id: int) -> Any:
 @blp.response(200, PrescriptionDetailSchema)
 def resume(rx_id: int) -> Any:
     """Resume a prescription that is on hold."""
-    return _detail(services.view_of(services.resume_prescription(current_actor(), rx_id)))
+    return _detail(services.view_of(changes.resume(current_actor(), rx_id)))
 
 
 @blp.route(f"/prescriptions/<{ID}:rx_id>/discontinue", methods=["POST"])
@@ -156,7 +162,7 @@ def resume(rx_id: int) -> Any:
 @blp.response(200, PrescriptionDetailSchema)
 def discontinue(data: dict[str, Any], rx_id: int) -> Any:
     """Discontinue a prescription with a reason: its orders not yet dispensed are cancelled."""
-    return _detail(services.view_of(services.discontinue_prescription(current_actor(), rx_id, data["reason"])))
+    return _detail(services.view_of(changes.discontinue(current_actor(), rx_id, data["reason"])))
 
 
 @blp.route(f"/prescriptions/<{ID}:rx_id>/replace", methods=["POST"])
@@ -165,4 +171,4 @@ def discontinue(data: dict[str, Any], rx_id: int) -> Any:
 @blp.response(201, PrescriptionDetailSchema)
 def replace(data: dict[str, Any], rx_id: int) -> Any:
     """Replace a prescription (a dose change or a renewal): the new one is linked to the old, which closes."""
-    return _detail(services.view_of(services.replace_prescription(current_actor(), rx_id, data)))
+    return _detail(services.view_of(changes.replace(current_actor(), rx_id, data)))

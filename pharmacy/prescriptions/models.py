@@ -75,10 +75,12 @@ class Prescription(db.Model):
     created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    # The latest dispensed fill: its number and run-out date. Kept here (note_dispensed) so the patients about to
-    # run out are an index range over prescriptions, not a search through every fill of the last weeks for the
-    # ones no later fill has replaced. None until the first fill is dispensed.
+    # The supply, cached from the model in supply/rules.py when a fill is dispensed (same transaction): days
+    # dispensed in all, the latest dispensed order, its days, and the last day covered. The patients about to run
+    # out are then an index range over prescriptions, and lists read supply without walking every fill.
+    days_dispensed: Mapped[int] = mapped_column(default=0, server_default="0")
     latest_fill_number: Mapped[int | None] = mapped_column()
+    latest_days_supply: Mapped[int | None] = mapped_column()
     latest_run_out_date: Mapped[date | None] = mapped_column()
 
     patient: Mapped[Patient] = relationship()
@@ -86,11 +88,6 @@ class Prescription(db.Model):
     formula: Mapped[Formula] = relationship()
     replaces: Mapped[Prescription | None] = relationship(remote_side=[id])
 
-    def note_dispensed(self, fill_number: int, run_out_date: date) -> None:
-        """A fill of this prescription was dispensed: it becomes the latest unless a later fill already is
-        (history loaded out of order)."""
-        if self.latest_fill_number is None or fill_number >= self.latest_fill_number:
-            self.latest_fill_number, self.latest_run_out_date = fill_number, run_out_date
 
 
 class ScreeningAlert(db.Model):

@@ -199,7 +199,11 @@ def units_per_dose(form: Form, strength_mg: Decimal | int | str, dose_mg: Decima
 # --------------------------------------------------------------------------------------------
 # Alerts and dose checks (DOMAIN.md "Dosing", "Safety screening")
 # --------------------------------------------------------------------------------------------
-_SEVERITY_ORDER = {Severity.HARD_STOP: 0, Severity.OVERRIDABLE_STOP: 1, Severity.ACKNOWLEDGE: 2, Severity.WARNING: 3}
+# Most serious first: how every list of alerts is ordered (pages, queries, the order's checks).
+SEVERITY_RANK: dict[Severity, int] = {
+    Severity.HARD_STOP: 0, Severity.OVERRIDABLE_STOP: 1, Severity.ACKNOWLEDGE: 2, Severity.WARNING: 3,
+}
+_SEVERITY_ORDER = SEVERITY_RANK
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,17 @@ def blocking_alerts(alerts: Sequence[tuple[Alert, bool]]) -> list[Alert]:
         if alert.severity is Severity.HARD_STOP or (can_override(alert.severity) and not resolved):
             out.append(alert)
     return out
+
+
+def expiry_alert(expiry_date: date, days_supply: int, today: date) -> Alert | None:
+    """A prescription that expires before the supply of a fill made today would end: accepted, with a warning,
+    so the pharmacy asks the prescriber for a renewal early (DOMAIN.md "Refill timing": weeks, not days)."""
+    last_day = today + timedelta(days=days_supply - 1)
+    if today <= expiry_date < last_day:
+        return Alert("expires_before_supply_ends", Severity.WARNING,
+                     f"This prescription expires on {format_date(expiry_date)}, before a fill made today would run "
+                     f"out ({format_date(last_day)}): ask the prescriber for a renewal now.")
+    return None
 
 
 def check_dose(dose_mg: Decimal | int | str, *, has_spasticity: bool) -> list[Alert]:

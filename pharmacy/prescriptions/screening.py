@@ -13,11 +13,12 @@ import sqlalchemy as sa
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
-from pharmacy.core.context import now
+from pharmacy.core.context import now, today
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules, screening_rules
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.supply import reads
 
 CLOSED_ORDER_STATES = (OrderState.DISPENSED, OrderState.CANCELLED)
 
@@ -29,10 +30,12 @@ def steps_of(rx: Prescription) -> list[rules.TitrationStep]:
 def findings(patient: Patient, rx: Prescription) -> list[rules.Alert]:
     steps = steps_of(rx)
     max_dose = max([rx.dose_mg, *(s.dose_mg for s in steps)])
-    return screening_rules.screen(
+    found = screening_rules.screen(
         medications=patient.medications or [], conditions=patient.conditions or [],
         max_dose_mg=max_dose, maintenance_dose_mg=rx.dose_mg, titrating=bool(steps),
     )
+    expiring = rules.expiry_alert(rx.expiry_date, rx.days_supply, today())
+    return [*found, expiring] if expiring is not None else found
 
 
 def _sync(rx: Prescription, found: Iterable[rules.Alert], order_id: int | None,
@@ -112,19 +115,6 @@ def rescreen_patient(actor: Actor, patient: Patient) -> None:
             _sync(rx, findings(patient, rx), order_id, carry_from=rx_alerts)
 
 
-def blocking(alerts: Iterable[ScreeningAlert]) -> list[rules.Alert]:
-    """The alerts that stop verification or dispensing (hard stops always; others until resolved)."""
-    return rules.blocking_alerts(
-        [(rules.Alert(code=a.code, severity=a.severity, message=a.message), a.resolved) for a in alerts]
-    )
-
-
-def alerts_for(prescription_id: int, order_id: int | None = None) -> list[ScreeningAlert]:
-    stmt = sa.select(ScreeningAlert).where(
-        ScreeningAlert.prescription_id == prescription_id, ScreeningAlert.current.is_(True)
-    )
-    stmt = stmt.where(ScreeningAlert.order_id.is_(None) if order_id is None else ScreeningAlert.order_id == order_id)
-    severity_rank = sa.case(
-        {"hard_stop": 0, "overridable_stop": 1, "acknowledge": 2, "warning": 3}, value=ScreeningAlert.severity
-    )
-    return list(db.session.execute(stmt.order_by(severity_rank, ScreeningAlert.id)).scalars())
+# The current alerts and which of them block are facts every feature reads: supply/reads.py.
+alerts_for = reads.alerts_for
+blocking = reads.blocking

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from pharmacy.compounding.models import Formula, Order
+from pharmacy.compounding.rules import IN_PROGRESS, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, settings, today
@@ -22,6 +23,9 @@ from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules, screening
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import RxStatus, Severity
+from pharmacy.supply import reads
+from pharmacy.supply import rules as supply_rules
+from pharmacy.supply.rules import Supply
 
 
 def create_prescriber(actor: Actor, data: dict[str, Any]) -> Prescriber:
@@ -115,7 +119,7 @@ def _load_refs(data: dict[str, Any]) -> tuple[Patient, Prescriber, Formula]:
     return patient, prescriber, formula
 
 
-def plan_from_input(data: dict[str, Any], formula: Formula) -> dict[str, Any]:
+def plan_from_input(data: dict[str, Any], formula: Formula, *, allow_expired: bool = False) -> dict[str, Any]:
     """Apply the dose rules to intake data: whole units per dose, quantity ⇄ days supply, directions, dates."""
     steps = _steps(data)
     form, strength, dose = formula.form, formula.strength_mg, data["dose_mg"]
@@ -132,6 +136,13 @@ def plan_from_input(data: dict[str, Any], formula: Formula) -> dict[str, Any]:
     if written > today():
         raise ValidationFailed("Check the written date.", fields={"written_date": "The written date cannot be in the future."})
     expiry = data.get("expiry_date") or written + timedelta(days=settings().rx_valid_days)
+    if expiry < today() and not allow_expired:
+        # DOMAIN.md "Refill timing": a refill is possible only while the prescription is unexpired; a new one
+        # that has already expired cannot be filled at all, so it is refused at the door (typed, API, e-Rx).
+        where = "expiry_date" if data.get("expiry_date") else "written_date"
+        msg = (f"This prescription expired on {rules.format_date(expiry)} and cannot be filled: "
+               "ask the prescriber for a new one.")
+        raise ValidationFailed("The prescription has expired.", fields={where: msg})
     if expiry <= written:
         raise ValidationFailed("Check the dates.", fields={"expiry_date": "The expiry date must be after the written date."})
     if expiry > written + timedelta(days=730):
@@ -145,13 +156,18 @@ def plan_from_input(data: dict[str, Any], formula: Formula) -> dict[str, Any]:
     }
 
 
-def create_prescription(actor: Actor, data: dict[str, Any], *, replaces: Prescription | None = None) -> Prescription:
-    """Intake: validate against the dose rules, store, and screen; alerts are returned on the prescription."""
+def create_prescription(actor: Actor, data: dict[str, Any], *, replaces: Prescription | None = None,
+                        allow_expired: bool = False) -> Prescription:
+    """Intake: validate against the dose rules, store, and screen; alerts are returned on the prescription.
+
+    `allow_expired` is for loading history (the demo seeds): an expired prescription is otherwise refused.
+    One that expires before its first fill's supply would end is accepted with a warning alert (screening).
+    """
     pid = data.get("patient_id")
     audit.require(actor, Permission.ENTER_PRESCRIPTION, what="enter prescriptions",
                   patient_id=pid if isinstance(pid, int) and 1 <= pid <= MAX_ID else None)
     patient, _prescriber, formula = _load_refs(data)
-    plan = plan_from_input(data, formula)
+    plan = plan_from_input(data, formula, allow_expired=allow_expired)
     t = now()
     rx = Prescription(
         rx_number=f"TMP-{uuid.uuid4().hex[:12]}",
@@ -194,8 +210,7 @@ class PrescriptionView:
     rx: Prescription
     alerts: list[ScreeningAlert]
     orders: list[Order]
-    refills_used: int
-    refills_left: int
+    supply: Supply
     schedule: list[Any] = field(default_factory=list)
     replaced_by: list[Prescription] = field(default_factory=list)
     replaces: Prescription | None = None
@@ -205,21 +220,18 @@ class PrescriptionView:
     fill_note: str | None = None
     product: str = ""
 
+    @property
+    def refills_left(self) -> int:
+        return self.supply.refills_left
 
-def fill_status(rx: Prescription, orders: list[Order], used: int) -> tuple[bool, str | None]:
-    """Can the next fill be started (the same checks compounding.services.new_order makes), and why not."""
-    from pharmacy.compounding.rules import OrderState
+    @property
+    def refills_used(self) -> int:
+        return (self.rx.refills_authorized or 0) - self.supply.refills_left
 
-    if rx.status != RxStatus.ACTIVE:
-        return False, f"The prescription is {rx.status.value.replace('_', ' ')}."
-    if any(o.state not in (OrderState.DISPENSED, OrderState.CANCELLED) for o in orders):
-        return False, "A fill is already in progress."
-    if today() > rx.expiry_date:
-        return False, f"The prescription expired on {rules.format_date(rx.expiry_date)}; a renewal is needed."
-    has_fill = any(o.state != OrderState.CANCELLED for o in orders)
-    if has_fill and used >= (rx.refills_authorized or 0):
-        return False, "No refills remain; ask the prescriber for a renewal."
-    return True, None
+    @property
+    def blocked(self) -> bool:
+        """A hard stop (or a stop not yet overridden) is on file: no fill may be made until it is resolved."""
+        return bool(reads.blocking(self.alerts))
 
 
 def prescription_view(actor: Actor, rx_id: int) -> PrescriptionView:
@@ -231,48 +243,29 @@ def prescription_view(actor: Actor, rx_id: int) -> PrescriptionView:
 
 def view_of(rx: Prescription) -> PrescriptionView:
     """The view of a prescription already loaded for an allowed actor (e.g. just created): no audit here."""
-    from pharmacy.compounding.rules import OrderState
-
     orders = list(db.session.execute(
         sa.select(Order).where(Order.prescription_id == rx.id).order_by(Order.fill_number.desc(), Order.id.desc())
     ).scalars())
-    used = _refills_used_of(orders)
+    current = reads.supply_of(rx)
     schedule = []
     steps = screening.steps_of(rx)
     if steps:
-        first = next((o for o in sorted(orders, key=lambda o: o.fill_number) if o.state != OrderState.CANCELLED), None)
-        start = (first.dispensed_on if first and first.dispensed_on else None) or rx.written_date
+        first = min((o for o in orders if o.state == OrderState.DISPENSED), key=lambda o: o.fill_number, default=None)
+        start = (first.supply_starts_on or first.dispensed_on if first else None) or rx.written_date
         schedule = rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, steps, start, rx.dose_mg)
     replaced_by = list(db.session.execute(sa.select(Prescription).where(Prescription.replaces_id == rx.id)).scalars())
     replaces = db.session.get(Prescription, rx.replaces_id) if rx.replaces_id else None
-    open_order = next((o for o in orders if o.state not in (OrderState.DISPENSED, OrderState.CANCELLED)), None)
-    can_fill, note = fill_status(rx, orders, used)
+    open_order = next((o for o in orders if o.state in IN_PROGRESS), None)
+    alerts = screening.alerts_for(rx.id)
+    refusal = supply_rules.fill_refusal(current, status=rx.status.value, day=today(),
+                                        order_in_progress=open_order is not None, rx_number=rx.rx_number)
+    if refusal is None and reads.blocking(alerts):
+        refusal = "Resolve the safety alerts first: no fill can be started while a stop is unresolved."
     return PrescriptionView(
-        rx=rx, alerts=screening.alerts_for(rx.id), orders=orders, refills_used=used,
-        refills_left=max((rx.refills_authorized or 0) - used, 0), schedule=schedule, replaced_by=replaced_by,
-        replaces=replaces, open_order=open_order, can_start_fill=can_fill, fill_note=note,
+        rx=rx, alerts=alerts, orders=orders, supply=current, schedule=schedule, replaced_by=replaced_by,
+        replaces=replaces, open_order=open_order, can_start_fill=refusal is None, fill_note=refusal,
         product=rules.product_name(rx.formula.form, rx.formula.strength_mg),
     )
-
-
-def _refills_used_of(orders: list[Order]) -> int:
-    from pharmacy.compounding.rules import OrderState
-
-    return max(sum(1 for o in orders if o.state != OrderState.CANCELLED) - 1, 0)
-
-
-def refills_used(rx_id: int) -> int:
-    """Fills after the first that were dispensed or are being made: every fill that was not cancelled,
-    less the original. (Counted, not read from fill numbers: a cancelled fill keeps its number.)
-    """
-    from pharmacy.compounding.rules import OrderState
-
-    count = db.session.execute(
-        sa.select(sa.func.count()).select_from(Order).where(
-            Order.prescription_id == rx_id, Order.state != OrderState.CANCELLED
-        )
-    ).scalar_one()
-    return max(int(count) - 1, 0)
 
 
 def resolve_alert(actor: Actor, alert_id: int, reason: str, *, prescription_id: int | None = None) -> ScreeningAlert:
@@ -299,8 +292,6 @@ def resolve_alert(actor: Actor, alert_id: int, reason: str, *, prescription_id: 
     if alert.resolved:
         raise Conflict("This alert has already been resolved.")
     t = now()
-    from pharmacy.compounding.rules import OrderState
-
     open_order_ids = sa.select(Order.id).where(
         Order.prescription_id == rx.id, Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED])
     )
@@ -351,69 +342,33 @@ def _need_reason(reason: str | None) -> str:
 
 
 def hold_prescription(actor: Actor, rx_id: int, reason: str) -> Prescription:
-    """Pause a prescription: no reminders and no new fills until it is resumed (open orders stay as they are)."""
+    """Pause a prescription (workflows/prescription_changes.hold stops its reminders)."""
     rx = _managed(actor, rx_id, "hold")
     reason = _need_reason(reason)
     if rx.status != RxStatus.ACTIVE:
         raise Conflict(f"Only an active prescription can be put on hold (this one is {rx.status.value.replace('_', ' ')}).")
-    _set_status(actor, rx, RxStatus.ON_HOLD, reason, "hold")
-    _after_stop(actor, rx, cancel_orders=False)
-    return rx
+    return _set_status(actor, rx, RxStatus.ON_HOLD, reason, "hold")
 
 
 def resume_prescription(actor: Actor, rx_id: int) -> Prescription:
     rx = _managed(actor, rx_id, "resume")
     if rx.status != RxStatus.ON_HOLD:
         raise Conflict("Only a prescription on hold can be resumed.")
-    _set_status(actor, rx, RxStatus.ACTIVE, None, "resume")
-    from pharmacy.reminders import planning
-
-    planning.replan_prescription(rx.id)
-    return rx
+    return _set_status(actor, rx, RxStatus.ACTIVE, None, "resume")
 
 
 def discontinue_prescription(actor: Actor, rx_id: int, reason: str) -> Prescription:
-    """Stop a prescription for good: its open orders are cancelled and open refill requests closed."""
+    """Stop a prescription for good (workflows/prescription_changes.discontinue closes what hangs off it)."""
     rx = _managed(actor, rx_id, "discontinue")
     reason = _need_reason(reason)
     if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is already closed.")
-    _set_status(actor, rx, RxStatus.DISCONTINUED, reason, "discontinue")
-    _after_stop(actor, rx, cancel_orders=True, reason=f"Prescription discontinued: {reason}")
-    return rx
+    return _set_status(actor, rx, RxStatus.DISCONTINUED, reason, "discontinue")
 
 
-def _after_stop(actor: Actor, rx: Prescription, *, cancel_orders: bool, reason: str = "") -> None:
-    """A stopped prescription sends no more reminders; discontinuing also cancels work not yet dispensed."""
-    from pharmacy.reminders import planning
-
-    planning.cancel_for_prescription(rx.id, reason=f"prescription {rx.status.value}")
-    if cancel_orders:
-        _cancel_open_orders(actor, rx, reason)
-        from pharmacy.refills import services as refills
-
-        refills.close_open_requests(actor, rx.id, reason)
-
-
-def _cancel_open_orders(actor: Actor, rx: Prescription, reason: str) -> None:
-    from pharmacy.compounding import services as orders
-    from pharmacy.compounding.rules import OrderState
-
-    open_ids = db.session.execute(
-        sa.select(Order.id).where(
-            Order.prescription_id == rx.id, Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED])
-        ).order_by(Order.id)
-    ).scalars().all()
-    for order_id in open_ids:
-        orders.cancel_order(actor, order_id, reason[:400], _system_cascade=True)
-
-
-def replace_prescription(actor: Actor, rx_id: int, data: dict[str, Any]) -> Prescription:
+def replace_prescription(actor: Actor, rx_id: int, data: dict[str, Any]) -> tuple[Prescription, Prescription]:
     """A dose change or a renewal: a new prescription linked to the old, which is closed as replaced.
-
-    Orders of the old prescription not yet dispensed are cancelled (they were made for the old
-    dose or the old prescription); the pharmacy starts the next fill from the new one.
-    """
+    Returns (old, new); workflows/prescription_changes.replace moves what hangs off the old one."""
     old = _managed(actor, rx_id, "replace")
     if old.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is already closed; start from the current one.")
@@ -428,10 +383,4 @@ def replace_prescription(actor: Actor, rx_id: int, data: dict[str, Any]) -> Pres
     db.session.flush()
     audit.record(actor, "prescription.replace", patient_id=old.patient_id, entity=("prescription", old.id),
                  details={"new": new.id})
-    _cancel_open_orders(actor, old, f"Prescription replaced by {new.rx_number}")
-    from pharmacy.refills import renewals
-    from pharmacy.reminders import planning
-
-    planning.cancel_for_prescription(old.id, reason="prescription replaced")
-    renewals.link_renewal(actor, old.id, new.id)
-    return new
+    return old, new

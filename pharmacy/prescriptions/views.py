@@ -8,7 +8,6 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import audit
 from pharmacy.core.auth import current_actor, staff_required
@@ -21,6 +20,8 @@ from pharmacy.prescriptions import rules, services
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import DosingTime, Form
 from pharmacy.prescriptions.schemas import PrescriberInSchema, PrescriptionInSchema
+from pharmacy.workflows import orders
+from pharmacy.workflows import prescription_changes as changes
 
 bp = Blueprint("prescriptions", __name__)
 
@@ -196,7 +197,7 @@ def replace(rx_id: int) -> Any:
     data, errors = load(PrescriptionInSchema(partial=("patient_id",)), _intake_values(request.form))
     if data is not None:
         try:
-            rx = services.replace_prescription(actor, rx_id, data)
+            rx = changes.replace(actor, rx_id, data)
         except ValidationFailed as exc:
             db.session.rollback()
             errors = _errors_of(exc)
@@ -264,7 +265,7 @@ def hold(rx_id: int) -> Any:
     actor = current_actor()
     reason = request.form.get("reason", "")
     try:
-        services.hold_prescription(actor, rx_id, reason)
+        changes.hold(actor, rx_id, reason)
     except DomainError as exc:
         return _failed(rx_id, exc)
     flash("Prescription on hold: no reminders and no new fills until it is resumed.", "success")
@@ -276,7 +277,7 @@ def hold(rx_id: int) -> Any:
 def resume(rx_id: int) -> Any:
     actor = current_actor()
     try:
-        services.resume_prescription(actor, rx_id)
+        changes.resume(actor, rx_id)
     except DomainError as exc:
         return _failed(rx_id, exc)
     flash("Prescription active again.", "success")
@@ -289,7 +290,7 @@ def discontinue(rx_id: int) -> Any:
     actor = current_actor()
     reason = request.form.get("reason", "")
     try:
-        services.discontinue_prescription(actor, rx_id, reason)
+        changes.discontinue(actor, rx_id, reason)
     except DomainError as exc:
         return _failed(rx_id, exc)
     flash("Prescription discontinued; its open orders were cancelled.", "success")

@@ -11,7 +11,7 @@ from pharmacy.core.error_handlers import json_error
 from pharmacy.core.errors import LinkInvalid, NotAuthenticated, ValidationFailed
 from pharmacy.extensions import limiter
 from pharmacy.refills import queue as refill_queue
-from pharmacy.refills import renewals, services
+from pharmacy.refills import services
 from pharmacy.refills.rules import RequestSource
 from pharmacy.refills.schemas import (
     ApprovalSchema,
@@ -22,6 +22,8 @@ from pharmacy.refills.schemas import (
     RenewalSchema,
     RequestResultSchema,
 )
+from pharmacy.workflows import refill_requests as refill_flow
+from pharmacy.workflows import renewals as renewal_flow
 
 blp = Blueprint("refill-requests", __name__, url_prefix="/api/v1/refill-requests",
                 description="Refill requests: asked for by patients (signed link) or staff, decided by pharmacists.")
@@ -52,7 +54,7 @@ def create(data: dict[str, Any]) -> Any:
     if actor.is_staff:
         if "prescription_id" not in data:
             raise ValidationFailed("Say which prescription.", fields={"prescription_id": "Required."})
-        outcome = services.request_refill(actor, data["prescription_id"], source=RequestSource.API,
+        outcome = refill_flow.request(actor, data["prescription_id"], source=RequestSource.API,
                                           delivery=data["delivery"], note=data["note"])
         result = {"created": outcome.created, "request": outcome.request, "summary": None}
     else:
@@ -62,7 +64,7 @@ def create(data: dict[str, Any]) -> Any:
         if "date_of_birth" not in data:
             raise ValidationFailed("The date of birth is required with a refill link.",
                                    fields={"date_of_birth": "Required."})
-        outcome, summary = services.request_by_link(data["token"], data["date_of_birth"],
+        outcome, summary = refill_flow.request_by_link(data["token"], data["date_of_birth"],
                                                     delivery=data["delivery"])
         result = {"created": outcome.created, "request": outcome.request, "summary": summary}
     return result, (201 if outcome.created else 200)
@@ -81,7 +83,7 @@ def queue() -> Any:
 @blp.response(200, ApprovalSchema)
 def approve(request_id: int) -> Any:
     """Approve an open request: the next fill's order is created."""
-    order = services.approve(current_actor(), request_id)
+    order = refill_flow.approve(current_actor(), request_id)
     return {"request_id": request_id, "order_id": order.id, "fill_number": order.fill_number,
             "earliest_dispense_date": order.earliest_dispense_date, "price_cents": order.price_cents,
             "shipping_cents": order.shipping_cents}
@@ -93,7 +95,7 @@ def approve(request_id: int) -> Any:
 @blp.response(200, RefillRequestSchema)
 def decline(data: dict[str, Any], request_id: int) -> Any:
     """Decline an open request with the reason the patient will read."""
-    return services.decline(current_actor(), request_id, data["reason"])
+    return refill_flow.decline(current_actor(), request_id, data["reason"])
 
 
 @blp.route("/<int:request_id>/renewal", methods=["POST"])
@@ -101,4 +103,4 @@ def decline(data: dict[str, Any], request_id: int) -> Any:
 @blp.response(200, RenewalSchema)
 def renewal(request_id: int) -> Any:
     """Ask the prescriber for a renewal for this request's prescription."""
-    return renewals.ask_prescriber(current_actor(), request_id=request_id)
+    return renewal_flow.ask_prescriber(current_actor(), request_id=request_id)

@@ -14,27 +14,22 @@ from sqlalchemy.orm import joinedload
 
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
-from pharmacy.core.context import now
-from pharmacy.core.db import first_ids
+from pharmacy.core.context import now, today
+from pharmacy.core.db import chunks, first_ids, upsert_insert
 from pharmacy.core.errors import Conflict, NotFound
+from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescriber, Prescription
 from pharmacy.prescriptions.rules import RxStatus
-from pharmacy.refills.models import RenewalRequest
+from pharmacy.refills import rules
+from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState
-from pharmacy.refills.services import (
-    OPEN_RENEWAL_STATES,
-    _latest_dispensed,
-    _load_request,
-    _open_request,
-    _rx_for,
-    rx_facts,
-)
-from pharmacy.reminders import outbox
-from pharmacy.reminders.rules import MessageKind
+from pharmacy.supply import reads
+
+OPEN_RENEWAL_STATES = (RenewalState.NEEDED, RenewalState.SENT)
 
 
 def _open_renewal(rx_id: int) -> RenewalRequest | None:
@@ -65,17 +60,53 @@ def ensure_renewal_task(rx_id: int, *, reason: str) -> RenewalRequest:
     return renewal
 
 
-def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_id: int | None = None) -> RenewalRequest:
-    """Send the renewal request to the prescriber (email in the outbox; a printable copy for fax)."""
+@dataclass(frozen=True)
+class RenewalSent:
+    """A renewal marked as sent to the prescriber; `waiting` is the patient's request now awaiting it."""
+
+    renewal: RenewalRequest
+    rx: Prescription
+    waiting: RefillRequest | None
+
+
+def ensure_renewal_tasks(wanted: dict[int, tuple[int, int]]) -> int:
+    """`ensure_renewal_task` for many prescriptions at once ({rx id: (prescriber id, patient id)}): one open task
+    each — the partial unique index decides a race — each saying which reason applies. Returns how many were added."""
+    have: set[int] = set()
+    for chunk in chunks(list(wanted)):
+        have.update(db.session.execute(
+            sa.select(RenewalRequest.prescription_id).where(
+                RenewalRequest.prescription_id.in_(chunk), RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
+        ).scalars())
+    missing = [rx_id for rx_id in wanted if rx_id not in have]
+    if not missing:
+        return 0
+    day, t = today(), now()
+    rows = []
+    for chunk in chunks(missing):
+        for rx in db.session.execute(sa.select(Prescription).where(Prescription.id.in_(chunk))).scalars():
+            rows.append({"prescription_id": rx.id, "prescriber_id": rx.prescriber_id, "patient_id": rx.patient_id,
+                         "state": RenewalState.NEEDED, "created_at": t,
+                         "reason": rules.renewal_reason(reads.supply_of(rx), day)[:200]})
+    if not rows:
+        return 0
+    table = RenewalRequest.__table__
+    # No conflict target: the arbiter is the partial unique index "one open renewal per prescription".
+    insert = upsert_insert(table, db.session.get_bind().dialect.name)
+    return len(db.session.execute(insert.on_conflict_do_nothing().returning(table.c.id), rows).all())
+
+
+def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_id: int | None = None) -> RenewalSent:
+    """Mark the renewal request as sent to the prescriber (workflows/renewals.py sends it and tells the patient)."""
     audit.require(actor, Permission.DECIDE_REFILL, what="ask prescribers for renewals")
     if request_id is not None:
-        req = _load_request(request_id)
+        req = reads.refill_request(request_id, lock=True)
         if req.state not in (RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL):
             raise Conflict(f"This request is {req.state.value.replace('_', ' ')}; nothing to renew for it.")
         prescription_id = req.prescription_id
     else:
-        req = _open_request(prescription_id or 0)
-    rx = _rx_for(prescription_id or 0, lock=True)
+        req = reads.open_request(prescription_id or 0)
+    rx = reads.prescription(prescription_id or 0, lock=True)
     if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is closed.")
     renewal = ensure_renewal_task(rx.id, reason="renewal requested by the pharmacy")
@@ -84,29 +115,23 @@ def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_
     renewal.state = RenewalState.SENT
     renewal.sent_at = now()
     renewal.sent_by_id = actor.user_id
-    prescriber: Prescriber = rx.prescriber
-    outbox.enqueue(MessageKind.PRESCRIBER_RENEWAL, dedupe_key=f"prescriber_renewal:{renewal.id}",
-                   patient_id=rx.patient_id, prescription_id=rx.id, renewal_id=renewal.id,
-                   to_address=prescriber.email)
     if req is not None:
         req.state = RefillRequestState.AWAITING_RENEWAL
         req.renewal_id = renewal.id
-        outbox.enqueue_notice(MessageKind.RENEWAL_IN_PROGRESS, patient_id=rx.patient_id, prescription_id=rx.id,
-                              refill_request_id=req.id)
     db.session.flush()
     audit.record(actor, "renewal.send", patient_id=rx.patient_id, entity=("renewal_request", renewal.id))
-    return renewal
+    return RenewalSent(renewal=renewal, rx=rx, waiting=req)
 
 
-def send_renewal(actor: Actor, renewal_id: int) -> RenewalRequest:
-    """The renewals list's "send to prescriber" button: ask_prescriber for that renewal's prescription."""
+def renewal_to_send(actor: Actor, renewal_id: int) -> int:
+    """The prescription of an open renewal (the renewals list's "send to prescriber" button)."""
     audit.require(actor, Permission.DECIDE_REFILL, what="ask prescribers for renewals")
-    renewal = db.session.get(RenewalRequest, renewal_id)
+    renewal = db.session.get(RenewalRequest, renewal_id) if valid_id(renewal_id) else None
     if renewal is None:
         raise NotFound("No such renewal request.")
     if renewal.state not in OPEN_RENEWAL_STATES:
         raise Conflict(f"This renewal is {renewal.state.value}; nothing to send.")
-    return ask_prescriber(actor, prescription_id=renewal.prescription_id)
+    return renewal.prescription_id
 
 
 def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
@@ -121,7 +146,7 @@ def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
         renewal.new_prescription_id = new_rx_id
         audit.record(actor, "renewal.received", patient_id=renewal.patient_id,
                      entity=("renewal_request", renewal.id), details={"new": new_rx_id})
-    waiting = _open_request(old_rx_id)
+    waiting = reads.open_request(old_rx_id)
     if waiting is not None:
         waiting.prescription_id = new_rx_id
         waiting.state = RefillRequestState.OPEN
@@ -166,14 +191,15 @@ def renewal_document(actor: Actor, renewal_id: int) -> RenewalDocument:
     renewal = db.session.get(RenewalRequest, renewal_id)
     if renewal is None:
         raise NotFound("No such renewal request.")
-    rx = _rx_for(renewal.prescription_id)
-    facts = rx_facts([rx.id], with_requests=False)[rx.id]
-    last = _latest_dispensed(rx.id)
+    rx = reads.prescription(renewal.prescription_id)
+    current = reads.supply_of(rx)
+    last = reads.latest_dispensed(rx.id)
     audit.record(actor, "renewal.view", patient_id=rx.patient_id, entity=("renewal_request", renewal.id))
     formula = rx.formula
     return RenewalDocument(
         renewal=renewal, rx=rx, patient=rx.patient, prescriber=rx.prescriber,
         product=rx_rules.product_name(formula.form, formula.strength_mg), dose=rx_rules.format_mg(rx.dose_mg),
         quantity=rx_rules.quantity_text(formula.form, rx.quantity), last_fill=last.dispensed_on if last else None,
-        refills_authorized=rx.refills_authorized or 0, refills_used=facts.refills_used,
+        refills_authorized=rx.refills_authorized or 0,
+        refills_used=(rx.refills_authorized or 0) - current.refills_left,
     )

@@ -7,6 +7,9 @@ from enum import StrEnum
 
 from pharmacy.core.calendar import BusinessCalendar
 from pharmacy.core.errors import ValidationFailed
+from pharmacy.supply.rules import CARRIER_DELIVERY_WEEKDAYS, Supply, arrival_date
+
+__all__ = ["CARRIER_DELIVERY_WEEKDAYS", "arrival_date"]  # re-exported: when a parcel arrives is a supply fact
 
 
 class RefillRequestState(StrEnum):
@@ -54,26 +57,28 @@ def _require_int(value: int, name: str, *, minimum: int, what: str, maximum: int
 
 
 def run_out_date(dispensed_on: date, days_supply: int) -> date:
-    """The first day without medication.
+    """The last day a single fill covers: a 30-day fill the patient has on 1 March covers 1–30 March.
 
-    # DOMAIN.md "Refill timing": run-out date = date dispensed (or delivered) + days supply.
-    A 30-day fill dispensed on 1 March covers 1–30 March, so it runs out on 31 March.
+    # DOMAIN.md "Refill timing": run-out date = the last day the patient's supply covers. How fills
+    stack (an early fill extends the run-out, a late one starts on its own day) is the supply model's:
+    supply/rules.run_out_after.
     """
     _require_int(days_supply, "days_supply", minimum=1, what="Days supply")
-    return dispensed_on + timedelta(days=days_supply)
+    return dispensed_on + timedelta(days=days_supply - 1)
 
 
 def ready_by_date(run_out: date, *, shipping_days: int, buffer_days: int, calendar: BusinessCalendar) -> date:
-    """The last day the next fill may be finished.
+    """The last day the next fill may be finished, for supply whose last covered day is `run_out`.
 
-    # DOMAIN.md "Refill timing": ready before run-out − shipping days − a safety buffer.
-    Shipping and buffer are calendar days (parcels and patients do not stop at weekends);
-    the result then moves back to the previous open day, because a fill can only be
-    finished on a day the pharmacy is working.
+    # DOMAIN.md "Refill timing": ready before run-out − shipping days − a safety buffer. Counted back
+    from the first day without medicine (run_out + 1): with a 2-day buffer a pickup patient whose last
+    dose is on the 30th has it ready by the 29th. Shipping and buffer are calendar days (parcels and
+    patients do not stop at weekends); the result then moves back to the previous open day, because a
+    fill can only be finished on a day the pharmacy is working.
     """
     _require_int(shipping_days, "shipping_days", minimum=0, what="Shipping days")
     _require_int(buffer_days, "buffer_days", minimum=0, what="Safety buffer days")
-    return calendar.previous_open_day(run_out - timedelta(days=shipping_days + buffer_days))
+    return calendar.previous_open_day(run_out + timedelta(days=1 - shipping_days - buffer_days))
 
 
 def order_by_date(ready_by: date, *, lead_time_business_days: int, calendar: BusinessCalendar) -> date:
@@ -90,69 +95,30 @@ def order_by_date(ready_by: date, *, lead_time_business_days: int, calendar: Bus
 
 @dataclass(frozen=True)
 class RefillTimeline:
-    """The four dates a fill implies; each one is what a reminder or a page shows the patient."""
+    """The three dates a supply implies; each one is what a reminder or a page shows the patient."""
 
-    dispensed_on: date
-    run_out: date
+    run_out: date  # last day covered
     ready_by: date
     order_by: date
 
 
 def timeline(
-    dispensed_on: date,
-    days_supply: int,
+    run_out: date,
     *,
     shipping_days: int,
     buffer_days: int,
     lead_time_business_days: int,
     calendar: BusinessCalendar,
 ) -> RefillTimeline:
-    """Run-out, ready-by and order-by for one fill, in one call so they are never computed apart."""
-    run_out = run_out_date(dispensed_on, days_supply)
+    """Ready-by and order-by for supply that runs out (last day covered) on `run_out`, computed together."""
     ready_by = ready_by_date(run_out, shipping_days=shipping_days, buffer_days=buffer_days, calendar=calendar)
     order_by = order_by_date(ready_by, lead_time_business_days=lead_time_business_days, calendar=calendar)
-    return RefillTimeline(dispensed_on=dispensed_on, run_out=run_out, ready_by=ready_by, order_by=order_by)
-
-
-# ---------------------------------------------------------------------------------------
-# "Too soon" applies to dispensing, not to asking
-# ---------------------------------------------------------------------------------------
-
-
-def earliest_dispense_date(previous_dispensed_on: date, previous_days_supply: int, too_soon_percent: int) -> date:
-    """The first day the next fill may be dispensed.
-
-    # DOMAIN.md "Refill timing": a fill is not dispensed before about 80% (75–80%) of the
-    previous supply has been used. Days used are rounded *up* (integer ceiling, no floats):
-    80% of a 45-day supply is 36 days, of a 28-day supply 22.4 → 23 days, so the rule never
-    lets a fill out earlier than the percentage says.
-    """
-    _require_int(previous_days_supply, "days_supply", minimum=1, what="Days supply")
-    _require_int(too_soon_percent, "too_soon_percent", minimum=0, maximum=100, what="Too-soon percent")
-    days_used = -(-previous_days_supply * too_soon_percent // 100)  # ceil without floats
-    return previous_dispensed_on + timedelta(days=days_used)
-
-
-def is_too_soon(
-    dispense_on: date, previous_dispensed_on: date, previous_days_supply: int, too_soon_percent: int
-) -> bool:
-    """True when dispensing on `dispense_on` would be before the earliest dispense date.
-
-    A pharmacist may still override with a reason (DOMAIN.md); that decision lives in the
-    service, this rule only says whether an override is needed.
-    """
-    return dispense_on < earliest_dispense_date(previous_dispensed_on, previous_days_supply, too_soon_percent)
+    return RefillTimeline(run_out=run_out, ready_by=ready_by, order_by=order_by)
 
 
 # ---------------------------------------------------------------------------------------
 # When will a request made today be ready / arrive?
 # ---------------------------------------------------------------------------------------
-
-# Carriers deliver Monday to Saturday; a parcel due on a Sunday arrives on Monday.
-# Carrier holidays are deliberately not modelled: the date is an estimate shown to the
-# patient, and the safety buffer absorbs a day's slip.
-CARRIER_DELIVERY_WEEKDAYS: frozenset[int] = frozenset(range(6))
-
 
 def ready_date(
     request_day: date, *, lead_time_business_days: int, calendar: BusinessCalendar, shipping_days: int = 0
@@ -170,22 +136,6 @@ def ready_date(
     _require_int(shipping_days, "shipping_days", minimum=0, what="Shipping days")
     start = calendar.next_open_day(request_day)
     return calendar.add_business_days(start, lead_time_business_days)
-
-
-def arrival_date(ready_on: date, shipping_days: int) -> date:
-    """The day a fill ready on `ready_on` reaches the patient.
-
-    0 shipping days means pick-up: the patient has it the day it is ready. Otherwise the
-    parcel leaves the day it is ready and takes `shipping_days` calendar days, moved to the
-    next day carriers deliver (Monday–Saturday).
-    """
-    _require_int(shipping_days, "shipping_days", minimum=0, what="Shipping days")
-    if shipping_days == 0:
-        return ready_on
-    day = ready_on + timedelta(days=shipping_days)
-    while day.weekday() not in CARRIER_DELIVERY_WEEKDAYS:
-        day += timedelta(days=1)
-    return day
 
 
 def delivery_date(
@@ -242,9 +192,7 @@ def refills_left(refills_authorized: int | None, refills_used: int) -> int:
 def refill_eligibility(
     *,
     status: str,
-    refills_authorized: int | None,
-    refills_used: int,
-    expiry_date: date,
+    supply: Supply,
     today: date,
     order_in_progress: bool,
     open_request: bool,
@@ -252,15 +200,15 @@ def refill_eligibility(
     """Whether a refill may be requested today, checked in the order that tells the patient most.
 
     # DOMAIN.md "Refill timing": a refill is possible only while the prescription is
-    unexpired and refills remain (a missing count means zero); with none left the pharmacy
-    asks the prescriber for a renewal and tells the patient; a refill already in progress is
-    shown as such and cannot be requested twice.
+    unexpired and days remain on it (a missing refill count means zero; the rest of a partial fill is
+    still owed and may be asked for); with none left the pharmacy asks the prescriber for a renewal and
+    tells the patient; a refill already in progress is shown as such and cannot be requested twice.
 
     Order: a prescription that is not active (on hold, discontinued, replaced — or any
     status this rule does not know, failing safe) comes first, because nothing else matters
     and only the pharmacy can explain it; then work already under way (an order being made,
     a request already open), so a patient is never told to wait for a renewal of a fill that
-    is already coming; then expiry; then the refill count. A prescription may be filled on
+    is already coming; then expiry; then what is left. A prescription may be filled on
     its expiry date, not after.
     """
     if str(status) != ACTIVE_STATUS:
@@ -271,13 +219,40 @@ def refill_eligibility(
         return Eligibility(
             False, "already_requested", "You have already asked for this refill; the pharmacy is on it.", False
         )
-    if expiry_date < today:
+    stop = supply.stop_reason(today)
+    if stop == "expired":
+        expiry = supply.authorization.expiry_date
         return Eligibility(
             False,
             "expired",
-            f"This prescription expired on {long_date(expiry_date)}; we will ask your prescriber for a renewal.",
+            f"This prescription expired on {long_date(expiry)}; we will ask your prescriber for a renewal.",
             True,
         )
-    if refills_left(refills_authorized, refills_used) == 0:
+    if stop == "used_up":
         return Eligibility(False, "no_refills", "No refills remain; we will ask your prescriber for a renewal.", True)
     return Eligibility(True, "ok", "You can request this refill.", False)
+
+
+def staff_reason(code: str, message: str, *, rx_number: str, status: str, expiry_date: date) -> str:
+    """Why a request cannot become an order, in the pharmacist's words (the patient's are in `refill_eligibility`)."""
+    if code == "expired":
+        return f"Prescription {rx_number} expired on {long_date(expiry_date)}: ask the prescriber for a renewal instead."
+    if code == "no_refills":
+        return f"No refills remain on {rx_number}: ask the prescriber for a renewal instead."
+    if code == "in_progress":
+        return (f"A fill of {rx_number} is already in progress: decline this request saying so, "
+                "or cancel that order first.")
+    if code == "inactive":
+        return f"Prescription {rx_number} is {status.replace('_', ' ')}; no fill can be made."
+    return message
+
+
+def renewal_reason(current: Supply, today: date) -> str:
+    """Which of the two reasons a renewal is needed — said plainly, not "one or the other"."""
+    if current.days_remaining == 0:
+        return "no refills left"
+    if current.expired(today):
+        return f"expired on {long_date(current.authorization.expiry_date)}"
+    if current.expires_before_run_out():
+        return f"expires on {long_date(current.authorization.expiry_date)}, before the supply runs out"
+    return "renewal requested"

@@ -1,113 +1,52 @@
-"""Refill requests (patients from a signed link or the API, staff at the counter) and renewals.
+"""Refill requests (patients from a signed link or the API, staff at the counter): eligibility, the refill
+page's summary and quote, opening and deciding requests.
 
-DOMAIN.md "Refill timing": a request may come early (that is the point); refills left and expiry
-are enforced (a missing count is zero); one request or fill in progress at a time; with no
-refills left the pharmacy asks the prescriber for a renewal and tells the patient.
-The renewal use cases are in refills/renewals.py; the pharmacist's queue in refills/queue.py.
+DOMAIN.md "Refill timing": a request may come early (that is the point); what is left and expiry are
+enforced (a missing refill count is zero; the rest of a partial fill is still owed); one request or fill in
+progress at a time; with nothing left the pharmacy asks the prescriber for a renewal and tells the patient.
+Supply comes from the one model (supply/); what a request means for orders, reminders and notices is done
+by pharmacy/workflows/refill_requests.py. Renewals are in refills/renewals.py; the queue in refills/queue.py.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from pharmacy.billing import pricing
-from pharmacy.compounding import rules as compounding_rules
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit, links
 from pharmacy.core.actor import Actor
 from pharmacy.core.clock import local_date
 from pharmacy.core.context import business_calendar, now, settings, today
-from pharmacy.core.errors import Conflict, LinkInvalid, NotFound, ValidationFailed
+from pharmacy.core.errors import Conflict, LinkInvalid, ValidationFailed
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
-from pharmacy.prescriptions import screening
 from pharmacy.prescriptions.models import Prescription
-from pharmacy.refills import rules
-from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
+from pharmacy.refills import renewals, rules
+from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
-from pharmacy.reminders import outbox, planning
-from pharmacy.reminders.rules import MessageKind
+from pharmacy.supply import next_fill, reads
+from pharmacy.supply.rules import Supply, arrival_date
 
-OPEN_ORDER_STATES = [s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]
-OPEN_RENEWAL_STATES = (RenewalState.NEEDED, RenewalState.SENT)
-
-
-# ---- facts about prescriptions, fetched in batches (a page of 100 requests costs the same few queries) ----
+OPEN_RENEWAL_STATES = renewals.OPEN_RENEWAL_STATES
 
 
-@dataclass(frozen=True)
-class RxFacts:
-    """What eligibility needs about one prescription's fills and requests."""
-
-    in_progress: bool = False  # an order not yet dispensed or cancelled
-    has_fill: bool = False  # any fill that was not cancelled (the original fill 0 included)
-    refills_used: int = 0  # fills after the first, dispensed or being made
-    open_request: bool = False
-
-
-def rx_facts(rx_ids: Iterable[int], *, with_requests: bool = True) -> dict[int, RxFacts]:
-    """One grouped query over orders (and one over requests) for any number of prescriptions.
-
-    "Refills used" counts like prescriptions.services.refills_used: fills numbered after the
-    original (fill 0) that were not cancelled.
-    """
-    ids = sorted(set(rx_ids))
-    if not ids:
-        return {}
-    not_cancelled = Order.state != OrderState.CANCELLED
-    rows = db.session.execute(
-        sa.select(
-            Order.prescription_id,
-            sa.func.sum(sa.case((Order.state.in_(OPEN_ORDER_STATES), 1), else_=0)),
-            sa.func.sum(sa.case((not_cancelled, 1), else_=0)),
-        ).where(Order.prescription_id.in_(ids)).group_by(Order.prescription_id)
-    ).all()
-    # Refills used = fills not cancelled, less the original (prescriptions.services.refills_used).
-    orders = {rx_id: (int(o or 0), int(f or 0), max(int(f or 0) - 1, 0)) for rx_id, o, f in rows}
-    open_requests: set[int] = set()
-    if with_requests:
-        open_requests = set(db.session.execute(
-            sa.select(RefillRequest.prescription_id).where(RefillRequest.prescription_id.in_(ids),
-                                                           RefillRequest.state.in_(OPEN_REQUEST_STATES))
-        ).scalars())
-    out = {}
-    for rx_id in ids:
-        open_n, fills, used = orders.get(rx_id, (0, 0, 0))
-        out[rx_id] = RxFacts(in_progress=open_n > 0, has_fill=fills > 0, refills_used=used,
-                             open_request=rx_id in open_requests)
-    return out
-
-
-def _eligibility(rx: Prescription, facts: RxFacts, *, count_open_request: bool = True) -> rules.Eligibility:
-    # Before the first fill, the original fill is still to come and it is not a refill: with
-    # 0 refills authorized the patient may still have it. A missing count is zero (rules.refills_left).
-    authorized = rx.refills_authorized or 0
-    used = facts.refills_used
-    if not facts.has_fill:
-        authorized, used = authorized + 1, 0
-    return rules.refill_eligibility(
-        status=rx.status.value, refills_authorized=authorized, refills_used=used,
-        expiry_date=rx.expiry_date, today=today(), order_in_progress=facts.in_progress,
-        open_request=facts.open_request and count_open_request,
-    )
+def eligibility(rx: Prescription, current: Supply, *, order_in_progress: bool, open_request: bool) -> rules.Eligibility:
+    """The patient's answer from facts already read (lists read them for many prescriptions at once)."""
+    return rules.refill_eligibility(status=rx.status.value, supply=current, today=today(),
+                                    order_in_progress=order_in_progress, open_request=open_request)
 
 
 def eligibility_for(rx: Prescription, *, count_open_request: bool = True) -> rules.Eligibility:
     """May a refill of `rx` be requested today? With count_open_request=False: could the open one be approved?"""
-    return _eligibility(rx, rx_facts([rx.id], with_requests=count_open_request)[rx.id],
-                        count_open_request=count_open_request)
-
-
-def _refills_left(rx: Prescription, facts: RxFacts) -> int:
-    return rules.refills_left(rx.refills_authorized, facts.refills_used)
+    return eligibility(rx, reads.supply_of(rx), order_in_progress=reads.open_order(rx.id) is not None,
+                       open_request=count_open_request and reads.open_request(rx.id) is not None)
 
 
 # ---- what a patient (or the pharmacy) sees about one prescription ------------------------------
@@ -132,7 +71,7 @@ class RefillSummary:
     dose_text: str
     next_step: str | None
     days_left: int | None
-    run_out: date | None
+    run_out: date | None  # the last day covered
     refills_left: int
     eligibility: rules.Eligibility
     price_cents: int
@@ -141,6 +80,7 @@ class RefillSummary:
     ready_on: date
     arrives_on: date | None
     open_request: RefillRequest | None
+    supply: Supply | None = None
     address_lines: list[str] = field(default_factory=list)
     price_known: bool = True
     quantity_text: str = ""
@@ -150,114 +90,96 @@ class RefillSummary:
     open_order_state: OrderState | None = None
     renewal_state: RenewalState | None = None
     link_spent: bool = False  # the link made a request that has since been decided: it cannot ask again
+    out_since: date | None = None  # the first day without medicine, when the patient has run out
+    fill_progress: str | None = None  # "14 of 60 days; 46 days still owed on this fill" for a partial
+    fill_note: str | None = None  # why the next fill is short of a whole fill (BUD cap, the rest of a partial)
 
     @property
     def total_cents(self) -> int:
         return self.price_cents + self.shipping_cents
 
-
-def _latest_dispensed(rx_id: int) -> Order | None:
-    return db.session.execute(
-        sa.select(Order).where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
-        .order_by(Order.fill_number.desc()).limit(1)
-    ).scalar_one_or_none()
+    @property
+    def days_out(self) -> int:
+        """Days the patient has been without medicine (0 when not out)."""
+        return (today() - self.out_since).days + 1 if self.out_since else 0
 
 
-def _open_request(rx_id: int) -> RefillRequest | None:
-    return db.session.execute(
-        sa.select(RefillRequest).where(RefillRequest.prescription_id == rx_id,
-                                       RefillRequest.state.in_(OPEN_REQUEST_STATES))
-    ).scalar_one_or_none()
-
-
-def _address_lines(patient: Patient) -> list[str]:
+def address_lines(patient: Patient) -> list[str]:
     city_line = " ".join(filter(None, [(patient.city or "") + ",", patient.state, patient.postal_code]))
     return [x for x in (patient.address_line1, patient.address_line2, city_line) if x and x.strip(", ")]
+
+
+def _next_step(rx: Prescription, current: Supply) -> str | None:
+    steps = rx_rules.parse_titration(rx.titration)
+    if not steps or current.days_dispensed == 0:
+        return None
+    ahead = rx_rules.remaining_steps(steps, current.days_dispensed)
+    dose = ahead[0].dose_mg if ahead else rx.dose_mg
+    return f"Next fill continues at {rx_rules.format_mg(dose)} a day" + (
+        f", then {rx_rules.format_mg(rx.dose_mg)}" if ahead and dose != rx.dose_mg else "")
 
 
 def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> RefillSummary:
     """Everything the refill page (and the refill emails) show about the next fill of `rx`.
 
-    The quantity, days and price follow exactly what approving would order (titration steps still
-    ahead, capped to the BUD), so the price a patient confirms is the price the order snapshots.
-    While a request is open, its day and delivery method set the dates, so the page and the
-    confirmation email keep saying the same thing on the following days.
+    The quantity, days and price are exactly what approving would order today (supply/next_fill.py: the
+    days still owed on the current fill, capped to the BUD at the patient's door, shipping included), so the
+    price a patient confirms is the price the order snapshots. While a request is open, its day and delivery
+    method set the dates, so the page and the confirmation email keep saying the same thing on later days.
     """
     patient = rx.patient
     formula = rx.formula
-    facts = rx_facts([rx.id])[rx.id]
-    open_req = _open_request(rx.id) if facts.open_request else None
-    last = _latest_dispensed(rx.id)
-    steps = screening.steps_of(rx)
-    supplied = int(db.session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(Order.days_supply), 0)).where(
-            Order.prescription_id == rx.id, Order.state == OrderState.DISPENSED)
-    ).scalar_one()) if steps else 0
-    ahead = rx_rules.remaining_steps(steps, supplied) if steps else ()
-    next_step = None
-    if steps and last is not None:
-        dose = ahead[0].dose_mg if ahead else rx.dose_mg
-        next_step = f"Next fill continues at {rx_rules.format_mg(dose)} a day" + (
-            f", then {rx_rules.format_mg(rx.dose_mg)}" if ahead and dose != rx.dose_mg else "")
+    current = reads.supply_of(rx)
+    open_order = reads.open_order(rx.id)
+    open_req = reads.open_request(rx.id)
     delivery = delivery or (open_req.delivery_method if open_req else None) or patient.delivery_preference
-    start_day = today()
-    if open_req is not None:
-        start_day = local_date(open_req.requested_at, settings().timezone)
-    days_left = run_out = None
-    if last is not None and last.run_out_date is not None:
-        run_out = last.run_out_date
-        days_left = max((run_out - today()).days, 0)
-    price, fill_days, quantity_text, price_known = 0, rx.days_supply, "", True
+    day = today()
+    start_day = local_date(open_req.requested_at, settings().timezone) if open_req is not None else day
+    price, fill_days, quantity_text, price_known, note = 0, current.days_owed or rx.days_supply, "", True, None
     try:
-        qty = rx_rules.quantity_for_days(formula.form, formula.strength_mg, rx.dose_mg, rx.days_supply, ahead)
-        plan = compounding_rules.cap_to_bud(
-            formula.form, formula.strength_mg, rx.dose_mg, quantity=qty, days_supply=rx.days_supply,
-            bud_days=compounding_rules.BUD_DAYS[formula.usp_category], steps=ahead)
-        fill_days = plan.days_supply
-        quantity_text = rx_rules.quantity_text(formula.form, plan.quantity)
-        price = pricing.quote(formula.id, plan.quantity, DeliveryMethod.PICKUP).price_cents
+        fill = next_fill.next_fill(rx, delivery=DeliveryMethod.PICKUP, day=day)
+        fill_days, note = fill.plan.days_supply, fill.plan.note
+        quantity_text = rx_rules.quantity_text(formula.form, fill.plan.quantity)
+        price_known = fill.quote is not None
+        price = fill.price_cents
     except ValidationFailed:
         price_known = False
+    if delivery == DeliveryMethod.SHIP:
+        try:  # a shipped fill's cap leaves room for the journey: quote what shipping would order
+            shipped = next_fill.next_fill(rx, delivery=DeliveryMethod.SHIP, day=day)
+            fill_days, note = shipped.plan.days_supply, shipped.plan.note
+            quantity_text = rx_rules.quantity_text(formula.form, shipped.plan.quantity)
+            price = shipped.price_cents
+        except ValidationFailed:
+            pass
     fee = pricing.shipping_fee_cents()
-    cal = business_calendar()
-    ready = rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days, calendar=cal)
-    ship_on = rules.arrival_date(ready, patient.shipping_days)
-    lines = _address_lines(patient)
+    ready = rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
+                             calendar=business_calendar())
+    ship_on = arrival_date(ready, patient.shipping_days)
+    lines = address_lines(patient)
     options = [
         DeliveryOption(DeliveryMethod.PICKUP, price, 0, ready),
         DeliveryOption(DeliveryMethod.SHIP, price + fee, fee, ship_on, available=bool(lines)),
     ]
-    open_order_state = None
-    if facts.in_progress:
-        open_order_state = db.session.execute(
-            sa.select(Order.state).where(Order.prescription_id == rx.id, Order.state.in_(OPEN_ORDER_STATES))
-            .order_by(Order.fill_number.desc()).limit(1)
-        ).scalar_one_or_none()
     renewal_state = None
     if open_req is not None and open_req.renewal_id is not None:
         renewal = db.session.get(RenewalRequest, open_req.renewal_id)
         renewal_state = renewal.state if renewal is not None else None
     return RefillSummary(
         rx=rx, patient=patient, product=rx_rules.product_name(formula.form, formula.strength_mg),
-        dose_text=rx.directions, next_step=next_step, days_left=days_left, run_out=run_out,
-        refills_left=_refills_left(rx, facts), eligibility=_eligibility(rx, facts), price_cents=price,
-        shipping_cents=fee if delivery == DeliveryMethod.SHIP else 0, delivery=delivery, ready_on=ready,
-        arrives_on=ship_on if delivery == DeliveryMethod.SHIP else None, open_request=open_req,
-        address_lines=lines, price_known=price_known, quantity_text=quantity_text, fill_days=fill_days,
-        lead_time_days=formula.lead_time_business_days, options=options, open_order_state=open_order_state,
-        renewal_state=renewal_state,
+        dose_text=rx.directions, next_step=_next_step(rx, current),
+        days_left=current.days_on_hand(day) if current.run_out is not None else None, run_out=current.run_out,
+        refills_left=current.refills_left,
+        eligibility=eligibility(rx, current, order_in_progress=open_order is not None,
+                                open_request=open_req is not None),
+        price_cents=price, shipping_cents=fee if delivery == DeliveryMethod.SHIP else 0, delivery=delivery,
+        ready_on=ready, arrives_on=ship_on if delivery == DeliveryMethod.SHIP else None, open_request=open_req,
+        supply=current, address_lines=lines, price_known=price_known, quantity_text=quantity_text,
+        fill_days=fill_days, lead_time_days=formula.lead_time_business_days, options=options,
+        open_order_state=open_order.state if open_order is not None else None, renewal_state=renewal_state,
+        out_since=current.out_since(day), fill_progress=current.progress_text() if current.partial else None,
+        fill_note=note,
     )
-
-
-def _rx_for(rx_id: int, *, lock: bool = False) -> Prescription:
-    stmt = sa.select(Prescription).where(Prescription.id == rx_id).options(
-        joinedload(Prescription.patient), joinedload(Prescription.formula), joinedload(Prescription.prescriber))
-    if lock:
-        stmt = stmt.with_for_update(of=Prescription)
-    rx = db.session.execute(stmt).unique().scalar_one_or_none()
-    if rx is None:
-        raise NotFound("No such prescription.")
-    return rx
 
 
 # ---- patient links ------------------------------------------------------------------------------
@@ -288,7 +210,7 @@ def open_link(token: str, *, allow_used: bool = False) -> links.LinkClaims:
         raise LinkInvalid("This link is not valid.", reason="invalid")
     if links.failed_attempts(claims.nonce) >= links.MAX_DOB_ATTEMPTS:
         raise LinkInvalid("Too many wrong dates of birth were entered on this link.", reason="locked")
-    if not allow_used and links.is_used(claims.nonce) and _open_request(rx.id) is None:
+    if not allow_used and links.is_used(claims.nonce) and reads.open_request(rx.id) is None:
         raise LinkInvalid("This link has already been used.", reason="used")
     return claims
 
@@ -311,18 +233,14 @@ def confirm_birth_date(token: str, dob: date) -> links.LinkClaims:
     return claims
 
 
-def request_by_link(token: str, dob: date, *, delivery: DeliveryMethod | None = None,
-                    source: RequestSource = RequestSource.API) -> tuple[RequestOutcome, RefillSummary]:
-    """The API's patient path in one step: confirm the date of birth, open (or find) the request, say what it brings."""
-    claims = confirm_birth_date(token, dob)
-    outcome = request_refill(patient_actor(claims), claims.prescription_id or 0, source=source, delivery=delivery,
-                             claims=claims)
-    return outcome, summary(_rx_for(outcome.request.prescription_id))
+def request_by_link(token: str, dob: date) -> links.LinkClaims:
+    """The API's patient path, first half: the date of birth confirmed on the link (workflows open the request)."""
+    return confirm_birth_date(token, dob)
 
 
 def link_summary(claims: links.LinkClaims) -> RefillSummary:
     """The refill page's facts for a confirmed link (only ever the link's own patient and prescription)."""
-    rx = _rx_for(claims.prescription_id or 0)
+    rx = reads.prescription(claims.prescription_id or 0)
     if rx.patient_id != claims.patient_id:
         raise LinkInvalid("This link is not valid.", reason="invalid")
     audit.record(patient_actor(claims), "link.view", entity=("prescription", rx.id))
@@ -338,6 +256,7 @@ def link_summary(claims: links.LinkClaims) -> RefillSummary:
 class RequestOutcome:
     request: RefillRequest
     created: bool
+    needs_renewal: bool = False
 
 
 def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery: DeliveryMethod | None = None,
@@ -346,15 +265,16 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
 
     The prescription row is locked first, so concurrent identical requests queue up behind one
     another on PostgreSQL and each later one finds the first; the partial unique index is the
-    backstop (SQLite, or a path that skipped the lock).
+    backstop (SQLite, or a path that skipped the lock). With nothing left on the prescription the
+    request waits for a renewal, and the pharmacist's renewal task is opened.
     """
     if actor.kind == "patient":
         if claims is None or claims.prescription_id != rx_id or claims.patient_id != actor.patient_id:
             raise LinkInvalid("This link is not valid.", reason="invalid")
     else:
         audit.require(actor, Permission.REQUEST_REFILL, what="request refills")
-    rx = _rx_for(rx_id, lock=True)
-    existing = _open_request(rx.id)
+    rx = reads.prescription(rx_id, lock=True)
+    existing = reads.open_request(rx.id)
     if existing is not None:
         if claims is not None:
             links.mark_used(claims)
@@ -363,7 +283,7 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
     if not elig.ok and not elig.needs_renewal:
         raise Conflict(elig.message)
     delivery = delivery or rx.patient.delivery_preference
-    if delivery == DeliveryMethod.SHIP and not _address_lines(rx.patient):
+    if delivery == DeliveryMethod.SHIP and not address_lines(rx.patient):
         raise ValidationFailed("We have no address on file to ship to; choose pick-up or call the pharmacy.",
                                fields={"delivery": "No address on file for shipping."})
     if claims is not None and not links.mark_used(claims):
@@ -379,68 +299,38 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
             db.session.flush()
     except IntegrityError:
         # Lost a race with an identical request: the database kept exactly one; return it.
-        existing = _open_request(rx.id)
+        existing = reads.open_request(rx.id)
         if existing is None:
             raise
         return RequestOutcome(existing, False)
     audit.record(actor, "refill.request", patient_id=rx.patient_id, entity=("refill_request", req.id),
                  details={"source": source.value, "state": state.value})
-    planning.cancel_for_prescription(rx.id, reason="refill requested", kinds=planning.REMINDER_KINDS[:3])
     if elig.needs_renewal:
-        from pharmacy.refills.renewals import ensure_renewal_task
-
-        renewal = ensure_renewal_task(rx.id, reason=elig.message)
+        renewal = renewals.ensure_renewal_task(rx.id, reason=elig.message)
         req.renewal_id = renewal.id
-        outbox.enqueue_notice(MessageKind.RENEWAL_IN_PROGRESS, patient_id=rx.patient_id, prescription_id=rx.id,
-                              refill_request_id=req.id)
-    else:
-        outbox.enqueue_notice(MessageKind.REQUEST_RECEIVED, patient_id=rx.patient_id, prescription_id=rx.id,
-                              refill_request_id=req.id)
     db.session.flush()
-    return RequestOutcome(req, True)
+    return RequestOutcome(req, True, needs_renewal=elig.needs_renewal)
 
 
 # ---- the pharmacy's side ------------------------------------------------------------------------
 
 
-def _load_request(request_id: int) -> RefillRequest:
-    req = db.session.execute(
-        sa.select(RefillRequest).where(RefillRequest.id == request_id).with_for_update()
-    ).scalar_one_or_none()
-    if req is None:
-        raise NotFound("No such refill request.")
-    return req
-
-
-def _staff_reason(rx: Prescription, elig: rules.Eligibility) -> str:
-    """Why a request cannot become an order, in the pharmacist's words (the patient's are in rules)."""
-    if elig.code == "expired":
-        return (f"Prescription {rx.rx_number} expired on {rules.long_date(rx.expiry_date)}: ask the prescriber "
-                "for a renewal instead.")
-    if elig.code == "no_refills":
-        return f"No refills remain on {rx.rx_number}: ask the prescriber for a renewal instead."
-    if elig.code == "in_progress":
-        return (f"A fill of {rx.rx_number} is already in progress: decline this request saying so, "
-                "or cancel that order first.")
-    if elig.code == "inactive":
-        return f"Prescription {rx.rx_number} is {rx.status.value.replace('_', ' ')}; no fill can be made."
-    return elig.message
-
-
-def approve(actor: Actor, request_id: int) -> Order:
-    """Approve: the next fill's order is created (too-soon is checked again when it is dispensed)."""
-    from pharmacy.compounding.services import new_order
-
+def approvable(actor: Actor, request_id: int) -> tuple[RefillRequest, Prescription]:
+    """The open request and its prescription, locked, once it is clear it may become an order today."""
     audit.require(actor, Permission.DECIDE_REFILL, what="approve refill requests")
-    req = _load_request(request_id)
+    req = reads.refill_request(request_id, lock=True)
     if req.state != RefillRequestState.OPEN:
         raise Conflict(f"This request is {req.state.value.replace('_', ' ')}; only an open request can be approved.")
-    rx = _rx_for(req.prescription_id, lock=True)
+    rx = reads.prescription(req.prescription_id, lock=True)
     # The request itself is open, so ask whether it could be made, ignoring that it exists.
     elig = eligibility_for(rx, count_open_request=False)
     if not elig.ok:
-        raise Conflict(_staff_reason(rx, elig))
-    order = new_order(actor, rx, delivery=req.delivery_method, request_note=req.note)
+        raise Conflict(rules.staff_reason(elig.code, elig.message, rx_number=rx.rx_number, status=rx.status.value,
+                                          expiry_date=rx.expiry_date))
+    return req, rx
+
+
+def mark_approved(actor: Actor, req: RefillRequest, order: Order) -> RefillRequest:
     req.state = RefillRequestState.APPROVED
     req.order_id = order.id
     req.decided_at = now()
@@ -448,15 +338,13 @@ def approve(actor: Actor, request_id: int) -> Order:
     db.session.flush()
     audit.record(actor, "refill.approve", patient_id=req.patient_id, entity=("refill_request", req.id),
                  details={"order": order.id})
-    outbox.enqueue_notice(MessageKind.REQUEST_APPROVED, patient_id=req.patient_id, prescription_id=rx.id,
-                          refill_request_id=req.id)
-    return order
+    return req
 
 
 def decline(actor: Actor, request_id: int, reason: str) -> RefillRequest:
     """Decline with the reason the patient will read in the REQUEST_DECLINED email."""
     audit.require(actor, Permission.DECIDE_REFILL, what="decline refill requests")
-    req = _load_request(request_id)
+    req = reads.refill_request(request_id, lock=True)
     reason = (reason or "").strip()
     if len(reason) < 3:
         raise ValidationFailed("Give the reason the patient will see.", fields={"reason": "Say why."})
@@ -468,15 +356,12 @@ def decline(actor: Actor, request_id: int, reason: str) -> RefillRequest:
     req.decided_by_id = actor.user_id
     db.session.flush()
     audit.record(actor, "refill.decline", patient_id=req.patient_id, entity=("refill_request", req.id))
-    outbox.enqueue_notice(MessageKind.REQUEST_DECLINED, patient_id=req.patient_id,
-                          prescription_id=req.prescription_id, refill_request_id=req.id)
-    planning.replan_prescription(req.prescription_id)
     return req
 
 
 def close_open_requests(actor: Actor, rx_id: int, reason: str) -> None:
     t = now()
-    req = _open_request(rx_id)
+    req = reads.open_request(rx_id)
     if req is not None:
         req.state = RefillRequestState.CANCELLED
         req.decline_reason = reason[:400]

@@ -30,6 +30,8 @@ from pharmacy.refills.schemas import (
     LinkRequestFormSchema,
     StaffRequestFormSchema,
 )
+from pharmacy.workflows import refill_requests as refill_flow
+from pharmacy.workflows import renewals as renewal_flow
 
 bp = Blueprint("refills", __name__)
 
@@ -166,7 +168,7 @@ def link_request(token: str) -> Any:
     data, errors = load(LinkRequestFormSchema(), form_values(request.form))
     if data is None:
         raise ValidationFailed("Choose pick-up or shipping.", fields=errors)
-    services.request_refill(services.patient_actor(claims), claims.prescription_id or 0, source=RequestSource.LINK,
+    refill_flow.request(services.patient_actor(claims), claims.prescription_id or 0, source=RequestSource.LINK,
                             delivery=data["delivery"], claims=claims)
     return redirect(url_for(".link_requested", token=token), 303)
 
@@ -198,7 +200,7 @@ def queue() -> Any:
 @staff_required
 def approve(request_id: int) -> Any:
     """Approve: the order for the next fill is created."""
-    order = services.approve(current_actor(), request_id)
+    order = refill_flow.approve(current_actor(), request_id)
     too_soon = order.earliest_dispense_date is not None and order.earliest_dispense_date > today()
     when = f"; it may be dispensed from {rules.long_date(order.earliest_dispense_date)}" if too_soon else ""
     flash(f"Approved: order #{order.id} was created{when}. The patient will get an email.", "success")
@@ -212,7 +214,7 @@ def decline(request_id: int) -> Any:
     data, errors = load(DeclineSchema(), form_values(request.form))
     if data is None:
         raise ValidationFailed("Give the reason the patient will see.", fields=errors)
-    services.decline(current_actor(), request_id, data["reason"])
+    refill_flow.decline(current_actor(), request_id, data["reason"])
     flash("Declined. The patient will get an email with your reason.", "success")
     return redirect(url_for(".queue"), 303)
 
@@ -221,7 +223,7 @@ def decline(request_id: int) -> Any:
 @staff_required
 def ask_renewal(request_id: int) -> Any:
     """Ask the prescriber for a renewal for this request's prescription."""
-    renewal = renewals.ask_prescriber(current_actor(), request_id=request_id)
+    renewal = renewal_flow.ask_prescriber(current_actor(), request_id=request_id)
     flash("Renewal request queued to the prescriber's email; print it to fax if needed. "
           "The patient is told it is in progress.", "success")
     return redirect(url_for(".queue", _anchor=f"renewal-{renewal.id}"), 303)
@@ -234,7 +236,7 @@ def staff_request(rx_id: int) -> Any:
     data, errors = load(StaffRequestFormSchema(), form_values(request.form))
     if data is None:
         raise ValidationFailed("Check the refill request form.", fields=errors)
-    outcome = services.request_refill(current_actor(), rx_id, source=RequestSource.STAFF,
+    outcome = refill_flow.request(current_actor(), rx_id, source=RequestSource.STAFF,
                                       delivery=data["delivery"], note=data["note"])
     if outcome.created:
         flash("Refill request opened; it is in the queue below.", "success")
@@ -258,6 +260,6 @@ def renewal(renewal_id: int) -> Any:
 @staff_required
 def send_renewal(renewal_id: int) -> Any:
     """Send a renewal task to the prescriber (email in the outbox)."""
-    renewal = renewals.send_renewal(current_actor(), renewal_id)
+    renewal = renewal_flow.send_renewal(current_actor(), renewal_id)
     flash("Renewal request queued to the prescriber's email.", "success")
     return redirect(url_for(".queue", _anchor=f"renewal-{renewal.id}"), 303)

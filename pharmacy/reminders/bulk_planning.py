@@ -22,7 +22,7 @@ leaves them. tests/integration/test_bulk_planning.py checks the outcome row for 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import date
 from typing import Any
@@ -30,22 +30,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from pharmacy.compounding.models import Order
-from pharmacy.compounding.rules import OrderState
-from pharmacy.core import uow
+from pharmacy.core import signals, uow
 from pharmacy.core.context import now, today
+from pharmacy.core.db import UTCDateTime, chunks, upsert_insert
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import RxStatus
-from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
-from pharmacy.refills.rules import RenewalState
+from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 from pharmacy.reminders import outbox, planning, rules
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.supply import reads
 
-RENEWAL_REASON = "no refills left or expires before run-out"  # the reason planning._write gives
-OPEN_RENEWAL_STATES = (RenewalState.NEEDED, RenewalState.SENT)
 VALUES_CHUNK = 1000  # rows per UPDATE … FROM (VALUES …): 2,000 parameters, inside every database's limits
-IN_CHUNK = 5000  # ids per IN (…) list: a batch may hold 50,000 prescriptions, SQLite allows 32,766 parameters
 
 
 @dataclass
@@ -104,24 +101,14 @@ def replan_all(*, batch_size: int = 5000, day: date | None = None, commit: bool 
 def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
     """Prescriptions with lo < id <= hi: read in a fixed number of statements, plan in memory, write in sets."""
     report = ReplanReport()
-    in_range = sa.and_(Order.prescription_id > lo, Order.prescription_id <= hi)
-    latest = (
-        sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
-        .where(in_range, Order.state == OrderState.DISPENSED).group_by(Order.prescription_id).subquery()
-    )
     rows = db.session.execute(
-        planning.facts_query().add_columns(Prescription.prescriber_id)
-        .join(latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.fill == Order.fill_number))
+        planning.facts_query().where(Prescription.id > lo, Prescription.id <= hi)
     ).all()
     if not rows:
         return report
-    used = dict(db.session.execute(
-        sa.select(Order.prescription_id, sa.func.count()).where(
-            in_range, Order.fill_number > 0, Order.state != OrderState.CANCELLED)
-        .group_by(Order.prescription_id)
-    ).all())
+    in_range = sa.and_(Order.prescription_id > lo, Order.prescription_id <= hi)
     blocked = set(db.session.execute(
-        sa.select(Order.prescription_id).where(in_range, Order.state.in_(planning.OPEN_ORDER_STATES)).distinct()
+        sa.select(Order.prescription_id).where(in_range, Order.state.in_(reads.OPEN_ORDER_STATES)).distinct()
     ).scalars())
     blocked |= set(db.session.execute(
         sa.select(RefillRequest.prescription_id).where(
@@ -129,19 +116,19 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
             RefillRequest.state.in_(OPEN_REQUEST_STATES)).distinct()
     ).scalars())
 
-    facts: list[tuple[planning.FillFacts, int]] = []
+    facts: list[planning.FillFacts] = []
     for row in rows:
-        f = planning.FillFacts(*row[:-1])
+        f = planning.FillFacts(*row)
         if f.prescription_id in blocked:
             report.blocked += 1
             continue
-        facts.append((f, row[-1]))
+        facts.append(f)
     report.fills = len(facts)
     if not facts:
         return report
 
     existing: dict[int, list[Any]] = {}
-    for chunk in _chunks([f.order_id for f, _ in facts]):
+    for chunk in chunks([f.order_id for f in facts]):
         for r in db.session.execute(
             sa.select(OutboxMessage.id, OutboxMessage.order_id, OutboxMessage.dedupe_key, OutboxMessage.state,
                       OutboxMessage.due_at, OutboxMessage.cancelled_reason)
@@ -156,8 +143,8 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
     renewals: dict[int, tuple[int, int]] = {}
     t = now()
     domain = outbox.mail_domain()
-    for f, prescriber_id in facts:
-        planned = planning.plan_messages(f, day=day, refills_used=int(used.get(f.prescription_id, 0)))
+    for f in facts:
+        planned = planning.plan_messages(f, day=day)
         keys = {f"fill:{f.order_id}:{p.key}": p for p in planned}
         mine = existing.get(f.order_id, [])
         by_key = {r.dedupe_key: r for r in mine}
@@ -178,10 +165,10 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
             elif r.state == OutboxState.CANCELLED and r.cancelled_reason == "re-planned":
                 revive.append({"b_id": r.id, "b_due": p.send_at})
         if any(p.kind == MessageKind.RENEWAL_NEEDED for p in planned):
-            renewals[f.prescription_id] = (prescriber_id, f.patient_id)
+            renewals[f.prescription_id] = (f.prescriber_id, f.patient_id)
 
     table = OutboxMessage.__table__
-    for chunk in _chunks(cancel):
+    for chunk in chunks(cancel):
         report.cancelled += _rowcount(db.session.execute(
             sa.update(table).where(table.c.id.in_(chunk), table.c.state == OutboxState.PENDING)
             .values(state=OutboxState.CANCELLED, cancelled_reason="re-planned")))
@@ -212,7 +199,7 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
                         next_attempt_at=sa.bindparam("b_due")), revive))
     if new:
         inserted = db.session.execute(
-            _insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+            upsert_insert(table, db.session.get_bind().dialect.name).on_conflict_do_nothing(index_elements=["dedupe_key"])
             .returning(table.c.id, table.c.dedupe_key), new).all()
         if inserted:
             db.session.execute(
@@ -220,48 +207,15 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
                 [{"b_id": i, "b_mid": rules.message_id(i, key, domain)} for i, key in inserted])
         report.added = len(inserted)
     if renewals:
-        report.renewal_tasks = _ensure_renewal_tasks(renewals, t)
+        answers = signals.renewals_needed.send(None, wanted=renewals)
+        report.renewal_tasks = sum(int(n or 0) for _receiver, n in answers)
     return report
-
-
-def _ensure_renewal_tasks(wanted: dict[int, tuple[int, int]], t: Any) -> int:
-    """`renewals.ensure_renewal_task` for many prescriptions: one open task each (the partial unique index decides)."""
-    have: set[int] = set()
-    for chunk in _chunks(list(wanted)):
-        have.update(db.session.execute(
-            sa.select(RenewalRequest.prescription_id).where(
-                RenewalRequest.prescription_id.in_(chunk), RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
-        ).scalars())
-    rows = [{"prescription_id": rx, "prescriber_id": prescriber, "patient_id": patient, "state": RenewalState.NEEDED,
-             "reason": RENEWAL_REASON, "created_at": t}
-            for rx, (prescriber, patient) in wanted.items() if rx not in have]
-    if not rows:
-        return 0
-    table = RenewalRequest.__table__
-    # No conflict target: the arbiter is the partial unique index "one open renewal per prescription".
-    result = db.session.execute(_insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
-    return len(result.all())
-
-
-def _chunks(ids: list[int]) -> Iterator[list[int]]:
-    for start in range(0, len(ids), IN_CHUNK):
-        yield ids[start:start + IN_CHUNK]
 
 
 def _values(rows: list[dict[str, Any]]) -> Any:
     """(id, new due time) pairs as a VALUES list, so moving thousands of rows is one UPDATE … FROM, not thousands."""
-    from pharmacy.core.db import UTCDateTime
-
     return sa.values(sa.column("b_id", sa.Integer), sa.column("b_due", UTCDateTime()), name="moved").data(
         [(r["b_id"], r["b_due"]) for r in rows])
-
-
-def _insert(table: sa.Table) -> Any:
-    if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 def _rowcount(result: Any) -> int:

@@ -1,8 +1,9 @@
-"""Planning reminders per dispensed fill (DOMAIN.md "Refill timing"): rows with a due time, not jobs.
+"""Planning reminders from a prescription's supply (DOMAIN.md "Refill timing"): rows with a due time, not jobs.
 
-For the latest dispensed fill of an active prescription: reminders before and on the order-by
-date and an overdue notice after it; a renewal notice (and a task for the pharmacist) when no
-refills remain or the prescription expires before the supply runs out. Re-planning replaces
+For an active prescription, from the run-out its supply model gives (the last day covered, early fills
+stacked): reminders before and on the order-by date and an overdue notice after it; a renewal notice when
+nothing is left to fill after the supply on hand or the prescription expires first — announced as
+`core.signals.renewals_needed`, on which the renewals feature opens the pharmacist's task. Re-planning replaces
 what is still pending; asking for or ordering a refill cancels what is pending.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
+from pharmacy.core import signals
 from pharmacy.core.context import business_calendar, settings, today
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -25,10 +27,10 @@ from pharmacy.reminders import outbox
 from pharmacy.reminders import rules as reminder_rules
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.supply import reads
 
 REMINDER_KINDS = (MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE,
                   MessageKind.RENEWAL_NEEDED)
-OPEN_ORDER_STATES = [s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]
 # Cancellations whose cause can go away (a declined request, a cancelled order, opting back in, a
 # resumed prescription): when the plan wants the reminder again, the same row comes back.
 RESTORABLE_REASONS = frozenset({
@@ -38,45 +40,60 @@ RESTORABLE_REASONS = frozenset({
 
 @dataclass(frozen=True)
 class FillFacts:
-    """What planning needs about one dispensed fill (one row of a joined query)."""
+    """What planning needs about one prescription's supply and its latest dispensed order (one joined row).
+
+    Reminder rows hang off the latest dispensed order ("fill:<order id>:<key>"); the dates come from the
+    supply the prescription caches (supply/rules.py: run-out is the last day covered, early fills stacked).
+    """
 
     order_id: int
     prescription_id: int
     patient_id: int
-    dispensed_on: date
-    days_supply: int
-    fill_number: int
+    prescriber_id: int
+    run_out: date
     delivery_method: DeliveryMethod
     shipping_days: int
     opted_in: bool
     has_email: bool
     lead_time: int
+    days_per_fill: int
     refills_authorized: int
     expiry_date: date
+    days_dispensed: int
+
+    @property
+    def can_fill_again(self) -> bool:
+        """Days remain on the prescription after what the patient holds (the rest of a partial counts)."""
+        authorized = self.days_per_fill * (1 + (self.refills_authorized or 0))
+        return self.days_dispensed < authorized
 
 
 def facts_query() -> sa.Select:
+    """Active prescriptions with supply, joined to their latest dispensed order, patient and formula."""
     return (
         sa.select(
-            Order.id, Order.prescription_id, Order.patient_id, Order.dispensed_on, Order.days_supply,
-            Order.fill_number, Order.delivery_method, Patient.shipping_days, Patient.reminders_opt_in,
-            Patient.email.is_not(None), Formula.lead_time_business_days, Prescription.refills_authorized,
-            Prescription.expiry_date,
+            Order.id, Prescription.id, Prescription.patient_id, Prescription.prescriber_id,
+            Prescription.latest_run_out_date, Order.delivery_method, Patient.shipping_days,
+            Patient.reminders_opt_in, Patient.email.is_not(None), Formula.lead_time_business_days,
+            Prescription.days_supply, Prescription.refills_authorized, Prescription.expiry_date,
+            Prescription.days_dispensed,
         )
-        .join(Prescription, Prescription.id == Order.prescription_id)
-        .join(Patient, Patient.id == Order.patient_id)
+        .select_from(Prescription)
+        .join(Order, sa.and_(Order.prescription_id == Prescription.id,
+                             Order.fill_number == Prescription.latest_fill_number))
+        .join(Patient, Patient.id == Prescription.patient_id)
         .join(Formula, Formula.id == Prescription.formula_id)
-        .where(Order.state == OrderState.DISPENSED, Prescription.status == RxStatus.ACTIVE)
+        .where(Prescription.status == RxStatus.ACTIVE, Prescription.latest_run_out_date.is_not(None))
     )
 
 
-def plan_messages(f: FillFacts, *, day: date, refills_used: int) -> list[reminder_rules.PlannedMessage]:
-    """The messages one fill should have, as of `day` (pure apart from reading settings)."""
+def plan_messages(f: FillFacts, *, day: date) -> list[reminder_rules.PlannedMessage]:
+    """The messages one prescription's supply should have, as of `day` (pure apart from reading settings)."""
     cfg = settings()
     cal = business_calendar()
     shipping = f.shipping_days if f.delivery_method == DeliveryMethod.SHIP else 0
     line = refill_rules.timeline(
-        f.dispensed_on, f.days_supply, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
+        f.run_out, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
         lead_time_business_days=f.lead_time, calendar=cal,
     )
     planned: list[reminder_rules.PlannedMessage] = []
@@ -85,35 +102,18 @@ def plan_messages(f: FillFacts, *, day: date, refills_used: int) -> list[reminde
             order_by=line.order_by, offsets_days=cfg.reminder_offsets_days, overdue_after_days=cfg.overdue_after_days,
             hour=cfg.reminder_hour, tz=cfg.timezone, today=day, calendar=cal,
         )
-    left = refill_rules.refills_left(f.refills_authorized, refills_used)
     renewal = reminder_rules.plan_renewal_notice(
-        run_out=line.run_out, expiry_date=f.expiry_date, refills_left=left, notice_days=cfg.renewal_notice_days,
-        hour=cfg.reminder_hour, tz=cfg.timezone, today=day,
+        run_out=line.run_out, expiry_date=f.expiry_date, can_fill_again=f.can_fill_again,
+        notice_days=cfg.renewal_notice_days, hour=cfg.reminder_hour, tz=cfg.timezone, today=day,
     )
     if renewal is not None:
         planned.append(renewal)
     return planned
 
 
-def _refills_used(rx_id: int) -> int:
-    from pharmacy.prescriptions.services import refills_used
-
-    return refills_used(rx_id)
-
-
 def _blocked(rx_id: int) -> bool:
     """No reminders while a refill is already ordered or requested for the prescription."""
-    from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
-
-    open_order = db.session.execute(
-        sa.select(Order.id).where(Order.prescription_id == rx_id, Order.state.in_(OPEN_ORDER_STATES)).limit(1)
-    ).first()
-    open_request = db.session.execute(
-        sa.select(RefillRequest.id).where(
-            RefillRequest.prescription_id == rx_id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
-        ).limit(1)
-    ).first()
-    return bool(open_order or open_request)
+    return reads.open_order(rx_id) is not None or reads.open_request(rx_id) is not None
 
 
 def _write(f: FillFacts, planned: list[reminder_rules.PlannedMessage]) -> int:
@@ -149,36 +149,30 @@ def _write(f: FillFacts, planned: list[reminder_rules.PlannedMessage]) -> int:
         if outbox.enqueue(p.kind, dedupe_key=key, patient_id=f.patient_id, prescription_id=f.prescription_id,
                           order_id=f.order_id, due_at=p.send_at):
             written += 1
-    if any(p.kind == MessageKind.RENEWAL_NEEDED for p in planned):
-        from pharmacy.refills import renewals
-
-        renewals.ensure_renewal_task(f.prescription_id, reason="no refills left or expires before run-out")
     db.session.flush()
+    if any(p.kind == MessageKind.RENEWAL_NEEDED for p in planned):
+        signals.renewals_needed.send(None, wanted={f.prescription_id: (f.prescriber_id, f.patient_id)})
     return written
 
 
-def plan_for_order(order_id: int) -> int:
-    """Plan (or re-plan) the reminders of a dispensed fill; returns how many rows were added."""
-    row = db.session.execute(facts_query().where(Order.id == order_id)).first()
-    if row is None:
+def replan_prescription(rx_id: int) -> int:
+    """Plan (or re-plan) the reminders of a prescription's supply; returns how many rows were added.
+
+    Nothing while a refill is already ordered or requested (the request or order answers the reminders).
+    """
+    row = db.session.execute(facts_query().where(Prescription.id == rx_id)).first()
+    if row is None or _blocked(rx_id):
         return 0
     f = FillFacts(*row)
-    latest = db.session.execute(
-        sa.select(sa.func.max(Order.fill_number)).where(
-            Order.prescription_id == f.prescription_id, Order.state == OrderState.DISPENSED
-        )
-    ).scalar_one()
-    if latest != f.fill_number or _blocked(f.prescription_id):
-        return 0
-    return _write(f, plan_messages(f, day=today(), refills_used=_refills_used(f.prescription_id)))
+    return _write(f, plan_messages(f, day=today()))
 
 
-def replan_prescription(rx_id: int) -> int:
-    order_id = db.session.execute(
-        sa.select(Order.id).where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
-        .order_by(Order.fill_number.desc()).limit(1)
+def plan_for_order(order_id: int) -> int:
+    """Re-plan the prescription of a dispensed order (reminders follow the latest dispensing only)."""
+    rx_id = db.session.execute(
+        sa.select(Order.prescription_id).where(Order.id == order_id, Order.state == OrderState.DISPENSED)
     ).scalar_one_or_none()
-    return plan_for_order(order_id) if order_id else 0
+    return replan_prescription(rx_id) if rx_id is not None else 0
 
 
 def replan_patient(patient_id: int) -> int:
@@ -202,14 +196,7 @@ def cancel_for_prescription(rx_id: int, *, reason: str, kinds: tuple[MessageKind
 
 
 def latest_fill_facts(batch_size: int = 2000) -> Iterator[list[FillFacts]]:
-    """Every active prescription's latest dispensed fill, streamed in batches (for a full re-plan)."""
-    latest = (
-        sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
-        .where(Order.state == OrderState.DISPENSED).group_by(Order.prescription_id).subquery()
-    )
-    stmt = facts_query().join(
-        latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.fill == Order.fill_number)
-    ).order_by(Order.id)
-    result = db.session.execute(stmt.execution_options(yield_per=batch_size))
+    """Every active prescription's supply facts, streamed in batches (for a full re-plan)."""
+    result = db.session.execute(facts_query().order_by(Prescription.id).execution_options(yield_per=batch_size))
     for chunk in result.partitions(batch_size):
         yield [FillFacts(*r) for r in chunk]

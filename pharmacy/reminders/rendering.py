@@ -26,7 +26,6 @@ from flask import current_app
 
 from pharmacy.billing import pricing
 from pharmacy.billing.rules import format_cents
-from pharmacy.compounding import rules as compounding_rules
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import links
@@ -43,6 +42,8 @@ from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 from pharmacy.reminders import rules
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
+from pharmacy.supply import next_fill, reads
+from pharmacy.supply.rules import arrival_date
 
 
 class _RememberedHeaders(headerregistry.HeaderRegistry):
@@ -168,6 +169,7 @@ class RunCache:
     def __init__(self) -> None:
         self.formulas: dict[int, Any] = {}
         self.prices: dict[int, list[_Price]] = {}
+        self.lot_expiries: dict[int, list[date]] = {}  # the longest-dated usable lots, as the quote plans with
         self._shipping: int | None = None
 
     def load(self, formula_ids: set[int]) -> None:
@@ -184,6 +186,9 @@ class RunCache:
             self.formulas[f.id] = f
         for formula_id, entries in pricing.current_entries_for(missing).items():
             self.prices[formula_id] = [_Price(e.id, e.quantity, e.price_cents, e.days_supply) for e in entries]
+        day = today()
+        for formula_id in missing:
+            self.lot_expiries[formula_id] = reads.projected_lot_expiries(formula_id, day)
 
     def shipping_fee_cents(self) -> int:
         if self._shipping is None:
@@ -213,16 +218,12 @@ class Batch:
         self.prescriptions: dict[int, Any] = {}
         self.patients: dict[int, Any] = {}
         self.requests: dict[int, Any] = {}
-        self.facts: dict[int, Any] = {}
+        self.in_progress: set[int] = set()
         self.open_requests: dict[int, Any] = {}
         self.latest: dict[int, Any] = {}
-        self.steps: dict[int, list[rx_rules.TitrationStep]] = {}
-        self.supplied: dict[int, int] = {}
 
     @classmethod
     def load(cls, ids: list[int], cache: RunCache | None = None) -> Batch:
-        from pharmacy.refills import services as refills
-
         batch = cls(cache or RunCache())
         if not ids:
             return batch
@@ -235,8 +236,8 @@ class Batch:
         if order_ids:
             batch.orders = {o.id: o for o in db.session.execute(
                 sa.select(Order.id, Order.prescription_id, Order.patient_id, Order.state, Order.dispensed_on,
-                          Order.days_supply, Order.delivery_method, Order.price_cents, Order.shipping_cents,
-                          Order.carrier, Order.tracking_number).where(_in(Order.id, order_ids))
+                          Order.supply_starts_on, Order.days_supply, Order.delivery_method, Order.price_cents,
+                          Order.shipping_cents, Order.carrier, Order.tracking_number).where(_in(Order.id, order_ids))
             ).all()}
         rx_ids = {r.prescription_id for r in batch.rows.values() if r.prescription_id is not None}
         rx_ids |= {o.prescription_id for o in batch.orders.values()}
@@ -247,7 +248,8 @@ class Batch:
                           Prescription.dose_mg, Prescription.titration, Prescription.quantity,
                           Prescription.days_supply, Prescription.refills_authorized, Prescription.written_date,
                           Prescription.expiry_date, Prescription.directions, Prescription.indication,
-                          Prescription.indication_code, Prescription.rx_number,
+                          Prescription.indication_code, Prescription.rx_number, Prescription.days_dispensed,
+                          Prescription.latest_run_out_date, Prescription.latest_days_supply,
                           p.first_name.label("prescriber_first"), p.last_name.label("prescriber_last"),
                           p.credentials.label("prescriber_credentials"), p.email.label("prescriber_email"))
                 .outerjoin(p, p.id == Prescription.prescriber_id).where(_in(Prescription.id, rx_ids))
@@ -268,34 +270,25 @@ class Batch:
             ).all()}
         batch.cache.load({rx.formula_id for rx in batch.prescriptions.values()})
         if batch.prescriptions:
-            batch._load_rx_history(set(batch.prescriptions), refills.rx_facts)
+            batch._load_rx_history(set(batch.prescriptions))
         return batch
 
-    def _load_rx_history(self, rx_ids: set[int], rx_facts: Any) -> None:
-        """What refills.summary reads per prescription, for all of them at once."""
-        self.facts = rx_facts(rx_ids)
-        asked = {rx_id for rx_id, f in self.facts.items() if f.open_request}
+    def _load_rx_history(self, rx_ids: set[int]) -> None:
+        """What refills.summary reads per prescription beyond its cached supply, for all of them at once."""
+        self.in_progress = reads.open_orders_of(rx_ids)
+        asked = reads.open_requests_of(rx_ids)
         if asked:
             self.open_requests = {q.prescription_id: q for q in db.session.execute(
                 sa.select(RefillRequest.prescription_id, RefillRequest.delivery_method, RefillRequest.requested_at)
                 .where(_in(RefillRequest.prescription_id, asked), RefillRequest.state.in_(OPEN_REQUEST_STATES))
             ).all()}
-        latest = (
-            sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
-            .where(_in(Order.prescription_id, rx_ids), Order.state == OrderState.DISPENSED)
-            .group_by(Order.prescription_id).subquery()
-        )
-        self.latest = {o.prescription_id: o for o in db.session.execute(
-            sa.select(Order.prescription_id, Order.dispensed_on, Order.run_out_date)
-            .join(latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.fill == Order.fill_number))
-        ).all()}
-        self.steps = {rx.id: list(rx_rules.parse_titration(rx.titration)) for rx in self.prescriptions.values()}
-        titrating = {rx_id for rx_id, steps in self.steps.items() if steps}
-        if titrating:
-            self.supplied = {rx_id: int(days or 0) for rx_id, days in db.session.execute(
-                sa.select(Order.prescription_id, sa.func.sum(Order.days_supply))
-                .where(_in(Order.prescription_id, titrating), Order.state == OrderState.DISPENSED)
-                .group_by(Order.prescription_id)
+        dispensed = {rx.id for rx in self.prescriptions.values() if rx.days_dispensed}
+        if dispensed:
+            self.latest = {o.prescription_id: o for o in db.session.execute(
+                sa.select(Order.prescription_id, Order.dispensed_on, Order.run_out_date)
+                .join(Prescription, sa.and_(Prescription.id == Order.prescription_id,
+                                            Prescription.latest_fill_number == Order.fill_number))
+                .where(_in(Order.prescription_id, dispensed))
             ).all()}
 
     # -- one email -----------------------------------------------------------------------------------
@@ -361,48 +354,45 @@ class Batch:
             ctx["order_total"] = format_cents(order.price_cents + order.shipping_cents)
             ctx["carrier"] = order.carrier
             ctx["tracking_number"] = order.tracking_number
-            # For a shipped fill, dispensed_on is the expected delivery day (the supply starts on arrival).
-            ctx["arrives_on"] = _words(order.dispensed_on) if order.state == OrderState.DISPENSED else ctx.get(
+            # For a shipped fill the supply starts on the expected delivery day.
+            ctx["arrives_on"] = _words(order.supply_starts_on) if order.state == OrderState.DISPENSED else ctx.get(
                 "arrives_on")
         if kind == MessageKind.REQUEST_DECLINED and not ctx.get("decline_reason"):
             ctx["decline_reason"] = "Please call us so we can explain."
         return ctx
 
     def _rx_context(self, rx: Any, delivery: DeliveryMethod | None) -> dict[str, Any]:
-        """What refills.services.summary(rx, delivery=…) says about the next fill, from the batch's rows."""
-        from pharmacy.refills.services import RxFacts
-
+        """What refills.services.summary(rx, delivery=…) says about the next fill, from the batch's rows: the same
+        supply model (the prescription's cached columns) and the same plan (supply/next_fill.plan_from)."""
         patient = self.patients[rx.patient_id]
         formula = self.cache.formulas[rx.formula_id]
-        facts = self.facts.get(rx.id, RxFacts())
-        open_req = self.open_requests.get(rx.id) if facts.open_request else None
-        last = self.latest.get(rx.id)
-        steps = self.steps.get(rx.id, [])
-        ahead = rx_rules.remaining_steps(steps, self.supplied.get(rx.id, 0)) if steps else ()
-        next_step = None
-        if steps and last is not None:
-            dose = ahead[0].dose_mg if ahead else rx.dose_mg
-            next_step = f"Next fill continues at {rx_rules.format_mg(dose)} a day" + (
-                f", then {rx_rules.format_mg(rx.dose_mg)}" if ahead and dose != rx.dose_mg else "")
+        current = reads.supply_of(rx)
+        open_req = self.open_requests.get(rx.id)
         delivery = delivery or (open_req.delivery_method if open_req is not None else None) \
             or patient.delivery_preference
-        start_day = today() if open_req is None else local_date(open_req.requested_at, settings().timezone)
-        run_out = last.run_out_date if last is not None else None
+        day = today()
+        start_day = day if open_req is None else local_date(open_req.requested_at, settings().timezone)
+        ships = delivery == DeliveryMethod.SHIP
         price = 0
         try:
-            qty = rx_rules.quantity_for_days(formula.form, formula.strength_mg, rx.dose_mg, rx.days_supply, ahead)
-            plan = compounding_rules.cap_to_bud(
-                formula.form, formula.strength_mg, rx.dose_mg, quantity=qty, days_supply=rx.days_supply,
-                bud_days=compounding_rules.BUD_DAYS[formula.usp_category], steps=ahead)
+            plan = next_fill.plan_from(formula, dose_mg=rx.dose_mg, titration=rx.titration, current=current,
+                                       shipping_days=patient.shipping_days if ships else 0, day=day,
+                                       lot_expiries=self.cache.lot_expiries.get(formula.id, []))
             price = pricing.quote(formula.id, plan.quantity, DeliveryMethod.PICKUP,
                                   entries=self.cache.prices.get(formula.id, [])).price_cents  # type: ignore[arg-type]
         except ValidationFailed:
             pass
-        ships = delivery == DeliveryMethod.SHIP
         shipping = self.cache.shipping_fee_cents() if ships else 0
         ready = refill_rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
                                         calendar=business_calendar())
-        arrives = refill_rules.arrival_date(ready, patient.shipping_days) if ships else None
+        arrives = arrival_date(ready, patient.shipping_days) if ships else None
+        steps = rx_rules.parse_titration(rx.titration)
+        next_step = None
+        if steps and current.days_dispensed:
+            ahead = rx_rules.remaining_steps(steps, current.days_dispensed)
+            dose = ahead[0].dose_mg if ahead else rx.dose_mg
+            next_step = f"Next fill continues at {rx_rules.format_mg(dose)} a day" + (
+                f", then {rx_rules.format_mg(rx.dose_mg)}" if ahead and dose != rx.dose_mg else "")
         return {
             "product": rx_rules.product_name(formula.form, formula.strength_mg),
             "price": format_cents(price) if price else None,
@@ -411,28 +401,29 @@ class Batch:
             "ships": ships,
             "ready_on": _words(ready),
             "arrives_on": _words(arrives),
-            "run_out": _words(run_out),
-            "refills_left": refill_rules.refills_left(rx.refills_authorized, facts.refills_used),
+            "run_out": _words(current.run_out),
+            "refills_left": current.refills_left,
+            "fill_progress": current.progress_text() if current.partial else None,
             "expiry_date": _words(rx.expiry_date),
-            "expires_before_run_out": run_out is not None and rx.expiry_date < run_out,
+            "expires_before_run_out": current.expires_before_run_out(),
             "next_step": next_step,
             "prescriber_name": _doctor(rx),
         }
 
     def _fill_timeline(self, order_id: int | None) -> refill_rules.RefillTimeline | None:
-        """Run-out and order-by of the fill a reminder is about, computed now (the facts planning uses):
-        None unless the fill is dispensed and its prescription active."""
+        """Run-out and order-by of the supply a reminder is about, computed now (the facts planning uses):
+        None unless its order is the prescription's latest dispensing and the prescription is active."""
         order = self.orders.get(order_id) if order_id is not None else None
         if order is None or order.state != OrderState.DISPENSED:
             return None
         rx = self.prescriptions.get(order.prescription_id)
         patient = self.patients.get(order.patient_id)
-        if rx is None or rx.status != RxStatus.ACTIVE or patient is None:
+        if rx is None or rx.status != RxStatus.ACTIVE or patient is None or rx.latest_run_out_date is None:
             return None
         formula = self.cache.formulas[rx.formula_id]
         shipping = patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0
         return refill_rules.timeline(
-            order.dispensed_on, order.days_supply, shipping_days=shipping, buffer_days=settings().safety_buffer_days,
+            rx.latest_run_out_date, shipping_days=shipping, buffer_days=settings().safety_buffer_days,
             lead_time_business_days=formula.lead_time_business_days, calendar=business_calendar(),
         )
 

@@ -208,7 +208,7 @@ def plan_renewal_notice(
     *,
     run_out: date,
     expiry_date: date,
-    refills_left: int,
+    can_fill_again: bool,
     notice_days: int,
     hour: int,
     tz: ZoneInfo,
@@ -219,15 +219,16 @@ def plan_renewal_notice(
     # DOMAIN.md "Refill timing": with no refills left the pharmacy asks the prescriber for a
     renewal early enough (weeks, not days) and tells the patient.
 
-    Needed when no refills remain after the current fill, or when the prescription expires
-    before the run-out date (a fill may happen on the expiry date, not after). The notice
+    Needed when nothing is left to dispense after the supply on hand (`can_fill_again` false: every
+    authorized day dispensed — the rest of a partial fill still counts as left), or when the prescription
+    expires before the run-out date (a fill may happen on the expiry date, not after). The notice
     goes out `notice_days` before run-out — or today if that day has passed and the supply
     has not yet run out. Once run-out is past, None: the overdue reminder and the refill
     page's eligibility answer take over.
     """
     if isinstance(notice_days, bool) or not isinstance(notice_days, int) or notice_days < 0:
         raise ValueError("Renewal notice days must be a whole number, 0 or more.")
-    if refills_left > 0 and expiry_date >= run_out:
+    if can_fill_again and expiry_date >= run_out:
         return None
     if run_out < today:
         return None

@@ -11,7 +11,7 @@ from datetime import date, datetime, time, timedelta
 import sqlalchemy as sa
 
 from pharmacy.compounding.models import Order
-from pharmacy.compounding.rules import DeliveryMethod, OrderState
+from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import audit, links
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import business_calendar, now, settings, today
@@ -296,7 +296,7 @@ def due_on(as_of: date) -> list[DueItem]:
             f = planning.FillFacts(*fact)
             shipping = f.shipping_days if f.delivery_method == DeliveryMethod.SHIP else 0
             order_by[f.order_id] = refill_rules.timeline(
-                f.dispensed_on, f.days_supply, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
+                f.run_out, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
                 lead_time_business_days=f.lead_time, calendar=cal,
             ).order_by
     items = []
@@ -314,28 +314,23 @@ def due_on(as_of: date) -> list[DueItem]:
 
 
 def plan_missing_reminders(*, limit: int = 500) -> int:
-    """Plan fills that should have reminders but have none (e.g. dispensed while planning failed).
+    """Plan prescriptions that should have reminders but have none (e.g. dispensed while planning failed).
 
-    Only the latest dispensed fill of an active prescription, still in supply, for a patient
-    who wants reminders and has an email. Returns how many rows were added.
+    Active prescriptions still in supply whose latest dispensed order has no reminder rows, for a patient who
+    wants reminders and has an email. Returns how many rows were added.
     """
-    latest = (
-        sa.select(Order.prescription_id, sa.func.max(Order.fill_number).label("fill"))
-        .where(Order.state == OrderState.DISPENSED).group_by(Order.prescription_id).subquery()
-    )
     has_rows = sa.exists().where(OutboxMessage.order_id == Order.id,
                                  OutboxMessage.kind.in_(list(planning.REMINDER_KINDS)))
     ids = db.session.execute(
-        sa.select(Order.id)
-        .join(latest, sa.and_(latest.c.prescription_id == Order.prescription_id, latest.c.fill == Order.fill_number))
-        .join(Prescription, Prescription.id == Order.prescription_id)
-        .join(Patient, Patient.id == Order.patient_id)
-        .where(Order.state == OrderState.DISPENSED, Prescription.status == RxStatus.ACTIVE,
-               Order.run_out_date >= today(), Patient.reminders_opt_in.is_(True), Patient.email.is_not(None),
-               ~has_rows)
-        .order_by(Order.id).limit(limit)
+        sa.select(Prescription.id)
+        .join(Order, sa.and_(Order.prescription_id == Prescription.id,
+                             Order.fill_number == Prescription.latest_fill_number))
+        .join(Patient, Patient.id == Prescription.patient_id)
+        .where(Prescription.status == RxStatus.ACTIVE, Prescription.latest_run_out_date >= today(),
+               Patient.reminders_opt_in.is_(True), Patient.email.is_not(None), ~has_rows)
+        .order_by(Prescription.id).limit(limit)
     ).scalars().all()
-    return sum(planning.plan_for_order(order_id) for order_id in ids)
+    return sum(planning.replan_prescription(rx_id) for rx_id in ids)
 
 
 # ---- the patient's email preferences --------------------------------------------------------------------

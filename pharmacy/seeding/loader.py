@@ -34,8 +34,9 @@ from pharmacy.core.roles import Role
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescriber, Prescription
-from pharmacy.refills import rules as refill_rules
 from pharmacy.seeding import schemas
+from pharmacy.supply import services as supply
+from pharmacy.supply.rules import arrival_date, run_out_after
 
 FILES = ("formulas", "ingredient_lots", "prices", "prescribers", "patients")
 
@@ -252,7 +253,7 @@ def _patient(row: dict[str, Any], formulas: dict[str, Formula], prescribers: dic
             "quantity": rx_row["quantity"], "days_supply": rx_row["days_supply"],
             "refills_authorized": rx_row["refills_authorized"],
             "written_date": day - timedelta(days=rx_row["written_days_ago"]),
-        })
+        }, allow_expired=True)  # history may hold prescriptions that have expired since
         report.add("prescriptions", True)
         for number, fill in enumerate(f for f in rx_row["fills"] if f["state"] == OrderState.DISPENSED):
             _history_fill(rx, formula, number, day - timedelta(days=fill["days_ago"] or 0), users)
@@ -276,21 +277,24 @@ def _history_fill(rx: Prescription, formula: Formula, fill_number: int, dispense
     bud = comp_rules.beyond_use_date(formula.usp_category, compounded_on, [lot.expiry_date for lot in lots])
     quantity = rx.quantity if fill_number == 0 else _maintenance_quantity(rx, formula)
     days = rx.days_supply
+    ships = rx.patient.delivery_preference == "ship"
+    starts_on = arrival_date(dispensed_on, rx.patient.shipping_days if ships else 0)
     q = quote(formula.id, quantity, rx.patient.delivery_preference)
     low, high = comp_rules.lot_prefix_range(compounded_on)
     seq = db.session.execute(sa.select(sa.func.count()).select_from(Order).where(
         Order.lot_number >= low, Order.lot_number < high)).scalar_one() + 1
     pharmacist, checker, tech = users["pharmacist"].id, users["pharmacist2"].id, users["technician"].id
     order = Order(
-        prescription_id=rx.id, patient_id=rx.patient_id, fill_number=fill_number, state=OrderState.DISPENSED,
+        prescription_id=rx.id, patient_id=rx.patient_id, fill_number=fill_number, authorized_fill=fill_number,
+        state=OrderState.DISPENSED,
         state_changed_at=_at(dispensed_on), quantity=quantity, days_supply=days,
         delivery_method=rx.patient.delivery_preference, lot_number=comp_rules.lot_number(compounded_on, seq), bud=bud,
         quantity_made=quantity, qc_yield_pct=Decimal(100), qc_passed=True,
         verified_by_id=pharmacist, verified_at=_at(compounded_on, 9), compounded_by_id=tech,
         compounded_at=_at(compounded_on, 11), checked_by_id=checker, checked_at=_at(compounded_on, 15),
         released_by_id=checker, released_at=_at(compounded_on, 15), dispensed_by_id=tech,
-        dispensed_at=_at(dispensed_on), dispensed_on=dispensed_on,
-        run_out_date=refill_rules.run_out_date(dispensed_on, days), price_cents=q.price_cents,
+        dispensed_at=_at(dispensed_on), dispensed_on=dispensed_on, supply_starts_on=starts_on,
+        run_out_date=run_out_after(rx.latest_run_out_date, starts_on, days), price_cents=q.price_cents,
         shipping_cents=q.shipping_cents, price_entry_id=q.price_entry_id,
         created_at=_at(compounded_on - timedelta(days=1), 10), updated_at=_at(dispensed_on),
         carrier="USPS" if rx.patient.delivery_preference == "ship" else None,
@@ -298,9 +302,9 @@ def _history_fill(rx: Prescription, formula: Formula, fill_number: int, dispense
     )
     order.lots_used = [OrderIngredientLot(ingredient_lot_id=lot.id, quantity_used=_used(formula, lot, quantity),
                                           unit=_unit(formula, lot)) for lot in lots]
-    rx.note_dispensed(fill_number, order.run_out_date)
     db.session.add(order)
     db.session.flush()
+    supply.refresh(rx)
     unpaid = rx.patient.last_name == "Whitaker" and dispensed_on > today() - timedelta(days=40)
     if not unpaid:
         db.session.add(Payment(patient_id=rx.patient_id, order_id=order.id, kind=PaymentKind.PAYMENT,
@@ -346,9 +350,10 @@ def _unit(formula: Formula, lot: IngredientLot) -> str:
 def _current_work(rx: Prescription, rx_row: dict[str, Any], users: dict[str, User], report: SeedReport) -> None:
     """Orders in progress go through the real workflow services, so the demo queue is true to life."""
     from pharmacy.compounding import services as orders
-    from pharmacy.refills import services as refills
     from pharmacy.refills.rules import RequestSource
     from pharmacy.reminders import planning
+    from pharmacy.workflows import orders as order_flow
+    from pharmacy.workflows import refill_requests
 
     pharmacist = staff(users["pharmacist"].id, Role.PHARMACIST)
     checker = staff(users["pharmacist2"].id, Role.PHARMACIST)
@@ -358,11 +363,11 @@ def _current_work(rx: Prescription, rx_row: dict[str, Any], users: dict[str, Use
         planning.replan_prescription(rx.id)
     if rx_row["refill_request"] == "open":
         planning.replan_prescription(rx.id)
-        refills.request_refill(tech, rx.id, source=RequestSource.STAFF)
+        refill_requests.request(tech, rx.id, source=RequestSource.STAFF)
         report.add("refill requests", True)
     for fill in in_progress:
         state = fill["state"]
-        order = orders.new_order(pharmacist, rx)
+        order = order_flow.new_fill(pharmacist, rx)
         report.add("orders in progress", True)
         if state == OrderState.REQUESTED:
             continue
@@ -376,6 +381,6 @@ def _current_work(rx: Prescription, rx_row: dict[str, Any], users: dict[str, Use
         if target in (OrderState.CHECKED, OrderState.READY):
             orders.check_order(checker, order.id, qc_notes="Weights within range; appearance acceptable.")
         if target == OrderState.READY:
-            orders.release_order(checker, order.id)
+            order_flow.release(checker, order.id)
         if state == OrderState.ON_HOLD:
             orders.hold_order(pharmacist, order.id, fill.get("hold_reason") or "On hold")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.browser.conftest import shot, sign_in
 from tests.conftest import PASSWORD
@@ -130,9 +131,8 @@ def test_reminder_link_request_approve_pay_and_receipt(live_server, live_app, pa
     with live_app.test_request_context("/"):
         w = factories.world(staff, patient={"first_name": "Walter", "last_name": "Grant",
                                             "email": "walter@example.com"})
-        from pharmacy.compounding import services as orders
 
-        first = orders.start_fill(w["pharmacist"], w["rx"].id)
+        first = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, first.id, "dispensed")
         db.session.commit()
         dob = w["patient"].date_of_birth

@@ -26,6 +26,7 @@ from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
 from pharmacy.ops import backup as backups
 from pharmacy.ops.models import BACKUP, OpsEvent
+from pharmacy.workflows import orders as order_flow
 from tests.conftest import USE_PG, scratch_pg_database
 from tests.factories import actor, patient, prescription, run_order_to, world
 
@@ -81,16 +82,15 @@ def cli(app: Flask, *args: str) -> Any:
 def seed_demo(app: Flask, staff: dict) -> None:
     """A small pharmacy made through the services: formulas, lots, prices, patients, prescriptions, orders in
     several states (one dispensed, so its reminders sit in the outbox), audit events."""
-    from pharmacy.compounding import services as orders
 
     with app.test_request_context("/"), unit_of_work():
         w = world(staff)
-        dispensed = orders.start_fill(w["pharmacist"], w["rx"].id)
+        dispensed = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         run_order_to(w, dispensed.id, "dispensed")
         for i in range(3):
             p = patient(w["pharmacist"], first_name=f"Demo{i}", last_name="Patient", email=f"demo{i}@example.com")
             rx = prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
-            order = orders.start_fill(w["pharmacist"], rx.id)
+            order = order_flow.start_fill(w["pharmacist"], rx.id)
             if i:
                 run_order_to(w, order.id, ["verified", "checked"][i - 1])
 

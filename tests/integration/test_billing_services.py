@@ -23,6 +23,7 @@ from pharmacy.core.clock import FixedClock
 from pharmacy.core.context import now, today
 from pharmacy.core.errors import Forbidden, ValidationFailed
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import T0
 
@@ -36,7 +37,7 @@ def w(app_ctx: Flask, staff: dict[str, Any]) -> dict[str, Any]:
 
 def order_at(w: dict[str, Any], state: str, rx: Any = None) -> Order:
     """The next fill of the prescription, walked through the real workflow to `state`."""
-    order = orders.start_fill(w["pharmacist"], (rx or w["rx"]).id)
+    order = order_flow.start_fill(w["pharmacist"], (rx or w["rx"]).id)
     if state != "requested":
         factories.run_order_to(w, order.id, state)
     db.session.flush()
@@ -122,7 +123,7 @@ def test_price_change_keeps_history_and_never_rewrites_past_orders(w: dict[str, 
     history = pricing.price_list(w["admin"], include_retired=True).rows
     assert [(r.price_cents, r.retired_at is None) for r in history if r.quantity == Decimal(30)] == [(5999, True),
                                                                                                    (5500, False)]
-    second = orders.start_fill(w["pharmacist"], w["rx"].id, delivery=DeliveryMethod.SHIP)
+    second = order_flow.start_fill(w["pharmacist"], w["rx"].id, delivery=DeliveryMethod.SHIP)
     assert (second.price_cents, second.shipping_cents, second.price_entry_id) == (5999, 995, row.id)
     fees = db.session.execute(sa.select(Fee.amount_cents, Fee.retired_at.is_(None)).order_by(Fee.id)).all()
     assert [tuple(f) for f in fees] == [(895, False), (995, True)]
@@ -199,12 +200,12 @@ def test_orders_are_charged_once_ready_and_never_when_cancelled(w: dict[str, Any
     prepaid = pay(w, 5500, order=order)
     assert (prepaid.balance.charged_cents, prepaid.balance.credit_cents) == (0, 5500)  # a prepayment: credit for now
     orders.check_order(w["pharmacist2"], order.id)
-    orders.release_order(w["pharmacist2"], order.id)
+    order_flow.release(w["pharmacist2"], order.id)
     ledger = services.patient_ledger(w["patient"].id)
     assert (ledger.charged_cents, ledger.balance_cents) == (5500, 0)
     orders.hold_order(w["pharmacist"], order.id, "patient travelling")
     assert services.patient_ledger(w["patient"].id).charged_cents == 5500  # a ready order on hold is still made
-    orders.cancel_order(w["pharmacist"], order.id, "patient stopped LDN")
+    order_flow.cancel(w["pharmacist"], order.id, "patient stopped LDN")
     ledger = services.patient_ledger(w["patient"].id)
     assert (ledger.charged_cents, ledger.credit_cents) == (0, 5500)
 
@@ -212,7 +213,7 @@ def test_orders_are_charged_once_ready_and_never_when_cancelled(w: dict[str, Any
 def test_payment_on_a_cancelled_order_is_refused_but_a_refund_is_not(w: dict[str, Any]) -> None:
     order = order_at(w, "verified")
     pay(w, 2000, order=order)
-    orders.cancel_order(w["pharmacist"], order.id, "prescriber changed the dose")
+    order_flow.cancel(w["pharmacist"], order.id, "prescriber changed the dose")
     count = payments_count()
     with pytest.raises(services.PaymentRefused) as exc:
         pay(w, 1000, order=order)

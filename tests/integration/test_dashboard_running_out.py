@@ -8,19 +8,19 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
-from pharmacy.compounding import services as orders
 from pharmacy.core.context import today
 from pharmacy.dashboard.services import running_out
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import RxStatus
-from pharmacy.refills import services as refills
 from pharmacy.refills.rules import RequestSource
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import refill_requests as refill_flow
 from tests.factories import actor, run_order_to, world
 
 
 def _dispense(w: dict[str, Any]) -> Any:
-    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     run_order_to(w, order.id, "dispensed")
     db.session.commit()
     return order
@@ -62,11 +62,11 @@ def test_overdue_ones_come_first_and_an_order_a_request_or_a_stopped_prescriptio
     clock.set(clock.now() - timedelta(days=3) + timedelta(days=first_fill.days_supply + 2))
     assert _listed() == [(early["rx"].id, 0), (later["rx"].id, 0)]
 
-    refills.request_refill(actor(staff["technician"]), early["rx"].id, source=RequestSource.STAFF)
+    refill_flow.request(actor(staff["technician"]), early["rx"].id, source=RequestSource.STAFF)
     db.session.commit()
     assert _listed() == [(later["rx"].id, 0)]
 
-    orders.start_fill(later["pharmacist"], later["rx"].id)
+    order_flow.start_fill(later["pharmacist"], later["rx"].id)
     db.session.commit()
     assert _listed() == []
 
@@ -90,10 +90,10 @@ def test_the_today_page_lists_the_oldest_waiting_requests_and_orders_first(app_c
         w = world(staff, patient={"first_name": f"Pat{i}", "email": f"pat{i}@example.com"})
         _dispense(w)
         if i % 2 == 0:
-            outcome = refills.request_refill(actor(staff["technician"]), w["rx"].id, source=RequestSource.STAFF)
+            outcome = refill_flow.request(actor(staff["technician"]), w["rx"].id, source=RequestSource.STAFF)
             requested.append(outcome.request.id)
         else:
-            ordered.append(orders.start_fill(w["pharmacist"], w["rx"].id).id)
+            ordered.append(order_flow.start_fill(w["pharmacist"], w["rx"].id).id)
         db.session.commit()
         clock.advance(timedelta(hours=1))
 

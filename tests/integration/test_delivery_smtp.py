@@ -25,7 +25,6 @@ import sqlalchemy as sa
 from flask import Flask
 
 from pharmacy import create_app
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core.context import business_calendar
@@ -34,13 +33,16 @@ from pharmacy.core.models import AuditEvent, Heartbeat
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import Form, RxStatus
-from pharmacy.refills import renewals
 from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
 from pharmacy.reminders import claims, delivery, planning, rules, scheduler, services, transports
 from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import refill_requests as refill_flow
+from pharmacy.workflows import renewals as renewal_flow
+from tests import factories
 from tests.conftest import USE_PG
 from tests.factories import actor, run_order_to, world
 from tests.smtp_server import SmtpServer, free_port
@@ -60,7 +62,7 @@ def dispensed(staff: dict, i: int = 0, **overrides: Any) -> tuple[dict[str, Any]
     patient = {"first_name": f"Margaret{'' if i == 0 else i}", "email": f"patient{i}@example.com",
                **overrides.pop("patient", {})}
     w = world(staff, patient=patient, **overrides)
-    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     run_order_to(w, order.id, "dispensed")
     db.session.commit()
     return w, order
@@ -161,10 +163,10 @@ def test_reminder_email_carries_what_the_patient_needs_and_nothing_in_the_subjec
 def test_notices_render_their_own_facts(app_ctx: Flask, clock: Any, staff: dict, smtp: SmtpServer) -> None:
     w, _ = dispensed(staff)
     # A declined request carries the pharmacist's reason; the prescriber gets the renewal request.
-    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
-    refills.decline(w["pharmacist"], req.id, "Your prescriber asked us to pause LDN until your visit.")
+    req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    refill_flow.decline(w["pharmacist"], req.id, "Your prescriber asked us to pause LDN until your visit.")
     db.session.get(Prescription, w["rx"].id).prescriber.email = "dr.marquez@neuro.example"
-    renewals.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
+    renewal_flow.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
     db.session.commit()
 
     report = delivery.deliver_due()
@@ -191,9 +193,9 @@ def test_notices_render_their_own_facts(app_ctx: Flask, clock: Any, staff: dict,
 def test_shipped_notice_names_carrier_and_tracking(app_ctx: Flask, clock: Any, staff: dict,
                                                   smtp: SmtpServer) -> None:
     w = world(staff, patient={"delivery_preference": DeliveryMethod.SHIP, "shipping_days": 3})
-    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     run_order_to(w, order.id, "ready")
-    orders.dispense_order(w["technician"], order.id, carrier="UPS", tracking_number="1Z999AA10123456784")
+    factories.dispense(w["technician"], order.id, carrier="UPS", tracking_number="1Z999AA10123456784")
     db.session.commit()
 
     delivery.deliver_due()
@@ -528,25 +530,25 @@ def test_a_batch_renders_exactly_what_the_refill_pages_say(app_ctx: Flask, clock
     dispensed(staff, 0)
     ship = world(staff, patient={"first_name": "Sam", "email": "s@example.com",
                                  "delivery_preference": DeliveryMethod.SHIP, "shipping_days": 3})
-    order = orders.start_fill(ship["pharmacist"], ship["rx"].id)
+    order = order_flow.start_fill(ship["pharmacist"], ship["rx"].id)
     run_order_to(ship, order.id, "ready")
-    orders.dispense_order(ship["technician"], order.id, carrier="UPS", tracking_number="1Z")
+    factories.dispense(ship["technician"], order.id, carrier="UPS", tracking_number="1Z")
     ph = ship["pharmacist"]
     low = factories.formula("LDN-CAP-1.5", strength="1.5")
     p = factories.patient(ph, first_name="Tia", email="t@example.com")
     rx = factories.prescription(ph, p.id, low.id, ship["prescriber"].id, dose_mg=Decimal("4.5"), titration=[
         {"dose_mg": "1.5", "days": 14}, {"dose_mg": "3", "days": 14}])
     tw = {**ship, "formula": low, "patient": p, "rx": rx}
-    run_order_to(tw, orders.start_fill(ph, rx.id).id, "dispensed")
+    run_order_to(tw, order_flow.start_fill(ph, rx.id).id, "dispensed")
     bare = factories.formula("LDN-LIQ-1", form=Form.SUBLINGUAL_LIQUID, strength="1", prices=(("150", 30, 6000),))
     p2 = factories.patient(ph, first_name="Una", email="u@example.com")
     rx2 = factories.prescription(ph, p2.id, bare.id, ship["prescriber"].id, dose_mg=Decimal("4.5"))
     bw = {**ship, "formula": bare, "patient": p2, "rx": rx2}
-    run_order_to(bw, orders.start_fill(ph, rx2.id).id, "dispensed")
+    run_order_to(bw, order_flow.start_fill(ph, rx2.id).id, "dispensed")
     db.session.execute(sa.text("UPDATE price_list SET retired_at = effective_at WHERE formula_id = :f"), {"f": bare.id})
-    refills.request_refill(ship["technician"], ship["rx"].id, source=RequestSource.STAFF, delivery=DeliveryMethod.SHIP)
-    declined = refills.request_refill(ship["technician"], rx.id, source=RequestSource.STAFF).request
-    refills.decline(ph, declined.id, "Please see your neurologist first.")
+    refill_flow.request(ship["technician"], ship["rx"].id, source=RequestSource.STAFF, delivery=DeliveryMethod.SHIP)
+    declined = refill_flow.request(ship["technician"], rx.id, source=RequestSource.STAFF).request
+    refill_flow.decline(ph, declined.id, "Please see your neurologist first.")
     db.session.commit()
     clock.advance(timedelta(days=2))  # other days: ready and arrival dates move, the request's stay put
 
@@ -756,7 +758,7 @@ def test_reminder_for_a_refill_already_requested_is_not_sent(app_ctx: Flask, clo
                                                             smtp: SmtpServer) -> None:
     [row_id] = first_reminders_due(staff, clock, 1)
     row = fresh(row_id)
-    refills.request_refill(actor(staff["technician"]), row.prescription_id, source=RequestSource.STAFF)
+    refill_flow.request(actor(staff["technician"]), row.prescription_id, source=RequestSource.STAFF)
     # Simulate the race: the reminder was claimed just before the request cancelled it.
     db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == row_id).values(
         state=OutboxState.PENDING, cancelled_reason=None))

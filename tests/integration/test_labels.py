@@ -21,6 +21,7 @@ from pharmacy.core.context import today
 from pharmacy.core.errors import Conflict, Forbidden
 from pharmacy.extensions import db
 from pharmacy.prescriptions.rules import OPIOID_LABEL_WARNING, Form
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 
 
@@ -31,7 +32,7 @@ def pdf_text(data: bytes) -> str:
 
 
 def made(w: dict[str, Any], target: str = "checked") -> Any:
-    order = orders.start_fill(w["technician"], w["rx"].id)
+    order = order_flow.start_fill(w["technician"], w["rx"].id)
     factories.run_order_to(w, order.id, target)
     db.session.flush()
     return order
@@ -113,7 +114,7 @@ def test_markup_in_names_is_printed_as_typed(app_ctx: Flask, staff: dict) -> Non
 
 def test_no_label_before_compounding_and_none_for_an_admin(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
-    order = orders.start_fill(w["technician"], w["rx"].id)
+    order = order_flow.start_fill(w["technician"], w["rx"].id)
     with pytest.raises(Conflict, match="lot number and the beyond-use date"):
         labels.label_pdf(w["technician"], order.id)
     with pytest.raises(Conflict, match="no compounding record yet"):

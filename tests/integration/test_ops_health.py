@@ -27,13 +27,13 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
 from pharmacy import create_app
-from pharmacy.compounding import services as orders
 from pharmacy.core.clock import FixedClock
 from pharmacy.core.models import Heartbeat
 from pharmacy.extensions import db, limiter
 from pharmacy.ops.models import BACKUP, OpsEvent
 from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.workflows import orders as order_flow
 from tests.conftest import PASSWORD, login
 from tests.factories import world
 
@@ -227,7 +227,7 @@ def test_work_gauges_come_from_the_database(app, client, staff, clock) -> None:
     t = clock.now()
     with app.test_request_context("/"):
         w = world(staff)
-        orders.start_fill(w["pharmacist"], w["rx"].id)
+        order_flow.start_fill(w["pharmacist"], w["rx"].id)
         db.session.commit()
     before = samples(client.get("/metrics").get_data(as_text=True))
     with app.app_context():

@@ -28,6 +28,8 @@ from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import DosingTime, RxStatus, Severity
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import prescription_changes as changes
 from tests import factories
 from tests.conftest import T0
 
@@ -188,7 +190,7 @@ def test_an_opioid_hard_stop_cannot_be_overridden_and_blocks_verification(app_ct
     with pytest.raises(Conflict, match="hard stop: it cannot be overridden"):
         prescriptions.resolve_alert(w["pharmacist"], alert.id, "Patient says they stopped")
     assert db.session.get(ScreeningAlert, alert.id).resolved_at is None
-    order = orders.start_fill(w["technician"], rx.id)
+    order = order_flow.start_fill(w["technician"], rx.id)
     assert alerts_of(rx.id, order.id)["opioid"].severity == Severity.HARD_STOP  # screened again at the fill
     with pytest.raises(Conflict, match="Resolve the safety alerts first"):
         orders.verify_order(w["pharmacist"], order.id)
@@ -198,7 +200,7 @@ def test_an_opioid_hard_stop_cannot_be_overridden_and_blocks_verification(app_ct
 def test_a_hard_stop_clears_when_the_medication_list_changes(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
     rx = rx_for(w, medications=["tramadol 50 mg"])
-    order = orders.start_fill(w["technician"], rx.id)
+    order = order_flow.start_fill(w["technician"], rx.id)
     patients.update_patient(w["technician"], rx.patient_id, {"medications": ["vitamin D3"]})
     assert alerts_of(rx.id) == {} and alerts_of(rx.id, order.id) == {}
     orders.verify_order(w["pharmacist"], order.id)
@@ -209,7 +211,7 @@ def test_a_hard_stop_clears_when_the_medication_list_changes(app_ctx: Flask, sta
 def test_liver_disease_is_overridden_by_a_pharmacist_only_with_who_when_why(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
     rx = rx_for(w, conditions=["multiple sclerosis", "hepatitis C (treated 2019)"])
-    order = orders.start_fill(w["technician"], rx.id)
+    order = order_flow.start_fill(w["technician"], rx.id)
     alert = alerts_of(rx.id)["liver_disease"]
     assert alert.severity == Severity.OVERRIDABLE_STOP
     with pytest.raises(Conflict):
@@ -238,7 +240,7 @@ def test_an_override_carries_to_the_next_fill(app_ctx: Flask, staff: dict) -> No
     w = factories.world(staff)
     rx = rx_for(w, conditions=["cirrhosis"])
     prescriptions.resolve_alert(w["pharmacist"], alerts_of(rx.id)["liver_disease"].id, "Hepatologist agrees")
-    order = orders.start_fill(w["technician"], rx.id)
+    order = order_flow.start_fill(w["technician"], rx.id)
     carried = alerts_of(rx.id, order.id)["liver_disease"]
     assert carried.resolved and carried.resolution_reason == "Hepatologist agrees"
 
@@ -251,7 +253,7 @@ def test_spasticity_above_3_mg_needs_an_acknowledgement(app_ctx: Flask, staff: d
     rx = rx_for(w, conditions=["multiple sclerosis", "spasticity"], dose_mg=Decimal("4.5"))
     alert = alerts_of(rx.id)["spasticity_dose"]
     assert alert.severity == Severity.ACKNOWLEDGE and "no more than 3 mg" in alert.message
-    order = orders.start_fill(w["technician"], rx.id)
+    order = order_flow.start_fill(w["technician"], rx.id)
     with pytest.raises(Conflict):
         orders.verify_order(w["pharmacist"], order.id)
     prescriptions.resolve_alert(w["pharmacist"], alert.id, "Prescriber aware; stiffness monitored")
@@ -272,7 +274,7 @@ def test_interferon_and_pregnancy_warn_without_blocking(app_ctx: Flask, staff: d
     rx = rx_for(w, medications=medications, conditions=conditions)
     alerts = alerts_of(rx.id)
     assert set(alerts) == {code} and alerts[code].severity == Severity.WARNING
-    order = orders.start_fill(w["technician"], rx.id)
+    order = order_flow.start_fill(w["technician"], rx.id)
     factories.run_order_to(w, order.id, "dispensed")
     assert db.session.get(Order, order.id).state == OrderState.DISPENSED
     with pytest.raises(Conflict, match="needs no override"):
@@ -299,13 +301,13 @@ def test_above_5_mg_is_a_hard_stop_and_outside_the_usual_range_a_warning(app_ctx
 
 def test_screening_runs_again_at_every_fill(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
-    first = orders.start_fill(w["technician"], w["rx"].id)
+    first = order_flow.start_fill(w["technician"], w["rx"].id)
     factories.run_order_to(w, first.id, "dispensed")
     assert alerts_of(w["rx"].id, first.id) == {}
     # The list changed without going through the patient service (e.g. an import): the next fill still sees it.
     db.session.get(Patient, w["patient"].id).medications = ["hydrocodone 5 mg"]
     db.session.flush()
-    second = orders.start_fill(w["technician"], w["rx"].id)
+    second = order_flow.start_fill(w["technician"], w["rx"].id)
     assert alerts_of(w["rx"].id, second.id)["opioid"].severity == Severity.HARD_STOP
     assert alerts_of(w["rx"].id)["opioid"].severity == Severity.HARD_STOP  # and the prescription shows it
     assert alerts_of(w["rx"].id, first.id) == {}  # the dispensed fill keeps what was true when it was made
@@ -318,30 +320,30 @@ def test_hold_and_resume_need_a_pharmacist_and_a_reason(app_ctx: Flask, staff: d
     w = factories.world(staff)
     rx_id = w["rx"].id
     with pytest.raises(Forbidden):
-        prescriptions.hold_prescription(w["technician"], rx_id, "Waiting for labs")
+        changes.hold(w["technician"], rx_id, "Waiting for labs")
     with pytest.raises(ValidationFailed) as no_reason:
-        prescriptions.hold_prescription(w["pharmacist"], rx_id, "")
+        changes.hold(w["pharmacist"], rx_id, "")
     assert "reason" in no_reason.value.fields
-    prescriptions.hold_prescription(w["pharmacist"], rx_id, "Waiting for labs")
+    changes.hold(w["pharmacist"], rx_id, "Waiting for labs")
     rx = db.session.get(Prescription, rx_id)
     assert (rx.status, rx.status_reason) == (RxStatus.ON_HOLD, "Waiting for labs")
     with pytest.raises(Conflict, match="on hold"):
-        orders.start_fill(w["technician"], rx_id)
+        order_flow.start_fill(w["technician"], rx_id)
     with pytest.raises(Conflict):
-        prescriptions.hold_prescription(w["pharmacist"], rx_id, "again")
-    prescriptions.resume_prescription(w["pharmacist"], rx_id)
+        changes.hold(w["pharmacist"], rx_id, "again")
+    changes.resume(w["pharmacist"], rx_id)
     assert db.session.get(Prescription, rx_id).status == RxStatus.ACTIVE
     with pytest.raises(Conflict, match="Only a prescription on hold"):
-        prescriptions.resume_prescription(w["pharmacist"], rx_id)
+        changes.resume(w["pharmacist"], rx_id)
     assert [e.action for e in events("prescription.hold") + events("prescription.resume")] == [
         "prescription.hold", "prescription.resume"]
 
 
 def test_discontinuing_cancels_the_open_orders(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
-    order = orders.start_fill(w["technician"], w["rx"].id)
+    order = order_flow.start_fill(w["technician"], w["rx"].id)
     factories.run_order_to(w, order.id, "compounding")
-    prescriptions.discontinue_prescription(w["pharmacist"], w["rx"].id, "Stopped by the neurologist")
+    changes.discontinue(w["pharmacist"], w["rx"].id, "Stopped by the neurologist")
     rx = db.session.get(Prescription, w["rx"].id)
     cancelled = db.session.get(Order, order.id)
     assert rx.status == RxStatus.DISCONTINUED and rx.status_reason == "Stopped by the neurologist"
@@ -349,16 +351,16 @@ def test_discontinuing_cancels_the_open_orders(app_ctx: Flask, staff: dict) -> N
     assert cancelled.cancel_reason == "Prescription discontinued: Stopped by the neurologist"
     assert events("order.cancel", entity_id=order.id)[0].details == {"from": "compounding", "to": "cancelled"}
     with pytest.raises(Conflict, match="already closed"):
-        prescriptions.discontinue_prescription(w["pharmacist"], w["rx"].id, "again")
+        changes.discontinue(w["pharmacist"], w["rx"].id, "again")
 
 
 def test_replacing_links_the_history_and_closes_the_old_prescription(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
     f3 = factories.formula("LDN-CAP-3", strength="3")
-    first = orders.start_fill(w["technician"], w["rx"].id)
+    first = order_flow.start_fill(w["technician"], w["rx"].id)
     factories.run_order_to(w, first.id, "dispensed")
-    waiting = orders.start_fill(w["technician"], w["rx"].id)
-    new = prescriptions.replace_prescription(w["pharmacist"], w["rx"].id, {
+    waiting = order_flow.start_fill(w["technician"], w["rx"].id)
+    new = changes.replace(w["pharmacist"], w["rx"].id, {
         "prescriber_id": w["prescriber"].id, "formula_id": f3.id, "dose_mg": Decimal("3"), "titration": [],
         "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30, "refills_authorized": 3,
         "written_date": today(),
@@ -372,30 +374,30 @@ def test_replacing_links_the_history_and_closes_the_old_prescription(app_ctx: Fl
     assert prescriptions.prescription_view(w["pharmacist"], new.id).replaces.id == old.id
     assert events("prescription.replace")[-1].details == {"new": new.id}
     with pytest.raises(Conflict):
-        prescriptions.replace_prescription(w["pharmacist"], old.id, {})
+        changes.replace(w["pharmacist"], old.id, {})
 
 
 def test_a_replacement_for_another_patient_is_refused(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
     other = factories.patient(w["pharmacist"], first_name="Otto", last_name="Other", date_of_birth=date(1950, 1, 2))
     with pytest.raises(ValidationFailed) as caught:
-        prescriptions.replace_prescription(w["pharmacist"], w["rx"].id, {"patient_id": other.id})
+        changes.replace(w["pharmacist"], w["rx"].id, {"patient_id": other.id})
     assert "patient_id" in caught.value.fields
     assert db.session.get(Prescription, w["rx"].id).status == RxStatus.ACTIVE
 
 
 def test_refills_are_counted_from_fills_not_cancelled(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff, refills_authorized=1)
-    first = orders.start_fill(w["technician"], w["rx"].id)
-    orders.cancel_order(w["pharmacist"], first.id, "Wrong delivery address")
-    again = orders.start_fill(w["technician"], w["rx"].id)  # the original fill again, under a new number
+    first = order_flow.start_fill(w["technician"], w["rx"].id)
+    order_flow.cancel(w["pharmacist"], first.id, "Wrong delivery address")
+    again = order_flow.start_fill(w["technician"], w["rx"].id)  # the original fill again, under a new number
     assert (first.fill_number, again.fill_number) == (0, 1)
     assert prescriptions.refills_used(w["rx"].id) == 0
     factories.run_order_to(w, again.id, "dispensed")
-    refill = orders.start_fill(w["pharmacist"], w["rx"].id)
+    refill = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     assert prescriptions.refills_used(w["rx"].id) == 1
-    orders.cancel_order(w["pharmacist"], refill.id, "Patient is travelling")
-    last = orders.start_fill(w["pharmacist"], w["rx"].id)
+    order_flow.cancel(w["pharmacist"], refill.id, "Patient is travelling")
+    last = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     factories.run_order_to(w, last.id, "checked")
     view = prescriptions.prescription_view(w["pharmacist"], w["rx"].id)
     assert (view.refills_used, view.refills_left, view.can_start_fill) == (1, 0, False)
@@ -406,7 +408,7 @@ def test_unknown_ids_are_not_found(app_ctx: Flask, staff: dict) -> None:
     with pytest.raises(NotFound):
         prescriptions.prescription_view(ph, 424242)
     with pytest.raises(NotFound):
-        prescriptions.hold_prescription(ph, 2**40, "why not")
+        changes.hold(ph, 2**40, "why not")
     with pytest.raises(NotFound):
         patients.patient_record(ph, 424242)
 

@@ -12,10 +12,10 @@ from flask import Flask
 from pypdf import PdfReader
 
 from pharmacy.billing import receipts, services
-from pharmacy.compounding import services as orders
 from pharmacy.core.clock import FixedClock
 from pharmacy.core.errors import Forbidden, NotFound, ValidationFailed
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import T0
 
@@ -31,7 +31,7 @@ def pdf_text(body: bytes) -> str:
 @pytest.fixture
 def w(app_ctx: Flask, staff: dict[str, Any]) -> dict[str, Any]:
     w = factories.world(staff)
-    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     factories.run_order_to(w, order.id, "dispensed")
     w["order"] = order
     db.session.flush()

@@ -16,15 +16,15 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from pharmacy.compounding import services as orders
 from pharmacy.core import links
 from pharmacy.core.models import AuditEvent, LinkUse
 from pharmacy.extensions import db
-from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 from tests.conftest import USE_PG
 
@@ -39,7 +39,7 @@ N = 50
 def _setup(app: Flask, staff: dict) -> dict[str, Any]:
     with app.test_request_context("/"):
         w = factories.world(staff)
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, order.id, "dispensed")
         out = {"rx_id": w["rx"].id, "patient_id": w["patient"].id, "technician": w["technician"],
                "token": links.make_token(links.REFILL, w["patient"].id, w["rx"].id)}
@@ -87,7 +87,7 @@ def test_fifty_concurrent_service_calls_make_one_request(app: Flask, staff: dict
     def work(i: int) -> tuple[int, bool]:
         with app.app_context():  # its own session on the shared engine
             try:
-                outcome = refills.request_refill(d["technician"], d["rx_id"], source=RequestSource.STAFF)
+                outcome = refill_flow.request(d["technician"], d["rx_id"], source=RequestSource.STAFF)
                 db.session.commit()
                 return outcome.request.id, outcome.created
             finally:

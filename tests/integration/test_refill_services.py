@@ -14,14 +14,12 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import links
 from pharmacy.core.errors import Conflict, Forbidden, LinkInvalid, ValidationFailed
 from pharmacy.core.models import AuditEvent, LinkAttempt
 from pharmacy.extensions import db
-from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import DosingTime, RxStatus
 from pharmacy.refills import queue as refill_queue
@@ -32,6 +30,10 @@ from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSour
 from pharmacy.reminders import outbox
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import prescription_changes as changes
+from pharmacy.workflows import refill_requests as refill_flow
+from pharmacy.workflows import renewals as renewal_flow
 from tests import factories
 
 DOB = date(1968, 4, 12)  # factories.patient's date of birth
@@ -40,7 +42,7 @@ DOB = date(1968, 4, 12)  # factories.patient's date of birth
 def dispensed_world(staff: dict, **rx: Any) -> tuple[dict[str, Any], Order]:
     """A patient whose first fill (30 days) was dispensed today, Monday 23 November 2026."""
     w = factories.world(staff, **rx)
-    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     factories.run_order_to(w, order.id, "dispensed")
     db.session.flush()
     return w, order
@@ -157,9 +159,9 @@ def test_a_patients_link_cannot_request_another_patients_prescription(app_ctx: F
     _, their_rx = other_patient(w)
     claims = refills.confirm_birth_date(token_for(w), DOB)
     with pytest.raises(LinkInvalid):
-        refills.request_refill(refills.patient_actor(claims), their_rx.id, source=RequestSource.LINK, claims=claims)
+        refill_flow.request(refills.patient_actor(claims), their_rx.id, source=RequestSource.LINK, claims=claims)
     with pytest.raises(LinkInvalid):  # nor without the link's claims at all
-        refills.request_refill(refills.patient_actor(claims), w["rx"].id, source=RequestSource.LINK)
+        refill_flow.request(refills.patient_actor(claims), w["rx"].id, source=RequestSource.LINK)
     assert open_requests(their_rx.id) == [] and open_requests(w["rx"].id) == []
 
 
@@ -191,18 +193,18 @@ def test_a_used_link_still_finds_its_open_request_but_is_spent_once_decided(app_
     token = token_for(w)
     claims = refills.confirm_birth_date(token, DOB)
     actor = refills.patient_actor(claims)
-    first = refills.request_refill(actor, w["rx"].id, source=RequestSource.LINK, claims=claims)
+    first = refill_flow.request(actor, w["rx"].id, source=RequestSource.LINK, claims=claims)
     assert first.created and links.is_used(claims.nonce)
     # A second click (or a retried call) returns the same request.
-    again = refills.request_refill(actor, w["rx"].id, source=RequestSource.LINK,
+    again = refill_flow.request(actor, w["rx"].id, source=RequestSource.LINK,
                                    claims=refills.confirm_birth_date(token, DOB))
     assert (again.created, again.request.id) == (False, first.request.id)
-    refills.decline(w["pharmacist"], first.request.id, "Please see your neurologist first.")
+    refill_flow.decline(w["pharmacist"], first.request.id, "Please see your neurologist first.")
     with pytest.raises(LinkInvalid) as exc:
         refills.open_link(token)
     assert exc.value.reason == "used"
     with pytest.raises(LinkInvalid) as exc:  # replaying the claims directly does not work either
-        refills.request_refill(actor, w["rx"].id, source=RequestSource.LINK, claims=claims)
+        refill_flow.request(actor, w["rx"].id, source=RequestSource.LINK, claims=claims)
     assert exc.value.reason == "used"
     assert open_requests(w["rx"].id) == []
 
@@ -212,8 +214,8 @@ def test_a_used_link_still_finds_its_open_request_but_is_spent_once_decided(app_
 
 def test_requests_are_idempotent_and_the_database_refuses_a_second_open_one(app_ctx: Flask, staff: dict) -> None:
     w, _ = dispensed_world(staff)
-    one = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
-    two = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+    one = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+    two = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     assert one.created and not two.created and one.request.id == two.request.id
     assert len(open_requests(w["rx"].id)) == 1
     db.session.commit()
@@ -225,15 +227,15 @@ def test_requests_are_idempotent_and_the_database_refuses_a_second_open_one(app_
         db.session.flush()
     db.session.rollback()
     # A decided request does not block the next one.
-    refills.decline(w["pharmacist"], one.request.id, "Call us first, please.")
-    assert refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).created
+    refill_flow.decline(w["pharmacist"], one.request.id, "Call us first, please.")
+    assert refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).created
 
 
 def test_a_request_while_a_fill_is_in_progress_is_refused_clearly(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
-    orders.start_fill(w["pharmacist"], w["rx"].id)
+    order_flow.start_fill(w["pharmacist"], w["rx"].id)
     with pytest.raises(Conflict, match="already being prepared"):
-        refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+        refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     assert refills.eligibility_for(w["rx"]).code == "in_progress"
     assert open_requests(w["rx"].id) == []
 
@@ -241,7 +243,7 @@ def test_a_request_while_a_fill_is_in_progress_is_refused_clearly(app_ctx: Flask
 def test_before_the_first_fill_the_original_fill_is_not_a_refill(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff, refills_authorized=0)
     assert refills.eligibility_for(w["rx"]).ok
-    outcome = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+    outcome = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     assert outcome.request.state == RefillRequestState.OPEN
 
 
@@ -252,28 +254,28 @@ def test_no_refills_left_makes_the_request_a_renewal_and_a_missing_count_means_z
     assert w["rx"].refills_authorized == 0
     elig = refills.eligibility_for(w["rx"])
     assert (elig.ok, elig.code, elig.needs_renewal) == (False, "no_refills", True)
-    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     assert req.state == RefillRequestState.AWAITING_RENEWAL
     renewal = db.session.get(RenewalRequest, req.renewal_id)
     assert renewal is not None and renewal.state == RenewalState.NEEDED
     assert [r.refill_request_id for r in outbox_rows(MessageKind.RENEWAL_IN_PROGRESS)] == [req.id]
     assert outbox_rows(MessageKind.REQUEST_RECEIVED) == []
     with pytest.raises(Conflict, match="only an open request"):
-        refills.approve(w["pharmacist"], req.id)
+        refill_flow.approve(w["pharmacist"], req.id)
     with pytest.raises(Conflict):  # and no order can be made behind the request's back
-        orders.start_fill(w["pharmacist"], w["rx"].id)
+        order_flow.start_fill(w["pharmacist"], w["rx"].id)
 
 
 def test_refills_are_counted_until_none_remain(app_ctx: Flask, staff: dict, clock: Any) -> None:
     w, _ = dispensed_world(staff, refills_authorized=1)
-    first = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    first = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     assert refills.summary(w["rx"]).refills_left == 1
-    order = refills.approve(w["pharmacist"], first.id)
+    order = refill_flow.approve(w["pharmacist"], first.id)
     assert order.fill_number == 1
     clock.advance(timedelta(days=25))
     factories.run_order_to(w, order.id, "dispensed")
     assert refills.summary(w["rx"]).refills_left == 0
-    second = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    second = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     assert second.state == RefillRequestState.AWAITING_RENEWAL
 
 
@@ -283,16 +285,16 @@ def test_an_expired_prescription_needs_a_renewal(app_ctx: Flask, staff: dict, cl
     clock.advance(timedelta(days=(rx.expiry_date - date(2026, 11, 23)).days + 1))
     elig = refills.eligibility_for(rx)
     assert (elig.code, elig.needs_renewal) == ("expired", True)
-    req = refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF).request
+    req = refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF).request
     assert req.state == RefillRequestState.AWAITING_RENEWAL
 
 
 def test_shipping_needs_an_address_on_file(app_ctx: Flask, staff: dict) -> None:
     w, _ = dispensed_world(staff, patient={"address_line1": None, "city": None, "state": None, "postal_code": None})
     with pytest.raises(ValidationFailed) as exc:
-        refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF, delivery=DeliveryMethod.SHIP)
+        refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF, delivery=DeliveryMethod.SHIP)
     assert "delivery" in exc.value.fields
-    assert refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF,
+    assert refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF,
                                   delivery=DeliveryMethod.PICKUP).created
 
 
@@ -306,7 +308,7 @@ def test_requesting_cancels_pending_reminders_but_not_sent_ones(app_ctx: Flask, 
     assert extra is not None
     extra.state = OutboxState.SENT
     db.session.flush()
-    refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+    refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     db.session.expire_all()
     for row in planned:
         assert db.session.get(OutboxMessage, row.id).state == OutboxState.CANCELLED
@@ -316,10 +318,10 @@ def test_requesting_cancels_pending_reminders_but_not_sent_ones(app_ctx: Flask, 
 def test_roles_are_checked_in_the_services(app_ctx: Flask, staff: dict) -> None:
     w, _ = dispensed_world(staff)
     with pytest.raises(Forbidden):
-        refills.request_refill(w["admin"], w["rx"].id, source=RequestSource.STAFF)
-    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
-    for call in (lambda a: refills.approve(a, req.id), lambda a: refills.decline(a, req.id, "No, sorry."),
-                 lambda a: renewals.ask_prescriber(a, request_id=req.id)):
+        refill_flow.request(w["admin"], w["rx"].id, source=RequestSource.STAFF)
+    req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    for call in (lambda a: refill_flow.approve(a, req.id), lambda a: refill_flow.decline(a, req.id, "No, sorry."),
+                 lambda a: renewal_flow.ask_prescriber(a, request_id=req.id)):
         for who in ("technician", "admin"):
             with pytest.raises(Forbidden):
                 call(w[who])
@@ -335,9 +337,9 @@ def test_roles_are_checked_in_the_services(app_ctx: Flask, staff: dict) -> None:
 def test_approve_creates_the_order_with_the_too_soon_threshold(app_ctx: Flask, staff: dict) -> None:
     w, first = dispensed_world(staff)
     assert first.dispensed_on == date(2026, 11, 23) and first.days_supply == 30
-    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     assert [r.refill_request_id for r in outbox_rows(MessageKind.REQUEST_RECEIVED)] == [req.id]
-    order = refills.approve(w["pharmacist"], req.id)
+    order = refill_flow.approve(w["pharmacist"], req.id)
     # 80% of 30 days = 24 days after 23 November.
     assert order.earliest_dispense_date == date(2026, 12, 17)
     assert (order.fill_number, order.state, order.prescription_id) == (1, OrderState.REQUESTED, w["rx"].id)
@@ -346,33 +348,33 @@ def test_approve_creates_the_order_with_the_too_soon_threshold(app_ctx: Flask, s
                                                              staff["pharmacist"].id)
     assert [r.refill_request_id for r in outbox_rows(MessageKind.REQUEST_APPROVED)] == [req.id]
     with pytest.raises(Conflict):
-        refills.approve(w["pharmacist"], req.id)
+        refill_flow.approve(w["pharmacist"], req.id)
     # Dispensing before the threshold needs a pharmacist's reason.
     factories.run_order_to(w, order.id, "ready")
     with pytest.raises((Conflict, ValidationFailed), match="Too soon"):
-        orders.dispense_order(w["technician"], order.id)
+        factories.dispense(w["technician"], order.id)
 
 
 def test_approve_refuses_when_a_fill_was_started_meanwhile(app_ctx: Flask, staff: dict) -> None:
     w, _ = dispensed_world(staff)
-    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
-    orders.start_fill(w["pharmacist"], w["rx"].id)
+    req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    order_flow.start_fill(w["pharmacist"], w["rx"].id)
     with pytest.raises(Conflict, match="already in progress"):
-        refills.approve(w["pharmacist"], req.id)
+        refill_flow.approve(w["pharmacist"], req.id)
 
 
 def test_decline_tells_the_patient_with_the_reason(app_ctx: Flask, staff: dict) -> None:
     w, _ = dispensed_world(staff)
-    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
     with pytest.raises(ValidationFailed):
-        refills.decline(w["pharmacist"], req.id, " ")
-    refills.decline(w["pharmacist"], req.id, "  Your prescriber asked us to pause LDN.  ")
+        refill_flow.decline(w["pharmacist"], req.id, " ")
+    refill_flow.decline(w["pharmacist"], req.id, "  Your prescriber asked us to pause LDN.  ")
     assert (req.state, req.decline_reason) == (RefillRequestState.DECLINED, "Your prescriber asked us to pause LDN.")
     rows = outbox_rows(MessageKind.REQUEST_DECLINED)
     assert [(r.refill_request_id, r.patient_id, r.state) for r in rows] == [
         (req.id, w["patient"].id, OutboxState.PENDING)]
     with pytest.raises(Conflict):
-        refills.decline(w["pharmacist"], req.id, "Twice")
+        refill_flow.decline(w["pharmacist"], req.id, "Twice")
 
 
 # ---- renewals -------------------------------------------------------------------------------------
@@ -381,23 +383,23 @@ def test_decline_tells_the_patient_with_the_reason(app_ctx: Flask, staff: dict) 
 def test_renewal_flow_from_request_to_new_prescription(app_ctx: Flask, staff: dict, clock: Any) -> None:
     w, _ = dispensed_world(staff, refills_authorized=0)
     rx = w["rx"]
-    req = refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF).request
+    req = refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF).request
     assert req.state == RefillRequestState.AWAITING_RENEWAL
-    renewal = renewals.ask_prescriber(w["pharmacist"], request_id=req.id)
+    renewal = renewal_flow.ask_prescriber(w["pharmacist"], request_id=req.id)
     assert (renewal.id, renewal.state, renewal.sent_by_id) == (req.renewal_id, RenewalState.SENT,
                                                                staff["pharmacist"].id)
     to_prescriber = outbox_rows(MessageKind.PRESCRIBER_RENEWAL)
     assert [(r.renewal_id, r.to_address) for r in to_prescriber] == [(renewal.id, "emarquez@neuro.example")]
     assert len(outbox_rows(MessageKind.RENEWAL_IN_PROGRESS, refill_request_id=req.id)) == 1  # told once
     with pytest.raises(Conflict, match="already been sent"):
-        renewals.ask_prescriber(w["pharmacist"], request_id=req.id)
+        renewal_flow.ask_prescriber(w["pharmacist"], request_id=req.id)
     assert [r.id for r in renewals.renewals_waiting(w["pharmacist"])] == [renewal.id]
     doc = renewals.renewal_document(w["technician"], renewal.id)
     assert (doc.patient.date_of_birth, doc.dose, doc.quantity, doc.last_fill, doc.refills_authorized) == (
         DOB, "4.5 mg", "30 capsules", date(2026, 11, 23), 0)
 
     clock.advance(timedelta(days=3))
-    new = prescriptions.replace_prescription(w["pharmacist"], rx.id, {
+    new = changes.replace(w["pharmacist"], rx.id, {
         "prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
         "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30,
         "refills_authorized": 5, "written_date": date(2026, 11, 26)})
@@ -408,21 +410,21 @@ def test_renewal_flow_from_request_to_new_prescription(app_ctx: Flask, staff: di
     assert (req.prescription_id, req.state) == (new.id, RefillRequestState.OPEN)
     assert db.session.get(Prescription, rx.id).status == RxStatus.REPLACED
     assert renewals.renewals_waiting(w["pharmacist"]) == []
-    order = refills.approve(w["pharmacist"], req.id)
+    order = refill_flow.approve(w["pharmacist"], req.id)
     assert (order.prescription_id, order.fill_number) == (new.id, 0)
 
 
 def test_the_pharmacy_can_ask_for_a_renewal_before_anyone_requests(app_ctx: Flask, staff: dict) -> None:
     w, _ = dispensed_world(staff)
-    renewal = renewals.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
+    renewal = renewal_flow.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
     assert renewal.state == RenewalState.SENT and open_requests(w["rx"].id) == []
     with pytest.raises(Conflict):
-        renewals.send_renewal(w["pharmacist"], renewal.id)
+        renewal_flow.send_renewal(w["pharmacist"], renewal.id)
     # A request that was decided cannot be turned into a renewal afterwards.
-    req = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
-    refills.decline(w["pharmacist"], req.id, "Duplicate request.")
+    req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+    refill_flow.decline(w["pharmacist"], req.id, "Duplicate request.")
     with pytest.raises(Conflict):
-        renewals.ask_prescriber(w["pharmacist"], request_id=req.id)
+        renewal_flow.ask_prescriber(w["pharmacist"], request_id=req.id)
 
 
 # ---- the queue ------------------------------------------------------------------------------------
@@ -430,14 +432,14 @@ def test_the_pharmacy_can_ask_for_a_renewal_before_anyone_requests(app_ctx: Flas
 
 def _requests(staff: dict, n: int) -> dict[str, Any]:
     w, _ = dispensed_world(staff)
-    refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+    refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     for i in range(n - 1):
         p = factories.patient(w["pharmacist"], first_name=f"P{i}", email=f"p{i}@example.com")
         rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id,
                                     refills_authorized=i % 2)
-        order = orders.start_fill(w["pharmacist"], rx.id)
+        order = order_flow.start_fill(w["pharmacist"], rx.id)
         factories.run_order_to(w, order.id, "dispensed")
-        refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF)
+        refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF)
     db.session.commit()
     return w
 
@@ -446,11 +448,11 @@ def test_queue_lists_open_requests_oldest_first_with_what_the_pharmacist_needs(a
                                                                                  clock: Any) -> None:
     w, _ = dispensed_world(staff, refills_authorized=0)
     later_patient, later_rx = other_patient(w)
-    order = orders.start_fill(w["pharmacist"], later_rx.id)
+    order = order_flow.start_fill(w["pharmacist"], later_rx.id)
     factories.run_order_to(w, order.id, "dispensed")
-    refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+    refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     clock.advance(timedelta(hours=1))
-    refills.request_refill(w["technician"], later_rx.id, source=RequestSource.STAFF)
+    refill_flow.request(w["technician"], later_rx.id, source=RequestSource.STAFF)
     items = refill_queue.queue(w["technician"])
     assert [i.rx.id for i in items] == [w["rx"].id, later_rx.id]
     first, second = items
@@ -480,9 +482,9 @@ def _requests_more(w: dict[str, Any], n: int) -> dict[str, Any]:
         p = factories.patient(w["pharmacist"], first_name=f"Q{i}", email=f"q{i}@example.com")
         rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id,
                                     refills_authorized=i % 2)
-        order = orders.start_fill(w["pharmacist"], rx.id)
+        order = order_flow.start_fill(w["pharmacist"], rx.id)
         factories.run_order_to(w, order.id, "dispensed")
-        refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF)
+        refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF)
     db.session.commit()
     return w
 
@@ -506,7 +508,7 @@ def test_summary_shows_price_dates_and_address(app_ctx: Flask, staff: dict) -> N
 
 def test_an_open_request_keeps_its_own_dates(app_ctx: Flask, staff: dict, clock: Any) -> None:
     w, _ = dispensed_world(staff)
-    refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF, delivery=DeliveryMethod.SHIP)
+    refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF, delivery=DeliveryMethod.SHIP)
     clock.advance(timedelta(days=2))
     s = refills.summary(w["rx"])
     assert s.open_request is not None and s.delivery == DeliveryMethod.SHIP

@@ -17,20 +17,20 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from flask import Flask
 
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core.context import business_calendar
 from pharmacy.core.models import AuditEvent
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
-from pharmacy.prescriptions import services as prescriptions
-from pharmacy.refills import services as refills
 from pharmacy.refills.models import RenewalRequest
 from pharmacy.refills.rules import RenewalState, RequestSource
 from pharmacy.reminders import planning, services
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import OutboxState
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import prescription_changes as changes
+from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 from tests.factories import actor, run_order_to, world
 
@@ -51,7 +51,7 @@ def dispense(staff: dict, clock: Any, day: date | None = None, **overrides: Any)
     if day is not None:
         clock.set(morning(day))
     w = world(staff, **overrides)
-    order = orders.start_fill(w["pharmacist"], w["rx"].id)
+    order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     run_order_to(w, order.id, "dispensed")
     db.session.commit()
     return w, order
@@ -171,7 +171,7 @@ def test_titration_fills_are_planned_from_each_fills_own_supply(app_ctx: Flask, 
         {"dose_mg": "1.5", "days": 14}, {"dose_mg": "3", "days": 14}])
     w = {"formula": f, "prescriber": doc, "patient": p, "rx": rx, "pharmacist": ph,
          "pharmacist2": actor(staff["pharmacist2"]), "technician": actor(staff["technician"])}
-    first = orders.start_fill(ph, rx.id)
+    first = order_flow.start_fill(ph, rx.id)
     # 14 days × 1 capsule + 14 days × 2 + 2 days × 3 at the target dose: the titration sets the quantity.
     assert (first.quantity, first.days_supply) == (Decimal(48), 30)
     run_order_to(w, first.id, "dispensed")
@@ -180,8 +180,8 @@ def test_titration_fills_are_planned_from_each_fills_own_supply(app_ctx: Flask, 
 
     # On the order-by day the patient asks; the refill is approved, made and dispensed that day.
     clock.set(morning(date(2026, 12, 17)))
-    req = refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF).request
-    second = refills.approve(ph, req.id)
+    req = refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF).request
+    second = refill_flow.approve(ph, req.id)
     run_order_to(w, second.id, "dispensed")
     db.session.commit()
 
@@ -198,9 +198,9 @@ def test_a_shipped_patient_must_order_earlier_before_running_out(app_ctx: Flask,
     _, pickup = dispense(staff, clock)
     w = world(staff, patient={"first_name": "Ship", "email": "ship@example.com",
                               "delivery_preference": DeliveryMethod.SHIP, "shipping_days": 3})
-    shipped = orders.start_fill(w["pharmacist"], w["rx"].id)
+    shipped = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     run_order_to(w, shipped.id, "ready")
-    orders.dispense_order(w["technician"], shipped.id, carrier="UPS", tracking_number="1Z999AA10123456784")
+    factories.dispense(w["technician"], shipped.id, carrier="UPS", tracking_number="1Z999AA10123456784")
     db.session.commit()
 
     # The supply starts on arrival (Thu 26 Nov) and runs out Sat 26 Dec; 3 shipping + 2 buffer days
@@ -247,7 +247,7 @@ def test_a_prescription_expiring_before_run_out_also_needs_renewal(app_ctx: Flas
 
 def test_requesting_a_refill_cancels_the_reminders(app_ctx: Flask, clock: Any, staff: dict) -> None:
     w, order = dispense(staff, clock)
-    refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+    refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     db.session.commit()
     assert plan_of(order.id) == {}
     assert {r.cancelled_reason for r in rows_of(order.id)} == {"refill requested"}
@@ -256,7 +256,7 @@ def test_requesting_a_refill_cancels_the_reminders(app_ctx: Flask, clock: Any, s
 def test_ordering_a_refill_cancels_the_reminders(app_ctx: Flask, clock: Any, staff: dict) -> None:
     w, order = dispense(staff, clock)
     clock.set(morning(date(2026, 12, 16)))
-    orders.start_fill(w["pharmacist"], w["rx"].id)
+    order_flow.start_fill(w["pharmacist"], w["rx"].id)
     db.session.commit()
     assert plan_of(order.id) == {}
     assert {r.cancelled_reason for r in rows_of(order.id)} == {"refill ordered"}
@@ -264,7 +264,7 @@ def test_ordering_a_refill_cancels_the_reminders(app_ctx: Flask, clock: Any, sta
 
 def test_discontinuing_the_prescription_cancels_the_reminders(app_ctx: Flask, clock: Any, staff: dict) -> None:
     w, order = dispense(staff, clock)
-    prescriptions.discontinue_prescription(w["pharmacist"], w["rx"].id, "Stopped by the neurologist")
+    changes.discontinue(w["pharmacist"], w["rx"].id, "Stopped by the neurologist")
     db.session.commit()
     assert plan_of(order.id) == {}
     assert {r.cancelled_reason for r in rows_of(order.id)} == {"prescription discontinued"}
@@ -372,14 +372,13 @@ def test_cancelling_the_ordered_refill_brings_the_reminders_back(app_ctx, clock,
     """Ordering a refill cancels the pending reminders; cancelling that order must restore them."""
     import sqlalchemy as sa
 
-    from pharmacy.compounding import services as orders
     from pharmacy.extensions import db
     from pharmacy.reminders.models import OutboxMessage
     from pharmacy.reminders.rules import OutboxState
     from tests import factories
 
     w = factories.world(staff)
-    first = orders.start_fill(w["pharmacist"], w["rx"].id)
+    first = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     factories.run_order_to(w, first.id, "dispensed")
     clock.advance(__import__("datetime").timedelta(days=20))
 
@@ -389,8 +388,8 @@ def test_cancelling_the_ordered_refill_brings_the_reminders_back(app_ctx, clock,
 
     planned = pending()
     assert planned, "a dispensed fill has reminders"
-    refill = orders.start_fill(w["pharmacist"], w["rx"].id)
+    refill = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     assert pending() == set()
-    orders.cancel_order(w["pharmacist"], refill.id, "Patient will pick up next month")
+    order_flow.cancel(w["pharmacist"], refill.id, "Patient will pick up next month")
     assert pending(), "the reminders of the still-current fill are back"
     assert {k.rsplit(":", 1)[1] for k in pending()} <= {k.rsplit(":", 1)[1] for k in planned} | {"overdue"}

@@ -14,6 +14,7 @@ from pharmacy.compounding.rules import ExpiredIngredientError, FillPlan, OrderSt
 from pharmacy.core.errors import Forbidden, InvalidTransition, ValidationFailed
 from pharmacy.core.roles import Permission
 from pharmacy.prescriptions.rules import Form, TitrationStep, quantity_for_days
+from pharmacy.supply.rules import Authorization, Dispensing, Supply, supply
 
 S = OrderState
 CAP, SL, CREAM = Form.CAPSULE, Form.SUBLINGUAL_LIQUID, Form.TRANSDERMAL_CREAM
@@ -101,7 +102,48 @@ def test_aqueous_fill_is_capped_at_fourteen_days() -> None:
     assert plan.quantity == D(21)
     assert plan.days_supply == 14
     assert plan.capped
-    assert plan.note == "Capped at 14 days (BUD); the remaining 16 days will be compounded as later fills."
+    assert plan.note is None  # what the cap means for the fill is plan_fill's to say (below)
+
+
+def _supply(days_per_fill: int, dispensed: list[int], refills: int = 2) -> Supply:
+    auth = Authorization(days_per_fill=days_per_fill, refills=refills, expiry_date=date(2028, 1, 1))
+    start = date(2026, 9, 1)
+    return supply(auth, [Dispensing(start + timedelta(days=sum(dispensed[:i])), d) for i, d in enumerate(dispensed)])
+
+
+def test_plan_fill_caps_an_aqueous_fill_and_says_what_is_owed() -> None:
+    day = date(2026, 12, 1)
+    plan = c.plan_fill(_supply(30, []), form=SL, strength_mg=D("1"), dose_mg=D("1.5"), steps=(),
+                       category=UspCategory.AQUEOUS_UNPRESERVED, compounded_on=day, starts_on=day)
+    assert (plan.quantity, plan.days_supply, plan.capped, plan.bud) == (D(21), 14, True, date(2026, 12, 15))
+    assert plan.note == ("Capped at 14 days by the beyond-use date (2026-12-15): 14 of 30 days; 16 days still owed "
+                         "on this fill.")
+    assert plan.authorized_fill == 0
+
+
+def test_plan_fill_offers_the_rest_of_a_partial_fill() -> None:
+    """After 14 + 14 of a 60-day liquid fill, the next plan is the next 14 days of the same fill; the last 4 days
+    finish it; then the first refill starts with a whole (capped) fill."""
+    day = date(2026, 12, 1)
+    kw = {"form": SL, "strength_mg": D("1"), "dose_mg": D("1.5"), "steps": (),
+          "category": UspCategory.AQUEOUS_UNPRESERVED, "compounded_on": day, "starts_on": day}
+    third = c.plan_fill(_supply(60, [14, 14]), **kw)
+    assert (third.days_supply, third.authorized_fill) == (14, 0)
+    assert third.note.endswith("42 of 60 days; 18 days still owed on this fill.")
+    last = c.plan_fill(_supply(60, [14, 14, 14, 14]), **kw)
+    assert (last.days_supply, last.capped, last.authorized_fill) == (4, False, 0)
+    assert last.note == "Partial fill: 60 of 60 days."
+    refill = c.plan_fill(_supply(60, [14, 14, 14, 14, 4]), **kw)
+    assert (refill.days_supply, refill.authorized_fill) == (14, 1)
+
+
+def test_plan_fill_ships_with_room_for_the_journey_and_refuses_a_used_up_prescription() -> None:
+    day = date(2026, 12, 1)
+    kw = {"form": SL, "strength_mg": D("1"), "dose_mg": D("1.5"), "steps": (),
+          "category": UspCategory.AQUEOUS_UNPRESERVED, "compounded_on": day}
+    assert c.plan_fill(_supply(30, []), starts_on=day + timedelta(days=3), **kw).days_supply == 11
+    with pytest.raises(ValidationFailed):
+        c.plan_fill(_supply(30, [30, 30, 30]), starts_on=day, **kw)
 
 
 def test_capping_follows_the_titration_plan() -> None:
@@ -109,7 +151,7 @@ def test_capping_follows_the_titration_plan() -> None:
     plan = c.cap_to_bud(CAP, D("1.5"), D("4.5"), quantity=D(69), days_supply=30, bud_days=10, steps=steps)
     assert (plan.quantity, plan.days_supply) == (D(7 + 6), 10)
     plan = c.cap_to_bud(CAP, D("1.5"), D("4.5"), quantity=D(69), days_supply=30, bud_days=29, steps=steps)
-    assert plan.note == "Capped at 29 days (BUD); the remaining 1 day will be compounded as later fills."
+    assert (plan.days_supply, plan.capped) == (29, True)
 
 
 @pytest.mark.parametrize(("kw", "field"), [
@@ -134,7 +176,6 @@ def test_cap_never_exceeds_bud(strength, per_dose, days, bud_days) -> None:
     assert plan.quantity <= qty
     assert plan.quantity == quantity_for_days(CAP, strength, dose, plan.days_supply)
     assert plan.capped == (days > bud_days)
-    assert (plan.note is not None) == plan.capped
 
 
 # ---------------------------------------------------------------- workflow

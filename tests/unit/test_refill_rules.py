@@ -18,8 +18,6 @@ from pharmacy.refills.rules import (
     RequestSource,
     arrival_date,
     delivery_date,
-    earliest_dispense_date,
-    is_too_soon,
     long_date,
     order_by_date,
     ready_by_date,
@@ -29,6 +27,7 @@ from pharmacy.refills.rules import (
     run_out_date,
     timeline,
 )
+from pharmacy.supply.rules import Authorization, Dispensing, SupplyInputInvalid, supply, supply_from_cache
 
 US = BusinessCalendar.default()
 dates = st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31))
@@ -46,11 +45,11 @@ def test_enums_are_unchanged() -> None:
 @pytest.mark.parametrize(
     ("dispensed", "days", "expected"),
     [
-        (date(2026, 3, 1), 30, date(2026, 3, 31)),
-        (date(2026, 1, 31), 30, date(2026, 3, 2)),  # across a short February
-        (date(2028, 2, 1), 29, date(2028, 3, 1)),  # leap year
-        (date(2026, 12, 15), 30, date(2027, 1, 14)),  # across the year end
-        (date(2026, 5, 1), 1, date(2026, 5, 2)),
+        (date(2026, 3, 1), 30, date(2026, 3, 30)),  # covers 1–30 March: the last day covered
+        (date(2026, 1, 31), 30, date(2026, 3, 1)),  # across a short February
+        (date(2028, 2, 1), 29, date(2028, 2, 29)),  # leap year
+        (date(2026, 12, 15), 30, date(2027, 1, 13)),  # across the year end
+        (date(2026, 5, 1), 1, date(2026, 5, 1)),  # one day: that day
     ],
 )
 def test_run_out_date(dispensed: date, days: int, expected: date) -> None:
@@ -76,12 +75,12 @@ def test_run_out_refuses_fractional_days() -> None:
 @pytest.mark.parametrize(
     ("run_out", "shipping", "buffer", "expected"),
     [
-        (date(2026, 12, 2), 2, 2, date(2026, 11, 27)),  # Sat 28 → Fri 27 (Thanksgiving was the 26th)
-        (date(2026, 11, 30), 2, 2, date(2026, 11, 25)),  # Thu 26 is Thanksgiving → Wed 25
-        (date(2026, 12, 28), 1, 2, date(2026, 12, 24)),  # Fri 25 Christmas → Thu 24
-        (date(2027, 1, 3), 0, 2, date(2026, 12, 31)),  # Fri 1 Jan closed → Thu 31 Dec (year end)
-        (date(2026, 12, 9), 0, 0, date(2026, 12, 9)),  # an open day stays
-        (date(2026, 3, 3), 2, 1, date(2026, 2, 27)),  # Sat 28 Feb → Fri 27 Feb (month end)
+        (date(2026, 12, 1), 2, 2, date(2026, 11, 27)),  # Sat 28 → Fri 27 (Thanksgiving was the 26th)
+        (date(2026, 11, 29), 2, 2, date(2026, 11, 25)),  # Thu 26 is Thanksgiving → Wed 25
+        (date(2026, 12, 27), 1, 2, date(2026, 12, 24)),  # Fri 25 Christmas → Thu 24
+        (date(2027, 1, 2), 0, 2, date(2026, 12, 31)),  # Fri 1 Jan closed → Thu 31 Dec (year end)
+        (date(2026, 12, 8), 0, 0, date(2026, 12, 9)),  # an open day stays
+        (date(2026, 3, 2), 2, 1, date(2026, 2, 27)),  # Sat 28 Feb → Fri 27 Feb (month end)
     ],
 )
 def test_ready_by_date(run_out: date, shipping: int, buffer: int, expected: date) -> None:
@@ -110,30 +109,31 @@ def test_order_by_date(ready_by: date, lead: int, expected: date) -> None:
 
 
 def test_timeline_over_thanksgiving() -> None:
-    # Dispensed Mon 2 Nov 2026, 30 days: runs out Wed 2 Dec; − 2 shipping − 2 buffer = Sat 28 Nov
-    # → ready by Fri 27; 3 business days before (Thanksgiving does not count) → order by Mon 23.
+    # Had on Mon 2 Nov 2026, 30 days: last day covered Tue 1 Dec, first without Wed 2 Dec; − 2 shipping
+    # − 2 buffer = Sat 28 Nov → ready by Fri 27; 3 business days before (Thanksgiving does not count) → Mon 23.
     assert timeline(
-        date(2026, 11, 2), 30, shipping_days=2, buffer_days=2, lead_time_business_days=3, calendar=US
+        run_out_date(date(2026, 11, 2), 30), shipping_days=2, buffer_days=2, lead_time_business_days=3, calendar=US
     ) == RefillTimeline(
-        dispensed_on=date(2026, 11, 2),
-        run_out=date(2026, 12, 2),
+        run_out=date(2026, 12, 1),
         ready_by=date(2026, 11, 27),
         order_by=date(2026, 11, 23),
     )
 
 
 def test_timeline_over_christmas_and_new_year() -> None:
-    # Dispensed 6 Dec 2026, 30 days → run out Tue 5 Jan 2027; − 1 − 2 = Sat 2 Jan → ready Thu 31 Dec
-    # (1 Jan closed); 4 business days before: Wed 30, Tue 29, Mon 28, Thu 24 (Christmas skipped).
-    result = timeline(date(2026, 12, 6), 30, shipping_days=1, buffer_days=2, lead_time_business_days=4, calendar=US)
-    assert result.run_out == date(2027, 1, 5)
+    # Had on 6 Dec 2026, 30 days → last day covered Mon 4 Jan 2027; first without Tue 5; − 1 − 2 = Sat 2 Jan
+    # → ready Thu 31 Dec (1 Jan closed); 4 business days before: Wed 30, Tue 29, Mon 28, Thu 24 (Christmas skipped).
+    result = timeline(run_out_date(date(2026, 12, 6), 30), shipping_days=1, buffer_days=2, lead_time_business_days=4,
+                      calendar=US)
+    assert result.run_out == date(2027, 1, 4)
     assert result.ready_by == date(2026, 12, 31)
     assert result.order_by == date(2026, 12, 24)
 
 
 def test_timeline_with_a_six_day_pharmacy() -> None:
     cal = BusinessCalendar(weekdays=frozenset(range(6)))  # open Saturdays, no holidays
-    result = timeline(date(2026, 11, 2), 30, shipping_days=2, buffer_days=2, lead_time_business_days=3, calendar=cal)
+    result = timeline(run_out_date(date(2026, 11, 2), 30), shipping_days=2, buffer_days=2, lead_time_business_days=3,
+                      calendar=cal)
     assert result.ready_by == date(2026, 11, 28)  # Saturday is a working day here
     assert result.order_by == date(2026, 11, 25)  # Fri 27, Thu 26, Wed 25
 
@@ -146,21 +146,36 @@ def test_timeline_with_a_six_day_pharmacy() -> None:
     lead=st.integers(min_value=0, max_value=15),
 )
 def test_timeline_properties(dispensed: date, days: int, shipping: int, buffer: int, lead: int) -> None:
-    t = timeline(dispensed, days, shipping_days=shipping, buffer_days=buffer, lead_time_business_days=lead, calendar=US)
-    assert t.run_out == dispensed + timedelta(days=days)
+    t = timeline(run_out_date(dispensed, days), shipping_days=shipping, buffer_days=buffer,
+                 lead_time_business_days=lead, calendar=US)
+    assert t.run_out == dispensed + timedelta(days=days - 1)  # the last day covered
+    first_without = t.run_out + timedelta(days=1)
     assert US.is_open(t.ready_by) and US.is_open(t.order_by)
-    assert t.order_by <= t.ready_by <= t.run_out - timedelta(days=shipping + buffer)
+    assert t.order_by <= t.ready_by <= first_without - timedelta(days=shipping + buffer)
     assert US.business_days_between(t.order_by, t.ready_by) == lead
     # A request on the order-by date is ready on the ready-by date; it arrives before run-out.
     assert ready_date(t.order_by, lead_time_business_days=lead, calendar=US) == t.ready_by
     arrival = delivery_date(t.order_by, lead_time_business_days=lead, calendar=US, shipping_days=shipping)
-    assert arrival <= t.run_out - timedelta(days=buffer) + timedelta(days=1)  # a Sunday slips at most one day
+    assert arrival <= first_without - timedelta(days=buffer) + timedelta(days=1)  # a Sunday slips at most one day
     # A request on the next open day is late.
     late = US.add_business_days(t.order_by, 1)
     assert ready_date(late, lead_time_business_days=lead, calendar=US) > t.ready_by
 
 
-# -- too soon ---------------------------------------------------------------------------
+# -- too soon (the supply model's rule, through a single dispensing) ----------------------------
+
+
+def earliest_dispense_date(previous: date, days: int, percent: int) -> date:
+    """The first day the next fill may reach a patient who had one `days`-day fill on `previous`."""
+    auth = Authorization(days_per_fill=max(days, 1), refills=1, expiry_date=date(2040, 1, 1))
+    earliest = supply(auth, [Dispensing(previous, days)], too_soon_percent=percent).earliest_next_start
+    assert earliest is not None
+    return earliest
+
+
+def is_too_soon(day: date, previous: date, days: int, percent: int) -> bool:
+    auth = Authorization(days_per_fill=days, refills=1, expiry_date=date(2040, 1, 1))
+    return supply(auth, [Dispensing(previous, days)], too_soon_percent=percent).is_too_soon(day)
 
 
 @pytest.mark.parametrize(
@@ -192,7 +207,7 @@ def test_is_too_soon_boundaries() -> None:
     [(0, 80, "days_supply"), (30, 101, "too_soon_percent"), (30, -1, "too_soon_percent")],
 )
 def test_too_soon_refuses_bad_inputs(days: int, percent: int, field: str) -> None:
-    with pytest.raises(RefillInputInvalid) as info:
+    with pytest.raises(SupplyInputInvalid) as info:
         earliest_dispense_date(date(2026, 11, 2), days, percent)
     assert list(info.value.fields) == [field]
 
@@ -259,7 +274,7 @@ def test_delivery_date_is_ready_date_plus_shipping() -> None:
 def test_ready_and_delivery_refuse_negative_inputs() -> None:
     with pytest.raises(RefillInputInvalid):
         ready_date(date(2026, 11, 20), lead_time_business_days=-1, calendar=US)
-    with pytest.raises(RefillInputInvalid):
+    with pytest.raises(ValidationFailed):
         delivery_date(date(2026, 11, 20), lead_time_business_days=1, calendar=US, shipping_days=-1)
 
 
@@ -301,7 +316,23 @@ BASE = {
 
 
 def eligibility(**changes: object) -> Eligibility:
-    return refill_eligibility(**{**BASE, **changes})  # type: ignore[arg-type]
+    """The rule for a 30-day prescription of which the original and `refills_used` refills were dispensed."""
+    params = {**BASE, **changes}
+    authorized, used = params.pop("refills_authorized"), params.pop("refills_used")
+    auth = Authorization(days_per_fill=30, refills=authorized, expiry_date=params.pop("expiry_date"))  # type: ignore[arg-type]
+    days = min(30 * (1 + used), auth.days)  # type: ignore[operator]
+    current = supply_from_cache(auth, days_dispensed=days, dispensings=1, run_out=None, last_days=30)
+    return refill_eligibility(supply=current, **params)  # type: ignore[arg-type]
+
+
+def test_the_rest_of_a_partial_fill_may_be_asked_for_with_no_refills_left() -> None:
+    """A 60-day fill dispensed as 14 days (BUD): 46 days are still owed on it, so it is not "no refills"."""
+    auth = Authorization(days_per_fill=60, refills=0, expiry_date=date(2027, 6, 1))
+    current = supply(auth, [Dispensing(date(2026, 11, 9), 14)])
+    assert current.refills_left == 0 and current.days_owed == 46
+    result = refill_eligibility(status="active", supply=current, today=TODAY, order_in_progress=False,
+                                open_request=False)
+    assert result.ok is True
 
 
 def test_eligible() -> None:

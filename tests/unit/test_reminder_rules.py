@@ -298,7 +298,7 @@ def renewal(**changes: object) -> PlannedMessage | None:
     params: dict[str, object] = {
         "run_out": date(2026, 12, 2),
         "expiry_date": date(2027, 6, 1),
-        "refills_left": 0,
+        "can_fill_again": False,
         "notice_days": 21,
         "hour": 10,
         "tz": CHICAGO,
@@ -313,13 +313,13 @@ def test_renewal_when_no_refills_remain() -> None:
 
 
 def test_renewal_when_the_prescription_expires_before_run_out() -> None:
-    notice = renewal(refills_left=2, expiry_date=date(2026, 12, 1))
+    notice = renewal(can_fill_again=True, expiry_date=date(2026, 12, 1))
     assert notice is not None and notice.local_day == date(2026, 11, 11)
 
 
 def test_no_renewal_when_refills_remain_and_expiry_is_later() -> None:
-    assert renewal(refills_left=2) is None
-    assert renewal(refills_left=1, expiry_date=date(2026, 12, 2)) is None  # expiring on run-out still allows a fill
+    assert renewal(can_fill_again=True) is None
+    assert renewal(can_fill_again=True, expiry_date=date(2026, 12, 2)) is None  # expiring on run-out still allows a fill
 
 
 def test_late_renewal_notice_goes_out_today() -> None:

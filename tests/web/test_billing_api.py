@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from pharmacy.billing.models import Payment
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import services as core_services
 from pharmacy.core.context import now, today
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 
 API = "/api/v1/billing"
@@ -32,7 +32,7 @@ def w(app: Flask, staff: dict[str, Any]) -> dict[str, Any]:
     """A patient with a ready $55.00 fill, and a bearer token per role."""
     with app.test_request_context("/"):
         world = factories.world(staff)
-        order = orders.start_fill(world["pharmacist"], world["rx"].id)
+        order = order_flow.start_fill(world["pharmacist"], world["rx"].id)
         factories.run_order_to(world, order.id, "ready")
         tokens = {}
         for role in ("admin", "pharmacist", "technician"):
@@ -148,7 +148,7 @@ def test_refund_larger_than_paid_and_cancelled_order(app: Flask, client: FlaskCl
     assert too_much.get_json()["errors"]["json"]["amount"] == ["A refund cannot be more than what was paid ($20.00)."]
     assert payments(app) == 1
     with app.test_request_context("/"):
-        orders.cancel_order(w["world"]["pharmacist"], w["order_id"], "patient moved away")
+        order_flow.cancel(w["world"]["pharmacist"], w["order_id"], "patient moved away")
         db.session.commit()
     refused = post_payment(client, w, 100)
     assert refused.status_code == 422 and refused.get_json()["code"] == "payment_refused"

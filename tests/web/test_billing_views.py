@@ -19,9 +19,9 @@ from flask.testing import FlaskClient
 from pypdf import PdfReader
 
 from pharmacy.billing.models import Payment, PriceEntry
-from pharmacy.compounding import services as orders
 from pharmacy.core.clock import FixedClock
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.browser.conftest import LiveServer
 from tests.conftest import PASSWORD, T0, login
@@ -35,7 +35,7 @@ def w(app: Flask, staff: dict[str, Any]) -> dict[str, Any]:
     """A patient with a ready $55.00 fill; plain ids (the rows stay behind in their session)."""
     with app.test_request_context("/"):
         world = factories.world(staff)
-        order = orders.start_fill(world["pharmacist"], world["rx"].id)
+        order = order_flow.start_fill(world["pharmacist"], world["rx"].id)
         factories.run_order_to(world, order.id, "ready")
         db.session.commit()
         return {"patient_id": world["patient"].id, "order_id": order.id, "formula_id": world["formula"].id,
@@ -166,7 +166,7 @@ def test_bad_payment_form_records_nothing(app: Flask, client: FlaskClient, w: di
 
 def test_payment_on_a_cancelled_order_is_a_clear_422(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
     with app.test_request_context("/"):
-        orders.cancel_order(w["world"]["pharmacist"], w["order_id"], "prescriber stopped it")
+        order_flow.cancel(w["world"]["pharmacist"], w["order_id"], "prescriber stopped it")
         db.session.commit()
     as_(client, w, "technician")
     response = client.post(f"/billing/patients/{w['patient_id']}/payments", data=pay_form("55.00", "card", w["order_id"]))
@@ -246,7 +246,7 @@ def test_money_page_chart_and_csv(app: Flask, client: FlaskClient, w: dict[str, 
 def test_csv_downloads_stream_after_the_commit(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
     """The big exports stream (a server-side cursor on PostgreSQL) after the request's unit of work committed."""
     with app.test_request_context("/"):
-        orders.dispense_order(w["world"]["technician"], w["order_id"])
+        factories.dispense(w["world"]["technician"], w["order_id"])
         db.session.commit()
     as_(client, w, "pharmacist")
     owed = client.get("/billing/reports/outstanding.csv").get_data(as_text=True).splitlines()
@@ -269,7 +269,7 @@ def test_adherence_page_call_list_for_pharmacists_only(app: Flask, client: Flask
         from pharmacy.compounding.models import Order
 
         order = db.session.get(Order, w["order_id"])
-        orders.dispense_order(w["world"]["technician"], order.id)
+        factories.dispense(w["world"]["technician"], order.id)
         db.session.commit()
     # One 30-day fill today: 100% of the days since it started — nobody to call.
     as_(client, w, "pharmacist")
@@ -284,7 +284,7 @@ def test_adherence_page_call_list_for_pharmacists_only(app: Flask, client: Flask
 def test_adherence_page_reads_the_snapshot_and_says_when_it_was_computed(app: Flask, client: FlaskClient,
                                                                          w: dict[str, Any]) -> None:
     with app.test_request_context("/"):
-        orders.dispense_order(w["world"]["technician"], w["order_id"])
+        factories.dispense(w["world"]["technician"], w["order_id"])
         db.session.commit()
     as_(client, w, "pharmacist")
     page = text_of(client.get("/billing/adherence"))
@@ -322,7 +322,7 @@ def test_revenue_chart_in_a_real_browser(app: Flask, w: dict[str, Any], clock: F
     with app.test_request_context("/"):  # dispensed, then what the scheduler does every night: a patient to draw
         from pharmacy.billing import adherence
 
-        orders.dispense_order(w["world"]["technician"], w["order_id"])  # it was ready
+        factories.dispense(w["world"]["technician"], w["order_id"])  # it was ready
         db.session.commit()
         assert adherence.refresh_adherence().measured == 1
     args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",

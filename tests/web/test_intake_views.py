@@ -19,7 +19,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core.models import AuditEvent
@@ -27,6 +26,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
 
@@ -202,9 +202,9 @@ def test_the_patient_record_does_not_grow_queries_with_history(app: Flask, clien
         ph = factories.actor(staff["pharmacist"])
         for _ in range(4):
             rx = factories.prescription(ph, w["patient"], w["formula"], w["prescriber"])
-            order = orders.start_fill(ph, rx.id)
-            orders.cancel_order(ph, order.id, "Duplicate")
-            orders.start_fill(ph, rx.id)
+            order = order_flow.start_fill(ph, rx.id)
+            order_flow.cancel(ph, order.id, "Duplicate")
+            order_flow.start_fill(ph, rx.id)
 
     run(app, more)
     with queries(app) as large:
@@ -357,7 +357,7 @@ def test_a_hard_stop_offers_no_override_and_refuses_one(app: Flask, client: Flas
 
 def test_hold_resume_and_discontinue_from_the_prescription_page(app: Flask, client: FlaskClient, staff: dict) -> None:
     w = build(app, staff)
-    order_id = run(app, lambda: orders.start_fill(factories.actor(staff["technician"]), w["rx"]).id)
+    order_id = run(app, lambda: order_flow.start_fill(factories.actor(staff["technician"]), w["rx"]).id)
     login(client, staff["technician"])
     assert client.post(f"/prescriptions/{w['rx']}/hold", data={"reason": "Waiting"}).status_code == 403
     assert "Change this prescription" not in text(client.get(f"/prescriptions/{w['rx']}"))
@@ -430,7 +430,7 @@ def test_the_prescription_page_does_not_grow_queries_with_fills(app: Flask, clie
     def fills() -> None:
         ph = factories.actor(staff["pharmacist"])
         for _ in range(4):
-            orders.cancel_order(ph, orders.start_fill(ph, w["rx"]).id, "Duplicate")
+            order_flow.cancel(ph, order_flow.start_fill(ph, w["rx"]).id, "Duplicate")
 
     run(app, fills)
     with queries(app) as large:

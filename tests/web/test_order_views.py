@@ -18,6 +18,7 @@ from pharmacy.compounding.models import IngredientLot, Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core.context import today
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
 from tests.web.test_intake_views import build, field_error, labels_cover_inputs, queries, run, text
@@ -35,7 +36,7 @@ def state_of(app: Flask, order_id: int) -> OrderState:
 
 def new_order(app: Flask, staff: dict, **kw: Any) -> tuple[dict[str, Any], int]:
     w = build(app, staff, **kw)
-    order_id = run(app, lambda: orders.start_fill(factories.actor(staff["technician"]), w["rx"]).id)
+    order_id = run(app, lambda: order_flow.start_fill(factories.actor(staff["technician"]), w["rx"]).id)
     return w, order_id
 
 
@@ -164,9 +165,9 @@ def test_too_soon_needs_a_pharmacists_reason_on_the_page(app: Flask, client: Fla
         wr = {"pharmacist": factories.actor(staff["pharmacist"]), "pharmacist2": factories.actor(staff["pharmacist2"]),
               "technician": factories.actor(staff["technician"]),
               "formula": db.session.get(orders.Formula, w["formula"])}
-        first = orders.start_fill(wr["technician"], w["rx"])
+        first = order_flow.start_fill(wr["technician"], w["rx"])
         factories.run_order_to(wr, first.id, "dispensed")
-        refill = orders.start_fill(wr["technician"], w["rx"])
+        refill = order_flow.start_fill(wr["technician"], w["rx"])
         factories.run_order_to(wr, refill.id, "ready")
         return refill.id
 
@@ -257,7 +258,7 @@ def test_the_queue_groups_by_state_with_counts_oldest_first(app: Flask, client: 
         for i in range(3):
             p = factories.patient(ph, first_name="Q", last_name=f"Queue{i}", email=f"q{i}@example.com")
             rx = factories.prescription(ph, p.id, w["formula"], w["prescriber"])
-            ids.append(orders.start_fill(ph, rx.id).id)
+            ids.append(order_flow.start_fill(ph, rx.id).id)
             clock.advance(timedelta(minutes=10))
         orders.verify_order(ph, ids[1])
         return ids

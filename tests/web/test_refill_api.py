@@ -8,13 +8,13 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pharmacy.compounding import services as orders
 from pharmacy.core import links
 from pharmacy.core import services as core_services
 from pharmacy.extensions import db
-from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 
 URL = "/api/v1/refill-requests"
@@ -25,7 +25,7 @@ def setup(app: Flask, staff: dict, **rx: Any) -> dict[str, Any]:
     """A dispensed first fill, a refill link, and a bearer token per role; committed."""
     with app.test_request_context("/"):
         w = factories.world(staff, **rx)
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, order.id, "dispensed")
         out: dict[str, Any] = {"rx_id": w["rx"].id, "patient_id": w["patient"].id, "w": w,
                                "formula_id": w["formula"].id, "prescriber_id": w["prescriber"].id,
@@ -193,7 +193,7 @@ def test_the_openapi_document_describes_the_endpoints(client: FlaskClient) -> No
 def test_services_and_api_agree_on_idempotency(app: Flask, client: FlaskClient, staff: dict) -> None:
     d = setup(app, staff)
     with app.test_request_context("/"):
-        first = refills.request_refill(d["w"]["technician"], d["rx_id"], source=RequestSource.STAFF).request.id
+        first = refill_flow.request(d["w"]["technician"], d["rx_id"], source=RequestSource.STAFF).request.id
         db.session.commit()
     response = client.post(URL, json={"token": d["token"], "date_of_birth": DOB})
     assert response.status_code == 200 and response.get_json()["request"]["id"] == first

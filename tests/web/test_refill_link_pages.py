@@ -11,16 +11,16 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from pharmacy import create_app
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import links
 from pharmacy.core.models import AuditEvent, LinkAttempt
 from pharmacy.extensions import db
-from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RefillRequestState, RequestSource
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 
 DOB = date(1968, 4, 12)
@@ -38,10 +38,10 @@ def make(app: Flask, staff: dict, *, dispensed: bool = True, in_progress: bool =
     with app.test_request_context("/"):
         w = factories.world(staff, **rx)
         if dispensed:
-            order = orders.start_fill(w["pharmacist"], w["rx"].id)
+            order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
             factories.run_order_to(w, order.id, "dispensed")
         if in_progress:
-            orders.start_fill(w["pharmacist"], w["rx"].id)
+            order_flow.start_fill(w["pharmacist"], w["rx"].id)
         other = factories.patient(w["pharmacist"], first_name="Otto", last_name="Otherpatient",
                                   date_of_birth=date(1950, 1, 2), email="otto@example.com",
                                   address_line1="9 Elm Street")
@@ -245,7 +245,7 @@ def test_a_used_link_is_spent_once_its_request_is_decided(app: Flask, client: Fl
     client.post(f"/r/{d['token']}/refill", data={"delivery": "pickup"})
     req = requests_for(app, d["rx_id"])[0]
     with app.test_request_context("/"):
-        refills.decline(d["pharmacist"], req.id, "Your prescriber asked us to wait.")
+        refill_flow.decline(d["pharmacist"], req.id, "Your prescriber asked us to wait.")
         db.session.commit()
     # The browser that just used it is told plainly; it cannot ask again with this link.
     page = text(client.get(f"/r/{d['token']}/refill"))
@@ -345,7 +345,7 @@ def test_a_titration_plan_shows_the_next_step(app: Flask, client: FlaskClient, s
         w = factories.world(staff)
         rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
                                     titration=[{"dose_mg": "1.5", "days": 14}, {"dose_mg": "3", "days": 28}])
-        order = orders.start_fill(w["pharmacist"], rx.id)
+        order = order_flow.start_fill(w["pharmacist"], rx.id)
         factories.run_order_to(dict(w, formula=f), order.id, "dispensed")
         token = links.make_token(links.REFILL, w["patient"].id, rx.id)
         db.session.commit()

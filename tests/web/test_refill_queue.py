@@ -13,14 +13,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
 from pharmacy.extensions import db
-from pharmacy.refills import services as refills
 from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 from tests.conftest import login
 
@@ -34,29 +34,29 @@ def setup_requests(app: Flask, staff: dict, *, extra: int = 0, renewal: bool = T
     """Ellison (refills left, request open) and, optionally, Chen (no refills: awaiting renewal); committed."""
     with app.test_request_context("/"):
         w = factories.world(staff)
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, order.id, "dispensed")
         out: dict[str, Any] = {"rx_id": w["rx"].id, "patient_id": w["patient"].id, "formula_id": w["formula"].id,
                                "prescriber_id": w["prescriber"].id, "w": {k: w[k] for k in (
                                    "pharmacist", "pharmacist2", "technician", "admin")}}
-        out["request_id"] = refills.request_refill(w["technician"], w["rx"].id, source=RequestSource.STAFF).request.id
+        out["request_id"] = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request.id
         if renewal:
             p = factories.patient(w["pharmacist"], first_name="Robert", last_name="Chen",
                                   date_of_birth=date(1959, 7, 4), email="robert@example.com")
             rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id,
                                         refills_authorized=0)
-            o = orders.start_fill(w["pharmacist"], rx.id)
+            o = order_flow.start_fill(w["pharmacist"], rx.id)
             factories.run_order_to(w, o.id, "dispensed")
-            req = refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF).request
+            req = refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF).request
             out.update(renewal_rx_id=rx.id, renewal_request_id=req.id, renewal_id=req.renewal_id)
         for i in range(extra):
             p = factories.patient(w["pharmacist"], first_name=f"Extra{i}", last_name=f"Person{i}",
                                   email=f"extra{i}@example.com")
             rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id,
                                         refills_authorized=i % 2)
-            o = orders.start_fill(w["pharmacist"], rx.id)
+            o = order_flow.start_fill(w["pharmacist"], rx.id)
             factories.run_order_to(w, o.id, "dispensed")
-            refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF)
+            refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF)
         db.session.commit()
     return out
 
@@ -206,7 +206,7 @@ def test_roles_on_the_refill_pages(app: Flask, staff: dict) -> None:
 def test_staff_open_a_request_for_a_patient_on_the_phone(app: Flask, client: FlaskClient, staff: dict) -> None:
     with app.test_request_context("/"):
         w = factories.world(staff)
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, order.id, "dispensed")
         rx_id = w["rx"].id
         db.session.commit()
@@ -240,9 +240,9 @@ def test_the_queue_page_costs_the_same_queries_for_two_or_ten_requests(app: Flas
             p = factories.patient(w["pharmacist"], first_name=f"Many{i}", email=f"many{i}@example.com")
             rx = factories.prescription(w["pharmacist"], p.id, d["formula_id"], d["prescriber_id"],
                                         refills_authorized=i % 2)
-            o = orders.start_fill(w["pharmacist"], rx.id)
+            o = order_flow.start_fill(w["pharmacist"], rx.id)
             factories.run_order_to(w, o.id, "dispensed")
-            refills.request_refill(w["technician"], rx.id, source=RequestSource.STAFF)
+            refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF)
         db.session.commit()
     with count_queries(app) as many:
         page = text(client.get("/refills"))

@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
 from tests.web import route_matrix
@@ -40,9 +41,8 @@ def matrix_world(app: Flask, staff: dict[str, Any]) -> dict[str, Any]:
         other = factories.patient(w["pharmacist"], first_name="Otto", last_name="Otherpatient",
                                   date_of_birth=__import__("datetime").date(1950, 1, 2), email="otto@example.com")
         other_rx = factories.prescription(w["pharmacist"], other.id, w["formula"].id, w["prescriber"].id)
-        from pharmacy.compounding import services as orders
 
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         from pharmacy.core import links
         from pharmacy.reminders import outbox
         from pharmacy.reminders.rules import MessageKind

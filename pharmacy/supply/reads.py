@@ -1,0 +1,203 @@
+"""The facts several features read about a prescription, in one place with public names.
+
+A prescription with its patient, formula and prescriber; its latest dispensed order; the order or refill
+request in progress; what it authorizes and what the patient holds (the supply model of supply/rules.py,
+read from the columns the prescription caches, or recomputed from its dispensings); the lots the bench
+would use for it today. Feature services, workflows and pages ask here instead of writing the query again.
+Read-only: the only writer of the supply cache is supply/services.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
+
+from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot, Order
+from pharmacy.compounding.rules import IN_PROGRESS, OrderState
+from pharmacy.core.context import settings
+from pharmacy.core.errors import NotFound
+from pharmacy.core.ids import valid_id
+from pharmacy.extensions import db
+from pharmacy.prescriptions import rules as rx_rules
+from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
+from pharmacy.supply import rules
+from pharmacy.supply.rules import Authorization, Dispensing, Supply
+
+OPEN_ORDER_STATES: tuple[OrderState, ...] = tuple(s for s in OrderState if s in IN_PROGRESS)
+
+
+def prescription(rx_id: int, *, lock: bool = False) -> Prescription:
+    """The prescription with its patient, formula and prescriber (one query); NotFound when there is none."""
+    if not valid_id(rx_id):
+        raise NotFound("No such prescription.")
+    stmt = sa.select(Prescription).where(Prescription.id == rx_id).options(
+        joinedload(Prescription.patient), joinedload(Prescription.formula), joinedload(Prescription.prescriber))
+    if lock:
+        stmt = stmt.with_for_update(of=Prescription)
+    rx = db.session.execute(stmt).unique().scalar_one_or_none()
+    if rx is None:
+        raise NotFound("No such prescription.")
+    return rx
+
+
+def latest_dispensed(rx_id: int) -> Order | None:
+    """The prescription's most recent dispensed order."""
+    return db.session.execute(
+        sa.select(Order).where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
+        .order_by(Order.fill_number.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def latest_dispensed_of(rx_ids: Iterable[int]) -> dict[int, Order]:
+    """The latest dispensed order of each prescription, in one query (the number is cached on the prescription)."""
+    ids = sorted(set(rx_ids))
+    if not ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(Order).join(Prescription, sa.and_(Prescription.id == Order.prescription_id,
+                                                    Prescription.latest_fill_number == Order.fill_number))
+        .where(Prescription.id.in_(ids))
+    ).scalars()
+    return {o.prescription_id: o for o in rows}
+
+
+def open_order(rx_id: int) -> Order | None:
+    """The order of this prescription being made (at most one at a time)."""
+    return db.session.execute(
+        sa.select(Order).where(Order.prescription_id == rx_id, Order.state.in_(OPEN_ORDER_STATES))
+        .order_by(Order.fill_number.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def open_request(rx_id: int) -> RefillRequest | None:
+    """The refill request waiting on this prescription (at most one, enforced by a unique index)."""
+    return db.session.execute(
+        sa.select(RefillRequest).where(RefillRequest.prescription_id == rx_id,
+                                       RefillRequest.state.in_(OPEN_REQUEST_STATES))
+    ).scalar_one_or_none()
+
+
+def refill_request(request_id: int, *, lock: bool = False) -> RefillRequest:
+    """A refill request by id (locked for a decision); NotFound when there is none."""
+    stmt = sa.select(RefillRequest).where(RefillRequest.id == request_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    req = db.session.execute(stmt).scalar_one_or_none() if valid_id(request_id) else None
+    if req is None:
+        raise NotFound("No such refill request.")
+    return req
+
+
+def open_orders_of(rx_ids: Iterable[int]) -> set[int]:
+    """Which of these prescriptions have an order in progress (one grouped query)."""
+    ids = sorted(set(rx_ids))
+    if not ids:
+        return set()
+    return set(db.session.execute(
+        sa.select(Order.prescription_id).where(Order.prescription_id.in_(ids), Order.state.in_(OPEN_ORDER_STATES))
+        .distinct()
+    ).scalars())
+
+
+def open_requests_of(rx_ids: Iterable[int]) -> set[int]:
+    """Which of these prescriptions have a refill request waiting (one query)."""
+    ids = sorted(set(rx_ids))
+    if not ids:
+        return set()
+    return set(db.session.execute(
+        sa.select(RefillRequest.prescription_id).where(RefillRequest.prescription_id.in_(ids),
+                                                       RefillRequest.state.in_(OPEN_REQUEST_STATES))
+    ).scalars())
+
+
+def alerts_for(rx_id: int, order_id: int | None = None) -> list[ScreeningAlert]:
+    """The current screening alerts of a prescription (or of one of its orders), most serious first."""
+    stmt = sa.select(ScreeningAlert).where(ScreeningAlert.prescription_id == rx_id, ScreeningAlert.current.is_(True))
+    stmt = stmt.where(ScreeningAlert.order_id.is_(None) if order_id is None else ScreeningAlert.order_id == order_id)
+    rank = sa.case({s.value: r for s, r in rx_rules.SEVERITY_RANK.items()}, value=ScreeningAlert.severity)
+    return list(db.session.execute(stmt.order_by(rank, ScreeningAlert.id)).scalars())
+
+
+def blocking(alerts: Iterable[ScreeningAlert]) -> list[rx_rules.Alert]:
+    """The alerts that stop verification or dispensing (hard stops always; others until resolved)."""
+    return rx_rules.blocking_alerts(
+        [(rx_rules.Alert(code=a.code, severity=a.severity, message=a.message), a.resolved) for a in alerts])
+
+
+def blocking_alerts(rx_id: int, order_id: int | None = None) -> list[rx_rules.Alert]:
+    return blocking(alerts_for(rx_id, order_id))
+
+
+# ---- supply ---------------------------------------------------------------------------------------------
+
+
+def authorization(rx: Prescription) -> Authorization:
+    return Authorization(days_per_fill=rx.days_supply, refills=rx.refills_authorized, expiry_date=rx.expiry_date)
+
+
+def supply_of(rx: Prescription) -> Supply:
+    """What the patient holds and what is left on `rx`, from the columns the prescription caches (no query)."""
+    return rules.supply_from_cache(
+        authorization(rx), days_dispensed=rx.days_dispensed or 0, dispensings=0, run_out=rx.latest_run_out_date,
+        last_days=rx.latest_days_supply, too_soon_percent=settings().too_soon_percent)
+
+
+def dispensings(rx_id: int) -> list[Dispensing]:
+    """Every dispensing of the prescription, as the supply model takes them."""
+    rows = db.session.execute(
+        sa.select(Order.supply_starts_on, Order.dispensed_on, Order.days_supply)
+        .where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
+        .order_by(Order.fill_number)
+    ).all()
+    return [Dispensing(starts_on=starts or left, days=days) for starts, left, days in rows if (starts or left)]
+
+
+def carried_run_out(rx: Prescription) -> date | None:
+    """Supply the patient still holds from the prescription this one replaced (a renewal or dose change)."""
+    if rx.replaces_id is None:
+        return None
+    return db.session.execute(
+        sa.select(Prescription.latest_run_out_date).where(Prescription.id == rx.replaces_id)
+    ).scalar_one_or_none()
+
+
+def recomputed_supply(rx: Prescription) -> Supply:
+    """The supply walked from every dispensing — the source of truth the cache is written from."""
+    return rules.supply(authorization(rx), dispensings(rx.id), too_soon_percent=settings().too_soon_percent,
+                        carried_run_out=carried_run_out(rx))
+
+
+# ---- lots the bench would use ----------------------------------------------------------------------------
+
+
+def usable_lots(formula: Formula, day: date) -> dict[str, list[IngredientLot]]:
+    """Per ingredient of the formula, the lots that may be used on `day` (unexpired), longest-dated first."""
+    names = [i.name for i in formula.ingredients]
+    lots: dict[str, list[IngredientLot]] = {name: [] for name in names}
+    if not names:
+        return lots
+    for lot in db.session.execute(
+        sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(names), IngredientLot.expiry_date >= day)
+        .order_by(IngredientLot.expiry_date.desc(), IngredientLot.id)
+    ).scalars():
+        lots[lot.ingredient_name].append(lot)
+    return lots
+
+
+def projected_lot_expiries(formula_id: int, day: date) -> list[date]:
+    """The expiry of the longest-dated usable lot of each ingredient: the best BUD the bench can make today.
+
+    The refill quote and the order approving creates both plan with these, so they agree; choosing other
+    lots at the bench re-plans the batch (and says so) before anyone compounds.
+    """
+    rows = db.session.execute(
+        sa.select(FormulaIngredient.name, sa.func.max(IngredientLot.expiry_date))
+        .join(IngredientLot, sa.and_(IngredientLot.ingredient_name == FormulaIngredient.name,
+                                     IngredientLot.expiry_date >= day), isouter=True)
+        .where(FormulaIngredient.formula_id == formula_id)
+        .group_by(FormulaIngredient.name)
+    ).all()
+    return [expiry for _name, expiry in rows if expiry is not None]

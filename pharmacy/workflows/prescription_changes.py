@@ -1,0 +1,50 @@
+"""Changing a prescription, across features: putting it on hold or resuming it, discontinuing it, replacing it
+(a dose change or a renewal). Each touches the refill requests, orders and reminders that hang off it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pharmacy.core.actor import Actor
+from pharmacy.prescriptions import services as prescriptions
+from pharmacy.prescriptions.models import Prescription
+from pharmacy.refills import renewals
+from pharmacy.refills import services as refills
+from pharmacy.reminders import planning
+from pharmacy.supply import services as supply
+from pharmacy.workflows import orders
+
+
+def hold(actor: Actor, rx_id: int, reason: str) -> Prescription:
+    """Pause: no reminders and no new fills until resumed (open orders stay as they are)."""
+    rx = prescriptions.hold_prescription(actor, rx_id, reason)
+    planning.cancel_for_prescription(rx.id, reason=f"prescription {rx.status.value}")
+    return rx
+
+
+def resume(actor: Actor, rx_id: int) -> Prescription:
+    """Active again: its reminders come back as planned from its supply."""
+    rx = prescriptions.resume_prescription(actor, rx_id)
+    planning.replan_prescription(rx.id)
+    return rx
+
+
+def discontinue(actor: Actor, rx_id: int, reason: str) -> Prescription:
+    """Stop for good: reminders stop, orders not yet dispensed are cancelled, waiting requests and renewals closed."""
+    rx = prescriptions.discontinue_prescription(actor, rx_id, reason)
+    planning.cancel_for_prescription(rx.id, reason=f"prescription {rx.status.value}")
+    why = f"Prescription discontinued: {rx.status_reason}"
+    orders.cancel_open_orders(actor, rx.id, why)
+    refills.close_open_requests(actor, rx.id, why)
+    return rx
+
+
+def replace(actor: Actor, rx_id: int, data: dict[str, Any]) -> Prescription:
+    """A dose change or a renewal: the new prescription takes over the old one's supply on hand, its waiting
+    request and renewal; the old one's unfinished orders (made for the old dose) and reminders stop."""
+    old, new = prescriptions.replace_prescription(actor, rx_id, data)
+    supply.carry_over(new, old)
+    orders.cancel_open_orders(actor, old.id, f"Prescription replaced by {new.rx_number}")
+    planning.cancel_for_prescription(old.id, reason="prescription replaced")
+    renewals.link_renewal(actor, old.id, new.id)
+    return new

@@ -1,0 +1,27 @@
+"""Asking the prescriber for a renewal, across features: the request goes out through the outbox (email, with a
+printable copy for fax) and a patient who is waiting is told.
+"""
+from __future__ import annotations
+
+from pharmacy.core.actor import Actor
+from pharmacy.refills import renewals
+from pharmacy.refills.models import RenewalRequest
+from pharmacy.reminders import outbox
+from pharmacy.reminders.rules import MessageKind
+
+
+def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_id: int | None = None) -> RenewalRequest:
+    sent = renewals.ask_prescriber(actor, request_id=request_id, prescription_id=prescription_id)
+    rx, renewal = sent.rx, sent.renewal
+    outbox.enqueue(MessageKind.PRESCRIBER_RENEWAL, dedupe_key=f"prescriber_renewal:{renewal.id}",
+                   patient_id=rx.patient_id, prescription_id=rx.id, renewal_id=renewal.id,
+                   to_address=rx.prescriber.email)
+    if sent.waiting is not None:
+        outbox.enqueue_notice(MessageKind.RENEWAL_IN_PROGRESS, patient_id=rx.patient_id, prescription_id=rx.id,
+                              refill_request_id=sent.waiting.id)
+    return renewal
+
+
+def send_renewal(actor: Actor, renewal_id: int) -> RenewalRequest:
+    """The renewals list's "send to prescriber" button."""
+    return ask_prescriber(actor, prescription_id=renewals.renewal_to_send(actor, renewal_id))
