@@ -57,11 +57,11 @@ from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescriber
 from pharmacy.prescriptions.rules import DosingTime, Form, RxStatus, Severity
 from pharmacy.prescriptions.rules_npi import npi_check_digit
-from pharmacy.refills import rules as refill_rules
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 from pharmacy.reminders import planning
 from pharmacy.reminders import rules as reminder_rules
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.supply import rules as supply_rules
 
 SEEDS_DIR = Path(__file__).resolve().parents[2] / "seeds"
 BENCH_STAFF = (
@@ -109,11 +109,12 @@ class Sink:
 
     def __init__(self, table: sa.Table, cols: Iterable[str]) -> None:
         self.table = table
-        self.cols = tuple(cols)
-        names = set(table.c.keys())
-        unknown = [c for c in self.cols if c not in names]
+        names = list(table.c.keys())
+        wanted = set(cols)
+        unknown = sorted(wanted - set(names))
         if unknown:
             raise ValueError(f"{table.name}: no column(s) {unknown}")
+        self.cols = tuple(c for c in names if c in wanted)  # the table's own order, as a compiled INSERT lists them
         self.rows: list[tuple[Any, ...]] = []
         self.written = 0
 
@@ -229,14 +230,23 @@ class _Rx:
     status_reason: str | None = None
     replaces_id: int | None = None
     fills: list[_Fill] = field(default_factory=list)
+    supply: supply_rules.Supply | None = None  # the supply model, walked fill by fill (as supply/services does)
+
+    def held(self, too_soon_percent: int, carried: date | None = None) -> supply_rules.Supply:
+        if self.supply is None:
+            auth = supply_rules.Authorization(days_per_fill=self.days_supply, refills=self.refills,
+                                              expiry_date=self.expiry)
+            self.supply = supply_rules.supply_from_cache(auth, days_dispensed=0, dispensings=0, run_out=carried,
+                                                         last_days=None, too_soon_percent=too_soon_percent)
+        return self.supply
 
 
 @dataclass
 class _Fill:
     order_id: int
     number: int
-    handed_on: date  # the day it was handed over or shipped
-    dispensed_on: date  # the supply's first day (handed_on + shipping days when shipped)
+    handed_on: date  # the day it was handed over or shipped (the order's dispensed_on)
+    dispensed_on: date  # the supply's first day (handed_on + shipping days when shipped: supply_starts_on)
     days_supply: int
     method: DeliveryMethod
     total_cents: int
@@ -468,7 +478,7 @@ class Generator:
             "id", "rx_number", "patient_id", "prescriber_id", "formula_id", "dose_mcg", "titration", "dosing_time",
             "quantity_milli", "days_supply", "refills_authorized", "written_date", "expiry_date", "directions",
             "indication", "indication_code", "status", "status_reason", "replaces_id", "created_by_id", "created_at",
-            "updated_at", "latest_fill_number", "latest_run_out_date"))
+            "updated_at", "latest_fill_number", "latest_run_out_date", "days_dispensed", "latest_days_supply"))
         self.s_renewals = w.sink(md["renewal_requests"], (
             "id", "prescription_id", "prescriber_id", "patient_id", "state", "reason", "created_at", "sent_at",
             "sent_by_id", "resolved_at", "new_prescription_id"))
@@ -479,7 +489,8 @@ class Generator:
             "verified_by_id", "verified_at", "compounded_by_id", "compounded_at", "checked_by_id", "checked_at",
             "released_by_id", "released_at", "dispensed_by_id", "dispensed_at", "dispensed_on", "run_out_date",
             "hold_reason", "cancel_reason", "price_cents", "shipping_cents", "price_entry_id", "created_by_id",
-            "created_at", "updated_at"))
+            "created_at", "updated_at", "authorized_fill", "supply_starts_on", "batch_planned_at",
+            "batch_planned_by_id"))
         self.s_lots = w.sink(md["order_ingredient_lots"], (
             "id", "order_id", "ingredient_lot_id", "quantity_used_milli", "unit"))
         self.s_alerts = w.sink(md["screening_alerts"], (
@@ -622,6 +633,7 @@ class Generator:
                 new = self._new_rx(rng, p, form, days_supply, False, written, prescriber_id, rx.id)
                 rx.status, rx.status_reason = RxStatus.REPLACED, f"Renewed as RX{new.id:06d}"
                 self._renewal_history(rng, p, rx, new, written)
+                new.held(self.cfg.too_soon_percent, carried=rx.held(self.cfg.too_soon_percent).run_out)
                 rx = new
                 chain.append(rx)
                 prev = None
@@ -629,7 +641,8 @@ class Generator:
             prev = fill
             gap = fill.days_supply + rng.randint(-3, 9 if fill.days_supply == 30 else 14)
             nxt = fill.dispensed_on + timedelta(days=gap) - timedelta(days=p.shipping_days if p.ships else 0)
-            earliest = refill_rules.earliest_dispense_date(fill.dispensed_on, fill.days_supply, self.cfg.too_soon_percent)
+            earliest_start = rx.held(self.cfg.too_soon_percent).earliest_next_start or nxt
+            earliest = earliest_start - timedelta(days=p.shipping_days if p.ships else 0)
             handed = max(nxt, earliest, handed + timedelta(days=1))
             if handed > self.today:
                 break
@@ -670,6 +683,7 @@ class Generator:
         f = rx.formula
         created = self.at(rx.written, 9, 30)
         last = rx.fills[-1] if rx.fills else None  # every fill of the chain so far is dispensed, in order
+        held = rx.held(self.cfg.too_soon_percent)
         self.s_rx.add(
             id=rx.id, rx_number=f"RX{rx.id:06d}", patient_id=p.id, prescriber_id=rx.prescriber_id, formula_id=f.id,
             dose_mcg=int(rx.dose * 1000), titration=json.dumps([s.to_json() for s in rx.steps]) if rx.steps else None,
@@ -678,8 +692,8 @@ class Generator:
             directions=_directions(f.form, f.strength, rx.dose, rx.steps), indication="Multiple sclerosis",
             indication_code="G35", status=rx.status.value, status_reason=rx.status_reason, replaces_id=rx.replaces_id,
             created_by_id=self.staff["pharmacist"], created_at=created, updated_at=created,
-            latest_fill_number=last.number if last else None,
-            latest_run_out_date=self.d(last.dispensed_on + timedelta(days=rx.days_supply)) if last else None)
+            latest_fill_number=last.number if last else None, days_dispensed=held.days_dispensed,
+            latest_days_supply=held.last_days, latest_run_out_date=self.d(held.run_out))
         if p.liver:  # the liver alert, resolved by a pharmacist (a few left open for the dashboard)
             open_alert = rx.status == RxStatus.ACTIVE and rx.id % 7 == 0
             self.s_alerts.add(
@@ -741,14 +755,14 @@ class Generator:
         lots = self._lots_on(rx.formula, compounded)
         bud = comp_rules.beyond_use_date(rx.formula.category, compounded, [x[1] for x in lots])
         price, ship, entry = self._price(rx.formula, quantity, method, requested)
-        earliest = None
-        if prev is not None:
-            earliest = refill_rules.earliest_dispense_date(prev.dispensed_on, prev.days_supply, self.cfg.too_soon_percent)
+        before = rx.held(self.cfg.too_soon_percent)
+        earliest = before.earliest_next_start
+        rx.supply = supply_rules.after_dispensing(before, supply_rules.Dispensing(dispensed_on, rx.days_supply))
         staff = self.staff
         at = self.at
         self.s_orders.add(
-            id=order_id, prescription_id=rx.id, patient_id=p.id, fill_number=number, state=DISPENSED,
-            held_from=None, state_changed_at=at(handed, 12), quantity_milli=_milli(quantity),
+            id=order_id, prescription_id=rx.id, patient_id=p.id, fill_number=number, authorized_fill=number,
+            state=DISPENSED, held_from=None, state_changed_at=at(handed, 12), quantity_milli=_milli(quantity),
             days_supply=rx.days_supply, cap_note=None, earliest_dispense_date=self.d(earliest),
             delivery_method=SHIP if p.ships else PICKUP, carrier="USPS" if p.ships else None,
             tracking_number=f"9400{order_id:012d}" if p.ships else None, lot_number=self._lot_number(compounded),
@@ -757,7 +771,8 @@ class Generator:
             compounded_by_id=staff["technician"], compounded_at=at(compounded, 10),
             checked_by_id=staff["checker"], checked_at=at(compounded, 15), released_by_id=staff["checker"],
             released_at=at(compounded, 16), dispensed_by_id=staff["technician"], dispensed_at=at(handed, 12),
-            dispensed_on=self.d(dispensed_on), run_out_date=self.d(dispensed_on + timedelta(days=rx.days_supply)),
+            dispensed_on=self.d(handed), supply_starts_on=self.d(dispensed_on), run_out_date=self.d(rx.supply.run_out),
+            batch_planned_at=at(compounded, 9), batch_planned_by_id=staff["technician"],
             hold_reason=None, cancel_reason=None, price_cents=price, shipping_cents=ship, price_entry_id=entry,
             created_by_id=staff["pharmacist"], created_at=at(requested, 9, rng.randrange(60)),
             updated_at=at(handed, 12))
@@ -842,8 +857,10 @@ class Generator:
         if not rx.fills:
             return
         last = rx.fills[-1]
-        run_out = last.dispensed_on + timedelta(days=last.days_supply)
-        refills_left = rx.refills - (len(rx.fills) - 1)
+        held = rx.held(self.cfg.too_soon_percent)
+        assert held.run_out is not None
+        run_out = held.run_out
+        refills_left = 1 if held.days_remaining else 0
         unexpired = self.today <= rx.expiry
         roll = rng.random()
         soon = (run_out - self.today).days <= 12
@@ -859,20 +876,21 @@ class Generator:
         self._planned(rng, p, rx, last)
 
     def _facts(self, p: _Patient, rx: _Rx, fill: _Fill) -> planning.FillFacts:
+        held = rx.held(self.cfg.too_soon_percent)
+        assert held.run_out is not None
         return planning.FillFacts(
-            order_id=fill.order_id, prescription_id=rx.id, patient_id=p.id, dispensed_on=fill.dispensed_on,
-            days_supply=fill.days_supply, fill_number=fill.number, delivery_method=fill.method,
-            shipping_days=p.shipping_days, opted_in=p.opted_in, has_email=p.has_email, lead_time=rx.formula.lead_time,
-            refills_authorized=rx.refills, expiry_date=rx.expiry)
+            order_id=fill.order_id, prescription_id=rx.id, patient_id=p.id, prescriber_id=rx.prescriber_id,
+            run_out=held.run_out, delivery_method=fill.method, shipping_days=p.shipping_days, opted_in=p.opted_in,
+            has_email=p.has_email, lead_time=rx.formula.lead_time, days_per_fill=rx.days_supply,
+            refills_authorized=rx.refills, expiry_date=rx.expiry, days_dispensed=held.days_dispensed)
 
     def _planned(self, rng: random.Random, p: _Patient, rx: _Rx, last: _Fill) -> None:
         """Exactly what planning.plan_for_order would leave for this fill today, plus its sent history."""
         facts = self._facts(p, rx, last)
-        used = len(rx.fills) - 1
-        pending = planning.plan_messages(facts, day=self.today, refills_used=used)
+        pending = planning.plan_messages(facts, day=self.today)
         keys = {m.key for m in pending}
         recent = self.today - timedelta(days=7)
-        for m in planning.plan_messages(facts, day=last.dispensed_on, refills_used=used):
+        for m in planning.plan_messages(facts, day=last.dispensed_on):
             if m.key not in keys and m.local_day < self.today:
                 due = self.instant(m.send_at)
                 key = f"fill:{last.order_id}:{m.key}"
@@ -912,7 +930,7 @@ class Generator:
                           renewal_id: int | None = None) -> None:
         """The last fill's reminders once a refill is ordered (all cancelled) or requested (the renewal stays)."""
         facts = self._facts(p, rx, last)
-        for m in planning.plan_messages(facts, day=self.today - timedelta(days=2), refills_used=last.number):
+        for m in planning.plan_messages(facts, day=self.today - timedelta(days=2)):
             key = f"fill:{last.order_id}:{m.key}"
             if m.kind == MessageKind.RENEWAL_NEEDED and reason == "refill requested":
                 if renewal_id is None:
@@ -972,9 +990,10 @@ class Generator:
             v.update(released_by_id=staff["checker"], released_at=at(day, 16))
         if state == OrderState.ON_HOLD:
             v.update(held_from=OrderState.VERIFIED.value, hold_reason="Waiting for the prescriber to confirm the dose")
-        earliest = refill_rules.earliest_dispense_date(last.dispensed_on, last.days_supply, self.cfg.too_soon_percent)
+        earliest = rx.held(self.cfg.too_soon_percent).earliest_next_start
         self.s_orders.add(
-            id=order_id, prescription_id=rx.id, patient_id=p.id, fill_number=number, state=state.value,
+            id=order_id, prescription_id=rx.id, patient_id=p.id, fill_number=number,
+            authorized_fill=rx.held(self.cfg.too_soon_percent).current_fill or 0, state=state.value,
             state_changed_at=at(day, 16), quantity_milli=int(quantity * 1000), days_supply=rx.days_supply,
             earliest_dispense_date=self.d(earliest), delivery_method=method.value, price_cents=price,
             shipping_cents=ship, price_entry_id=entry, created_by_id=staff["pharmacist"],
@@ -1004,7 +1023,7 @@ class Generator:
         price, ship, entry = self._price(rx.formula, quantity, last.method, day)
         self.s_orders.add(
             id=self._next("orders"), prescription_id=rx.id, patient_id=p.id, fill_number=len(rx.fills),
-            state=OrderState.CANCELLED.value, state_changed_at=self.at(day, 15), quantity_milli=int(quantity * 1000),
+            authorized_fill=rx.held(self.cfg.too_soon_percent).current_fill or 0, state=OrderState.CANCELLED.value, state_changed_at=self.at(day, 15), quantity_milli=int(quantity * 1000),
             days_supply=rx.days_supply, delivery_method=last.method.value, cancel_reason="Patient stopped LDN therapy",
             price_cents=price, shipping_cents=ship, price_entry_id=entry, created_by_id=self.staff["pharmacist"],
             created_at=self.at(day, 9), updated_at=self.at(day, 15))

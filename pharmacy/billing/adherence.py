@@ -119,7 +119,7 @@ def _measure(window_days: int) -> Iterator[AdherenceRow]:
     active = sa.select(Prescription.patient_id).where(Prescription.status == RxStatus.ACTIVE)
     stmt = (_fills_query()
             .where(Order.state == OrderState.DISPENSED, Order.dispensed_on >= start - timedelta(days=PDC_LOOKBACK_DAYS),
-                   STARTS <= end, Order.patient_id.in_(active))
+                   end >= STARTS, Order.patient_id.in_(active))
             .order_by(Order.patient_id, STARTS, Order.id).execution_options(yield_per=2000))
     products = _products()
     for patient_id, group in itertools.groupby(db.session.execute(stmt), key=lambda r: r[0]):

@@ -129,7 +129,7 @@ def render_label(data: LabelData) -> bytes:
         _p(data.pharmacy_name, s["bold"]),
         _p(f"{data.pharmacy_address} · {data.pharmacy_phone}", s["small"]),
         Spacer(1, 4),
-        Table([[_p(f"Rx {data.rx_number}", s["bold"]), _p(f"Filled {rx_rules.format_date(data.date_filled)}", s["body"])]],
+        Table([[_p(f"Rx {data.rx_number} · {data.fill_text}", s["bold"]), _p(f"Filled {rx_rules.format_date(data.date_filled)}", s["body"])]],
               colWidths=[width * 0.5, width * 0.5],
               style=[("LINEABOVE", (0, 0), (-1, 0), 0.75, colors.black), ("LEFTPADDING", (0, 0), (-1, -1), 0)]),
         _p(data.patient_name, s["big"]),

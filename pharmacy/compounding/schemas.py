@@ -164,8 +164,15 @@ class OrderOutSchema(BaseSchema):
     deviations = fields.String(allow_none=True)
     earliest_dispense_date = fields.Date(allow_none=True)
     too_soon = fields.Boolean()
-    dispensed_on = fields.Date(allow_none=True)
-    run_out_date = fields.Date(allow_none=True)
+    dispensed_on = fields.Date(allow_none=True, metadata={"description": "The day it left the pharmacy"})
+    supply_starts_on = fields.Date(allow_none=True, metadata={
+        "description": "The day the patient has it (pickup day, or the parcel's expected arrival)"})
+    run_out_date = fields.Date(allow_none=True, metadata={"description": "Last day covered once this fill joined "
+                                                                          "the supply"})
+    authorized_fill = fields.Integer(metadata={"description": "0 = the original fill, 1.. = refills; partial "
+                                                             "fills of one authorized fill share it"})
+    fill_progress = fields.String(allow_none=True, metadata={
+        "description": "For a partial fill: \"14 of 60 days; 46 days still owed on this fill\""})
     price_cents = fields.Integer()
     shipping_cents = fields.Integer()
     created_at = fields.DateTime()

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from pharmacy.compounding import labels, queries, recall, services
+from pharmacy.compounding import labels, queries, recall, rules, services
 from pharmacy.compounding import lots as lot_services
 from pharmacy.compounding.rules import BUD_DAYS, CATEGORY_LABELS, STATE_LABELS, DeliveryMethod
 from pharmacy.compounding.schemas import IngredientLotInSchema, OrderTransitionSchema
@@ -17,6 +17,7 @@ from pharmacy.core.errors import DomainError, Forbidden, NotFound, ValidationFai
 from pharmacy.core.forms import form_values, load
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
+from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.rules import format_date
 from pharmacy.workflows import orders as order_flow
 
@@ -28,6 +29,11 @@ STEP_LABELS = {
     "dispensed": "Dispense", "on_hold": "Put on hold", "cancelled": "Cancel order", "resume": "Resume",
 }
 DELIVERY_OPTIONS = [(DeliveryMethod.PICKUP.value, "Picked up"), (DeliveryMethod.SHIP.value, "Shipped")]
+
+
+@bp.app_template_global("fill_label")
+def fill_label(authorized_fill: int, partial: bool = False) -> str:
+    return rules.fill_label(authorized_fill, partial=partial)
 
 
 def _pdf(data: bytes, filename: str) -> Response:
@@ -96,10 +102,14 @@ def transition(order_id: int) -> Any:
     return redirect(url_for("compounding.order", order_id=order_id))
 
 
+def qty_text(order: Any) -> str:
+    return rx_rules.quantity_text(order.prescription.formula.form, order.quantity)
+
+
 def _done(to: str, order: Any) -> str:
     words = {
         "verified": "Verified: choose the lots for the batch.",
-        "plan_batch": f"Batch planned: make {order.quantity.normalize():f} for {order.days_supply} days.",
+        "plan_batch": f"Batch planned: make {qty_text(order)} for {order.days_supply} days.",
         "compounding": f"Compounding recorded: lot {order.lot_number}, BUD {format_date(order.bud) if order.bud else '—'}.",
         "checked": "Final check passed: ready to release.",
         "ready": "Released: ready for pickup or shipping.",

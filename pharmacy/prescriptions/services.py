@@ -136,6 +136,12 @@ def plan_from_input(data: dict[str, Any], formula: Formula, *, allow_expired: bo
     if written > today():
         raise ValidationFailed("Check the written date.", fields={"written_date": "The written date cannot be in the future."})
     expiry = data.get("expiry_date") or written + timedelta(days=settings().rx_valid_days)
+    if expiry <= written:
+        raise ValidationFailed("Check the dates.", fields={"expiry_date": "The expiry date must be after the written date."})
+    if expiry > written + timedelta(days=730):
+        raise ValidationFailed(
+            "Check the dates.", fields={"expiry_date": "A prescription cannot be valid for more than two years."}
+        )
     if expiry < today() and not allow_expired:
         # DOMAIN.md "Refill timing": a refill is possible only while the prescription is unexpired; a new one
         # that has already expired cannot be filled at all, so it is refused at the door (typed, API, e-Rx).
@@ -143,12 +149,6 @@ def plan_from_input(data: dict[str, Any], formula: Formula, *, allow_expired: bo
         msg = (f"This prescription expired on {rules.format_date(expiry)} and cannot be filled: "
                "ask the prescriber for a new one.")
         raise ValidationFailed("The prescription has expired.", fields={where: msg})
-    if expiry <= written:
-        raise ValidationFailed("Check the dates.", fields={"expiry_date": "The expiry date must be after the written date."})
-    if expiry > written + timedelta(days=730):
-        raise ValidationFailed(
-            "Check the dates.", fields={"expiry_date": "A prescription cannot be valid for more than two years."}
-        )
     directions = data.get("directions") or rules.directions(form, strength, dose, data["dosing_time"], steps)
     return {
         "quantity": quantity, "days_supply": days, "expiry_date": expiry, "directions": directions,

@@ -43,6 +43,12 @@ def qty_filter(quantity: Decimal | None, form: Form) -> str:
     return "" if quantity is None else rules.quantity_text(form, quantity)
 
 
+@bp.app_template_filter("amount")
+def amount_filter(value: Decimal | None) -> str:
+    """"90", "0.5", "8.4": an exact amount as ISMP wants it written (no trailing zero, a leading zero)."""
+    return "" if value is None else rules.format_amount(value)
+
+
 @bp.app_template_filter("mg")
 def mg_filter(dose: Decimal | None) -> str:
     return "" if dose is None else rules.format_mg(dose)

@@ -15,7 +15,6 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from pharmacy.billing import pricing
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit, links
@@ -135,31 +134,28 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
     delivery = delivery or (open_req.delivery_method if open_req else None) or patient.delivery_preference
     day = today()
     start_day = local_date(open_req.requested_at, settings().timezone) if open_req is not None else day
-    price, fill_days, quantity_text, price_known, note = 0, current.days_owed or rx.days_supply, "", True, None
+    fill_days, quantity_text, note = current.days_owed or rx.days_supply, "", None
+    prices: dict[DeliveryMethod, int] = {}
+    fee = 0
     try:
-        fill = next_fill.next_fill(rx, delivery=DeliveryMethod.PICKUP, day=day)
-        fill_days, note = fill.plan.days_supply, fill.plan.note
-        quantity_text = rx_rules.quantity_text(formula.form, fill.plan.quantity)
-        price_known = fill.quote is not None
-        price = fill.price_cents
+        fills = next_fill.next_fills(rx, day=day)
+        chosen = fills[delivery]
+        fill_days, note = chosen.plan.days_supply, chosen.plan.note
+        quantity_text = rx_rules.quantity_text(formula.form, chosen.plan.quantity)
+        prices = {m: f.price_cents for m, f in fills.items() if f.quote is not None}
+        fee = fills[DeliveryMethod.SHIP].shipping_cents
     except ValidationFailed:
-        price_known = False
-    if delivery == DeliveryMethod.SHIP:
-        try:  # a shipped fill's cap leaves room for the journey: quote what shipping would order
-            shipped = next_fill.next_fill(rx, delivery=DeliveryMethod.SHIP, day=day)
-            fill_days, note = shipped.plan.days_supply, shipped.plan.note
-            quantity_text = rx_rules.quantity_text(formula.form, shipped.plan.quantity)
-            price = shipped.price_cents
-        except ValidationFailed:
-            pass
-    fee = pricing.shipping_fee_cents()
+        pass
+    price_known = delivery in prices
+    price = prices.get(delivery, 0)
     ready = rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
                              calendar=business_calendar())
     ship_on = arrival_date(ready, patient.shipping_days)
     lines = address_lines(patient)
     options = [
-        DeliveryOption(DeliveryMethod.PICKUP, price, 0, ready),
-        DeliveryOption(DeliveryMethod.SHIP, price + fee, fee, ship_on, available=bool(lines)),
+        DeliveryOption(DeliveryMethod.PICKUP, prices.get(DeliveryMethod.PICKUP, 0), 0, ready),
+        DeliveryOption(DeliveryMethod.SHIP, prices.get(DeliveryMethod.SHIP, 0) + fee, fee, ship_on,
+                       available=bool(lines)),
     ]
     renewal_state = None
     if open_req is not None and open_req.renewal_id is not None:

@@ -61,11 +61,26 @@ def plan(rx: Prescription, current: Supply, *, delivery: DeliveryMethod, day: da
 
 def next_fill(rx: Prescription, *, delivery: DeliveryMethod, day: date) -> NextFill:
     """Plan and price the next dispensing (raises ValidationFailed when nothing can be planned)."""
+    return next_fills(rx, day=day, methods=(delivery,))[delivery]
+
+
+def next_fills(rx: Prescription, *, day: date,
+               methods: tuple[DeliveryMethod, ...] = (DeliveryMethod.PICKUP, DeliveryMethod.SHIP),
+               ) -> dict[DeliveryMethod, NextFill]:
+    """The next dispensing planned and priced for each delivery method, from one read of the lots, the price list
+    and the shipping fee (a shipped fill may be capped shorter: the BUD must last through the journey).
+    Raises ValidationFailed when nothing can be planned (nothing left, or no lot would last)."""
     current = reads.supply_of(rx)
-    fill = plan(rx, current, delivery=delivery, day=day)
-    try:
-        quote = pricing.quote(rx.formula_id, fill.quantity, delivery)
-    except ValidationFailed:
-        quote = None
-    return NextFill(supply=current, plan=fill, quote=quote, delivery=delivery,
-                    starts_on=arrival_date(day, shipping_days_for(rx, delivery)))
+    expiries = reads.projected_lot_expiries(rx.formula_id, day)
+    entries = pricing.current_entries(rx.formula_id)
+    fee = pricing.shipping_fee_cents() if DeliveryMethod.SHIP in methods else 0
+    out = {}
+    for method in methods:
+        fill = plan(rx, current, delivery=method, day=day, lot_expiries=expiries)
+        try:
+            quote = pricing.quote(rx.formula_id, fill.quantity, method, entries=entries, shipping_cents=fee)
+        except ValidationFailed:
+            quote = None
+        out[method] = NextFill(supply=current, plan=fill, quote=quote, delivery=method,
+                               starts_on=arrival_date(day, shipping_days_for(rx, method)))
+    return out

@@ -83,13 +83,10 @@ def test_intake_hard_stop_then_override_then_order_to_dispensed(live_server, liv
     assert page.get_by_role("button", name="Override").count() == 0  # a hard stop cannot be overridden
     shot(page, "journey-1-rx-hard-stop")
 
-    page.get_by_role("button", name="Start a fill").click()
-    page.wait_for_url(re.compile(r".*/orders/\d+$"))
-    order_url = page.url
-    body = page.locator("main").inner_text()
-    assert "Cannot verify yet" in body and "hard stop cannot be overridden" in body
-    assert page.get_by_role("button", name="Verify").count() == 0
-    shot(page, "journey-1-verify-refused")
+    # A hard stop looks like one from the moment it is found: no fill can be started while it stands.
+    assert page.get_by_role("button", name="Start a fill").count() == 0
+    assert "Resolve the safety alerts first" in body
+    shot(page, "journey-1-no-fill-while-blocked")
 
     # The prescriber stops the opioid; the pharmacy learns of treated hepatitis C.
     page.goto(patient_url + "/edit")
@@ -106,8 +103,20 @@ def test_intake_hard_stop_then_override_then_order_to_dispensed(live_server, liv
     shot(page, "journey-1-override-recorded")
 
     # Intake → dispensed.
-    page.goto(order_url)
+    page.get_by_role("button", name="Start a fill").click()
+    page.wait_for_url(re.compile(r".*/orders/\d+$"))
+    order_url = page.url
     page.get_by_role("button", name="Verify").click()
+    # The lots come first (their expiries fix the BUD and the quantity to make), then what was measured.
+    page.get_by_role("button", name="Plan the batch").click()
+    body = page.locator("main").inner_text()
+    to_make = re.search(r"Make (\d+) capsules for (\d+) days", body)
+    assert to_make, body
+    assert page.input_value("#rec-qty-0") == "" and page.input_value("#f-quantity_made") == ""  # measured, not assumed
+    for box in page.locator("input[name=lot_qty]").all():
+        box.fill("1.5")
+    page.fill("#f-quantity_made", to_make.group(1))
+    shot(page, "journey-1b-batch-planned")
     page.get_by_role("button", name="Record compounding").click()
     body = page.locator("main").inner_text()
     assert re.search(r"L\d{6}-\d{3}", body), "the batch got a lot number"

@@ -63,13 +63,23 @@ def test_rows_are_consistent_and_cover_every_state(app: Flask, generated: dict[s
         fills: dict[int, list[int]] = {}
         for o in db.session.execute(sa.select(Order).order_by(Order.id)).scalars():
             if o.state == OrderState.DISPENSED:
-                assert o.run_out_date == o.dispensed_on + timedelta(days=o.days_supply)
+                # The supply model: it reaches the patient on or after the day it left, and covers its days from
+                # then — or from after the supply already on hand (an early fill extends the run-out).
+                assert o.supply_starts_on >= o.dispensed_on
+                assert o.run_out_date >= o.supply_starts_on + timedelta(days=o.days_supply - 1)
                 assert o.dispensed_at is not None and o.lot_number and o.bud and o.bud > o.compounded_at.date()
                 assert o.quantity > 0 and o.price_cents > 0 and o.price_entry_id
             if o.state != OrderState.CANCELLED:
                 fills.setdefault(o.prescription_id, []).append(o.fill_number)
         for numbers in fills.values():  # 0, 1, 2 … per prescription, no gaps, never past the refills
             assert sorted(numbers) == list(range(len(numbers)))
+        # Each prescription's cached supply is the supply model walked over its dispensings.
+        from pharmacy.supply import reads
+
+        for rx in db.session.execute(sa.select(Prescription).where(Prescription.days_dispensed > 0)
+                                     .limit(200)).scalars():
+            assert reads.supply_of(rx).run_out == reads.recomputed_supply(rx).run_out, rx.id
+            assert rx.days_dispensed == reads.recomputed_supply(rx).days_dispensed
         over = db.session.execute(sa.text(
             "SELECT count(*) FROM orders o JOIN prescriptions p ON p.id = o.prescription_id "
             "WHERE o.fill_number > p.refills_authorized")).scalar_one()

@@ -28,7 +28,7 @@ def _dispense(w: dict[str, Any]) -> Any:
 
 def _listed(days: int = 7) -> list[tuple[int, int]]:
     """(prescription id, fill number) of each row, in the list's order."""
-    return [(rx.id, fill.fill_number) for fill, rx, _patient in running_out(today(), days=days)]
+    return [(r.rx.id, r.rx.latest_fill_number) for r in running_out(today(), days=days)]
 
 
 def test_a_fill_running_out_within_the_week_is_listed_with_its_latest_fill(app_ctx: Flask, clock: Any,

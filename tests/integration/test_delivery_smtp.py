@@ -137,8 +137,8 @@ def test_reminder_email_carries_what_the_patient_needs_and_nothing_in_the_subjec
     for body in (text, html):
         assert "Margaret" in body
         assert "Naltrexone 4.5 mg capsules" in body
-        assert "December 17, 2026" in body  # order-by: 23 Dec run-out − 2 buffer → Mon 21 Dec − 2 business days
-        assert "December 23, 2026" in body  # run-out: dispensed 23 Nov + 30 days
+        assert "December 17, 2026" in body  # order-by: first day without 23 Dec − 2 buffer → Mon 21 Dec − 2 business days
+        assert "December 22, 2026" in body  # run-out, the last day covered: 30 days from 23 Nov
         assert "$55.00" in body  # the price of the next 30 capsules on the price list
         assert "(217) 555-0100" in body and "100 River Street" in body
         assert "/preferences/" in body
@@ -578,7 +578,7 @@ def test_a_batch_renders_exactly_what_the_refill_pages_say(app_ctx: Flask, clock
             facts = db.session.execute(planning.facts_query().where(Order.id == row.order_id)).first()
             f = planning.FillFacts(*facts)
             line = refill_rules.timeline(
-                f.dispensed_on, f.days_supply, shipping_days=f.shipping_days if f.delivery_method == "ship" else 0,
+                f.run_out, shipping_days=f.shipping_days if f.delivery_method == "ship" else 0,
                 buffer_days=settings().safety_buffer_days, lead_time_business_days=f.lead_time,
                 calendar=business_calendar())
             assert (ctx["order_by"], ctx["run_out"]) == (words(line.order_by), words(line.run_out))

@@ -46,7 +46,7 @@ def test_the_label_carries_everything_a_patient_and_the_pharmacy_need(app_ctx: F
     for expected in [
         "Riverside Compounding Pharmacy",
         "100 River Street, Springfield, IL 62701 · (217) 555-0100",
-        "Rx RX000001", "Filled Nov 23, 2026",
+        "Rx RX000001 · Original fill", "Filled Nov 23, 2026",
         "Margaret Ellison",
         "Naltrexone 4.5 mg capsules",
         "Take 1 capsule (4.5 mg) by mouth at bedtime.",
@@ -102,7 +102,9 @@ def test_an_aqueous_label_says_refrigerate_in_millilitres_and_notes_the_cap(app_
     assert "Place 0.5 mL (0.5 mg) under the tongue at bedtime. Hold for 1 minute, then swallow." in text
     assert "Quantity: 7 mL (14 days)" in text
     assert "Storage: Store in the refrigerator (2–8 °C / 36–46 °F)." in text
-    assert "Capped at 14 days (BUD); the remaining 16 days will be compounded as later fills." in text
+    bud = (today() + timedelta(days=14)).isoformat()
+    assert f"Capped at 14 days by the beyond-use date ({bud}): 14 of 30 days; 16 days still owed on this fill." in text
+    assert "Rx RX000002 · Original fill (partial)" in text
     assert f"Do not use after (BUD): {(today() + timedelta(days=14)).strftime('%b %-d, %Y')}" in text
 
 
@@ -134,7 +136,7 @@ def test_the_compounding_record_has_the_usp_795_fields(app_ctx: Flask, staff: di
         "Formula Naltrexone 4.5 mg capsules (LDN-CAP-4.5)",
         "USP <795> category Other non-aqueous (capsules, non-aqueous topicals)",
         "Date compounded Nov 23, 2026 9:00 AM",
-        "Rx number / fill RX000001 / original",
+        "Rx number / fill RX000001 / Original fill",
         "Batch lot number L261123-001",
         "Total quantity made 30 capsules",
         "Beyond-use date May 22, 2027 (USP <795> (2023) default BUD; 180 days, or the earliest ingredient expiry)",

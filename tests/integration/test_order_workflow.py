@@ -84,7 +84,9 @@ def test_an_order_goes_from_requested_to_dispensed_with_a_record_of_every_step(a
     factories.dispense(w["technician"], order.id)
     db.session.refresh(order)
     assert order.state == OrderState.DISPENSED
-    assert (order.dispensed_on, order.run_out_date) == (today(), today() + timedelta(days=30))
+    # Dispensed today; 30 days from today: the last day covered is today + 29 (supply/rules.py).
+    assert (order.dispensed_on, order.supply_starts_on, order.run_out_date) == (today(), today(),
+                                                                              today() + timedelta(days=29))
     assert (order.verified_by_id, order.compounded_by_id, order.checked_by_id, order.released_by_id,
             order.dispensed_by_id) == (staff["pharmacist"].id, staff["technician"].id, staff["pharmacist2"].id,
                                        staff["pharmacist2"].id, staff["technician"].id)
@@ -174,7 +176,7 @@ def test_an_expired_ingredient_lot_is_refused_and_nothing_is_recorded(app_ctx: F
     (lambda lots, other: [lots[0], lots[0], lots[1]], "each lot once"),
     (lambda lots, other: [{**lots[0], "quantity_used": "0"}, lots[1]], "quantity used"),
     (lambda lots, other: [{**lots[0], "ingredient_lot_id": 987654}, lots[1]], "Unknown ingredient lot 987654"),
-    (lambda lots, other: [], "Record the ingredient lots used."),
+    (lambda lots, other: [], "Choose a lot for each ingredient."),
 ])
 def test_the_compounding_record_must_name_a_lot_of_each_ingredient(app_ctx: Flask, staff: dict, mangle: Any,
                                                                     expected: str) -> None:
@@ -193,22 +195,32 @@ def test_the_bud_never_passes_the_earliest_ingredient_expiry_and_the_fill_is_cap
     order = order_flow.start_fill(w["technician"], w["rx"].id)
     advance(w, order.id, "verified")
     lots = [lots_for(w)[0], {"ingredient_lot_id": short.id, "quantity_used": "4.2"}]
-    orders.compound_order(w["technician"], order.id, lots=lots, quantity_made=Decimal("20"))
+    # Recording a batch made from lots that would cut the fill short is refused: the quantity is decided first.
+    with pytest.raises(ValidationFailed) as caught:
+        orders.compound_order(w["technician"], order.id, lots=lots, quantity_made=Decimal("30"))
+    assert "20 capsules for 20 days, not 30 capsules" in caught.value.fields["lots"][0]
+    assert db.session.get(Order, order.id).state == OrderState.VERIFIED
+    orders.plan_batch(w["technician"], order.id, lots=[{"ingredient_lot_id": x["ingredient_lot_id"]} for x in lots])
     assert order.bud == today() + timedelta(days=20)  # not the 180 days of the category
-    assert (order.days_supply, order.quantity) == (20, 20)
-    assert order.cap_note == "Capped at 20 days (BUD); the remaining 10 days will be compounded as later fills."
+    assert (order.days_supply, order.quantity, order.price_cents) == (20, 20, 3667)  # pro-rated from 30 for $55
+    assert order.cap_note == (f"Capped at 20 days by the beyond-use date ({(today() + timedelta(days=20)).isoformat()}):"
+                              " 20 of 30 days; 10 days still owed on this fill.")
+    orders.compound_order(w["technician"], order.id, lots=lots, quantity_made=Decimal("20"))
+    orders.check_order(w["pharmacist2"], order.id)
+    assert order.qc_passed is True  # the bench made the capped quantity: 100 % yield, no re-make
 
 
 def test_a_14_day_aqueous_formula_caps_a_30_day_prescription(app_ctx: Flask, staff: dict) -> None:
     w = aqueous_world(staff)
     order = order_flow.start_fill(w["technician"], w["rx"].id)
     assert (order.days_supply, order.quantity) == (14, Decimal("21"))  # 14 days of 1.5 mL
-    assert order.cap_note == "Capped at 14 days (BUD); the remaining 16 days will be compounded as later fills."
+    assert order.cap_note == (f"Capped at 14 days by the beyond-use date ({(today() + timedelta(days=14)).isoformat()}):"
+                              " 14 of 30 days; 16 days still owed on this fill.")
     assert order.price_cents == 3500  # the 21 mL price, not the 30-day one
     advance(w, order.id, "compounding")
     assert db.session.get(Order, order.id).bud == today() + timedelta(days=14)
     advance(w, order.id, "dispensed")
-    assert db.session.get(Order, order.id).run_out_date == today() + timedelta(days=14)  # never past the BUD
+    assert db.session.get(Order, order.id).run_out_date == today() + timedelta(days=13)  # the day before the BUD
 
 
 def test_a_shipped_aqueous_fill_counts_the_days_in_the_post(app_ctx: Flask, staff: dict) -> None:
@@ -221,8 +233,9 @@ def test_a_shipped_aqueous_fill_counts_the_days_in_the_post(app_ctx: Flask, staf
     assert set(caught.value.fields) == {"carrier", "tracking_number"}
     factories.dispense(w["technician"], order.id, carrier="USPS", tracking_number="9400 1000 0000 0000 0000 01")
     order = db.session.get(Order, order.id)
-    assert order.dispensed_on == today() + timedelta(days=2) and order.run_out_date == today() + timedelta(days=14)
-    assert order.run_out_date <= order.bud
+    # It left today; the supply starts when it arrives, two days later, and ends before the BUD.
+    assert (order.dispensed_on, order.supply_starts_on) == (today(), today() + timedelta(days=2))
+    assert order.run_out_date == today() + timedelta(days=13) and order.run_out_date < order.bud
     shipped = db.session.execute(sa.select(OutboxMessage).where(OutboxMessage.kind == MessageKind.ORDER_SHIPPED,
                                                                 OutboxMessage.order_id == order.id)).scalars().all()
     assert len(shipped) == 1
@@ -235,9 +248,10 @@ def test_a_batch_dispensed_days_after_compounding_is_capped_again(app_ctx: Flask
     clock.advance(timedelta(days=3))
     factories.dispense(w["technician"], order.id)
     order = db.session.get(Order, order.id)
-    assert (order.days_supply, order.quantity) == (11, Decimal("16.5"))
-    assert order.run_out_date == order.bud
-    assert "remaining 3 days" in order.cap_note
+    # The bottle made three days ago lasts 11 more days before its BUD: 11 days are credited, the rest stays owed.
+    assert (order.days_supply, order.quantity) == (11, Decimal("21"))
+    assert order.run_out_date == order.bud - timedelta(days=1)
+    assert order.cap_note.endswith("11 of 30 days; 19 days still owed on this fill.")
 
 
 def test_a_batch_past_its_bud_cannot_be_dispensed(app_ctx: Flask, staff: dict, clock: Any) -> None:

@@ -386,21 +386,26 @@ def test_a_replacement_for_another_patient_is_refused(app_ctx: Flask, staff: dic
     assert db.session.get(Prescription, w["rx"].id).status == RxStatus.ACTIVE
 
 
-def test_refills_are_counted_from_fills_not_cancelled(app_ctx: Flask, staff: dict) -> None:
+def test_refills_are_counted_from_what_was_dispensed(app_ctx: Flask, staff: dict, clock: Any) -> None:
+    """A refill is used when its days have been dispensed: a cancelled order or one still being made uses none."""
     w = factories.world(staff, refills_authorized=1)
     first = order_flow.start_fill(w["technician"], w["rx"].id)
     order_flow.cancel(w["pharmacist"], first.id, "Wrong delivery address")
     again = order_flow.start_fill(w["technician"], w["rx"].id)  # the original fill again, under a new number
     assert (first.fill_number, again.fill_number) == (0, 1)
-    assert prescriptions.refills_used(w["rx"].id) == 0
+    assert (again.authorized_fill, prescriptions.view_of(w["rx"]).refills_left) == (0, 1)
     factories.run_order_to(w, again.id, "dispensed")
     refill = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-    assert prescriptions.refills_used(w["rx"].id) == 1
+    view = prescriptions.view_of(w["rx"])
+    assert (refill.authorized_fill, view.refills_used, view.refills_left) == (1, 0, 1)  # being made: not used yet
+    assert (view.can_start_fill, view.fill_note) == (False, "A fill of this prescription is already in progress.")
     order_flow.cancel(w["pharmacist"], refill.id, "Patient is travelling")
     last = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-    factories.run_order_to(w, last.id, "checked")
+    clock.advance(timedelta(days=25))  # not too soon: most of the first supply is used
+    factories.run_order_to(w, last.id, "dispensed")
     view = prescriptions.prescription_view(w["pharmacist"], w["rx"].id)
     assert (view.refills_used, view.refills_left, view.can_start_fill) == (1, 0, False)
+    assert view.fill_note == f"No refills remain on {w['rx'].rx_number}; ask the prescriber for a renewal."
 
 
 def test_unknown_ids_are_not_found(app_ctx: Flask, staff: dict) -> None:

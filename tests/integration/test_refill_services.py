@@ -497,7 +497,7 @@ def test_summary_shows_price_dates_and_address(app_ctx: Flask, staff: dict) -> N
     w["patient"].delivery_preference = DeliveryMethod.SHIP  # picked up the first fill, wants the next shipped
     s = refills.summary(w["rx"])
     assert (s.product, s.quantity_text, s.fill_days) == ("Naltrexone 4.5 mg capsules", "30 capsules", 30)
-    assert (s.run_out, s.days_left, s.refills_left) == (date(2026, 12, 23), 30, 5)
+    assert (s.run_out, s.days_left, s.refills_left) == (date(2026, 12, 22), 30, 5)  # today's dose counts
     # Requested on Monday 23 November with a 2-business-day lead time: ready Wednesday, shipped 2 days.
     assert (s.ready_on, s.arrives_on, s.delivery) == (date(2026, 11, 25), date(2026, 11, 27), DeliveryMethod.SHIP)
     assert (s.price_cents, s.shipping_cents, s.total_cents) == (5500, 895, 6395)

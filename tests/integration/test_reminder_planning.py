@@ -28,6 +28,7 @@ from pharmacy.refills.rules import RenewalState, RequestSource
 from pharmacy.reminders import planning, services
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import OutboxState
+from pharmacy.supply import services as supply_services
 from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import prescription_changes as changes
 from pharmacy.workflows import refill_requests as refill_flow
@@ -86,11 +87,11 @@ def expected(**days: date) -> dict[str, datetime]:
 
 def test_a_fill_gets_reminders_before_on_and_after_its_order_by_date(app_ctx: Flask, clock: Any,
                                                                      staff: dict) -> None:
-    # Dispensed Monday 23 Nov 2026 (the clock's start), 30 days → runs out Wed 23 Dec;
-    # ready by Mon 21 Dec; order by Thu 17 Dec (2 business days earlier).
+    # Dispensed Monday 23 Nov 2026 (the clock's start), 30 days → last day covered Tue 22 Dec (first without:
+    # Wed 23); ready by Mon 21 Dec; order by Thu 17 Dec (2 business days earlier).
     _, order = dispense(staff, clock)
 
-    assert order.run_out_date == date(2026, 12, 23)
+    assert order.run_out_date == date(2026, 12, 22)
     assert plan_of(order.id) == expected(
         early_7=date(2026, 12, 10), early_3=date(2026, 12, 14), order_by=date(2026, 12, 17),
         overdue=date(2026, 12, 19),  # a Saturday: the overdue notice is for the patient, not the bench
@@ -114,11 +115,11 @@ def test_thanksgiving_and_a_weekend_move_the_dates_earlier(app_ctx: Flask, clock
 
 
 def test_month_end_and_february(app_ctx: Flask, clock: Any, staff: dict) -> None:
-    # Dispensed Fri 29 Jan 2027 → 30 days later is Sun 28 Feb (February has 28 days);
-    # ready by Fri 26 Feb; order by Wed 24 Feb.
+    # Dispensed Fri 29 Jan 2027 → covered through Sat 27 Feb, first day without Sun 28 Feb (February has 28
+    # days); ready by Fri 26 Feb; order by Wed 24 Feb.
     _, order = dispense(staff, clock, date(2027, 1, 29))
 
-    assert order.run_out_date == date(2027, 2, 28)
+    assert order.run_out_date == date(2027, 2, 27)
     assert plan_of(order.id) == expected(
         early_7=date(2027, 2, 17), early_3=date(2027, 2, 19),  # Sun 21 Feb → Fri 19 Feb
         order_by=date(2027, 2, 24), overdue=date(2027, 2, 26),
@@ -187,10 +188,13 @@ def test_titration_fills_are_planned_from_each_fills_own_supply(app_ctx: Flask, 
 
     assert plan_of(first.id) == {}  # the first fill's reminders are done with
     assert (second.fill_number, second.quantity) == (1, Decimal(90))  # the maintenance dose from now on
-    # Dispensed Thu 17 Dec → runs out Sat 16 Jan 2027; ready by Thu 14 Jan; order by Tue 12 Jan.
+    # Dispensed early on Thu 17 Dec, while the first supply lasts through Tue 22 Dec: its 30 days follow it
+    # (an early fill extends the run-out, it does not restart it) → covered through Thu 21 Jan 2027, first
+    # day without Fri 22 Jan; ready by Wed 20 Jan; 2 business days before, Martin Luther King Day (Mon 18)
+    # skipped → order by Fri 15 Jan.
     assert plan_of(second.id) == expected(
-        early_7=date(2027, 1, 5), early_3=date(2027, 1, 8),  # Sat 9 Jan → Fri 8 Jan
-        order_by=date(2027, 1, 12), overdue=date(2027, 1, 14),
+        early_7=date(2027, 1, 8), early_3=date(2027, 1, 12),
+        order_by=date(2027, 1, 15), overdue=date(2027, 1, 17),
     )
 
 
@@ -203,15 +207,15 @@ def test_a_shipped_patient_must_order_earlier_before_running_out(app_ctx: Flask,
     factories.dispense(w["technician"], shipped.id, carrier="UPS", tracking_number="1Z999AA10123456784")
     db.session.commit()
 
-    # The supply starts on arrival (Thu 26 Nov) and runs out Sat 26 Dec; 3 shipping + 2 buffer days
-    # before that is Mon 21 Dec: ready by then, so order by Thu 17 Dec.
-    assert shipped.run_out_date == date(2026, 12, 26)
+    # The supply starts on arrival (Thu 26 Nov) and lasts through Fri 25 Dec (first day without: Sat 26);
+    # 3 shipping + 2 buffer days before that is Mon 21 Dec: ready by then, so order by Thu 17 Dec.
+    assert shipped.run_out_date == date(2026, 12, 25)
     plan = plan_of(shipped.id)
     order_by = plan["order_by"].astimezone(CHICAGO).date()
     assert order_by == date(2026, 12, 17)
     pickup_order_by = plan_of(pickup.id)["order_by"].astimezone(CHICAGO).date()
-    assert (shipped.run_out_date - order_by).days == 9  # vs 6 days for the patient who picks up
-    assert (pickup.run_out_date - pickup_order_by).days == 6
+    assert (shipped.run_out_date - order_by).days == 8  # vs 5 days for the patient who picks up
+    assert (pickup.run_out_date - pickup_order_by).days == 5
 
 
 def test_an_opted_out_patient_gets_no_refill_reminders(app_ctx: Flask, clock: Any, staff: dict) -> None:
@@ -220,7 +224,7 @@ def test_an_opted_out_patient_gets_no_refill_reminders(app_ctx: Flask, clock: An
     # …but still hears when the prescription needs renewing (the therapy depends on it).
     _, last = dispense(staff, clock, refills_authorized=0,
                        patient={"first_name": "Ann", "email": "ann@example.com", "reminders_opt_in": False})
-    assert plan_of(last.id) == {"renewal": ten_am(date(2026, 12, 2))}
+    assert plan_of(last.id) == {"renewal": ten_am(date(2026, 12, 1))}
 
 
 def test_no_refills_left_plans_a_renewal_notice_weeks_ahead_and_a_task(app_ctx: Flask, clock: Any,
@@ -228,8 +232,8 @@ def test_no_refills_left_plans_a_renewal_notice_weeks_ahead_and_a_task(app_ctx: 
     w, order = dispense(staff, clock, refills_authorized=0)
 
     plan = plan_of(order.id)
-    # Run-out Wed 23 Dec − 21 days (RENEWAL_NOTICE_DAYS) = Wed 2 Dec, with the usual refill reminders.
-    assert plan["renewal"] == ten_am(date(2026, 12, 2))
+    # Last day covered Tue 22 Dec − 21 days (RENEWAL_NOTICE_DAYS) = Tue 1 Dec, with the usual refill reminders.
+    assert plan["renewal"] == ten_am(date(2026, 12, 1))
     assert set(plan) == {"renewal", "early_7", "early_3", "order_by", "overdue"}
     task = db.session.execute(sa.select(RenewalRequest).where(
         RenewalRequest.prescription_id == w["rx"].id)).scalar_one()
@@ -239,7 +243,7 @@ def test_no_refills_left_plans_a_renewal_notice_weeks_ahead_and_a_task(app_ctx: 
 def test_a_prescription_expiring_before_run_out_also_needs_renewal(app_ctx: Flask, clock: Any,
                                                                     staff: dict) -> None:
     _, order = dispense(staff, clock, refills_authorized=5, expiry_date=date(2026, 12, 13))
-    assert plan_of(order.id)["renewal"] == ten_am(date(2026, 12, 2))
+    assert plan_of(order.id)["renewal"] == ten_am(date(2026, 12, 1))
 
 
 # ---- cancellation -------------------------------------------------------------------------------------------------
@@ -300,10 +304,10 @@ def test_replanning_after_a_fills_dates_change_moves_the_same_rows(app_ctx: Flas
                                                                    staff: dict) -> None:
     _, order = dispense(staff, clock)
     ids_before = {r.dedupe_key: r.id for r in rows_of(order.id)}
-    # The delivery date is corrected: the supply started a day later (Tue 24 Nov) and runs out Thu 24 Dec;
+    # The delivery date is corrected: the supply started a day later (Tue 24 Nov) and lasts through Wed 23 Dec;
     # ready by Tue 22 Dec; order by Fri 18 Dec.
-    order.dispensed_on = date(2026, 11, 24)
-    order.run_out_date = date(2026, 12, 24)
+    order.supply_starts_on = date(2026, 11, 24)
+    supply_services.refresh(order.prescription)
     planning.plan_for_order(order.id)
     db.session.commit()
 
@@ -355,7 +359,7 @@ def test_flask_reminders_due_says_what_goes_out_and_why_without_names(app: Flask
     for secret in ("Margaret", "Ellison", "Ann", "Other", "@example.com", "Naltrexone"):
         assert secret not in result.output
 
-    renewal_day = runner.invoke(args=["reminders", "due", "--as-of", "2026-12-02"]).output
+    renewal_day = runner.invoke(args=["reminders", "due", "--as-of", "2026-12-01"]).output
     assert "renewal_needed" in renewal_day and "no refills left" in renewal_day
     assert runner.invoke(args=["reminders", "due", "--as-of", "2026-12-11"]).output.startswith(
         "0 email(s) due on 2026-12-11")
@@ -364,7 +368,7 @@ def test_flask_reminders_due_says_what_goes_out_and_why_without_names(app: Flask
     clock.set(morning(date(2026, 12, 12)))
     late = runner.invoke(args=["reminders", "due"]).output
     assert late.startswith("3 email(s) due on 2026-12-12")  # two 7-day reminders and a renewal notice
-    assert "late (was due 2026-12-10)" in late and "late (was due 2026-12-02)" in late
+    assert "late (was due 2026-12-10)" in late and "late (was due 2026-12-01)" in late
     assert other.id != order.id
 
 

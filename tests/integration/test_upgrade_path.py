@@ -178,12 +178,13 @@ def test_rows_written_at_the_previous_head_survive_the_upgrade(empty_db: str, ap
         upgrade()  # to the current head
 
         with db.engine.connect() as conn:
-            assert snapshot(conn) == before
+            assert _without_rewritten(snapshot(conn)) == _without_rewritten(before)
             for name, rows in SEED.items():
                 count = conn.execute(sa.text(f'SELECT COUNT(*) FROM "{name}"')).scalar_one()
                 assert count == len(rows), name
         _check_data_step(db)
         _check_latest_fill_backfilled(db)
+        _check_supply_recomputed(db)
         _check_models_read_old_rows(db)
 
         # Down to the previous head and up again: the data is untouched, the log is rebuilt.
@@ -193,18 +194,49 @@ def test_rows_written_at_the_previous_head_survive_the_upgrade(empty_db: str, ap
             assert "ops_events" not in _tables(conn)
         upgrade()
         with db.engine.connect() as conn:
-            assert snapshot(conn) == before
+            assert _without_rewritten(snapshot(conn)) == _without_rewritten(before)
         _check_data_step(db)
+        _check_supply_recomputed(db)
         db.session.remove()
         db.engine.dispose()
 
 
+# 0007 gives two order columns a new meaning (see _check_supply_recomputed): the rest must be untouched.
+REWRITTEN = {"orders": {"dispensed_on", "run_out_date"}}
+
+
+def _without_rewritten(snap: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for name, rows in snap.items():
+        drop = [i for i, column in enumerate(SEED[name][0]) if column in REWRITTEN.get(name, set())]
+        out[name] = [tuple(v for i, v in enumerate(row) if i not in drop) for row in rows]
+    return out
+
+
 def _check_latest_fill_backfilled(db: Any) -> None:
-    """0006's data step: each prescription knows its latest dispensed fill (the requested one does not count)."""
+    """0006's data step (and 0007's recomputation): each prescription knows its latest dispensed fill and the
+    last day its supply covers (the requested order does not count)."""
     rows = db.session.execute(sa.text(
         "SELECT id, latest_fill_number, latest_run_out_date FROM prescriptions ORDER BY id")).all()
     db.session.rollback()
-    assert [(r[0], r[1], str(r[2])[:10] if r[2] else None) for r in rows] == [(50, 0, "2025-03-08"), (51, None, None)]
+    assert [(r[0], r[1], str(r[2])[:10] if r[2] else None) for r in rows] == [(50, 0, "2025-03-07"), (51, None, None)]
+
+
+def _check_supply_recomputed(db: Any) -> None:
+    """0007: the supply model's columns, recomputed from the orders dispensed under the old meaning.
+
+    The order's old `dispensed_on` (the day the supply started) moves to `supply_starts_on`; `dispensed_on`
+    becomes the day it left (the local date of `dispensed_at`); run-out becomes the last day covered; the
+    prescription caches its days dispensed and the latest dispensing's days.
+    """
+    orders = db.session.execute(sa.text(
+        "SELECT id, authorized_fill, dispensed_on, supply_starts_on, run_out_date FROM orders ORDER BY id")).all()
+    rxs = db.session.execute(sa.text(
+        "SELECT id, days_dispensed, latest_days_supply FROM prescriptions ORDER BY id")).all()
+    db.session.rollback()
+    as_text = [tuple(str(v)[:10] if v is not None else None for v in row) for row in orders]
+    assert as_text == [("60", "0", "2025-02-06", "2025-02-06", "2025-03-07"), ("61", "1", None, None, None)]
+    assert [tuple(r) for r in rxs] == [(50, 30, 30), (51, 0, None)]
 
 
 def _check_data_step(db: Any) -> None:

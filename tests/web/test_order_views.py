@@ -3,6 +3,7 @@ browser), refusals shown in words, labels and records, formulas, ingredient lots
 from __future__ import annotations
 
 import csv
+import html
 import io
 import re
 from datetime import timedelta
@@ -14,7 +15,7 @@ from flask.testing import FlaskClient
 from pypdf import PdfReader
 
 from pharmacy.compounding import services as orders
-from pharmacy.compounding.models import IngredientLot, Order
+from pharmacy.compounding.models import Formula, IngredientLot, Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core.context import today
 from pharmacy.extensions import db
@@ -40,14 +41,37 @@ def new_order(app: Flask, staff: dict, **kw: Any) -> tuple[dict[str, Any], int]:
     return w, order_id
 
 
+def _selected_lots(form: str) -> list[str]:
+    return [re.search(r'<option value="(\d+)" selected>', s).group(1)  # type: ignore[union-attr]
+            for s in form.split('name="lot_id"')[1:]]
+
+
+def plan_form(body: str) -> dict[str, Any]:
+    """What the order page's "Plan the batch" form sends as offered (the pre-selected lots)."""
+    form = body.split('<input type="hidden" name="to" value="plan_batch">', 1)[1].split("</form>", 1)[0]
+    return {"to": "plan_batch", "lot_id": _selected_lots(form)}
+
+
 def compound_form(body: str) -> dict[str, Any]:
-    """What the order page's compounding form sends as offered (the suggested lots and amounts)."""
+    """The compounding form filled as a careful technician would: the planned lots, and the measured amounts
+    equal to the expected ones shown beside each box (the form itself leaves them empty)."""
     form = body.split('<input type="hidden" name="to" value="compounding">', 1)[1].split("</form>", 1)[0]
-    lot_ids = [re.search(r'<option value="(\d+)" selected>', s).group(1)  # type: ignore[union-attr]
-               for s in form.split('name="lot_id"')[1:]]
-    qtys = re.findall(r'name="lot_qty" type="text" inputmode="decimal" value="([^"]*)"', form)
-    made = re.search(r'id="f-quantity_made" name="quantity_made" type="text" value="([^"]*)"', form).group(1)  # type: ignore[union-attr]
-    return {"to": "compounding", "lot_id": lot_ids, "lot_qty": qtys, "quantity_made": made}
+    assert re.findall(r'name="lot_qty" type="text" inputmode="decimal" required value="([^"]*)"', form) == \
+        ["", ""], "measured amounts are never pre-filled"
+    expected = re.findall(r'</td>\s*<td>([\d.]+) (?:mg|g|mL)</td>', form)
+    made = re.search(r"<strong>Make (\d+(?:\.\d+)?) (?:capsules|mL)</strong>", form).group(1)  # type: ignore[union-attr]
+    return {"to": "compounding", "lot_id": _selected_lots(form), "lot_qty": expected, "quantity_made": made}
+
+
+def text_of(body: str) -> str:
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+
+
+def planned(client: FlaskClient, order_id: int) -> str:
+    """Plan the batch with the lots the page offers; the order page that follows (with the compounding form)."""
+    page = client.get(f"/orders/{order_id}").get_data(as_text=True)
+    assert client.post(f"/orders/{order_id}/transitions", data=plan_form(page)).status_code == 302
+    return client.get(f"/orders/{order_id}").get_data(as_text=True)
 
 
 def test_intake_to_dispensed_in_the_browser(app: Flask, client: FlaskClient, staff: dict) -> None:
@@ -61,12 +85,16 @@ def test_intake_to_dispensed_in_the_browser(app: Flask, client: FlaskClient, sta
     page = client.get(f"/orders/{order_id}").get_data(as_text=True)
     assert ">Verify</button>" in page
     assert client.post(f"/orders/{order_id}/transitions", data={"to": "verified"}).status_code == 302
-    assert "Verified: ready to compound." in text(client.get(f"/orders/{order_id}"))
+    assert "Verified: choose the lots for the batch." in text(client.get(f"/orders/{order_id}"))
     as_user(client, staff["technician"])
     page = client.get(f"/orders/{order_id}").get_data(as_text=True)
     labels_cover_inputs(page)
+    assert "Compounding: choose the lots first" in page and 'value="compounding"' not in page
+    page = planned(client, order_id)
+    assert "Batch planned: make 30 capsules for 30 days." in text_of(page)
+    labels_cover_inputs(page)
     form = compound_form(page)
-    assert form["lot_qty"] == ["135.000", "4.200"] and form["quantity_made"] == "30"  # 4.5 mg × 30; 14 g per 100
+    assert form["lot_qty"] == ["135", "4.2"] and form["quantity_made"] == "30"  # 4.5 mg × 30; 14 g per 100
     done = client.post(f"/orders/{order_id}/transitions", data=form)
     assert done.status_code == 302
     page = text(client.get(f"/orders/{order_id}"))
@@ -102,7 +130,7 @@ def test_a_technician_cannot_verify_and_a_compounder_cannot_check(app: Flask, cl
     assert client.post(f"/orders/{order_id}/transitions", data={"to": "verified"}).status_code == 403
     as_user(client, staff["pharmacist"])
     client.post(f"/orders/{order_id}/transitions", data={"to": "verified"})
-    page = client.get(f"/orders/{order_id}").get_data(as_text=True)
+    page = planned(client, order_id)
     assert client.post(f"/orders/{order_id}/transitions", data=compound_form(page)).status_code == 302
     page = text(client.get(f"/orders/{order_id}"))
     assert "another pharmacist must check the batch you compounded" in page
@@ -119,7 +147,7 @@ def test_an_expired_lot_is_refused_and_the_form_re_shown(app: Flask, client: Fla
     login(client, staff["technician"])
     page = client.get(f"/orders/{order_id}").get_data(as_text=True)
     assert "OLD-9" not in page  # not offered
-    form = compound_form(page)
+    form = compound_form(planned(client, order_id))
     form["lot_id"][0] = str(expired)
     response = client.post(f"/orders/{order_id}/transitions", data=form)
     assert response.status_code == 422
@@ -133,7 +161,7 @@ def test_bad_numbers_in_the_compounding_form_are_422(app: Flask, client: FlaskCl
     _w, order_id = new_order(app, staff)
     run(app, lambda: orders.verify_order(factories.actor(staff["pharmacist"]), order_id))
     login(client, staff["technician"])
-    form = compound_form(client.get(f"/orders/{order_id}").get_data(as_text=True))
+    form = compound_form(planned(client, order_id))
     response = client.post(f"/orders/{order_id}/transitions", data={**form, "quantity_made": "-3"})
     assert response.status_code == 422 and "Must be at least 0.001." in text(response)
     response = client.post(f"/orders/{order_id}/transitions", data={**form, "lot_qty": ["abc", "1"]})
@@ -145,7 +173,7 @@ def test_a_failed_quality_check_is_kept_and_offers_a_re_make(app: Flask, client:
     _w, order_id = new_order(app, staff)
     run(app, lambda: orders.verify_order(factories.actor(staff["pharmacist"]), order_id))
     login(client, staff["technician"])
-    form = compound_form(client.get(f"/orders/{order_id}").get_data(as_text=True))
+    form = compound_form(planned(client, order_id))
     client.post(f"/orders/{order_id}/transitions", data={**form, "quantity_made": "27"})
     as_user(client, staff["pharmacist"])
     assert client.post(f"/orders/{order_id}/transitions", data={"to": "checked"}).status_code == 302
@@ -164,7 +192,7 @@ def test_too_soon_needs_a_pharmacists_reason_on_the_page(app: Flask, client: Fla
     def two_fills() -> int:
         wr = {"pharmacist": factories.actor(staff["pharmacist"]), "pharmacist2": factories.actor(staff["pharmacist2"]),
               "technician": factories.actor(staff["technician"]),
-              "formula": db.session.get(orders.Formula, w["formula"])}
+              "formula": db.session.get(Formula, w["formula"])}
         first = order_flow.start_fill(wr["technician"], w["rx"])
         factories.run_order_to(wr, first.id, "dispensed")
         refill = order_flow.start_fill(wr["technician"], w["rx"])
@@ -176,7 +204,7 @@ def test_too_soon_needs_a_pharmacists_reason_on_the_page(app: Flask, client: Fla
     page = text(client.get(f"/orders/{order_id}"))
     assert "too soon today" in page and "a pharmacist may override with a reason" in page
     refused = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup"})
-    assert refused.status_code == 409 and "Too soon to dispense: the earliest date is 2026-12-17." in text(refused)
+    assert refused.status_code == 409 and "Too soon to dispense: the earliest day the patient may have it is 2026-12-17." in text(refused)
     as_user(client, staff["pharmacist"])
     body = client.get(f"/orders/{order_id}").get_data(as_text=True)
     assert 'name="too_soon_reason"' in body
@@ -196,7 +224,7 @@ def test_shipping_needs_a_carrier_and_tracking(app: Flask, client: FlaskClient, 
     def walk() -> None:
         wr = {"pharmacist": factories.actor(staff["pharmacist"]), "pharmacist2": factories.actor(staff["pharmacist2"]),
               "technician": factories.actor(staff["technician"]),
-              "formula": db.session.get(orders.Formula, w["formula"])}
+              "formula": db.session.get(Formula, w["formula"])}
         factories.run_order_to(wr, order_id, "ready")
 
     run(app, walk)
@@ -292,7 +320,7 @@ def test_label_and_compounding_record(app: Flask, client: FlaskClient, staff: di
     def walk() -> None:
         wr = {"pharmacist": factories.actor(staff["pharmacist"]), "pharmacist2": factories.actor(staff["pharmacist2"]),
               "technician": factories.actor(staff["technician"]),
-              "formula": db.session.get(orders.Formula, w["formula"])}
+              "formula": db.session.get(Formula, w["formula"])}
         factories.run_order_to(wr, order_id, "checked")
 
     run(app, walk)
@@ -348,7 +376,7 @@ def test_lot_recall_page_and_csv(app: Flask, client: FlaskClient, staff: dict) -
     def walk() -> None:
         wr = {"pharmacist": factories.actor(staff["pharmacist"]), "pharmacist2": factories.actor(staff["pharmacist2"]),
               "technician": factories.actor(staff["technician"]),
-              "formula": db.session.get(orders.Formula, w["formula"])}
+              "formula": db.session.get(Formula, w["formula"])}
         factories.run_order_to(wr, order_id, "dispensed")
 
     run(app, walk)

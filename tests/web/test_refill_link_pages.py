@@ -106,7 +106,7 @@ def test_the_refill_page_shows_medicine_dates_price_and_address(app: Flask, clie
     page = text(response)
     assert "Naltrexone 4.5 mg capsules" in page
     assert "Take 1 capsule (4.5 mg) by mouth at bedtime" in page
-    assert "About 30 days: it runs out on Wednesday, December 23, 2026" in page
+    assert "About 30 days: your last dose is on Tuesday, December 22, 2026" in page
     assert "Refills left 5" in page
     assert "30 capsules (30-day supply)" in page
     assert "It takes 2 business days" in page

@@ -102,8 +102,9 @@ def test_intake_to_dispensed_through_the_api(app: Flask, client: FlaskClient, st
     dispensed = client.post(url, headers=tech, json={"to": "dispensed", "method": "ship", "carrier": "USPS",
                                                      "tracking_number": "9400111899223344556677"})
     assert dispensed.status_code == 200
-    assert (dispensed.json["state"], dispensed.json["dispensed_on"], dispensed.json["run_out_date"]) == (
-        "dispensed", "2026-11-25", "2026-12-25")
+    # It left today; the parcel arrives in 2 days, when the 30 days start: covered through Dec 24.
+    assert (dispensed.json["state"], dispensed.json["dispensed_on"], dispensed.json["supply_starts_on"],
+            dispensed.json["run_out_date"]) == ("dispensed", "2026-11-23", "2026-11-25", "2026-12-24")
     assert dispensed.json["next_steps"] == []
     again = client.post(url, headers=ph, json={"to": "cancelled", "reason": "too late"})
     assert again.status_code == 409 and again.json["code"] == "invalid_transition"
@@ -333,8 +334,8 @@ def test_the_openapi_document_describes_the_workflow(app: Flask, client: FlaskCl
         assert operation["summary"] and operation["summary"].endswith("."), (path, method)
     transition = doc["components"]["schemas"]["OrderTransition"]
     assert transition["required"] == ["to"]
-    assert transition["properties"]["to"]["enum"] == ["verified", "compounding", "checked", "ready", "dispensed",
-                                                      "on_hold", "cancelled", "resume"]
+    assert transition["properties"]["to"]["enum"] == ["verified", "plan_batch", "compounding", "checked", "ready",
+                                                      "dispensed", "on_hold", "cancelled", "resume"]
     assert "application/pdf" in paths["/api/v1/orders/{order_id}/label.pdf"]["get"]["responses"]["200"]["content"]
 
 
