@@ -1023,7 +1023,8 @@ class Generator:
         price, ship, entry = self._price(rx.formula, quantity, last.method, day)
         self.s_orders.add(
             id=self._next("orders"), prescription_id=rx.id, patient_id=p.id, fill_number=len(rx.fills),
-            authorized_fill=rx.held(self.cfg.too_soon_percent).current_fill or 0, state=OrderState.CANCELLED.value, state_changed_at=self.at(day, 15), quantity_milli=int(quantity * 1000),
+            authorized_fill=rx.held(self.cfg.too_soon_percent).current_fill or 0,
+            state=OrderState.CANCELLED.value, state_changed_at=self.at(day, 15), quantity_milli=int(quantity * 1000),
             days_supply=rx.days_supply, delivery_method=last.method.value, cancel_reason="Patient stopped LDN therapy",
             price_cents=price, shipping_cents=ship, price_entry_id=entry, created_by_id=self.staff["pharmacist"],
             created_at=self.at(day, 9), updated_at=self.at(day, 15))

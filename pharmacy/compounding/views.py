@@ -25,7 +25,8 @@ bp = Blueprint("compounding", __name__)
 
 ID = "int(max=2147483647)"
 STEP_LABELS = {
-    "verified": "Verify", "plan_batch": "Choose lots", "compounding": "Record compounding", "checked": "Final check", "ready": "Release",
+    "verified": "Verify",
+    "plan_batch": "Choose lots", "compounding": "Record compounding", "checked": "Final check", "ready": "Release",
     "dispensed": "Dispense", "on_hold": "Put on hold", "cancelled": "Cancel order", "resume": "Resume",
 }
 DELIVERY_OPTIONS = [(DeliveryMethod.PICKUP.value, "Picked up"), (DeliveryMethod.SHIP.value, "Shipped")]

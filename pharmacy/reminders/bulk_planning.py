@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from pharmacy.compounding.models import Order
 from pharmacy.core import signals, uow
 from pharmacy.core.context import now, today
-from pharmacy.core.db import UTCDateTime, chunks, upsert_insert
+from pharmacy.core.db import IN_CHUNK, UTCDateTime, chunks, upsert_insert
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import RxStatus
@@ -128,7 +128,7 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
         return report
 
     existing: dict[int, list[Any]] = {}
-    for chunk in chunks([f.order_id for f in facts]):
+    for chunk in chunks([f.order_id for f in facts], IN_CHUNK):
         for r in db.session.execute(
             sa.select(OutboxMessage.id, OutboxMessage.order_id, OutboxMessage.dedupe_key, OutboxMessage.state,
                       OutboxMessage.due_at, OutboxMessage.cancelled_reason)
@@ -168,7 +168,7 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
             renewals[f.prescription_id] = (f.prescriber_id, f.patient_id)
 
     table = OutboxMessage.__table__
-    for chunk in chunks(cancel):
+    for chunk in chunks(cancel, IN_CHUNK):
         report.cancelled += _rowcount(db.session.execute(
             sa.update(table).where(table.c.id.in_(chunk), table.c.state == OutboxState.PENDING)
             .values(state=OutboxState.CANCELLED, cancelled_reason="re-planned")))

@@ -204,7 +204,8 @@ def test_too_soon_needs_a_pharmacists_reason_on_the_page(app: Flask, client: Fla
     page = text(client.get(f"/orders/{order_id}"))
     assert "too soon today" in page and "a pharmacist may override with a reason" in page
     refused = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup"})
-    assert refused.status_code == 409 and "Too soon to dispense: the earliest day the patient may have it is 2026-12-17." in text(refused)
+    assert refused.status_code == 409 and "Too soon to dispense: the earliest day the patient may have it is " \
+        "2026-12-17." in text(refused)
     as_user(client, staff["pharmacist"])
     body = client.get(f"/orders/{order_id}").get_data(as_text=True)
     assert 'name="too_soon_reason"' in body
