@@ -36,8 +36,10 @@ scheduler: migrate
 browser: $(STAMP)
 	@scripts/ensure_chromium.sh
 
+## make lint: ruff, and the architecture's import contracts (pyproject.toml [tool.importlinter], docs/architecture.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 ## make test: set up, then the whole suite on SQLite and, when a server answers, on PostgreSQL
 test: $(STAMP) browser lint test-sqlite test-postgres

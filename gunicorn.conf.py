@@ -156,7 +156,7 @@ def on_starting(server):  # type: ignore[no-untyped-def]
 
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
+        from prometheus_client import multiprocess  # noqa: PLC0415 - only when metrics run multi-process
 
         multiprocess.mark_process_dead(worker.pid)
 

@@ -12,15 +12,19 @@ from typing import Any
 from flask import Flask
 from werkzeug.routing import IntegerConverter
 
+from pharmacy import models  # noqa: F401 - every feature's tables in the one metadata, before any use
 from pharmacy.config import load_settings
+from pharmacy.core import db_events, error_handlers, logging_setup, request_guard, security, uow
 from pharmacy.core.clock import Clock, SystemClock
+from pharmacy.core.schemas import DecimalString
+from pharmacy.extensions import api, csrf, db, limiter, migrate
+from pharmacy.paths import ROOT
 from pharmacy.workflows import listeners
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
     "bench", "ops",
 )
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None = None) -> Flask:
@@ -40,7 +44,6 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     env = {**os.environ, **{k: str(v) for k, v in overrides.items() if isinstance(v, str | int) and k.isupper()}}
     settings = load_settings(env, Path(app.instance_path))
 
-    from pharmacy.core import logging_setup
 
     logging_setup.configure(settings.log_format)
 
@@ -100,10 +103,6 @@ def _engine_options(url: str) -> dict[str, Any]:
 
 
 def _init_extensions(app: Flask) -> None:
-    from pharmacy import models  # noqa: F401 - the whole schema must be known before use
-    from pharmacy.core import db_events, error_handlers, request_guard, security, uow
-    from pharmacy.extensions import api, csrf, db, limiter, migrate
-
     db.init_app(app)
     with app.app_context():
         db_events.install(db.engine)
@@ -116,7 +115,6 @@ def _init_extensions(app: Flask) -> None:
                                 "endpoint also accepts a patient's signed link with their date of birth."},
         "security": [{"bearerAuth": []}],
     })
-    from pharmacy.core.schemas import DecimalString
 
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     api.register_field(DecimalString, "string", "decimal")
@@ -128,7 +126,6 @@ def _init_extensions(app: Flask) -> None:
 
 def _register_features(app: Flask) -> None:
     """Each feature may bring `views.bp` (HTML), `api.blp` (JSON, flask-smorest) and `cli.register(app)`."""
-    from pharmacy.extensions import api, csrf
 
     for feature in FEATURES:
         if importlib.util.find_spec(f"pharmacy.{feature}") is None:

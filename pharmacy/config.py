@@ -11,8 +11,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import holidays as holidays_lib
+
 from pharmacy.core.errors import ConfigError
-from pharmacy.prescriptions.rules_npi import npi_is_valid
+from pharmacy.core.npi import npi_is_valid
 
 ENVIRONMENTS = ("development", "production", "testing")
 WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -163,7 +165,6 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
     if holidays_raw and holidays_raw.lower() != "none":
         country, _, subdivision = holidays_raw.partition("-")
         subdivision = subdivision or None
-        import holidays as holidays_lib
 
         if country not in holidays_lib.list_supported_countries():
             raise ConfigError(f"PHARMACY_HOLIDAYS={holidays_raw!r}: unknown country code (e.g. US or US-MN)")

@@ -9,11 +9,11 @@ import sys
 from flask import Flask
 from flask.cli import FlaskGroup
 
+from pharmacy import create_app as factory
 from pharmacy.core.errors import ConfigError
 
 
 def create_app() -> Flask:
-    from pharmacy import create_app as factory
 
     try:
         return factory()

@@ -8,6 +8,8 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from pharmacy.bench.generator import generate
+
 bench = AppGroup("bench", help="Benchmark data (chain-scale, generated; never for production).")
 
 
@@ -21,7 +23,6 @@ bench = AppGroup("bench", help="Benchmark data (chain-scale, generated; never fo
               help="Also write the report (rows per table, rows/s, peak RSS) as JSON here.")
 def seed(patients: int, seed: int, years: int, batch_size: int, password: str | None, report_path: Path | None) -> None:
     """Generate patients, prescriptions, fills, payments, requests and the outbox in bulk."""
-    from pharmacy.bench.generator import generate
 
     with click.progressbar(length=patients, label="Generating patients", show_pos=True) as bar:
         report, credentials = generate(patients=patients, seed=seed, years=years, batch_size=batch_size,

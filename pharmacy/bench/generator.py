@@ -28,6 +28,7 @@ import json
 import math
 import random
 import resource
+import secrets
 import time as _time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
@@ -49,14 +50,16 @@ from pharmacy.compounding import rules as comp_rules
 from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState, UspCategory
 from pharmacy.core import uow
+from pharmacy.core.actor import Actor
 from pharmacy.core.context import business_calendar, now, settings, today
 from pharmacy.core.models import User
+from pharmacy.core.npi import npi_check_digit
 from pharmacy.core.roles import Role
+from pharmacy.core.services import create_user
 from pharmacy.extensions import db
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescriber
 from pharmacy.prescriptions.rules import DosingTime, Form, RxStatus, Severity
-from pharmacy.prescriptions.rules_npi import npi_check_digit
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 from pharmacy.reminders import planning
 from pharmacy.reminders import rules as reminder_rules
@@ -332,8 +335,6 @@ class Generator:
     # -- reference data (small; through the ORM) ---------------------------------------------------------
 
     def _reference_data(self) -> None:
-        from pharmacy.core.actor import Actor
-        from pharmacy.core.services import create_user
 
         console = Actor(kind="staff", role=Role.ADMIN)
         self.staff: dict[str, int] = {}
@@ -342,7 +343,6 @@ class Generator:
                                             strict=True):
             user = db.session.execute(sa.select(User).where(User.email == email)).scalar_one_or_none()
             if user is None:
-                import secrets
 
                 password = self.password or secrets.token_urlsafe(12)
                 user = create_user(console, email=email, full_name=name, role=role, password=password)

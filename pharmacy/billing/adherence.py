@@ -83,7 +83,7 @@ class AdherenceReport:
         return settings().pdc_window_days
 
 
-def _window(window_days: int | None) -> int:
+def checked_window(window_days: int | None) -> int:
     days = settings().pdc_window_days if window_days is None else window_days
     if isinstance(days, bool) or not isinstance(days, int) or not 7 <= days <= 730:
         raise ValidationFailed("Choose an adherence window.", fields={"window_days": "Between 7 and 730 days."})
@@ -194,7 +194,7 @@ def refresh_adherence(*, batch_size: int = SNAPSHOT_BATCH, on_progress: Callable
     while it runs (each patient's row is replaced in one step), and SQLite writers queue only briefly.
     `on_progress(n)` is called with the number of patients done in each batch.
     """
-    window_days = _window(None)
+    window_days = checked_window(None)
     end = today()
     start = end - timedelta(days=window_days - 1)
     t = now()
@@ -306,7 +306,7 @@ def _adherence_snapshot(limit: int, *, with_names: bool) -> AdherenceReport:
         computed = oldest if computed is None else min(computed, oldest)
         end = _day(window_end) if end is None else max(end, _day(window_end))
         period = int(period_days) if period is None else max(period, int(period_days))
-    window_days = period or _window(None)
+    window_days = period or checked_window(None)
     end = end or today()
     rows = _snapshot_rows_below(threshold, limit) if with_names and below else []
     return AdherenceReport(window_days=window_days, window_start=end - timedelta(days=window_days - 1), window_end=end,
@@ -333,11 +333,11 @@ def snapshot_period() -> int | None:
     ).scalar_one_or_none()
 
 
-def _adherence(window_days: int | None, limit: int, *, with_names: bool) -> AdherenceReport:
+def adherence_report(window_days: int | None, limit: int, *, with_names: bool) -> AdherenceReport:
     """The snapshot for the configured window (or the snapshot's own); any other window computed on request."""
     if window_days is None or window_days == snapshot_period():
         return _adherence_snapshot(limit, with_names=with_names)
-    return _adherence_live(_window(window_days), limit, with_names=with_names)
+    return _adherence_live(checked_window(window_days), limit, with_names=with_names)
 
 
 def adherence(actor: Actor, *, window_days: int | None = None, limit: int = 100) -> AdherenceReport:
@@ -349,8 +349,8 @@ def adherence(actor: Actor, *, window_days: int | None = None, limit: int = 100)
     """
     audit.require(actor, Permission.VIEW_REPORTS, what="see reports")
     if window_days is not None:
-        _window(window_days)
-    report = _adherence(window_days, max(1, min(limit, 500)), with_names=actor.can(Permission.VIEW_CLINICAL))
+        checked_window(window_days)
+    report = adherence_report(window_days, max(1, min(limit, 500)), with_names=actor.can(Permission.VIEW_CLINICAL))
     audit.record(actor, "report.view", details={"report": "adherence"})
     return report
 

@@ -5,6 +5,7 @@ Output carries counts and dates only — never a patient's name.
 from __future__ import annotations
 
 import click
+import sqlalchemy as sa
 from flask import Flask
 from flask.cli import AppGroup
 
@@ -22,7 +23,6 @@ reports = AppGroup("reports", help="Money and adherence reports.")
               type=click.IntRange(1, 20000), help="Patients read, measured and written (and committed) together.")
 def refresh_adherence(batch_size: int) -> None:
     """Recompute every measured patient's PDC (the adherence page and the dashboard's call list read it)."""
-    import sqlalchemy as sa
 
     total = db.session.execute(
         sa.select(sa.func.count(sa.distinct(Prescription.patient_id))).where(Prescription.status == RxStatus.ACTIVE)

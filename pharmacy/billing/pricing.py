@@ -7,7 +7,7 @@ Proration rule: a quantity on the list costs exactly its list price; any other q
 per unit from the nearest listed quantity (the smaller one on a tie), rounded half-up to the cent —
 so 45 capsules from a 30-capsule entry at $55.00 cost $82.50. Shipping is one flat fee per fill.
 
-DOMAIN.md "Money": a price whose monthly equivalent (price × 30 / days supply) falls outside the
+docs/domain.md "Money": a price whose monthly equivalent (price × 30 / days supply) falls outside the
 configured band is flagged for review, not silently accepted — set_price refuses it (422) until the
 person explicitly confirms it.
 """
@@ -225,7 +225,7 @@ def set_price(actor: Actor, *, formula_id: int, quantity: Decimal, days_supply: 
               accept_out_of_band: bool = False) -> PriceRow:
     """Add or change the price of a formula and quantity: the current entry is retired, never rewritten.
 
-    DOMAIN.md "Money": a price whose monthly equivalent is outside the band is flagged for review,
+    docs/domain.md "Money": a price whose monthly equivalent is outside the band is flagged for review,
     not silently accepted — so it is refused (422, PriceOutOfBand) unless the person confirms it.
     Orders keep their own price snapshot, so nothing already ordered changes.
     """

@@ -1,6 +1,6 @@
 """Receipts and yearly statements (PDF, ReportLab) carrying what an HSA/FSA or out-of-network claim needs.
 
-DOMAIN.md "Money": insurance rarely pays for LDN, so patients pay cash and claim later; the claim
+docs/domain.md "Money": insurance rarely pays for LDN, so patients pay cash and claim later; the claim
 needs the pharmacy (name, address, NPI), the patient, the prescriber and NPI, the diagnosis (ICD-10,
 G35 for MS), the drug with strength, form, quantity and days supply, the fill and payment dates, the
 amount paid, and that it is a compounded medication. Dates are the pharmacy's local dates.

@@ -19,7 +19,7 @@ from datetime import date
 import sqlalchemy as sa
 
 from pharmacy.billing import rules
-from pharmacy.billing.adherence import _adherence, _window
+from pharmacy.billing.adherence import adherence_report, checked_window
 from pharmacy.billing.models import Payment
 from pharmacy.billing.pricing import MAX_ID, PriceRow, price_rows
 from pharmacy.billing.rules import PaymentKind
@@ -385,7 +385,7 @@ def _out_of_band_csv(months: int, window_days: int | None) -> Iterator[str]:
 
 
 def _adherence_csv(months: int, window_days: int | None) -> Iterator[str]:
-    report = _adherence(window_days, MAX_ID, with_names=True)
+    report = adherence_report(window_days, MAX_ID, with_names=True)
     return _csv(["patient_id", "patient", "phone", "pdc_percent", "window_start", "last_fill", "last_days_supply", "product"],
                 ([r.patient_id, r.name, r.phone or "", r.percent, r.window_start.isoformat(), r.last_fill_on.isoformat(),
                   r.last_days_supply, r.last_product] for r in report.rows))
@@ -408,7 +408,7 @@ def export_csv(actor: Actor, name: str, *, months: int = 12, window_days: int | 
     months = _months(months)
     window = window_days if name == "adherence" else None
     if window is not None:
-        _window(window)
+        checked_window(window)
     audit.record(actor, "report.export", details={"report": name})
     return f"{name}-{today().isoformat()}.csv", EXPORTS[name](months, window)
 

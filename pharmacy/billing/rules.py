@@ -59,7 +59,7 @@ def div_half_up(numerator: int, denominator: int) -> int:
 def monthly_equivalent_cents(price_cents: int, days_supply: int) -> int:
     """What a fill costs per 30 days, to the cent.
 
-    # DOMAIN.md "Money": the monthly-equivalent cost of a fill is price × 30 / days supply.
+    # docs/domain.md "Money": the monthly-equivalent cost of a fill is price × 30 / days supply.
     Integer arithmetic, rounded half-up: $45.00 for 28 days → $48.214… → $48.21;
     $100.00 for 90 days → $33.333… → $33.33.
     """
@@ -74,7 +74,7 @@ def monthly_equivalent_cents(price_cents: int, days_supply: int) -> int:
 
 @dataclass(frozen=True)
 class Band:
-    """The expected monthly-equivalent range (inclusive), a setting: DOMAIN.md quotes $45–$100."""
+    """The expected monthly-equivalent range (inclusive), a setting: docs/domain.md quotes $45–$100."""
 
     min_cents: int
     max_cents: int
@@ -89,7 +89,7 @@ class Band:
 def band_status(monthly_cents: int, band: Band) -> str:
     """"below", "within" or "above" the band (both ends inclusive).
 
-    # DOMAIN.md "Money": a price outside the band is flagged for review, not silently
+    # docs/domain.md "Money": a price outside the band is flagged for review, not silently
     accepted — and not refused either, since the band is a rule of thumb.
     """
     _require_cents(monthly_cents, "monthly_cents")
@@ -155,7 +155,7 @@ def format_cents(cents: int) -> str:
 class Ledger:
     """A patient's (or an order's) money in three totals, all integer cents.
 
-    # DOMAIN.md "Money": amounts are exact. Refunds are recorded apart from payments (a
+    # docs/domain.md "Money": amounts are exact. Refunds are recorded apart from payments (a
     receipt must show what was paid), so the balance is derived, never stored.
     """
 
@@ -234,7 +234,7 @@ def covered_days(fills: Sequence[tuple[date, int]], window_start: date, window_e
 def pdc(fills: Sequence[tuple[date, int]], window_start: date, window_end: date) -> Decimal:
     """Proportion of days covered over [window_start, window_end] (both inclusive), 4 places.
 
-    # DOMAIN.md "Adherence": the share of days with supply on hand; overlapping fills shift
+    # docs/domain.md "Adherence": the share of days with supply on hand; overlapping fills shift
     forward, not double-count. Each fill (the day the patient has it, days_supply) covers days_supply days
     from that day — or from the day after the earlier supply ends, when it arrives
     early (an early refill is stock, not extra coverage). Supply from before the window

@@ -1,8 +1,8 @@
 """PDFs: the patient label of an order and its compounding record (ReportLab, pip-only: no system packages).
 
-The label follows DOMAIN.md "Label safety (ISMP)": ISMP-safe numbers and units, directions in plain
+The label follows docs/domain.md "Label safety (ISMP)": ISMP-safe numbers and units, directions in plain
 words, storage, the opioid warning on every label, and a dated chart for a titration. The record
-carries the USP <795> compounding-record fields (DOMAIN.md "Compounding standards").
+carries the USP <795> compounding-record fields (docs/domain.md "Compounding standards").
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class LabelData:
 
 def storage_text(category: UspCategory, formula_storage: str | None) -> str:
     """The master formula's storage words, except that an unpreserved aqueous preparation always says
-    "refrigerator" (its 14-day BUD assumes it; DOMAIN.md: aqueous preparations carry their storage)."""
+    "refrigerator" (its 14-day BUD assumes it; docs/domain.md: aqueous preparations carry their storage)."""
     if UspCategory(category) is UspCategory.AQUEOUS_UNPRESERVED:
         return rules.STORAGE_TEXT[UspCategory.AQUEOUS_UNPRESERVED]
     return (formula_storage or "").strip() or rules.STORAGE_TEXT[UspCategory(category)]

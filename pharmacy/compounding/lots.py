@@ -77,6 +77,11 @@ def ingredient_names() -> list[str]:
     ).scalars())
 
 
+def may_receive_lots(actor: Actor) -> None:
+    """Forbidden (and audited) unless the actor may receive stock: asked before the form is read."""
+    audit.require(actor, Permission.MANAGE_INVENTORY, what="receive ingredient lots")
+
+
 def receive_lot(actor: Actor, data: dict[str, Any]) -> IngredientLot:
     """A lot received into stock: for an ingredient of a formula, unexpired, not already on file."""
     audit.require(actor, Permission.MANAGE_INVENTORY, what="receive ingredient lots")

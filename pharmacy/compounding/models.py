@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class Formula(db.Model):
-    """The master formulation record USP <795> asks for (DOMAIN.md, compounding standards)."""
+    """The master formulation record USP <795> asks for (docs/domain.md, compounding standards)."""
 
     __tablename__ = "formulas"
     __table_args__ = (

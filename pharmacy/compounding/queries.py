@@ -22,11 +22,11 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.context import today
 from pharmacy.core.errors import NotFound
 from pharmacy.core.ids import valid_id
+from pharmacy.core.models import User
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
-from pharmacy.prescriptions import screening
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 from pharmacy.supply import reads
 from pharmacy.supply.rules import Supply, arrival_date, supply_from_cache
@@ -119,7 +119,7 @@ def _starts_on(rx: Prescription, order: Order) -> date:
 def fill_chart(rx: Prescription, order: Order, days_before: int) -> list[tuple[str, str, str]]:
     """The dated titration chart for this fill (empty for a fixed dose or a finished titration), from the day
     the patient has it."""
-    ahead = rx_rules.remaining_steps(screening.steps_of(rx), days_before) if rx.titration else ()
+    ahead = rx_rules.remaining_steps(rx_rules.parse_titration(rx.titration), days_before) if rx.titration else ()
     if not ahead:
         return []
     schedule = rx_rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, list(ahead),
@@ -172,8 +172,7 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
                  joinedload(Prescription.patient), joinedload(Prescription.prescriber))
     ).unique().scalar_one()
     formula = rx.formula
-    alerts = screening.alerts_for(order.prescription_id, order.id)
-    from pharmacy.core.models import User
+    alerts = reads.alerts_for(order.prescription_id, order.id)
 
     ids = {i for i in (order.verified_by_id, order.compounded_by_id, order.checked_by_id, order.released_by_id,
                        order.dispensed_by_id, order.too_soon_override_by_id, order.created_by_id) if i}
@@ -191,7 +190,7 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
     progress = supply_then.progress_text(order.days_supply)
     audit.record(actor, audit_action, patient_id=order.patient_id, entity=("order", order.id))
     return OrderView(
-        order=order, rx=rx, patient=rx.patient, alerts=alerts, blocking=screening.blocking(alerts),
+        order=order, rx=rx, patient=rx.patient, alerts=alerts, blocking=reads.blocking(alerts),
         next_steps=steps, lots=list(order.lots_used), staff_names=names,
         too_soon=bool(order.earliest_dispense_date and today() < order.earliest_dispense_date
                       and order.state not in rules.FINAL),

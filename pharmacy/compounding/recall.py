@@ -1,6 +1,6 @@
 """Lot recall: from an ingredient lot (or a compounded batch's lot) to every affected order and patient.
 
-DOMAIN.md "Compounding standards": the compounding record names each ingredient's supplier and lot,
+docs/domain.md "Compounding standards": the compounding record names each ingredient's supplier and lot,
 so a supplier's recall of one lot — or a problem found in one batch — can be traced to the patients
 who received it, and to the orders still in the pharmacy that must not go out.
 """
@@ -68,6 +68,11 @@ class RecallResult:
     @property
     def open_orders(self) -> list[RecallRow]:
         return [r for r in self.orders if r.state not in (OrderState.DISPENSED, OrderState.CANCELLED)]
+
+
+def recall_form(actor: Actor) -> None:
+    """The empty recall search: for staff who may see clinical records."""
+    audit.require(actor, Permission.VIEW_CLINICAL, what="run lot recalls")
 
 
 def find(actor: Actor, *, ingredient_lot: str | None = None, order_lot: str | None = None) -> RecallResult:

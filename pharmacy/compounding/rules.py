@@ -1,6 +1,6 @@
 """Compounding rules (pure): USP <795> beyond-use dates, BUD-capped fills, the order workflow, QC and lots.
 
-Every rule cites the section of ../shared/DOMAIN.md it implements.
+Every rule cites the section of docs/domain.md it implements.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pharmacy.supply.rules import Supply, fill_note
 
 
 class UspCategory(StrEnum):
-    """DOMAIN.md "Compounding standards (USP <795>…)": the four default-BUD categories."""
+    """docs/domain.md "Compounding standards (USP <795>…)": the four default-BUD categories."""
 
     AQUEOUS_UNPRESERVED = "aqueous_unpreserved"
     AQUEOUS_PRESERVED = "aqueous_preserved"
@@ -41,13 +41,13 @@ class DeliveryMethod(StrEnum):
 
 
 class ExpiredIngredientError(ValidationFailed):
-    """An ingredient lot past its expiry: DOMAIN.md "A BUD never goes past the earliest expiry"."""
+    """An ingredient lot past its expiry: docs/domain.md "A BUD never goes past the earliest expiry"."""
 
     code = "ingredient_expired"
 
 
 # --------------------------------------------------------------------------------------------
-# Beyond-use dates (DOMAIN.md "Compounding standards (USP <795>, 2023 revision)")
+# Beyond-use dates (docs/domain.md "Compounding standards (USP <795>, 2023 revision)")
 # The older 6-month / 14-day / 30-day figures are obsolete and deliberately absent.
 # --------------------------------------------------------------------------------------------
 BUD_DAYS: dict[UspCategory, int] = {
@@ -88,7 +88,7 @@ def check_category_for_form(form: Form, category: UspCategory) -> None:
 
 
 def beyond_use_date(category: UspCategory, compounded_on: date, ingredient_expiries: Sequence[date]) -> date:
-    """DOMAIN.md "Compounding standards": compounded date + the category's default BUD, never past the
+    """docs/domain.md "Compounding standards": compounded date + the category's default BUD, never past the
     earliest expiry of an ingredient lot used. An ingredient is usable through its expiry date, so
     only one that expired *before* the compounding date is refused.
     """
@@ -105,7 +105,7 @@ def beyond_use_date(category: UspCategory, compounded_on: date, ingredient_expir
 
 def days_until_bud(bud: date, dispensed_on: date) -> int:
     """Days of supply a batch can still cover when dispensed: the supply runs dispensed_on … bud − 1,
-    so its run-out date (dispensed + days supply, DOMAIN.md "Refill timing") is at most the BUD.
+    so its run-out date (dispensed + days supply, docs/domain.md "Refill timing") is at most the BUD.
     """
     return max((bud - dispensed_on).days, 0)
 
@@ -124,7 +124,7 @@ class FillPlan:
 
 def cap_to_bud(form: Form, strength_mg: Decimal, dose_mg: Decimal, *, quantity: Decimal, days_supply: int,
                bud_days: int, steps: Sequence[TitrationStep] = ()) -> FillPlan:
-    """DOMAIN.md "Compounding standards": "A fill may never be dispensed with a days-supply that outlasts
+    """docs/domain.md "Compounding standards": "A fill may never be dispensed with a days-supply that outlasts
     its BUD: the quantity is capped and the rest becomes later fills." `bud_days` is the number of days
     the batch can still cover (see `days_until_bud`); the quantity for the capped days follows the
     titration plan, because a plan changes the daily amount. What the cap means for the fill (how much is
@@ -151,7 +151,7 @@ def plan_fill(current: Supply, *, form: Form, strength_mg: Decimal, dose_mg: Dec
     made when lots are chosen (before anyone compounds) and the patient's cost summary: the same supply,
     day and lots give the same days, quantity and note. `starts_on` is the day the patient will have it
     (shipping days later for a parcel), so a shipped fill's cap leaves room for the journey.
-    DOMAIN.md "Compounding standards": capped fills are partial fills of the same authorized fill.
+    docs/domain.md "Compounding standards": capped fills are partial fills of the same authorized fill.
     """
     owed = current.days_owed
     if owed < 1:
@@ -171,7 +171,7 @@ def plan_fill(current: Supply, *, form: Form, strength_mg: Decimal, dose_mg: Dec
 
 
 # --------------------------------------------------------------------------------------------
-# Order workflow. DOMAIN.md "Compounding standards": the record is reviewed by a pharmacist
+# Order workflow. docs/domain.md "Compounding standards": the record is reviewed by a pharmacist
 # before release; requested → verified → compounding → checked → ready → dispensed.
 # Decisions: a hold can be placed at any open step and resumes exactly where it was held; a failed
 # final check (checked → compounding) sends the order back to be re-made; dispensed and cancelled
@@ -278,7 +278,7 @@ def permission_for(current: OrderState, target: OrderState) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Quality checks and the compounding record (DOMAIN.md "Compounding standards": "QC results such as
+# Quality checks and the compounding record (docs/domain.md "Compounding standards": "QC results such as
 # capsule weight range and a 95–105% yield"; "who compounded, who checked")
 # --------------------------------------------------------------------------------------------
 YIELD_MIN = Decimal(95)
@@ -295,12 +295,12 @@ def yield_percent(expected: Decimal, made: Decimal) -> Decimal:
 
 
 def qc_passes(yield_pct: Decimal) -> bool:
-    """DOMAIN.md "Compounding standards": a 95–105% yield (inclusive) passes."""
+    """docs/domain.md "Compounding standards": a 95–105% yield (inclusive) passes."""
     return YIELD_MIN <= yield_pct <= YIELD_MAX
 
 
 def checker_must_differ(compounded_by_id: int | None, checked_by_id: int) -> None:
-    """DOMAIN.md "Compounding standards": the record names who compounded and who checked — two people,
+    """docs/domain.md "Compounding standards": the record names who compounded and who checked — two people,
     so the check is independent. (An order with no recorded compounder cannot clash.)
     """
     if compounded_by_id is not None and compounded_by_id == checked_by_id:

@@ -237,7 +237,7 @@ def plan_batch(actor: Actor, order_id: int, *, lots: list[Any]) -> Order:
     """Choose the lots before compounding: the BUD (and with it any cap on the days) is fixed now, so the bench
     makes the right quantity. A re-make (the order back at compounding) may choose again: the plan is redone.
 
-    DOMAIN.md "Compounding standards": decide the cap when the lots are chosen, before anyone compounds.
+    docs/domain.md "Compounding standards": decide the cap when the lots are chosen, before anyone compounds.
     """
     order = load_order(order_id)
     _permission(actor, "compound", order, "plan batches")
@@ -291,26 +291,51 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
     if not remake:
         rules.check_transition(order.state, OrderState.COMPOUNDING, held_from=order.held_from)
     rx = reads.prescription(order.prescription_id)
+    made, parsed, found = _measured_record(rx, lots, quantity_made)
+    _same_quantity_as_planned(order, rx, found)
+    _record_batch(actor, order, rx, made, parsed, found)
+    if remake:
+        order.updated_at = now()
+        db.session.flush()
+        audit.record(actor, "order.recompound", patient_id=order.patient_id, entity=("order", order.id),
+                     details={"lot": order.lot_number})
+    else:
+        _move(actor, order, OrderState.COMPOUNDING, "compound", {"lot": order.lot_number})
+    return order
+
+
+def _measured_record(rx: Prescription, lots: list[dict[str, Any]], quantity_made: Decimal | None,
+                     ) -> tuple[Decimal, list[tuple[int, Decimal | None]], dict[int, IngredientLot]]:
+    """The quantity made and each lot's measured amount, checked against the master formula (all errors at once)."""
     errors: dict[str, str] = {}
     made = _amount(quantity_made)
     if made is None:
         errors["quantity_made"] = "Enter the quantity made, as counted or measured (more than 0)."
     parsed = _parse_lots(lots, errors, measured=True)
-    ids = [lot_id for lot_id, _ in parsed]
-    found = _checked_lots(rx, ids, errors)
-    if errors:
+    found = _checked_lots(rx, [lot_id for lot_id, _ in parsed], errors)
+    if errors or made is None:
         raise ValidationFailed("The compounding record was not saved.", fields=errors)
-    assert made is not None
-    if order.batch_planned_at is None or set(ids) != _planned_lot_ids(order):
-        batch = _plan_with(order, rx, found)
-        if batch.plan.quantity != order.quantity:
-            msg = (f"With these lots this fill is {rx_rules.quantity_text(rx.formula.form, batch.plan.quantity)} for "
-                   f"{batch.plan.days_supply} days, not {rx_rules.quantity_text(rx.formula.form, order.quantity)}: "
-                   "choose the lots first (plan the batch), then make that quantity.")
-            raise ValidationFailed("The compounding record was not saved.", fields={"lots": msg})
-        _apply(order, batch)
+    return made, parsed, found
+
+
+def _same_quantity_as_planned(order: Order, rx: Prescription, found: dict[int, IngredientLot]) -> None:
+    """Lots other than the planned ones are fine if they make the same fill; otherwise plan again first."""
+    if order.batch_planned_at is not None and set(found) == _planned_lot_ids(order):
+        return
+    batch = _plan_with(order, rx, found)
+    if batch.plan.quantity != order.quantity:
+        form = rx.formula.form
+        msg = (f"With these lots this fill is {rx_rules.quantity_text(form, batch.plan.quantity)} for "
+               f"{batch.plan.days_supply} days, not {rx_rules.quantity_text(form, order.quantity)}: "
+               "choose the lots first (plan the batch), then make that quantity.")
+        raise ValidationFailed("The compounding record was not saved.", fields={"lots": msg})
+    _apply(order, batch)
+
+
+def _record_batch(actor: Actor, order: Order, rx: Prescription, made: Decimal,
+                  parsed: list[tuple[int, Decimal | None]], found: dict[int, IngredientLot]) -> None:
+    """The batch's lot number (the day's next), BUD (from these lots, today), amounts and who made it."""
     day = today()
-    bud = rules.beyond_use_date(rx.formula.usp_category, day, [lot.expiry_date for lot in found.values()])
     low, high = rules.lot_prefix_range(day)
     taken = db.session.execute(
         sa.select(Order.lot_number).where(Order.lot_number >= low, Order.lot_number < high)
@@ -323,7 +348,7 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
         db.session.flush()
     except IntegrityError:  # another batch took this number at the same moment
         raise Conflict("Another batch was recorded at the same moment; nothing was saved. Try again.") from None
-    order.bud = bud
+    order.bud = rules.beyond_use_date(rx.formula.usp_category, day, [lot.expiry_date for lot in found.values()])
     order.quantity_made = made
     order.compounded_by_id = actor.user_id
     order.compounded_at = now()
@@ -333,14 +358,6 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
         OrderIngredientLot(ingredient_lot_id=lot_id, quantity_used=qty, unit=_unit(rx, found[lot_id].ingredient_name))
         for lot_id, qty in parsed
     ]
-    if remake:
-        order.updated_at = now()
-        db.session.flush()
-        audit.record(actor, "order.recompound", patient_id=order.patient_id, entity=("order", order.id),
-                     details={"lot": order.lot_number})
-    else:
-        _move(actor, order, OrderState.COMPOUNDING, "compound", {"lot": order.lot_number})
-    return order
 
 
 def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, deviations: str | None = None) -> Order:
@@ -444,7 +461,7 @@ def _delivery(order: Order, method: DeliveryMethod | None, carrier: str | None,
 
 
 def _too_soon(actor: Actor, order: Order, current: supply_rules.Supply, starts_on: Any, reason: str | None) -> None:
-    """DOMAIN.md "Refill timing": not before ~80 % of the supply on hand is used, unless a pharmacist says why."""
+    """docs/domain.md "Refill timing": not before ~80 % of the supply on hand is used, unless a pharmacist says why."""
     if not current.is_too_soon(starts_on):
         return
     earliest = current.earliest_next_start
@@ -461,6 +478,25 @@ def _too_soon(actor: Actor, order: Order, current: supply_rules.Supply, starts_o
     order.too_soon_override_by_id = actor.user_id
     order.too_soon_override_reason = text
     audit.record(actor, "order.too_soon_override", patient_id=order.patient_id, entity=("order", order.id))
+
+
+def _credit_days(order: Order, current: supply_rules.Supply, starts_on: Any) -> bool:
+    """The days this dispensing adds to the supply: what was planned, never past what is owed, and never past the
+    batch's BUD from the day the patient has it (fewer days credited — the rest stays owed — rather than a
+    supply that outlasts its BUD). True when the BUD cut it."""
+    days = min(order.days_supply, current.days_owed) if current.days_owed else order.days_supply
+    capped = False
+    if order.bud is not None:
+        usable = rules.days_until_bud(order.bud, starts_on)
+        if usable < 1:
+            raise Conflict(f"This batch's beyond-use date ({order.bud.isoformat()}) comes before the patient would "
+                           "receive it; it must be re-made.")
+        if usable < days:
+            days, capped = usable, True
+    if days != order.days_supply:
+        order.cap_note = supply_rules.fill_note(current, days, capped_by_bud=order.bud if capped else None)
+        order.days_supply = days
+    return capped
 
 
 def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None = None, carrier: str | None = None,
@@ -488,18 +524,7 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
     method, carrier, tracking_number = _delivery(order, method, carrier, tracking_number)
     starts_on = supply_rules.arrival_date(day, next_fill.shipping_days_for(rx, method))
     current = reads.supply_of(rx)
-    days = min(order.days_supply, current.days_owed) if current.days_owed else order.days_supply
-    capped = False
-    if order.bud is not None:
-        usable = rules.days_until_bud(order.bud, starts_on)
-        if usable < 1:
-            raise Conflict(f"This batch's beyond-use date ({order.bud.isoformat()}) comes before the patient would "
-                           "receive it; it must be re-made.")
-        if usable < days:
-            days, capped = usable, True
-    if days != order.days_supply:
-        order.cap_note = supply_rules.fill_note(current, days, capped_by_bud=order.bud if capped else None)
-        order.days_supply = days
+    capped = _credit_days(order, current, starts_on)
     _too_soon(actor, order, current, starts_on, too_soon_reason)
     fee_before = order.shipping_cents
     order.shipping_cents = pricing.shipping_fee_cents() if method == DeliveryMethod.SHIP else 0

@@ -10,13 +10,11 @@ from pharmacy.compounding import labels, queries, recall, rules, services
 from pharmacy.compounding import lots as lot_services
 from pharmacy.compounding.rules import BUD_DAYS, CATEGORY_LABELS, STATE_LABELS, DeliveryMethod
 from pharmacy.compounding.schemas import IngredientLotInSchema, OrderTransitionSchema
-from pharmacy.core import audit
+from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import today
 from pharmacy.core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from pharmacy.core.forms import form_values, load
-from pharmacy.core.roles import Permission
-from pharmacy.extensions import db
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.rules import format_date
 from pharmacy.workflows import orders as order_flow
@@ -92,7 +90,7 @@ def transition(order_id: int) -> Any:
     except (Forbidden, NotFound):
         raise
     except DomainError as exc:
-        db.session.rollback()
+        uow.discard()
         fields = exc.fields if isinstance(exc, ValidationFailed) else {}
         return render_order(order_id, status=exc.status, message=exc.message, errors=fields, step=step)
     result = outcome.order
@@ -178,13 +176,13 @@ def lots() -> Any:
 @staff_required
 def receive_lot() -> Any:
     actor = current_actor()
-    audit.require(actor, Permission.MANAGE_INVENTORY, what="receive ingredient lots")
+    lot_services.may_receive_lots(actor)
     data, errors = load(IngredientLotInSchema(), form_values(request.form))
     if data is not None:
         try:
             lot = lot_services.receive_lot(actor, data)
         except ValidationFailed as exc:
-            db.session.rollback()
+            uow.discard()
             errors = exc.fields or {"_schema": [exc.message]}
         else:
             flash(f"{lot.ingredient_name} lot {lot.lot_number} received.", "success")
@@ -207,7 +205,7 @@ def recall_page() -> Any:
         except ValidationFailed as exc:
             errors, status = exc.fields, 422
     else:
-        audit.require(current_actor(), Permission.VIEW_CLINICAL, what="run lot recalls")
+        recall.recall_form(current_actor())
     return render_template("compounding/recall.html", result=result, errors=errors,
                            form={"ingredient_lot": ingredient_lot or "", "order_lot": order_lot or ""}), status
 

@@ -45,11 +45,8 @@ class AuditFilterSchema(BaseSchema):
 @bp.get("/users")
 @staff_required
 def users() -> Any:
-    actor = current_actor()
-    from pharmacy.core.audit import require
-
-    require(actor, Permission.MANAGE_USERS, what="manage staff accounts")
-    return render_template("core/users.html", users=services.list_users(), roles=list(Role), errors={}, form={},
+    return render_template("core/users.html", users=services.staff_accounts(current_actor()), roles=list(Role),
+                           errors={}, form={},
                            matrix=MATRIX, permissions=list(Permission))
 
 
@@ -65,11 +62,10 @@ def create_user() -> Any:
         else:
             flash(f"Account created for {user.full_name} ({user.role.value}).", "success")
             return redirect(url_for("admin.users"))
-    from pharmacy.core.audit import require
 
-    require(current_actor(), Permission.MANAGE_USERS, what="manage staff accounts")
     form = {k: v for k, v in request.form.items() if k != "password"}
-    return render_template("core/users.html", users=services.list_users(), roles=list(Role), errors=errors,
+    return render_template("core/users.html", users=services.staff_accounts(current_actor()), roles=list(Role),
+                           errors=errors,
                            form=form, matrix=MATRIX, permissions=list(Permission)), 422
 
 

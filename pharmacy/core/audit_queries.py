@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -91,6 +92,5 @@ def export_csv(actor: Actor, f: AuditFilter) -> Iterator[str]:
 
 
 def _compact(details: dict) -> str:
-    import json
 
     return json.dumps(details, sort_keys=True, separators=(",", ":"))

@@ -1,6 +1,6 @@
 """The pharmacy's business calendar (pure): which days it is open, and counting in open days.
 
-DOMAIN.md "Refill timing": compounding takes a lead time in **business days** — weekends
+docs/domain.md "Refill timing": compounding takes a lead time in **business days** — weekends
 and pharmacy holidays do not count. Every date rule that counts working days goes through
 `BusinessCalendar`, so one definition of "open" serves the order-by date, the ready date
 and the reminders alike.

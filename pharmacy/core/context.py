@@ -6,6 +6,7 @@ from datetime import date, datetime
 from flask import current_app
 
 from pharmacy.config import Settings
+from pharmacy.core.calendar import BusinessCalendar
 from pharmacy.core.clock import Clock, local_date
 
 
@@ -28,7 +29,6 @@ def today() -> date:
 
 def business_calendar():  # -> BusinessCalendar (imported lazily: calendar.py is pure and optional at import)
     """The pharmacy's open days (weekdays, holidays of its country, extra closed dates), built once per app."""
-    from pharmacy.core.calendar import BusinessCalendar
 
     cached = current_app.extensions.get("pharmacy.calendar")
     if cached is None:

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.exc import IntegrityError
 
+from pharmacy.core.audit import keep_after_rollback
 from pharmacy.core.context import now
 from pharmacy.core.errors import LinkInvalid
 from pharmacy.core.models import LinkAttempt, LinkUse
@@ -66,7 +68,6 @@ def is_used(nonce: str) -> bool:
 
 def mark_used(claims: LinkClaims) -> bool:
     """Record the use; False when it was already used (the unique nonce decides, even under a race)."""
-    from sqlalchemy.exc import IntegrityError
 
     try:
         with db.session.begin_nested():
@@ -86,7 +87,6 @@ def failed_attempts(nonce: str) -> int:
 
 def record_failed_attempt(nonce: str) -> int:
     """Count a wrong date of birth; kept even though the refused request itself rolls back."""
-    from pharmacy.core.audit import keep_after_rollback
 
     values = {"nonce": nonce, "at": now()}
     db.session.add(LinkAttempt(**values))

@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from pharmacy.core.audit_guard import attach
 from pharmacy.core.db import UTCDateTime, enum_column
 from pharmacy.core.roles import Role
 from pharmacy.extensions import db
@@ -110,6 +111,9 @@ class LinkAttempt(db.Model):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+SCHEDULER_HEARTBEAT = "scheduler"  # the row the scheduler process beats (reminders/scheduler.py), /readyz reads
+
+
 class Heartbeat(db.Model):
     """The scheduler's last sign of life, read by /readyz."""
 
@@ -121,7 +125,6 @@ class Heartbeat(db.Model):
 
 
 def _guard_audit_table() -> None:
-    from pharmacy.core.audit_guard import attach
 
     attach(AuditEvent.__table__)
 

@@ -97,6 +97,12 @@ def list_users() -> list[User]:
     return list(db.session.execute(sa.select(User).order_by(User.full_name)).scalars())
 
 
+def staff_accounts(actor: Actor) -> list[User]:
+    """The staff accounts page: only for those who manage accounts."""
+    audit.require(actor, Permission.MANAGE_USERS, what="manage staff accounts")
+    return list_users()
+
+
 def issue_token(actor: Actor, user_id: int, name: str) -> tuple[ApiToken, str]:
     """Create an API token; the raw value is returned once and only its hash is kept."""
     if actor.user_id != user_id:

@@ -9,9 +9,17 @@ from flask import Flask, Response, g
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pharmacy.core import audit
+from pharmacy.core.error_handlers import conflict_response
 from pharmacy.extensions import db
 
 log = logging.getLogger(__name__)
+
+
+def discard() -> None:
+    """Undo the request's unsaved work now, keeping the audit events that must survive (refusals, failed
+    log-ins): a view about to show a refused form again starts from a clean session, and nothing of the
+    refused attempt can be committed later in the request."""
+    _rollback_keeping_audit()
 
 
 def mark_rollback() -> None:
@@ -38,7 +46,6 @@ def init_app(app: Flask) -> None:
         except (IntegrityError, OperationalError) as exc:
             db.session.rollback()
             log.warning("commit failed, nothing saved: %s", type(exc).__name__)
-            from pharmacy.core.error_handlers import conflict_response
 
             return conflict_response("Someone else changed this at the same moment; nothing was saved. Try again.")
         return response

@@ -9,6 +9,7 @@ from flask_login import current_user, login_user, logout_user
 from marshmallow import Schema, fields, validate
 
 from pharmacy.core import auth, services
+from pharmacy.core.admin_views import bp as admin_bp
 from pharmacy.core.context import settings
 from pharmacy.core.forms import form_values, load
 from pharmacy.core.roles import Permission, allows
@@ -94,7 +95,6 @@ def _is_active(item: str) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    from pharmacy.core.admin_views import bp as admin_bp
 
     auth.init_app(app)
     app.register_blueprint(admin_bp)

@@ -9,17 +9,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
 
+from pharmacy.billing.adherence import adherence_below_threshold
 from pharmacy.compounding.models import Order
+from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
+from pharmacy.core.context import settings
 from pharmacy.core.context import today as local_today
 from pharmacy.core.db import first_ids
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
-from pharmacy.prescriptions.models import Prescription
-from pharmacy.prescriptions.rules import RxStatus
-from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
+from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.prescriptions.rules import RxStatus, Severity
+from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
+from pharmacy.refills.rules import RenewalState
+from pharmacy.reminders.models import OutboxMessage
+from pharmacy.reminders.rules import OutboxState
 from pharmacy.supply import reads
 
 PAGE_SIZE = 25
@@ -58,39 +64,81 @@ class TodayView:
 
 
 def today_view(actor: Actor) -> TodayView:
-    """Every queue's count and its oldest items, in a fixed number of queries whatever the data size."""
-    from pharmacy.compounding.rules import DeliveryMethod, OrderState
-    from pharmacy.core.context import settings
-    from pharmacy.core.context import today as local_today
-    from pharmacy.prescriptions.models import ScreeningAlert
-    from pharmacy.prescriptions.rules import RxStatus, Severity
-    from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
-    from pharmacy.refills.rules import RenewalState
-    from pharmacy.reminders.models import OutboxMessage
-    from pharmacy.reminders.rules import OutboxState
+    """Every queue's count and its oldest items, in a fixed number of queries whatever the data size.
 
+    What a role sees follows its permissions: the outbox figures for those who manage it, the clinical
+    queues (with names) for those who may see clinical records.
+    """
     view = TodayView()
-    if actor.can(Permission.MANAGE_OUTBOX):
-        tz = settings().timezone
-        day = local_today()
-        start = datetime.combine(day, time(0), tzinfo=tz)
-        end = start + timedelta(days=1)
-        view.reminders_today = int(db.session.execute(
-            sa.select(sa.func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at >= start,
-                OutboxMessage.next_attempt_at < end)
-        ).scalar_one())
-        view.failed_emails = list(db.session.execute(
-            sa.select(OutboxMessage).where(OutboxMessage.state == OutboxState.FAILED)
-            .order_by(OutboxMessage.id.desc()).limit(5)  # newest first, along ix_outbox_state_id
-        ).scalars())
+    outbox = actor.can(Permission.MANAGE_OUTBOX)
+    if outbox:
+        _add_outbox(view)
     if not actor.can(Permission.VIEW_CLINICAL):
         return view
     view.clinical = True
+    view.alerts = _alerts_for_a_pharmacist()
+    view.tiles = _clinical_tiles(view)
+    if outbox:
+        view.tiles += [
+            Tile("reminders", "Reminders going out today", view.reminders_today, "reminders.outbox"),
+            Tile("failed", "Failed emails", len(view.failed_emails), "reminders.outbox", {"state": "failed"},
+                 attention=bool(view.failed_emails)),
+        ]
+    _add_oldest(view)
+    view.running_out = running_out(local_today(), days=7)
+    view.adherence = list(adherence_below_threshold(actor, limit=8))
+    return view
+
+
+def _add_outbox(view: TodayView) -> None:
+    """Reminders due today (pharmacy time) and the newest failed emails, along their indexes."""
+    tz = settings().timezone
+    start = datetime.combine(local_today(), time(0), tzinfo=tz)
+    end = start + timedelta(days=1)
+    view.reminders_today = int(db.session.execute(
+        sa.select(sa.func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at >= start,
+            OutboxMessage.next_attempt_at < end)
+    ).scalar_one())
+    view.failed_emails = list(db.session.execute(
+        sa.select(OutboxMessage).where(OutboxMessage.state == OutboxState.FAILED)
+        .order_by(OutboxMessage.id.desc()).limit(5)  # newest first, along ix_outbox_state_id
+    ).scalars())
+
+
+def _alerts_for_a_pharmacist(limit: int = 20) -> list[Any]:
+    """Unresolved stops and acknowledgements of active (or held) prescriptions and their open orders, one line per
+    finding (an order's copy of an alert stands for its prescription's), oldest first."""
+    open_order_ids = sa.select(Order.id).where(Order.state.in_(reads.OPEN_ORDER_STATES))
+    alert_q = (
+        sa.select(ScreeningAlert, Prescription, Patient)
+        .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
+        .join(Patient, Patient.id == Prescription.patient_id)
+        .where(ScreeningAlert.current.is_(True), ScreeningAlert.resolved_at.is_(None),
+               ScreeningAlert.severity != Severity.WARNING,
+               Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
+               sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(open_order_ids)))
+        .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
+    )
+    seen: set[tuple[int, str]] = set()
+    alerts = []
+    for row in db.session.execute(alert_q.limit(limit * 3)).all():
+        key = (row[1].id, row[0].code)
+        if key not in seen:
+            seen.add(key)
+            alerts.append(row)
+    return alerts[:limit]
+
+
+QUEUE_STATES = (OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
+                OrderState.READY)
+
+
+def _clinical_tiles(view: TodayView) -> list[Tile]:
+    """The work queues' counts: orders by step (index-only, ix_orders_state_delivery), requests and renewals."""
     counts = {(state, method): count for state, method, count in db.session.execute(
         sa.select(Order.state, Order.delivery_method, sa.func.count())
-        .where(Order.state.in_([OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING,
-                                OrderState.CHECKED, OrderState.READY, OrderState.ON_HOLD]))
+        .where(Order.state.in_([*QUEUE_STATES, OrderState.ON_HOLD]))
         .group_by(Order.state, Order.delivery_method)
     ).all()}
 
@@ -102,49 +150,29 @@ def today_view(actor: Actor) -> TodayView:
         sa.select(sa.func.count()).select_from(RefillRequest).where(RefillRequest.state.in_(OPEN_REQUEST_STATES))
     ).scalar_one())
     renewals = int(db.session.execute(
-        sa.select(sa.func.count()).select_from(RenewalRequest).where(
-            RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
+        sa.select(sa.func.count()).select_from(RenewalRequest).where(RenewalRequest.state.in_(OPEN_RENEWALS))
     ).scalar_one())
-    open_order_ids = sa.select(Order.id).where(Order.state.not_in([OrderState.DISPENSED, OrderState.CANCELLED]))
-    alert_q = (
-        sa.select(ScreeningAlert, Prescription, Patient)
-        .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
-        .join(Patient, Patient.id == Prescription.patient_id)
-        .where(ScreeningAlert.current.is_(True), ScreeningAlert.resolved_at.is_(None),
-               ScreeningAlert.severity != Severity.WARNING,
-               Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
-               sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(open_order_ids)))
-        .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
-    )
-    # One line per finding: an order's copy of an alert stands for its prescription's.
-    seen: set[tuple[int, str]] = set()
-    for row in db.session.execute(alert_q.limit(60)).all():
-        key = (row[1].id, row[0].code)
-        if key not in seen:
-            seen.add(key)
-            view.alerts.append(row)
-    view.alerts = view.alerts[:20]
-    view.tiles = [
+    queue = "compounding.queue"
+    return [
         Tile("requests", "Refill requests waiting", open_requests, "refills.queue", attention=open_requests > 0),
-        Tile("verify", "Orders to verify", n(OrderState.REQUESTED), "compounding.queue", {"_anchor": "requested"}),
-        Tile("compound", "To compound", n(OrderState.VERIFIED), "compounding.queue", {"_anchor": "verified"}),
-        Tile("check", "To check", n(OrderState.COMPOUNDING), "compounding.queue", {"_anchor": "compounding"}),
-        Tile("release", "Checked, to release", n(OrderState.CHECKED), "compounding.queue", {"_anchor": "checked"}),
-        Tile("pickup", "Ready for pickup", n(OrderState.READY, DeliveryMethod.PICKUP), "compounding.queue",
-             {"_anchor": "ready"}),
-        Tile("ship", "Ready to ship", n(OrderState.READY, DeliveryMethod.SHIP), "compounding.queue",
-             {"_anchor": "ready"}),
-        Tile("hold", "On hold", n(OrderState.ON_HOLD), "compounding.queue", {"_anchor": "on_hold"}),
+        Tile("verify", "Orders to verify", n(OrderState.REQUESTED), queue, {"_anchor": "requested"}),
+        Tile("compound", "To compound", n(OrderState.VERIFIED), queue, {"_anchor": "verified"}),
+        Tile("check", "To check", n(OrderState.COMPOUNDING), queue, {"_anchor": "compounding"}),
+        Tile("release", "Checked, to release", n(OrderState.CHECKED), queue, {"_anchor": "checked"}),
+        Tile("pickup", "Ready for pickup", n(OrderState.READY, DeliveryMethod.PICKUP), queue, {"_anchor": "ready"}),
+        Tile("ship", "Ready to ship", n(OrderState.READY, DeliveryMethod.SHIP), queue, {"_anchor": "ready"}),
+        Tile("hold", "On hold", n(OrderState.ON_HOLD), queue, {"_anchor": "on_hold"}),
         Tile("alerts", "Safety alerts for a pharmacist", len(view.alerts), "dashboard.home", {"_anchor": "alerts"},
              attention=bool(view.alerts)),
         Tile("renewals", "Renewals waiting on prescribers", renewals, "refills.queue", {"_anchor": "renewals"}),
     ]
-    if actor.can(Permission.MANAGE_OUTBOX):
-        view.tiles += [
-            Tile("reminders", "Reminders going out today", view.reminders_today, "reminders.outbox"),
-            Tile("failed", "Failed emails", len(view.failed_emails), "reminders.outbox", {"state": "failed"},
-                 attention=bool(view.failed_emails)),
-        ]
+
+
+OPEN_RENEWALS = (RenewalState.NEEDED, RenewalState.SENT)
+
+
+def _add_oldest(view: TodayView) -> None:
+    """The oldest few waiting requests, orders and renewals: picked by id from their indexes, then joined."""
     first_requests = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
                                (RefillRequest.requested_at, RefillRequest.id), 5)
     view.requests = list(db.session.execute(
@@ -154,28 +182,19 @@ def today_view(actor: Actor) -> TodayView:
         .join(Patient, Patient.id == RefillRequest.patient_id)
         .order_by(RefillRequest.requested_at, RefillRequest.id)
     ).all())
-    first_orders = first_ids(Order.id, Order.state.in_([OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING,
-                                                        OrderState.CHECKED, OrderState.READY]), (Order.created_at, Order.id), 8)
+    first_orders = first_ids(Order.id, Order.state.in_(QUEUE_STATES), (Order.created_at, Order.id), 8)
     view.oldest_orders = list(db.session.execute(
         sa.select(Order).join(first_orders, first_orders.c.id == Order.id)
         .options(joinedload(Order.prescription).joinedload(Prescription.patient))
         .order_by(Order.created_at, Order.id)
     ).unique().scalars())
-    view.running_out = running_out(local_today(), days=7)
-    first_renewals = first_ids(RenewalRequest.id, RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]),
+    first_renewals = first_ids(RenewalRequest.id, RenewalRequest.state.in_(OPEN_RENEWALS),
                                (RenewalRequest.created_at, RenewalRequest.id), 5)
     view.renewals = list(db.session.execute(
         sa.select(RenewalRequest, Patient).join(first_renewals, first_renewals.c.id == RenewalRequest.id)
         .join(Patient, Patient.id == RenewalRequest.patient_id)
         .order_by(RenewalRequest.created_at, RenewalRequest.id)
     ).all())
-    try:
-        from pharmacy.billing.adherence import adherence_below_threshold
-
-        view.adherence = list(adherence_below_threshold(actor, limit=8))
-    except (ImportError, AttributeError):
-        view.adherence = []
-    return view
 
 
 @dataclass(frozen=True)
@@ -234,10 +253,6 @@ def _parse_dob(q: str) -> date | None:
         return date(int(m.group(6)), int(m.group(4)), int(m.group(5)))
     except ValueError:
         return None
-
-
-def name_key(last: str, first: str) -> str:
-    return f"{last.strip()}, {first.strip()}".lower()
 
 
 def search(actor: Actor, q: str, *, page: int = 1) -> Page:

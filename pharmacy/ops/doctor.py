@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import redis
 import sqlalchemy as sa
 from flask import current_app
 
@@ -22,6 +23,7 @@ from pharmacy.config import Settings
 from pharmacy.core.context import now, settings
 from pharmacy.extensions import db
 from pharmacy.ops import health
+from pharmacy.ops.models import BACKUP, OpsEvent
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MARK = {OK: "✓", WARN: "!", FAIL: "✗"}
@@ -181,7 +183,6 @@ def check_redis(cfg: Settings) -> Iterator[Result]:
     if not uri.startswith(("redis://", "rediss://", "unix://")):
         yield Result("Rate limits", OK, f"stored in {urlsplit(uri).scheme} (not checked)")
         return
-    import redis
 
     where = _redis_where(uri)
     try:
@@ -248,7 +249,6 @@ def check_timezone(cfg: Settings) -> Iterator[Result]:
 
 
 def check_backups(cfg: Settings) -> Iterator[Result]:
-    from pharmacy.ops.models import BACKUP, OpsEvent
 
     try:
         with db.engine.connect() as conn:

@@ -5,7 +5,6 @@ and ages — never a row's contents.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,27 +15,12 @@ from alembic.script import ScriptDirectory
 from flask import current_app
 
 from pharmacy.core.context import now, settings
-from pharmacy.core.models import Heartbeat
+from pharmacy.core.models import SCHEDULER_HEARTBEAT, Heartbeat
 from pharmacy.extensions import db
+from pharmacy.ops.schema_scripts import script_directory
 
 # The scheduler beats every 30 s; five minutes without one means it is stopped or stuck.
 HEARTBEAT_STALE_AFTER = timedelta(minutes=5)
-
-
-def migrations_directory() -> str:
-    from pharmacy import ROOT
-
-    return str(ROOT / "migrations")
-
-
-@functools.lru_cache(maxsize=4)
-def _script_directory(path: str) -> ScriptDirectory:
-    # The scripts on disk only change with a deploy, which restarts the process: read them once.
-    return ScriptDirectory(path)
-
-
-def script_directory() -> ScriptDirectory:
-    return _script_directory(migrations_directory())
 
 
 @dataclass(frozen=True)
@@ -83,9 +67,7 @@ def migration_state(connection: sa.Connection) -> MigrationState:
 
 
 def heartbeat_at(connection: sa.Connection) -> datetime | None:
-    from pharmacy.reminders.scheduler import HEARTBEAT_NAME
-
-    return connection.execute(sa.select(Heartbeat.beat_at).where(Heartbeat.name == HEARTBEAT_NAME)).scalar()
+    return connection.execute(sa.select(Heartbeat.beat_at).where(Heartbeat.name == SCHEDULER_HEARTBEAT)).scalar()
 
 
 def heartbeat_report(beat_at: datetime | None, at: datetime) -> dict[str, Any]:

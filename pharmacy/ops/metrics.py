@@ -26,8 +26,16 @@ import sqlalchemy as sa
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
+from pharmacy.compounding.models import Order
+from pharmacy.compounding.rules import OrderState
 from pharmacy.core.context import now
+from pharmacy.extensions import db
+from pharmacy.ops import health
+from pharmacy.ops.models import BACKUP, OpsEvent
+from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
+from pharmacy.reminders.rules import OutboxState
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Known delivery results, always exported (0 until they happen) so `> 0` and increase() alerts work from day one.
@@ -103,13 +111,6 @@ def _age(at: datetime, then: datetime | None) -> float:
 
 def database_families(at: datetime | None = None) -> list[Metric]:
     """Gauges computed now from the database (six aggregate queries; none when it is down)."""
-    from pharmacy.compounding.models import Order
-    from pharmacy.compounding.rules import OrderState
-    from pharmacy.extensions import db
-    from pharmacy.ops import health
-    from pharmacy.ops.models import BACKUP, OpsEvent
-    from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
-    from pharmacy.reminders.rules import OutboxState
 
     at = at or now()
     up = GaugeMetricFamily("pharmacy_database_up", "1 when the database answered this scrape's queries.")
@@ -191,7 +192,6 @@ def process_families() -> list[Metric]:
     """The request histogram: this process's, or every gunicorn worker's added up in multiprocess mode."""
     directory = multiproc_dir()
     if directory:
-        from prometheus_client.multiprocess import MultiProcessCollector
 
         return list(MultiProcessCollector(None, path=directory).collect())
     return list(REGISTRY.collect())

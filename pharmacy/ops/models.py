@@ -10,10 +10,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pharmacy.core.db import UTCDateTime
 from pharmacy.extensions import db
+from pharmacy.ops.schema_scripts import script_directory
 
 # Kinds written so far (a plain string column, so a new kind needs no migration).
 HISTORY_START = "history.start"  # the earliest moment the data shows (backfilled by migration 0003)
@@ -40,10 +42,6 @@ def _stamp_head_after_create_all(target: sa.MetaData, connection: sa.Connection,
     /readyz and `flask doctor` see such a database as migrated and a later `flask db upgrade` does
     not try to create its tables again. A database that already carries a revision is left alone.
     """
-    from alembic.migration import MigrationContext
-
-    from pharmacy.ops.health import script_directory
-
     context = MigrationContext.configure(connection)
     if context.get_current_heads():
         return

@@ -26,6 +26,7 @@ from flask.sessions import SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pharmacy.core.errors import ConfigError
+from pharmacy.extensions import limiter
 from pharmacy.ops import health, metrics
 
 bp = Blueprint("ops", __name__)
@@ -87,7 +88,6 @@ def _env_default(app: Flask, key: str) -> None:
 
 
 def init_app(app: Flask) -> None:
-    from pharmacy.extensions import limiter
 
     for key in ("METRICS_TOKEN", "READYZ_REQUIRE_SCHEDULER", "TRUSTED_PROXY_HOPS"):
         _env_default(app, key)

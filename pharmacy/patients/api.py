@@ -10,6 +10,7 @@ from pharmacy.core.auth import api_auth, current_actor
 from pharmacy.core.schemas import BaseSchema
 from pharmacy.patients import services
 from pharmacy.patients.schemas import PatientInSchema, PatientOutSchema
+from pharmacy.workflows import patient_changes
 
 blp = Blueprint("patients-api", __name__, url_prefix="/api/v1/patients",
                 description="Patients: contact details, conditions and medications (screened on every change).")
@@ -76,4 +77,4 @@ def get_patient(patient_id: int) -> Any:
 @blp.response(200, PatientDetailSchema)
 def update_patient(data: dict[str, Any], patient_id: int) -> Any:
     """Change some of a patient's details; new conditions or medications re-screen every active prescription."""
-    return services.update_patient(current_actor(), patient_id, data)
+    return patient_changes.update(current_actor(), patient_id, data)

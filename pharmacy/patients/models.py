@@ -53,7 +53,7 @@ class Patient(db.Model):
 
 
 class SideEffectEntry(db.Model):
-    """DOMAIN.md "Side effects worth logging": what the patient reported and what was suggested."""
+    """docs/domain.md "Side effects worth logging": what the patient reported and what was suggested."""
 
     __tablename__ = "side_effects"
 

@@ -1,6 +1,6 @@
 """Patient rules (pure): side effects worth logging and what to suggest, and tidy free-text lists.
 
-Every rule cites the section of ../shared/DOMAIN.md it implements.
+Every rule cites the section of docs/domain.md it implements.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pharmacy.core.errors import ValidationFailed
 
 
 class SideEffect(StrEnum):
-    """DOMAIN.md "Side effects worth logging" (the last three were seen in a trial)."""
+    """docs/domain.md "Side effects worth logging" (the last three were seen in a trial)."""
 
     VIVID_DREAMS = "vivid_dreams"
     INSOMNIA = "insomnia"
@@ -52,13 +52,13 @@ MAX_ITEMS = 100
 
 def suggested_action(effect: SideEffect, *, form: str | None, persistent: bool,
                      dosing_time: str | None = None) -> str | None:
-    """What the pharmacist might suggest, per DOMAIN.md "Side effects worth logging"; None when the
+    """What the pharmacist might suggest, per docs/domain.md "Side effects worth logging"; None when the
     domain gives no specific advice (the effect is still logged). `form` is a prescriptions Form value
     ("capsule", …) and `dosing_time` a DosingTime value ("bedtime", "morning"), when known.
     """
     effect = SideEffect(effect)
     if effect in GUT_EFFECTS and persistent:
-        # DOMAIN.md: persistent gut problems → consider sublingual or transdermal (they bypass the gut).
+        # docs/domain.md: persistent gut problems → consider sublingual or transdermal (they bypass the gut).
         if form == "capsule":
             return ("Persistent stomach or bowel trouble on capsules: ask the prescriber about the sublingual "
                     "liquid or transdermal cream, which bypass the gut.")
@@ -66,7 +66,7 @@ def suggested_action(effect: SideEffect, *, form: str | None, persistent: bool,
     if effect is SideEffect.NAUSEA:
         return "Nausea is common when starting and usually goes away in about two weeks."
     if effect in SLEEP_EFFECTS and persistent:
-        # DOMAIN.md: sleep problems → consider changing the dosing time.
+        # docs/domain.md: sleep problems → consider changing the dosing time.
         if dosing_time == "morning":
             return "Sleep problems continue although the dose is taken in the morning: tell the prescriber."
         return "Persistent sleep problems: ask the prescriber about moving the dose to the morning."
@@ -75,15 +75,15 @@ def suggested_action(effect: SideEffect, *, form: str | None, persistent: bool,
     if effect is SideEffect.INSOMNIA:
         return "Sleep problems often settle; if they persist, the prescriber may move the dose to the morning."
     if effect is SideEffect.SYMPTOM_FLARE:
-        # DOMAIN.md: under 10% see a temporary rise (weeks, rarely up to three months); usual answer: reduce.
+        # docs/domain.md: under 10% see a temporary rise (weeks, rarely up to three months); usual answer: reduce.
         return ("A temporary rise in symptoms usually settles within weeks (rarely up to three months); the usual "
                 "answer is a temporary dose reduction: contact the prescriber.")
     if effect is SideEffect.LIVER_ENZYMES:
-        # DOMAIN.md "Safety screening": naltrexone is cleared by the liver.
+        # docs/domain.md "Safety screening": naltrexone is cleared by the liver.
         return ("Pharmacist review: naltrexone is cleared by the liver. Contact the prescriber about liver "
                 "tests before the next fill.")
     if effect is SideEffect.MORNING_STIFFNESS and persistent:
-        # DOMAIN.md "Dosing": LDN may add muscle stiffness; with spasticity, no more than 3 mg.
+        # docs/domain.md "Dosing": LDN may add muscle stiffness; with spasticity, no more than 3 mg.
         return ("LDN may add muscle stiffness: if the patient has spasticity the dose should not exceed 3 mg; "
                 "tell the prescriber.")
     if persistent:
@@ -94,7 +94,7 @@ def suggested_action(effect: SideEffect, *, form: str | None, persistent: bool,
 def normalise_list(items: Iterable[str], *, field: str = "items") -> list[str]:
     """Medications or conditions as a clean list: spaces tidied, blanks dropped, duplicates (ignoring case)
     dropped keeping the first spelling, order kept. Screening matches these entries as typed
-    (DOMAIN.md "Safety screening"), so each must be short enough to read in an alert.
+    (docs/domain.md "Safety screening"), so each must be short enough to read in an alert.
     """
     seen: set[str] = set()
     out: list[str] = []
@@ -118,3 +118,8 @@ def normalise_list(items: Iterable[str], *, field: str = "items") -> list[str]:
 def parse_list_text(text: str | None, *, field: str = "items") -> list[str]:
     """A textarea with one entry per line -> a normalised list (commas stay: "Tylenol with codeine, 30 mg")."""
     return normalise_list((text or "").splitlines(), field=field)
+
+
+def name_key(last: str, first: str) -> str:
+    """"ellison, margaret": the lower-cased key that name search reads as a prefix range (an index scan)."""
+    return f"{last.strip()}, {first.strip()}".lower()

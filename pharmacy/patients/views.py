@@ -7,15 +7,17 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core import audit
+from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
+from pharmacy.core.context import today
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
-from pharmacy.core.roles import Permission
-from pharmacy.extensions import db
+from pharmacy.dashboard import patient_page
 from pharmacy.patients import services
 from pharmacy.patients.models import Patient
-from pharmacy.patients.schemas import PatientInSchema
+from pharmacy.patients.rules import LABELS
+from pharmacy.patients.schemas import PatientInSchema, SideEffectInSchema
+from pharmacy.workflows import patient_changes
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
 
@@ -61,7 +63,7 @@ def _render_form(*, patient: Patient | None, form: dict[str, Any], errors: dict[
 @staff_required
 def new() -> Any:
     actor = current_actor()
-    audit.require(actor, Permission.EDIT_PATIENT, what="add patients")
+    services.new_patient_form(actor)
     if request.method == "GET":
         return _render_form(patient=None, form={"reminders_opt_in": True, "delivery_preference": "pickup"}, errors={})
     form = request.form.to_dict()
@@ -71,7 +73,7 @@ def new() -> Any:
         try:
             patient = services.create_patient(actor, data)
         except ValidationFailed as exc:
-            db.session.rollback()
+            uow.discard()
             errors = exc.fields or {"_schema": [exc.message]}
         else:
             flash(f"{patient.full_name} was added.", "success")
@@ -82,10 +84,8 @@ def new() -> Any:
 @bp.get(f"/<{ID}:patient_id>")
 @staff_required
 def detail(patient_id: int) -> Any:
-    from pharmacy.core.context import today
-    from pharmacy.patients.rules import LABELS
 
-    return render_template("patients/detail.html", record=services.patient_record(current_actor(), patient_id),
+    return render_template("patients/detail.html", record=patient_page.patient_record(current_actor(), patient_id),
                            today_date=today(), side_effect_choices=[(k.value, v) for k, v in LABELS.items()])
 
 
@@ -93,8 +93,7 @@ def detail(patient_id: int) -> Any:
 @staff_required
 def edit(patient_id: int) -> Any:
     actor = current_actor()
-    audit.require(actor, Permission.EDIT_PATIENT, patient_id=patient_id, what="edit patient records")
-    patient = services.get_patient(actor, patient_id)
+    patient = services.edit_form(actor, patient_id)
     if request.method == "GET":
         return _render_form(patient=patient, form=_form_of(patient), errors={})
     form = request.form.to_dict()
@@ -102,9 +101,9 @@ def edit(patient_id: int) -> Any:
     data, errors = load(PatientInSchema(), _values(request.form))
     if data is not None:
         try:
-            services.update_patient(actor, patient_id, data)
+            patient_changes.update(actor, patient_id, data)
         except ValidationFailed as exc:
-            db.session.rollback()
+            uow.discard()
             patient = services.get_patient(actor, patient_id)
             errors = exc.fields or {"_schema": [exc.message]}
         else:
@@ -117,8 +116,7 @@ def edit(patient_id: int) -> Any:
 @bp.post(f"/<{ID}:patient_id>/side-effects")
 @staff_required
 def add_side_effect(patient_id: int) -> Any:
-    """Log a side effect; the suggested action (DOMAIN.md) is shown with it on the patient page."""
-    from pharmacy.patients.schemas import SideEffectInSchema
+    """Log a side effect; the suggested action (docs/domain.md) is shown with it on the patient page."""
 
     values = form_values(request.form)
     values["persistent"] = bool(request.form.get("persistent"))

@@ -62,7 +62,7 @@ class Prescription(db.Model):
     dosing_time: Mapped[DosingTime] = mapped_column(enum_column(DosingTime), default=DosingTime.BEDTIME)
     quantity: Mapped[Decimal] = mapped_column("quantity_milli", Milli())
     days_supply: Mapped[int] = mapped_column()
-    # A missing refill count means zero, never unlimited (DOMAIN.md, refill timing).
+    # A missing refill count means zero, never unlimited (docs/domain.md, refill timing).
     refills_authorized: Mapped[int] = mapped_column(default=0, server_default="0")
     written_date: Mapped[date] = mapped_column()
     expiry_date: Mapped[date] = mapped_column()

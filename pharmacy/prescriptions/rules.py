@@ -1,7 +1,7 @@
 """Prescription rules (pure): forms and units, ISMP-safe dose text, dose checks, titration (the screening
 table is in screening_rules.py).
 
-Every rule cites the section of ../shared/DOMAIN.md it implements. Doses and volumes are
+Every rule cites the section of docs/domain.md it implements. Doses and volumes are
 Decimal throughout: a float cannot say 0.1 mL exactly, and a label must never print 4.499999.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ from enum import StrEnum
 from itertools import pairwise
 
 from pharmacy.core.errors import ValidationFailed
-from pharmacy.prescriptions.rules_npi import npi_is_valid
+from pharmacy.core.npi import npi_is_valid
 
 
 class Form(StrEnum):
-    """DOMAIN.md "Forms (all three are compounded)"."""
+    """docs/domain.md "Forms (all three are compounded)"."""
 
     CAPSULE = "capsule"
     SUBLINGUAL_LIQUID = "sublingual_liquid"
@@ -33,7 +33,7 @@ class RxStatus(StrEnum):
 
 
 class DosingTime(StrEnum):
-    """DOMAIN.md "Timing: usually at night … the prescriber may move it to the morning"."""
+    """docs/domain.md "Timing: usually at night … the prescriber may move it to the morning"."""
 
     BEDTIME = "bedtime"
     MORNING = "morning"
@@ -61,22 +61,22 @@ class SupplyError(ValidationFailed):
 
 
 # --------------------------------------------------------------------------------------------
-# Constants (DOMAIN.md "Dosing", "Forms")
+# Constants (docs/domain.md "Dosing", "Forms")
 # --------------------------------------------------------------------------------------------
-USUAL_MIN_MG = Decimal("1.5")  # DOMAIN.md "Dosing": common MS range 1.5–4.5 mg once daily
+USUAL_MIN_MG = Decimal("1.5")  # docs/domain.md "Dosing": common MS range 1.5–4.5 mg once daily
 USUAL_MAX_MG = Decimal("4.5")
-LOW_DOSE_MAX_MG = Decimal("5")  # DOMAIN.md "Dosing": > 5 mg is not LDN
-SPASTICITY_MAX_MG = Decimal("3")  # DOMAIN.md "Dosing": spasticity cap 3 mg
+LOW_DOSE_MAX_MG = Decimal("5")  # docs/domain.md "Dosing": > 5 mg is not LDN
+SPASTICITY_MAX_MG = Decimal("3")  # docs/domain.md "Dosing": spasticity cap 3 mg
 MAX_CAPSULES_PER_DOSE = 6  # more than this means the wrong capsule strength was chosen
 ML_STEP = Decimal("0.1")  # an oral syringe / cream applicator measures to 0.1 mL
 MIN_ML_PER_DOSE = Decimal("0.1")
 MAX_ML_PER_DOSE = Decimal("20")
 MAX_TITRATION_STEPS = 12
 MAX_DAYS_SUPPLY = 366  # matches the prescriptions.days_supply check constraint
-# DOMAIN.md "Label safety (ISMP)": every LDN label carries this.
+# docs/domain.md "Label safety (ISMP)": every LDN label carries this.
 OPIOID_LABEL_WARNING = "Do not take with opioid pain medicines."
 
-_ROUTE = {  # (verb, where) — DOMAIN.md "Forms": capsules by mouth, liquid under the tongue, cream on the skin
+_ROUTE = {  # (verb, where) — docs/domain.md "Forms": capsules by mouth, liquid under the tongue, cream on the skin
     Form.CAPSULE: ("Take", "by mouth"),
     Form.SUBLINGUAL_LIQUID: ("Place", "under the tongue"),
     Form.TRANSDERMAL_CREAM: ("Apply", "to the skin of the inner wrist or forearm"),
@@ -90,8 +90,8 @@ _TIMING_TEXT = {DosingTime.BEDTIME: "at bedtime", DosingTime.MORNING: "in the mo
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _dec(value: object, field: str) -> Decimal:
-    """Coerce int/str/Decimal to a finite Decimal; refuse floats (DOMAIN.md "Money": exact amounts)."""
+def to_decimal(value: object, field: str) -> Decimal:
+    """Coerce int/str/Decimal to a finite Decimal; refuse floats (docs/domain.md "Money": exact amounts)."""
     if isinstance(value, bool | float):
         raise TypeError(f"{field} must be a Decimal, int or str, not {type(value).__name__}")
     try:
@@ -110,14 +110,14 @@ def _canon(d: Decimal) -> Decimal:
 
 
 # --------------------------------------------------------------------------------------------
-# ISMP-safe text (DOMAIN.md "Label safety (ISMP)")
+# ISMP-safe text (docs/domain.md "Label safety (ISMP)")
 # --------------------------------------------------------------------------------------------
 def format_amount(value: Decimal | int | str) -> str:
-    """DOMAIN.md "Label safety (ISMP)": no trailing zero ("3" not "3.0"), always a leading zero ("0.5").
+    """docs/domain.md "Label safety (ISMP)": no trailing zero ("3" not "3.0"), always a leading zero ("0.5").
 
     A trailing zero is misread as ten times the dose ("3.0" -> "30"); a naked ".5" as 5.
     """
-    d = _dec(value, "value")
+    d = to_decimal(value, "value")
     if d.is_zero():
         return "0"
     text = format(d.normalize(), "f")  # "f" never uses an exponent and always writes "0." before a fraction
@@ -125,30 +125,30 @@ def format_amount(value: Decimal | int | str) -> str:
 
 
 def format_mg(value: Decimal | int | str) -> str:
-    """"4.5 mg", with a space between number and unit (DOMAIN.md "Label safety (ISMP)")."""
+    """"4.5 mg", with a space between number and unit (docs/domain.md "Label safety (ISMP)")."""
     return f"{format_amount(value)} mg"
 
 
 def format_ml(value: Decimal | int | str) -> str:
-    """"1.5 mL" — never "cc", which is misread as "u" or "00" (DOMAIN.md "Label safety (ISMP)")."""
+    """"1.5 mL" — never "cc", which is misread as "u" or "00" (docs/domain.md "Label safety (ISMP)")."""
     return f"{format_amount(value)} mL"
 
 
 def dose_unit(form: Form) -> str:
-    """DOMAIN.md "Forms": capsules are counted; liquid and cream are measured in mL."""
+    """docs/domain.md "Forms": capsules are counted; liquid and cream are measured in mL."""
     return "capsule" if Form(form) is Form.CAPSULE else "mL"
 
 
 def quantity_text(form: Form, quantity: Decimal | int | str) -> str:
     """"30 capsules", "1 capsule", "45 mL" — the amount in the patient's words."""
-    q = _dec(quantity, "quantity")
+    q = to_decimal(quantity, "quantity")
     if Form(form) is Form.CAPSULE:
         return f"{format_amount(q)} {'capsule' if q == 1 else 'capsules'}"
     return format_ml(q)
 
 
 def strength_text(form: Form, strength_mg: Decimal | int | str) -> str:
-    """"4.5 mg" per capsule, "1 mg/mL" for liquid and cream (DOMAIN.md "Forms")."""
+    """"4.5 mg" per capsule, "1 mg/mL" for liquid and cream (docs/domain.md "Forms")."""
     if Form(form) is Form.CAPSULE:
         return format_mg(strength_mg)
     return f"{format_amount(strength_mg)} mg/mL"
@@ -161,15 +161,15 @@ def product_name(form: Form, strength_mg: Decimal | int | str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Units per dose (DOMAIN.md "Forms")
+# Units per dose (docs/domain.md "Forms")
 # --------------------------------------------------------------------------------------------
 def units_per_dose(form: Form, strength_mg: Decimal | int | str, dose_mg: Decimal | int | str) -> Decimal:
-    """Capsules or mL for one dose. DOMAIN.md "Forms": capsules are whole units of a fixed strength;
+    """Capsules or mL for one dose. docs/domain.md "Forms": capsules are whole units of a fixed strength;
     liquid and cream are measured by volume, so the volume must be one a patient can measure (0.1 mL).
     """
     form = Form(form)
-    strength = _dec(strength_mg, "strength_mg")
-    dose = _dec(dose_mg, "dose_mg")
+    strength = to_decimal(strength_mg, "strength_mg")
+    dose = to_decimal(dose_mg, "dose_mg")
     if strength <= 0:
         raise DoseError("The strength must be more than 0 mg.", fields={"strength_mg": "Must be more than 0."})
     if dose <= 0:
@@ -197,13 +197,12 @@ def units_per_dose(form: Form, strength_mg: Decimal | int | str, dose_mg: Decima
 
 
 # --------------------------------------------------------------------------------------------
-# Alerts and dose checks (DOMAIN.md "Dosing", "Safety screening")
+# Alerts and dose checks (docs/domain.md "Dosing", "Safety screening")
 # --------------------------------------------------------------------------------------------
 # Most serious first: how every list of alerts is ordered (pages, queries, the order's checks).
 SEVERITY_RANK: dict[Severity, int] = {
     Severity.HARD_STOP: 0, Severity.OVERRIDABLE_STOP: 1, Severity.ACKNOWLEDGE: 2, Severity.WARNING: 3,
 }
-_SEVERITY_ORDER = SEVERITY_RANK
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ class Alert:
 
     @property
     def needs_pharmacist(self) -> bool:
-        """A pharmacist must act (override with a reason, or acknowledge): DOMAIN.md "Safety screening"."""
+        """A pharmacist must act (override with a reason, or acknowledge): docs/domain.md "Safety screening"."""
         return self.severity in (Severity.OVERRIDABLE_STOP, Severity.ACKNOWLEDGE)
 
     @property
@@ -226,7 +225,7 @@ class Alert:
 
 
 def can_override(severity: Severity) -> bool:
-    """DOMAIN.md "Safety screening": only the liver stop and the spasticity ack are a pharmacist's call.
+    """docs/domain.md "Safety screening": only the liver stop and the spasticity ack are a pharmacist's call.
 
     A hard stop (opioids, > 5 mg) cannot be overridden: the fix is a changed prescription or
     medication list. A warning needs no override.
@@ -247,7 +246,7 @@ def blocking_alerts(alerts: Sequence[tuple[Alert, bool]]) -> list[Alert]:
 
 def expiry_alert(expiry_date: date, days_supply: int, today: date) -> Alert | None:
     """A prescription that expires before the supply of a fill made today would end: accepted, with a warning,
-    so the pharmacy asks the prescriber for a renewal early (DOMAIN.md "Refill timing": weeks, not days)."""
+    so the pharmacy asks the prescriber for a renewal early (docs/domain.md "Refill timing": weeks, not days)."""
     last_day = today + timedelta(days=days_supply - 1)
     if today <= expiry_date < last_day:
         return Alert("expires_before_supply_ends", Severity.WARNING,
@@ -257,14 +256,14 @@ def expiry_alert(expiry_date: date, days_supply: int, today: date) -> Alert | No
 
 
 def check_dose(dose_mg: Decimal | int | str, *, has_spasticity: bool) -> list[Alert]:
-    """DOMAIN.md "Dosing": usual range 1.5–4.5 mg; > 5 mg is not LDN; spasticity at most 3 mg."""
-    dose = _dec(dose_mg, "dose_mg")
+    """docs/domain.md "Dosing": usual range 1.5–4.5 mg; > 5 mg is not LDN; spasticity at most 3 mg."""
+    dose = to_decimal(dose_mg, "dose_mg")
     if dose <= 0:
         raise DoseError("The dose must be more than 0 mg.", fields={"dose_mg": "Must be more than 0 mg."})
     alerts = []
     mg = format_mg(dose)
     if dose > LOW_DOSE_MAX_MG:
-        # DOMAIN.md "Dosing": anything above the low-dose range (> 5 mg) is not LDN.
+        # docs/domain.md "Dosing": anything above the low-dose range (> 5 mg) is not LDN.
         alerts.append(Alert("dose_not_low_dose", Severity.HARD_STOP,
                             f"{mg} is above the low-dose range (at most 5 mg): this is not LDN. "
                             "Contact the prescriber for a corrected prescription."))
@@ -273,7 +272,7 @@ def check_dose(dose_mg: Decimal | int | str, *, has_spasticity: bool) -> list[Al
                             f"{mg} is outside the usual MS range of 1.5–4.5 mg once daily; "
                             "check it is what the prescriber intended."))
     if has_spasticity and dose > SPASTICITY_MAX_MG:
-        # DOMAIN.md "Dosing": spasticity cap 3 mg (LDN may add muscle stiffness).
+        # docs/domain.md "Dosing": spasticity cap 3 mg (LDN may add muscle stiffness).
         alerts.append(Alert("spasticity_dose", Severity.ACKNOWLEDGE,
                             f"The patient has spasticity and the dose is {mg}: no more than 3 mg daily is "
                             "advised, because LDN may add muscle stiffness. A pharmacist must acknowledge this."))
@@ -281,7 +280,7 @@ def check_dose(dose_mg: Decimal | int | str, *, has_spasticity: bool) -> list[Al
 
 
 # --------------------------------------------------------------------------------------------
-# Titration and supply (DOMAIN.md "Dosing": "a titration plan changes the daily dose, so it
+# Titration and supply (docs/domain.md "Dosing": "a titration plan changes the daily dose, so it
 # changes days of supply"; "Label safety": a titration plan comes with a dated chart)
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -292,7 +291,7 @@ class TitrationStep:
     days: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dose_mg", _dec(self.dose_mg, "titration"))
+        object.__setattr__(self, "dose_mg", to_decimal(self.dose_mg, "titration"))
         if isinstance(self.days, bool) or not isinstance(self.days, int) or not 1 <= self.days <= MAX_DAYS_SUPPLY:
             msg = f"A titration step must last 1 to {MAX_DAYS_SUPPLY} days (got {self.days!r})."
             raise DoseError(msg, fields={"titration": msg})
@@ -311,7 +310,7 @@ def parse_titration(data: Sequence[dict[str, object]] | None) -> tuple[Titration
     for i, item in enumerate(data or (), start=1):
         try:
             dose = item["dose_mg"]  # a JSON number arrives as float: its repr ("1.5") is what was meant
-            steps.append(TitrationStep(_dec(str(dose) if isinstance(dose, float) else dose, "titration"),
+            steps.append(TitrationStep(to_decimal(str(dose) if isinstance(dose, float) else dose, "titration"),
                                        item["days"]))
         except (KeyError, TypeError):
             msg = f"Titration step {i} needs a dose in mg and a whole number of days."
@@ -353,7 +352,7 @@ def titration_schedule(form: Form, strength_mg: Decimal, steps: Sequence[Titrati
     for step, (days, units) in zip(steps, plan, strict=True):
         rows.append(ScheduledStep(day, day + timedelta(days=days - 1), step.dose_mg, units))
         day += timedelta(days=days)
-    rows.append(ScheduledStep(day, None, _dec(maintenance_dose_mg, "dose_mg"), maintenance_units))
+    rows.append(ScheduledStep(day, None, to_decimal(maintenance_dose_mg, "dose_mg"), maintenance_units))
     return rows
 
 
@@ -386,7 +385,7 @@ def quantity_for_days(form: Form, strength_mg: Decimal, dose_mg: Decimal, days_s
 def days_for_quantity(form: Form, strength_mg: Decimal, dose_mg: Decimal, quantity: Decimal,
                       steps: Sequence[TitrationStep] = ()) -> int:
     """Whole days a quantity lasts on the same walk (a partial day's dose does not count)."""
-    left = _dec(quantity, "quantity")
+    left = to_decimal(quantity, "quantity")
     if left < 0:
         raise SupplyError("Quantity cannot be negative.", fields={"quantity": "Must be 0 or more."})
     plan, maintenance_units = _plan(form, strength_mg, dose_mg, steps)
@@ -405,7 +404,7 @@ def resolve_quantity_and_days(form: Form, strength_mg: Decimal, dose_mg: Decimal
 
     "Agree" means the quantity lasts exactly `days_supply` whole days, so a spare part-dose is
     accepted but a quantity one day short (or a day over) is not: the run-out date is computed
-    from days supply (DOMAIN.md "Refill timing"), so it must be true.
+    from days supply (docs/domain.md "Refill timing"), so it must be true.
     """
     form = Form(form)
     if quantity is None and days_supply is None:
@@ -420,7 +419,7 @@ def resolve_quantity_and_days(form: Form, strength_mg: Decimal, dose_mg: Decimal
     if quantity is None:
         assert days_supply is not None
         return quantity_for_days(form, strength_mg, dose_mg, days_supply, steps), days_supply
-    q = _dec(quantity, "quantity")
+    q = to_decimal(quantity, "quantity")
     if q <= 0:
         raise SupplyError("Quantity must be more than 0.", fields={"quantity": "Must be more than 0."})
     step = Decimal(1) if form is Form.CAPSULE else ML_STEP
@@ -444,7 +443,7 @@ def resolve_quantity_and_days(form: Form, strength_mg: Decimal, dose_mg: Decimal
 
 
 # --------------------------------------------------------------------------------------------
-# Directions and the dated chart (DOMAIN.md "Label safety (ISMP)", "Dosing": timing)
+# Directions and the dated chart (docs/domain.md "Label safety (ISMP)", "Dosing": timing)
 # --------------------------------------------------------------------------------------------
 def _amount_and_dose(form: Form, units: Decimal, dose: Decimal) -> str:
     return f"{quantity_text(form, units)} ({format_mg(dose)})"
@@ -460,7 +459,7 @@ def directions(form: Form, strength_mg: Decimal, dose_mg: Decimal, dosing_time: 
     verb, where = _ROUTE[form]
     when = _TIMING_TEXT[DosingTime(dosing_time)]
     plan, maintenance_units = _plan(form, strength_mg, dose_mg, steps)
-    dose = _dec(dose_mg, "dose_mg")
+    dose = to_decimal(dose_mg, "dose_mg")
     tail = {Form.CAPSULE: "", Form.SUBLINGUAL_LIQUID: " Hold for 1 minute, then swallow.",
             Form.TRANSDERMAL_CREAM: " Rub in well."}[form]
     if not steps:
@@ -502,7 +501,7 @@ def titration_chart_rows(schedule: Sequence[ScheduledStep], form: Form) -> list[
 
 
 # --------------------------------------------------------------------------------------------
-# Prescriber NPI (receipts carry the prescriber: DOMAIN.md "The drug and why …")
+# Prescriber NPI (receipts carry the prescriber: docs/domain.md "The drug and why …")
 # --------------------------------------------------------------------------------------------
 def validate_npi(npi: str | None) -> str:
     """A valid NPI, stripped of surrounding spaces, or a ValidationFailed that says what is wrong."""

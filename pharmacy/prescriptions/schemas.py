@@ -6,9 +6,9 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates
 
+from pharmacy.core.npi import npi_is_valid
 from pharmacy.core.schemas import REASON, BaseSchema, DecimalString, Id, PastDate, TrimmedString
 from pharmacy.prescriptions.rules import DosingTime, RxStatus, Severity
-from pharmacy.prescriptions.rules_npi import npi_is_valid
 
 DOSE = DecimalString(required=True, places=3, min_value=Decimal("0.001"), max_value=Decimal("100"))
 
@@ -86,7 +86,7 @@ class PrescriptionInSchema(BaseSchema):
     @post_load
     def _missing_refills(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if data.get("refills_authorized") is None:
-            data["refills_authorized"] = 0  # a missing count means zero, never unlimited (DOMAIN.md)
+            data["refills_authorized"] = 0  # a missing count means zero, never unlimited (docs/domain.md)
         return data
 
 

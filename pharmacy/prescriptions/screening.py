@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
+from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
@@ -18,6 +19,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules, screening_rules
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.supply import reads
 
 CLOSED_ORDER_STATES = (OrderState.DISPENSED, OrderState.CANCELLED)
@@ -97,8 +99,6 @@ def screen_order(actor: Actor, rx: Prescription, patient: Patient, order_id: int
 
 def rescreen_patient(actor: Actor, patient: Patient) -> None:
     """After a change of conditions or medications: every active prescription and open order again."""
-    from pharmacy.compounding.models import Order
-    from pharmacy.prescriptions.rules import RxStatus
 
     rxs = list(db.session.execute(
         sa.select(Prescription).where(

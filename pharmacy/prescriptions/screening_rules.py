@@ -1,6 +1,6 @@
 """The safety screening table and its matching (pure, like rules.py): which medication and condition entries
 are opioids, liver disease, interferon beta, pregnancy or spasticity, and `screen`, which turns a patient's lists
-and the prescription's doses into alerts (DOMAIN.md "Safety screening"). Running it against stored alerts is
+and the prescription's doses into alerts (docs/domain.md "Safety screening"). Running it against stored alerts is
 prescriptions/screening.py.
 """
 from __future__ import annotations
@@ -9,10 +9,10 @@ import re
 from collections.abc import Sequence
 from decimal import Decimal
 
-from pharmacy.prescriptions.rules import _SEVERITY_ORDER, Alert, Severity, _dec, check_dose
+from pharmacy.prescriptions.rules import SEVERITY_RANK, Alert, Severity, check_dose, to_decimal
 
 # --------------------------------------------------------------------------------------------
-# Screening tables (DOMAIN.md "Safety screening")
+# Screening tables (docs/domain.md "Safety screening")
 #
 # Decisions:
 # * Opioids are searched in the medication list only (it is the list of *current* medicines).
@@ -140,7 +140,7 @@ def opioids_in(medication: str) -> list[str]:
 
 
 def has_spasticity(conditions: Sequence[str]) -> bool:
-    """DOMAIN.md "Dosing": spasticity caps the dose at 3 mg. Any "spastic…" word counts."""
+    """docs/domain.md "Dosing": spasticity caps the dose at 3 mg. Any "spastic…" word counts."""
     return any(_SPASTICITY_RE.search(c) for c in _entries(conditions))
 
 
@@ -164,11 +164,11 @@ def screen(
     maintenance_dose_mg: Decimal | int | str | None = None,
     titrating: bool = False,
 ) -> list[Alert]:
-    """DOMAIN.md "Safety screening" (at intake and at every refill), hard stops first.
+    """docs/domain.md "Safety screening" (at intake and at every refill), hard stops first.
 
     One alert per opioid entry (each names what the patient takes); one alert per other finding,
     naming every entry that triggered it. Doses: the highest dose in the plan and the maintenance
-    dose are checked; titration steps below them are not (DOMAIN.md "Dosing": start low, titrate up),
+    dose are checked; titration steps below them are not (docs/domain.md "Dosing": start low, titrate up),
     which is why `titrating` needs no extra checks here — the caller passes the plan's highest dose.
     """
     alerts: list[Alert] = []
@@ -198,10 +198,10 @@ def screen(
         alerts.append(Alert("pregnancy_breastfeeding", Severity.WARNING,
                             f"Pregnancy or breastfeeding ({_quoted(pregnancy)}): very little data exists on LDN "
                             "in pregnancy or breastfeeding; make sure the prescriber knows."))
-    top = _dec(max_dose_mg, "dose_mg")
+    top = to_decimal(max_dose_mg, "dose_mg")
     doses = [top]
-    if maintenance_dose_mg is not None and _dec(maintenance_dose_mg, "dose_mg") != top:
-        doses.append(_dec(maintenance_dose_mg, "dose_mg"))
+    if maintenance_dose_mg is not None and to_decimal(maintenance_dose_mg, "dose_mg") != top:
+        doses.append(to_decimal(maintenance_dose_mg, "dose_mg"))
     spastic = has_spasticity(conditions)
     codes = set()
     for dose in sorted(doses, reverse=True):
@@ -209,4 +209,4 @@ def screen(
             if alert.code not in codes:
                 codes.add(alert.code)
                 alerts.append(alert)
-    return sorted(alerts, key=lambda a: (_SEVERITY_ORDER[a.severity], a.code, a.message))
+    return sorted(alerts, key=lambda a: (SEVERITY_RANK[a.severity], a.code, a.message))

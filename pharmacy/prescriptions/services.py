@@ -28,6 +28,11 @@ from pharmacy.supply import rules as supply_rules
 from pharmacy.supply.rules import Supply
 
 
+def prescriber_form(actor: Actor) -> None:
+    """Showing the new-prescriber form is for those who may add prescribers."""
+    audit.require(actor, Permission.EDIT_PATIENT, what="add prescribers")
+
+
 def create_prescriber(actor: Actor, data: dict[str, Any]) -> Prescriber:
     audit.require(actor, Permission.EDIT_PATIENT, what="add prescribers")
     rules.validate_npi(data["npi"])
@@ -143,7 +148,7 @@ def plan_from_input(data: dict[str, Any], formula: Formula, *, allow_expired: bo
             "Check the dates.", fields={"expiry_date": "A prescription cannot be valid for more than two years."}
         )
     if expiry < today() and not allow_expired:
-        # DOMAIN.md "Refill timing": a refill is possible only while the prescription is unexpired; a new one
+        # docs/domain.md "Refill timing": a refill is possible only while the prescription is unexpired; a new one
         # that has already expired cannot be filled at all, so it is refused at the door (typed, API, e-Rx).
         where = "expiry_date" if data.get("expiry_date") else "written_date"
         msg = (f"This prescription expired on {rules.format_date(expiry)} and cannot be filled: "

@@ -9,13 +9,12 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core import audit
+from pharmacy.compounding.views import render_order
+from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import today
 from pharmacy.core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from pharmacy.core.forms import form_values, load
-from pharmacy.core.roles import Permission
-from pharmacy.extensions import db
 from pharmacy.prescriptions import rules, services
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import DosingTime, Form
@@ -73,7 +72,7 @@ def prescribers() -> Any:
 @staff_required
 def new_prescriber() -> Any:
     actor = current_actor()
-    audit.require(actor, Permission.EDIT_PATIENT, what="add prescribers")
+    services.prescriber_form(actor)
     back = request.values.get("patient_id", type=int)
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
@@ -83,7 +82,7 @@ def new_prescriber() -> Any:
             try:
                 prescriber = services.create_prescriber(actor, data)
             except ValidationFailed as exc:
-                db.session.rollback()
+                uow.discard()
                 errors = exc.fields or {"_schema": [exc.message]}
             else:
                 flash(f"{prescriber.display_name} was added.", "success")
@@ -169,7 +168,7 @@ def new() -> Any:
         try:
             rx = services.create_prescription(actor, data)
         except ValidationFailed as exc:
-            db.session.rollback()
+            uow.discard()
             errors = _errors_of(exc)
             choices = services.intake_form(actor, patient_id)
         else:
@@ -205,7 +204,7 @@ def replace(rx_id: int) -> Any:
         try:
             rx = changes.replace(actor, rx_id, data)
         except ValidationFailed as exc:
-            db.session.rollback()
+            uow.discard()
             errors = _errors_of(exc)
             choices = services.replace_form(actor, rx_id)
         else:
@@ -236,7 +235,7 @@ def _failed(rx_id: int, exc: DomainError, *, alert_id: int | None = None) -> Any
     """Re-show the prescription page with what went wrong; nothing of the attempt is kept."""
     if isinstance(exc, Forbidden | NotFound):
         raise exc
-    db.session.rollback()
+    uow.discard()
     fields = exc.fields if isinstance(exc, ValidationFailed) else {}
     if alert_id is not None:
         return _detail(rx_id, status=exc.status, message=exc.message, alert_errors={alert_id: fields})
@@ -252,9 +251,8 @@ def resolve_alert(rx_id: int, alert_id: int) -> Any:
         alert = services.resolve_alert(actor, alert_id, request.form.get("reason", ""), prescription_id=rx_id)
     except DomainError as exc:
         if order_id and not isinstance(exc, Forbidden | NotFound):
-            from pharmacy.compounding.views import render_order
 
-            db.session.rollback()
+            uow.discard()
             return render_order(order_id, status=exc.status, message=exc.message,
                                 errors={f"alert-{alert_id}": exc.fields.get("reason", [])})
         return _failed(rx_id, exc, alert_id=alert_id)
@@ -307,7 +305,7 @@ def discontinue(rx_id: int) -> Any:
 @staff_required
 def start_fill(rx_id: int) -> Any:
     actor = current_actor()
-    audit.require(actor, Permission.ENTER_PRESCRIPTION, what="start fills")
+    orders.may_start_fills(actor)
     delivery = request.form.get("delivery") or None
     if delivery not in (None, *DeliveryMethod):
         return _detail(rx_id, status=422, message="Choose pickup or ship.", errors={"delivery": ["Choose one."]})

@@ -59,7 +59,7 @@ def _require_int(value: int, name: str, *, minimum: int, what: str, maximum: int
 def run_out_date(dispensed_on: date, days_supply: int) -> date:
     """The last day a single fill covers: a 30-day fill the patient has on 1 March covers 1–30 March.
 
-    # DOMAIN.md "Refill timing": run-out date = the last day the patient's supply covers. How fills
+    # docs/domain.md "Refill timing": run-out date = the last day the patient's supply covers. How fills
     stack (an early fill extends the run-out, a late one starts on its own day) is the supply model's:
     supply/rules.run_out_after.
     """
@@ -70,7 +70,7 @@ def run_out_date(dispensed_on: date, days_supply: int) -> date:
 def ready_by_date(run_out: date, *, shipping_days: int, buffer_days: int, calendar: BusinessCalendar) -> date:
     """The last day the next fill may be finished, for supply whose last covered day is `run_out`.
 
-    # DOMAIN.md "Refill timing": ready before run-out − shipping days − a safety buffer. Counted back
+    # docs/domain.md "Refill timing": ready before run-out − shipping days − a safety buffer. Counted back
     from the first day without medicine (run_out + 1): with a 2-day buffer a pickup patient whose last
     dose is on the 30th has it ready by the 29th. Shipping and buffer are calendar days (parcels and
     patients do not stop at weekends); the result then moves back to the previous open day, because a
@@ -84,7 +84,7 @@ def ready_by_date(run_out: date, *, shipping_days: int, buffer_days: int, calend
 def order_by_date(ready_by: date, *, lead_time_business_days: int, calendar: BusinessCalendar) -> date:
     """The last day a refill request still lets the pharmacy finish by `ready_by`.
 
-    # DOMAIN.md "Refill timing": order-by = ready-by − lead time, counted in business days
+    # docs/domain.md "Refill timing": order-by = ready-by − lead time, counted in business days
     (weekends and pharmacy holidays do not count). Compounding starts on the request day,
     so a request on the order-by date is ready exactly on the ready-by date
     (`ready_date(order_by_date(r)) == r` for an open r).
@@ -125,7 +125,7 @@ def ready_date(
 ) -> date:
     """The day an order requested on `request_day` will be ready (to hand over or to ship).
 
-    # DOMAIN.md "Refill timing": compounding takes a lead time in business days.
+    # docs/domain.md "Refill timing": compounding takes a lead time in business days.
     Compounding starts on the request day when the pharmacy is open, else on the next open
     day; the order is ready `lead_time_business_days` open days after that start.
     `shipping_days` does not move the ready date: it is accepted (and validated) so that
@@ -181,7 +181,7 @@ class Eligibility:
 def refills_left(refills_authorized: int | None, refills_used: int) -> int:
     """Refills still allowed; never negative.
 
-    # DOMAIN.md "Refill timing": a missing refill count means zero, never unlimited.
+    # docs/domain.md "Refill timing": a missing refill count means zero, never unlimited.
     """
     authorized = 0 if refills_authorized is None else refills_authorized
     _require_int(authorized, "refills_authorized", minimum=0, what="Refills authorized")
@@ -199,7 +199,7 @@ def refill_eligibility(
 ) -> Eligibility:
     """Whether a refill may be requested today, checked in the order that tells the patient most.
 
-    # DOMAIN.md "Refill timing": a refill is possible only while the prescription is
+    # docs/domain.md "Refill timing": a refill is possible only while the prescription is
     unexpired and days remain on it (a missing refill count means zero; the rest of a partial fill is
     still owed and may be asked for); with none left the pharmacy asks the prescriber for a renewal and
     tells the patient; a refill already in progress is shown as such and cannot be requested twice.

@@ -1,7 +1,7 @@
 """Refill requests (patients from a signed link or the API, staff at the counter): eligibility, the refill
 page's summary and quote, opening and deciding requests.
 
-DOMAIN.md "Refill timing": a request may come early (that is the point); what is left and expiry are
+docs/domain.md "Refill timing": a request may come early (that is the point); what is left and expiry are
 enforced (a missing refill count is zero; the rest of a partial fill is still owed); one request or fill in
 progress at a time; with nothing left the pharmacy asks the prescriber for a renewal and tells the patient.
 Supply comes from the one model (supply/); what a request means for orders, reminders and notices is done
@@ -212,7 +212,7 @@ def open_link(token: str, *, allow_used: bool = False) -> links.LinkClaims:
 
 
 def confirm_birth_date(token: str, dob: date) -> links.LinkClaims:
-    """DOMAIN.md: a patient opening a refill link confirms their date of birth before seeing anything."""
+    """docs/domain.md: a patient opening a refill link confirms their date of birth before seeing anything."""
     claims = open_link(token)
     patient = db.session.get(Patient, claims.patient_id)
     actor = patient_actor(claims)

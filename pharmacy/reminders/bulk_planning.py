@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any
 
@@ -101,11 +101,29 @@ def replan_all(*, batch_size: int = 5000, day: date | None = None, commit: bool 
 def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
     """Prescriptions with lo < id <= hi: read in a fixed number of statements, plan in memory, write in sets."""
     report = ReplanReport()
-    rows = db.session.execute(
-        planning.facts_query().where(Prescription.id > lo, Prescription.id <= hi)
-    ).all()
-    if not rows:
+    facts = _unblocked_facts(lo, hi, report)
+    if not facts:
         return report
+    changes = _diff(facts, _existing_rows(facts), day)
+    table = OutboxMessage.__table__
+    for chunk in chunks(changes.cancel, IN_CHUNK):
+        report.cancelled += _rowcount(db.session.execute(
+            sa.update(table).where(table.c.id.in_(chunk), table.c.state == OutboxState.PENDING)
+            .values(state=OutboxState.CANCELLED, cancelled_reason="re-planned")))
+    report.moved, report.revived = _move_and_revive(changes.move, changes.revive)
+    report.added = _insert_new(changes.new)
+    if changes.renewals:
+        answers = signals.renewals_needed.send(None, wanted=changes.renewals)
+        report.renewal_tasks = sum(int(n or 0) for _receiver, n in answers)
+    return report
+
+
+def _unblocked_facts(lo: int, hi: int, report: ReplanReport) -> list[planning.FillFacts]:
+    """The range's supply facts, less prescriptions with a refill ordered or requested (left alone, as
+    `planning.replan_prescription` leaves them)."""
+    rows = db.session.execute(planning.facts_query().where(Prescription.id > lo, Prescription.id <= hi)).all()
+    if not rows:
+        return []
     in_range = sa.and_(Order.prescription_id > lo, Order.prescription_id <= hi)
     blocked = set(db.session.execute(
         sa.select(Order.prescription_id).where(in_range, Order.state.in_(reads.OPEN_ORDER_STATES)).distinct()
@@ -115,18 +133,14 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
             RefillRequest.prescription_id > lo, RefillRequest.prescription_id <= hi,
             RefillRequest.state.in_(OPEN_REQUEST_STATES)).distinct()
     ).scalars())
-
-    facts: list[planning.FillFacts] = []
-    for row in rows:
-        f = planning.FillFacts(*row)
-        if f.prescription_id in blocked:
-            report.blocked += 1
-            continue
-        facts.append(f)
+    facts = [f for f in (planning.FillFacts(*row) for row in rows) if f.prescription_id not in blocked]
+    report.blocked += len(rows) - len(facts)
     report.fills = len(facts)
-    if not facts:
-        return report
+    return facts
 
+
+def _existing_rows(facts: list[planning.FillFacts]) -> dict[int, list[Any]]:
+    """The reminder rows already written for these fills, by order id."""
     existing: dict[int, list[Any]] = {}
     for chunk in chunks([f.order_id for f in facts], IN_CHUNK):
         for r in db.session.execute(
@@ -135,12 +149,21 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
             .where(OutboxMessage.order_id.in_(chunk), OutboxMessage.kind.in_(list(planning.REMINDER_KINDS)))
         ).all():
             existing.setdefault(r.order_id, []).append(r)
+    return existing
 
-    cancel: list[int] = []
-    move: list[dict[str, Any]] = []
-    revive: list[dict[str, Any]] = []
-    new: list[dict[str, Any]] = []
-    renewals: dict[int, tuple[int, int]] = {}
+
+@dataclass
+class _Changes:
+    cancel: list[int] = field(default_factory=list)
+    move: list[dict[str, Any]] = field(default_factory=list)
+    revive: list[dict[str, Any]] = field(default_factory=list)
+    new: list[dict[str, Any]] = field(default_factory=list)
+    renewals: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+def _diff(facts: list[planning.FillFacts], existing: dict[int, list[Any]], day: date) -> _Changes:
+    """The pure plan of each fill (planning.plan_messages) against its rows: what to cancel, move, revive, add."""
+    changes = _Changes()
     t = now()
     domain = outbox.mail_domain()
     for f in facts:
@@ -148,68 +171,72 @@ def _replan_range(lo: int, hi: int, day: date) -> ReplanReport:
         keys = {f"fill:{f.order_id}:{p.key}": p for p in planned}
         mine = existing.get(f.order_id, [])
         by_key = {r.dedupe_key: r for r in mine}
-        for r in mine:
-            if r.state == OutboxState.PENDING and r.dedupe_key not in keys:
-                cancel.append(r.id)
+        changes.cancel += [r.id for r in mine if r.state == OutboxState.PENDING and r.dedupe_key not in keys]
         for key, p in keys.items():
             r = by_key.get(key)
             if r is None:
-                new.append({
+                changes.new.append({
                     "dedupe_key": key, "kind": p.kind, "patient_id": f.patient_id, "prescription_id": f.prescription_id,
                     "order_id": f.order_id, "due_at": p.send_at, "next_attempt_at": p.send_at,
                     "state": OutboxState.PENDING, "attempts": 0, "created_at": t,
                     "message_id": f"<pending.{uuid.uuid4().hex}@{domain}>",
                 })
             elif r.state == OutboxState.PENDING and r.due_at != p.send_at:
-                move.append({"b_id": r.id, "b_due": p.send_at})
+                changes.move.append({"b_id": r.id, "b_due": p.send_at})
             elif r.state == OutboxState.CANCELLED and r.cancelled_reason == "re-planned":
-                revive.append({"b_id": r.id, "b_due": p.send_at})
+                changes.revive.append({"b_id": r.id, "b_due": p.send_at})
         if any(p.kind == MessageKind.RENEWAL_NEEDED for p in planned):
-            renewals[f.prescription_id] = (f.prescriber_id, f.patient_id)
+            changes.renewals[f.prescription_id] = (f.prescriber_id, f.patient_id)
+    return changes
 
+
+def _move_and_revive(move: list[dict[str, Any]], revive: list[dict[str, Any]]) -> tuple[int, int]:
+    """New due times for moved rows, pending again for revived ones: UPDATE … FROM (VALUES …) on PostgreSQL, a
+    thousand rows a statement (SQLite has no column list for a VALUES alias: an executemany costs the same there)."""
     table = OutboxMessage.__table__
-    for chunk in chunks(cancel, IN_CHUNK):
-        report.cancelled += _rowcount(db.session.execute(
-            sa.update(table).where(table.c.id.in_(chunk), table.c.state == OutboxState.PENDING)
-            .values(state=OutboxState.CANCELLED, cancelled_reason="re-planned")))
+    pending = table.c.state == OutboxState.PENDING
+    revivable = sa.and_(table.c.state == OutboxState.CANCELLED, table.c.cancelled_reason == "re-planned")
+    moved = revived = 0
     if db.session.get_bind().dialect.name == "postgresql":
-        # UPDATE … FROM (VALUES …): a thousand rows a statement (SQLite has no column list for a VALUES alias).
         for start in range(0, len(move), VALUES_CHUNK):
             v = _values(move[start:start + VALUES_CHUNK])
-            report.moved += _rowcount(db.session.execute(
-                sa.update(table).where(table.c.id == v.c.b_id, table.c.state == OutboxState.PENDING)
+            moved += _rowcount(db.session.execute(
+                sa.update(table).where(table.c.id == v.c.b_id, pending)
                 .values(due_at=v.c.b_due, next_attempt_at=v.c.b_due)))
         for start in range(0, len(revive), VALUES_CHUNK):
             v = _values(revive[start:start + VALUES_CHUNK])
-            report.revived += _rowcount(db.session.execute(
-                sa.update(table).where(table.c.id == v.c.b_id, table.c.state == OutboxState.CANCELLED,
-                                       table.c.cancelled_reason == "re-planned")
+            revived += _rowcount(db.session.execute(
+                sa.update(table).where(table.c.id == v.c.b_id, revivable)
                 .values(state=OutboxState.PENDING, cancelled_reason=None, due_at=v.c.b_due,
                         next_attempt_at=v.c.b_due)))
-    else:  # SQLite runs in-process: an executemany of one-row UPDATEs costs about the same
-        if move:
-            report.moved = _rowcount(db.session.execute(
-                sa.update(table).where(table.c.id == sa.bindparam("b_id"), table.c.state == OutboxState.PENDING)
-                .values(due_at=sa.bindparam("b_due"), next_attempt_at=sa.bindparam("b_due")), move))
-        if revive:
-            report.revived = _rowcount(db.session.execute(
-                sa.update(table).where(table.c.id == sa.bindparam("b_id"), table.c.state == OutboxState.CANCELLED,
-                                       table.c.cancelled_reason == "re-planned")
-                .values(state=OutboxState.PENDING, cancelled_reason=None, due_at=sa.bindparam("b_due"),
-                        next_attempt_at=sa.bindparam("b_due")), revive))
-    if new:
-        inserted = db.session.execute(
-            upsert_insert(table, db.session.get_bind().dialect.name).on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(table.c.id, table.c.dedupe_key), new).all()
-        if inserted:
-            db.session.execute(
-                sa.update(table).where(table.c.id == sa.bindparam("b_id")).values(message_id=sa.bindparam("b_mid")),
-                [{"b_id": i, "b_mid": rules.message_id(i, key, domain)} for i, key in inserted])
-        report.added = len(inserted)
-    if renewals:
-        answers = signals.renewals_needed.send(None, wanted=renewals)
-        report.renewal_tasks = sum(int(n or 0) for _receiver, n in answers)
-    return report
+        return moved, revived
+    if move:
+        moved = _rowcount(db.session.execute(
+            sa.update(table).where(table.c.id == sa.bindparam("b_id"), pending)
+            .values(due_at=sa.bindparam("b_due"), next_attempt_at=sa.bindparam("b_due")), move))
+    if revive:
+        revived = _rowcount(db.session.execute(
+            sa.update(table).where(table.c.id == sa.bindparam("b_id"), revivable)
+            .values(state=OutboxState.PENDING, cancelled_reason=None, due_at=sa.bindparam("b_due"),
+                    next_attempt_at=sa.bindparam("b_due")), revive))
+    return moved, revived
+
+
+def _insert_new(new: list[dict[str, Any]]) -> int:
+    """One INSERT … ON CONFLICT (dedupe_key) DO NOTHING … RETURNING (a concurrent planner never makes a second row),
+    then the new rows' deterministic Message-IDs."""
+    if not new:
+        return 0
+    table = OutboxMessage.__table__
+    inserted = db.session.execute(
+        upsert_insert(table, db.session.get_bind().dialect.name).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(table.c.id, table.c.dedupe_key), new).all()
+    if inserted:
+        domain = outbox.mail_domain()
+        db.session.execute(
+            sa.update(table).where(table.c.id == sa.bindparam("b_id")).values(message_id=sa.bindparam("b_mid")),
+            [{"b_id": i, "b_mid": rules.message_id(i, key, domain)} for i, key in inserted])
+    return len(inserted)
 
 
 def _values(rows: list[dict[str, Any]]) -> Any:

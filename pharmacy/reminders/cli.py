@@ -14,6 +14,7 @@ from typing import Any
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
+from werkzeug.serving import run_simple
 
 from pharmacy.core.context import today
 from pharmacy.reminders import bulk_planning, claims, delivery, scheduler, services
@@ -82,7 +83,6 @@ def scheduler_command() -> None:
 @with_appcontext
 def serve_dev(host: str, port: int) -> None:
     """The development server with the scheduler beside it (`make run`); stopping one stops both."""
-    from werkzeug.serving import run_simple
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     env = dict(os.environ)

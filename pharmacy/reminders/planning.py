@@ -1,4 +1,4 @@
-"""Planning reminders from a prescription's supply (DOMAIN.md "Refill timing"): rows with a due time, not jobs.
+"""Planning reminders from a prescription's supply (docs/domain.md "Refill timing"): rows with a due time, not jobs.
 
 For an active prescription, from the run-out its supply model gives (the last day covered, early fills
 stacked): reminders before and on the order-by date and an overdue notice after it; a renewal notice when

@@ -150,7 +150,7 @@ def plan_refill_reminders(
 ) -> list[PlannedMessage]:
     """The refill reminders for one fill, sorted by send time.
 
-    # DOMAIN.md "Refill timing": patients are reminded a few days before the order-by date
+    # docs/domain.md "Refill timing": patients are reminded a few days before the order-by date
     (e.g. 7 days before, 3 days before and on the day).
 
     * each positive offset → REMINDER_EARLY on order-by − offset (key "early_<offset>");
@@ -216,7 +216,7 @@ def plan_renewal_notice(
 ) -> PlannedMessage | None:
     """A RENEWAL_NEEDED notice (key "renewal") when the next fill will need the prescriber.
 
-    # DOMAIN.md "Refill timing": with no refills left the pharmacy asks the prescriber for a
+    # docs/domain.md "Refill timing": with no refills left the pharmacy asks the prescriber for a
     renewal early enough (weeks, not days) and tells the patient.
 
     Needed when nothing is left to dispense after the supply on hand (`can_fill_again` false: every

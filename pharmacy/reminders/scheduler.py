@@ -17,6 +17,7 @@ hands back the rest of its claim, and the process exits.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -34,16 +35,18 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask, has_request_context
 from sqlalchemy.exc import IntegrityError
 
+from pharmacy.billing import adherence
+from pharmacy.billing.models import AdherenceSnapshot
 from pharmacy.core.context import now, settings
 from pharmacy.core.errors import ConfigError
-from pharmacy.core.models import Heartbeat
+from pharmacy.core.models import SCHEDULER_HEARTBEAT, Heartbeat
 from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
 from pharmacy.reminders import claims, delivery, services
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_NAME = "scheduler"
+HEARTBEAT_NAME = SCHEDULER_HEARTBEAT
 DELIVER_SECONDS = 30
 SWEEP_SECONDS = 600
 HEARTBEAT_SECONDS = 30
@@ -129,7 +132,6 @@ def adherence_refresh_hour(app: Flask) -> int:
 def adherence_refresh_due(hour: int) -> bool:
     """Was the last nightly refresh missed? True when the snapshot is empty or older than today's (or, before
     the hour, yesterday's) scheduled refresh. Needs an app context."""
-    from pharmacy.billing.models import AdherenceSnapshot
 
     tz = settings().timezone
     local = now().astimezone(tz)
@@ -149,7 +151,6 @@ def adherence_refresh_due(hour: int) -> bool:
 
 def job_refresh_adherence(app: Flask, *, only_if_missed: bool = False) -> None:
     """The adherence snapshot (commits batch by batch); at start-up only when the nightly run was missed."""
-    from pharmacy.billing import adherence
 
     with app.app_context():
         try:
@@ -198,7 +199,6 @@ def _single_on_sqlite(app: Flask) -> Iterator[None]:
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         yield
         return
-    import fcntl
 
     path = Path(app.instance_path) / "scheduler.lock"
     path.parent.mkdir(parents=True, exist_ok=True)

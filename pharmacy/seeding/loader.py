@@ -24,6 +24,7 @@ from pharmacy.billing.models import Fee, Payment, PriceEntry
 from pharmacy.billing.pricing import quote
 from pharmacy.billing.rules import PaymentKind, PaymentMethod
 from pharmacy.compounding import rules as comp_rules
+from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core.actor import Actor, staff
@@ -31,12 +32,20 @@ from pharmacy.core.context import now, settings, today
 from pharmacy.core.errors import DomainError
 from pharmacy.core.models import User
 from pharmacy.core.roles import Role
+from pharmacy.core.services import create_user
 from pharmacy.extensions import db
+from pharmacy.patients import services as patients
 from pharmacy.patients.models import Patient
+from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescriber, Prescription
+from pharmacy.prescriptions.rules import quantity_for_days
+from pharmacy.refills.rules import RequestSource
+from pharmacy.reminders import planning
 from pharmacy.seeding import schemas
 from pharmacy.supply import services as supply
 from pharmacy.supply.rules import arrival_date, run_out_after
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import refill_requests
 
 FILES = ("formulas", "ingredient_lots", "prices", "prescribers", "patients")
 
@@ -119,7 +128,6 @@ def load(directory: Path, *, on_progress: Callable[[str], None] = lambda _m: Non
 
 def _users(report: SeedReport) -> dict[str, User]:
     """Demo staff, one per role, each with a random password reported once (never a default)."""
-    from pharmacy.core.services import create_user
 
     wanted = {
         "admin": ("admin@pharmacy.example", "Avery Admin", Role.ADMIN),
@@ -221,8 +229,6 @@ def _prescribers(rows: list[dict[str, Any]], report: SeedReport) -> dict[str, Pr
 
 def _patient(row: dict[str, Any], formulas: dict[str, Formula], prescribers: dict[str, Prescriber],
              users: dict[str, User], report: SeedReport) -> None:
-    from pharmacy.patients import services as patients
-    from pharmacy.prescriptions import services as prescriptions
 
     pharmacist = staff(users["pharmacist"].id, Role.PHARMACIST)
     exists = db.session.execute(sa.select(Patient.id).where(
@@ -314,7 +320,6 @@ def _history_fill(rx: Prescription, formula: Formula, fill_number: int, dispense
 
 
 def _maintenance_quantity(rx: Prescription, formula: Formula) -> Decimal:
-    from pharmacy.prescriptions.rules import quantity_for_days
 
     return quantity_for_days(formula.form, formula.strength_mg, rx.dose_mg, rx.days_supply)
 
@@ -349,11 +354,6 @@ def _unit(formula: Formula, lot: IngredientLot) -> str:
 
 def _current_work(rx: Prescription, rx_row: dict[str, Any], users: dict[str, User], report: SeedReport) -> None:
     """Orders in progress go through the real workflow services, so the demo queue is true to life."""
-    from pharmacy.compounding import services as orders
-    from pharmacy.refills.rules import RequestSource
-    from pharmacy.reminders import planning
-    from pharmacy.workflows import orders as order_flow
-    from pharmacy.workflows import refill_requests
 
     pharmacist = staff(users["pharmacist"].id, Role.PHARMACIST)
     checker = staff(users["pharmacist2"].id, Role.PHARMACIST)

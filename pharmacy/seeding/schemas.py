@@ -6,10 +6,10 @@ from decimal import Decimal
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from pharmacy.compounding.rules import DeliveryMethod, OrderState, UspCategory
+from pharmacy.core.npi import npi_is_valid
 from pharmacy.core.schemas import DecimalString
 from pharmacy.patients.rules import SideEffect
 from pharmacy.prescriptions.rules import DosingTime, Form, RxStatus
-from pharmacy.prescriptions.rules_npi import npi_is_valid
 
 POSITIVE = DecimalString(required=True, min_value=Decimal("0.001"))
 

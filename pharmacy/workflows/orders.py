@@ -37,6 +37,11 @@ def new_fill(actor: Actor, rx: Prescription, *, delivery: DeliveryMethod | None 
     return order
 
 
+def may_start_fills(actor: Actor) -> None:
+    """Forbidden (and audited) unless the actor may start fills: asked before the form's input is even read."""
+    audit.require(actor, Permission.ENTER_PRESCRIPTION, what="start fills")
+
+
 def start_fill(actor: Actor, rx_id: int, *, delivery: DeliveryMethod | None = None) -> Order:
     """Staff start a fill (the first fill after intake, or a refill asked for at the counter)."""
     rx = prescriptions.get_prescription(actor, rx_id, lock=True)

@@ -106,8 +106,8 @@ def test_the_services_accept_the_data(app: Flask, generated: dict[str, Any], clo
     from pharmacy.core.actor import staff
     from pharmacy.core.models import User
     from pharmacy.core.roles import Role
+    from pharmacy.dashboard.patient_page import patient_record
     from pharmacy.dashboard.services import today_view
-    from pharmacy.patients.services import patient_record
     from pharmacy.refills import services as refills
     from pharmacy.refills.rules import RequestSource
     from pharmacy.reminders import bulk_planning, claims, planning

@@ -1,6 +1,6 @@
 """The label and the compounding record as PDFs: their text (read back with pypdf) and one rendering.
 
-DOMAIN.md "Label safety (ISMP)" and "Compounding standards (USP <795>)".
+docs/domain.md "Label safety (ISMP)" and "Compounding standards (USP <795>)".
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The compounding order through the service layer: the workflow, roles, lots and BUDs, too-soon, hold and
-cancel, quality checks, the queue, ingredient lots and lot recall (DOMAIN.md "Compounding standards")."""
+cancel, quality checks, the queue, ingredient lots and lot recall (docs/domain.md "Compounding standards")."""
 from __future__ import annotations
 
 import csv

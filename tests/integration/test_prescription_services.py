@@ -1,6 +1,6 @@
 """Intake and safety screening through the service layer, on the real database.
 
-DOMAIN.md "Safety screening": screening runs at intake and at every fill; an opioid is a hard stop
+docs/domain.md "Safety screening": screening runs at intake and at every fill; an opioid is a hard stop
 (never overridden, blocks verification); liver disease is a stop only a pharmacist overrides, with
 who/when/why recorded; spasticity above 3 mg needs an acknowledgement; interferon beta and
 pregnancy/breastfeeding warn without blocking; above 5 mg is not low-dose (a hard stop).
@@ -22,13 +22,14 @@ from pharmacy.compounding.rules import OrderState
 from pharmacy.core.context import now, today
 from pharmacy.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from pharmacy.core.models import AuditEvent
+from pharmacy.dashboard import patient_page
 from pharmacy.extensions import db
-from pharmacy.patients import services as patients
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import DosingTime, RxStatus, Severity
 from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import patient_changes
 from pharmacy.workflows import prescription_changes as changes
 from tests import factories
 from tests.conftest import T0
@@ -201,7 +202,7 @@ def test_a_hard_stop_clears_when_the_medication_list_changes(app_ctx: Flask, sta
     w = factories.world(staff)
     rx = rx_for(w, medications=["tramadol 50 mg"])
     order = order_flow.start_fill(w["technician"], rx.id)
-    patients.update_patient(w["technician"], rx.patient_id, {"medications": ["vitamin D3"]})
+    patient_changes.update(w["technician"], rx.patient_id, {"medications": ["vitamin D3"]})
     assert alerts_of(rx.id) == {} and alerts_of(rx.id, order.id) == {}
     orders.verify_order(w["pharmacist"], order.id)
     assert db.session.get(Order, order.id).state == OrderState.VERIFIED
@@ -415,7 +416,7 @@ def test_unknown_ids_are_not_found(app_ctx: Flask, staff: dict) -> None:
     with pytest.raises(NotFound):
         changes.hold(ph, 2**40, "why not")
     with pytest.raises(NotFound):
-        patients.patient_record(ph, 424242)
+        patient_page.patient_record(ph, 424242)
 
 
 # ---- the seeded cases ---------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Each test dispenses a fill the way the pharmacy does (start → verify → compound → check →
 release → dispense) on a chosen day and checks the outbox rows planned for it: the dates
-follow DOMAIN.md "Refill timing" (run-out = dispensed + days supply; ready-by = run-out −
+follow docs/domain.md "Refill timing" (run-out = dispensed + days supply; ready-by = run-out −
 shipping − 2 buffer days, on an open day; order-by = ready-by − 2 business days; reminders 7
 and 3 days before order-by (moved back to an open day), on it, and 2 days after), sent at
 10:00 in America/Chicago whatever the season.

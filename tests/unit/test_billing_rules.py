@@ -1,4 +1,4 @@
-"""Money (DOMAIN.md "Money") and adherence (DOMAIN.md "Adherence") rules: exact cents, balances, PDC."""
+"""Money (docs/domain.md "Money") and adherence (docs/domain.md "Adherence") rules: exact cents, balances, PDC."""
 from __future__ import annotations
 
 from datetime import date, timedelta

@@ -1,4 +1,4 @@
-"""Refill timing (DOMAIN.md "Refill timing: request early, dispense on time"): dates, too-soon, eligibility."""
+"""Refill timing (docs/domain.md "Refill timing: request early, dispense on time"): dates, too-soon, eligibility."""
 from __future__ import annotations
 
 from datetime import date, timedelta

@@ -1,0 +1,139 @@
+"""The patient page: one patient's details and everything every feature knows of them — prescriptions with their
+alerts and fills, the supply of each (days on hand, order-by, out of medicine), refill requests and messages,
+costs and balance, side effects. A cross-feature read, so it lives with the other cross-feature views, in a
+fixed number of queries whatever the history's length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
+
+from pharmacy.billing import services as billing
+from pharmacy.compounding.models import Order
+from pharmacy.compounding.rules import IN_PROGRESS, DeliveryMethod, OrderState
+from pharmacy.core import audit
+from pharmacy.core.actor import Actor
+from pharmacy.core.context import business_calendar, settings, today
+from pharmacy.core.roles import Permission
+from pharmacy.extensions import db
+from pharmacy.patients import services as patients
+from pharmacy.patients.models import Patient, SideEffectEntry
+from pharmacy.prescriptions import rules as rx_rules
+from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.refills import rules as refill_rules
+from pharmacy.refills.models import RefillRequest
+from pharmacy.reminders.models import OutboxMessage
+from pharmacy.supply import reads
+
+
+@dataclass
+class PatientRecord:
+    """What the patient page shows, assembled in a fixed number of queries.
+
+    `alerts` and `orders` are keyed by prescription id (current prescription-level alerts; orders
+    newest first); `extra` is where other features add their blocks (timeline, payments …).
+    """
+
+    patient: Patient
+    prescriptions: list[Prescription] = field(default_factory=list)
+    alerts: dict[int, list[ScreeningAlert]] = field(default_factory=dict)
+    orders: dict[int, list[Order]] = field(default_factory=dict)
+    side_effects: list[Any] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def open_alert_count(self) -> int:
+        """Alerts still waiting for a pharmacist (hard stops always count: they cannot be overridden)."""
+        return sum(1 for alerts in self.alerts.values() for a in alerts
+                   if a.severity.value != "warning" and (a.severity.value == "hard_stop" or not a.resolved))
+
+
+def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
+    """The patient page: details, lists, prescriptions with their current alerts and fills (4 queries)."""
+    patient = patients.get_patient(actor, patient_id)
+    rxs = list(
+        db.session.execute(
+            sa.select(Prescription).where(Prescription.patient_id == patient_id)
+            .options(joinedload(Prescription.formula), joinedload(Prescription.prescriber))
+            .order_by(Prescription.written_date.desc(), Prescription.id.desc())
+        ).scalars()
+    )
+    record = PatientRecord(patient=patient, prescriptions=rxs)
+    ids = [rx.id for rx in rxs]
+    if ids:
+        for alert in db.session.execute(
+            sa.select(ScreeningAlert).where(ScreeningAlert.prescription_id.in_(ids), ScreeningAlert.order_id.is_(None),
+                                            ScreeningAlert.current.is_(True))
+            .order_by(ScreeningAlert.id)
+        ).scalars():
+            record.alerts.setdefault(alert.prescription_id, []).append(alert)
+        for order in db.session.execute(
+            sa.select(Order).where(Order.prescription_id.in_(ids)).order_by(Order.created_at.desc(), Order.id.desc())
+        ).scalars():
+            record.orders.setdefault(order.prescription_id, []).append(order)
+    for alerts in record.alerts.values():
+        alerts.sort(key=lambda a: (rx_rules.SEVERITY_RANK[a.severity], a.id))
+    record.side_effects = list(db.session.execute(
+        sa.select(SideEffectEntry).where(SideEffectEntry.patient_id == patient_id)
+        .order_by(SideEffectEntry.noted_on.desc(), SideEffectEntry.id.desc()).limit(20)
+    ).scalars())
+    _add_timeline(record)
+    _add_messages_and_requests(record)
+    if actor.can(Permission.VIEW_BILLING):
+        record.extra["costs"] = billing.patient_cost_summary(actor, patient_id)
+    audit.record(actor, "patient.view", patient_id=patient_id, entity=("patient", patient_id))
+    return record
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One active prescription's supply: last dispensed, runs out (last day covered), order by, what is owed."""
+
+    rx: Prescription
+    dispensed_on: Any
+    run_out: Any
+    order_by: Any
+    in_progress: Order | None
+    supply: Any = None
+    out_since: Any = None  # the first day without medicine when the patient has already run out
+
+
+def _add_timeline(record: PatientRecord) -> None:
+    rows = []
+    day = today()
+    for rx in record.prescriptions:
+        if rx.status != RxStatus.ACTIVE:
+            continue
+        orders = record.orders.get(rx.id, [])
+        last = max((o for o in orders if o.state == OrderState.DISPENSED and o.dispensed_on),
+                   key=lambda o: o.fill_number, default=None)
+        open_order = next((o for o in orders if o.state in IN_PROGRESS), None)
+        current = reads.supply_of(rx)
+        if current.run_out is None:
+            rows.append(TimelineRow(rx, None, None, None, open_order, current))
+            continue
+        method = last.delivery_method if last is not None else record.patient.delivery_preference
+        shipping = record.patient.shipping_days if method == DeliveryMethod.SHIP else 0
+        line = refill_rules.timeline(current.run_out, shipping_days=shipping,
+                                     buffer_days=settings().safety_buffer_days,
+                                     lead_time_business_days=rx.formula.lead_time_business_days,
+                                     calendar=business_calendar())
+        rows.append(TimelineRow(rx, last.dispensed_on if last is not None else None, line.run_out, line.order_by,
+                                open_order, current, current.out_since(day)))
+    record.extra["timeline"] = rows
+
+
+def _add_messages_and_requests(record: PatientRecord) -> None:
+    pid = record.patient.id
+    record.extra["messages"] = list(db.session.execute(
+        sa.select(OutboxMessage).where(OutboxMessage.patient_id == pid)
+        .order_by(OutboxMessage.due_at.desc(), OutboxMessage.id.desc()).limit(15)
+    ).scalars())
+    record.extra["requests"] = list(db.session.execute(
+        sa.select(RefillRequest).where(RefillRequest.patient_id == pid)
+        .order_by(RefillRequest.requested_at.desc()).limit(10)
+    ).scalars())
