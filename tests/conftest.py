@@ -224,3 +224,50 @@ def smtp() -> Iterator[SmtpServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def world(app_ctx: Flask, staff: dict[str, Staff]) -> dict:
+    """A formula, a prescriber, a patient and an active prescription (tests.factories.world), in the test's session."""
+    from tests import factories
+
+    return factories.world(staff)
+
+
+@pytest.fixture
+def filled(app: Flask, staff: dict[str, Staff]) -> dict:
+    """A patient with a $55.00 fill made and released (ready), committed; plain ids for HTTP tests, a bearer token
+    per role, and the world's objects (detached: read their ids only)."""
+    from pharmacy.core import services as core_services
+    from pharmacy.extensions import db
+    from pharmacy.workflows import orders as order_flow
+    from tests import factories
+
+    with app.test_request_context("/"):
+        w = factories.world(staff)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
+        factories.run_order_to(w, order.id, "ready")
+        tokens = {}
+        for role in ("admin", "pharmacist", "technician"):
+            _, raw = core_services.issue_token(w[role], staff[role].id, "tests")
+            tokens[role] = {"Authorization": f"Bearer {raw}"}
+        db.session.commit()
+        return {"patient_id": w["patient"].id, "order_id": order.id, "formula_id": w["formula"].id,
+                "rx_id": w["rx"].id, "prescriber_id": w["prescriber"].id, "staff": staff, "world": w, **tokens}
+
+
+@contextmanager
+def counted_statements(engine: sa.engine.Engine) -> Iterator[list[str]]:
+    """Every SQL statement sent through `engine` while the block runs (the N+1 and bounded-query checks)."""
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def before(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)

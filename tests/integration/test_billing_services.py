@@ -30,28 +30,23 @@ from tests.conftest import T0
 CHICAGO = ZoneInfo("America/Chicago")
 
 
-@pytest.fixture
-def w(app_ctx: Flask, staff: dict[str, Any]) -> dict[str, Any]:
-    return factories.world(staff)
-
-
-def order_at(w: dict[str, Any], state: str, rx: Any = None) -> Order:
+def order_at(world: dict[str, Any], state: str, rx: Any = None) -> Order:
     """The next fill of the prescription, walked through the real workflow to `state`."""
-    order = order_flow.start_fill(w["pharmacist"], (rx or w["rx"]).id)
+    order = order_flow.start_fill(world["pharmacist"], (rx or world["rx"]).id)
     if state != "requested":
-        factories.run_order_to(w, order.id, state)
+        factories.run_order_to(world, order.id, state)
     db.session.flush()
     return order
 
 
-def pay(w: dict[str, Any], cents: int, *, order: Order | None = None, method: str = "card", patient_id: int | None = None,
+def pay(world: dict[str, Any], cents: int, *, order: Order | None = None, method: str = "card", patient_id: int | None = None,
         who: str = "technician") -> services.PaymentResult:
-    return services.record_payment(w[who], patient_id=patient_id or w["patient"].id, amount_cents=cents, method=method,
+    return services.record_payment(world[who], patient_id=patient_id or world["patient"].id, amount_cents=cents, method=method,
                                    order_id=order.id if order else None)
 
 
-def refund(w: dict[str, Any], cents: int, *, order: Order | None = None) -> services.PaymentResult:
-    return services.record_refund(w["technician"], patient_id=w["patient"].id, amount_cents=cents, method="cash",
+def refund(world: dict[str, Any], cents: int, *, order: Order | None = None) -> services.PaymentResult:
+    return services.record_refund(world["technician"], patient_id=world["patient"].id, amount_cents=cents, method="cash",
                                   order_id=order.id if order else None)
 
 
@@ -59,11 +54,11 @@ def payments_count() -> int:
     return db.session.execute(sa.select(sa.func.count()).select_from(Payment)).scalar_one()
 
 
-def dispensed_fill(w: dict[str, Any], days_ago: int, days_supply: int, *, patient: Any = None, rx: Any = None,
+def dispensed_fill(world: dict[str, Any], days_ago: int, days_supply: int, *, patient: Any = None, rx: Any = None,
                    price_cents: int = 5500) -> Order:
     """A past dispensed fill inserted as history (as an import would bring it), for adherence windows."""
-    rx = rx or w["rx"]
-    patient = patient or w["patient"]
+    rx = rx or world["rx"]
+    patient = patient or world["patient"]
     fill = db.session.execute(sa.select(sa.func.coalesce(sa.func.max(Order.fill_number), -1))
                               .where(Order.prescription_id == rx.id)).scalar_one() + 1
     t = now() - timedelta(days=days_ago)
@@ -82,90 +77,92 @@ def dispensed_fill(w: dict[str, Any], days_ago: int, days_supply: int, *, patien
 # ---------------------------------------------------------------------------------------------
 
 
-def test_price_list_shows_monthly_equivalent_and_flags_out_of_band(w: dict[str, Any]) -> None:
-    row = pricing.set_price(w["admin"], formula_id=w["formula"].id, quantity=Decimal(90), days_supply=90,
+def test_price_list_shows_monthly_equivalent_and_flags_out_of_band(world: dict[str, Any]) -> None:
+    row = pricing.set_price(world["admin"], formula_id=world["formula"].id, quantity=Decimal(90), days_supply=90,
                              price_cents=12900, accept_out_of_band=True)
     assert row.monthly_equivalent_cents == 4300  # $129 for 90 days = $43.00 a month: below $45
     assert row.band == "below" and row.out_of_band
-    listing = pricing.price_list(w["technician"])
+    listing = pricing.price_list(world["technician"])
     by_qty = {r.quantity: r for r in listing.rows}
     assert by_qty[Decimal(30)].monthly_equivalent_cents == 5500 and by_qty[Decimal(30)].band == "within"
     assert by_qty[Decimal(90)].price_cents == 12900
-    assert [r.id for r in reports.out_of_band(w["admin"])] == [row.id]
+    assert [r.id for r in reports.out_of_band(world["admin"])] == [row.id]
     assert listing.shipping_cents == 895
 
 
-def test_out_of_band_price_is_refused_until_confirmed(w: dict[str, Any]) -> None:
+def test_out_of_band_price_is_refused_until_confirmed(world: dict[str, Any]) -> None:
     before = db.session.execute(sa.select(sa.func.count()).select_from(PriceEntry)).scalar_one()
     with pytest.raises(pricing.PriceOutOfBand) as exc:
-        pricing.set_price(w["admin"], formula_id=w["formula"].id, quantity=Decimal(30), days_supply=30,
+        pricing.set_price(world["admin"], formula_id=world["formula"].id, quantity=Decimal(30), days_supply=30,
                            price_cents=12500)
     assert exc.value.status == 422 and "accept_out_of_band" in exc.value.fields
     assert "$125.00 a month is above" in exc.value.message
     assert db.session.execute(sa.select(sa.func.count()).select_from(PriceEntry)).scalar_one() == before
-    row = pricing.set_price(w["admin"], formula_id=w["formula"].id, quantity=Decimal(30), days_supply=30,
+    row = pricing.set_price(world["admin"], formula_id=world["formula"].id, quantity=Decimal(30), days_supply=30,
                              price_cents=12500, accept_out_of_band=True)
     assert row.band == "above"
 
 
-def test_price_change_keeps_history_and_never_rewrites_past_orders(w: dict[str, Any], clock: FixedClock) -> None:
-    first = order_at(w, "dispensed")
+def test_price_change_keeps_history_and_never_rewrites_past_orders(world: dict[str, Any], clock: FixedClock) -> None:
+    first = order_at(world, "dispensed")
     assert first.price_cents == 5500
     old_entry = first.price_entry_id
     clock.advance(timedelta(days=1))
-    row = pricing.set_price(w["admin"], formula_id=w["formula"].id, quantity=Decimal(30), days_supply=30,
+    row = pricing.set_price(world["admin"], formula_id=world["formula"].id, quantity=Decimal(30), days_supply=30,
                              price_cents=5999)
-    pricing.set_shipping_fee(w["admin"], 995)
+    pricing.set_shipping_fee(world["admin"], 995)
     db.session.refresh(first)
     assert first.price_cents == 5500 and first.price_entry_id == old_entry  # the snapshot stands
     retired = db.session.get(PriceEntry, old_entry)
     assert retired.retired_at == now() and retired.price_cents == 5500  # retired, not rewritten
-    history = pricing.price_list(w["admin"], include_retired=True).rows
+    history = pricing.price_list(world["admin"], include_retired=True).rows
     assert [(r.price_cents, r.retired_at is None) for r in history if r.quantity == Decimal(30)] == [(5999, True),
                                                                                                    (5500, False)]
-    second = order_flow.start_fill(w["pharmacist"], w["rx"].id, delivery=DeliveryMethod.SHIP)
+    second = order_flow.start_fill(world["pharmacist"], world["rx"].id, delivery=DeliveryMethod.SHIP)
     assert (second.price_cents, second.shipping_cents, second.price_entry_id) == (5999, 995, row.id)
     fees = db.session.execute(sa.select(Fee.amount_cents, Fee.retired_at.is_(None)).order_by(Fee.id)).all()
     assert [tuple(f) for f in fees] == [(895, False), (995, True)]
 
 
-def test_saving_the_same_price_twice_adds_nothing(w: dict[str, Any]) -> None:
+def test_saving_the_same_price_twice_adds_nothing(world: dict[str, Any]) -> None:
     count = db.session.execute(sa.select(sa.func.count()).select_from(PriceEntry)).scalar_one()
-    row = pricing.set_price(w["admin"], formula_id=w["formula"].id, quantity=Decimal(30), days_supply=30,
+    row = pricing.set_price(world["admin"], formula_id=world["formula"].id, quantity=Decimal(30), days_supply=30,
                              price_cents=5500)
     assert row.retired_at is None
     assert db.session.execute(sa.select(sa.func.count()).select_from(PriceEntry)).scalar_one() == count
 
 
-def test_only_admins_change_prices(w: dict[str, Any]) -> None:
+def test_only_admins_change_prices(world: dict[str, Any]) -> None:
     for who in ("technician", "pharmacist"):
         with pytest.raises(Forbidden):
-            pricing.set_price(w[who], formula_id=w["formula"].id, quantity=Decimal(30), days_supply=30, price_cents=5000)
+            pricing.set_price(world[who], formula_id=world["formula"].id, quantity=Decimal(30), days_supply=30, price_cents=5000)
         with pytest.raises(Forbidden):
-            pricing.set_shipping_fee(w[who], 100)
+            pricing.set_shipping_fee(world[who], 100)
 
 
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"days_supply": 0}, "days_supply"), ({"quantity": Decimal(0)}, "quantity"), ({"price_cents": -1}, "price"),
     ({"formula_id": 999_999}, "formula_id"), ({"quantity": Decimal("1.0001")}, "quantity"),
 ])
-def test_bad_price_input_is_a_field_message(w: dict[str, Any], kwargs: dict[str, Any], field: str) -> None:
-    values = {"formula_id": w["formula"].id, "quantity": Decimal(30), "days_supply": 30, "price_cents": 5000, **kwargs}
+def test_bad_price_input_is_a_field_message(world: dict[str, Any], kwargs: dict[str, Any], field: str) -> None:
+    values = {"formula_id": world["formula"].id, "quantity": Decimal(30), "days_supply": 30, "price_cents": 5000, **kwargs}
     with pytest.raises(ValidationFailed) as exc:
-        pricing.set_price(w["admin"], **values)
+        pricing.set_price(world["admin"], **values)
     assert field in exc.value.fields
 
 
-def test_quotes_exact_prorated_and_shipped(w: dict[str, Any]) -> None:
-    exact = pricing.quote_for(w["technician"], formula_id=w["formula"].id, quantity=Decimal(90), delivery=DeliveryMethod.PICKUP)
+def test_quotes_exact_prorated_and_shipped(world: dict[str, Any]) -> None:
+    exact = pricing.quote_for(world["technician"], formula_id=world["formula"].id, quantity=Decimal(90),
+                              delivery=DeliveryMethod.PICKUP)
     assert (exact.price_cents, exact.shipping_cents, exact.prorated, exact.days_supply) == (15500, 0, False, 90)
     assert exact.monthly_equivalent_cents == 5167  # 15500 × 30 / 90 = 5166.67
     # 45 capsules: nearest entry is 30 @ $55.00 → $1.8333… a capsule → $82.50; 45 days at that rate.
-    odd = pricing.quote_for(w["technician"], formula_id=w["formula"].id, quantity=Decimal(45), delivery=DeliveryMethod.SHIP)
+    odd = pricing.quote_for(world["technician"], formula_id=world["formula"].id, quantity=Decimal(45),
+                            delivery=DeliveryMethod.SHIP)
     assert (odd.price_cents, odd.shipping_cents, odd.total_cents, odd.prorated) == (8250, 895, 9145, True)
     assert (odd.days_supply, odd.monthly_equivalent_cents) == (45, 5500)
     with pytest.raises(ValidationFailed):
-        pricing.quote_for(w["technician"], formula_id=999_999, quantity=Decimal(30), delivery=DeliveryMethod.PICKUP)
+        pricing.quote_for(world["technician"], formula_id=999_999, quantity=Decimal(30), delivery=DeliveryMethod.PICKUP)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,105 +170,105 @@ def test_quotes_exact_prorated_and_shipped(w: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_three_payments_of_33_33_settle_99_99_exactly(w: dict[str, Any]) -> None:
-    pricing.set_price(w["admin"], formula_id=w["formula"].id, quantity=Decimal(30), days_supply=30, price_cents=9999)
-    order = order_at(w, "ready")
+def test_three_payments_of_33_33_settle_99_99_exactly(world: dict[str, Any]) -> None:
+    pricing.set_price(world["admin"], formula_id=world["formula"].id, quantity=Decimal(30), days_supply=30, price_cents=9999)
+    order = order_at(world, "ready")
     assert order.total_cents == 9999
-    first = pay(w, 3333, order=order, method="cash")
+    first = pay(world, 3333, order=order, method="cash")
     assert (first.order_balance.balance_cents, first.balance.owed_cents) == (6666, 6666)
-    pay(w, 3333, order=order, method="check")
-    last = pay(w, 3333, order=order, method="hsa_fsa")
+    pay(world, 3333, order=order, method="check")
+    last = pay(world, 3333, order=order, method="hsa_fsa")
     assert last.order_balance == last.balance
     assert (last.balance.charged_cents, last.balance.paid_cents, last.balance.balance_cents) == (9999, 9999, 0)
     assert last.balance.credit_cents == 0 and last.balance.owed_cents == 0
     assert last.receipt_number == f"R2026-{last.payment.id:06d}"
 
 
-def test_overpayment_becomes_credit_not_an_error(w: dict[str, Any]) -> None:
-    order = order_at(w, "dispensed")
-    result = pay(w, 6001, order=order)
+def test_overpayment_becomes_credit_not_an_error(world: dict[str, Any]) -> None:
+    order = order_at(world, "dispensed")
+    result = pay(world, 6001, order=order)
     assert (result.balance.owed_cents, result.balance.credit_cents, result.balance.balance_cents) == (0, 501, -501)
-    summary = services.patient_cost_summary(w["technician"], w["patient"].id)
+    summary = services.patient_cost_summary(world["technician"], world["patient"].id)
     assert (summary.balance_cents, summary.credit_cents) == (0, 501)
 
 
-def test_orders_are_charged_once_ready_and_never_when_cancelled(w: dict[str, Any]) -> None:
-    order = order_at(w, "compounding")
-    prepaid = pay(w, 5500, order=order)
+def test_orders_are_charged_once_ready_and_never_when_cancelled(world: dict[str, Any]) -> None:
+    order = order_at(world, "compounding")
+    prepaid = pay(world, 5500, order=order)
     assert (prepaid.balance.charged_cents, prepaid.balance.credit_cents) == (0, 5500)  # a prepayment: credit for now
-    orders.check_order(w["pharmacist2"], order.id)
-    order_flow.release(w["pharmacist2"], order.id)
-    ledger = services.patient_ledger(w["patient"].id)
+    orders.check_order(world["pharmacist2"], order.id)
+    order_flow.release(world["pharmacist2"], order.id)
+    ledger = services.patient_ledger(world["patient"].id)
     assert (ledger.charged_cents, ledger.balance_cents) == (5500, 0)
-    orders.hold_order(w["pharmacist"], order.id, "patient travelling")
-    assert services.patient_ledger(w["patient"].id).charged_cents == 5500  # a ready order on hold is still made
-    order_flow.cancel(w["pharmacist"], order.id, "patient stopped LDN")
-    ledger = services.patient_ledger(w["patient"].id)
+    orders.hold_order(world["pharmacist"], order.id, "patient travelling")
+    assert services.patient_ledger(world["patient"].id).charged_cents == 5500  # a ready order on hold is still made
+    order_flow.cancel(world["pharmacist"], order.id, "patient stopped LDN")
+    ledger = services.patient_ledger(world["patient"].id)
     assert (ledger.charged_cents, ledger.credit_cents) == (0, 5500)
 
 
-def test_payment_on_a_cancelled_order_is_refused_but_a_refund_is_not(w: dict[str, Any]) -> None:
-    order = order_at(w, "verified")
-    pay(w, 2000, order=order)
-    order_flow.cancel(w["pharmacist"], order.id, "prescriber changed the dose")
+def test_payment_on_a_cancelled_order_is_refused_but_a_refund_is_not(world: dict[str, Any]) -> None:
+    order = order_at(world, "verified")
+    pay(world, 2000, order=order)
+    order_flow.cancel(world["pharmacist"], order.id, "prescriber changed the dose")
     count = payments_count()
     with pytest.raises(services.PaymentRefused) as exc:
-        pay(w, 1000, order=order)
+        pay(world, 1000, order=order)
     assert exc.value.status == 422 and "cancelled" in exc.value.fields["order_id"][0]
     assert payments_count() == count
-    back = refund(w, 2000, order=order)
+    back = refund(world, 2000, order=order)
     assert back.order_balance.net_paid_cents == 0 and back.balance.balance_cents == 0
 
 
-def test_refund_never_more_than_paid(w: dict[str, Any]) -> None:
-    order = order_at(w, "dispensed")
-    pay(w, 3000, order=order)
+def test_refund_never_more_than_paid(world: dict[str, Any]) -> None:
+    order = order_at(world, "dispensed")
+    pay(world, 3000, order=order)
     count = payments_count()
     with pytest.raises(RefundTooLarge) as exc:
-        refund(w, 3001, order=order)
+        refund(world, 3001, order=order)
     assert exc.value.status == 422 and "$30.00" in exc.value.fields["amount"][0]
     assert payments_count() == count
-    refund(w, 1000, order=order)
+    refund(world, 1000, order=order)
     with pytest.raises(RefundTooLarge):
-        refund(w, 2001, order=order)  # net paid is now $20.00
-    refund(w, 2000)  # on the account: the patient's net paid is $20.00
+        refund(world, 2001, order=order)  # net paid is now $20.00
+    refund(world, 2000)  # on the account: the patient's net paid is $20.00
     with pytest.raises(RefundTooLarge):
-        refund(w, 1, order=order)  # the order still shows $20.00 paid net, but the patient has nothing left
-    ledger = services.patient_ledger(w["patient"].id)
+        refund(world, 1, order=order)  # the order still shows $20.00 paid net, but the patient has nothing left
+    ledger = services.patient_ledger(world["patient"].id)
     assert (ledger.paid_cents, ledger.refunded_cents, ledger.owed_cents) == (3000, 3000, 5500)
 
 
 @pytest.mark.parametrize(("cents", "method", "field"), [(0, "cash", "amount"), (-500, "cash", "amount"),
                                                         (10_000_001, "cash", "amount"), (100, "bitcoin", "method")])
-def test_bad_payment_input_records_nothing(w: dict[str, Any], cents: int, method: str, field: str) -> None:
+def test_bad_payment_input_records_nothing(world: dict[str, Any], cents: int, method: str, field: str) -> None:
     with pytest.raises(ValidationFailed) as exc:
-        pay(w, cents, method=method)
+        pay(world, cents, method=method)
     assert exc.value.status == 422 and field in exc.value.fields
     assert payments_count() == 0
 
 
-def test_someone_elses_order_and_roles(w: dict[str, Any]) -> None:
-    other = factories.patient(w["pharmacist"], first_name="Otto", last_name="Other", email="otto@example.com")
-    order = order_at(w, "ready")
+def test_someone_elses_order_and_roles(world: dict[str, Any]) -> None:
+    other = factories.patient(world["pharmacist"], first_name="Otto", last_name="Other", email="otto@example.com")
+    order = order_at(world, "ready")
     with pytest.raises(services.PaymentRefused):
-        pay(w, 100, order=order, patient_id=other.id)
+        pay(world, 100, order=order, patient_id=other.id)
     with pytest.raises(Forbidden):
-        pay(w, 100, who="admin")
+        pay(world, 100, who="admin")
     with pytest.raises(AmountInvalid):
-        refund(w, 0)
+        refund(world, 0)
     assert payments_count() == 0
 
 
-def test_every_payment_and_refund_is_audited_without_amounts(w: dict[str, Any]) -> None:
+def test_every_payment_and_refund_is_audited_without_amounts(world: dict[str, Any]) -> None:
     from pharmacy.core.models import AuditEvent
 
-    order = order_at(w, "ready")
-    p = pay(w, 5500, order=order)
-    r = refund(w, 500, order=order)
+    order = order_at(world, "ready")
+    p = pay(world, 5500, order=order)
+    r = refund(world, 500, order=order)
     events = db.session.execute(sa.select(AuditEvent).where(AuditEvent.entity_type == "payment")
                                 .order_by(AuditEvent.id)).scalars().all()
     assert [(e.action, e.entity_id, e.patient_id) for e in events] == [
-        ("payment.record", p.payment.id, w["patient"].id), ("refund.record", r.payment.id, w["patient"].id)]
+        ("payment.record", p.payment.id, world["patient"].id), ("refund.record", r.payment.id, world["patient"].id)]
     assert all("5500" not in str(e.details) and "500" not in str(e.details) for e in events)
 
 
@@ -280,26 +277,26 @@ def test_every_payment_and_refund_is_audited_without_amounts(w: dict[str, Any]) 
 # ---------------------------------------------------------------------------------------------
 
 
-def test_patient_costs_regimen_spend_and_fill_history(w: dict[str, Any], clock: FixedClock) -> None:
+def test_patient_costs_regimen_spend_and_fill_history(world: dict[str, Any], clock: FixedClock) -> None:
     # A second active prescription, shipped: 1 mg/mL sublingual liquid, 4.5 mL a day, aqueous (14-day BUD).
     from pharmacy.compounding.rules import UspCategory
     from pharmacy.prescriptions.rules import Form
 
     liquid = factories.formula("LDN-SL-1", form=Form.SUBLINGUAL_LIQUID, strength="1",
                                category=UspCategory.AQUEOUS_UNPRESERVED, prices=(("135", 30, 7900),))
-    rx2 = factories.prescription(w["pharmacist"], w["patient"].id, liquid.id, w["prescriber"].id, days_supply=30)
-    first = order_at(w, "dispensed")
-    pay(w, 5500, order=first)
-    refund(w, 1000, order=first)
+    rx2 = factories.prescription(world["pharmacist"], world["patient"].id, liquid.id, world["prescriber"].id, days_supply=30)
+    first = order_at(world, "dispensed")
+    pay(world, 5500, order=first)
+    refund(world, 1000, order=first)
     clock.set(datetime(2025, 12, 31, 20, 0, tzinfo=UTC))  # last year: not in this year's spend
-    pay(w, 777)
+    pay(world, 777)
     clock.set(T0)
-    summary = services.patient_cost_summary(w["technician"], w["patient"].id)
-    costs = services.patient_costs(w["technician"], w["patient"].id)
+    summary = services.patient_cost_summary(world["technician"], world["patient"].id)
+    costs = services.patient_costs(world["technician"], world["patient"].id)
     # Capsules: 30 for 30 days at $55.00. Liquid: capped to 14 days by the BUD → 63 mL pro-rated from
     # 135 mL @ $79.00 = $36.87 → × 30 / 14 = $79.01. Pickup, so no shipping.
     lines = {line.rx_number: line for line in costs.regimen}
-    assert lines[w["rx"].rx_number].monthly_equivalent_cents == 5500
+    assert lines[world["rx"].rx_number].monthly_equivalent_cents == 5500
     liquid_line = lines[rx2.rx_number]
     assert (liquid_line.days_supply, liquid_line.quantity_text, liquid_line.total_cents) == (14, "63 mL", 3687)
     assert liquid_line.monthly_equivalent_cents == 7901
@@ -316,13 +313,13 @@ def test_patient_costs_regimen_spend_and_fill_history(w: dict[str, Any], clock: 
     assert [p.kind for p in costs.payments] == ["refund", "payment", "payment"]
 
 
-def test_patient_costs_need_clinical_and_billing_access(w: dict[str, Any]) -> None:
+def test_patient_costs_need_clinical_and_billing_access(world: dict[str, Any]) -> None:
     with pytest.raises(Forbidden):
-        services.patient_costs(w["admin"], w["patient"].id)
+        services.patient_costs(world["admin"], world["patient"].id)
     from pharmacy.core.errors import NotFound
 
     with pytest.raises(NotFound):
-        services.patient_costs(w["technician"], 2_147_483_648)
+        services.patient_costs(world["technician"], 2_147_483_648)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,67 +327,67 @@ def test_patient_costs_need_clinical_and_billing_access(w: dict[str, Any]) -> No
 # ---------------------------------------------------------------------------------------------
 
 
-def _pay_at(w: dict[str, Any], clock: FixedClock, at: datetime, cents: int, kind: str = "payment") -> None:
+def _pay_at(world: dict[str, Any], clock: FixedClock, at: datetime, cents: int, kind: str = "payment") -> None:
     clock.set(at)
-    (pay if kind == "payment" else refund)(w, cents)
+    (pay if kind == "payment" else refund)(world, cents)
     clock.set(T0)
 
 
-def test_revenue_by_month_uses_the_pharmacys_months(w: dict[str, Any], clock: FixedClock) -> None:
+def test_revenue_by_month_uses_the_pharmacys_months(world: dict[str, Any], clock: FixedClock) -> None:
     # 1 November 2026 is the day daylight saving ends in Chicago: the month starts at 05:00 UTC.
-    _pay_at(w, clock, datetime(2026, 10, 31, 23, 30, tzinfo=CHICAGO), 1001)  # 04:30 UTC on 1 Nov: still October
-    _pay_at(w, clock, datetime(2026, 11, 1, 4, 59, 59, tzinfo=UTC), 2002)  # 23:59:59 CDT on 31 Oct: October
-    _pay_at(w, clock, datetime(2026, 11, 1, 5, 0, tzinfo=UTC), 4004)  # 00:00 CDT on 1 Nov: November
-    _pay_at(w, clock, datetime(2026, 9, 30, 23, 59, tzinfo=CHICAGO), 333)  # September
-    _pay_at(w, clock, datetime(2026, 11, 20, 12, 0, tzinfo=CHICAGO), 1500, kind="refund")
-    _pay_at(w, clock, datetime(2025, 11, 30, 23, 0, tzinfo=CHICAGO), 9999)  # 13 months ago: outside 12 months
-    months = reports.revenue_by_month(w["admin"], 12)
+    _pay_at(world, clock, datetime(2026, 10, 31, 23, 30, tzinfo=CHICAGO), 1001)  # 04:30 UTC on 1 Nov: still October
+    _pay_at(world, clock, datetime(2026, 11, 1, 4, 59, 59, tzinfo=UTC), 2002)  # 23:59:59 CDT on 31 Oct: October
+    _pay_at(world, clock, datetime(2026, 11, 1, 5, 0, tzinfo=UTC), 4004)  # 00:00 CDT on 1 Nov: November
+    _pay_at(world, clock, datetime(2026, 9, 30, 23, 59, tzinfo=CHICAGO), 333)  # September
+    _pay_at(world, clock, datetime(2026, 11, 20, 12, 0, tzinfo=CHICAGO), 1500, kind="refund")
+    _pay_at(world, clock, datetime(2025, 11, 30, 23, 0, tzinfo=CHICAGO), 9999)  # 13 months ago: outside 12 months
+    months = reports.revenue_by_month(world["admin"], 12)
     assert [m.month for m in months][:2] == ["2025-12", "2026-01"] and months[-1].month == "2026-11"
     by = {m.month: m for m in months}
     assert (by["2026-09"].net_cents, by["2026-10"].net_cents) == (333, 3003)
     assert (by["2026-11"].paid_cents, by["2026-11"].refunded_cents, by["2026-11"].net_cents) == (4004, 1500, 2504)
     assert sum(m.net_cents for m in months) == 333 + 3003 + 2504
-    assert reports.revenue_by_month(w["admin"], 13)[0].paid_cents == 9999
+    assert reports.revenue_by_month(world["admin"], 13)[0].paid_cents == 9999
 
 
-def test_outstanding_fills_by_form_and_average_cost(w: dict[str, Any]) -> None:
-    p2 = factories.patient(w["pharmacist"], first_name="Walter", last_name="Whitaker", email="w@example.com",
+def test_outstanding_fills_by_form_and_average_cost(world: dict[str, Any]) -> None:
+    p2 = factories.patient(world["pharmacist"], first_name="Walter", last_name="Whitaker", email="world@example.com",
                            phone="(217) 555-0199")
-    rx2 = factories.prescription(w["pharmacist"], p2.id, w["formula"].id, w["prescriber"].id, days_supply=90)
-    a = order_at(w, "dispensed")  # $55.00
-    b = order_at({**w, "patient": p2}, "dispensed", rx=rx2)  # 90 capsules: $155.00
-    pay(w, 2000, order=a)
-    pay(w, 5000, order=b, patient_id=p2.id)
-    pay(w, 1, patient_id=p2.id)
-    out = reports.outstanding_balances(w["admin"])
+    rx2 = factories.prescription(world["pharmacist"], p2.id, world["formula"].id, world["prescriber"].id, days_supply=90)
+    a = order_at(world, "dispensed")  # $55.00
+    b = order_at({**world, "patient": p2}, "dispensed", rx=rx2)  # 90 capsules: $155.00
+    pay(world, 2000, order=a)
+    pay(world, 5000, order=b, patient_id=p2.id)
+    pay(world, 1, patient_id=p2.id)
+    out = reports.outstanding_balances(world["admin"])
     assert [(o.name, o.charged_cents, o.net_paid_cents, o.owed_cents) for o in out.rows] == [
         ("Whitaker, Walter", 15500, 5001, 10499), ("Ellison, Margaret", 5500, 2000, 3500)]
     assert (out.patients, out.total_owed_cents) == (2, 13999)
-    forms = {f.form: f for f in reports.fills_by_form(w["admin"])}
+    forms = {f.form: f for f in reports.fills_by_form(world["admin"])}
     assert (forms["capsule"].fills, forms["capsule"].patients, forms["capsule"].price_cents) == (2, 2, 21000)
     assert forms["capsule"].monthly_equivalent_cents == 5250  # 21000 × 30 / 120
     assert forms["sublingual_liquid"].fills == 0
-    avg = reports.average_monthly_cost(w["admin"])
+    avg = reports.average_monthly_cost(world["admin"])
     # Margaret $55.00 for 30 days = $55.00; Walter $155.00 for 90 days = $51.67: mean $53.335 → $53.34.
     assert (avg.patients, avg.average_cents) == (2, 5334)
     assert [r.monthly_equivalent_cents for r in avg.highest] == [5500, 5167]
 
 
-def test_adherence_shifts_overlapping_fills_and_lists_who_to_call(w: dict[str, Any]) -> None:
+def test_adherence_shifts_overlapping_fills_and_lists_who_to_call(world: dict[str, Any]) -> None:
     # Margaret: 30 days at day −59, an early refill at day −40 (shifted to start at day −29), nothing since:
     # covered days −59 … 0 = all 60 of a 60-day window → 100%. Without the shift it would be 49/60.
-    dispensed_fill(w, 59, 30)
-    dispensed_fill(w, 40, 30)
+    dispensed_fill(world, 59, 30)
+    dispensed_fill(world, 40, 30)
     # Walter: one 30-day fill at day −59 and nothing since: 30/60 = 50% → to call.
-    p2 = factories.patient(w["pharmacist"], first_name="Walter", last_name="Whitaker", email="w@example.com",
+    p2 = factories.patient(world["pharmacist"], first_name="Walter", last_name="Whitaker", email="world@example.com",
                            phone="(217) 555-0199")
-    rx2 = factories.prescription(w["pharmacist"], p2.id, w["formula"].id, w["prescriber"].id)
-    dispensed_fill(w, 59, 30, patient=p2, rx=rx2)
+    rx2 = factories.prescription(world["pharmacist"], p2.id, world["formula"].id, world["prescriber"].id)
+    dispensed_fill(world, 59, 30, patient=p2, rx=rx2)
     # Nina started 10 days ago: her window starts at her first fill, so she is at 100%.
-    p3 = factories.patient(w["pharmacist"], first_name="Nina", last_name="New", email="n@example.com")
-    rx3 = factories.prescription(w["pharmacist"], p3.id, w["formula"].id, w["prescriber"].id)
-    dispensed_fill(w, 9, 30, patient=p3, rx=rx3)
-    report = adherence.adherence(w["pharmacist"], window_days=60)
+    p3 = factories.patient(world["pharmacist"], first_name="Nina", last_name="New", email="n@example.com")
+    rx3 = factories.prescription(world["pharmacist"], p3.id, world["formula"].id, world["prescriber"].id)
+    dispensed_fill(world, 9, 30, patient=p3, rx=rx3)
+    report = adherence.adherence(world["pharmacist"], window_days=60)
     assert (report.measured, report.below_count) == (3, 1)
     assert [(r.name, r.percent, str(r.pdc), r.phone) for r in report.rows] == [("Whitaker, Walter", 50, "0.5000",
                                                                                 "(217) 555-0199")]
@@ -398,21 +395,21 @@ def test_adherence_shifts_overlapping_fills_and_lists_who_to_call(w: dict[str, A
     assert report.distribution == [0, 0, 0, 0, 0, 1, 0, 0, 0, 2]
     assert not report.snapshot  # a window of its own: computed on request
     # The call list (and the default window) come from the snapshot: empty until it is first computed.
-    assert adherence.adherence_below_threshold(w["pharmacist"], 10) == []
+    assert adherence.adherence_below_threshold(world["pharmacist"], 10) == []
     adherence.refresh_adherence()
-    assert [r.name for r in adherence.adherence_below_threshold(w["pharmacist"], 10)] == ["Whitaker, Walter"]
-    admin_view = adherence.adherence(w["admin"], window_days=60)
+    assert [r.name for r in adherence.adherence_below_threshold(world["pharmacist"], 10)] == ["Whitaker, Walter"]
+    admin_view = adherence.adherence(world["admin"], window_days=60)
     assert admin_view.rows == [] and admin_view.below_count == 1 and not admin_view.show_names
 
 
-def test_adherence_takes_a_bounded_number_of_queries(w: dict[str, Any], app: Flask) -> None:
+def test_adherence_takes_a_bounded_number_of_queries(world: dict[str, Any], app: Flask) -> None:
     def queries_for(n_patients: int) -> int:
         for i in range(n_patients):
-            p = factories.patient(w["pharmacist"], first_name=f"P{i}", last_name=f"Q{n_patients}-{i}",
+            p = factories.patient(world["pharmacist"], first_name=f"P{i}", last_name=f"Q{n_patients}-{i}",
                                   email=f"p{n_patients}-{i}@example.com")
-            rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
-            dispensed_fill(w, 50, 30, patient=p, rx=rx)
-            dispensed_fill(w, 15, 30, patient=p, rx=rx)
+            rx = factories.prescription(world["pharmacist"], p.id, world["formula"].id, world["prescriber"].id)
+            dispensed_fill(world, 50, 30, patient=p, rx=rx)
+            dispensed_fill(world, 15, 30, patient=p, rx=rx)
         db.session.flush()
         count = 0
 
@@ -422,7 +419,7 @@ def test_adherence_takes_a_bounded_number_of_queries(w: dict[str, Any], app: Fla
 
         sa.event.listen(db.engine, "before_cursor_execute", counter)
         try:
-            adherence.adherence(w["pharmacist"], window_days=90)
+            adherence.adherence(world["pharmacist"], window_days=90)
         finally:
             sa.event.remove(db.engine, "before_cursor_execute", counter)
         return count
@@ -430,31 +427,31 @@ def test_adherence_takes_a_bounded_number_of_queries(w: dict[str, Any], app: Fla
     assert queries_for(3) == queries_for(25)
 
 
-def test_csv_exports(w: dict[str, Any]) -> None:
-    order = order_at(w, "dispensed")
-    pay(w, 1234, order=order)
-    pricing.set_price(w["admin"], formula_id=w["formula"].id, quantity=Decimal(90), days_supply=90, price_cents=12900,
+def test_csv_exports(world: dict[str, Any]) -> None:
+    order = order_at(world, "dispensed")
+    pay(world, 1234, order=order)
+    pricing.set_price(world["admin"], formula_id=world["formula"].id, quantity=Decimal(90), days_supply=90, price_cents=12900,
                        accept_out_of_band=True)
-    name, chunks = reports.export_csv(w["pharmacist"], "outstanding")
+    name, chunks = reports.export_csv(world["pharmacist"], "outstanding")
     text = "".join(chunks)
     assert name == "outstanding-2026-11-23.csv"
     assert text.splitlines() == ["patient_id,patient,phone,charged,net_paid,owed",
-                                 f'{w["patient"].id},"Ellison, Margaret",(217) 555-0101,55.00,12.34,42.66']
-    revenue = "".join(reports.export_csv(w["admin"], "revenue", months=2)[1]).splitlines()
+                                 f'{world["patient"].id},"Ellison, Margaret",(217) 555-0101,55.00,12.34,42.66']
+    revenue = "".join(reports.export_csv(world["admin"], "revenue", months=2)[1]).splitlines()
     assert revenue == ["month,paid,refunded,net", "2026-10,0.00,0.00,0.00", "2026-11,12.34,0.00,12.34"]
-    band = "".join(reports.export_csv(w["admin"], "out-of-band")[1]).splitlines()
+    band = "".join(reports.export_csv(world["admin"], "out-of-band")[1]).splitlines()
     assert band[1].endswith(",90 capsules,90,129.00,43.00,below")
     with pytest.raises(Forbidden):
-        reports.export_csv(w["admin"], "adherence")
+        reports.export_csv(world["admin"], "adherence")
     with pytest.raises(Forbidden):
-        reports.export_csv(w["technician"], "revenue")
+        reports.export_csv(world["technician"], "revenue")
 
 
-def test_csv_cells_cannot_become_formulas(w: dict[str, Any]) -> None:
-    p = factories.patient(w["pharmacist"], first_name="=HYPERLINK(1)", last_name="+Evil", email="e@example.com")
-    rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
-    order_at({**w, "patient": p}, "dispensed", rx=rx)
-    text = "".join(reports.export_csv(w["pharmacist"], "outstanding")[1])
+def test_csv_cells_cannot_become_formulas(world: dict[str, Any]) -> None:
+    p = factories.patient(world["pharmacist"], first_name="=HYPERLINK(1)", last_name="+Evil", email="e@example.com")
+    rx = factories.prescription(world["pharmacist"], p.id, world["formula"].id, world["prescriber"].id)
+    order_at({**world, "patient": p}, "dispensed", rx=rx)
+    text = "".join(reports.export_csv(world["pharmacist"], "outstanding")[1])
     assert "\"'+Evil, =HYPERLINK(1)\"" in text
 
 
@@ -468,16 +465,16 @@ def test_month_starts_wrap_years() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _adherence_world(w: dict[str, Any]) -> dict[str, Any]:
+def _adherence_world(world: dict[str, Any]) -> dict[str, Any]:
     """Patients of every shape the PDC has to get right, with the default 180-day window."""
     people: dict[str, Any] = {}
 
     def person(key: str, first: str, *fills: tuple[int, int], status: str | None = None) -> None:
-        p = factories.patient(w["pharmacist"], first_name=first, last_name=f"Adh{key}", email=f"{key}@example.com",
+        p = factories.patient(world["pharmacist"], first_name=first, last_name=f"Adh{key}", email=f"{key}@example.com",
                               phone=f"(217) 555-{len(people):04d}")
-        rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
+        rx = factories.prescription(world["pharmacist"], p.id, world["formula"].id, world["prescriber"].id)
         for days_ago, days in fills:
-            dispensed_fill(w, days_ago, days, patient=p, rx=rx)
+            dispensed_fill(world, days_ago, days, patient=p, rx=rx)
         if status is not None:
             db.session.execute(sa.text("UPDATE prescriptions SET status = :s WHERE id = :i"), {"s": status, "i": rx.id})
         people[key] = p
@@ -499,27 +496,27 @@ def _report_tuple(r: adherence.AdherenceReport) -> tuple[Any, ...]:
             r.distribution, r.rows)
 
 
-def test_adherence_snapshot_gives_exactly_the_report_computed_on_request(w: dict[str, Any], clock: FixedClock) -> None:
-    _adherence_world(w)
+def test_adherence_snapshot_gives_exactly_the_report_computed_on_request(world: dict[str, Any], clock: FixedClock) -> None:
+    _adherence_world(world)
     live = adherence._adherence_live(180, 500, with_names=True)
     assert live.measured == 7 and live.below_count >= 2  # Margaret (no fill) is not measured; Stan is stopped
 
-    before = adherence.adherence(w["pharmacist"])
+    before = adherence.adherence(world["pharmacist"])
     assert before.snapshot and before.computed_at is None and before.measured == 0  # never refreshed yet
 
     done = adherence.refresh_adherence(batch_size=2)  # several batches, each its own commit
     assert (done.measured, done.window_days, done.computed_at) == (live.measured, 180, now())
-    snap = adherence.adherence(w["pharmacist"])
+    snap = adherence.adherence(world["pharmacist"])
     assert snap.snapshot and snap.computed_at == now()
     assert _report_tuple(snap) == _report_tuple(live)  # every figure, every row, in the same order
     # Tom: 30 of the 91 days since his first fill (the one in transit does not count yet); Gina: 60 of 180.
     assert [(r.name, r.percent, str(r.pdc)) for r in snap.rows][:2] == [("Adhtransit, Tom", 33, "0.3297"),
                                                                         ("Adhgap, Gina", 33, "0.3333")]
     assert ("Adhboundary, Bea", 79, "0.7944") in [(r.name, r.percent, str(r.pdc)) for r in snap.rows]
-    assert adherence.adherence_below_threshold(w["pharmacist"], 500) == snap.rows
+    assert adherence.adherence_below_threshold(world["pharmacist"], 500) == snap.rows
     # The same window asked for explicitly is the snapshot too; any other is computed on request.
-    assert adherence.adherence(w["pharmacist"], window_days=180).snapshot
-    assert not adherence.adherence(w["pharmacist"], window_days=90).snapshot
+    assert adherence.adherence(world["pharmacist"], window_days=180).snapshot
+    assert not adherence.adherence(world["pharmacist"], window_days=90).snapshot
     # The batch size changes nothing.
     rows = db.session.execute(sa.select(AdherenceSnapshot).order_by(AdherenceSnapshot.patient_id)).scalars().all()
     first = [(r.patient_id, r.pdc_milli, r.percent, r.covered_days, r.days_in_window, r.window_start, r.last_fill_on,
@@ -530,29 +527,29 @@ def test_adherence_snapshot_gives_exactly_the_report_computed_on_request(w: dict
     assert [(r.patient_id, r.pdc_milli, r.percent, r.covered_days, r.days_in_window, r.window_start, r.last_fill_on,
              r.last_days_supply, r.last_formula_id) for r in rows] == first
     # An admin sees the figures, not the names.
-    admin = adherence.adherence(w["admin"])
+    admin = adherence.adherence(world["admin"])
     assert admin.rows == [] and admin.below_count == snap.below_count and not admin.show_names
 
 
-def test_adherence_refresh_follows_the_data_and_drops_who_is_no_longer_measured(w: dict[str, Any],
+def test_adherence_refresh_follows_the_data_and_drops_who_is_no_longer_measured(world: dict[str, Any],
                                                                              clock: FixedClock) -> None:
-    people = _adherence_world(w)
+    people = _adherence_world(world)
     adherence.refresh_adherence(batch_size=3)
     gina = people["gap"].id
-    assert gina in {r.patient_id for r in adherence.adherence_below_threshold(w["pharmacist"], 50)}
+    assert gina in {r.patient_id for r in adherence.adherence_below_threshold(world["pharmacist"], 50)}
     # Gina's prescription is stopped; Margaret gets a first fill; a day later the snapshot is refreshed.
     db.session.execute(sa.text("UPDATE prescriptions SET status = 'discontinued' WHERE patient_id = :p"), {"p": gina})
-    dispensed_fill(w, 100, 30)
+    dispensed_fill(world, 100, 30)
     clock.advance(timedelta(days=1))
     adherence.refresh_adherence(batch_size=3)
     measured = set(db.session.execute(sa.select(AdherenceSnapshot.patient_id)).scalars())
-    assert gina not in measured and w["patient"].id in measured
-    assert _report_tuple(adherence.adherence(w["pharmacist"])) == _report_tuple(
+    assert gina not in measured and world["patient"].id in measured
+    assert _report_tuple(adherence.adherence(world["pharmacist"])) == _report_tuple(
         adherence._adherence_live(180, 100, with_names=True))
-    assert adherence.adherence(w["pharmacist"]).window_end == today()
+    assert adherence.adherence(world["pharmacist"]).window_end == today()
 
 
-def test_the_snapshot_integer_sql_is_the_rules_arithmetic(w: dict[str, Any]) -> None:
+def test_the_snapshot_integer_sql_is_the_rules_arithmetic(world: dict[str, Any]) -> None:
     """pdc_milli, the 4-place PDC and the threshold test, in SQL, against rules.pdc/is_adherent, edge cases included."""
     from pharmacy.billing import rules
 
@@ -572,13 +569,13 @@ def test_the_snapshot_integer_sql_is_the_rules_arithmetic(w: dict[str, Any]) -> 
             assert (pdc_e4 < 100 * threshold) == (not rules.is_adherent(exact, threshold)), (c, t, threshold)
 
 
-def test_the_snapshot_is_read_in_a_fixed_number_of_statements(w: dict[str, Any], app: Flask) -> None:
+def test_the_snapshot_is_read_in_a_fixed_number_of_statements(world: dict[str, Any], app: Flask) -> None:
     def statements(n_patients: int) -> tuple[int, int]:
         for i in range(n_patients):
-            p = factories.patient(w["pharmacist"], first_name=f"S{i}", last_name=f"Snap{n_patients}-{i}",
+            p = factories.patient(world["pharmacist"], first_name=f"S{i}", last_name=f"Snap{n_patients}-{i}",
                                   email=f"s{n_patients}-{i}@example.com")
-            rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
-            dispensed_fill(w, 150, 30, patient=p, rx=rx)
+            rx = factories.prescription(world["pharmacist"], p.id, world["formula"].id, world["prescriber"].id)
+            dispensed_fill(world, 150, 30, patient=p, rx=rx)
         adherence.refresh_adherence()
         seen: list[str] = []
 
@@ -587,9 +584,9 @@ def test_the_snapshot_is_read_in_a_fixed_number_of_statements(w: dict[str, Any],
 
         sa.event.listen(db.engine, "before_cursor_execute", listener)
         try:
-            assert len(adherence.adherence_below_threshold(w["pharmacist"], 8)) == min(8, n_patients)
+            assert len(adherence.adherence_below_threshold(world["pharmacist"], 8)) == min(8, n_patients)
             call_list = len(seen)
-            adherence.adherence(w["pharmacist"])
+            adherence.adherence(world["pharmacist"])
         finally:
             sa.event.remove(db.engine, "before_cursor_execute", listener)
         return call_list, len(seen) - call_list
@@ -599,22 +596,22 @@ def test_the_snapshot_is_read_in_a_fixed_number_of_statements(w: dict[str, Any],
     assert statements(20) == small
 
 
-def test_average_cost_and_fills_by_form_in_sql_match_the_rules(w: dict[str, Any]) -> None:
+def test_average_cost_and_fills_by_form_in_sql_match_the_rules(world: dict[str, Any]) -> None:
     from pharmacy.billing import rules
 
     expected = []
     for i, (price, days) in enumerate([(5500, 30), (15500, 90), (9999, 45), (1, 7), (12345, 61)]):
-        p = factories.patient(w["pharmacist"], first_name=f"C{i}", last_name=f"Cost{i}", email=f"c{i}@example.com")
-        rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
-        dispensed_fill(w, 40, days, patient=p, rx=rx, price_cents=price)
-        dispensed_fill(w, 5, days, patient=p, rx=rx, price_cents=price + i)
+        p = factories.patient(world["pharmacist"], first_name=f"C{i}", last_name=f"Cost{i}", email=f"c{i}@example.com")
+        rx = factories.prescription(world["pharmacist"], p.id, world["formula"].id, world["prescriber"].id)
+        dispensed_fill(world, 40, days, patient=p, rx=rx, price_cents=price)
+        dispensed_fill(world, 5, days, patient=p, rx=rx, price_cents=price + i)
         expected.append(rules.monthly_equivalent_cents(2 * price + i, 2 * days))
-    dispensed_fill(w, 400, 30, price_cents=99999)  # before the 12 months: not counted anywhere
-    avg = reports.average_monthly_cost(w["admin"])
+    dispensed_fill(world, 400, 30, price_cents=99999)  # before the 12 months: not counted anywhere
+    avg = reports.average_monthly_cost(world["admin"])
     assert avg.patients == 5
     assert avg.average_cents == (2 * sum(expected) + 5) // 10
     assert [r.monthly_equivalent_cents for r in avg.highest] == sorted(expected, reverse=True)
-    forms = {f.form: f for f in reports.fills_by_form(w["admin"])}
+    forms = {f.form: f for f in reports.fills_by_form(world["admin"])}
     assert (forms["capsule"].fills, forms["capsule"].patients) == (10, 5)
     assert forms["capsule"].price_cents == sum(2 * p + i for i, (p, _) in enumerate(
         [(5500, 30), (15500, 90), (9999, 45), (1, 7), (12345, 61)]))

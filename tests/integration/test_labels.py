@@ -23,12 +23,7 @@ from pharmacy.extensions import db
 from pharmacy.prescriptions.rules import OPIOID_LABEL_WARNING, Form
 from pharmacy.workflows import orders as order_flow
 from tests import factories
-
-
-def pdf_text(data: bytes) -> str:
-    """The PDF's text; the no-break spaces that keep numbers with their units read as spaces."""
-    reader = PdfReader(io.BytesIO(data))
-    return "\n".join(page.extract_text() for page in reader.pages).replace("\u00a0", " ")
+from tests.pages import pdf_text
 
 
 def made(w: dict[str, Any], target: str = "checked") -> Any:

@@ -516,7 +516,7 @@ def test_gunicorn_serves_production_with_a_safe_access_log_and_merged_metrics(da
         reader.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90  # a loaded machine can take a while to boot two workers
+        deadline = time.monotonic() + 240  # a loaded machine can take a while to boot two workers
         while True:
             try:
                 if get(base + "/healthz")[0] == 200:

@@ -8,7 +8,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from flask import Flask
 from pypdf import PdfReader
 
 from pharmacy.billing import receipts, services
@@ -29,8 +28,9 @@ def pdf_text(body: bytes) -> str:
 
 
 @pytest.fixture
-def w(app_ctx: Flask, staff: dict[str, Any]) -> dict[str, Any]:
-    w = factories.world(staff)
+def w(world: dict[str, Any]) -> dict[str, Any]:
+    """The shared world (tests/conftest.py) with its first fill dispensed."""
+    w = world
     order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
     factories.run_order_to(w, order.id, "dispensed")
     w["order"] = order

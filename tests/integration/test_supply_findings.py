@@ -33,6 +33,8 @@ from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 from tests.conftest import T0
+from tests.pages import confirm_birth_date, pdf_text
+from tests.pages import page_text as text
 
 
 def _lot_ids(formula: Any, *, naltrexone: IngredientLot | None = None) -> list[dict[str, int]]:
@@ -131,8 +133,6 @@ def test_a_remake_with_a_fresh_lot_recomputes_the_cap_and_the_label(app_ctx: Fla
     orders.compound_order(w["technician"], order.id, quantity_made=Decimal(60),
                           lots=[{**x, "quantity_used": "1"} for x in _lot_ids(w["formula"])])
     orders.check_order(w["pharmacist2"], order.id)
-    from tests.integration.test_labels import pdf_text
-
     text = pdf_text(labels.label_pdf(w["technician"], order.id))
     assert "Capped" not in text and "60 capsules" in text
 
@@ -251,7 +251,6 @@ def test_the_refill_page_and_the_queue_say_out_of_medicine_in_words(app: Flask, 
                                                                      clock: Any) -> None:
     from pharmacy.core import links
     from tests.conftest import login
-    from tests.web.test_refill_link_pages import confirm, text
 
     with app.test_request_context("/"):
         w = factories.world(staff)
@@ -262,7 +261,7 @@ def test_the_refill_page_and_the_queue_say_out_of_medicine_in_words(app: Flask, 
     clock.set(T0 + timedelta(days=34))  # last day covered: day 29 (Tue 22 Dec 2026)
     with app.test_request_context("/"):
         token = links.make_token(links.REFILL, *ids)  # a fresh reminder's link
-    confirm(client, token)
+    confirm_birth_date(client, token, date(1968, 4, 12))
     page = text(client.get(f"/r/{token}/refill"))
     assert "You have run out of this medicine" in page
     assert "Your last dose was on Tuesday, December 22, 2026 (5 days without it)" in page

@@ -18,29 +18,11 @@ from hypothesis.errors import Unsatisfiable
 from pharmacy.billing.models import Payment
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
-from pharmacy.core import services as core_services
 from pharmacy.core.context import now, today
 from pharmacy.extensions import db
 from pharmacy.workflows import orders as order_flow
-from tests import factories
 
 API = "/api/v1/billing"
-
-
-@pytest.fixture
-def w(app: Flask, staff: dict[str, Any]) -> dict[str, Any]:
-    """A patient with a ready $55.00 fill, and a bearer token per role."""
-    with app.test_request_context("/"):
-        world = factories.world(staff)
-        order = order_flow.start_fill(world["pharmacist"], world["rx"].id)
-        factories.run_order_to(world, order.id, "ready")
-        tokens = {}
-        for role in ("admin", "pharmacist", "technician"):
-            _, raw = core_services.issue_token(world[role], staff[role].id, "tests")
-            tokens[role] = {"Authorization": f"Bearer {raw}"}
-        db.session.commit()
-        return {"patient_id": world["patient"].id, "order_id": order.id, "formula_id": world["formula"].id,
-                "rx_id": world["rx"].id, "prescriber_id": world["prescriber"].id, "world": world, **tokens}
 
 
 def payments(app: Flask) -> int:
@@ -48,81 +30,82 @@ def payments(app: Flask) -> int:
         return db.session.execute(sa.select(sa.func.count()).select_from(Payment)).scalar_one()
 
 
-def post_payment(client: FlaskClient, w: dict[str, Any], cents: Any, *, kind: str = "payments", who: str = "technician",
+def post_payment(client: FlaskClient, filled: dict[str, Any], cents: Any, *, kind: str = "payments", who: str = "technician",
                  **extra: Any) -> Any:
-    body = {"patient_id": w["patient_id"], "order_id": w["order_id"], "method": "card", "amount_cents": cents, **extra}
-    return client.post(f"{API}/{kind}", json=body, headers=w[who])
+    body = {"patient_id": filled["patient_id"], "order_id": filled["order_id"], "method": "card", "amount_cents": cents, **extra}
+    return client.post(f"{API}/{kind}", json=body, headers=filled[who])
 
 
-def test_anonymous_callers_get_401(client: FlaskClient, w: dict[str, Any]) -> None:
+def test_anonymous_callers_get_401(client: FlaskClient, filled: dict[str, Any]) -> None:
     response = client.post(f"{API}/payments", json={"amount_cents": "nonsense"})
     assert response.status_code == 401 and response.get_json()["code"] == "not_authenticated"
     assert client.get(f"{API}/prices").status_code == 401
 
 
-def test_price_list_and_out_of_band_confirmation(client: FlaskClient, w: dict[str, Any]) -> None:
-    listing = client.get(f"{API}/prices", headers=w["technician"]).get_json()
+def test_price_list_and_out_of_band_confirmation(client: FlaskClient, filled: dict[str, Any]) -> None:
+    listing = client.get(f"{API}/prices", headers=filled["technician"]).get_json()
     assert listing["shipping_cents"] == 895 and (listing["band_min_cents"], listing["band_max_cents"]) == (4500, 10000)
     assert [(e["quantity"], e["price_cents"], e["monthly_equivalent_cents"], e["band"]) for e in listing["entries"]] == [
         ("30", 5500, 5500, "within"), ("90", 15500, 5167, "within")]
-    body = {"formula_id": w["formula_id"], "quantity": "90", "days_supply": 90, "price_cents": 12900}
-    refused = client.post(f"{API}/prices", json=body, headers=w["admin"])
+    body = {"formula_id": filled["formula_id"], "quantity": "90", "days_supply": 90, "price_cents": 12900}
+    refused = client.post(f"{API}/prices", json=body, headers=filled["admin"])
     assert refused.status_code == 422
     assert refused.get_json()["code"] == "price_out_of_band"
     assert "$43.00 a month is below" in refused.get_json()["errors"]["json"]["accept_out_of_band"][0]
-    saved = client.post(f"{API}/prices", json={**body, "accept_out_of_band": True}, headers=w["admin"])
+    saved = client.post(f"{API}/prices", json={**body, "accept_out_of_band": True}, headers=filled["admin"])
     assert saved.status_code == 201
     entry = saved.get_json()
     assert (entry["monthly_equivalent_cents"], entry["band"], entry["out_of_band"]) == (4300, "below", True)
-    assert client.post(f"{API}/prices", json=body, headers=w["pharmacist"]).status_code == 403
-    history = client.get(f"{API}/prices?include_retired=true&formula_id={w['formula_id']}", headers=w["admin"]).get_json()
+    assert client.post(f"{API}/prices", json=body, headers=filled["pharmacist"]).status_code == 403
+    history = client.get(f"{API}/prices?include_retired=true&formula_id={filled['formula_id']}",
+                         headers=filled["admin"]).get_json()
     assert [(e["price_cents"], e["retired_at"] is None) for e in history["entries"] if e["quantity"] == "90"] == [
         (12900, True), (15500, False)]
-    flagged = client.get(f"{API}/reports/out-of-band", headers=w["admin"]).get_json()
+    flagged = client.get(f"{API}/reports/out-of-band", headers=filled["admin"]).get_json()
     assert [e["id"] for e in flagged] == [entry["id"]]
-    retired = client.post(f"{API}/prices/{entry['id']}/retire", headers=w["admin"])
+    retired = client.post(f"{API}/prices/{entry['id']}/retire", headers=filled["admin"])
     assert retired.status_code == 200 and retired.get_json()["retired_at"] is not None
-    assert client.post(f"{API}/prices/{entry['id']}/retire", headers=w["admin"]).status_code == 409
+    assert client.post(f"{API}/prices/{entry['id']}/retire", headers=filled["admin"]).status_code == 409
 
 
-def test_price_change_does_not_touch_the_order_snapshot(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
-    body = {"formula_id": w["formula_id"], "quantity": "30", "days_supply": 30, "price_cents": 6500}
-    assert client.post(f"{API}/prices", json=body, headers=w["admin"]).status_code == 201
-    assert client.put(f"{API}/fees/shipping", json={"amount_cents": 1250}, headers=w["admin"]).get_json() == {
+def test_price_change_does_not_touch_the_order_snapshot(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
+    body = {"formula_id": filled["formula_id"], "quantity": "30", "days_supply": 30, "price_cents": 6500}
+    assert client.post(f"{API}/prices", json=body, headers=filled["admin"]).status_code == 201
+    assert client.put(f"{API}/fees/shipping", json={"amount_cents": 1250}, headers=filled["admin"]).get_json() == {
         "amount_cents": 1250}
     with app.app_context():
-        order = db.session.get(Order, w["order_id"])
+        order = db.session.get(Order, filled["order_id"])
         assert (order.price_cents, order.shipping_cents) == (5500, 0)
-    quote = client.get(f"{API}/quote?formula_id={w['formula_id']}&quantity=30&delivery=ship", headers=w["technician"])
+    quote = client.get(f"{API}/quote?formula_id={filled['formula_id']}&quantity=30&delivery=ship", headers=filled["technician"])
     assert quote.get_json()["total_cents"] == 6500 + 1250
 
 
-def test_quote(client: FlaskClient, w: dict[str, Any]) -> None:
-    q = client.get(f"{API}/quote?formula_id={w['formula_id']}&quantity=45&delivery=ship", headers=w["technician"])
+def test_quote(client: FlaskClient, filled: dict[str, Any]) -> None:
+    q = client.get(f"{API}/quote?formula_id={filled['formula_id']}&quantity=45&delivery=ship", headers=filled["technician"])
     assert q.status_code == 200
     assert {k: q.get_json()[k] for k in ("price_cents", "shipping_cents", "total_cents", "prorated", "days_supply",
                                          "monthly_equivalent_cents", "band", "quantity")} == {
         "price_cents": 8250, "shipping_cents": 895, "total_cents": 9145, "prorated": True, "days_supply": 45,
         "monthly_equivalent_cents": 5500, "band": "within", "quantity": "45"}
-    bad = client.get(f"{API}/quote?formula_id={w['formula_id']}&quantity=lots", headers=w["technician"])
+    bad = client.get(f"{API}/quote?formula_id={filled['formula_id']}&quantity=lots", headers=filled["technician"])
     assert bad.status_code == 422 and "quantity" in bad.get_json()["errors"]["query"]
-    missing = client.get(f"{API}/quote?formula_id=999999&quantity=30", headers=w["technician"])
+    missing = client.get(f"{API}/quote?formula_id=999999&quantity=30", headers=filled["technician"])
     assert missing.status_code == 422 and "formula_id" in missing.get_json()["errors"]["json"]
 
 
-def test_payments_to_the_cent_and_overpayment_as_credit(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
-    first = post_payment(client, w, 3333)
+def test_payments_to_the_cent_and_overpayment_as_credit(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
+    first = post_payment(client, filled, 3333)
     assert first.status_code == 201
     data = first.get_json()
     assert data["receipt_number"] == f"R2026-{data['id']:06d}" and data["kind"] == "payment"
     assert data["order_balance"]["balance_cents"] == 5500 - 3333
-    post_payment(client, w, 3333)
-    third = post_payment(client, w, 3333, method="hsa_fsa").get_json()
+    post_payment(client, filled, 3333)
+    third = post_payment(client, filled, 3333, method="hsa_fsa").get_json()
     assert third["balance"] == {"charged_cents": 5500, "paid_cents": 9999, "refunded_cents": 0, "net_paid_cents": 9999,
                                 "balance_cents": -4499, "owed_cents": 0, "credit_cents": 4499}
-    back = post_payment(client, w, 4499, kind="refunds", method="cash").get_json()
+    back = post_payment(client, filled, 4499, kind="refunds", method="cash").get_json()
     assert back["kind"] == "refund" and back["balance"]["balance_cents"] == 0
-    balance = client.get(f"{API}/patients/{w['patient_id']}/balance", headers=w["pharmacist"]).get_json()
+    balance = client.get(f"{API}/patients/{filled['patient_id']}/balance", headers=filled["pharmacist"]).get_json()
     assert (balance["paid_cents"], balance["refunded_cents"], balance["balance_cents"]) == (9999, 4499, 0)
     assert payments(app) == 4
 
@@ -133,58 +116,58 @@ def test_payments_to_the_cent_and_overpayment_as_credit(app: Flask, client: Flas
     (1000, {"method": "bitcoin"}, "method"), (1000, {"order_id": 2**40}, "order_id"),
     (1000, {"note": "bad\x00byte"}, "note"), (1000, {"reference": "\ud800"}, "reference"),
 ])
-def test_bad_payments_are_422_with_a_field_message(app: Flask, client: FlaskClient, w: dict[str, Any], cents: Any,
+def test_bad_payments_are_422_with_a_field_message(app: Flask, client: FlaskClient, filled: dict[str, Any], cents: Any,
                                                    extra: dict[str, Any], field: str) -> None:
-    response = post_payment(client, w, cents, **extra)
+    response = post_payment(client, filled, cents, **extra)
     assert response.status_code == 422
     assert field in response.get_json()["errors"]["json"]
     assert payments(app) == 0
 
 
-def test_refund_larger_than_paid_and_cancelled_order(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
-    post_payment(client, w, 2000)
-    too_much = post_payment(client, w, 2001, kind="refunds")
+def test_refund_larger_than_paid_and_cancelled_order(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
+    post_payment(client, filled, 2000)
+    too_much = post_payment(client, filled, 2001, kind="refunds")
     assert too_much.status_code == 422
     assert too_much.get_json()["errors"]["json"]["amount"] == ["A refund cannot be more than what was paid ($20.00)."]
     assert payments(app) == 1
     with app.test_request_context("/"):
-        order_flow.cancel(w["world"]["pharmacist"], w["order_id"], "patient moved away")
+        order_flow.cancel(filled["world"]["pharmacist"], filled["order_id"], "patient moved away")
         db.session.commit()
-    refused = post_payment(client, w, 100)
+    refused = post_payment(client, filled, 100)
     assert refused.status_code == 422 and refused.get_json()["code"] == "payment_refused"
     assert "cancelled" in refused.get_json()["errors"]["json"]["order_id"][0]
     assert payments(app) == 1
-    assert post_payment(client, w, 2000, kind="refunds").status_code == 201  # money back on a cancelled order
-    assert post_payment(client, w, 1, who="admin").status_code == 403
+    assert post_payment(client, filled, 2000, kind="refunds").status_code == 201  # money back on a cancelled order
+    assert post_payment(client, filled, 1, who="admin").status_code == 403
 
 
-def test_patient_costs(client: FlaskClient, w: dict[str, Any]) -> None:
-    post_payment(client, w, 5000)
-    costs = client.get(f"{API}/patients/{w['patient_id']}/costs", headers=w["technician"]).get_json()
+def test_patient_costs(client: FlaskClient, filled: dict[str, Any]) -> None:
+    post_payment(client, filled, 5000)
+    costs = client.get(f"{API}/patients/{filled['patient_id']}/costs", headers=filled["technician"]).get_json()
     assert costs["monthly_equivalent_cents"] == 5500 and costs["spent_this_year_cents"] == 5000
     assert costs["balance"]["owed_cents"] == 500
     assert [(f["order_id"], f["state"], f["charged"], f["balance_cents"]) for f in costs["fills"]] == [
-        (w["order_id"], "ready", True, 500)]
+        (filled["order_id"], "ready", True, 500)]
     assert costs["regimen"][0]["total_cents"] == 5500 and costs["statement_years"] == [2026]
-    assert client.get(f"{API}/patients/999999/costs", headers=w["technician"]).status_code == 404
-    assert client.get(f"{API}/patients/{w['patient_id']}/costs", headers=w["admin"]).status_code == 403
+    assert client.get(f"{API}/patients/999999/costs", headers=filled["technician"]).status_code == 404
+    assert client.get(f"{API}/patients/{filled['patient_id']}/costs", headers=filled["admin"]).status_code == 403
 
 
-def test_money_reports(client: FlaskClient, w: dict[str, Any]) -> None:
-    post_payment(client, w, 1234)
-    revenue = client.get(f"{API}/reports/revenue?months=3", headers=w["pharmacist"]).get_json()
+def test_money_reports(client: FlaskClient, filled: dict[str, Any]) -> None:
+    post_payment(client, filled, 1234)
+    revenue = client.get(f"{API}/reports/revenue?months=3", headers=filled["pharmacist"]).get_json()
     assert [(m["month"], m["net_cents"]) for m in revenue] == [("2026-09", 0), ("2026-10", 0), ("2026-11", 1234)]
-    outstanding = client.get(f"{API}/reports/outstanding?limit=5", headers=w["admin"]).get_json()
+    outstanding = client.get(f"{API}/reports/outstanding?limit=5", headers=filled["admin"]).get_json()
     assert outstanding["total_owed_cents"] == 5500 - 1234 and outstanding["rows"][0]["owed_cents"] == 4266
-    assert client.get(f"{API}/reports/revenue?months=0", headers=w["admin"]).status_code == 422
-    assert client.get(f"{API}/reports/revenue", headers=w["technician"]).status_code == 403
-    forms = client.get(f"{API}/reports/fills-by-form", headers=w["admin"]).get_json()
+    assert client.get(f"{API}/reports/revenue?months=0", headers=filled["admin"]).status_code == 422
+    assert client.get(f"{API}/reports/revenue", headers=filled["technician"]).status_code == 403
+    forms = client.get(f"{API}/reports/fills-by-form", headers=filled["admin"]).get_json()
     assert [f["form"] for f in forms] == ["capsule", "sublingual_liquid", "transdermal_cream"]
-    assert client.get(f"{API}/reports/average-monthly-cost", headers=w["admin"]).get_json()["patients"] == 0
+    assert client.get(f"{API}/reports/average-monthly-cost", headers=filled["admin"]).get_json()["patients"] == 0
 
 
-def _past_fill(w: dict[str, Any], days_ago: int, days: int) -> None:
-    rx_id, patient_id = w["rx_id"], w["patient_id"]
+def _past_fill(filled: dict[str, Any], days_ago: int, days: int) -> None:
+    rx_id, patient_id = filled["rx_id"], filled["patient_id"]
     fill = db.session.execute(sa.select(sa.func.max(Order.fill_number)).where(Order.prescription_id == rx_id)).scalar_one()
     t = now() - timedelta(days=days_ago)
     db.session.add(Order(prescription_id=rx_id, patient_id=patient_id, fill_number=fill + 1, state=OrderState.DISPENSED,
@@ -193,23 +176,23 @@ def _past_fill(w: dict[str, Any], days_ago: int, days: int) -> None:
                          updated_at=t))
 
 
-def test_adherence_over_http_shifts_overlapping_supply(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
+def test_adherence_over_http_shifts_overlapping_supply(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
     # Window of 100 days (day −99 … today). Fills: day −99 for 30 days; day −80 for 30 days (early: shifted to
     # start at day −69, covering −69 … −40); day −20 for 10 days (−20 … −11). Covered: 30 + 30 + 10 = 70 → 70%.
     # Without the shift the second fill would cover −80 … −51, overlapping the first: only 59 days (59%).
     with app.test_request_context("/"):
         for days_ago, days in ((99, 30), (80, 30), (20, 10)):
-            _past_fill(w, days_ago, days)
+            _past_fill(filled, days_ago, days)
         db.session.commit()
-    report = client.get(f"{API}/reports/adherence?window_days=100", headers=w["pharmacist"]).get_json()
+    report = client.get(f"{API}/reports/adherence?window_days=100", headers=filled["pharmacist"]).get_json()
     assert (report["measured"], report["below_count"], report["threshold_percent"]) == (1, 1, 80)
     row = report["rows"][0]
     assert (row["percent"], row["pdc"], row["name"], row["last_days_supply"]) == (70, "0.7", "Ellison, Margaret", 10)
     assert row["last_fill_on"] == "2026-11-03" and row["window_start"] == "2026-08-16"
     assert report["distribution"][7] == 1
-    admin = client.get(f"{API}/reports/adherence?window_days=100", headers=w["admin"]).get_json()
+    admin = client.get(f"{API}/reports/adherence?window_days=100", headers=filled["admin"]).get_json()
     assert admin["rows"] == [] and admin["below_count"] == 1 and admin["show_names"] is False
-    assert client.get(f"{API}/reports/adherence?window_days=3", headers=w["admin"]).status_code == 422
+    assert client.get(f"{API}/reports/adherence?window_days=3", headers=filled["admin"]).status_code == 422
 
 
 def test_openapi_documents_the_billing_api(client: FlaskClient) -> None:
@@ -241,7 +224,7 @@ def _fuzzer(client: FlaskClient, strategy: Any, headers: dict[str, str], errors:
 
 
 @pytest.mark.slow
-def test_fuzzing_the_billing_api_finds_no_server_error(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
+def test_fuzzing_the_billing_api_finds_no_server_error(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
     import schemathesis
 
     spec = client.get("/api/v1/openapi.json").get_json()
@@ -249,9 +232,9 @@ def test_fuzzing_the_billing_api_finds_no_server_error(app: Flask, client: Flask
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 15
     errors: list[str] = []
-    known = {"patient_id": w["patient_id"]}
+    known = {"patient_id": filled["patient_id"]}
     for operation, mode in itertools.product(operations, list(schemathesis.GenerationMode)):
-        headers = w["admin"] if "/prices" in operation.path or "/fees" in operation.path else w["pharmacist"]
+        headers = filled["admin"] if "/prices" in operation.path or "/fees" in operation.path else filled["pharmacist"]
         strategy = operation.as_strategy(mode)
         if "{patient_id}" in operation.path and mode == schemathesis.GenerationMode.POSITIVE:
             strategy = strategy | operation.as_strategy(mode, path_parameters=known)  # a real patient, too

@@ -30,20 +30,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
-@pytest.fixture
-def w(app: Flask, staff: dict[str, Any]) -> dict[str, Any]:
-    """A patient with a ready $55.00 fill; plain ids (the rows stay behind in their session)."""
-    with app.test_request_context("/"):
-        world = factories.world(staff)
-        order = order_flow.start_fill(world["pharmacist"], world["rx"].id)
-        factories.run_order_to(world, order.id, "ready")
-        db.session.commit()
-        return {"patient_id": world["patient"].id, "order_id": order.id, "formula_id": world["formula"].id,
-                "rx_id": world["rx"].id, "staff": staff, "world": world}
-
-
-def as_(client: FlaskClient, w: dict[str, Any], who: str) -> FlaskClient:
-    login(client, w["staff"][who])
+def as_(client: FlaskClient, filled: dict[str, Any], who: str) -> FlaskClient:
+    login(client, filled["staff"][who])
     return client
 
 
@@ -59,16 +47,16 @@ def text_of(response: Any) -> str:
 # ---- price list -------------------------------------------------------------------------------
 
 
-def test_price_list_page_shows_monthly_equivalents(client: FlaskClient, w: dict[str, Any]) -> None:
-    page = text_of(as_(client, w, "technician").get("/billing/prices"))
+def test_price_list_page_shows_monthly_equivalents(client: FlaskClient, filled: dict[str, Any]) -> None:
+    page = text_of(as_(client, filled, "technician").get("/billing/prices"))
     assert "LDN-CAP-4.5" in page and "$155.00" in page and "$51.67" in page  # 90 capsules: $155 / 90 days × 30
     assert "in band" in page and "Set a price" not in page  # technicians read prices, admins change them
 
 
-def test_out_of_band_price_needs_an_explicit_confirmation(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "admin")
+def test_out_of_band_price_needs_an_explicit_confirmation(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "admin")
     before = count(app, PriceEntry)
-    form = {"formula_id": str(w["formula_id"]), "quantity": "90", "days_supply": "90", "price": "129.00"}
+    form = {"formula_id": str(filled["formula_id"]), "quantity": "90", "days_supply": "90", "price": "129.00"}
     refused = client.post("/billing/prices", data=form)
     assert refused.status_code == 422
     page = text_of(refused)
@@ -89,32 +77,32 @@ def test_out_of_band_price_needs_an_explicit_confirmation(app: Flask, client: Fl
     ("price", "4.999", "Use at most two decimals"), ("days_supply", "0", "Must be greater than or equal to 1"),
     ("quantity", "x", "Enter a number"),
 ])
-def test_bad_price_form_shows_field_messages(app: Flask, client: FlaskClient, w: dict[str, Any], field: str, value: str,
+def test_bad_price_form_shows_field_messages(app: Flask, client: FlaskClient, filled: dict[str, Any], field: str, value: str,
                                              message: str) -> None:
-    as_(client, w, "admin")
+    as_(client, filled, "admin")
     before = count(app, PriceEntry)
-    form = {"formula_id": str(w["formula_id"]), "quantity": "30", "days_supply": "30", "price": "50.00", field: value}
+    form = {"formula_id": str(filled["formula_id"]), "quantity": "30", "days_supply": "30", "price": "50.00", field: value}
     response = client.post("/billing/prices", data=form)
     assert response.status_code == 422
     assert message in text_of(response)
     assert count(app, PriceEntry) == before
 
 
-def test_only_admins_post_prices(client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "pharmacist")
+def test_only_admins_post_prices(client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "pharmacist")
     assert client.post("/billing/prices", data={"formula_id": "1", "quantity": "30", "days_supply": "30",
                                                 "price": "50"}).status_code == 403
     assert client.post("/billing/prices", data={"price": "nonsense"}).status_code == 403  # the role first
     assert client.post("/billing/fees/shipping", data={"shipping_fee": "1"}).status_code == 403
 
 
-def test_shipping_fee_and_quote_pages(client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "admin")
+def test_shipping_fee_and_quote_pages(client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "admin")
     assert client.post("/billing/fees/shipping", data={"shipping_fee": "9.95"}).status_code == 302
     assert client.post("/billing/fees/shipping", data={"shipping_fee": "2000"}).status_code == 422
-    quote = text_of(client.get(f"/billing/quote?formula_id={w['formula_id']}&quantity=45&delivery=ship"))
+    quote = text_of(client.get(f"/billing/quote?formula_id={filled['formula_id']}&quantity=45&delivery=ship"))
     assert "$82.50" in quote and "$9.95" in quote and "$92.45" in quote and "pro-rated" in quote
-    bad = client.get(f"/billing/quote?formula_id={w['formula_id']}&quantity=-1")
+    bad = client.get(f"/billing/quote?formula_id={filled['formula_id']}&quantity=-1")
     assert bad.status_code == 422 and "Must be at least 0.001" in text_of(bad)
 
 
@@ -125,13 +113,13 @@ def pay_form(amount: str, method: str = "cash", order_id: int | str = "", **extr
     return {"amount": amount, "method": method, "order_id": str(order_id), **extra}
 
 
-def test_patient_cost_page_and_three_partial_payments(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "technician")
-    url = f"/billing/patients/{w['patient_id']}"
+def test_patient_cost_page_and_three_partial_payments(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "technician")
+    url = f"/billing/patients/{filled['patient_id']}"
     page = text_of(client.get(url + "/costs"))
     assert "Record a payment" in page and "$55.00" in page
     for amount in ("18.33", "18.33", "$18.34"):
-        response = client.post(url + "/payments", data=pay_form(amount, "card", w["order_id"], reference="slip 7"))
+        response = client.post(url + "/payments", data=pay_form(amount, "card", filled["order_id"], reference="slip 7"))
         assert response.status_code == 302
     page = text_of(client.get(url + "/costs"))
     assert "Payment of $18.34 recorded" in page and "Balance: $0.00." in page
@@ -139,10 +127,10 @@ def test_patient_cost_page_and_three_partial_payments(app: Flask, client: FlaskC
     assert count(app, Payment) == 3
 
 
-def test_overpayment_shows_as_credit(client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "pharmacist")
-    url = f"/billing/patients/{w['patient_id']}"
-    assert client.post(url + "/payments", data=pay_form("60.01", "check", w["order_id"])).status_code == 302
+def test_overpayment_shows_as_credit(client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "pharmacist")
+    url = f"/billing/patients/{filled['patient_id']}"
+    assert client.post(url + "/payments", data=pay_form("60.01", "check", filled["order_id"])).status_code == 302
     page = text_of(client.get(url + "/costs"))
     assert "Balance: -$5.01 (credit)." in page and 'id="credit">$5.01' in page and "$5.01 credit" in page
 
@@ -155,42 +143,43 @@ def test_overpayment_shows_as_credit(client: FlaskClient, w: dict[str, Any]) -> 
     (pay_form("10", method="bitcoin"), "Choose cash, card, check or HSA/FSA."),
     (pay_form("10", order_id="abc"), "Not a valid integer."),
 ])
-def test_bad_payment_form_records_nothing(app: Flask, client: FlaskClient, w: dict[str, Any], form: dict[str, str],
+def test_bad_payment_form_records_nothing(app: Flask, client: FlaskClient, filled: dict[str, Any], form: dict[str, str],
                                           field_message: str) -> None:
-    as_(client, w, "technician")
-    response = client.post(f"/billing/patients/{w['patient_id']}/payments", data=form)
+    as_(client, filled, "technician")
+    response = client.post(f"/billing/patients/{filled['patient_id']}/payments", data=form)
     assert response.status_code == 422
     assert field_message in text_of(response)
     assert count(app, Payment) == 0
 
 
-def test_payment_on_a_cancelled_order_is_a_clear_422(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
+def test_payment_on_a_cancelled_order_is_a_clear_422(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
     with app.test_request_context("/"):
-        order_flow.cancel(w["world"]["pharmacist"], w["order_id"], "prescriber stopped it")
+        order_flow.cancel(filled["world"]["pharmacist"], filled["order_id"], "prescriber stopped it")
         db.session.commit()
-    as_(client, w, "technician")
-    response = client.post(f"/billing/patients/{w['patient_id']}/payments", data=pay_form("55.00", "card", w["order_id"]))
+    as_(client, filled, "technician")
+    response = client.post(f"/billing/patients/{filled['patient_id']}/payments",
+                           data=pay_form("55.00", "card", filled["order_id"]))
     assert response.status_code == 422
     assert "This order was cancelled: a payment cannot be recorded on it" in text_of(response)
     assert count(app, Payment) == 0
 
 
-def test_refund_larger_than_paid_records_nothing(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "technician")
-    url = f"/billing/patients/{w['patient_id']}"
-    client.post(url + "/payments", data=pay_form("20.00", "cash", w["order_id"]))
-    response = client.post(url + "/refunds", data=pay_form("20.01", "cash", w["order_id"]))
+def test_refund_larger_than_paid_records_nothing(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "technician")
+    url = f"/billing/patients/{filled['patient_id']}"
+    client.post(url + "/payments", data=pay_form("20.00", "cash", filled["order_id"]))
+    response = client.post(url + "/refunds", data=pay_form("20.01", "cash", filled["order_id"]))
     assert response.status_code == 422
     assert "A refund cannot be more than what was paid ($20.00)." in text_of(response)
     assert count(app, Payment) == 1
-    assert client.post(url + "/refunds", data=pay_form("20.00", "cash", w["order_id"])).status_code == 302
+    assert client.post(url + "/refunds", data=pay_form("20.00", "cash", filled["order_id"])).status_code == 302
     assert count(app, Payment) == 2
 
 
-def test_receipt_and_statement_pdfs(client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "technician")
-    client.post(f"/billing/patients/{w['patient_id']}/payments", data=pay_form("55.00", "hsa_fsa", w["order_id"]))
-    page = client.get(f"/billing/patients/{w['patient_id']}/costs").get_data(as_text=True)
+def test_receipt_and_statement_pdfs(client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "technician")
+    client.post(f"/billing/patients/{filled['patient_id']}/payments", data=pay_form("55.00", "hsa_fsa", filled["order_id"]))
+    page = client.get(f"/billing/patients/{filled['patient_id']}/costs").get_data(as_text=True)
     receipt_url = re.search(r'href="(/billing/payments/\d+/receipt\.pdf)"', page).group(1)
     statement_url = re.search(r'href="(/billing/patients/\d+/statements/2026\.pdf)"', page).group(1)
     for url, needle in ((receipt_url, "Amount paid $55.00"), (statement_url, "Net amount paid in 2026 $55.00")):
@@ -205,24 +194,24 @@ def test_receipt_and_statement_pdfs(client: FlaskClient, w: dict[str, Any]) -> N
 # ---- reports -------------------------------------------------------------------------------------
 
 
-def _history(app: Flask, clock: FixedClock, w: dict[str, Any]) -> None:
+def _history(app: Flask, clock: FixedClock, filled: dict[str, Any]) -> None:
     """Payments in several months (one a refund month) so the chart has something to draw."""
     from pharmacy.billing import services
 
-    tech = w["world"]["technician"]
+    tech = filled["world"]["technician"]
     with app.test_request_context("/"):
         for months_ago, cents in ((11, 4500), (8, 9000), (5, 15500), (3, 5500), (1, 7900), (0, 12345)):
             clock.set(T0 - timedelta(days=30 * months_ago))
-            services.record_payment(tech, patient_id=w["patient_id"], amount_cents=cents, method="card")
+            services.record_payment(tech, patient_id=filled["patient_id"], amount_cents=cents, method="card")
         clock.set(T0 - timedelta(days=60))
-        services.record_refund(tech, patient_id=w["patient_id"], amount_cents=1000, method="card")
+        services.record_refund(tech, patient_id=filled["patient_id"], amount_cents=1000, method="card")
         clock.set(T0)
         db.session.commit()
 
 
-def test_money_page_chart_and_csv(app: Flask, client: FlaskClient, w: dict[str, Any], clock: FixedClock) -> None:
-    _history(app, clock, w)
-    as_(client, w, "pharmacist")
+def test_money_page_chart_and_csv(app: Flask, client: FlaskClient, filled: dict[str, Any], clock: FixedClock) -> None:
+    _history(app, clock, filled)
+    as_(client, filled, "pharmacist")
     response = client.get("/billing/reports")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
@@ -243,50 +232,50 @@ def test_money_page_chart_and_csv(app: Flask, client: FlaskClient, w: dict[str, 
     assert client.get("/billing/reports?months=99").status_code == 422
 
 
-def test_csv_downloads_stream_after_the_commit(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
+def test_csv_downloads_stream_after_the_commit(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
     """The big exports stream (a server-side cursor on PostgreSQL) after the request's unit of work committed."""
     with app.test_request_context("/"):
-        factories.dispense(w["world"]["technician"], w["order_id"])
+        factories.dispense(filled["world"]["technician"], filled["order_id"])
         db.session.commit()
-    as_(client, w, "pharmacist")
+    as_(client, filled, "pharmacist")
     owed = client.get("/billing/reports/outstanding.csv").get_data(as_text=True).splitlines()
     assert owed == ["patient_id,patient,phone,charged,net_paid,owed",
-                    f'{w["patient_id"]},"Ellison, Margaret",(217) 555-0101,55.00,0.00,55.00']
+                    f'{filled["patient_id"]},"Ellison, Margaret",(217) 555-0101,55.00,0.00,55.00']
     average = client.get("/billing/reports/average-monthly-cost.csv").get_data(as_text=True).splitlines()
-    assert average[1] == f'{w["patient_id"]},"Ellison, Margaret",1,55.00,30,55.00'
+    assert average[1] == f'{filled["patient_id"]},"Ellison, Margaret",1,55.00,30,55.00'
     adherence = client.get("/billing/reports/adherence.csv?window_days=30").get_data(as_text=True).splitlines()
     assert adherence == ["patient_id,patient,phone,pdc_percent,window_start,last_fill,last_days_supply,product"]
 
 
-def test_reports_are_not_for_technicians(client: FlaskClient, w: dict[str, Any]) -> None:
-    as_(client, w, "technician")
+def test_reports_are_not_for_technicians(client: FlaskClient, filled: dict[str, Any]) -> None:
+    as_(client, filled, "technician")
     assert client.get("/billing/reports").status_code == 403
     assert client.get("/billing/adherence").status_code == 403
 
 
-def test_adherence_page_call_list_for_pharmacists_only(app: Flask, client: FlaskClient, w: dict[str, Any]) -> None:
+def test_adherence_page_call_list_for_pharmacists_only(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
     with app.test_request_context("/"):
         from pharmacy.compounding.models import Order
 
-        order = db.session.get(Order, w["order_id"])
-        factories.dispense(w["world"]["technician"], order.id)
+        order = db.session.get(Order, filled["order_id"])
+        factories.dispense(filled["world"]["technician"], order.id)
         db.session.commit()
     # One 30-day fill today: 100% of the days since it started — nobody to call.
-    as_(client, w, "pharmacist")
+    as_(client, filled, "pharmacist")
     page = text_of(client.get("/billing/adherence?window_days=90"))
     assert 'id="adherence-chart"' in page and 'id="below-count">0' in page and "1 measured" in page
     client.post("/logout")
-    as_(client, w, "admin")
+    as_(client, filled, "admin")
     page = text_of(client.get("/billing/adherence"))
     assert "shown to pharmacists only" in page and "Ellison" not in page
 
 
 def test_adherence_page_reads_the_snapshot_and_says_when_it_was_computed(app: Flask, client: FlaskClient,
-                                                                         w: dict[str, Any]) -> None:
+                                                                         filled: dict[str, Any]) -> None:
     with app.test_request_context("/"):
-        factories.dispense(w["world"]["technician"], w["order_id"])
+        factories.dispense(filled["world"]["technician"], filled["order_id"])
         db.session.commit()
-    as_(client, w, "pharmacist")
+    as_(client, filled, "pharmacist")
     page = text_of(client.get("/billing/adherence"))
     assert "Not computed yet" in page and "0 measured" in page
 
@@ -315,14 +304,14 @@ def live(app: Flask) -> Iterator[LiveServer]:
 
 
 @pytest.mark.browser
-def test_revenue_chart_in_a_real_browser(app: Flask, w: dict[str, Any], clock: FixedClock, live: LiveServer) -> None:
+def test_revenue_chart_in_a_real_browser(app: Flask, filled: dict[str, Any], clock: FixedClock, live: LiveServer) -> None:
     from playwright.sync_api import sync_playwright
 
-    _history(app, clock, w)
+    _history(app, clock, filled)
     with app.test_request_context("/"):  # dispensed, then what the scheduler does every night: a patient to draw
         from pharmacy.billing import adherence
 
-        factories.dispense(w["world"]["technician"], w["order_id"])  # it was ready
+        factories.dispense(filled["world"]["technician"], filled["order_id"])  # it was ready
         db.session.commit()
         assert adherence.refresh_adherence().measured == 1
     args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -338,7 +327,7 @@ def test_revenue_chart_in_a_real_browser(app: Flask, w: dict[str, Any], clock: F
                     if m.type == "error" and "favicon" not in (m.location or {}).get("url", "") else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(f"{live.url}/login")
-            page.get_by_label("Email").fill(w["staff"]["pharmacist"].email)
+            page.get_by_label("Email").fill(filled["staff"]["pharmacist"].email)
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(f"{live.url}/")

@@ -7,9 +7,6 @@ number of queries whatever the amount of history.
 from __future__ import annotations
 
 import html
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
@@ -29,77 +25,11 @@ from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
+from tests.pages import audit_actions, build, count, field_error, labels_cover_inputs, queries, run, text
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-
-
-def build(app: Flask, staff: dict, **kw: Any) -> dict[str, Any]:
-    """factories.world, committed; returns ids (rows are used outside this context)."""
-    with app.test_request_context("/"):
-        w = factories.world(staff, **kw)
-        db.session.commit()
-        return {"patient": w["patient"].id, "rx": w["rx"].id, "formula": w["formula"].id,
-                "prescriber": w["prescriber"].id}
-
-
-def run(app: Flask, fn: Any) -> Any:
-    with app.test_request_context("/"):
-        result = fn()
-        db.session.commit()
-        return result
-
-
-def count(app: Flask, model: type, *where: Any) -> int:
-    with app.app_context():
-        return db.session.execute(sa.select(sa.func.count()).select_from(model).where(*where)).scalar_one()
-
-
-def audit_actions(app: Flask, **where: Any) -> list[str]:
-    with app.app_context():
-        stmt = sa.select(AuditEvent.action).order_by(AuditEvent.id)
-        for name, value in where.items():
-            stmt = stmt.where(getattr(AuditEvent, name) == value)
-        return list(db.session.execute(stmt).scalars())
-
-
-def text(response: Any) -> str:
-    """The page's main content as plain text (tags dropped, entities decoded, spaces collapsed)."""
-    body = response.get_data(as_text=True)
-    main = body.split('<main id="main">', 1)[-1].split("</main>", 1)[0]
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", main))).strip()
-
-
-def field_error(body: str, name: str) -> str:
-    """The message shown under a field (its .error paragraph)."""
-    match = re.search(rf'id="{re.escape(name.replace(".", "-"))}-error">([^<]+)<', body)
-    assert match, f"no message under {name}"
-    return html.unescape(match.group(1))
-
-
-@contextmanager
-def queries(app: Flask) -> Iterator[list[str]]:
-    with app.app_context():
-        engine = db.engine
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
-
-
-def labels_cover_inputs(body: str) -> None:
-    """Every visible input, select and textarea has a <label for=…> (keyboard and screen-reader users)."""
-    ids = re.findall(r'<(?:input|select|textarea)(?![^>]*type="(?:hidden|submit)")[^>]*\sid="([^"]+)"', body)
-    fors = set(re.findall(r'<label[^>]*\sfor="([^"]+)"', body))
-    assert ids and not [i for i in ids if i not in fors]
-    assert re.search(r'<input type="hidden" name="csrf_token" value="[^"]+">', body)
 
 
 # ---- patients -------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pharmacy.extensions import db
 from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
-from tests.web.test_intake_views import build, field_error, labels_cover_inputs, queries, run, text
+from tests.pages import build, field_error, labels_cover_inputs, queries, run, text
 
 
 def as_user(client: FlaskClient, who: Any) -> None:

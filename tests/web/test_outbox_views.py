@@ -20,7 +20,7 @@ from pharmacy.patients.models import Patient
 from pharmacy.reminders import delivery
 from pharmacy.reminders.rules import OutboxState
 from tests.conftest import login
-from tests.integration.test_delivery_smtp import dispensed, first_reminders_due, fresh, reminder_rows
+from tests.reminder_helpers import dispensed, first_reminders_due, fresh, reminder_rows
 from tests.smtp_server import SmtpServer
 
 

@@ -35,6 +35,7 @@ from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
+from tests.conftest import counted_statements
 
 PASSWORD = "bench password 123"
 PHARMACIST = "bench-pharmacist@pharmacy.example"
@@ -171,19 +172,10 @@ def _count(app: Flask, client: FlaskClient, page: Page, w: dict[str, Any]) -> tu
         url = url_for(page.endpoint, **page.values(w), **(page.query or {}))
     headers = {"Authorization": f"Bearer {w['bearer']}"} if page.bearer else {}
     client.get(url, headers=headers)  # warm-up: first-use lookups (settings, calendars, caches) are not per row
-    statements: list[str] = []
-
-    def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
     with app.app_context():
         engine = db.engine
-    event.listen(engine, "before_cursor_execute", listener)
-    try:
-        with lazy_load_guard() as caught:
-            response = client.get(url, headers=headers)
-    finally:
-        event.remove(engine, "before_cursor_execute", listener)
+    with counted_statements(engine) as statements, lazy_load_guard() as caught:
+        response = client.get(url, headers=headers)
     problem = None
     if caught:
         problem = f"{page.endpoint}: hidden lazy loads {caught}"

@@ -1,7 +1,6 @@
 """The patient's refill pages over HTTP: the birth-date gate, what the page shows, one click, every bad link."""
 from __future__ import annotations
 
-import html
 import re
 from datetime import date, timedelta
 from typing import Any
@@ -22,15 +21,11 @@ from pharmacy.reminders.rules import MessageKind
 from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
+from tests.pages import confirm_birth_date
+from tests.pages import page_text as text
 
 DOB = date(1968, 4, 12)
 PHONE = "(217) 555-0100"
-
-
-def text(response: Any) -> str:
-    """The words a person reads on the page (tags dropped, entities decoded, spaces collapsed)."""
-    body = response.get_data(as_text=True)
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
 
 
 def make(app: Flask, staff: dict, *, dispensed: bool = True, in_progress: bool = False, **rx: Any) -> dict[str, Any]:
@@ -57,7 +52,7 @@ def make(app: Flask, staff: dict, *, dispensed: bool = True, in_progress: bool =
 
 
 def confirm(client: FlaskClient, token: str, dob: date = DOB) -> Any:
-    return client.post(f"/r/{token}", data={"month": str(dob.month), "day": str(dob.day), "year": str(dob.year)})
+    return confirm_birth_date(client, token, dob)
 
 
 def requests_for(app: Flask, rx_id: int) -> list[RefillRequest]:

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 
 from pharmacy.compounding.models import Order
 from pharmacy.extensions import db
@@ -23,11 +20,8 @@ from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 from tests.conftest import login
-
-
-def text(response: Any) -> str:
-    body = response.get_data(as_text=True)
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body))).strip()
+from tests.pages import page_text as text
+from tests.pages import queries
 
 
 def setup_requests(app: Flask, staff: dict, *, extra: int = 0, renewal: bool = True) -> dict[str, Any]:
@@ -66,22 +60,6 @@ def fetch(app: Flask, model: type, row_id: int) -> Any:
         row = db.session.get(model, row_id)
         db.session.expunge_all()
         return row
-
-
-@contextmanager
-def count_queries(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", _count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", _count)
 
 
 def test_the_queue_shows_what_the_pharmacist_decides_with(app: Flask, client: FlaskClient, staff: dict) -> None:
@@ -230,7 +208,7 @@ def test_the_queue_page_costs_the_same_queries_for_two_or_ten_requests(app: Flas
     d = setup_requests(app, staff)
     login(client, staff["pharmacist"])
     assert client.post(f"/refills/{d['request_id']}/decline", data={"reason": "Duplicate"}).status_code == 303
-    with count_queries(app) as few:
+    with queries(app) as few:
         assert client.get("/refills").status_code == 200
     with app.test_request_context("/"):
         from pharmacy.compounding.models import Formula
@@ -244,7 +222,7 @@ def test_the_queue_page_costs_the_same_queries_for_two_or_ten_requests(app: Flas
             factories.run_order_to(w, o.id, "dispensed")
             refill_flow.request(w["technician"], rx.id, source=RequestSource.STAFF)
         db.session.commit()
-    with count_queries(app) as many:
+    with queries(app) as many:
         page = text(client.get("/refills"))
     assert page.count("born ") == 9
     assert len(many) == len(few), "\n".join(many)

@@ -17,7 +17,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from tests import factories
-from tests.web.test_intake_views import build, count, run
+from tests.pages import build, count, run
 
 
 @pytest.fixture
