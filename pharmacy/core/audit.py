@@ -6,6 +6,7 @@ request that was refused (the unit of work re-adds them after rolling back).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import g, has_request_context, request
@@ -18,6 +19,7 @@ from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 
 _KEEP = "_audit_keep_after_rollback"
+_REDO = "_audit_redo_after_rollback"
 
 
 def _ip() -> str | None:
@@ -59,6 +61,16 @@ def keep_after_rollback(model: type, values: dict[str, Any]) -> None:
 
 def kept_after_rollback() -> list[tuple[type, dict[str, Any]]]:
     return g.pop(_KEEP, []) if has_request_context() else []
+
+
+def redo_after_rollback(step: Callable[[], object]) -> None:
+    """A write (not a new row) to do again after the request rolls back, e.g. a counter raised in place."""
+    if has_request_context():
+        g.setdefault(_REDO, []).append(step)
+
+
+def redone_after_rollback() -> list[Callable[[], object]]:
+    return g.pop(_REDO, []) if has_request_context() else []
 
 
 def require(actor: Actor, permission: Permission, *, patient_id: int | None = None, what: str = "") -> None:

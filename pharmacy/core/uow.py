@@ -5,6 +5,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import sqlalchemy as sa
 from flask import Flask, Response, g
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -22,8 +23,11 @@ def mark_rollback() -> None:
 def _rollback_keeping_audit() -> None:
     db.session.rollback()
     kept = audit.kept_after_rollback()
-    if kept:
+    redo = audit.redone_after_rollback()
+    if kept or redo:
         db.session.add_all(model(**values) for model, values in kept)
+        for step in redo:
+            step()
         db.session.commit()
 
 
@@ -58,6 +62,15 @@ def unit_of_work() -> Iterator[None]:
     except BaseException:
         db.session.rollback()
         raise
+
+
+@contextmanager
+def autonomous() -> Iterator[sa.Connection]:
+    """A short transaction on a connection of its own, committed when the block ends, whatever becomes of the
+    request around it: for the few writes a refused request must keep *and* that must be atomic with a check
+    (a link's wrong-answer counter, core/links.py). Never for ordinary work, which commits with its request."""
+    with db.engine.begin() as conn:
+        yield conn
 
 
 def commit_step() -> None:

@@ -103,7 +103,7 @@ def test_session_holds_no_patient_data(client, staff, app) -> None:
     cookie = client.get_cookie("session")
     serializer = SecureCookieSessionInterface().get_signing_serializer(app)
     data = serializer.loads(cookie.value)
-    assert set(data) <= {"_user_id", "_fresh", "_id", "login_at", "seen_at", "csrf_token", "_flashes",
+    assert set(data) <= {"_user_id", "_fresh", "_id", "login_at", "seen_at", "sid", "csrf_token", "_flashes",
                          "link_ok", "expired", "_permanent"}
 
 
