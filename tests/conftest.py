@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -123,7 +124,7 @@ def app_config(database_url: str, tmp_path: Path) -> dict:
     return {
         "DATABASE_URL": database_url,
         "PHARMACY_ENV": "testing",
-        "SECRET_KEY": "test-secret-" + uuid.uuid4().hex,
+        "SECRET_KEY": secrets.token_hex(32),  # random, as production demands (some tests switch to production)
         "RATELIMIT_STORAGE_URI": "memory://",
         "WTF_CSRF_ENABLED": False,
         "PHARMACY_TIMEZONE": "America/Chicago",
