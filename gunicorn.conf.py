@@ -18,8 +18,8 @@ private interface); otherwise anyone could claim any address. The access log rec
 the peer (%(h)s) and the X-Forwarded-For header.
 
 The access log never carries a query string (%(U)s, never %(r)s or %(q)s), a referer, cookies
-or authorization headers, paths under /r/ and /preferences/ (signed patient links) are
-logged as /r/[token] and /preferences/[token], and the path of a 404 as /[path of a 404].
+or authorization headers, paths under /r/, /preferences/ and /renewal-request/ (signed links) are
+logged as /r/[token] and so on, and the path of a 404 as /[path of a 404].
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ access_log_format = (
     '%({x-request-id}o)s'
 )
 
-_PATIENT_LINK = re.compile(r"^/(r|preferences)/[^/]+")
+_PATIENT_LINK = re.compile(r"^/(r|preferences|renewal-request)/[^/]+")
 _LONG_SEGMENT = re.compile(r"/[A-Za-z0-9_\-.]{32,}")
 # Header atoms the log may use; every other {…}i / {…}o / {…}e atom is dropped (cookies, authorization,
 # referer, location — which can hold a patient link or a search term — and the whole WSGI environ).

@@ -23,6 +23,9 @@ from pharmacy.extensions import db
 
 REFILL = "refill"
 PREFERENCES = "preferences"
+RENEWAL = "renewal"  # a prescriber's link to a renewal request (pharmacy/prescriber_links)
+RENEWAL_LINK_DAYS = 30
+RENEWAL_PATH = "/renewal-request/"
 MAX_DOB_ATTEMPTS = 5
 
 

@@ -17,6 +17,7 @@ from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
+from pharmacy.reminders.services import listed_delivery_error
 
 PAGE_SIZE = 25
 
@@ -48,6 +49,7 @@ class TodayView:
     running_out: list[Any] = field(default_factory=list)
     reminders_today: int = 0
     failed_emails: list[Any] = field(default_factory=list)
+    failed_email_errors: dict[int, str] = field(default_factory=dict)  # as this reader may see them
     renewals: list[Any] = field(default_factory=list)
     adherence: list[Any] = field(default_factory=list)
     clinical: bool = False
@@ -80,6 +82,7 @@ def today_view(actor: Actor) -> TodayView:
             sa.select(OutboxMessage).where(OutboxMessage.state == OutboxState.FAILED)
             .order_by(OutboxMessage.id.desc()).limit(5)  # newest first, along ix_outbox_state_id
         ).scalars())
+        view.failed_email_errors = {m.id: listed_delivery_error(m.last_error) or "" for m in view.failed_emails}
     if not actor.can(Permission.VIEW_CLINICAL):
         return view
     view.clinical = True
@@ -171,6 +174,8 @@ def today_view(actor: Actor) -> TodayView:
         view.adherence = list(adherence_below_threshold(actor, limit=8))
     except (ImportError, AttributeError):
         view.adherence = []
+    audit.record_reads(actor, "dashboard.view", audit.patient_ids_in(
+        view.alerts, view.requests, view.oldest_orders, view.running_out, view.renewals, view.adherence))
     return view
 
 
@@ -251,5 +256,6 @@ def search(actor: Actor, q: str, *, page: int = 1) -> Page:
             stmt.order_by(Patient.name_key, Patient.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
         ).scalars()
     )
-    audit.record(actor, "patient.search", details={"results": min(len(rows), PAGE_SIZE)})
+    shown = rows[:PAGE_SIZE]
+    audit.record_reads(actor, "patient.search", [p.id for p in shown], details={"results": len(shown)})
     return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)

@@ -94,7 +94,7 @@ def detail(patient_id: int) -> Any:
 def edit(patient_id: int) -> Any:
     actor = current_actor()
     audit.require(actor, Permission.EDIT_PATIENT, patient_id=patient_id, what="edit patient records")
-    patient = services.get_patient(actor, patient_id)
+    patient = services.view_patient(actor, patient_id)  # the form shows the record: a read, audited
     if request.method == "GET":
         return _render_form(patient=patient, form=_form_of(patient), errors={})
     form = request.form.to_dict()
@@ -105,7 +105,7 @@ def edit(patient_id: int) -> Any:
             services.update_patient(actor, patient_id, data)
         except ValidationFailed as exc:
             db.session.rollback()
-            patient = services.get_patient(actor, patient_id)
+            patient = services.view_patient(actor, patient_id)
             errors = exc.fields or {"_schema": [exc.message]}
         else:
             flash("Details saved. Conditions and medications were screened again against every active prescription.",

@@ -83,6 +83,7 @@ def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
             earliest_dispense=earliest, refills_left=_refills_left(r.prescription, rx_facts_),
             renewal=renewals.get(r.renewal_id) if r.renewal_id is not None else None,
         ))
+    audit.record_reads(actor, "refill.queue", [r.patient_id for r in reqs])
     return out
 
 
@@ -103,4 +104,5 @@ def queue_page(actor: Actor, *, limit: int = 100, recent: int = 10) -> QueuePage
         .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient))
         .order_by(RefillRequest.decided_at.desc(), RefillRequest.id.desc()).limit(recent)
     ).unique().scalars())
+    audit.record_reads(actor, "refill.queue", audit.patient_ids_in(renewals, decided))
     return QueuePage(items=items, renewals=renewals, recent=decided)

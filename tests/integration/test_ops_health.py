@@ -470,6 +470,7 @@ def test_gunicorn_settings(monkeypatch, tmp_path) -> None:
     mask = conf["mask_path"]
     assert mask("/r/eyJwIjoxfQ.aBc.dEf") == "/r/[token]"
     assert mask("/preferences/abc/unsubscribe") == "/preferences/[token]/unsubscribe"
+    assert mask("/renewal-request/eyJwIjoxfQ.aBc") == "/renewal-request/[token]"  # a prescriber's link
     assert mask("/api/v1/refill/" + "x" * 48) == "/api/v1/refill/[token]"
     assert mask("/patients/42") == "/patients/42"
     # A path that matched no route may be anything typed into the address bar: not logged at all.
