@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import session
 
-from pharmacy.core.context import now
+from pharmacy.core.context import now, settings
 from pharmacy.core.models import StaffSession, User
 from pharmacy.extensions import db
 
@@ -58,9 +59,11 @@ def load_user(user_key: str) -> User | None:
     raw = session.get(SESSION_ID_KEY)
     if not user_id.isdigit() or len(user_id) > 10 or not isinstance(raw, str) or not raw:
         return None
+    oldest = now() - timedelta(hours=settings().session_max_hours)  # the absolute limit, on the server's side too
     user = db.session.execute(
         sa.select(User).join(StaffSession, StaffSession.user_id == User.id)
-        .where(User.id == int(user_id), StaffSession.token_hash == _hash(raw), StaffSession.ended_at.is_(None))
+        .where(User.id == int(user_id), StaffSession.token_hash == _hash(raw), StaffSession.ended_at.is_(None),
+               StaffSession.created_at > oldest)
     ).scalar_one_or_none()
     if user is None or not user.active or str(user.session_version) != version:
         return None
