@@ -18,8 +18,8 @@ private interface); otherwise anyone could claim any address. The access log rec
 the peer (%(h)s) and the X-Forwarded-For header.
 
 The access log never carries a query string (%(U)s, never %(r)s or %(q)s), a referer, cookies
-or authorization headers, and paths under /r/ and /preferences/ (signed patient links) are
-logged as /r/[token] and /preferences/[token].
+or authorization headers, paths under /r/, /preferences/ and /renewal-request/ (signed links) are
+logged as /r/[token] and so on, and the path of a 404 as /[path of a 404].
 """
 from __future__ import annotations
 
@@ -67,15 +67,22 @@ access_log_format = (
     '%({x-request-id}o)s'
 )
 
-_PATIENT_LINK = re.compile(r"^/(r|preferences)/[^/]+")
+_PATIENT_LINK = re.compile(r"^/(r|preferences|renewal-request)/[^/]+")
 _LONG_SEGMENT = re.compile(r"/[A-Za-z0-9_\-.]{32,}")
 # Header atoms the log may use; every other {…}i / {…}o / {…}e atom is dropped (cookies, authorization,
 # referer, location — which can hold a patient link or a search term — and the whole WSGI environ).
 _ALLOWED_HEADER_ATOMS = {"{x-forwarded-for}i", "{user-agent}i", "{x-request-id}i", "{x-request-id}o"}
 
 
-def mask_path(path: str) -> str:
-    """The path as it may be logged: patient-link tokens (and any other long opaque segment) masked."""
+NOT_FOUND_PATH = "/[path of a 404]"
+
+
+def mask_path(path: str, status: str | int | None = None) -> str:
+    """The path as it may be logged: patient-link tokens (and any other long opaque segment) masked, and the
+    path of a 404 not at all — it matched no route, so it may be anything typed into the address bar (a
+    patient's name, a date of birth), and the status, method and request id say enough."""
+    if str(status) == "404":
+        return NOT_FOUND_PATH
     path = _PATIENT_LINK.sub(lambda m: f"/{m.group(1)}/[token]", path or "")
     return _LONG_SEGMENT.sub("/[token]", path)
 
@@ -92,7 +99,7 @@ class SafeAccessLogger(Logger):
         atoms = super().atoms(resp, req, environ, request_time)
         for key in [k for k in atoms if k.startswith("{") and k not in _ALLOWED_HEADER_ATOMS]:
             del atoms[key]
-        path = mask_path(atoms.get("U", ""))
+        path = mask_path(atoms.get("U", ""), atoms.get("s"))
         atoms["U"] = path
         atoms["q"] = ""
         atoms["f"] = "-"

@@ -23,7 +23,7 @@ from pharmacy.workflows import listeners
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
-    "bench", "ops",
+    "bench", "ops", "prescriber_links",
 )
 
 

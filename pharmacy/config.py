@@ -110,11 +110,29 @@ def parse_smtp_url(url: str) -> SmtpSettings:
     )
 
 
+WEAK_SECRETS = {"secret", "changeme", "change-me", "password", "dev", "development", "test", "example", "pharmacy"}
+
+
+def secret_key_problem(key: str) -> str | None:
+    """Why a SECRET_KEY is not good enough to sign sessions and patient links, or None. Production refuses to
+    start with such a key; `flask doctor` says the same thing about any environment."""
+    if len(key) < 32:
+        return "shorter than 32 characters"
+    lowered = key.lower()
+    if any(word in lowered for word in WEAK_SECRETS) and len(set(key)) < 20:
+        return "looks like a placeholder"
+    if len(set(key)) < 10:
+        return "too few different characters to be random"
+    return None
+
+
 def _secret_key(env: Mapping[str, str], instance_path: Path, app_env: str) -> str:
     key = env.get("SECRET_KEY")
     if key:
-        if app_env == "production" and len(key) < 32:
-            raise ConfigError("SECRET_KEY is too short for production (use at least 32 random characters)")
+        problem = secret_key_problem(key) if app_env == "production" else None
+        if problem:
+            raise ConfigError(f"SECRET_KEY is not strong enough for production ({problem}); generate one with "
+                              "python -c 'import secrets; print(secrets.token_hex(32))'")
         return key
     if app_env == "production":
         raise ConfigError(

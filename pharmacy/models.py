@@ -1,7 +1,7 @@
 """Every model, imported once so the metadata (and Alembic) sees the whole schema."""
 from pharmacy.billing.models import Fee, Payment, PriceEntry
 from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot, Order, OrderIngredientLot
-from pharmacy.core.models import ApiToken, AuditEvent, Heartbeat, LinkAttempt, LinkUse, User
+from pharmacy.core.models import ApiToken, AuditEvent, Heartbeat, LinkGuard, LinkUse, StaffSession, User
 from pharmacy.ops.models import OpsEvent  # noqa: F401 - the operations log (pharmacy/ops)
 from pharmacy.patients.models import Patient, SideEffectEntry
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
@@ -10,7 +10,7 @@ from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 
 __all__ = [
     "ApiToken", "AuditEvent", "DeliveryAttempt", "Fee", "Formula", "FormulaIngredient", "Heartbeat",
-    "IngredientLot", "LinkAttempt", "LinkUse", "Order", "OrderIngredientLot", "OutboxMessage", "Patient",
+    "IngredientLot", "LinkGuard", "LinkUse", "Order", "OrderIngredientLot", "OutboxMessage", "Patient",
     "Payment", "Prescriber", "Prescription", "PriceEntry", "RefillRequest", "RenewalRequest",
-    "ScreeningAlert", "SideEffectEntry", "User",
+    "ScreeningAlert", "SideEffectEntry", "StaffSession", "User",
 ]

@@ -19,7 +19,7 @@ from datetime import date
 import sqlalchemy as sa
 
 from pharmacy.billing import rules
-from pharmacy.billing.adherence import adherence_report, checked_window
+from pharmacy.billing.adherence import AdherenceReport, adherence_report, checked_window
 from pharmacy.billing.models import Payment
 from pharmacy.billing.pricing import MAX_ID, PriceRow, price_rows
 from pharmacy.billing.rules import PaymentKind
@@ -172,9 +172,16 @@ def _patient_monthly_stmt(start: date) -> sa.Select:
             .group_by(Patient.id, Patient.last_name, Patient.first_name))
 
 
-def _patient_monthly(row: sa.Row) -> PatientMonthly:
+def patient_label(patient_id: int, last: str, first: str, *, with_names: bool) -> str:
+    """A patient as a money report names them: "Last, First" for clinical staff; "Patient #12" for the others
+    (admins see reports without names and phones: minimum necessary)."""
+    return f"{last}, {first}" if with_names else f"Patient #{patient_id}"
+
+
+def _patient_monthly(row: sa.Row, *, with_names: bool) -> PatientMonthly:
     pid, last, first, n, price, days = row
-    return PatientMonthly(pid, f"{last}, {first}", int(n), int(price or 0), int(days or 0))
+    return PatientMonthly(pid, patient_label(pid, last, first, with_names=with_names), int(n), int(price or 0),
+                          int(days or 0))
 
 
 def _monthly_cents(price: sa.ColumnElement[int], days: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
@@ -182,7 +189,7 @@ def _monthly_cents(price: sa.ColumnElement[int], days: sa.ColumnElement[int]) ->
     return (60 * price + days) // (2 * days)
 
 
-def _average_cost(months: int) -> AverageCost:
+def _average_cost(months: int, *, with_names: bool) -> AverageCost:
     """Each patient's monthly equivalent (their prices × 30 / their days), then the mean across patients
     (half-up to the cent) — in one statement over the period's dispensed fills (ix_orders_report_day):
     the per-patient figures are grouped and averaged in SQL, and only the highest rows shown come back."""
@@ -204,8 +211,8 @@ def _average_cost(months: int) -> AverageCost:
     count = int(rows[0].n) if rows else 0
     total = int(rows[0].total) if rows else 0
     average = (2 * total + count) // (2 * count) if count else 0
-    highest = [PatientMonthly(r.pid, f"{r.last_name}, {r.first_name}", int(r.fills), int(r.price or 0), int(r.days or 0))
-               for r in rows]
+    highest = [PatientMonthly(r.pid, patient_label(r.pid, r.last_name, r.first_name, with_names=with_names),
+                              int(r.fills), int(r.price or 0), int(r.days or 0)) for r in rows]
     return AverageCost(average, count, highest)
 
 
@@ -267,21 +274,24 @@ def _outstanding_stmt() -> sa.Select:
             .order_by(owing.c.owed.desc(), Patient.last_name, Patient.id))
 
 
-def _outstanding_row(row: sa.Row) -> Outstanding:
-    return Outstanding(row[0], f"{row[1]}, {row[2]}", row[3], int(row[4]), int(row[5]))
+def _outstanding_row(row: sa.Row, *, with_names: bool) -> Outstanding:
+    return Outstanding(row[0], patient_label(row[0], row[1], row[2], with_names=with_names),
+                       row[3] if with_names else None, int(row[4]), int(row[5]))
 
 
-def _outstanding(limit: int) -> OutstandingReport:
+def _outstanding(limit: int, *, with_names: bool) -> OutstandingReport:
     rows = db.session.execute(_outstanding_stmt().limit(limit)).all()
     count = int(rows[0].n) if rows else 0
     total = int(rows[0].total) if rows else 0
-    return OutstandingReport([_outstanding_row(r) for r in rows], count, total)
+    return OutstandingReport([_outstanding_row(r, with_names=with_names) for r in rows], count, total)
 
 
 def outstanding_balances(actor: Actor, limit: int = 50) -> OutstandingReport:
-    """Patients who owe, largest balance first."""
+    """Patients who owe, largest balance first (names and phones for clinical staff only)."""
     audit.require(actor, Permission.VIEW_REPORTS, what="see reports")
-    return _outstanding(max(1, min(limit, 500)))
+    report = _outstanding(max(1, min(limit, 500)), with_names=actor.can(Permission.VIEW_CLINICAL))
+    audit.record_reads(actor, "report.list", [o.patient_id for o in report.rows], details={"report": "outstanding"})
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,9 +316,12 @@ def money_page(actor: Actor, *, months: int = 12) -> MoneyPage:
     audit.require(actor, Permission.VIEW_REPORTS, what="see reports")
     months = _months(months)
     revenue = _revenue(months)
-    page = MoneyPage(months=months, revenue=revenue, by_form=_fills_by_form(months), average=_average_cost(months),
-                     outstanding=_outstanding(ROWS_SHOWN), out_of_band=price_rows(out_of_band_only=True),
-                     period_start=_period_start(months))
+    names = actor.can(Permission.VIEW_CLINICAL)
+    page = MoneyPage(months=months, revenue=revenue, by_form=_fills_by_form(months),
+                     average=_average_cost(months, with_names=names), outstanding=_outstanding(ROWS_SHOWN, with_names=names),
+                     out_of_band=price_rows(out_of_band_only=True), period_start=_period_start(months))
+    audit.record_reads(actor, "report.list", audit.patient_ids_in(page.average.highest, page.outstanding.rows),
+                       details={"report": "money"})
     page.totals = {"paid": sum(m.paid_cents for m in revenue), "refunded": sum(m.refunded_cents for m in revenue),
                    "net": sum(m.net_cents for m in revenue)}
     audit.record(actor, "report.view", details={"report": "money"})
@@ -342,56 +355,59 @@ def _csv(header: list[str], rows: Iterable[list[object]]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _revenue_csv(months: int, window_days: int | None) -> Iterator[str]:
+def _revenue_csv(months: int, window_days: int | None, with_names: bool) -> Iterator[str]:
     return _csv(["month", "paid", "refunded", "net"],
                 ([m.month, _dollars(m.paid_cents), _dollars(m.refunded_cents), _dollars(m.net_cents)] for m in _revenue(months)))
 
 
-def _forms_csv(months: int, window_days: int | None) -> Iterator[str]:
+def _forms_csv(months: int, window_days: int | None, with_names: bool) -> Iterator[str]:
     return _csv(["form", "fills", "patients", "price_total", "days_supply", "monthly_equivalent"],
                 ([f.form, f.fills, f.patients, _dollars(f.price_cents), f.days_supply, _dollars(f.monthly_equivalent_cents)]
                  for f in _fills_by_form(months)))
 
 
-def _average_csv(months: int, window_days: int | None) -> Iterator[str]:
+def _average_csv(months: int, window_days: int | None, with_names: bool) -> Iterator[str]:
     stmt = _patient_monthly_stmt(_period_start(months)).order_by(Patient.id).execution_options(yield_per=2000)
 
     def rows() -> Iterator[list[object]]:
         # Runs while the response streams (after the request's commit), so the server-side cursor
         # PostgreSQL uses for yield_per lives in its own transaction.
         for row in db.session.execute(stmt):
-            p = _patient_monthly(row)
+            p = _patient_monthly(row, with_names=with_names)
             yield [p.patient_id, p.name, p.fills, _dollars(p.price_cents), p.days_supply, _dollars(p.monthly_equivalent_cents)]
 
     return _csv(["patient_id", "patient", "fills", "price_total", "days_supply", "monthly_equivalent"], rows())
 
 
-def _outstanding_csv(months: int, window_days: int | None) -> Iterator[str]:
+def _outstanding_csv(months: int, window_days: int | None, with_names: bool) -> Iterator[str]:
     stmt = _outstanding_stmt().execution_options(yield_per=2000)
 
     def rows() -> Iterator[list[object]]:
         for row in db.session.execute(stmt):  # lazily, like _average_csv
-            o = _outstanding_row(row)
+            o = _outstanding_row(row, with_names=with_names)
             yield [o.patient_id, o.name, o.phone or "", _dollars(o.charged_cents), _dollars(o.net_paid_cents),
                    _dollars(o.owed_cents)]
 
     return _csv(["patient_id", "patient", "phone", "charged", "net_paid", "owed"], rows())
 
 
-def _out_of_band_csv(months: int, window_days: int | None) -> Iterator[str]:
+def _out_of_band_csv(months: int, window_days: int | None, with_names: bool) -> Iterator[str]:
     return _csv(["entry_id", "formula", "quantity", "days_supply", "price", "monthly_equivalent", "band"],
                 ([r.id, r.formula_code, r.quantity_text, r.days_supply, _dollars(r.price_cents),
                   _dollars(r.monthly_equivalent_cents), r.band] for r in price_rows(out_of_band_only=True)))
 
 
-def _adherence_csv(months: int, window_days: int | None) -> Iterator[str]:
-    report = adherence_report(window_days, MAX_ID, with_names=True)
+def _adherence_csv(months: int, window_days: int | None, with_names: bool) -> Iterator[str]:
+    return _adherence_rows_csv(adherence_report(window_days, MAX_ID, with_names=True))
+
+
+def _adherence_rows_csv(report: AdherenceReport) -> Iterator[str]:
     return _csv(["patient_id", "patient", "phone", "pdc_percent", "window_start", "last_fill", "last_days_supply", "product"],
                 ([r.patient_id, r.name, r.phone or "", r.percent, r.window_start.isoformat(), r.last_fill_on.isoformat(),
                   r.last_days_supply, r.last_product] for r in report.rows))
 
 
-EXPORTS: dict[str, Callable[[int, int | None], Iterator[str]]] = {
+EXPORTS: dict[str, Callable[[int, int | None, bool], Iterator[str]]] = {
     "revenue": _revenue_csv, "fills-by-form": _forms_csv, "average-monthly-cost": _average_csv,
     "outstanding": _outstanding_csv, "out-of-band": _out_of_band_csv, "adherence": _adherence_csv,
 }
@@ -410,7 +426,17 @@ def export_csv(actor: Actor, name: str, *, months: int = 12, window_days: int | 
     if window is not None:
         checked_window(window)
     audit.record(actor, "report.export", details={"report": name})
-    return f"{name}-{today().isoformat()}.csv", EXPORTS[name](months, window)
+    filename = f"{name}-{today().isoformat()}.csv"
+    # Each patient in the file is a read of that patient's record.
+    if name == "adherence":
+        report = adherence_report(window, MAX_ID, with_names=True)
+        audit.record_reads(actor, "report.list", [r.patient_id for r in report.rows], details={"report": name})
+        return filename, _adherence_rows_csv(report)
+    listed = {"outstanding": _outstanding_stmt, "average-monthly-cost": lambda: _patient_monthly_stmt(
+        _period_start(months))}.get(name)
+    if listed is not None:  # more patients than a page holds: one INSERT … SELECT over the export's own query
+        audit.record_reads_from(actor, "report.list", listed(), details={"report": name})
+    return filename, EXPORTS[name](months, window, actor.can(Permission.VIEW_CLINICAL))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,9 +451,12 @@ def fills_by_form(actor: Actor, months: int = 12) -> list[FormFills]:
 
 
 def average_monthly_cost(actor: Actor, months: int = 12) -> AverageCost:
-    """The mean of each patient's monthly equivalent over the last `months` local months."""
+    """The mean of each patient's monthly equivalent over the last `months` local months (names for clinical staff)."""
     audit.require(actor, Permission.VIEW_REPORTS, what="see reports")
-    return _average_cost(_months(months))
+    result = _average_cost(_months(months), with_names=actor.can(Permission.VIEW_CLINICAL))
+    audit.record_reads(actor, "report.list", [p.patient_id for p in result.highest],
+                       details={"report": "average-monthly-cost"})
+    return result
 
 
 def out_of_band(actor: Actor) -> list[PriceRow]:

@@ -63,6 +63,7 @@ def queue(actor: Actor, *, per_state: int = 50) -> list[QueueGroup]:
     by_state: dict[OrderState, list[Order]] = {}
     for order in rows:
         by_state.setdefault(order.state, []).append(order)
+    audit.record_reads(actor, "order.queue", [order.patient_id for order in rows])
     return [QueueGroup(state=s, count=int(counts.get(s, 0)), orders=by_state.get(s, [])) for s in QUEUE_ORDER]
 
 

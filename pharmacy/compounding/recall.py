@@ -126,7 +126,9 @@ def find(actor: Actor, *, ingredient_lot: str | None = None, order_lot: str | No
 
 
 def _audit(actor: Actor, result: RecallResult) -> None:
-    # Lot numbers are not patient data; the patients listed are counted, not named.
+    # Each patient listed (with name, birth date and contact details) is a read of that patient's record;
+    # the search itself is one event with the lots and counts (lot numbers are not patient data).
+    audit.record_reads(actor, "recall.list", [row.patient_id for row in result.orders])
     audit.record(actor, "recall.search", entity=("recall", None), details={
         "ingredient_lot": result.ingredient_lot, "order_lot": result.order_lot, "orders": len(result.orders),
         "patients": result.patient_count,

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate, validates_schema
 
 from pharmacy.compounding.rules import TRANSITION_TARGETS, DeliveryMethod, OrderState, UspCategory
-from pharmacy.core.schemas import BaseSchema, DecimalString, TrimmedString
+from pharmacy.core.schemas import BaseSchema, BoundedDate, DecimalString, TrimmedString
 from pharmacy.prescriptions.rules import Form
 from pharmacy.prescriptions.schemas import AlertOutSchema
 
@@ -88,8 +88,8 @@ class IngredientLotInSchema(BaseSchema):
     supplier = TrimmedString(required=True, validate=validate.Length(min=1, max=120))
     lot_number = TrimmedString(required=True, validate=validate.Regexp(
         r"^[A-Za-z0-9][A-Za-z0-9 ._/\-]{0,39}$", error="Letters, digits and . _ / - (at most 40)."))
-    expiry_date = fields.Date(required=True)
-    received_on = fields.Date(load_default=None, allow_none=True)
+    expiry_date = BoundedDate(required=True)
+    received_on = BoundedDate(load_default=None, allow_none=True)
 
 
 class RecallQuerySchema(BaseSchema):

@@ -12,7 +12,7 @@ from pharmacy.core.context import today
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
 from pharmacy.core.roles import MATRIX, Permission, Role
-from pharmacy.core.schemas import BaseSchema, TrimmedString
+from pharmacy.core.schemas import MAX_ID, BaseSchema, BoundedDate, TrimmedString
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -33,12 +33,12 @@ class TokenSchema(BaseSchema):
 
 
 class AuditFilterSchema(BaseSchema):
-    patient_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
-    user_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    patient_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
+    user_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=MAX_ID))
     action = TrimmedString(load_default=None, validate=validate.Length(max=64))
     outcome = fields.String(load_default=None, validate=validate.OneOf(["ok", "denied", "failed"]))
-    since = fields.Date(load_default=None)
-    until = fields.Date(load_default=None)
+    since = BoundedDate(load_default=None)
+    until = BoundedDate(load_default=None)
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
 
 

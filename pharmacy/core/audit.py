@@ -6,22 +6,52 @@ request that was refused (the unit of work re-adds them after rolling back).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import sqlalchemy as sa
 from flask import g, has_request_context, request
 
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now
+from pharmacy.core.db import UTCDateTime
 from pharmacy.core.errors import Forbidden
 from pharmacy.core.models import AuditEvent
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 
 _KEEP = "_audit_keep_after_rollback"
+_REDO = "_audit_redo_after_rollback"
 
 
 def _ip() -> str | None:
     return request.remote_addr if has_request_context() else None
+
+
+#: Actions that record a read (of one record, or of the patients a list or export shows). A read happened even
+#: when the request then fails — a page re-shown with an error still showed the record — so reads survive the
+#: rollback of a refused request, like refusals do.
+READ_SUFFIXES = (".view", ".list", ".search", ".queue", ".export")
+
+
+def is_read(action: str) -> bool:
+    return action.endswith(READ_SUFFIXES)
+
+
+def _values(actor: Actor, action: str, *, patient_id: int | None, entity: tuple[str, int | None] | None,
+            outcome: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(
+        at=now(),
+        actor_user_id=actor.user_id,
+        actor_kind=actor.kind,
+        action=action,
+        outcome=outcome,
+        entity_type=entity[0] if entity else None,
+        entity_id=entity[1] if entity else None,
+        patient_id=patient_id if patient_id is not None else actor.patient_id,
+        ip_address=_ip(),
+        details=details,
+    )
 
 
 def record(
@@ -34,21 +64,63 @@ def record(
     details: dict[str, Any] | None = None,
     survive_rollback: bool = False,
 ) -> None:
-    values = dict(
-        at=now(),
-        actor_user_id=actor.user_id,
-        actor_kind=actor.kind,
-        action=action,
-        outcome=outcome,
-        entity_type=entity[0] if entity else None,
-        entity_id=entity[1] if entity else None,
-        patient_id=patient_id if patient_id is not None else actor.patient_id,
-        ip_address=_ip(),
-        details=details,
-    )
+    values = _values(actor, action, patient_id=patient_id, entity=entity, outcome=outcome, details=details)
     db.session.add(AuditEvent(**values))
-    if survive_rollback:
+    if survive_rollback or is_read(action):
         keep_after_rollback(AuditEvent, values)
+
+
+def patient_ids_in(*groups: Iterable[Any]) -> list[int]:
+    """The patients that lists of rows show, in order of first appearance: a patient row, anything that carries
+    a `patient_id` (an order, a prescription, a request, a report line), or a result row (tuple) of those."""
+    found: dict[int, None] = {}
+    for group in groups:
+        for item in group or ():
+            for part in item if isinstance(item, tuple | sa.Row) else (item,):
+                pid = _patient_id_of(part)
+                if pid is not None:
+                    found[pid] = None
+    return list(found)
+
+
+def _patient_id_of(obj: Any) -> int | None:
+    if getattr(type(obj), "__tablename__", None) == "patients":
+        return obj.id
+    pid = getattr(obj, "patient_id", None)
+    if isinstance(pid, int) and not isinstance(pid, bool):
+        return pid
+    patient = obj.__dict__.get("patient") if hasattr(obj, "__dict__") else None  # only if already loaded
+    return patient.id if getattr(type(patient), "__tablename__", None) == "patients" else None
+
+
+def record_reads(actor: Actor, action: str, patient_ids: Iterable[int], *, details: dict[str, Any] | None = None
+                 ) -> None:
+    """A page or an answer that lists several patients: one read event per patient shown, so "who saw this
+    patient" (the audit filter by patient) finds list pages, queues and reports too. One INSERT for all of them;
+    a list that shows nobody still leaves one event (without a patient), so the page costs the same either way."""
+    rows = [_values(actor, action, patient_id=pid, entity=None, outcome="ok", details=details)
+            for pid in dict.fromkeys(patient_ids)]
+    rows = rows or [_values(actor, action, patient_id=None, entity=None, outcome="ok", details=details)]
+    db.session.execute(sa.insert(AuditEvent), rows)  # one executemany, however many patients the page shows
+    for values in rows:
+        keep_after_rollback(AuditEvent, values)
+
+
+def record_reads_from(actor: Actor, action: str, patient_ids: sa.Select[Any], *,
+                      details: dict[str, Any] | None = None) -> None:
+    """An export that streams more patients than a page holds: one read event per patient, written by one
+    INSERT … SELECT over the export's own query of patient ids, before the rows stream out."""
+    listed = patient_ids.subquery("listed")
+    shown = sa.select(listed.c[0].label("pid")).where(listed.c[0].is_not(None)).distinct().subquery("shown")
+    values = sa.select(
+        sa.literal(now(), UTCDateTime()), sa.literal(actor.user_id, sa.Integer()), sa.literal(actor.kind),
+        sa.literal(action), sa.literal("ok"), sa.literal(_ip(), sa.String()),
+        sa.null() if details is None else sa.literal(details, sa.JSON()), shown.c.pid,
+    )
+    t = AuditEvent.__table__
+    db.session.execute(t.insert().from_select(
+        [t.c.at, t.c.actor_user_id, t.c.actor_kind, t.c.action, t.c.outcome, t.c.ip_address, t.c.details,
+         t.c.patient_id], values))
 
 
 def keep_after_rollback(model: type, values: dict[str, Any]) -> None:
@@ -59,6 +131,16 @@ def keep_after_rollback(model: type, values: dict[str, Any]) -> None:
 
 def kept_after_rollback() -> list[tuple[type, dict[str, Any]]]:
     return g.pop(_KEEP, []) if has_request_context() else []
+
+
+def redo_after_rollback(step: Callable[[], object]) -> None:
+    """A write (not a new row) to do again after the request rolls back, e.g. a counter raised in place."""
+    if has_request_context():
+        g.setdefault(_REDO, []).append(step)
+
+
+def redone_after_rollback() -> list[Callable[[], object]]:
+    return g.pop(_REDO, []) if has_request_context() else []
 
 
 def require(actor: Actor, permission: Permission, *, patient_id: int | None = None, what: str = "") -> None:

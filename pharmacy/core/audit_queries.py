@@ -1,4 +1,8 @@
-"""Reading the audit trail (admins only): filtered, paginated, and exported as CSV in a stream."""
+"""Reading the audit trail (admins only): filtered, paginated, and exported as CSV in a stream.
+
+Admins run the business, not the pharmacy's clinical work ("minimum necessary"): they see who did what to which
+patient id and when, never a clinical value (shown_details).
+"""
 from __future__ import annotations
 
 import csv
@@ -7,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -80,7 +85,7 @@ def export_csv(actor: Actor, f: AuditFilter) -> Iterator[str]:
             writer.writerow([
                 event.id, event.at.isoformat(), event.actor_kind, event.actor_user_id or "", email or "",
                 event.action, event.outcome, event.entity_type or "", event.entity_id or "", event.patient_id or "",
-                event.ip_address or "", "" if event.details is None else _compact(event.details),
+                event.ip_address or "", "" if event.details is None else _compact(shown_details(event) or {}),
             ])
             if buffer.tell() > 64_000:
                 yield buffer.getvalue()
@@ -91,6 +96,31 @@ def export_csv(actor: Actor, f: AuditFilter) -> Iterator[str]:
     return generate()
 
 
-def _compact(details: dict) -> str:
+#: Keys whose values say how the work went (workflow words, counts, ids), never what is wrong with a patient.
+#: In an event about a patient every other key keeps its name and loses its value: an alert code, a side
+#: effect, a yield, a lot are clinical or identify a batch given to that patient. Default deny: a key added
+#: later is withheld until someone decides it is operational and adds it here.
+OPERATIONAL_KEYS = frozenset({
+    "attempt", "attempts", "changed", "content", "endpoint", "fields", "fill", "from", "kind", "method", "new",
+    "order", "page", "prescription", "replaces", "report", "results", "source", "state", "to", "via", "what", "year",
+})
+WITHHELD = "[withheld]"
 
+
+def shown_details(event: AuditEvent) -> dict[str, Any] | None:
+    """The details of an event as the audit page and its CSV show them: for an event about a patient, ids and
+    field names only — a value stays only under an operational key, or when it is a number (an id, a count)."""
+    details = event.details
+    if not isinstance(details, dict) or event.patient_id is None:
+        return details
+    return {key: value if key in OPERATIONAL_KEYS or _is_number(value) else WITHHELD for key, value in details.items()}
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_is_number(v) for v in value)
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _compact(details: dict) -> str:
     return json.dumps(details, sort_keys=True, separators=(",", ":"))

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import Flask, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
 
-from pharmacy.core import audit
+from pharmacy.core import audit, sessions
 from pharmacy.core.actor import ANONYMOUS, Actor, staff
 from pharmacy.core.context import now, settings
 from pharmacy.core.errors import NotAuthenticated
@@ -84,13 +84,7 @@ def api_auth(optional: bool = False) -> Callable[[F], F]:
 
 @login_manager.user_loader
 def _load_user(user_key: str) -> User | None:
-    user_id, _, version = user_key.partition(":")
-    if not user_id.isdigit():
-        return None
-    user = db.session.get(User, int(user_id))
-    if user is None or not user.active or str(user.session_version) != version:
-        return None
-    return user
+    return sessions.load_user(user_key)
 
 
 def init_app(app: Flask) -> None:
@@ -108,6 +102,7 @@ def init_app(app: Flask) -> None:
         idle = t - session.get("seen_at", t)
         age = t - session["login_at"]
         if idle > cfg.session_idle_minutes * 60 or age > cfg.session_max_hours * 3600:
+            sessions.end_current("expired")
             logout_user()
             session.clear()
             session["expired"] = True
@@ -116,9 +111,18 @@ def init_app(app: Flask) -> None:
 
 
 def start_session(user: User) -> None:
+    """A fresh cookie for a user who just signed in, tied to a new server-side session row."""
     session.clear()
     session.permanent = True
     t = now().timestamp()
     session["login_at"] = t
     session["seen_at"] = t
+    sessions.open_session(user)
+
+
+def end_session() -> None:
+    """Sign out: the server-side session ends first, so a copy of the cookie is refused from now on."""
+    sessions.end_current("logout")
+    logout_user()
+    session.clear()
 

@@ -61,8 +61,14 @@ def register(app: Flask) -> None:
             data = getattr(exc, "data", None) or {}
             messages = data.get("messages") if isinstance(data, dict) else None
             code = "validation_failed" if status == 422 else (exc.name or "error").lower().replace(" ", "_")
-            return json_error(status, code, exc.description or exc.name, messages)
-        return html_error(status, TITLES.get(status, exc.name or "Error"), exc.description or "")
+            response = json_error(status, code, exc.description or exc.name, messages)
+        else:
+            response = html_error(status, TITLES.get(status, exc.name or "Error"), exc.description or "")
+        # The exception's own headers (a 405's Allow, a 401's WWW-Authenticate, a 429's Retry-After) go out too.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(OperationalError)
     def _busy(exc: OperationalError) -> Response:

@@ -27,7 +27,17 @@ def load(schema: Schema, data: Mapping[str, Any]) -> tuple[dict[str, Any] | None
     try:
         return schema.load(data), {}
     except ValidationError as err:
-        return None, flatten(err.messages)
+        return None, with_line_errors(flatten(err.messages))
+
+
+def with_line_errors(errors: dict[str, list[str]]) -> dict[str, list[str]]:
+    """An error on one line of a one-per-line textarea ("medications.2") is also shown at the textarea itself."""
+    out = dict(errors)
+    for key, messages in errors.items():
+        base, _, index = key.rpartition(".")
+        if base and index.isdigit() and "." not in base:
+            out.setdefault(base, []).extend(f"Line {int(index) + 1}: {m}" for m in messages)
+    return out
 
 
 def flatten(messages: Any, prefix: str = "") -> dict[str, list[str]]:

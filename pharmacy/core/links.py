@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from flask import current_app
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from pharmacy.core.audit import keep_after_rollback
+from pharmacy.core.audit import redo_after_rollback
 from pharmacy.core.context import now
+from pharmacy.core.db import UTCDateTime
 from pharmacy.core.errors import LinkInvalid
-from pharmacy.core.models import LinkAttempt, LinkUse
+from pharmacy.core.models import LinkGuard, LinkUse
+from pharmacy.core.uow import autonomous
 from pharmacy.extensions import db
 
 REFILL = "refill"
 PREFERENCES = "preferences"
+RENEWAL = "renewal"  # a prescriber's link to a renewal request (pharmacy/prescriber_links)
+RENEWAL_LINK_DAYS = 30
+RENEWAL_PATH = "/renewal-request/"
 MAX_DOB_ATTEMPTS = 5
 
 
@@ -80,16 +88,57 @@ def mark_used(claims: LinkClaims) -> bool:
 
 
 def failed_attempts(nonce: str) -> int:
-    return int(db.session.execute(
-        sa.select(sa.func.count()).select_from(LinkAttempt).where(LinkAttempt.nonce == nonce)
-    ).scalar_one())
+    """Wrong answers counted so far on this link (0 for a link never answered wrongly)."""
+    value = db.session.execute(sa.select(LinkGuard.failed_attempts).where(LinkGuard.nonce == nonce)).scalar()
+    return int(value or 0)
 
 
-def record_failed_attempt(nonce: str) -> int:
-    """Count a wrong date of birth; kept even though the refused request itself rolls back."""
+def is_locked(nonce: str) -> bool:
+    return failed_attempts(nonce) >= MAX_DOB_ATTEMPTS
 
-    values = {"nonce": nonce, "at": now()}
-    db.session.add(LinkAttempt(**values))
-    db.session.flush()
-    keep_after_rollback(LinkAttempt, values)
-    return failed_attempts(nonce)
+
+def count_answer(nonce: str, *, correct: bool) -> int | None:
+    """Let one answer on a link through the gate, atomically: the wrong answers counted after it, or None when
+    the link was already locked (the answer is then not looked at, right or wrong).
+
+    One upsert both checks and counts (`… ON CONFLICT (nonce) DO UPDATE SET failed_attempts = failed_attempts + 1
+    WHERE failed_attempts < limit RETURNING failed_attempts`): concurrent answers on one link wait for each other's
+    row lock (PostgreSQL) or for the write lock (SQLite), so never more than the limit are checked — counting first
+    and inserting after let ten concurrent guesses through a limit of five. A right answer goes through the same
+    gate (adding nothing), so it cannot slip in beside the guesses either.
+
+    The count is written in a transaction of its own (`uow.autonomous`), committed at once, because the refused
+    request itself rolls back. Only when this session already holds SQLite's single write lock (a caller that wrote
+    first: no request does) is it counted in the session's own transaction — nothing can interleave while that lock
+    is held — and counted again after a rollback (`audit.redo_after_rollback`).
+    """
+    increment = 0 if correct else 1
+    at = now()
+    if _holds_sqlite_write_lock():
+        attempts = _count(db.session.connection(), nonce, increment, at)
+        if increment and attempts is not None:
+            redo_after_rollback(lambda: _count(db.session.connection(), nonce, increment, at))
+        return attempts
+    with autonomous() as conn:
+        return _count(conn, nonce, increment, at)
+
+
+def _count(conn: sa.Connection, nonce: str, increment: int, at: datetime) -> int | None:
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    t = LinkGuard.__table__
+    stmt = insert(t).values(nonce=nonce, failed_attempts=increment, last_failed_at=at if increment else None)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.nonce],
+        set_={"failed_attempts": t.c.failed_attempts + increment,
+              "last_failed_at": sa.literal(at, UTCDateTime()) if increment else t.c.last_failed_at},
+        where=t.c.failed_attempts < MAX_DOB_ATTEMPTS,
+    ).returning(t.c.failed_attempts)
+    value = conn.execute(stmt).scalar()
+    return None if value is None else int(value)
+
+
+def _holds_sqlite_write_lock() -> bool:
+    if db.engine.dialect.name != "sqlite":
+        return False
+    driver = db.session.connection().connection.driver_connection
+    return bool(getattr(driver, "in_transaction", False))

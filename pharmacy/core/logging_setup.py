@@ -21,7 +21,7 @@ _PHONE = re.compile(r"\(?\b\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}\b")
 _MONTHS = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
 _WORDY_DATE = re.compile(rf"\b(?:{_MONTHS} \d{{1,2}},? \d{{4}}|\d{{1,2}} {_MONTHS},? \d{{4}})\b", re.IGNORECASE)
 # Patient links: the path segment after /r/ or /preferences/ is a credential, whatever its length.
-_LINK = re.compile(r"(/(?:r|preferences)/)[^\s/?\"']+")
+_LINK = re.compile(r"(/(?:r|preferences|renewal-request)/)[^\s/?\"']+")
 # The development server colours its request lines; escape codes have no place in a log file.
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -101,14 +101,35 @@ class LinkUse(db.Model):
     used_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class LinkAttempt(db.Model):
-    """A wrong date of birth typed on a patient link; counted to lock the link after a few."""
+class LinkGuard(db.Model):
+    """The wrong answers given on one signed link (a patient's date of birth, a prescriber's NPI).
 
-    __tablename__ = "link_attempts"
+    One row per link nonce, counted by a single atomic upsert (core/links.py), so concurrent guesses
+    queue up behind the row and never more than the limit are ever checked.
+    """
+
+    __tablename__ = "link_guards"
+
+    nonce: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    failed_attempts: Mapped[int] = mapped_column(default=0)
+    last_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class StaffSession(db.Model):
+    """One signed-in browser: the cookie carries a random id whose SHA-256 is kept here.
+
+    Flask-Login's user loader accepts a cookie only while its row is open, so signing out, a password
+    change or a deactivation ends the session on the server at once — a copied cookie is worthless after.
+    """
+
+    __tablename__ = "staff_sessions"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    nonce: Mapped[str] = mapped_column(sa.String(64), index=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_reason: Mapped[str | None] = mapped_column(sa.String(32))  # logout, expired, password, deactivated
 
 
 SCHEDULER_HEARTBEAT = "scheduler"  # the row the scheduler process beats (reminders/scheduler.py), /readyz reads

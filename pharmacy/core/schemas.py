@@ -5,19 +5,42 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from flask import has_app_context
 from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
+from pharmacy.core.context import today
 from pharmacy.core.numbers import plain_decimal
+
+# Invisible characters that change how text around them is displayed: the right-to-left override makes
+# "Smith\u202eftn" read as "Smithntf" (names that look like someone else's, a dose that reads backwards).
+# Arabic and Hebrew text needs none of them: the Unicode bidi algorithm orders it by itself.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text may not be stored as typed: NUL and other control characters (tab and line breaks are fine),
+    text-direction controls, lone UTF-16 surrogates (the database cannot encode them). None when it is fine."""
+    for ch in text:
+        code = ord(ch)
+        if ch in BIDI_CONTROLS:
+            return "Contains an invisible text-direction character; type the text without it."
+        if 0xD800 <= code <= 0xDFFF:
+            return "Contains a character that is not allowed."
+        if (code < 0x20 and ch not in "\t\n\r") or 0x7F <= code < 0xA0:
+            return "Contains a character that is not allowed."
+    return None
 
 
 class TrimmedString(fields.String):
-    """Strips surrounding whitespace; an all-blank value counts as missing for required fields."""
+    """Strips surrounding whitespace; an all-blank value counts as missing for required fields. Refuses what
+    `text_problem` names, so such text is a field error on every path (forms, API, seeds), never a 500."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         text = text.strip()
-        if "\x00" in text:
-            raise ValidationError("Contains a character that is not allowed.")
+        problem = text_problem(text)
+        if problem:
+            raise ValidationError(problem)
         return text
 
 
@@ -39,6 +62,9 @@ class DecimalString(fields.Field):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ValidationError("Enter a number.")
+        if isinstance(value, str) and not value.strip().isascii():
+            # Decimal("٣") is 3: a dose typed in other digits would be read, and labelled, as a number nobody saw.
+            raise ValidationError("Enter the number with the digits 0–9, e.g. 4.5.")
         try:
             number = Decimal(str(value).strip())
         except InvalidOperation:
@@ -55,13 +81,37 @@ class DecimalString(fields.Field):
         return number
 
 
-class PastDate(fields.Date):
-    """A date that cannot be in the future (birth dates, written dates)."""
+class BoundedDate(fields.Date):
+    """A date within sane years (1900–2199): every date that reaches the database is one of these."""
+
+    MIN_YEAR, MAX_YEAR = 1900, 2199
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
         d = super()._deserialize(value, attr, data, **kwargs)
-        if d.year < 1900:
-            raise ValidationError("Enter a date after 1900.")
+        if d.year < self.MIN_YEAR:
+            raise ValidationError(f"Enter a date after {self.MIN_YEAR}.")
+        if d.year > self.MAX_YEAR:
+            raise ValidationError(f"Enter a date before {self.MAX_YEAR + 1}.")
+        return d
+
+
+def today_or_none() -> date | None:
+    """The pharmacy's today when an app is running (schemas are also used without one)."""
+    return today() if has_app_context() else None
+
+
+class PastDate(BoundedDate):
+    """A date that cannot be in the future (birth dates, written dates), by the pharmacy's clock."""
+
+    def __init__(self, *, future_error: str = "That date is in the future.", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.future_error = future_error
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+        d = super()._deserialize(value, attr, data, **kwargs)
+        now = today_or_none()
+        if now is not None and d > now:
+            raise ValidationError(self.future_error)
         return d
 
 
@@ -87,6 +137,17 @@ class BaseSchema(Schema):
     def _strip_csrf(self, data: Any, **kwargs: Any) -> Any:
         if isinstance(data, dict) and "csrf_token" in data:
             data = {k: v for k, v in data.items() if k != "csrf_token"}
+        return data
+
+    @pre_load
+    def _ascii_whole_numbers(self, data: Any, **kwargs: Any) -> Any:
+        """int("٣") is 3: a count or an id typed in other digits is refused, like letters would be."""
+        if isinstance(data, dict):
+            errors = {name: ["Enter the number with the digits 0–9."] for name, value in data.items()
+                      if isinstance(value, str) and not value.isascii()
+                      and isinstance(self.load_fields.get(name), fields.Integer)}
+            if errors:
+                raise ValidationError(errors)
         return data
 
 

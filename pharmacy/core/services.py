@@ -5,7 +5,7 @@ import secrets
 
 import sqlalchemy as sa
 
-from pharmacy.core import audit
+from pharmacy.core import audit, sessions
 from pharmacy.core.actor import ANONYMOUS, Actor, staff
 from pharmacy.core.auth import token_hash
 from pharmacy.core.context import now
@@ -74,6 +74,8 @@ def set_active(actor: Actor, user_id: int, active: bool) -> User:
         raise ValidationFailed("You cannot deactivate your own account.", fields={"active": "Ask another admin."})
     user.active = active
     user.session_version += 1  # signs the user out everywhere
+    if not active:
+        sessions.end_all_for(user.id, "deactivated")
     audit.record(actor, "user.activate" if active else "user.deactivate", entity=("user", user.id))
     return user
 
@@ -89,6 +91,7 @@ def set_password(actor: Actor, user_id: int, password: str) -> User:
         raise ValidationFailed("The password was not changed.", fields={"password": problem})
     user.password_hash = hash_password(password)
     user.session_version += 1
+    sessions.end_all_for(user.id, "password")
     audit.record(actor, "user.password", entity=("user", user.id))
     return user
 

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import Flask, Response, g
+import sqlalchemy as sa
+from flask import Flask, Response, current_app, g
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
-from pharmacy.core import audit
+from pharmacy.core import audit, db_events
 from pharmacy.core.error_handlers import conflict_response
 from pharmacy.extensions import db
 
@@ -30,8 +33,11 @@ def mark_rollback() -> None:
 def _rollback_keeping_audit() -> None:
     db.session.rollback()
     kept = audit.kept_after_rollback()
-    if kept:
+    redo = audit.redone_after_rollback()
+    if kept or redo:
         db.session.add_all(model(**values) for model, values in kept)
+        for step in redo:
+            step()
         db.session.commit()
 
 
@@ -65,6 +71,34 @@ def unit_of_work() -> Iterator[None]:
     except BaseException:
         db.session.rollback()
         raise
+
+
+@contextmanager
+def autonomous() -> Iterator[sa.Connection]:
+    """A short transaction on a connection of its own, committed when the block ends, whatever becomes of the
+    request around it: for the few writes a refused request must keep *and* that must be atomic with a check
+    (a link's wrong-answer counter, core/links.py). Never for ordinary work, which commits with its request.
+
+    The connection comes from an engine without a pool (opened and closed here), not from the app's pool: a
+    request already holds one pooled connection, and twenty requests each waiting for a second from a pool of
+    fifteen would wait for each other until the pool timed out."""
+    with _autonomous_engine().begin() as conn:
+        yield conn
+
+
+_ENGINE_LOCK = threading.Lock()
+
+
+def _autonomous_engine() -> sa.Engine:
+    with _ENGINE_LOCK:
+        engine = current_app.extensions.get("pharmacy.autonomous_engine")
+        if engine is None:
+            url = db.engine.url
+            connect_args = {"timeout": 15} if url.get_backend_name() == "sqlite" else {}
+            engine = sa.create_engine(url, poolclass=NullPool, hide_parameters=True, connect_args=connect_args)
+            db_events.install(engine)
+            current_app.extensions["pharmacy.autonomous_engine"] = engine
+        return engine
 
 
 def commit_step() -> None:

@@ -5,7 +5,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, login_user
 from marshmallow import Schema, fields, validate
 
 from pharmacy.core import auth, services
@@ -67,8 +67,7 @@ def login() -> Any:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> Any:
-    logout_user()
-    session.clear()
+    auth.end_session()
     flash("Signed out.", "info")
     return redirect(url_for("auth.login"))
 

@@ -26,6 +26,7 @@ from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalR
 from pharmacy.refills.rules import RenewalState
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import OutboxState
+from pharmacy.reminders.services import listed_delivery_error
 from pharmacy.supply import reads
 
 PAGE_SIZE = 25
@@ -58,6 +59,7 @@ class TodayView:
     running_out: list[Any] = field(default_factory=list)
     reminders_today: int = 0
     failed_emails: list[Any] = field(default_factory=list)
+    failed_email_errors: dict[int, str] = field(default_factory=dict)  # as this reader may see them
     renewals: list[Any] = field(default_factory=list)
     adherence: list[Any] = field(default_factory=list)
     clinical: bool = False
@@ -87,6 +89,8 @@ def today_view(actor: Actor) -> TodayView:
     _add_oldest(view)
     view.running_out = running_out(local_today(), days=7)
     view.adherence = list(adherence_below_threshold(actor, limit=8))
+    audit.record_reads(actor, "dashboard.view", audit.patient_ids_in(
+        view.alerts, view.requests, view.oldest_orders, view.running_out, view.renewals, view.adherence))
     return view
 
 
@@ -104,6 +108,7 @@ def _add_outbox(view: TodayView) -> None:
         sa.select(OutboxMessage).where(OutboxMessage.state == OutboxState.FAILED)
         .order_by(OutboxMessage.id.desc()).limit(5)  # newest first, along ix_outbox_state_id
     ).scalars())
+    view.failed_email_errors = {m.id: listed_delivery_error(m.last_error) or "" for m in view.failed_emails}
 
 
 def _alerts_for_a_pharmacist(limit: int = 20) -> list[Any]:
@@ -279,5 +284,6 @@ def search(actor: Actor, q: str, *, page: int = 1) -> Page:
             stmt.order_by(Patient.name_key, Patient.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
         ).scalars()
     )
-    audit.record(actor, "patient.search", details={"results": min(len(rows), PAGE_SIZE)})
+    shown = rows[:PAGE_SIZE]
+    audit.record_reads(actor, "patient.search", [p.id for p in shown], details={"results": len(shown)})
     return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)

@@ -4,7 +4,8 @@ SQLite: `sqlite3.Connection.backup` copies the whole database in one step, insid
 transaction, so the copy is a consistent snapshot even while the web and the scheduler keep
 writing (the database runs in WAL mode, so they are not even paused). The copy is written to
 `<name>.partial` (mode 0600: it is full of patient data), switched to a self-contained rollback
-journal, fsynced, verified with `PRAGMA integrity_check`, and only then renamed into place.
+journal, fsynced, verified with `PRAGMA integrity_check`, and only then renamed into place, with its
+SHA-256 beside it in `<name>.sha256` (what `flask backup verify` and a restore check first).
 Restoring goes through the same API into the target, so readers of the target never see a
 half-written file and a stale `-wal` file can never be replayed over the restored data.
 
@@ -20,6 +21,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,10 +130,44 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _finish(partial: Path, dest: Path) -> None:
+def checksum_path(path: Path) -> Path:
+    """Where a backup's SHA-256 is kept: `FILE.sha256`, in `sha256sum` format (`sha256sum -c` checks it too)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def _write_checksum(partial: Path, dest: Path) -> str:
+    digest = _sha256(partial)
+    sidecar = checksum_path(dest)
+    with contextlib.suppress(FileNotFoundError):
+        sidecar.unlink()
+    fd = os.open(sidecar, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"{digest}  {dest.name}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return digest
+
+
+def check_checksum(path: Path) -> bool:
+    """True when the checksum written at backup time matches every byte of the file now; False when there is
+    none (a backup made before checksums were written); BackupError when it does not match."""
+    sidecar = checksum_path(path)
+    if not sidecar.is_file():
+        return False
+    expected = sidecar.read_text().split()[0].lower() if sidecar.read_text().split() else ""
+    if _sha256(path) != expected:
+        raise BackupError(f"{path} does not match the SHA-256 written when it was made ({sidecar.name}): "
+                          "it was damaged or changed since; restore another backup")
+    return True
+
+
+def _finish(partial: Path, dest: Path) -> str:
+    """Fsync, write the checksum beside it, give the file its final name; the SHA-256."""
     _fsync_file(partial)
+    digest = _write_checksum(partial, dest)
     os.replace(partial, dest)
     _fsync_dir(dest.parent)
+    return digest
 
 
 # ---- SQLite ----------------------------------------------------------------------------------------------------
@@ -145,6 +181,27 @@ def _sqlite_tables(conn: sqlite3.Connection) -> dict[str, int]:
     names = [r[0] for r in conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     return {name: conn.execute(f'SELECT COUNT(*) FROM "{name}"').fetchone()[0] for name in names}  # noqa: S608
+
+
+def verify_sqlite_restorable(path: Path) -> dict[str, int]:
+    """Everything a restore would read: the file is copied through the backup API (as `restore` does) into a
+    private temporary file, and `PRAGMA integrity_check` runs on the file and on that copy. SQLite pages carry no
+    checksums, so damage inside a row's bytes shows only against the SHA-256 written at backup time."""
+    tables = verify_sqlite(path)
+    with tempfile.TemporaryDirectory(prefix="pharmacy-verify-") as scratch:
+        copy = Path(scratch) / "restored.db"
+        src = _readonly(path)
+        dst = sqlite3.connect(str(copy))
+        try:
+            src.backup(dst, pages=-1)
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{path} cannot be restored ({exc})") from None
+        finally:
+            dst.close()
+            src.close()
+        if verify_sqlite(copy) != tables:
+            raise BackupError(f"{path} restores to different contents than it holds")
+    return tables
 
 
 def verify_sqlite(path: Path) -> dict[str, int]:
@@ -182,12 +239,12 @@ def backup_sqlite(source: Path, dest: Path) -> BackupResult:
             src.close()
         _fsync_file(partial)
         tables = verify_sqlite(partial)
-        _finish(partial, dest)
+        digest = _finish(partial, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise
-    return BackupResult(path=dest, kind="sqlite", size_bytes=dest.stat().st_size, sha256=_sha256(dest),
+    return BackupResult(path=dest, kind="sqlite", size_bytes=dest.stat().st_size, sha256=digest,
                         seconds=time.monotonic() - started, tables=tables)
 
 
@@ -204,6 +261,7 @@ def _sqlite_has_tables(path: Path) -> bool:
 
 
 def restore_sqlite(backup: Path, target: Path, *, force: bool = False) -> RestoreResult:
+    check_checksum(backup)
     verify_sqlite(backup)
     if _sqlite_has_tables(target) and not force:
         raise BackupError(f"{target} already holds a database; add --force to overwrite it "
@@ -294,8 +352,13 @@ def _run(cmd: list[str], env: dict[str, str], what: str, timeout: float) -> subp
     return result
 
 
-def verify_pg_dump(archive: Path, env: dict[str, str]) -> dict[str, int]:
+def verify_pg_dump(archive: Path, env: dict[str, str], *, read_all: bool = True, timeout: float = 3600) -> dict[str, int]:
+    """The archive's table list; with `read_all`, every byte a restore would read, too: `pg_restore --list` reads
+    only the table of contents, so a damaged data block passed it and failed the real restore ("could not
+    uncompress data"). `pg_restore --file=/dev/null` decompresses every block into nothing, without a database."""
     listing = _run([_tool("pg_restore"), "--list", str(archive)], env, "pg_restore --list", 600).stdout
+    if read_all:
+        _run([_tool("pg_restore"), "--file=/dev/null", str(archive)], env, "pg_restore (reading every block)", timeout)
     tables: dict[str, int] = {}
     for line in listing.splitlines():
         # e.g. "3456; 0 16390 TABLE DATA public orders postgres"
@@ -316,13 +379,13 @@ def backup_postgres(url: str, dest: Path, *, timeout: float = 3600) -> BackupRes
     try:
         _run([pg_dump, "--format=custom", "--no-owner", "--no-password", f"--file={partial}"], env, "pg_dump", timeout)
         _fsync_file(partial)
-        tables = verify_pg_dump(partial, env)
-        _finish(partial, dest)
+        tables = verify_pg_dump(partial, env, timeout=timeout)
+        digest = _finish(partial, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise
-    return BackupResult(path=dest, kind="pg_dump", size_bytes=dest.stat().st_size, sha256=_sha256(dest),
+    return BackupResult(path=dest, kind="pg_dump", size_bytes=dest.stat().st_size, sha256=digest,
                         seconds=time.monotonic() - started, tables=tables)
 
 
@@ -344,7 +407,9 @@ def _pg_counts(url: str) -> tuple[dict[str, int], str | None]:
 def restore_postgres(archive: Path, url: str, *, force: bool = False, timeout: float = 3600) -> RestoreResult:
     env = libpq_environment(url)
     pg_restore = _tool("pg_restore", url)
-    verify_pg_dump(archive, env)
+    # The checksum and the table of contents here; a damaged block fails the single-transaction restore as a whole.
+    check_checksum(archive)
+    verify_pg_dump(archive, env, read_all=False)
     existing, _ = _pg_counts(url)
     if existing and not force:
         raise BackupError(f"the target database {env.get('PGDATABASE', '?')} already has {len(existing)} tables; "
@@ -366,6 +431,24 @@ def create(database_url: str, dest: Path) -> BackupResult:
     if dialect == "postgresql":
         return backup_postgres(database_url, dest)
     raise BackupError(f"no backup method for {dialect}")
+
+
+@dataclass
+class VerifyResult:
+    kind: str
+    tables: dict[str, int]
+    checksum: bool  # the SHA-256 written at backup time was there and matched
+
+
+def verify(path: Path) -> VerifyResult:
+    """`flask backup verify`: the checksum written at backup time (when there is one), then every byte a restore
+    would read (SQLite: integrity_check on the file and on a restored copy; pg_dump: pg_restore into /dev/null)."""
+    if not path.is_file():
+        raise BackupError(f"{path} does not exist")
+    kind = backup_kind(path)
+    checksum = check_checksum(path)
+    tables = verify_sqlite_restorable(path) if kind == "sqlite" else verify_pg_dump(path, {})
+    return VerifyResult(kind=kind, tables=tables, checksum=checksum)
 
 
 def restore(backup: Path, target_url: str, *, force: bool = False) -> RestoreResult:

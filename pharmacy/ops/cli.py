@@ -93,17 +93,18 @@ def restore(path: Path, target: str | None, force: bool) -> None:
 @backup.command("verify")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def verify(path: Path) -> None:
-    """Check that a backup file is intact and readable (no database is touched)."""
+    """Check that a backup file is intact: its checksum, and every byte a restore would read (no database is touched)."""
     try:
-        kind = backups.backup_kind(path)
-        if kind == "sqlite":
-            tables = backups.verify_sqlite(path)
-            click.echo(f"{path}: SQLite, integrity ok, {len(tables)} tables, {sum(tables.values())} rows")
-        else:
-            tables = backups.verify_pg_dump(path, {})
-            click.echo(f"{path}: pg_dump archive, readable, data for {len(tables)} tables")
+        result = backups.verify(path)
     except backups.BackupError as exc:
         raise click.ClickException(str(exc)) from None
+    checksum = "checksum ok" if result.checksum else \
+        f"! no checksum file ({backups.checksum_path(path).name}): made before checksums were written"
+    if result.kind == "sqlite":
+        click.echo(f"{path}: SQLite, {checksum}, integrity ok on the file and on a restored copy, "
+                   f"{len(result.tables)} tables, {sum(result.tables.values())} rows")
+    else:
+        click.echo(f"{path}: pg_dump archive, {checksum}, every block read back, data for {len(result.tables)} tables")
 
 
 def register(app: Flask) -> None:

@@ -19,7 +19,7 @@ import redis
 import sqlalchemy as sa
 from flask import current_app
 
-from pharmacy.config import Settings
+from pharmacy.config import Settings, secret_key_problem
 from pharmacy.core.context import now, settings
 from pharmacy.extensions import db
 from pharmacy.ops import health
@@ -27,7 +27,6 @@ from pharmacy.ops.models import BACKUP, OpsEvent
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MARK = {OK: "✓", WARN: "!", FAIL: "✗"}
-WEAK_SECRETS = {"secret", "changeme", "change-me", "password", "dev", "development", "test", "example", "pharmacy"}
 BACKUP_MAX_AGE = timedelta(hours=26)
 
 
@@ -57,17 +56,6 @@ def check_environment(cfg: Settings) -> Iterator[Result]:
     else:
         yield Result("Environment", WARN, f"PHARMACY_ENV={cfg.env}: fine for trying it out; set "
                      "PHARMACY_ENV=production on a real server (the checks marked ! become ✗ there)")
-
-
-def secret_key_problem(key: str) -> str | None:
-    if len(key) < 32:
-        return "shorter than 32 characters"
-    lowered = key.lower()
-    if any(word in lowered for word in WEAK_SECRETS) and len(set(key)) < 20:
-        return "looks like a placeholder"
-    if len(set(key)) < 10:
-        return "too few different characters to be random"
-    return None
 
 
 def check_secret_key(cfg: Settings) -> Iterator[Result]:

@@ -6,17 +6,17 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate, validates
 
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core.schemas import BaseSchema, PastDate, TrimmedString, lines_to_list
+from pharmacy.core.schemas import BaseSchema, BoundedDate, PastDate, TrimmedString, lines_to_list
 from pharmacy.patients.rules import SideEffect
 
 NAME = validate.Length(min=1, max=80)
-LIST_ITEM = fields.String(validate=validate.Length(min=1, max=120))
+LIST_ITEM = TrimmedString(validate=validate.Length(min=1, max=120))
 
 
 class PatientInSchema(BaseSchema):
     first_name = TrimmedString(required=True, validate=NAME)
     last_name = TrimmedString(required=True, validate=NAME)
-    date_of_birth = PastDate(required=True)
+    date_of_birth = PastDate(required=True, future_error="A birth date cannot be in the future.")
     email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
     phone = TrimmedString(load_default=None, allow_none=True,
                           validate=validate.Regexp(r"^[0-9 ()+.\-]{7,32}$", error="Enter a phone number."))
@@ -71,6 +71,6 @@ class PatientOutSchema(BaseSchema):
 
 class SideEffectInSchema(BaseSchema):
     effect = fields.Enum(SideEffect, by_value=True, required=True)
-    noted_on = fields.Date(load_default=None)
+    noted_on = BoundedDate(load_default=None)
     persistent = fields.Boolean(load_default=False)
     note = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=1000))

@@ -44,6 +44,7 @@ def list_patients(actor: Actor, *, page: int = 1, per_page: int = PAGE_SIZE) -> 
             .limit(per_page + 1)
         ).scalars()
     )
+    audit.record_reads(actor, "patient.list", [p.id for p in rows[:per_page]])
     return PatientPage(rows[:per_page], page, len(rows) > per_page)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates
 
 from pharmacy.core.npi import npi_is_valid
-from pharmacy.core.schemas import REASON, BaseSchema, DecimalString, Id, PastDate, TrimmedString
+from pharmacy.core.schemas import REASON, BaseSchema, BoundedDate, DecimalString, Id, PastDate, TrimmedString
 from pharmacy.prescriptions.rules import DosingTime, RxStatus, Severity
 
 DOSE = DecimalString(required=True, places=3, min_value=Decimal("0.001"), max_value=Decimal("100"))
@@ -20,7 +20,7 @@ class PrescriberInSchema(BaseSchema):
     npi = TrimmedString(required=True)
     phone = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=32))
     fax = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=32))
-    email = fields.Email(load_default=None, allow_none=True)
+    email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=254))
     address = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=240))
 
     @validates("npi")
@@ -56,8 +56,8 @@ class PrescriptionInSchema(BaseSchema):
                              max_value=Decimal("2000"))
     days_supply = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(1, 366))
     refills_authorized = fields.Integer(load_default=0, allow_none=True, validate=validate.Range(0, 99))
-    written_date = PastDate(required=True)
-    expiry_date = fields.Date(load_default=None, allow_none=True)
+    written_date = PastDate(required=True, future_error="The written date cannot be in the future.")
+    expiry_date = BoundedDate(load_default=None, allow_none=True)
     directions = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(min=5, max=1000))
     indication = TrimmedString(load_default="Multiple sclerosis", validate=validate.Length(min=2, max=120))
     indication_code = TrimmedString(

@@ -77,7 +77,10 @@ class IntakeForm:
 def intake_form(actor: Actor, patient_id: int | None) -> IntakeForm:
     """The choices for a new prescription (an unknown patient gives patient=None: the form says so)."""
     audit.require(actor, Permission.ENTER_PRESCRIPTION, what="enter prescriptions")
-    return IntakeForm(patient=_get(Patient, patient_id), formulas=list_formulas(), prescribers=list_prescribers())
+    patient = _get(Patient, patient_id)
+    if patient is not None:  # the form shows who it is for: a read of the patient's record
+        audit.record(actor, "patient.view", patient_id=patient.id, entity=("patient", patient.id))
+    return IntakeForm(patient=patient, formulas=list_formulas(), prescribers=list_prescribers())
 
 
 def replace_form(actor: Actor, rx_id: int) -> IntakeForm:
@@ -86,6 +89,7 @@ def replace_form(actor: Actor, rx_id: int) -> IntakeForm:
     audit.require(actor, Permission.MANAGE_PRESCRIPTION, patient_id=rx.patient_id, what="replace prescriptions")
     if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is already closed; start from the current one.")
+    audit.record(actor, "prescription.view", patient_id=rx.patient_id, entity=("prescription", rx.id))
     return IntakeForm(patient=rx.patient, formulas=list_formulas(), prescribers=list_prescribers(), replaces=rx)
 
 

@@ -81,6 +81,7 @@ def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
             renewal_reason=rules.renewal_reason(current, day) if elig.needs_renewal else None,
         ))
     out.sort(key=lambda item: (item.out_since is None, item.out_since or day))
+    audit.record_reads(actor, "refill.queue", [r.patient_id for r in reqs])
     return out
 
 
@@ -101,4 +102,5 @@ def queue_page(actor: Actor, *, limit: int = 100, recent: int = 10) -> QueuePage
         .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient))
         .order_by(RefillRequest.decided_at.desc(), RefillRequest.id.desc()).limit(recent)
     ).unique().scalars())
+    audit.record_reads(actor, "refill.queue", audit.patient_ids_in(renewals, decided))
     return QueuePage(items=items, renewals=renewals, recent=decided)

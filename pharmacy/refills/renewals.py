@@ -191,10 +191,15 @@ def renewal_document(actor: Actor, renewal_id: int) -> RenewalDocument:
     renewal = db.session.get(RenewalRequest, renewal_id)
     if renewal is None:
         raise NotFound("No such renewal request.")
+    audit.record(actor, "renewal.view", patient_id=renewal.patient_id, entity=("renewal_request", renewal.id))
+    return build_renewal_document(renewal)
+
+
+def build_renewal_document(renewal: RenewalRequest) -> RenewalDocument:
+    """What a renewal request says, for a reader already allowed to see it (the caller checks and audits)."""
     rx = reads.prescription(renewal.prescription_id)
     current = reads.supply_of(rx)
     last = reads.latest_dispensed(rx.id)
-    audit.record(actor, "renewal.view", patient_id=rx.patient_id, entity=("renewal_request", renewal.id))
     formula = rx.formula
     return RenewalDocument(
         renewal=renewal, rx=rx, patient=rx.patient, prescriber=rx.prescriber,

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core.schemas import REASON, BaseSchema, Id, PastDate, TrimmedString
+from pharmacy.core.schemas import REASON, BaseSchema, Id, PastDate, TrimmedString, today_or_none
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 
 DELIVERY = fields.Enum(DeliveryMethod, by_value=True, load_default=None,
@@ -39,10 +39,13 @@ class BirthDateFormSchema(BaseSchema):
         if not all(p in data for p in parts):
             raise ValidationError("Enter your date of birth: month, day and year.", field_name="date_of_birth")
         try:
-            date(data["year"], data["month"], data["day"])
+            typed = date(data["year"], data["month"], data["day"])
         except ValueError:
             raise ValidationError("That date does not exist; check the day and month.",
                                   field_name="date_of_birth") from None
+        now = today_or_none()
+        if now is not None and typed > now:  # an invalid answer, not a wrong one: it does not count against the link
+            raise ValidationError("That date is in the future.", field_name="date_of_birth")
 
     @post_load
     def _to_date(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:

@@ -216,8 +216,11 @@ def confirm_birth_date(token: str, dob: date) -> links.LinkClaims:
     claims = open_link(token)
     patient = db.session.get(Patient, claims.patient_id)
     actor = patient_actor(claims)
-    if patient is None or patient.date_of_birth != dob:
-        attempts = links.record_failed_attempt(claims.nonce)
+    correct = patient is not None and patient.date_of_birth == dob
+    attempts = links.count_answer(claims.nonce, correct=correct)  # atomic: concurrent guesses cannot pass the limit
+    if attempts is None:
+        raise LinkInvalid("Too many wrong dates of birth were entered on this link.", reason="locked")
+    if not correct:
         audit.record(actor, "link.dob_failed", outcome="denied", survive_rollback=True,
                      details={"attempt": attempts})
         left = links.MAX_DOB_ATTEMPTS - attempts

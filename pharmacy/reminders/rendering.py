@@ -229,7 +229,7 @@ class Batch:
             return batch
         m = OutboxMessage
         batch.rows = {r.id: r for r in db.session.execute(
-            sa.select(m.id, m.kind, m.patient_id, m.prescription_id, m.order_id, m.refill_request_id, m.to_address,
+            sa.select(m.id, m.kind, m.patient_id, m.prescription_id, m.order_id, m.refill_request_id, m.renewal_id, m.to_address,
                       m.message_id).where(_in(m.id, set(ids)))
         ).all()}
         order_ids = {r.order_id for r in batch.rows.values() if r.order_id is not None}
@@ -325,7 +325,7 @@ class Batch:
             if rx is None:
                 raise RenderError("the prescription is gone")
             ctx["_to"] = row.to_address or rx.prescriber_email
-            ctx.update(self._prescriber_context(rx))
+            ctx.update(self._prescriber_context(row, rx, preview))
         else:
             patient = self.patients.get(row.patient_id) if row.patient_id else None
             if patient is None:
@@ -427,25 +427,16 @@ class Batch:
             lead_time_business_days=formula.lead_time_business_days, calendar=business_calendar(),
         )
 
-    def _prescriber_context(self, rx: Any) -> dict[str, Any]:
-        patient = self.patients[rx.patient_id]
-        formula = self.cache.formulas[rx.formula_id]
-        last = self.latest.get(rx.id)
+    def _prescriber_context(self, row: Any, rx: Any, preview: bool) -> dict[str, Any]:
+        """The least that lets the prescriber act: a reference and a link to a page that asks for their NPI before
+        it shows the request (pharmacy/prescriber_links). Email is not a channel for the patient's name, birth
+        date, medicine or diagnosis; the page (or the faxed printable copy) carries them."""
+        token = PREVIEW_TOKEN if preview else links.make_token(links.RENEWAL, rx.patient_id, rx.id)
         return {
             "prescriber_name": _doctor(rx),
-            "patient_name": f"{patient.first_name} {patient.last_name}",
-            "date_of_birth": _words(patient.date_of_birth),
-            "product": rx_rules.product_name(formula.form, formula.strength_mg),
-            "dose": rx_rules.format_mg(rx.dose_mg),
-            "directions": rx.directions,
-            "quantity": rx_rules.quantity_text(formula.form, rx.quantity),
-            "days_supply": rx.days_supply,
-            "last_fill": _words(last.dispensed_on) if last is not None else None,
-            "refills_authorized": rx.refills_authorized or 0,
-            "rx_number": rx.rx_number,
-            "written_date": _words(rx.written_date),
-            "expiry_date": _words(rx.expiry_date),
-            "indication": f"{rx.indication} ({rx.indication_code})",
+            "reference": f"renewal {row.renewal_id}",
+            "renewal_url": f"{settings().base_url}{links.RENEWAL_PATH}{token}",
+            "link_days": links.RENEWAL_LINK_DAYS,
         }
 
 

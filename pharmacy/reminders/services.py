@@ -17,10 +17,11 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.context import business_calendar, now, settings, today
 from pharmacy.core.db import UTCDateTime
 from pharmacy.core.errors import Conflict, LinkInvalid, NotFound
+from pharmacy.core.logging_setup import redact
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
-from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.models import Prescriber, Prescription
 from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills import rules as refill_rules
 from pharmacy.reminders import planning, rendering
@@ -66,6 +67,7 @@ class OutboxPage:
     per_page: int
     has_next: bool
     capped: frozenset[OutboxState] = frozenset()
+    errors: dict[int, str] = field(default_factory=dict)  # each row's last error as this reader may see it
 
     @property
     def total(self) -> int:
@@ -139,13 +141,50 @@ def outbox_page(actor: Actor, *, state: str | None = None, page: int = 1, per_pa
         .order_by(picked.c.rank, picked.c.due, picked.c.seq).offset(offset).limit(per_page + 1)
     )
     rows = list(db.session.execute(stmt).scalars())
-    return OutboxPage(state=chosen, counts=counts, rows=rows[:per_page], page=page, per_page=per_page,
-                      has_next=len(rows) > per_page, capped=capped)
+    shown = rows[:per_page]
+    return OutboxPage(state=chosen, counts=counts, rows=shown, page=page, per_page=per_page,
+                      has_next=len(rows) > per_page, capped=capped,
+                      errors={r.id: listed_delivery_error(r.last_error) for r in shown if r.last_error})
+
+
+# ---- what each role sees of an email -------------------------------------------------------------------------
+#
+# Pharmacists (clinical access and the outbox) see an email whole: they answer the patient who asks about it.
+# Admins manage the outbox without clinical access ("minimum necessary"): they see that an email exists and how
+# its delivery went — kind, state, times, attempts, the mail server's reply — with the recipient masked and
+# without its subject or body (a reminder names the patient, the medicine and its dose; a renewal request the
+# diagnosis). Decided here, in the service, so no page or export can show more than this.
+
+
+def sees_email_content(actor: Actor) -> bool:
+    return actor.can(Permission.MANAGE_OUTBOX) and actor.can(Permission.VIEW_CLINICAL)
+
+
+def mask_address(address: str | None) -> str | None:
+    """"margaret@example.com" → "m•••@example.com": enough to tell a typo in the domain, not whose it is."""
+    if not address or "@" not in address:
+        return address and "•••"
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}•••@{domain}"
+
+
+def delivery_error_for(actor: Actor, text: str | None) -> str | None:
+    """A mail server's reply quotes the recipient ("550 <margaret@…> unknown"): masked for non-clinical readers."""
+    if text is None or sees_email_content(actor):
+        return text
+    return redact(text)
+
+
+def listed_delivery_error(text: str | None) -> str | None:
+    """In a list (the outbox, the dashboard) the reply is masked for everyone: a list shows many patients' emails
+    at once without reading any one record; the email's own page shows the reply whole to a pharmacist, audited."""
+    return redact(text) if text else text
 
 
 @dataclass
 class MessageView:
-    """One email as the recipient sees (or saw) it, with its delivery history."""
+    """One email as the recipient sees (or saw) it, with its delivery history — or, for a reader without clinical
+    access, its delivery facts only (`content_withheld`: no subject, no body, the recipient masked)."""
 
     row: OutboxMessage
     attempts: list[DeliveryAttempt]
@@ -156,6 +195,9 @@ class MessageView:
     as_sent: bool = False  # the stored copy of what went out, not a fresh rendering
     problem: str | None = None
     style_sources: list[str] = field(default_factory=list)
+    content_withheld: bool = False
+    last_error: str | None = None
+    attempt_details: dict[int, str] = field(default_factory=dict)
 
 
 def _get(message_id: int, *, lock: bool = False) -> OutboxMessage:
@@ -175,7 +217,14 @@ def message_view(actor: Actor, message_id: int) -> MessageView:
     attempts = list(db.session.execute(
         sa.select(DeliveryAttempt).where(DeliveryAttempt.message_id == row.id).order_by(DeliveryAttempt.id)
     ).scalars())
-    view = MessageView(row=row, attempts=attempts)
+    view = MessageView(row=row, attempts=attempts, last_error=delivery_error_for(actor, row.last_error),
+                       attempt_details={a.id: delivery_error_for(actor, a.detail) or "" for a in attempts if a.detail})
+    if not sees_email_content(actor):
+        view.content_withheld = True
+        view.to_address = mask_address(row.to_address or _recipient(row))
+        audit.record(actor, "outbox.view", patient_id=row.patient_id, entity=("outbox", row.id),
+                     details={"content": False})
+        return view
     if row.body_text is not None or row.body_html is not None:
         view.subject, view.text, view.html, view.as_sent = row.subject, row.body_text, row.body_html, True
         view.to_address = row.to_address
@@ -194,6 +243,17 @@ def message_view(actor: Actor, message_id: int) -> MessageView:
         view.style_sources = rendering.style_hashes(view.html)
     audit.record(actor, "outbox.view", patient_id=row.patient_id, entity=("outbox", row.id))
     return view
+
+
+def _recipient(row: OutboxMessage) -> str | None:
+    """Who an email not yet rendered goes to (the patient's address, or the prescriber's for a renewal request)."""
+    if row.kind == MessageKind.PRESCRIBER_RENEWAL:
+        return db.session.execute(
+            sa.select(Prescriber.email).join(Prescription, Prescription.prescriber_id == Prescriber.id)
+            .where(Prescription.id == row.prescription_id)).scalar_one_or_none()
+    if row.patient_id is None:
+        return None
+    return db.session.execute(sa.select(Patient.email).where(Patient.id == row.patient_id)).scalar_one_or_none()
 
 
 def _transition(row_id: int, allowed: tuple[OutboxState, ...], values: dict[str, object]) -> bool:

@@ -1,6 +1,7 @@
 """The factory, configuration errors and the first page."""
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 
@@ -29,9 +30,21 @@ def test_bad_setting_is_named(app_config: dict, key: str, value: str, fragment: 
     assert fragment in str(err.value)
 
 
-def test_production_requires_a_strong_secret(app_config: dict) -> None:
-    with pytest.raises(ConfigError, match="SECRET_KEY"):
-        create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": "short"})
+@pytest.mark.parametrize(("key", "why"), [
+    ("short", "shorter than 32 characters"),
+    ("x" * 40, "too few different characters"),  # 40 characters of one letter: long, and no secret at all
+    ("abcabcabcabcabcabcabcabcabcabcabcabcabc", "too few different characters"),
+    ("changeme" * 5, "looks like a placeholder"),
+])
+def test_production_refuses_to_start_with_a_weak_secret(app_config: dict, key: str, why: str) -> None:
+    with pytest.raises(ConfigError, match=f"SECRET_KEY is not strong enough for production \\({why}"):
+        create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": key})
+
+
+def test_production_starts_with_a_random_secret_and_development_only_warns(app_config: dict) -> None:
+    app = create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": secrets.token_hex(32)})
+    assert app.config["SESSION_COOKIE_SECURE"]
+    assert create_app({**app_config, "PHARMACY_ENV": "development", "SECRET_KEY": "x" * 40}).config["SECRET_KEY"]
 
 
 def test_secret_key_is_generated_once_into_instance(app_config: dict, tmp_path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3
 import stat
 import threading
 import time
@@ -22,6 +23,8 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
+from pharmacy.core.context import now
+from pharmacy.core.models import AuditEvent
 from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
 from pharmacy.ops import backup as backups
@@ -226,7 +229,6 @@ def test_sqlite_restore_refuses_to_overwrite_without_force(app, staff, database_
 
 def test_a_damaged_backup_is_refused(app, tmp_path) -> None:
     good = tmp_path / "good.db"
-    import sqlite3
 
     conn = sqlite3.connect(good)
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
@@ -258,11 +260,12 @@ def test_default_backup_location_is_instance_backups(app, tmp_path) -> None:
     result = cli(app, "backup", "create")
     assert result.exit_code == 0, result.output
     directory = Path(app.instance_path) / "backups"
-    files = sorted(directory.iterdir())
+    files = sorted(f for f in directory.iterdir() if f.suffix != ".sha256")
     assert len(files) == 1 and files[0].name.startswith("pharmacy-20261123-150000")
+    assert backups.checksum_path(files[0]).is_file()  # its SHA-256 beside it
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     again = cli(app, "backup", "create")  # same second: a new name, never an overwrite
-    assert again.exit_code == 0 and len(list(directory.iterdir())) == 2
+    assert again.exit_code == 0 and len(list(directory.iterdir())) == 4
 
 
 # ---- PostgreSQL ------------------------------------------------------------------------------------------------
@@ -320,3 +323,69 @@ def test_missing_pg_dump_is_explained(monkeypatch, tmp_path) -> None:
     assert "pg_dump --format=custom --no-owner" in str(err.value) and "pg_restore --clean" in str(err.value)
     assert "'postgresql://pharmacy@127.0.0.1/pharmacy'" in str(err.value) and "s3cr3t" not in str(err.value)
     assert not (tmp_path / "x.dump").exists() and not (tmp_path / "x.dump.partial").exists()
+
+
+# ---- verify reads what a restore reads -----------------------------------------------------------------------
+
+
+def _bulk_history(app: Flask, rows: int = 3000) -> None:
+    """Enough audit history that the backup's data blocks, not its header, fill the middle of the file."""
+    with app.app_context():
+        at = now()
+        db.session.execute(sa.insert(AuditEvent), [
+            {"at": at, "actor_kind": "system", "action": f"bulk.event.{i % 7}", "outcome": "ok", "entity_type": "order",
+             "entity_id": i, "patient_id": i % 50 + 1, "details": {"n": i, "pad": hashlib.sha256(str(i).encode()).hexdigest()}}
+            for i in range(rows)])
+        db.session.commit()
+
+
+def _overwrite_middle(path: Path, size: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, middle + size):
+        data[i] ^= 0xA5  # every one of the 64 bytes changes
+    path.write_bytes(bytes(data))
+
+
+def test_verify_refuses_a_backup_with_64_bytes_overwritten_in_the_middle(app, staff, tmp_path) -> None:
+    if USE_PG and shutil.which("pg_restore") is None:
+        pytest.skip("pg_dump/pg_restore are not installed")
+    seed_demo(app, staff)
+    _bulk_history(app)
+    output = tmp_path / ("nightly.dump" if USE_PG else "nightly.db")
+    assert cli(app, "backup", "create", "--output", str(output)).exit_code == 0
+    sidecar = backups.checksum_path(output)
+    assert sidecar.read_text() == f"{hashlib.sha256(output.read_bytes()).hexdigest()}  {output.name}\n"
+    assert stat.S_IMODE(sidecar.stat().st_mode) == 0o600
+    good = cli(app, "backup", "verify", str(output))
+    assert good.exit_code == 0 and "checksum ok" in good.output, good.output
+
+    _overwrite_middle(output)
+    damaged = cli(app, "backup", "verify", str(output))
+    assert damaged.exit_code == 1 and "does not match the SHA-256 written when it was made" in damaged.output
+    target = str(tmp_path / "restored.db") if not USE_PG else None
+    if target is not None:
+        assert cli(app, "backup", "restore", str(output), "--to", target).exit_code == 1
+        assert not Path(target).exists()
+
+    if USE_PG:
+        # Without the checksum file, verify still reads every block: the table of contents alone (what verify
+        # used to read) does not see the damage; decompressing every block does.
+        sidecar.unlink()
+        assert backups.verify_pg_dump(output, {}, read_all=False)
+        blind = cli(app, "backup", "verify", str(output))
+        assert blind.exit_code == 1 and "reading every block" in blind.output, blind.output
+
+
+def test_verify_reads_a_sqlite_backup_through_a_restored_copy(app, tmp_path) -> None:
+    good = tmp_path / "plain.db"
+    conn = sqlite3.connect(good)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    conn.executemany("INSERT INTO t (v) VALUES (?)", [("x" * 300,) for _ in range(400)])
+    conn.commit()
+    conn.close()
+    result = backups.verify(good)
+    # A file from elsewhere (or from before checksums) has no checksum: said so, and still read in full.
+    assert (result.kind, result.checksum, result.tables) == ("sqlite", False, {"t": 400})
+    out = cli(app, "backup", "verify", str(good)).output
+    assert "no checksum file" in out and "restored copy" in out

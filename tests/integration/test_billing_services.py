@@ -353,16 +353,22 @@ def test_revenue_by_month_uses_the_pharmacys_months(world: dict[str, Any], clock
 def test_outstanding_fills_by_form_and_average_cost(world: dict[str, Any]) -> None:
     p2 = factories.patient(world["pharmacist"], first_name="Walter", last_name="Whitaker", email="world@example.com",
                            phone="(217) 555-0199")
-    rx2 = factories.prescription(world["pharmacist"], p2.id, world["formula"].id, world["prescriber"].id, days_supply=90)
+    rx2 = factories.prescription(world["pharmacist"], p2.id, world["formula"].id, world["prescriber"].id,
+                                 days_supply=90)
     a = order_at(world, "dispensed")  # $55.00
     b = order_at({**world, "patient": p2}, "dispensed", rx=rx2)  # 90 capsules: $155.00
     pay(world, 2000, order=a)
     pay(world, 5000, order=b, patient_id=p2.id)
     pay(world, 1, patient_id=p2.id)
-    out = reports.outstanding_balances(world["admin"])
-    assert [(o.name, o.charged_cents, o.net_paid_cents, o.owed_cents) for o in out.rows] == [
-        ("Whitaker, Walter", 15500, 5001, 10499), ("Ellison, Margaret", 5500, 2000, 3500)]
+    out = reports.outstanding_balances(world["pharmacist"])
+    assert [(o.name, o.phone, o.charged_cents, o.net_paid_cents, o.owed_cents) for o in out.rows] == [
+        ("Whitaker, Walter", "(217) 555-0199", 15500, 5001, 10499),
+        ("Ellison, Margaret", "(217) 555-0101", 5500, 2000, 3500)]
     assert (out.patients, out.total_owed_cents) == (2, 13999)
+    # Admins run the money, not the pharmacy's clinical side: the same report without names or phones.
+    admin = reports.outstanding_balances(world["admin"])
+    assert [(o.name, o.phone, o.owed_cents) for o in admin.rows] == [
+        (f"Patient #{p2.id}", None, 10499), (f"Patient #{world['patient'].id}", None, 3500)]
     forms = {f.form: f for f in reports.fills_by_form(world["admin"])}
     assert (forms["capsule"].fills, forms["capsule"].patients, forms["capsule"].price_cents) == (2, 2, 21000)
     assert forms["capsule"].monthly_equivalent_cents == 5250  # 21000 × 30 / 120
@@ -371,6 +377,9 @@ def test_outstanding_fills_by_form_and_average_cost(world: dict[str, Any]) -> No
     # Margaret $55.00 for 30 days = $55.00; Walter $155.00 for 90 days = $51.67: mean $53.335 → $53.34.
     assert (avg.patients, avg.average_cents) == (2, 5334)
     assert [r.monthly_equivalent_cents for r in avg.highest] == [5500, 5167]
+    assert [r.name for r in avg.highest] == [f"Patient #{world['patient'].id}", f"Patient #{p2.id}"]
+    assert [r.name for r in reports.average_monthly_cost(world["pharmacist"]).highest] == [
+        "Ellison, Margaret", "Whitaker, Walter"]
 
 
 def test_adherence_shifts_overlapping_fills_and_lists_who_to_call(world: dict[str, Any]) -> None:

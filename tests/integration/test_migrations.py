@@ -40,4 +40,11 @@ def test_upgrade_downgrade_upgrade_without_drift(empty_db: str, app_config: dict
             conn.execute(sa.text("UPDATE audit_events SET action = 'x'"))
         with pytest.raises(sa.exc.DatabaseError, match="append-only"), db.engine.begin() as conn:
             conn.execute(sa.text("DELETE FROM audit_events"))
+        if db.engine.dialect.name == "postgresql":  # 0008: TRUNCATE fires no row trigger, so it has its own
+            with pytest.raises(sa.exc.DatabaseError, match="append-only"), db.engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE audit_events"))
+            with pytest.raises(sa.exc.DatabaseError, match="append-only"), db.engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE users, audit_events CASCADE"))
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM audit_events")).scalar_one() == 1
         db.engine.dispose()

@@ -318,13 +318,14 @@ def test_doctor_in_development_warns_but_passes(app, clock) -> None:
 
 
 def test_doctor_in_production_says_plainly_what_is_wrong(app_config, clock) -> None:
-    prod = create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": "x" * 40}, clock=clock)
+    prod = create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": "f3b1c9e07a5d4e2b8c6a1f0e9d7b5a3c"},
+                      clock=clock)
     try:
         code, lines = doctor(prod)
     finally:
         dispose(prod)
     assert code == 1
-    assert line(lines, "SECRET_KEY").startswith("✗ SECRET_KEY: too few different characters")
+    assert line(lines, "SECRET_KEY").startswith("✓")  # a weak key no longer starts in production at all
     assert line(lines, "BASE_URL").startswith("✗ BASE_URL: http://pharmacy.test is not https://")
     assert line(lines, "Cookies").startswith("✓")  # production turns the secure cookie on
     assert line(lines, "SMTP").startswith("✗ SMTP: SMTP_URL is not set")
@@ -469,8 +470,11 @@ def test_gunicorn_settings(monkeypatch, tmp_path) -> None:
     mask = conf["mask_path"]
     assert mask("/r/eyJwIjoxfQ.aBc.dEf") == "/r/[token]"
     assert mask("/preferences/abc/unsubscribe") == "/preferences/[token]/unsubscribe"
+    assert mask("/renewal-request/eyJwIjoxfQ.aBc") == "/renewal-request/[token]"  # a prescriber's link
     assert mask("/api/v1/refill/" + "x" * 48) == "/api/v1/refill/[token]"
     assert mask("/patients/42") == "/patients/42"
+    # A path that matched no route may be anything typed into the address bar: not logged at all.
+    assert mask("/patients/Margaret Ellison 1968-04-12", "404") == mask("/x", 404) == "/[path of a 404]"
 
 
 def free_port() -> int:
@@ -532,6 +536,7 @@ def test_gunicorn_serves_production_with_a_safe_access_log_and_merged_metrics(da
         get(f"{base}/preferences/{token}?email=quintessa%40mailbox.example")
         status, _ = get(f"{base}/search?q=Vandermolen")
         assert status == 302  # to the sign-in page, with the search in its ?next=
+        assert get(f"{base}/patients/Vandermolen-1961-07-19")[0] == 404  # typed into the address bar
         status, body = get(base + "/metrics")
         assert status == 200
         found = samples(body)
@@ -557,7 +562,7 @@ def test_gunicorn_serves_production_with_a_safe_access_log_and_merged_metrics(da
     # Every worker's count, added up (PROMETHEUS_MULTIPROC_DIR): what the scrape saw is what the workers served.
     served = [e for e in access if e["path"] == "/healthz" and e["status"] == "200"]
     assert healthz == len(served) >= 12, (healthz, len(served), workers, "".join(err)[-2000:])
-    assert "/r/[token]" in paths and "/preferences/[token]" in paths
+    assert "/r/[token]" in paths and "/preferences/[token]" in paths and "/[path of a 404]" in paths
     assert all(entry["request_id"] not in ("", "-") for entry in access)
     everything = "\n".join(out + err)
     for leak in (token, "1961", "Vandermolen", "quintessa", "mailbox", "?"):

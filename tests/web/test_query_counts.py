@@ -70,11 +70,13 @@ def lazy_load_guard() -> Iterator[list[str]]:
     caught: list[str] = []
 
     def guard(state: orm.ORMExecuteState) -> None:
+        if not state.is_select:  # an INSERT (the audit trail's reads, written in one statement) loads nothing
+            return
         if state.lazy_loaded_from is not None:
             what = f"{type(state.lazy_loaded_from.obj()).__name__}.{state.loader_strategy_path}"
             caught.append(what)
             raise HiddenLazyLoad(f"hidden lazy load: {what}")
-        if state.is_select and not state.is_column_load and not state.is_relationship_load:
+        if not state.is_column_load and not state.is_relationship_load:
             state.statement = _with_raiseload(state.statement)
 
     event.listen(db.session, "do_orm_execute", guard)

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from pharmacy import create_app
 from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import links
-from pharmacy.core.models import AuditEvent, LinkAttempt
+from pharmacy.core.models import AuditEvent, LinkGuard
 from pharmacy.extensions import db
 from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RefillRequestState, RequestSource
@@ -211,7 +211,7 @@ def test_wrong_birth_dates_lock_the_link_across_requests(app: Flask, client: Fla
     assert response.status_code == 429 and "This link is locked" in text(response)
     # Each refused request rolled back, yet every attempt was kept: a new browser finds the link locked.
     with app.app_context():
-        assert db.session.execute(sa.select(sa.func.count()).select_from(LinkAttempt)).scalar_one() == 5
+        assert db.session.execute(sa.select(sa.func.sum(LinkGuard.failed_attempts))).scalar_one() == 5
         refused = db.session.execute(sa.select(sa.func.count()).select_from(AuditEvent).where(
             AuditEvent.action == "link.dob_failed", AuditEvent.outcome == "denied")).scalar_one()
         assert refused == 5
@@ -231,7 +231,22 @@ def test_a_date_that_does_not_exist_is_a_form_error_not_an_attempt(app: Flask, c
     response = client.post(f"/r/{d['token']}", data={"month": "4"})
     assert response.status_code == 422 and "month, day and year" in text(response)
     with app.app_context():
-        assert db.session.execute(sa.select(sa.func.count()).select_from(LinkAttempt)).scalar_one() == 0
+        assert not db.session.execute(sa.select(sa.func.sum(LinkGuard.failed_attempts))).scalar_one()
+
+
+def test_a_birth_date_in_the_future_is_invalid_not_an_attempt(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """Nobody is born tomorrow: such a date is a typing slip (or a probe), answered as invalid on the page and on
+    the API, and never counted towards the five wrong dates that lock the link."""
+    d = make(app, staff)
+    tomorrow = date(2026, 11, 24)  # the fixed clock's today is 23 November 2026
+    for _ in range(6):
+        page = confirm(client, d["token"], tomorrow)
+        assert page.status_code == 422 and "That date is in the future" in text(page)
+        api = client.post("/api/v1/refill-requests", json={"token": d["token"], "date_of_birth": "2031-01-01"})
+        assert api.status_code == 422 and "date_of_birth" in api.get_json()["errors"]["json"]
+    with app.app_context():
+        assert not db.session.execute(sa.select(sa.func.sum(LinkGuard.failed_attempts))).scalar_one()
+    assert confirm(client, d["token"]).status_code == 303  # the right date still opens it
 
 
 def test_a_used_link_is_spent_once_its_request_is_decided(app: Flask, client: FlaskClient, staff: dict) -> None:

@@ -83,7 +83,8 @@ def test_session_cookie_flags_in_development(client, staff) -> None:
 
 
 def test_production_cookie_is_secure_with_host_prefix(app_config, clock, staff) -> None:
-    app = create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": "x" * 40}, clock=clock)
+    app = create_app({**app_config, "PHARMACY_ENV": "production", "SECRET_KEY": "f3b1c9e07a5d4e2b8c6a1f0e9d7b5a3c"},
+                      clock=clock)
     client = app.test_client()
     response = client.post("/login", data={"email": staff["pharmacist"].email, "password": PASSWORD},
                            base_url="https://pharmacy.test")
@@ -103,7 +104,7 @@ def test_session_holds_no_patient_data(client, staff, app) -> None:
     cookie = client.get_cookie("session")
     serializer = SecureCookieSessionInterface().get_signing_serializer(app)
     data = serializer.loads(cookie.value)
-    assert set(data) <= {"_user_id", "_fresh", "_id", "login_at", "seen_at", "csrf_token", "_flashes",
+    assert set(data) <= {"_user_id", "_fresh", "_id", "login_at", "seen_at", "sid", "csrf_token", "_flashes",
                          "link_ok", "expired", "_permanent"}
 
 
@@ -239,3 +240,13 @@ def test_injection_strings_are_stored_and_rendered_safely(text, client, staff, a
     assert search.status_code == 200
     with app.app_context():
         assert db.session.execute(sa.text("select count(*) from patients")).scalar() == 1
+
+
+@pytest.mark.parametrize(("method", "path"), [("TRACE", "/login"), ("DELETE", "/login"), ("TRACE", "/api/v1/patients"),
+                                              ("PUT", "/healthz")])
+def test_a_method_a_route_does_not_take_is_a_405_that_says_which_it_does(client, method, path) -> None:
+    response = client.open(path, method=method)
+    assert response.status_code == 405
+    allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert method not in allowed and "GET" in allowed
+    assert "TRACE" not in allowed

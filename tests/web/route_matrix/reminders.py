@@ -8,6 +8,8 @@ from tests.web.route_matrix import PRINCIPALS, Route, staff_page
 ROUTES: list[Route] = [
     staff_page("reminders.outbox", lambda w: "/outbox", technician="forbidden"),
     staff_page("reminders.message", lambda w: f"/outbox/{w['message'].id}", technician="forbidden"),
+    # The renewal request to the prescriber, as the outbox shows it (the same route, another kind of email).
+    staff_page("reminders.message", lambda w: f"/outbox/{w['renewal_message'].id}", technician="forbidden"),
     staff_page("reminders.retry", lambda w: f"/outbox/{w['message'].id}/retry", method="POST",
                technician="forbidden", pharmacist="any", admin="any"),
     staff_page("reminders.cancel", lambda w: f"/outbox/{w['message'].id}/cancel", method="POST",

@@ -1,0 +1,70 @@
+"""Staff sessions the server can end: a random id in the signed cookie, its SHA-256 in `staff_sessions`.
+
+A signed cookie alone stays valid until it expires, so a cookie copied before sign-out would keep working
+for hours. Here each sign-in opens a row; the user loader accepts the cookie only while that row is open
+and the user's `session_version` still matches. Signing out ends the row; a password change or a
+deactivation ends every row of the user (and bumps the version); the idle and absolute limits end it too.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import session
+
+from pharmacy.core.context import now, settings
+from pharmacy.core.models import StaffSession, User
+from pharmacy.extensions import db
+
+SESSION_ID_KEY = "sid"
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def open_session(user: User) -> None:
+    """A new server-side session for this browser (call after clearing the old cookie's contents)."""
+    raw = secrets.token_urlsafe(32)
+    db.session.add(StaffSession(user_id=user.id, token_hash=_hash(raw), created_at=now()))
+    db.session.flush()
+    session[SESSION_ID_KEY] = raw
+
+
+def end_current(reason: str) -> None:
+    """End this browser's session on the server (sign-out, idle or absolute limit)."""
+    raw = session.get(SESSION_ID_KEY)
+    if not isinstance(raw, str) or not raw:
+        return
+    db.session.execute(
+        sa.update(StaffSession).where(StaffSession.token_hash == _hash(raw), StaffSession.ended_at.is_(None))
+        .values(ended_at=now(), ended_reason=reason).execution_options(synchronize_session=False)
+    )
+
+
+def end_all_for(user_id: int, reason: str) -> int:
+    """End every open session of a user (password change, deactivation); how many were open."""
+    result = db.session.execute(
+        sa.update(StaffSession).where(StaffSession.user_id == user_id, StaffSession.ended_at.is_(None))
+        .values(ended_at=now(), ended_reason=reason).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
+def load_user(user_key: str) -> User | None:
+    """Flask-Login's user loader: the user only while this cookie's session row is open (one statement)."""
+    user_id, _, version = user_key.partition(":")
+    raw = session.get(SESSION_ID_KEY)
+    if not user_id.isdigit() or len(user_id) > 10 or not isinstance(raw, str) or not raw:
+        return None
+    oldest = now() - timedelta(hours=settings().session_max_hours)  # the absolute limit, on the server's side too
+    user = db.session.execute(
+        sa.select(User).join(StaffSession, StaffSession.user_id == User.id)
+        .where(User.id == int(user_id), StaffSession.token_hash == _hash(raw), StaffSession.ended_at.is_(None),
+               StaffSession.created_at > oldest)
+    ).scalar_one_or_none()
+    if user is None or not user.active or str(user.session_version) != version:
+        return None
+    return user
