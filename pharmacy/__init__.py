@@ -17,7 +17,7 @@ from pharmacy.core.clock import Clock, SystemClock
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
-    "bench", "ops",
+    "bench", "ops", "portal", "sms", "autorefill",
 )
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -45,6 +45,8 @@ KIND_LABELS = {
     MessageKind.ORDER_READY: "Order ready",
     MessageKind.ORDER_SHIPPED: "Order shipped",
     MessageKind.PRESCRIBER_RENEWAL: "Renewal request to prescriber",
+    MessageKind.ONE_TIME_CODE: "Sign-in code",
+    MessageKind.AUTO_REFILL_REQUESTED: "Automatic refill",
 }
 
 
