@@ -33,8 +33,8 @@ def _allow(table, name, column, values):
     listed = ", ".join(f"'{v}'" for v in values)
     bind = op.get_bind()
     if bind.dialect.name != "sqlite":
-        op.drop_constraint(name, table, type_="check")
-        op.create_check_constraint(name, table, f"{column} IN ({listed})")
+        op.drop_constraint(op.f(name), table, type_="check")
+        op.create_check_constraint(op.f(name), table, f"{column} IN ({listed})")
         return
     sql = bind.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).scalar()
     pattern = re.compile(rf"CONSTRAINT {name} CHECK \({column} IN \([^)]*\)\)")
