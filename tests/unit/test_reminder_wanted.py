@@ -87,5 +87,5 @@ def test_a_patient_who_takes_texts_only_gets_no_email_but_the_code_they_asked_fo
 def test_a_pause_holds_refill_reminders_only() -> None:
     paused = replace(OK, paused=True)
     for kind in MessageKind:
-        reason = unwanted_reason(kind, order_id=7, to_address=None, facts=paused)
+        reason = unwanted_reason(kind, order_id=7, to_address="dr@clinic.example", facts=paused)
         assert reason == ("reminders paused by the patient" if kind in REFILL_REMINDERS else None)
