@@ -17,7 +17,8 @@ sa.Index("ix_patients_email", Patient.email)
 class SignInChallenge(db.Model):
     """One code asked for: by email or text, to sign in or to verify a mobile number.
 
-    The code itself is never stored: it is an HMAC of the row's salt under SECRET_KEY (portal/rules.code_for), so
+    Wrong tries are core.models.LinkAttempt rows (nonce "code:<id>"), like a refill link's wrong birth dates: they
+    are kept though the refused request rolls back. The code itself is never stored: it is an HMAC of the row's salt under SECRET_KEY (portal/rules.code_for), so
     the message is rendered at send time and the check recomputes it. A challenge for an address we do not know
     is written too (with no candidates), so the page and the timing say nothing about who is a patient.
     """
@@ -36,7 +37,6 @@ class SignInChallenge(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    failed_attempts: Mapped[int] = mapped_column(default=0)
     patient_id: Mapped[int | None] = mapped_column(sa.ForeignKey("patients.id", ondelete="CASCADE"))
 
 

@@ -349,11 +349,16 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
     backstop (SQLite, or a path that skipped the lock).
     """
     if actor.kind == "patient":
-        if claims is None or claims.prescription_id != rx_id or claims.patient_id != actor.patient_id:
+        # A refill link's claims, or a patient the portal signed in (or known by their verified mobile number):
+        # then actor.prescription_id names the one prescription they act on, and it must be theirs (below).
+        scoped = claims.prescription_id if claims is not None else actor.prescription_id
+        if scoped != rx_id or (claims is not None and claims.patient_id != actor.patient_id):
             raise LinkInvalid("This link is not valid.", reason="invalid")
-    else:
+    elif actor.kind != "system":  # the system: auto-refill, for a patient who enrolled (pharmacy/autorefill)
         audit.require(actor, Permission.REQUEST_REFILL, what="request refills")
     rx = _rx_for(rx_id, lock=True)
+    if actor.kind == "patient" and rx.patient_id != actor.patient_id:
+        raise NotFound("No such prescription.")
     existing = _open_request(rx.id)
     if existing is not None:
         if claims is not None:

@@ -236,8 +236,10 @@ def _record_sent(conn: sa.Connection, row_id: int, email: rendering.RenderedEmai
     q = _statements()
     # Marked sent whoever holds the row now: it *was* handed over, and a worker that took the row over
     # after our lease expired will then see `sent` and not send it again.
-    changed = conn.execute(q.sent, {"b_id": row_id, "b_at": now(), "b_subject": email.subject, "b_text": email.text,
-                                    "b_html": email.html}).rowcount == 1
+    text = email.kept_text if email.kept_text is not None else email.text
+    html = email.kept_html if email.kept_html is not None else email.html
+    changed = conn.execute(q.sent, {"b_id": row_id, "b_at": now(), "b_subject": email.subject, "b_text": text,
+                                    "b_html": html}).rowcount == 1
     if changed:
         _insert_attempt(row_id, "sent", transport.name, conn)
     elif conn.execute(q.exists, {"b_id": row_id}).first() is not None:
