@@ -12,9 +12,9 @@ from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.sms.models import ContactPreference, InboundText, SmsConsentEvent
 
 __all__ = [
-    "ApiToken", "CalendarFeed", "ContactPreference", "Cycle", "Enrolment", "InboundText", "PortalSession",
-    "SignInChallenge", "SmsConsentEvent", "AuditEvent", "DeliveryAttempt", "Fee", "Formula", "FormulaIngredient", "Heartbeat",
-    "IngredientLot", "LinkAttempt", "LinkUse", "Order", "OrderIngredientLot", "OutboxMessage", "Patient",
-    "Payment", "Prescriber", "Prescription", "PriceEntry", "RefillRequest", "RenewalRequest",
-    "ScreeningAlert", "SideEffectEntry", "User",
+    "ApiToken", "AuditEvent", "CalendarFeed", "ContactPreference", "Cycle", "DeliveryAttempt", "Enrolment", "Fee",
+    "Formula", "FormulaIngredient", "Heartbeat", "InboundText", "IngredientLot", "LinkAttempt", "LinkUse", "Order",
+    "OrderIngredientLot", "OutboxMessage", "Patient", "Payment", "PortalSession", "Prescriber", "Prescription",
+    "PriceEntry", "RefillRequest", "RenewalRequest", "ScreeningAlert", "SideEffectEntry", "SignInChallenge",
+    "SmsConsentEvent", "User",
 ]

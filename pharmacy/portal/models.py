@@ -17,10 +17,11 @@ sa.Index("ix_patients_email", Patient.email)
 class SignInChallenge(db.Model):
     """One code asked for: by email or text, to sign in or to verify a mobile number.
 
-    Wrong tries are core.models.LinkAttempt rows (nonce "code:<id>"), like a refill link's wrong birth dates: they
-    are kept though the refused request rolls back. The code itself is never stored: it is an HMAC of the row's salt under SECRET_KEY (portal/rules.code_for), so
-    the message is rendered at send time and the check recomputes it. A challenge for an address we do not know
-    is written too (with no candidates), so the page and the timing say nothing about who is a patient.
+    The code itself is never stored: it is an HMAC of the row's salt under SECRET_KEY (portal/rules.code_for), so
+    the message is rendered at send time and the check recomputes it. Wrong tries are core.models.LinkAttempt rows
+    (nonce "code:<id>"), like a refill link's wrong birth dates: kept though the refused request rolls back.
+    A challenge for an address we do not know is written too (with no candidates), so the page and the timing say
+    nothing about who is a patient.
     """
 
     __tablename__ = "portal_challenges"

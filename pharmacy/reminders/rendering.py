@@ -12,6 +12,7 @@ import base64
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -19,7 +20,6 @@ from email import headerregistry
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -98,12 +98,6 @@ class RenderedEmail:
     kept_html: str | None = None
 
 
-#: Template context that other features give their own kinds of message: kind → provider(row, preview) returning
-#: (context, names of secret values). Registered at start-up (portal/views.init_app); a secret is masked in the
-#: stored copy and in previews.
-CONTEXT_PROVIDERS: dict[MessageKind, Callable[[Any, bool], tuple[dict[str, Any], frozenset[str]]]] = {}
-MASK = "••••••"
-
     def to_message(self, *, message_id: str) -> EmailMessage:
         cfg = settings()
         msg = EmailMessage(policy=_POLICY)
@@ -119,6 +113,13 @@ MASK = "••••••"
         msg.set_content(self.text)
         msg.add_alternative(self.html, subtype="html")
         return msg
+
+
+#: Template context that other features give their own kinds of message: kind → provider(row, preview) returning
+#: (context, names of secret values). Registered at start-up (portal/views.init_app); a secret is masked in the
+#: stored copy and in previews.
+CONTEXT_PROVIDERS: dict[MessageKind, Callable[[Any, bool], tuple[dict[str, Any], frozenset[str]]]] = {}
+MASK = "••••••"
 
 
 def sender_address() -> str:
