@@ -116,6 +116,17 @@ class TwilioSms:
             raise SmsError(type(exc).__name__, connection=True) from None
         return Accepted(provider_id=str(message.sid), status=str(message.status or "queued"))
 
+    def find_sent(self, *, to: str, body: str, since: Any) -> str | None:
+        """The id of a text with these words Twilio already took for `to` since `since`, if any (after a crash
+        between Twilio's answer and our record of it). Unreachable: None, and the text is sent again."""
+        try:
+            for message in self.client.messages.list(to=to, date_sent_after=since, limit=50):
+                if message.body == body:
+                    return str(message.sid)
+        except Exception:  # noqa: S110 - a lookup that fails only means the text may go twice (at-least-once)
+            pass
+        return None
+
 
 def from_settings(config: TwilioSettings | None) -> SmsTransport:
     return TwilioSms(config) if config is not None else OutboxOnlySms()
