@@ -243,7 +243,7 @@ class Batch:
         m = OutboxMessage
         batch.rows = {r.id: r for r in db.session.execute(
             sa.select(m.id, m.kind, m.patient_id, m.prescription_id, m.order_id, m.refill_request_id, m.to_address,
-                      m.message_id).where(_in(m.id, set(ids)))
+                      m.message_id, m.dedupe_key).where(_in(m.id, set(ids)))
         ).all()}
         order_ids = {r.order_id for r in batch.rows.values() if r.order_id is not None}
         if order_ids:
