@@ -67,6 +67,6 @@ class SideEffectEntry(db.Model):
     recorded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # "staff" (logged by the pharmacy) or "patient" (reported in the portal: shown on Today until reviewed).
-    source: Mapped[str] = mapped_column(sa.String(16), default="staff", server_default="staff")
+    source: Mapped[str] = mapped_column(sa.String(16), server_default="staff")
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     reviewed_by_id: Mapped[int | None] = mapped_column()  # a user id; no FK, like the audit trail's

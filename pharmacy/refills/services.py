@@ -351,7 +351,9 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
     if actor.kind == "patient":
         # A refill link's claims, or a patient the portal signed in (or known by their verified mobile number):
         # then actor.prescription_id names the one prescription they act on, and it must be theirs (below).
-        scoped = claims.prescription_id if claims is not None else actor.prescription_id
+        # Without a link's claims only the portal's or a verified number's own sources may ask.
+        verified_elsewhere = source in (RequestSource.PORTAL, RequestSource.SMS)
+        scoped = claims.prescription_id if claims is not None else (actor.prescription_id if verified_elsewhere else None)
         if scoped != rx_id or (claims is not None and claims.patient_id != actor.patient_id):
             raise LinkInvalid("This link is not valid.", reason="invalid")
     elif actor.kind != "system":  # the system: auto-refill, for a patient who enrolled (pharmacy/autorefill)

@@ -56,7 +56,7 @@ class OutboxMessage(db.Model):
     body_html: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # "email" or "sms" (reminders.rules.Channel): one row per channel, each claimed, retried and failed on its own.
-    channel: Mapped[str] = mapped_column(sa.String(8), default="email", server_default="email")
+    channel: Mapped[str] = mapped_column(sa.String(8), server_default="email")
     provider_id: Mapped[str | None] = mapped_column(sa.String(64))  # the text's Twilio SID
     provider_status: Mapped[str | None] = mapped_column(sa.String(24))  # queued, sent, delivered, undelivered …
 
