@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from datetime import date
 from functools import wraps
 from typing import Any
 
@@ -45,7 +46,7 @@ _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
 EFFECT_CHOICES = [
     (SideEffect.VIVID_DREAMS, "Vivid dreams"), (SideEffect.INSOMNIA, "Trouble sleeping"),
     (SideEffect.HEADACHE, "Headache"), (SideEffect.NAUSEA, "Feeling sick (nausea)"),
-    (SideEffect.CONSTIPATION, "Constipation"), (SideEffect.DIARRHOEA, "Diarrhoea"),
+    (SideEffect.CONSTIPATION, "Constipation"), (SideEffect.DIARRHOEA, "Diarrhea"),
     (SideEffect.MORNING_STIFFNESS, "Stiff muscles in the morning"), (SideEffect.DRY_MOUTH, "Dry mouth"),
     (SideEffect.SYMPTOM_FLARE, "My MS symptoms got worse"), (SideEffect.AGITATION, "Feeling agitated or restless"),
     (SideEffect.OTHER, "Something else"),
@@ -434,6 +435,16 @@ def side_effects() -> Any:
 # ---- the calendar --------------------------------------------------------------------------------------------------
 
 
+def coming_up(item: services.MyPrescription) -> list[tuple[date, str]]:
+    """The calendar page's list in date order, from today on: the dose changes, the order-by day, the run-out."""
+    dates = [(start, f"your dose changes to {dose} a day") for start, dose in item.step_starts[1:]]
+    if item.order_by:
+        dates.append((item.order_by, "ask for your refill by this day"))
+    if item.run_out:
+        dates.append((item.run_out, "your medicine runs out"))
+    return sorted(d for d in dates if d[0] >= today())
+
+
 @bp.get("/calendar")
 @signed_in
 def calendar() -> Any:
@@ -442,7 +453,7 @@ def calendar() -> Any:
         _put(ft=None)
     live = services.live_feed(_actor().patient_id)
     url = url_for("portal_feed.feed", token=feed_token, _external=False) if feed_token else None
-    return _render("portal/calendar.html", my=services.my_ldn(_actor()), live=live,
+    return _render("portal/calendar.html", my=services.my_ldn(_actor()), live=live, coming_up=coming_up,
                    feed_url=(settings().base_url + url) if url else None)
 
 
