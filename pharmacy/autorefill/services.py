@@ -102,15 +102,26 @@ def enrol(actor: Actor, rx_id: int, *, consent: str | None = None) -> Enrolment:
     return row
 
 
-def leave(actor: Actor, rx_id: int) -> None:
+def live_enrolments(rx_ids: list[int]) -> dict[int, Enrolment]:
+    """The live enrolment of each of these prescriptions (those that have one), in one query."""
+    if not rx_ids:
+        return {}
+    rows = db.session.execute(sa.select(Enrolment).where(
+        Enrolment.prescription_id.in_(rx_ids), Enrolment.ended_at.is_(None))).scalars()
+    return {row.prescription_id: row for row in rows}
+
+
+def leave(actor: Actor, rx_id: int) -> int:
+    """End auto-refill (nothing to do when it is off); returns the prescription's patient id."""
     rx = _rx(rx_id)
     _check_actor(actor, rx, "end auto-refill")
     row = live_enrolment(rx.id)
     if row is None:
-        return
+        return rx.patient_id
     _end(row, f"ended by the {'patient' if actor.kind == 'patient' else 'pharmacy'}")
     audit.record(actor, "autorefill.leave", patient_id=rx.patient_id, entity=("prescription", rx.id),
                  details={"enrolment": row.id})
+    return rx.patient_id
 
 
 def _end(row: Enrolment, reason: str) -> None:

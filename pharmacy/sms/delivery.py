@@ -79,10 +79,11 @@ def _finish(row_id: int, worker: str, result: str, detail: str, **values: Any) -
     uow.commit_step()
 
 
-def compose(row: OutboxMessage) -> tuple[str, str]:
-    """(the text, the copy kept on the row): the words come from the same facts the email would show."""
+def compose(row: OutboxMessage, *, preview: bool = False) -> tuple[str, str]:
+    """(the text, the copy kept on the row): the words come from the same facts the email would show. `preview`:
+    for the outbox page before sending (a masked code, a placeholder skip link)."""
     cfg = settings()
-    ctx = rendering.Batch.load([row.id]).context(row.id)
+    ctx = rendering.Batch.load([row.id]).context(row.id, preview=preview)
     kind = MessageKind(row.kind)
     words = dict(pharmacy=cfg.pharmacy_name, phone=cfg.pharmacy_phone, portal_url=f"{cfg.base_url}/my/",
                  order_by=ctx.get("order_by"), ready_on=ctx.get("ready_on"), skip_url=ctx.get("skip_url"),
@@ -90,6 +91,14 @@ def compose(row: OutboxMessage) -> tuple[str, str]:
     body = rules.text_for(kind.value, code=ctx.get("code"), **words)
     kept = rules.text_for(kind.value, code=rendering.MASK, **words) if kind == MessageKind.ONE_TIME_CODE else body
     return body, kept
+
+
+def preview(row: OutboxMessage) -> tuple[str | None, str]:
+    """An unsent text for the staff outbox page: (the number it goes to, the words as they will go, with no working
+    code or link). Registered as the "sms" channel's preview in reminders.services (sms/views.init_app)."""
+    pref = db.session.get(ContactPreference, row.patient_id) if row.patient_id else None
+    to = row.to_address or (pref.sms_number if pref else None)
+    return to, compose(row, preview=True)[1]
 
 
 def _already_taken(transport: transports.SmsTransport, row: OutboxMessage, to: str, body: str) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Flask, Response, abort, request
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -16,7 +16,8 @@ from pharmacy.core import audit
 from pharmacy.core.actor import ANONYMOUS
 from pharmacy.core.context import settings
 from pharmacy.extensions import csrf
-from pharmacy.sms import services
+from pharmacy.reminders import services as reminder_services
+from pharmacy.sms import delivery, services
 
 bp = Blueprint("sms", __name__, url_prefix="/sms")
 csrf.exempt(bp)  # Twilio signs its requests; it has no cookie and no CSRF token
@@ -61,3 +62,8 @@ def status() -> Any:
     raw_code = request.form.get("ErrorCode", "").strip()
     services.handle_status(sid, state, int(raw_code) if raw_code.isdigit() else None)
     return Response(status=204)
+
+
+def init_app(app: Flask) -> None:
+    # The staff outbox page shows an unsent text as a text (its number and words), not as an email.
+    reminder_services.CHANNEL_PREVIEWS["sms"] = delivery.preview

@@ -352,3 +352,35 @@ def test_auto_refill_on_a_phone_then_skipped_from_its_email(live_server, live_ap
         req = db.session.execute(sa.select(RefillRequest)).scalar_one()
         assert req.source.value == "auto" and req.state.value != "open"
         db.session.remove()
+
+
+def test_the_pharmacy_enrols_auto_refill_and_reads_a_text_in_the_outbox(live_server, live_app, page, world,
+                                                                        staff) -> None:
+    """Staff side, desktop: the auto-refill block on the patient page (with the patient's consent in words), and a
+    text in the outbox shown as a text with its code masked."""
+    base = live_server.url
+    with live_app.test_request_context("/"):
+        from pharmacy.core.actor import Actor
+        from pharmacy.portal import services as portal
+
+        portal.start_number_check(Actor(kind="patient", patient_id=world["patient_id"]), MOBILE)
+        db.session.commit()
+    sign_in(page, base, staff["pharmacist"].email, PASSWORD)
+    page.goto(f"{base}/patients/{world['patient_id']}")
+    block = page.locator(f"#auto-refill-{world['rx_id']}")
+    assert "Auto-refill: off" in block.inner_text()
+    block.get_by_label("How the patient agreed").fill("by phone, Nov 23, spoke to Margaret")
+    block.get_by_role("button", name="Start auto-refill").click()
+    page.wait_for_url(re.compile(rf".*/patients/{world['patient_id']}"))
+    block = page.locator(f"#auto-refill-{world['rx_id']}")
+    assert "Auto-refill: on" in block.inner_text() and "spoke to Margaret" in block.inner_text()
+    block.scroll_into_view_if_needed()
+    shot(page, "portal-staff-patient-auto-refill")
+
+    page.goto(f"{base}/outbox")
+    row = page.locator("tr[data-outbox-id]", has=page.locator("[data-channel=sms]")).first
+    row.get_by_role("link").click()
+    assert page.locator("h1").inner_text().startswith("Text #")
+    words = page.locator("#text-version").inner_text()
+    assert "••••••" in words and not re.search(r"\d{6}", words)
+    shot(page, "portal-staff-outbox-text")

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.web.route_matrix import PRINCIPALS, Route
+from tests.web.route_matrix import PRINCIPALS, Route, staff_page
 
 NO_SUCH = 999999
 
@@ -95,6 +95,11 @@ ROUTES: list[Route] = [
          data=lambda w: {"From": "+12175550101", "Body": "REFILL", "MessageSid": "SMforged"}),
     _all("sms.status", lambda w: "/sms/status", "forbidden", method="POST",
          data=lambda w: {"MessageSid": "SMforged", "MessageStatus": "delivered"}),
+    # Auto-refill enrolled by the pharmacy with the patient's recorded consent: pharmacists only.
+    staff_page("autorefill.enrol", lambda w: f"/prescriptions/{w['rx'].id}/auto-refill", method="POST",
+               data=lambda w: {"consent": "by phone, spoke to the patient"}, technician="forbidden", admin="forbidden"),
+    staff_page("autorefill.leave", lambda w: f"/prescriptions/{w['rx'].id}/auto-refill/end", method="POST",
+               technician="forbidden", admin="forbidden"),
     Route("patients.side_effect_reviewed", "POST", lambda w: f"/patients/side-effects/{NO_SUCH}/reviewed",
           {"anonymous": "login", "other_patient": "login", "technician": "missing", "pharmacist": "missing",
            "admin": "forbidden"}),
