@@ -25,6 +25,7 @@ from pharmacy.reminders import outbox
 from pharmacy.reminders import rules as reminder_rules
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.sms.models import takes_texts
 
 REMINDER_KINDS = (MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE,
                   MessageKind.RENEWAL_NEEDED)
@@ -60,7 +61,11 @@ def facts_query() -> sa.Select:
         sa.select(
             Order.id, Order.prescription_id, Order.patient_id, Order.dispensed_on, Order.days_supply,
             Order.fill_number, Order.delivery_method, Patient.shipping_days, Patient.reminders_opt_in,
-            Patient.email.is_not(None), Formula.lead_time_business_days, Prescription.refills_authorized,
+            # "has_email" means "reminders can reach the patient": an email address, or (issue 19) texts chosen
+            # with a verified number and consent. Texts are spawned from the email rows planned here
+            # (pharmacy/sms/fanout.py); the email row itself is then cancelled at send time ("no email address").
+            sa.or_(Patient.email.is_not(None), takes_texts(Patient.id)),
+            Formula.lead_time_business_days, Prescription.refills_authorized,
             Prescription.expiry_date,
         )
         .join(Prescription, Prescription.id == Order.prescription_id)

@@ -34,6 +34,14 @@ class ContactPreference(db.Model):
         return bool(self.sms_number and self.sms_verified_at and self.sms_consent)
 
 
+def takes_texts(patient_id: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+    """SQL: the patient chose texts (only, or with email) and has a verified number with consent — someone
+    reminders can reach without an email address (reminders/planning.py plans for them too)."""
+    cp = ContactPreference
+    return sa.exists().where(cp.patient_id == patient_id, cp.channel.in_(("sms", "both")), cp.sms_consent.is_(True),
+                             cp.sms_number.is_not(None), cp.sms_verified_at.is_not(None))
+
+
 class SmsConsentEvent(db.Model):
     """Every change of consent to texts, with when and how (TCPA-style records): never updated, never deleted."""
 

@@ -22,6 +22,7 @@ from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills import services as refills
 from pharmacy.refills.rules import RequestSource
+from pharmacy.reminders import planning
 from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.reminders.rules import OutboxState
 from pharmacy.sms import rules
@@ -67,6 +68,9 @@ def set_channel(actor: Actor, choice: Choice) -> ContactPreference:
     row.channel = choice.value
     row.updated_at = now()
     db.session.flush()
+    if changed:
+        # A patient without an email address is planned for only while texts reach them (planning.facts_query).
+        planning.replan_patient(patient_id)
     audit.record(actor, "contact.channel", patient_id=patient_id, entity=("patient", patient_id),
                  details={"channel": choice.value, "changed": changed})
     return row
@@ -183,6 +187,8 @@ def handle_inbound(provider_id: str, from_number: str, body: str) -> Inbound:
             row.sms_consent, row.sms_consent_at, row.sms_consent_source = True, t, "sms_keyword"
             row.updated_at = t
             record_consent(row.patient_id, phone, "opt_in", "sms_keyword", "START")
+            db.session.flush()
+            planning.replan_patient(row.patient_id)  # reminders a text-only patient lost meanwhile come back
         outcome = "opted in" if rows else "unknown number"
         reply = None if rows else _unknown(cfg)
     elif word == Keyword.HELP:

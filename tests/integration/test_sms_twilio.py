@@ -195,3 +195,72 @@ def test_quiet_hours_hold_a_notice_until_the_morning(sms_app, texting, twilio, c
     _at(clock, datetime(2026, 11, 24, 15, 0, tzinfo=UTC))  # 9:00 in Chicago
     _deliver(sms_app)
     assert len(twilio.messages) == 1 and "ready" in twilio.messages[0].body
+
+
+@pytest.fixture
+def texting_without_email(sms_app: Any, staff: dict) -> dict[str, Any]:
+    """A patient with no email address at all, a dispensed fill, then a verified mobile number and texts chosen."""
+    with sms_app.test_request_context("/"):
+        w = factories.world(staff, patient={"email": None})
+        from pharmacy.compounding import services as orders
+
+        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        factories.run_order_to(w, order.id, "dispensed")
+        patient_id = w["patient"].id
+        db.session.commit()
+        before = _reminder_rows(patient_id)
+        me = Actor(kind="patient", patient_id=patient_id)
+        sms.number_verified(me, NUMBER, consent=True)
+        sms.set_channel(me, Choice.SMS)
+        db.session.commit()
+        return {"patient_id": patient_id, "rx_id": w["rx"].id, "rows_before_texts": before}
+
+
+def _reminder_rows(patient_id: int) -> int:
+    return db.session.execute(sa.select(sa.func.count()).select_from(OutboxMessage).where(
+        OutboxMessage.patient_id == patient_id, OutboxMessage.kind == MessageKind.REMINDER_EARLY,
+        OutboxMessage.state == "pending")).scalar_one()
+
+
+def test_a_patient_without_email_who_chose_texts_gets_each_reminder_as_one_text(sms_app, texting_without_email,
+                                                                                  twilio, clock) -> None:
+    """No email address: nothing was planned while nothing could reach her; once texts do, the reminders are
+    planned and each goes out as exactly one text (the email row beside it is cancelled, never sent)."""
+    w = texting_without_email
+    assert w["rows_before_texts"] == 0
+    with sms_app.app_context():
+        assert _reminder_rows(w["patient_id"]) > 0
+    _at(clock, _first_reminder_due(sms_app, w["patient_id"]))
+    from pharmacy.reminders import delivery as email_delivery
+
+    for _ in range(2):
+        with sms_app.app_context():
+            email_delivery.deliver_due()
+            db.session.remove()
+        _deliver(sms_app)
+    assert len(twilio.messages) == 1 and twilio.messages[0].to == NUMBER
+    assert "refill" in twilio.messages[0].body
+    with sms_app.app_context():
+        email = db.session.execute(sa.select(OutboxMessage).where(
+            OutboxMessage.channel == "email", OutboxMessage.patient_id == w["patient_id"],
+            OutboxMessage.kind == MessageKind.REMINDER_EARLY, OutboxMessage.sent_at.is_not(None))).scalars().all()
+    assert email == []
+
+
+def test_a_patient_without_email_who_keeps_email_is_not_planned_for(sms_app, staff) -> None:
+    """A verified number alone (texts not chosen) does not make the patient reachable: nothing is planned."""
+    with sms_app.test_request_context("/"):
+        w = factories.world(staff, patient={"email": None})
+        from pharmacy.compounding import services as orders
+
+        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        factories.run_order_to(w, order.id, "dispensed")
+        me = Actor(kind="patient", patient_id=w["patient"].id)
+        sms.number_verified(me, NUMBER, consent=True)
+        sms.set_channel(me, Choice.EMAIL)
+        db.session.commit()
+        assert _reminder_rows(w["patient"].id) == 0
+        # Choosing texts plans them.
+        sms.set_channel(me, Choice.BOTH)
+        db.session.commit()
+        assert _reminder_rows(w["patient"].id) > 0
