@@ -23,7 +23,7 @@ from pharmacy.workflows import listeners
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
-    "bench", "ops", "prescriber_links",
+    "bench", "ops", "prescriber_links", "portal", "sms", "autorefill",
 )
 
 

@@ -31,6 +31,18 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class TwilioSettings:
+    """Twilio's Messages API (`TWILIO_*`): text messages leave the building only when these are set."""
+
+    account_sid: str
+    auth_token: str
+    from_number: str | None  # E.164, or…
+    messaging_service_sid: str | None  # …a Messaging Service (MG…) that picks the sender
+    api_base: str | None = None  # another base URL than Twilio's (a proxy; the tests' loopback server)
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     env: str
     database_url: str
@@ -66,6 +78,14 @@ class Settings:
     session_max_hours: int
     log_format: str
     outbox_max_attempts: int
+    # Text messages and the patient portal (pharmacy/sms, pharmacy/portal).
+    twilio: TwilioSettings | None = None
+    sms_start_hour: int = 9
+    sms_end_hour: int = 20
+    portal_idle_minutes: int = 15
+    portal_max_minutes: int = 60
+    portal_code_minutes: int = 10
+    autorefill_hour: int = 7
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,6 +144,46 @@ def secret_key_problem(key: str) -> str | None:
     if len(set(key)) < 10:
         return "too few different characters to be random"
     return None
+
+
+def parse_twilio(env: Mapping[str, str]) -> TwilioSettings | None:
+    """All of TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and a sender (TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID),
+    or none of them (texts stay in the outbox, shown on the dashboard)."""
+    sid = env.get("TWILIO_ACCOUNT_SID", "").strip()
+    token = env.get("TWILIO_AUTH_TOKEN", "").strip()
+    from_number = env.get("TWILIO_FROM_NUMBER", "").strip() or None
+    service = env.get("TWILIO_MESSAGING_SERVICE_SID", "").strip() or None
+    if not (sid or token or from_number or service):
+        return None
+    if not sid.startswith("AC") or len(sid) != 34:
+        raise ConfigError("TWILIO_ACCOUNT_SID must be the 34-character account SID starting with AC")
+    if len(token) < 16:
+        raise ConfigError("TWILIO_AUTH_TOKEN must be set with TWILIO_ACCOUNT_SID (the account's auth token)")
+    if from_number is None and service is None:
+        raise ConfigError("set TWILIO_FROM_NUMBER (+15551234567) or TWILIO_MESSAGING_SERVICE_SID (MG…) for texts")
+    if from_number is not None and not (from_number.startswith("+") and from_number[1:].isdigit()
+                                        and 8 <= len(from_number) <= 16):
+        raise ConfigError(f"TWILIO_FROM_NUMBER={from_number!r} must be an E.164 number like +15551234567")
+    if service is not None and not service.startswith("MG"):
+        raise ConfigError("TWILIO_MESSAGING_SERVICE_SID must start with MG")
+    base = env.get("TWILIO_API_BASE", "").strip().rstrip("/") or None
+    if base is not None and not base.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+        raise ConfigError("TWILIO_API_BASE must be an https:// URL (plain http only on loopback)")
+    return TwilioSettings(account_sid=sid, auth_token=token, from_number=from_number, messaging_service_sid=service,
+                          api_base=base)
+
+
+def _sms_hours(env: Mapping[str, str]) -> tuple[int, int]:
+    """SMS_SEND_HOURS="9-20": texts go out from 9:00 to 20:00 pharmacy time, never at night."""
+    raw = env.get("SMS_SEND_HOURS", "9-20").strip()
+    start, _, end = raw.partition("-")
+    try:
+        first, last = int(start), int(end)
+    except ValueError:
+        raise ConfigError(f"SMS_SEND_HOURS={raw!r} must look like 9-20 (local hours)") from None
+    if not 7 <= first < last <= 21:
+        raise ConfigError(f"SMS_SEND_HOURS={raw!r} must lie within 7-21 (never at night)")
+    return first, last
 
 
 def _secret_key(env: Mapping[str, str], instance_path: Path, app_env: str) -> str:
@@ -252,4 +312,11 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         session_max_hours=_int(env, "SESSION_MAX_HOURS", 12, 1, 24 * 7),
         log_format=log_format,
         outbox_max_attempts=_int(env, "OUTBOX_MAX_ATTEMPTS", 8, 1, 50),
+        twilio=parse_twilio(env),
+        sms_start_hour=_sms_hours(env)[0],
+        sms_end_hour=_sms_hours(env)[1],
+        portal_idle_minutes=_int(env, "PORTAL_IDLE_MINUTES", 15, 5, 60),
+        portal_max_minutes=_int(env, "PORTAL_MAX_MINUTES", 60, 15, 240),
+        portal_code_minutes=_int(env, "PORTAL_CODE_MINUTES", 10, 3, 30),
+        autorefill_hour=_int(env, "AUTOREFILL_HOUR", 7, 6, 18),
     )

@@ -191,6 +191,40 @@ def statement_pdf(actor: Actor, patient_id: int, year: int) -> tuple[str, bytes]
     return f"statement-{year}-patient-{patient_id}.pdf", render_statement(statement)
 
 
+def own_receipt_pdf(actor: Actor, payment_id: int) -> tuple[str, bytes]:
+    """A patient's own receipt, from the portal: the same PDF staff print, for a payment of actor.patient_id only
+    (anyone else's is "not found", so ids cannot be probed)."""
+    if actor.kind != "patient" or actor.patient_id is None:
+        raise NotFound("No such payment.")
+    row = db.session.execute(_statement_query().where(Payment.id == payment_id)).first() if 1 <= payment_id <= MAX_ID else None
+    if row is None or row[0].patient_id != actor.patient_id:
+        raise NotFound("No such payment.")
+    patient = db.session.get(Patient, actor.patient_id)
+    if patient is None:  # pragma: no cover - the foreign key guarantees it
+        raise NotFound("No such payment.")
+    audit.record(actor, "receipt.view", patient_id=patient.id, entity=("payment", payment_id))
+    line = _line(*row)
+    return f"receipt-{line.number}.pdf", render_receipt(_pharmacy(), _patient(patient), line)
+
+
+def own_statement_pdf(actor: Actor, year: int) -> tuple[str, bytes]:
+    """A patient's own yearly statement, from the portal (the PDF staff print for them)."""
+    if actor.kind != "patient" or actor.patient_id is None:
+        raise NotFound("No such patient.")
+    if not 2000 <= year <= 2100:
+        raise ValidationFailed("Choose a year.", fields={"year": "Between 2000 and 2100."})
+    patient = db.session.get(Patient, actor.patient_id)
+    if patient is None:
+        raise NotFound("No such patient.")
+    start, end = local_day_start(date(year, 1, 1)), local_day_start(date(year + 1, 1, 1))
+    rows = db.session.execute(_statement_query().where(
+        Payment.patient_id == patient.id, Payment.received_at >= start, Payment.received_at < end,
+    ).order_by(Payment.received_at, Payment.id)).all()
+    audit.record(actor, "statement.view", patient_id=patient.id, entity=("patient", patient.id), details={"year": year})
+    statement = Statement(_pharmacy(), _patient(patient), year, [_line(*r) for r in rows])
+    return f"statement-{year}.pdf", render_statement(statement)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering (pure: facts in, PDF bytes out)
 # ---------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class SideEffectEntry(db.Model):
     """docs/domain.md "Side effects worth logging": what the patient reported and what was suggested."""
 
     __tablename__ = "side_effects"
+    __table_args__ = (sa.Index("ix_side_effects_source_reviewed", "source", "reviewed_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_id: Mapped[int] = mapped_column(sa.ForeignKey("patients.id", ondelete="CASCADE"), index=True)
@@ -65,3 +66,7 @@ class SideEffectEntry(db.Model):
     suggested_action: Mapped[str | None] = mapped_column(sa.String(200))
     recorded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "staff" (logged by the pharmacy) or "patient" (reported in the portal: shown on Today until reviewed).
+    source: Mapped[str] = mapped_column(sa.String(16), server_default="staff")
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reviewed_by_id: Mapped[int | None] = mapped_column()  # a user id; no FK, like the audit trail's

@@ -13,7 +13,7 @@ from pharmacy.core.context import today
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
 from pharmacy.dashboard import patient_page
-from pharmacy.patients import services
+from pharmacy.patients import self_service, services
 from pharmacy.patients.models import Patient
 from pharmacy.patients.rules import LABELS
 from pharmacy.patients.schemas import PatientInSchema, SideEffectInSchema
@@ -127,3 +127,12 @@ def add_side_effect(patient_id: int) -> Any:
     flash("Side effect recorded." + (f" Suggested: {entry.suggested_action}" if entry.suggested_action else ""),
           "success")
     return redirect(url_for("patients.detail", patient_id=patient_id, _anchor="side-effects"))
+
+
+@bp.post("/side-effects/<int:entry_id>/reviewed")
+@staff_required
+def side_effect_reviewed(entry_id: int) -> Any:
+    """A patient's side-effect report read by the pharmacy: it leaves the Today page (the log keeps it)."""
+    self_service.mark_reviewed(current_actor(), entry_id)
+    flash("Marked as reviewed. It stays in the patient's side-effect log.", "success")
+    return redirect(url_for("dashboard.home", _anchor="patient-reports"), 303)

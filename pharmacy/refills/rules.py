@@ -24,6 +24,9 @@ class RequestSource(StrEnum):
     LINK = "link"
     API = "api"
     STAFF = "staff"
+    PORTAL = "portal"  # the patient, signed in to the portal
+    SMS = "sms"  # the patient texted REFILL from their verified number
+    AUTO = "auto"  # auto-refill, on the order-by date, for a patient who enrolled
 
 
 class RenewalState(StrEnum):

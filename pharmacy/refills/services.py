@@ -21,7 +21,7 @@ from pharmacy.core import audit, links
 from pharmacy.core.actor import Actor
 from pharmacy.core.clock import local_date
 from pharmacy.core.context import business_calendar, now, settings, today
-from pharmacy.core.errors import Conflict, LinkInvalid, ValidationFailed
+from pharmacy.core.errors import Conflict, LinkInvalid, NotFound, ValidationFailed
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -268,11 +268,18 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
     request waits for a renewal, and the pharmacist's renewal task is opened.
     """
     if actor.kind == "patient":
-        if claims is None or claims.prescription_id != rx_id or claims.patient_id != actor.patient_id:
+        # A refill link's claims, or a patient the portal signed in (or known by their verified mobile number):
+        # then actor.prescription_id names the one prescription they act on, and it must be theirs (below).
+        # Without a link's claims only the portal's or a verified number's own sources may ask.
+        verified_elsewhere = source in (RequestSource.PORTAL, RequestSource.SMS)
+        scoped = claims.prescription_id if claims is not None else (actor.prescription_id if verified_elsewhere else None)
+        if scoped != rx_id or (claims is not None and claims.patient_id != actor.patient_id):
             raise LinkInvalid("This link is not valid.", reason="invalid")
-    else:
+    elif actor.kind != "system":  # the system: auto-refill, for a patient who enrolled (pharmacy/autorefill)
         audit.require(actor, Permission.REQUEST_REFILL, what="request refills")
     rx = reads.prescription(rx_id, lock=True)
+    if actor.kind == "patient" and rx.patient_id != actor.patient_id:
+        raise NotFound("No such prescription.")
     existing = reads.open_request(rx.id)
     if existing is not None:
         if claims is not None:

@@ -98,7 +98,7 @@ def update_returning() -> bool:
     return bool(db.session.get_bind().dialect.update_returning)
 
 
-def claim_batch(worker: str, *, limit: int = BATCH_SIZE, lease: timedelta = LEASE) -> list[int]:
+def claim_batch(worker: str, *, limit: int = BATCH_SIZE, lease: timedelta = LEASE, channel: str = "email") -> list[int]:
     """Claim up to `limit` due rows for `worker` (state `sending`, lease set) and commit; their ids, oldest first.
 
     One statement per batch: UPDATE outbox SET state='sending', lease_until=…, claimed_by=… WHERE id IN
@@ -109,12 +109,13 @@ def claim_batch(worker: str, *, limit: int = BATCH_SIZE, lease: timedelta = LEAS
     SKIP LOCKED keeps any number of workers
     apart (rows another worker is claiming are passed over, not waited for); on SQLite the UPDATE's own
     `state = 'pending'` decides (SQLite serialises writers, and exactly one scheduler runs there).
+    Each channel's delivery claims its own rows: email (reminders/delivery.py) and texts (sms/delivery.py).
     """
     t = now()
     table = OutboxMessage.__table__
     due = (
         sa.select(table.c.id)
-        .where(table.c.state == OutboxState.PENDING, table.c.next_attempt_at <= t)
+        .where(table.c.state == OutboxState.PENDING, table.c.next_attempt_at <= t, table.c.channel == channel)
         .order_by(table.c.next_attempt_at, table.c.id).limit(limit)
     )
     if is_postgres():

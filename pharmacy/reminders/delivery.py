@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core import uow
-from pharmacy.core.context import now, settings
+from pharmacy.core.context import now, settings, today
 from pharmacy.core.db import UTCDateTime
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -50,6 +50,7 @@ from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 from pharmacy.reminders import claims, rendering, rules, transports
 from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.sms.models import ContactPreference
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class _Statements:
     def __init__(self) -> None:
         t, a = OutboxMessage.__table__, DeliveryAttempt.__table__
         p, rx, o, rr = Patient.__table__, Prescription.__table__, Order.__table__, RefillRequest.__table__
+        cp = ContactPreference.__table__
         later = t.alias("later")
         row = sa.bindparam("b_id", type_=sa.Integer)
         at = sa.bindparam("b_at", type_=UTCDateTime())
@@ -139,6 +141,11 @@ class _Statements:
                 later.c.due_at <= sa.bindparam("b_now", type_=UTCDateTime()),
                 later.c.state.in_((OutboxState.PENDING, OutboxState.SENDING, OutboxState.SENT)),
             ).label("superseded"),
+            # The patient's contact choices (pharmacy/sms): text messages only, with a number that takes them; a pause.
+            sa.exists().where(cp.c.patient_id == patient, cp.c.channel == "sms", cp.c.sms_consent.is_(True),
+                              cp.c.sms_number.is_not(None), cp.c.sms_verified_at.is_not(None)).label("texts_only"),
+            sa.exists().where(cp.c.patient_id == patient,
+                              cp.c.paused_until >= sa.bindparam("b_today", type_=sa.Date())).label("paused"),
         ]
         self.facts = sa.select(*facts)
         # Still `sending` and ours: the lease is extended, and (where UPDATE … RETURNING exists) the facts come back
@@ -161,7 +168,14 @@ def _statements() -> _Statements:
 
 
 def _facts_params(patient_id: int | None, prescription_id: int | None, order_id: int | None) -> dict[str, Any]:
-    return {"b_patient": patient_id, "b_rx": prescription_id, "b_order": order_id, "b_now": now()}
+    return {"b_patient": patient_id, "b_rx": prescription_id, "b_order": order_id, "b_now": now(), "b_today": today()}
+
+
+def wanted_facts(row: OutboxMessage) -> Any:
+    """The facts the wanted-check reads about a message (rules.WantedFacts), from the current rows; for another
+    channel's delivery (pharmacy/sms), which applies its own rules to the same facts."""
+    params = {"b_id": row.id, **_facts_params(row.patient_id, row.prescription_id, row.order_id)}
+    return _core(_statements().facts, params).one()
 
 
 def unwanted_reason(row: OutboxMessage) -> str | None:
@@ -222,8 +236,10 @@ def _record_sent(conn: sa.Connection, row_id: int, email: rendering.RenderedEmai
     q = _statements()
     # Marked sent whoever holds the row now: it *was* handed over, and a worker that took the row over
     # after our lease expired will then see `sent` and not send it again.
-    changed = conn.execute(q.sent, {"b_id": row_id, "b_at": now(), "b_subject": email.subject, "b_text": email.text,
-                                    "b_html": email.html}).rowcount == 1
+    text = email.kept_text if email.kept_text is not None else email.text
+    html = email.kept_html if email.kept_html is not None else email.html
+    changed = conn.execute(q.sent, {"b_id": row_id, "b_at": now(), "b_subject": email.subject, "b_text": text,
+                                    "b_html": html}).rowcount == 1
     if changed:
         _insert_attempt(row_id, "sent", transport.name, conn)
     elif conn.execute(q.exists, {"b_id": row_id}).first() is not None:

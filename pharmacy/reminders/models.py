@@ -24,6 +24,10 @@ class OutboxMessage(db.Model):
         sa.Index("ix_outbox_state_id", "state", "id"),
         sa.Index("ix_outbox_patient_created", "patient_id", "created_at"),
         sa.CheckConstraint("attempts >= 0", name="attempts_nonnegative"),
+        # Text messages: the provider's id (status callbacks find their row by it) and the rows due lately
+        # (pharmacy/sms/fanout.py sends a text beside each email a patient wants as a text too).
+        sa.Index("ix_outbox_provider_id", "provider_id"),
+        sa.Index("ix_outbox_due_at", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -51,6 +55,10 @@ class OutboxMessage(db.Model):
     body_text: Mapped[str | None] = mapped_column(sa.Text)
     body_html: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "email" or "sms" (reminders.rules.Channel): one row per channel, each claimed, retried and failed on its own.
+    channel: Mapped[str] = mapped_column(sa.String(8), server_default="email")
+    provider_id: Mapped[str | None] = mapped_column(sa.String(64))  # the text's Twilio SID
+    provider_status: Mapped[str | None] = mapped_column(sa.String(24))  # queued, sent, delivered, undelivered …
 
     attempts_log: Mapped[list[DeliveryAttempt]] = relationship(
         back_populates="message", order_by="DeliveryAttempt.id", cascade="all, delete-orphan"

@@ -26,8 +26,10 @@ def mail_domain() -> str:
 
 def enqueue(kind: MessageKind, *, dedupe_key: str, patient_id: int | None, due_at: datetime | None = None,
             prescription_id: int | None = None, order_id: int | None = None, refill_request_id: int | None = None,
-            renewal_id: int | None = None, to_address: str | None = None) -> OutboxMessage | None:
-    """Add a message unless one with the same key exists; returns the new row or None."""
+            renewal_id: int | None = None, to_address: str | None = None,
+            channel: str = "email") -> OutboxMessage | None:
+    """Add a message unless one with the same key exists; returns the new row or None. `channel`: "email", or
+    "sms" for a text (pharmacy/sms), delivered by that channel's own run from the same table."""
     exists = db.session.execute(sa.select(OutboxMessage.id).where(OutboxMessage.dedupe_key == dedupe_key)).first()
     if exists:
         return None
@@ -36,7 +38,7 @@ def enqueue(kind: MessageKind, *, dedupe_key: str, patient_id: int | None, due_a
     row = OutboxMessage(
         dedupe_key=dedupe_key, kind=kind, patient_id=patient_id, prescription_id=prescription_id, order_id=order_id,
         refill_request_id=refill_request_id, renewal_id=renewal_id, to_address=to_address, due_at=due,
-        next_attempt_at=due, state=OutboxState.PENDING, attempts=0, created_at=t,
+        next_attempt_at=due, state=OutboxState.PENDING, attempts=0, created_at=t, channel=channel,
         message_id=f"<pending.{uuid.uuid4().hex}@{mail_domain()}>",
     )
     try:

@@ -27,6 +27,7 @@ from pharmacy.reminders import outbox
 from pharmacy.reminders import rules as reminder_rules
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.sms.models import takes_texts
 from pharmacy.supply import reads
 
 REMINDER_KINDS = (MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE,
@@ -73,8 +74,11 @@ def facts_query() -> sa.Select:
     return (
         sa.select(
             Order.id, Prescription.id, Prescription.patient_id, Prescription.prescriber_id,
-            Prescription.latest_run_out_date, Order.delivery_method, Patient.shipping_days,
-            Patient.reminders_opt_in, Patient.email.is_not(None), Formula.lead_time_business_days,
+            Prescription.latest_run_out_date, Order.delivery_method, Patient.shipping_days, Patient.reminders_opt_in,
+            # "has_email" means "reminders can reach the patient": an email address, or texts chosen with a
+            # verified number and consent. Texts are spawned from the email rows planned here
+            # (pharmacy/sms/fanout.py); the email row itself is then cancelled at send time ("no email address").
+            sa.or_(Patient.email.is_not(None), takes_texts(Patient.id)), Formula.lead_time_business_days,
             Prescription.days_supply, Prescription.refills_authorized, Prescription.expiry_date,
             Prescription.days_dispensed,
         )

@@ -12,6 +12,7 @@ import base64
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -83,7 +84,10 @@ class RenderError(Exception):
 
 @dataclass(frozen=True)
 class RenderedEmail:
-    """One email, ready to hand to a transport (and to store on the row for the dashboard)."""
+    """One email, ready to hand to a transport (and to store on the row for the dashboard).
+
+    `kept_text`/`kept_html`: the copy stored on the row when it differs from what was sent (a sign-in code is
+    masked there: the outbox page must never show a working code)."""
 
     kind: MessageKind
     subject: str
@@ -91,6 +95,9 @@ class RenderedEmail:
     html: str
     to_address: str
     headers: dict[str, str] = field(default_factory=dict)
+    kept_text: str | None = None
+    kept_html: str | None = None
+
 
     def to_message(self, *, message_id: str) -> EmailMessage:
         cfg = settings()
@@ -107,6 +114,13 @@ class RenderedEmail:
         msg.set_content(self.text)
         msg.add_alternative(self.html, subtype="html")
         return msg
+
+
+#: Template context that other features give their own kinds of message: kind → provider(row, preview) returning
+#: (context, names of secret values). Registered at start-up (portal/views.init_app); a secret is masked in the
+#: stored copy and in previews.
+CONTEXT_PROVIDERS: dict[MessageKind, Callable[[Any, bool], tuple[dict[str, Any], frozenset[str]]]] = {}
+MASK = "••••••"
 
 
 def sender_address() -> str:
@@ -229,8 +243,8 @@ class Batch:
             return batch
         m = OutboxMessage
         batch.rows = {r.id: r for r in db.session.execute(
-            sa.select(m.id, m.kind, m.patient_id, m.prescription_id, m.order_id, m.refill_request_id, m.renewal_id, m.to_address,
-                      m.message_id).where(_in(m.id, set(ids)))
+            sa.select(m.id, m.kind, m.patient_id, m.prescription_id, m.order_id, m.refill_request_id, m.renewal_id,
+                      m.to_address, m.message_id, m.dedupe_key).where(_in(m.id, set(ids)))
         ).all()}
         order_ids = {r.order_id for r in batch.rows.values() if r.order_id is not None}
         if order_ids:
@@ -310,8 +324,14 @@ class Batch:
         env = current_app.jinja_env
         text = env.get_template(f"emails/{kind.value}.txt").render(**ctx)
         html = env.get_template(f"emails/{kind.value}.html").render(**ctx)
+        kept_text = kept_html = None
+        secrets = ctx.pop("_secrets", frozenset())
+        if secrets:
+            masked = {**ctx, **dict.fromkeys(secrets, MASK)}
+            kept_text = _tidy_text(env.get_template(f"emails/{kind.value}.txt").render(**masked))
+            kept_html = env.get_template(f"emails/{kind.value}.html").render(**masked)
         return RenderedEmail(kind=kind, subject=ctx["subject"], text=_tidy_text(text), html=html,
-                             to_address=to_address.strip(), headers=headers)
+                             to_address=to_address.strip(), headers=headers, kept_text=kept_text, kept_html=kept_html)
 
     def context(self, row_id: int, *, preview: bool = False) -> dict[str, Any]:
         """The template context of one row (with its recipient under "_to")."""
@@ -332,6 +352,11 @@ class Batch:
                 raise RenderError("the patient is gone")
             ctx["_to"] = row.to_address or patient.email
             ctx.update(self._patient_context(row, kind, patient, rx, preview))
+        provider = CONTEXT_PROVIDERS.get(kind)
+        if provider is not None:
+            extra, secrets = provider(row, preview)
+            ctx.update(extra)
+            ctx["_secrets"] = secrets
         return ctx
 
     def _patient_context(self, row: Any, kind: MessageKind, patient: Any, rx: Any, preview: bool) -> dict[str, Any]:

@@ -25,6 +25,15 @@ class MessageKind(StrEnum):
     ORDER_READY = "order_ready"
     ORDER_SHIPPED = "order_shipped"
     PRESCRIBER_RENEWAL = "prescriber_renewal"
+    ONE_TIME_CODE = "one_time_code"  # the portal's sign-in code, or the code that verifies a mobile number
+    AUTO_REFILL_REQUESTED = "auto_refill_requested"  # an automatic refill was asked for: with a one-click skip
+
+
+class Channel(StrEnum):
+    """How a message travels: each channel has its own outbox rows, claimed and retried alike."""
+
+    EMAIL = "email"
+    SMS = "sms"
 
 
 class OutboxState(StrEnum):
@@ -34,6 +43,9 @@ class OutboxState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+#: Why an email was not sent to a patient who takes text messages instead (the text goes in its place).
+TEXTS_CHOSEN = "patient chose text messages"
 
 #: The refill reminders of a fill (renewal notices and notices about requests and orders are not among them).
 REFILL_REMINDERS = frozenset({MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE})
@@ -55,6 +67,8 @@ class WantedFacts(Protocol):
     open_order: bool  # a fill of the prescription is in progress
     open_request: bool  # a refill request is waiting
     superseded: bool  # a later refill reminder of the same fill is already due (or went out)
+    texts_only: bool  # the patient chose text messages only, and a verified number with consent takes them
+    paused: bool  # the patient paused refill reminders until a date not yet past
 
 
 def unwanted_reason(kind: MessageKind, *, order_id: int | None, to_address: str | None,
@@ -72,6 +86,12 @@ def unwanted_reason(kind: MessageKind, *, order_id: int | None, to_address: str 
         return "the patient record is gone"
     if not (facts.email or to_address):
         return "the patient has no email address"
+    if kind == MessageKind.ONE_TIME_CODE:
+        return None  # asked for a moment ago, to this very address
+    if facts.texts_only:
+        return TEXTS_CHOSEN
+    if kind in REFILL_REMINDERS and facts.paused:
+        return "reminders paused by the patient"
     if kind not in REFILL_REMINDERS and kind != MessageKind.RENEWAL_NEEDED:
         return None
     if facts.rx_status is None or RxStatus(facts.rx_status) != RxStatus.ACTIVE:
@@ -319,6 +339,8 @@ _SUBJECT_PHRASES: dict[MessageKind, str] = {
     MessageKind.ORDER_READY: "your order is ready",
     MessageKind.ORDER_SHIPPED: "your order has shipped",
     MessageKind.PRESCRIBER_RENEWAL: "renewal request",
+    MessageKind.ONE_TIME_CODE: "your sign-in code",
+    MessageKind.AUTO_REFILL_REQUESTED: "your automatic refill",
 }
 
 

@@ -35,6 +35,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask, has_request_context
 from sqlalchemy.exc import IntegrityError
 
+from pharmacy.autorefill import services as autorefill
 from pharmacy.billing import adherence
 from pharmacy.billing.models import AdherenceSnapshot
 from pharmacy.core.context import now, settings
@@ -43,6 +44,7 @@ from pharmacy.core.models import SCHEDULER_HEARTBEAT, Heartbeat
 from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
 from pharmacy.reminders import claims, delivery, services
+from pharmacy.sms import delivery as sms_delivery
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,28 @@ def job_deliver(app: Flask, worker: str, stop: threading.Event) -> None:
         except Exception as exc:  # the next run retries; claimed rows come back when their lease expires
             db.session.rollback()
             log.error("delivery run failed (%s)", type(exc).__name__)
+
+
+def job_deliver_texts(app: Flask, worker: str, stop: threading.Event) -> None:
+    """Texts (pharmacy/sms): the same outbox and claims as email, their own channel and transport."""
+    with app.app_context():
+        try:
+            sms_delivery.deliver_due(worker=worker, should_stop=stop.is_set)
+        except Exception as exc:
+            db.session.rollback()
+            log.error("text delivery run failed (%s)", type(exc).__name__)
+
+
+def job_autorefill(app: Flask) -> None:
+    """Auto-refill (pharmacy/autorefill): each enrolled prescription's refill on its order-by date, once."""
+    with app.app_context():
+        try:
+            report = autorefill.run_due()
+            if report.requested or report.renewals:
+                log.info("auto-refill: %s", report.line())
+        except Exception as exc:
+            db.session.rollback()
+            log.error("auto-refill run failed (%s)", type(exc).__name__)
 
 
 def job_plan_sweep(app: Flask) -> None:
@@ -179,6 +203,13 @@ def build(app: Flask, *, worker: str, stop: threading.Event, deliver_seconds: fl
                       name="heartbeat", next_run_time=start)
     scheduler.add_job(job_deliver, "interval", seconds=deliver_seconds, args=[app, worker, stop], id="deliver",
                       name="deliver", next_run_time=start)
+    scheduler.add_job(job_deliver_texts, "interval", seconds=deliver_seconds, args=[app, worker, stop],
+                      id="deliver_texts", name="deliver texts", next_run_time=start)
+    autorefill_hour = app.extensions["pharmacy.settings"].autorefill_hour
+    scheduler.add_job(job_autorefill, "cron", hour=autorefill_hour, minute=0, timezone=tz, args=[app], id="autorefill",
+                      name="auto-refill")
+    scheduler.add_job(job_autorefill, "date", run_date=start, args=[app], id="autorefill_catch_up",
+                      name="auto-refill (at start-up)")
     scheduler.add_job(job_plan_sweep, "interval", seconds=sweep_seconds, args=[app], id="plan_sweep",
                       name="plan/sweep", next_run_time=start)
     scheduler.add_job(job_refresh_adherence, "cron", hour=hour, minute=0, timezone=tz, args=[app],

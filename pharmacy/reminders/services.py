@@ -5,6 +5,7 @@ written, `flush()` — the request or the command's unit of work commits.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -46,6 +47,8 @@ KIND_LABELS = {
     MessageKind.ORDER_READY: "Order ready",
     MessageKind.ORDER_SHIPPED: "Order shipped",
     MessageKind.PRESCRIBER_RENEWAL: "Renewal request to prescriber",
+    MessageKind.ONE_TIME_CODE: "Sign-in code",
+    MessageKind.AUTO_REFILL_REQUESTED: "Automatic refill",
 }
 
 
@@ -210,6 +213,11 @@ def _get(message_id: int, *, lock: bool = False) -> OutboxMessage:
     return row
 
 
+#: Previews of rows of other channels, registered by their feature (pharmacy/sms: "sms"): channel → fn(row) giving
+#: (recipient, text) for a row not sent yet. A text is shown as a text, never rendered as an email.
+CHANNEL_PREVIEWS: dict[str, Callable[[OutboxMessage], tuple[str | None, str]]] = {}
+
+
 def message_view(actor: Actor, message_id: int) -> MessageView:
     """A sent email from its stored copy; an unsent one rendered now, with placeholder patient links."""
     audit.require(actor, Permission.MANAGE_OUTBOX, what="read emails in the outbox")
@@ -228,9 +236,14 @@ def message_view(actor: Actor, message_id: int) -> MessageView:
     if row.body_text is not None or row.body_html is not None:
         view.subject, view.text, view.html, view.as_sent = row.subject, row.body_text, row.body_html, True
         view.to_address = row.to_address
-        if view.to_address is None and row.patient_id is not None:
+        if view.to_address is None and row.patient_id is not None and row.channel == "email":
             view.to_address = db.session.execute(
                 sa.select(Patient.email).where(Patient.id == row.patient_id)).scalar_one_or_none()
+    elif row.channel in CHANNEL_PREVIEWS:
+        try:
+            view.to_address, view.text = CHANNEL_PREVIEWS[row.channel](row)
+        except rendering.RenderError as exc:
+            view.problem = f"This text cannot be built: {exc.reason}."
     else:
         try:
             email = rendering.render(row, preview=True)

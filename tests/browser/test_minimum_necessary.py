@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from axe_playwright_python.sync_playwright import Axe
 
-from pharmacy.compounding import services as orders
 from pharmacy.extensions import db
-from pharmacy.refills import renewals
 from pharmacy.reminders import rendering
 from pharmacy.reminders.models import OutboxMessage
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import renewals as renewal_flow
 from tests import factories
 from tests.browser.conftest import shot, sign_in
 from tests.conftest import PASSWORD
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.browser
 def _renewal(app: Any, staff: dict) -> dict[str, Any]:
     with app.test_request_context("/"):
         w = factories.world(staff, refills_authorized=0)
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, order.id, "dispensed")
-        renewal = renewals.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
+        renewal = renewal_flow.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
         row = db.session.execute(sa.select(OutboxMessage).where(OutboxMessage.renewal_id == renewal.id)).scalar_one()
         email = rendering.render(row)
         db.session.commit()

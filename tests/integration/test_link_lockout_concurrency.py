@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 
-from pharmacy.compounding import services as orders
 from pharmacy.core import links
 from pharmacy.core.models import AuditEvent, LinkGuard
 from pharmacy.extensions import db
+from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import USE_PG
 
@@ -32,7 +32,7 @@ RIGHT = "1968-04-12"
 def _token(app: Flask, staff: dict) -> str:
     with app.test_request_context("/"):
         w = factories.world(staff)
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, order.id, "dispensed")
         token = links.make_token(links.REFILL, w["patient"].id, w["rx"].id)
         db.session.commit()

@@ -35,7 +35,7 @@ dates = st.dates(min_value=date(2020, 1, 1), max_value=date(2035, 12, 31))
 
 def test_enums_are_unchanged() -> None:
     assert [s.value for s in RefillRequestState] == ["open", "approved", "declined", "awaiting_renewal", "cancelled"]
-    assert [s.value for s in RequestSource] == ["link", "api", "staff"]
+    assert [s.value for s in RequestSource] == ["link", "api", "staff", "portal", "sms", "auto"]  # 0010 widened its CHECK
     assert [s.value for s in RenewalState] == ["needed", "sent", "received", "cancelled"]
 
 

@@ -44,7 +44,7 @@ def test_enums_are_unchanged() -> None:
     assert [k.value for k in MessageKind] == [
         "reminder_early", "reminder_order_by", "reminder_overdue", "renewal_needed", "request_received",
         "request_approved", "request_declined", "renewal_in_progress", "order_ready", "order_shipped",
-        "prescriber_renewal",
+        "prescriber_renewal", "one_time_code", "auto_refill_requested",  # 0010 widened its CHECK
     ]
     assert [s.value for s in OutboxState] == ["pending", "sending", "sent", "failed", "cancelled"]
 

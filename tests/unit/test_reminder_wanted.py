@@ -18,6 +18,8 @@ class Facts:
     open_order: bool = False
     open_request: bool = False
     superseded: bool = False
+    texts_only: bool = False
+    paused: bool = False
 
 
 OK = Facts()
@@ -70,3 +72,20 @@ def test_the_prescriber_renewal_needs_only_an_address() -> None:
                            facts=gone) is None
     assert unwanted_reason(MessageKind.PRESCRIBER_RENEWAL, order_id=None, to_address=None, facts=gone) == \
         "the prescriber has no email address"
+
+
+def test_a_patient_who_takes_texts_only_gets_no_email_but_the_code_they_asked_for() -> None:
+    texts = replace(OK, texts_only=True)
+    for kind in MessageKind:
+        reason = unwanted_reason(kind, order_id=7, to_address="dr@clinic.example", facts=texts)
+        if kind in (MessageKind.ONE_TIME_CODE, MessageKind.PRESCRIBER_RENEWAL):
+            assert reason is None
+        else:
+            assert reason == "patient chose text messages"
+
+
+def test_a_pause_holds_refill_reminders_only() -> None:
+    paused = replace(OK, paused=True)
+    for kind in MessageKind:
+        reason = unwanted_reason(kind, order_id=7, to_address="dr@clinic.example", facts=paused)
+        assert reason == ("reminders paused by the patient" if kind in REFILL_REMINDERS else None)

@@ -11,13 +11,14 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pharmacy.compounding import services as orders
 from pharmacy.core.models import AuditEvent, LinkGuard
 from pharmacy.extensions import db
 from pharmacy.refills import renewals
 from pharmacy.reminders import rendering
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import renewals as renewal_flow
 from tests import factories
 
 NPI = "1234567893"  # factories.prescriber's
@@ -34,9 +35,9 @@ def renewal_email(app: Flask, staff: dict) -> dict[str, Any]:
     """A prescription with no refills left, its renewal sent to the prescriber; the email as it goes out."""
     with app.test_request_context("/"):
         w = factories.world(staff, refills_authorized=0)
-        order = orders.start_fill(w["pharmacist"], w["rx"].id)
+        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
         factories.run_order_to(w, order.id, "dispensed")
-        renewal = renewals.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
+        renewal = renewal_flow.ask_prescriber(w["pharmacist"], prescription_id=w["rx"].id)
         row = db.session.execute(sa.select(OutboxMessage).where(OutboxMessage.renewal_id == renewal.id)).scalar_one()
         assert row.kind == MessageKind.PRESCRIBER_RENEWAL
         email = rendering.render(row)

@@ -56,9 +56,11 @@ def matrix_world(app: Flask, staff: dict[str, Any]) -> dict[str, Any]:
     with app.test_request_context("/"):
         w = factories.world(staff, directions=DIRECTIONS)
         # Clinical values that land in the audit trail's details: a side effect, a screening finding.
-        patient_services.add_side_effect(w["pharmacist"], w["patient"].id, {"effect": SideEffect.INSOMNIA})
+        patient_services.add_side_effect(w["pharmacist"], w["patient"].id,
+                                         {"effect": SideEffect.INSOMNIA, "note": SIDE_EFFECT_NOTE})
         other = factories.patient(w["pharmacist"], first_name="Otto", last_name="Otherpatient",
                                   date_of_birth=date(1950, 1, 2), email="otto@example.com", phone="(217) 555-0199",
+                                  address_line1="9 Elm Street",
                                   conditions=["multiple sclerosis", "breastfeeding"])
         other_rx = factories.prescription(w["pharmacist"], other.id, w["formula"].id, w["prescriber"].id)
 
@@ -144,7 +146,10 @@ IDENTITY = {
 }
 DIRECTIONS = "Take 1 capsule by mouth at bedtime, with a full glass of water (matrix)"
 # Clinical facts of those patients (medicine with its dose and directions, diagnosis, side effect, screening).
-CLINICAL = (DIRECTIONS, "Multiple sclerosis (G35)", "multiple sclerosis", "insomnia", "Insomnia", "breastfeeding",
+# The side effect is recognised by its note: its name ("Insomnia") is also one of the choices any report form offers.
+SIDE_EFFECT_NOTE = "Wakes at 3 am every night since the dose went up (matrix)"
+CLINICAL = (DIRECTIONS, "Multiple sclerosis (G35)", "multiple sclerosis", SIDE_EFFECT_NOTE, '"effect":"insomnia"',
+            "breastfeeding",
             "pregnancy_breastfeeding", "4.5 mg daily", "Dose: 4.5 mg", "4.5 mg at bedtime")
 
 
