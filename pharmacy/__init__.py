@@ -17,7 +17,7 @@ from pharmacy.core.clock import Clock, SystemClock
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
-    "bench", "ops",
+    "bench", "ops", "documents", "eprescribing", "fhir",
 )
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,6 +73,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
             app.config[key] = value
     app.testing = settings.env == "testing" or bool(overrides.get("TESTING"))
     app.extensions["pharmacy.settings"] = settings
+    # The environment as the settings saw it (with `config` applied): features with settings of their own (e.g.
+    # e-prescribing's intermediary URL) read and check them from here when they are registered.
+    app.extensions["pharmacy.env"] = env
     app.extensions["pharmacy.clock"] = clock or SystemClock()
 
     app.url_map.converters["int"] = Id32Converter

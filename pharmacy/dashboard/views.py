@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, render_template, request
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import settings, today
 from pharmacy.dashboard import services
+from pharmacy.eprescribing import services as eprescribing
 
 bp = Blueprint("dashboard", __name__)
 
@@ -16,7 +17,9 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/")
 @staff_required
 def home() -> Any:
-    return render_template("dashboard/home.html", today=services.today_view(current_actor()),
+    actor = current_actor()
+    return render_template("dashboard/home.html", today=services.today_view(actor),
+                           erx=eprescribing.today_block(actor),
                            today_date=today(), view_functions=current_app.view_functions)
 
 

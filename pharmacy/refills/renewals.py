@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
-from pharmacy.core import audit
+from pharmacy.core import audit, signals
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now
 from pharmacy.core.db import first_ids
@@ -85,9 +85,11 @@ def ask_prescriber(actor: Actor, *, request_id: int | None = None, prescription_
     renewal.sent_at = now()
     renewal.sent_by_id = actor.user_id
     prescriber: Prescriber = rx.prescriber
-    outbox.enqueue(MessageKind.PRESCRIBER_RENEWAL, dedupe_key=f"prescriber_renewal:{renewal.id}",
-                   patient_id=rx.patient_id, prescription_id=rx.id, renewal_id=renewal.id,
-                   to_address=prescriber.email)
+    # A prescriber reachable electronically gets an NCPDP RxRenewalRequest instead (e-prescribing listens).
+    if not signals.handled(signals.renewal_to_send.send(renewal, prescription=rx, actor=actor)):
+        outbox.enqueue(MessageKind.PRESCRIBER_RENEWAL, dedupe_key=f"prescriber_renewal:{renewal.id}",
+                       patient_id=rx.patient_id, prescription_id=rx.id, renewal_id=renewal.id,
+                       to_address=prescriber.email)
     if req is not None:
         req.state = RefillRequestState.AWAITING_RENEWAL
         req.renewal_id = renewal.id
