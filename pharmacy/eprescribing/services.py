@@ -293,9 +293,9 @@ def get_intake(intake_id: int, *, lock: bool = False) -> ErxIntake:
 
 
 def waiting_entry(actor: Actor, intake_id: int, *, permission: Permission, what: str) -> ErxIntake:
-    """An entry still waiting, locked, after checking the actor may act on it."""
+    """An entry still waiting, locked, after checking the actor may act on it (before looking it up)."""
+    audit.require(actor, permission, what=what)
     intake = get_intake(intake_id, lock=True)
-    audit.require(actor, permission, patient_id=intake.patient_id, what=what)
     if intake.state != IntakeState.WAITING:
         raise Conflict(f"This entry was already {intake.state.value}.")
     return intake

@@ -15,6 +15,7 @@ from pharmacy.core.actor import ANONYMOUS, Actor
 from pharmacy.core.auth import actor_from_bearer
 from pharmacy.core.context import now, settings
 from pharmacy.core.errors import DomainError, NotAuthenticated
+from pharmacy.core.roles import Permission
 from pharmacy.eprescribing.rules import WrittenPatient, WrittenPrescriber
 from pharmacy.extensions import csrf
 from pharmacy.fhir import rules, services
@@ -101,6 +102,7 @@ def _page_url(resource: str, args: dict[str, str], page: int) -> str:
 def create_medication_request() -> Any:
     """A prescription from another system: into the intake queue (a pharmacist reviews it before it is one)."""
     actor = _actor()
+    audit.require(actor, Permission.ENTER_PRESCRIPTION, what="send prescriptions to the intake queue")
     if not request.is_json:
         return _outcome(415, "Send the MedicationRequest as application/fhir+json.")
     raw = request.get_data(cache=True)
