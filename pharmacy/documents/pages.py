@@ -26,9 +26,8 @@ def _unreadable(kind: DocumentType) -> ValidationFailed:
 
 
 def _open_image(data: bytes) -> Image.Image:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data))
+    """Opened (header only) and checked for size before anything is decoded."""
+    image = Image.open(io.BytesIO(data))
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ValidationFailed("The image is too large.", fields={"file": "Scan at 300 dpi or less."})
@@ -38,21 +37,25 @@ def _open_image(data: bytes) -> Image.Image:
 def count_pages(data: bytes, kind: DocumentType) -> int:
     """The number of pages; ValidationFailed when the file cannot be opened or has too many."""
     try:
-        if kind == DocumentType.PDF:
-            with _PDFIUM:
-                pdf = pdfium.PdfDocument(data)
-                try:
-                    count = len(pdf)
-                finally:
-                    pdf.close()
-        else:
-            image = _open_image(data)
-            count = getattr(image, "n_frames", 1) if kind == DocumentType.TIFF else 1
-            image.load()
+        # A warning while reading (a corrupt tag, a decompression bomb) means a file not to trust: refused.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            if kind == DocumentType.PDF:
+                with _PDFIUM:
+                    pdf = pdfium.PdfDocument(data)
+                    try:
+                        count = len(pdf)
+                    finally:
+                        pdf.close()
+            else:
+                image = _open_image(data)
+                count = getattr(image, "n_frames", 1) if kind == DocumentType.TIFF else 1
+                for frame in ImageSequence.Iterator(image):
+                    frame.load()
     except ValidationFailed:
         raise
-    except (pdfium.PdfiumError, UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, SyntaxError):
+    except (pdfium.PdfiumError, UnidentifiedImageError, OSError, ValueError, EOFError, SyntaxError,
+            Image.DecompressionBombError, Warning):
         raise _unreadable(kind) from None
     if count < 1:
         raise _unreadable(kind)
@@ -75,9 +78,10 @@ def render_page(data: bytes, kind: DocumentType, index: int, *, width: int = PAG
             finally:
                 pdf.close()
     else:
-        source = _open_image(data)
-        frames = ImageSequence.Iterator(source)
-        image = frames[index].copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # checked when it was stored
+            source = _open_image(data)
+            image = ImageSequence.Iterator(source)[index].copy()
         if image.width > width:
             image = image.resize((width, max(int(image.height * width / image.width), 1)))
     if image.mode not in ("1", "L", "RGB", "RGBA"):
