@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Flask, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError, validate_csrf
 from werkzeug.exceptions import RequestEntityTooLarge
 from wtforms import ValidationError as CSRFValidationError
@@ -19,6 +19,11 @@ from pharmacy.extensions import csrf, db
 from pharmacy.workflows import eprescribing as workflow
 
 bp = Blueprint("documents", __name__, url_prefix="/documents")
+
+
+def init_app(app: Flask) -> None:
+    # The prescription page lists the faxes a prescription was typed in from (one short query, metadata only).
+    app.add_template_global(services.documents_of, "attached_documents")
 
 ID = "int(max=2147483647)"
 FORM_OVERHEAD = 64 * 1024  # the multipart envelope and the CSRF field around the file
