@@ -68,7 +68,7 @@ def upgrade():
     sa.Column('prescriber_order_number', sa.String(length=64), nullable=True),
     sa.Column('body', sa.LargeBinary(), nullable=False),
     sa.Column('state', sa.Enum('received', 'refused', 'pending', 'sending', 'sent', 'failed', 'cancelled', name='messagestate', native_enum=False, create_constraint=True, length=32), nullable=False),
-    sa.Column('answer_kind', sa.String(length=16), nullable=True),
+    sa.Column('answer_kind', sa.String(length=24), nullable=True),
     sa.Column('answer_code', sa.String(length=8), nullable=True),
     sa.Column('answer_text', sa.String(length=400), nullable=True),
     sa.Column('answer_body', sa.LargeBinary(), nullable=True),

@@ -8,9 +8,11 @@ Error body too, so the sender always has something to read.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from pharmacy.core import audit
@@ -18,7 +20,10 @@ from pharmacy.core.actor import ANONYMOUS
 from pharmacy.core.auth import actor_from_bearer
 from pharmacy.core.uow import mark_rollback
 from pharmacy.eprescribing import ncpdp, services
+from pharmacy.extensions import db
 from pharmacy.workflows import eprescribing as workflow
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ncpdp", __name__, url_prefix="/ncpdp")
 
@@ -50,5 +55,11 @@ def script() -> Any:
     except RequestEntityTooLarge:
         mark_rollback()
         return _error(413, f"The message is larger than {ncpdp.MAX_MESSAGE_BYTES // 1024} KiB.")
-    reply = workflow.receive_script(actor, raw)
+    try:
+        reply = workflow.receive_script(actor, raw)
+    except DataError as exc:  # a value the database cannot hold that the parser's limits missed: still an answer
+        db.session.rollback()
+        log.warning("SCRIPT message refused by the database (%s)", type(exc.orig).__name__)
+        mark_rollback()
+        return _error(200, "A value in the message is out of the range this pharmacy accepts.", ncpdp.ERROR_UNABLE)
     return Response(reply.body, status=200, mimetype=XML)

@@ -47,7 +47,7 @@ class ErxMessage(db.Model):
     body: Mapped[bytes] = mapped_column(sa.LargeBinary)
     state: Mapped[MessageState] = mapped_column(enum_column(MessageState))
     # Inbound: what we answered (Status/Error and its code). Outbound: what the receiver answered.
-    answer_kind: Mapped[str | None] = mapped_column(sa.String(16))
+    answer_kind: Mapped[str | None] = mapped_column(sa.String(24))
     answer_code: Mapped[str | None] = mapped_column(sa.String(8))
     answer_text: Mapped[str | None] = mapped_column(sa.String(400))
     answer_body: Mapped[bytes | None] = mapped_column(sa.LargeBinary)

@@ -151,10 +151,10 @@ def _text(el: ET.Element | None, *path: str, limit: int = 200) -> str:
     return " ".join(node.text.split())[:limit]
 
 
-def _attr(el: ET.Element | None, name: str) -> str:
+def _attr(el: ET.Element | None, name: str, limit: int = 40) -> str:
     if el is None:
         return ""
-    return " ".join(str(el.attrib.get(name, "")).split())[:40]
+    return " ".join(str(el.attrib.get(name, "")).split())[:limit]
 
 
 def parse(raw: bytes) -> ScriptMessage:
@@ -218,8 +218,8 @@ def parse(raw: bytes) -> ScriptMessage:
 
 def _header(el: ET.Element | None) -> Header:
     return Header(
-        to=_text(el, "To", limit=64), to_qualifier=_attr(_child(el, "To"), "Qualifier"),
-        sender=_text(el, "From", limit=64), sender_qualifier=_attr(_child(el, "From"), "Qualifier"),
+        to=_text(el, "To", limit=64), to_qualifier=_attr(_child(el, "To"), "Qualifier", 4),
+        sender=_text(el, "From", limit=64), sender_qualifier=_attr(_child(el, "From"), "Qualifier", 4),
         message_id=_text(el, "MessageID", limit=64), relates_to=_text(el, "RelatesToMessageID", limit=64),
         sent_time=_text(el, "SentTime", limit=40),
         prescriber_order_number=_text(el, "PrescriberOrderNumber", limit=64),

@@ -167,7 +167,7 @@ def inbound_by_message_id(message_id: str, kinds: tuple[str, ...]) -> ErxMessage
 
 def note_receiver_answer(actor: Actor, row: ErxMessage, kind: str, answer: ncpdp.Answer) -> None:
     """A Status, Error or Verify about one of our messages arrived later: keep it on that message."""
-    row.answer_kind, row.answer_code, row.answer_text = kind, answer.code[:8], answer.description[:400]
+    row.answer_kind, row.answer_code, row.answer_text = kind[:24], answer.code[:8], answer.description[:400]
     if kind == "Error" and row.state == MessageState.SENT:
         row.last_error = f"The receiver answered Error {answer.code}: {answer.description}"[:400]
     db.session.flush()
@@ -191,7 +191,7 @@ def learn_address(npi: str, header: ncpdp.Header, clinic_name: str = "") -> None
                 db.session.flush()
         except IntegrityError:
             row = db.session.execute(sa.select(ErxPrescriberAddress).where(ErxPrescriberAddress.npi == npi)).scalar_one()
-    row.address, row.qualifier = header.sender, header.sender_qualifier or None
+    row.address, row.qualifier = header.sender[:64], header.sender_qualifier[:4] or None
     row.clinic_name = clinic_name[:120] or row.clinic_name
     row.updated_at = now()
     db.session.flush()
@@ -269,7 +269,7 @@ def open_intake(actor: Actor, *, source: Source, kind: IntakeKind, written: Writ
         intake.patient_name = f"{patient.last_name}, {patient.first_name}" if patient else intake.patient_name
     if prescriber_id is not None:
         doc = db.session.get(Prescriber, prescriber_id)
-        intake.prescriber_name = doc.display_name if doc else intake.prescriber_name
+        intake.prescriber_name = doc.display_name[:170] if doc else intake.prescriber_name
     db.session.add(intake)
     db.session.flush()
     if message_row is not None:
@@ -435,7 +435,7 @@ def choose_prescriber(actor: Actor, intake_id: int, prescriber_id: int) -> ErxIn
     doc = db.session.get(Prescriber, prescriber_id) if _valid_id(prescriber_id) else None
     if doc is None:
         raise ValidationFailed("Choose a prescriber.", fields={"prescriber_id": "Unknown prescriber."})
-    intake.prescriber_id, intake.prescriber_name = doc.id, doc.display_name
+    intake.prescriber_id, intake.prescriber_name = doc.id, doc.display_name[:170]
     db.session.flush()
     audit.record(actor, "erx.intake.prescriber", patient_id=intake.patient_id, entity=("erx_intake", intake.id))
     return intake

@@ -215,7 +215,7 @@ def _renewal_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessag
     assert response is not None
     old = db.session.get(Prescription, request.prescription_id)
     renewal = db.session.get(RenewalRequest, request.renewal_id) if request.renewal_id else None
-    request.answer_kind, request.answer_code = "RxRenewalResponse", response.outcome[:8]
+    request.answer_kind, request.answer_text = "RxRenewalResponse", response.outcome
     row.prescription_id, row.patient_id, row.renewal_id = old.id, old.patient_id, request.renewal_id
     asked = ncpdp.parse(request.body).prescription or WrittenPrescription()
     prescriber = old.prescriber.display_name
@@ -257,7 +257,7 @@ def _change_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage
     assert response is not None
     intake = services.get_intake(request.intake_id)
     row.intake_id, row.patient_id = intake.id, intake.patient_id
-    request.answer_kind, request.answer_code = "RxChangeResponse", response.outcome[:8]
+    request.answer_kind, request.answer_text = "RxChangeResponse", response.outcome
     words = {"approved": "approved", "approved_with_changes": "approved with changes", "denied": "denied",
              "validated": "validated", "replace": "replaced", "denied_new_to_follow": "denied (a new one follows)"}
     detail = response.note or response.denial_reason

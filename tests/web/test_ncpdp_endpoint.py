@@ -143,6 +143,18 @@ def test_an_ambiguous_patient_is_never_merged(app, client, staff, token) -> None
             MatchStatus.AMBIGUOUS, None, ids)
 
 
+def test_values_at_the_edges_of_their_columns_are_taken(app, client, token) -> None:
+    raw = fixture("new_rx_capsules.xml").replace(b'<From Qualifier="D">6811234567001</From>',
+                                                 b'<From Qualifier="QUALIFIERX">' + b"S" * 90 + b"</From>")
+    raw = raw.replace(b"<MessageID>NEWRX-0001</MessageID>", b"<MessageID>" + b"M" * 90 + b"</MessageID>")
+    raw = raw.replace(b"<LastName>Okafor</LastName>", b"<LastName>" + b"O" * 120 + b"</LastName>")
+    _status, answer = post(client, raw, token)
+    assert (answer.kind, answer.answer.code) == ("Status", "010")
+    with app.app_context():
+        address = db.session.execute(sa.select(ErxPrescriberAddress)).scalar_one()
+        assert (address.address, address.qualifier) == ("S" * 64, "QUAL")
+
+
 def test_responses_that_relate_to_nothing_we_sent_are_refused(app, client, token) -> None:
     _status, answer = post(client, fixture("rx_renewal_response_approved.xml", MESSAGE_ID="R-1", RELATES_TO="nope"),
                           token)
