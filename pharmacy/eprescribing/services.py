@@ -131,7 +131,15 @@ def set_answer(row: ErxMessage, kind: str, answer: ncpdp.Answer, body: bytes, *,
 def enqueue(actor: Actor, kind: str, body: bytes, header: ncpdp.Header, *, patient_id: int | None = None,
             prescription_id: int | None = None, intake_id: int | None = None,
             renewal_id: int | None = None) -> ErxMessage:
-    """An outbound message into the outbox (same transaction as its cause), delivered after commit."""
+    """An outbound message into the outbox (same transaction as its cause), delivered after commit.
+
+    The pharmacy never sends what it could not read itself: the message is parsed back first."""
+    try:
+        if ncpdp.parse(body).kind != kind:
+            raise ncpdp.ScriptError(f"it reads back as another transaction than {kind}")
+    except ncpdp.ScriptError as exc:
+        raise Conflict(f"The {kind} to the prescriber could not be written ({exc.description}); nothing was sent.") \
+            from None
     t = now()
     row = ErxMessage(direction=Direction.OUTBOUND, kind=kind, message_id=header.message_id,
                      relates_to_message_id=header.relates_to or None, sender=header.sender, recipient=header.to,

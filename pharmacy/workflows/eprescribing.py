@@ -335,6 +335,9 @@ def accept(actor: Actor, intake_id: int, data: dict) -> Prescription:
                                     what="accept e-prescriptions")
     if intake.kind not in (IntakeKind.NEW_RX, IntakeKind.RENEWAL):
         raise Conflict("This entry is a notice: mark it done instead.")
+    if intake.patient_id is None:
+        raise ValidationFailed("Choose the patient first.", fields={"patient_id": "Choose (or add) the patient above."})
+    data = {**data, "patient_id": intake.patient_id}  # the patient chosen on the entry, whatever the form says
     if intake.kind == IntakeKind.RENEWAL and intake.replaces_prescription_id:
         old = db.session.get(Prescription, intake.replaces_prescription_id)
         if old is not None and old.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
