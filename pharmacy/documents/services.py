@@ -58,22 +58,35 @@ def _document(doc_id: int) -> Document:
     return doc
 
 
-def page_image(actor: Actor, doc_id: int, page_number: int, *, patient_id: int | None = None) -> bytes:
+def patient_of(doc: Document) -> int | None:
+    """Whose prescription the document is, as far as the pharmacy knows yet: the prescription it became, or the
+    patient chosen on its queue entry (read from the database, never from the request)."""
+    from pharmacy.eprescribing.models import ErxIntake
+    from pharmacy.prescriptions.models import Prescription
+
+    if doc.prescription_id is not None:
+        return db.session.execute(sa.select(Prescription.patient_id).where(Prescription.id == doc.prescription_id)
+                                  ).scalar_one_or_none()
+    return db.session.execute(sa.select(ErxIntake.patient_id).where(ErxIntake.document_id == doc.id)
+                              .order_by(ErxIntake.id)).scalars().first()
+
+
+def page_image(actor: Actor, doc_id: int, page_number: int) -> bytes:
     """Page `page_number` (1-based) as a PNG. Seeing a prescription is seeing patient data: audited, page by page."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see faxed prescriptions")
     doc = _document(doc_id)
     if not 1 <= page_number <= doc.page_count:
         raise NotFound("No such page.")
-    audit.record(actor, "document.page_view", patient_id=patient_id, entity=("document", doc.id),
+    audit.record(actor, "document.page_view", patient_id=patient_of(doc), entity=("document", doc.id),
                  details={"page": page_number})
     return pages.render_page(doc.data, doc.content_type, page_number - 1)
 
 
-def original(actor: Actor, doc_id: int, *, patient_id: int | None = None) -> Document:
+def original(actor: Actor, doc_id: int) -> Document:
     """The file as received, for download (audited)."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see faxed prescriptions")
     doc = _document(doc_id)
-    audit.record(actor, "document.download", patient_id=patient_id, entity=("document", doc.id))
+    audit.record(actor, "document.download", patient_id=patient_of(doc), entity=("document", doc.id))
     return doc
 
 

@@ -10,7 +10,7 @@ from wtforms import ValidationError as CSRFValidationError
 
 from pharmacy.core import audit
 from pharmacy.core.auth import current_actor, staff_required
-from pharmacy.core.errors import DomainError, ValidationFailed
+from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.roles import Permission
 from pharmacy.documents import services
 from pharmacy.documents.rules import DocumentSource
@@ -71,17 +71,14 @@ def upload() -> Any:
 @bp.get(f"/<{ID}:doc_id>/pages/<{ID}:page>.png")
 @staff_required
 def page(doc_id: int, page: int) -> Any:
-    png = services.page_image(current_actor(), doc_id, page, patient_id=request.args.get("patient", type=int))
+    png = services.page_image(current_actor(), doc_id, page)
     return Response(png, mimetype="image/png")
 
 
 @bp.get(f"/<{ID}:doc_id>/original")
 @staff_required
 def original(doc_id: int) -> Any:
-    try:
-        doc = services.original(current_actor(), doc_id)
-    except DomainError:
-        raise
+    doc = services.original(current_actor(), doc_id)
     extension = {"application/pdf": "pdf", "image/tiff": "tif", "image/png": "png", "image/jpeg": "jpg"}
     return Response(doc.data, mimetype=doc.content_type.value, headers={
         "Content-Disposition": f'attachment; filename="document-{doc.id}.{extension[doc.content_type.value]}"'})

@@ -3,6 +3,7 @@ MedicationRequest into the intake queue (contained or referenced Patient and Pra
 every error, an audit event for every read of patient data — and every resource valid for fhir.resources."""
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from typing import Any
 
@@ -30,6 +31,9 @@ from tests.erx_support import OKAFOR_NPI, api_token
 
 FHIR = "application/fhir+json"
 
+
+# make test: a fixed, derandomized sample; make fuzz (HYPOTHESIS_PROFILE=fuzz): the wide random search.
+FUZZ_EXAMPLES = 500 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 60
 
 @pytest.fixture
 def world(app: Any, staff: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +223,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
                                                                                       max_size=3), max_leaves=10)
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(key=st.sampled_from(["status", "intent", "subject", "requester", "medicationCodeableConcept", "authoredOn",
                             "dosageInstruction", "dispenseRequest", "contained", "identifier", "reasonCode", "note"]),
        value=json_values)
@@ -230,7 +234,7 @@ def test_fuzz_posted_medication_requests_never_fail_the_server(app, client, worl
     OperationOutcome.model_validate(response.get_json())
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(resource=st.sampled_from(["Patient", "Practitioner", "MedicationRequest", "MedicationDispense"]),
        params=st.dictionaries(st.sampled_from(["patient", "status", "date", "authoredon", "whenhandedover", "_count",
                                                "_page", "name", "birthdate", "identifier", "_id", "subject"]),

@@ -3,6 +3,7 @@ can read, never a 500, and nothing half-created. Fuzzed (deterministically) with
 from __future__ import annotations
 
 import copy
+import os
 import random
 import xml.etree.ElementTree as ET  # building test documents only
 from typing import Any
@@ -25,6 +26,8 @@ from tests import factories
 from tests.conftest import login
 from tests.erx_support import api_token, fixture, ncpdp_token
 
+# make test: a fixed, derandomized sample; make fuzz (HYPOTHESIS_PROFILE=fuzz): the wide random search.
+FUZZ_EXAMPLES = 500 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 60
 
 @pytest.fixture
 def token(app: Any) -> str:
@@ -197,7 +200,7 @@ def mangled(draw: Any) -> bytes:
     return ET.tostring(root, encoding="utf-8")
 
 
-@settings(max_examples=80, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(body=st.one_of(st.binary(max_size=400), mangled()))
 def test_fuzz_every_body_gets_a_script_answer_and_nothing_half_created(app, client, token, body) -> None:
     response = client.post("/ncpdp/script", data=body, content_type="application/xml",
