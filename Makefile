@@ -58,7 +58,8 @@ test-postgres: $(STAMP)
 ## fresh random draws each run, on SQLite and on PostgreSQL. Add what it finds to tests/web/test_fuzz_regressions.py.
 FUZZ_EXAMPLES ?= 400
 FUZZ_ENV := HYPOTHESIS_PROFILE=fuzz SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMATHESIS_CHECKS=all
-FUZZ_TESTS := tests/web/test_api_fuzz.py tests/web/test_fuzz_regressions.py tests/unit
+FUZZ_TESTS := tests/web/test_api_fuzz.py tests/web/test_fuzz_regressions.py tests/unit tests/web/test_ncpdp_endpoint.py \
+	tests/web/test_fhir_api.py
 fuzz: $(STAMP)
 	env -u DATABASE_URL $(FUZZ_ENV) $(PY) -m pytest -p no:cacheprovider $(FUZZ_TESTS) $(PYTEST_ARGS)
 	@if $(PY) scripts/pg_available.py "$(PG_ADMIN_URL)"; then \

@@ -23,7 +23,7 @@ from pharmacy.workflows import listeners
 
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
-    "bench", "ops", "prescriber_links", "portal", "sms", "autorefill",
+    "bench", "ops", "prescriber_links", "portal", "sms", "autorefill", "documents", "eprescribing", "fhir",
 )
 
 
@@ -77,6 +77,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
             app.config[key] = value
     app.testing = settings.env == "testing" or bool(overrides.get("TESTING"))
     app.extensions["pharmacy.settings"] = settings
+    # The environment as the settings saw it (with `config` applied): features with settings of their own (e.g.
+    # e-prescribing's intermediary URL) read and check them from here when they are registered.
+    app.extensions["pharmacy.env"] = env
     app.extensions["pharmacy.clock"] = clock or SystemClock()
 
     app.url_map.converters["int"] = Id32Converter

@@ -3,6 +3,8 @@ from pharmacy.autorefill.models import Cycle, Enrolment
 from pharmacy.billing.models import Fee, Payment, PriceEntry
 from pharmacy.compounding.models import Formula, FormulaIngredient, IngredientLot, Order, OrderIngredientLot
 from pharmacy.core.models import ApiToken, AuditEvent, Heartbeat, LinkGuard, LinkUse, StaffSession, User
+from pharmacy.documents.models import Document
+from pharmacy.eprescribing.models import ErxDeliveryAttempt, ErxIntake, ErxMessage, ErxPrescriberAddress
 from pharmacy.ops.models import OpsEvent  # noqa: F401 - the operations log (pharmacy/ops)
 from pharmacy.patients.models import Patient, SideEffectEntry
 from pharmacy.portal.models import CalendarFeed, PortalSession, SignInChallenge
@@ -12,9 +14,9 @@ from pharmacy.reminders.models import DeliveryAttempt, OutboxMessage
 from pharmacy.sms.models import ContactPreference, InboundText, SmsConsentEvent
 
 __all__ = [
-    "ApiToken", "AuditEvent", "CalendarFeed", "ContactPreference", "Cycle", "DeliveryAttempt", "Enrolment", "Fee",
-    "Formula", "FormulaIngredient", "Heartbeat", "InboundText", "IngredientLot", "LinkGuard", "LinkUse", "Order",
-    "OrderIngredientLot", "OutboxMessage", "Patient", "Payment", "PortalSession", "Prescriber", "Prescription",
-    "PriceEntry", "RefillRequest", "RenewalRequest", "ScreeningAlert", "SideEffectEntry", "SignInChallenge",
-    "SmsConsentEvent", "StaffSession", "User",
+    "ApiToken", "AuditEvent", "CalendarFeed", "ContactPreference", "Cycle", "DeliveryAttempt", "Document", "Enrolment",
+    "ErxDeliveryAttempt", "ErxIntake", "ErxMessage", "ErxPrescriberAddress", "Fee", "Formula", "FormulaIngredient",
+    "Heartbeat", "InboundText", "IngredientLot", "LinkGuard", "LinkUse", "Order", "OrderIngredientLot", "OutboxMessage",
+    "Patient", "Payment", "PortalSession", "Prescriber", "Prescription", "PriceEntry", "RefillRequest",
+    "RenewalRequest", "ScreeningAlert", "SideEffectEntry", "SignInChallenge", "SmsConsentEvent", "StaffSession", "User",
 ]

@@ -13,6 +13,8 @@ class Actor:
     role: Role | None = None
     patient_id: int | None = None  # for a patient on a signed link: the only patient they may touch
     prescription_id: int | None = None
+    # For an API token: what it may call ("api", "fhir", "ncpdp"; core/auth.TOKEN_SCOPES). None for everyone else.
+    scope: str | None = None
 
     def can(self, permission: Permission) -> bool:
         return self.kind in ("staff", "token") and allows(self.role, permission)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -18,6 +18,14 @@ from pharmacy.core.models import ApiToken, User
 from pharmacy.extensions import db, login_manager
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: What an API token may call. "api" is every token issued before scopes existed (the JSON API, and FHIR reads);
+#: the others are refused everywhere but their own endpoints.
+TOKEN_SCOPES = {
+    "api": "the JSON API and the FHIR API",
+    "fhir": "the FHIR API only",
+    "ncpdp": "the NCPDP SCRIPT endpoint only (the e-prescribing intermediary)",
+}
 
 
 def token_hash(raw: str) -> str:
@@ -48,6 +56,12 @@ def staff_required(view: F) -> F:
 
 
 def _actor_from_bearer() -> Actor | None:
+    return actor_from_bearer(("api",))
+
+
+def actor_from_bearer(scopes: Iterable[str]) -> Actor | None:
+    """The actor of a valid, unrevoked bearer token whose scope is one of `scopes`; None otherwise (a token of
+    another scope is treated exactly like a wrong token, so it reveals nothing about itself)."""
     header = request.headers.get("Authorization", "")
     if not header.lower().startswith("bearer "):
         return None
@@ -57,10 +71,10 @@ def _actor_from_bearer() -> Actor | None:
     token = db.session.execute(
         sa.select(ApiToken).where(ApiToken.token_hash == token_hash(raw), ApiToken.revoked_at.is_(None))
     ).scalar_one_or_none()
-    if token is None or not token.user.active:
+    if token is None or not token.user.active or token.scope not in set(scopes):
         return None
     token.last_used_at = now()
-    return Actor(kind="token", user_id=token.user_id, role=token.user.role)
+    return Actor(kind="token", user_id=token.user_id, role=token.user.role, scope=token.scope)
 
 
 def api_auth(optional: bool = False) -> Callable[[F], F]:

@@ -45,14 +45,16 @@ def list_() -> None:
 @users.command("token")
 @click.option("--email", required=True)
 @click.option("--name", required=True, help="What the token is for, e.g. 'pharmacy-management-system'.")
-def token(email: str, name: str) -> None:
+@click.option("--scope", default="api", show_default=True, type=click.Choice(["api", "fhir", "ncpdp"]),
+              help="api: the JSON and FHIR APIs; fhir: FHIR only; ncpdp: the e-prescribing intermediary's endpoint only.")
+def token(email: str, name: str, scope: str) -> None:
     """Issue an API token for a user; the token is shown once."""
     user = next((u for u in services.list_users() if u.email == services.normalise_email(email)), None)
     if user is None:
         raise click.ClickException("No such account.")
     try:
         with unit_of_work():
-            _, raw = services.issue_token(CONSOLE, user.id, name)
+            _, raw = services.issue_token(CONSOLE, user.id, name, scope=scope)
     except DomainError as exc:
         _fail(exc)
     click.echo(raw)

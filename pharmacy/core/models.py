@@ -59,6 +59,9 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What it may call (core/auth.TOKEN_SCOPES): "api" (the JSON API and FHIR), "fhir" (FHIR only) or "ncpdp" (the
+    # e-prescribing intermediary's endpoint only). A token scoped to one endpoint is refused everywhere else.
+    scope: Mapped[str] = mapped_column(sa.String(16), default="api", server_default="api")
 
     user: Mapped[User] = relationship(back_populates="tokens", lazy="joined")
 

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from pharmacy.core import audit, sessions
 from pharmacy.core.actor import ANONYMOUS, Actor, staff
-from pharmacy.core.auth import token_hash
+from pharmacy.core.auth import TOKEN_SCOPES, token_hash
 from pharmacy.core.context import now
 from pharmacy.core.errors import NotFound, ValidationFailed
 from pharmacy.core.models import ApiToken, User
@@ -106,8 +106,12 @@ def staff_accounts(actor: Actor) -> list[User]:
     return list_users()
 
 
-def issue_token(actor: Actor, user_id: int, name: str) -> tuple[ApiToken, str]:
-    """Create an API token; the raw value is returned once and only its hash is kept."""
+def issue_token(actor: Actor, user_id: int, name: str, *, scope: str = "api") -> tuple[ApiToken, str]:
+    """Create an API token; the raw value is returned once and only its hash is kept.
+
+    `scope` (core/auth.TOKEN_SCOPES) limits what it may call. An "ncpdp" token speaks for the e-prescribing
+    intermediary, whose messages stop prescriptions (CancelRx): it is issued only to a pharmacist's account (a
+    service account for the intermediary), so the services it reaches check the same permissions as for a person."""
     if actor.user_id != user_id:
         audit.require(actor, Permission.MANAGE_USERS, what="issue tokens for others")
     if not actor.is_staff:
@@ -117,11 +121,18 @@ def issue_token(actor: Actor, user_id: int, name: str) -> tuple[ApiToken, str]:
         raise NotFound("No such staff account.")
     if not name.strip() or len(name) > 80:
         raise ValidationFailed("The token was not created.", fields={"name": "Name the integration (1–80 characters)."})
+    if scope not in TOKEN_SCOPES:
+        raise ValidationFailed("The token was not created.",
+                               fields={"scope": f"Scope must be one of: {', '.join(TOKEN_SCOPES)}."})
+    if scope == "ncpdp" and user.role != Role.PHARMACIST:
+        raise ValidationFailed("The token was not created.", fields={
+            "scope": "An NCPDP token acts on prescribers' cancellations: issue it to a pharmacist's service account."})
     raw = "ldn_" + secrets.token_urlsafe(32)
-    token = ApiToken(user_id=user.id, name=name.strip(), prefix=raw[:10], token_hash=token_hash(raw), created_at=now())
+    token = ApiToken(user_id=user.id, name=name.strip(), prefix=raw[:10], token_hash=token_hash(raw), created_at=now(),
+                     scope=scope)
     db.session.add(token)
     db.session.flush()
-    audit.record(actor, "token.issue", entity=("api_token", token.id))
+    audit.record(actor, "token.issue", entity=("api_token", token.id), details={"scope": scope})
     return token, raw
 
 

@@ -28,6 +28,7 @@ NAV = [
     ("Patients", "patients.index", Permission.VIEW_CLINICAL),
     ("Orders", "compounding.queue", Permission.VIEW_CLINICAL),
     ("Refills", "refills.queue", Permission.VIEW_CLINICAL),
+    ("Arrived", "eprescribing.queue", Permission.VIEW_CLINICAL),
     ("Outbox", "reminders.outbox", Permission.MANAGE_OUTBOX),
     ("Money", "billing.reports", Permission.VIEW_REPORTS),
     ("Prices", "billing.prices", Permission.VIEW_BILLING),
@@ -78,6 +79,7 @@ SECTION_OF = {
                              "compounding.recall", "compounding.recall_csv"),
     "compounding.queue": ("compounding.order", "compounding.record", "compounding.transition"),
     "billing.prices": ("billing.quote",),
+    "eprescribing.queue": ("eprescribing.", "documents."),
     "patients.index": ("patients.", "prescriptions.", "billing.patient_costs"),
 }
 

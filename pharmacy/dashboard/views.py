@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, render_template, request
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import settings, today
 from pharmacy.dashboard import services
+from pharmacy.eprescribing import services as eprescribing
 from pharmacy.patients import self_service
 
 bp = Blueprint("dashboard", __name__)
@@ -20,6 +21,7 @@ def home() -> Any:
     actor = current_actor()
     return render_template("dashboard/home.html", today=services.today_view(actor),
                            patient_reports=self_service.unreviewed_reports(actor),
+                           erx=eprescribing.today_block(actor),
                            today_date=today(), view_functions=current_app.view_functions)
 
 

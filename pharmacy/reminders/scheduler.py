@@ -217,6 +217,9 @@ def build(app: Flask, *, worker: str, stop: threading.Event, deliver_seconds: fl
     # Once at start-up, when the snapshot is missing or last night's refresh did not happen (the process was down).
     scheduler.add_job(job_refresh_adherence, "date", run_date=start, args=[app], kwargs={"only_if_missed": True},
                       id="adherence_catch_up", name="adherence refresh (missed)")
+    # Jobs other features add when they are registered (e-prescribing delivery, the fax folder import).
+    for add_jobs in app.extensions.get("pharmacy.scheduler_jobs", ()):
+        add_jobs(scheduler, app, worker, stop)
     return scheduler
 
 

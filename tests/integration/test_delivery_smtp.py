@@ -795,12 +795,14 @@ def test_scheduler_jobs_coalesce_and_never_skip_a_late_run(app: Flask) -> None:
     finally:
         sched.shutdown(wait=False)
     assert set(jobs) == {"deliver", "plan_sweep", "heartbeat", "adherence", "adherence_catch_up", "deliver_texts",
-                         "autorefill", "autorefill_catch_up"}
+                         "autorefill", "autorefill_catch_up", "erx_deliver", "document_folder"}
     for job in jobs.values():
         assert job.coalesce is True and job.max_instances == 1
         assert job.misfire_grace_time >= 3600  # APScheduler's default (1 s) would drop a late run
     assert jobs["deliver"].trigger.interval == timedelta(seconds=30)
     assert jobs["plan_sweep"].trigger.interval == timedelta(minutes=10)
+    assert jobs["erx_deliver"].trigger.interval == timedelta(seconds=30)
+    assert jobs["document_folder"].trigger.interval == timedelta(minutes=1)
     # The adherence snapshot: every night at 02:00 pharmacy time, and once at start-up if that was missed.
     nightly = jobs["adherence"].trigger
     assert str(nightly.timezone) == "America/Chicago"

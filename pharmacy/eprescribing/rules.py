@@ -1,0 +1,495 @@
+"""E-prescribing rules (pure): what an incoming prescription says, which patient and prescriber it is about, and
+which formula it maps to — with everything that did not map written down for the pharmacist.
+
+Nothing here touches the database or Flask: the services hand in the candidates (patients with the same date of
+birth, the active formulas) and store what comes back. The pharmacist always decides: a match is a suggestion, an
+ambiguous one is a choice to make, and nothing is ever merged into an existing patient's record.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from pharmacy.core.npi import npi_is_valid
+from pharmacy.prescriptions.rules import DosingTime, Form, format_amount
+
+
+class Source(StrEnum):
+    """How a prescription arrived."""
+
+    NCPDP = "ncpdp"  # NCPDP SCRIPT from the intermediary
+    FHIR = "fhir"  # POST /fhir/MedicationRequest
+    FAX = "fax"  # a faxed or scanned page (documents/)
+
+
+class IntakeKind(StrEnum):
+    """What the queue entry asks of the pharmacist."""
+
+    NEW_RX = "new_rx"  # a new prescription to review, correct and accept (or reject)
+    RENEWAL = "renewal"  # a prescriber approved a renewal: review and accept it as the replacement
+    RENEWAL_DENIED = "renewal_denied"  # a prescriber denied a renewal: make sure the patient knows
+    CANCEL_RX = "cancel_rx"  # a prescriber cancelled a prescription: what was done, what is left to do
+
+
+class IntakeState(StrEnum):
+    WAITING = "waiting"
+    ACCEPTED = "accepted"  # became a prescription
+    REJECTED = "rejected"  # refused with a reason (the sender is told)
+    DONE = "done"  # a notice the pharmacist has dealt with
+
+
+class Direction(StrEnum):
+    INBOUND = "in"
+    OUTBOUND = "out"
+
+
+class MessageState(StrEnum):
+    """Inbound: received (answered with Status) or refused (answered with Error). Outbound: the outbox states."""
+
+    RECEIVED = "received"
+    REFUSED = "refused"
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class MatchStatus(StrEnum):
+    MATCHED = "matched"  # exactly one patient with this name, date of birth and postal code
+    AMBIGUOUS = "ambiguous"  # more than one, or a near match: the pharmacist chooses
+    NONE = "none"  # nobody: a new patient (created from the message by the pharmacist)
+    CHOSEN = "chosen"  # the pharmacist picked (or created) the patient
+
+
+OPEN_OUTBOUND = (MessageState.PENDING, MessageState.SENDING)
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a prescription says, as written (the same shape for NCPDP NewRx, FHIR MedicationRequest and a typed fax)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrittenPatient:
+    first_name: str = ""
+    last_name: str = ""
+    middle_name: str = ""
+    date_of_birth: date | None = None
+    gender: str = ""  # M, F, N (non-binary), U (unknown): NCPDP's codes; FHIR's are mapped to these
+    address_line1: str = ""
+    address_line2: str = ""
+    city: str = ""
+    state: str = ""
+    postal_code: str = ""
+    phone: str = ""
+    email: str = ""
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(x for x in (self.first_name, self.last_name) if x)
+
+
+@dataclass
+class WrittenPrescriber:
+    npi: str = ""
+    dea: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    suffix: str = ""  # MD, DO, NP …
+    clinic_name: str = ""
+    address_line1: str = ""
+    city: str = ""
+    state: str = ""
+    postal_code: str = ""
+    phone: str = ""
+    fax: str = ""
+    email: str = ""
+
+    @property
+    def display_name(self) -> str:
+        name = " ".join(x for x in (self.first_name, self.last_name) if x)
+        return f"Dr. {name}{', ' + self.suffix if self.suffix else ''}" if name else ""
+
+
+@dataclass
+class WrittenMedication:
+    description: str = ""
+    strength_value: str = ""
+    strength_unit: str = ""  # the unit as written ("mg", "mg/mL") or its NCI code
+    form_text: str = ""  # the dose form as written ("capsule") or its NCI code
+    quantity: str = ""
+    quantity_unit: str = ""  # NCI code (C48480 capsule, C28254 mL) or text
+    days_supply: str = ""
+    refills: str = ""  # NumberOfRefills; blank when not given (which means none)
+    sig: str = ""
+    substitutions: str = ""  # NCPDP 0 = substitution allowed, 1 = dispense as written
+    note: str = ""
+    diagnoses: list[str] = field(default_factory=list)  # ICD-10 codes
+    written_date: date | None = None
+    drug_codes: list[str] = field(default_factory=list)  # "ND:00000000000", "RXCUI:…": shown, never used to map
+
+
+@dataclass
+class WrittenPrescription:
+    """One prescription as it arrived, before anything is matched or mapped."""
+
+    patient: WrittenPatient = field(default_factory=WrittenPatient)
+    prescriber: WrittenPrescriber = field(default_factory=WrittenPrescriber)
+    medication: WrittenMedication = field(default_factory=WrittenMedication)
+    prescriber_order_number: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> WrittenPrescription:
+        data = data or {}
+        return cls(
+            patient=_load(WrittenPatient, data.get("patient")),
+            prescriber=_load(WrittenPrescriber, data.get("prescriber")),
+            medication=_load(WrittenMedication, data.get("medication")),
+            prescriber_order_number=str(data.get("prescriber_order_number") or ""),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _load(cls: type, data: Any) -> Any:
+    data = data if isinstance(data, dict) else {}
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        raw = data[f.name]
+        if f.name in ("date_of_birth", "written_date"):
+            values[f.name] = parse_date(raw)
+        elif f.name in ("diagnoses", "drug_codes"):
+            values[f.name] = [str(x) for x in raw] if isinstance(raw, list) else []
+        else:
+            values[f.name] = "" if raw is None else str(raw)
+    return cls(**values)
+
+
+def parse_date(value: Any) -> date | None:
+    """YYYY-MM-DD (or the date part of a date-time); None for anything else."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        return None
+    text = value.strip()[:10]
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Matching the patient: name + date of birth + postal code, never merged
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientCandidate:
+    id: int
+    first_name: str
+    last_name: str
+    date_of_birth: date
+    postal_code: str | None
+
+
+@dataclass(frozen=True)
+class PatientMatch:
+    status: MatchStatus
+    patient_id: int | None
+    candidate_ids: tuple[int, ...]
+    note: str
+
+
+def name_token(name: str | None) -> str:
+    """A name for comparison: accents dropped, case folded, only letters kept ("O'Brien-Smith" → "obriensmith")."""
+    decomposed = unicodedata.normalize("NFKD", name or "")
+    letters = "".join(c for c in decomposed if c.isalpha() and not unicodedata.combining(c))
+    return letters.casefold()
+
+
+def zip5(postal_code: str | None) -> str:
+    digits = "".join(c for c in (postal_code or "") if c.isdigit())
+    return digits[:5] if len(digits) >= 5 else ""
+
+
+def match_patient(written: WrittenPatient, candidates: Sequence[PatientCandidate]) -> PatientMatch:
+    """Which existing patient the prescription is for.
+
+    Candidates are the patients born on the written date of birth. A match needs the same last and first name and
+    the same 5-digit ZIP code, and exactly one such patient: then it is suggested as matched. Anyone else born that
+    day with the same last name or the same first name (a nickname, a married name, a moved house) makes the match
+    ambiguous: the pharmacist chooses. Nobody: a new patient. Nothing is ever merged into a record automatically.
+    """
+    if written.date_of_birth is None:
+        return PatientMatch(MatchStatus.NONE, None, (), "No date of birth in the prescription: choose the patient.")
+    first, last, code = name_token(written.first_name), name_token(written.last_name), zip5(written.postal_code)
+    same_day = [c for c in candidates if c.date_of_birth == written.date_of_birth]
+    full = [c for c in same_day if name_token(c.first_name) == first and name_token(c.last_name) == last
+            and code and zip5(c.postal_code) == code]
+    near = [c for c in same_day if c not in full
+            and (name_token(c.last_name) == last or name_token(c.first_name) == first)]
+    if len(full) == 1 and not near:
+        return PatientMatch(MatchStatus.MATCHED, full[0].id, (full[0].id,),
+                            "Same name, date of birth and ZIP code as a patient on file.")
+    ids = tuple(sorted(c.id for c in [*full, *near]))
+    if ids:
+        why = ("Several patients share this name, date of birth and ZIP code" if len(full) > 1 else
+               "A patient on file has the same date of birth and a similar name or another ZIP code")
+        return PatientMatch(MatchStatus.AMBIGUOUS, None, ids, f"{why}: choose the right one, or add a new patient.")
+    return PatientMatch(MatchStatus.NONE, None, (), "No patient on file with this name and date of birth: a new patient.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The prescriber: NPI with its check digit
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def npi_problem(npi: str | None) -> str | None:
+    """Why an NPI cannot identify a prescriber (missing, malformed, wrong check digit), or None when it can."""
+    value = (npi or "").strip()
+    if not value:
+        return "The prescriber's NPI is missing."
+    if not npi_is_valid(value):
+        return "The prescriber's NPI is not valid (10 digits starting with 1 or 2, with a correct check digit)."
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The medication: which formula, which dose, and what did not map
+# ---------------------------------------------------------------------------------------------------------------
+
+#: NCI Thesaurus codes NCPDP uses for quantity units (QuantityUnitOfMeasure) and the forms they imply.
+QUANTITY_UNITS = {"C48480": "capsule", "C28254": "mL"}
+#: Words in a drug description or dose form, and the form they mean for LDN.
+FORM_WORDS = (
+    (Form.CAPSULE, ("capsule", "capsules", "cap", "caps")),
+    (Form.SUBLINGUAL_LIQUID, ("sublingual", "liquid", "solution", "drops", "oral solution", "suspension")),
+    (Form.TRANSDERMAL_CREAM, ("cream", "transdermal", "topical", "gel", "lotion")),
+)
+_STRENGTH = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(mg|mcg)\s*(?:/\s*(?:1\s*)?(ml|mL|ML))?", re.IGNORECASE)
+_DOSE_MG = re.compile(r"\(?\s*(\d+(?:\.\d+)?|\.\d+)\s*mg\b", re.IGNORECASE)
+_UNITS = re.compile(r"\b(take|place|apply|give|use)?\s*(\d+(?:\.\d+)?|\.\d+|one|two|three|four|five|six|half)\s*"
+                    r"(capsules?|caps?|ml|milliliters?|millilitres?)\b", re.IGNORECASE)
+_WORD_NUMBERS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "half": "0.5"}
+_ICD10 = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.?[0-9A-Z]{0,4})?$")
+_BEDTIME = re.compile(r"\b(bedtime|at night|nightly|night|evening|hs|qhs)\b", re.IGNORECASE)
+_MORNING = re.compile(r"\b(morning|in the am|every am|qam|each am)\b", re.IGNORECASE)
+NALTREXONE = re.compile(r"\b(naltrexone|ldn)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class FormulaOption:
+    id: int
+    form: Form
+    strength_mg: Decimal
+    name: str
+
+
+@dataclass
+class MedicationMapping:
+    """The written medication read as this pharmacy's terms. Every None is a field the pharmacist fills in."""
+
+    formula_id: int | None = None
+    form: Form | None = None
+    strength_mg: Decimal | None = None
+    dose_mg: Decimal | None = None
+    dosing_time: DosingTime | None = None
+    quantity: Decimal | None = None
+    days_supply: int | None = None
+    refills: int = 0
+    written_date: date | None = None
+    directions: str = ""
+    indication_code: str = "G35"
+    unmapped: list[str] = field(default_factory=list)
+
+
+def _decimal(text: str | None) -> Decimal | None:
+    try:
+        d = Decimal((text or "").strip())
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() and d > 0 else None
+
+
+def _whole(text: str | None, lo: int, hi: int) -> int | None:
+    value = (text or "").strip()
+    if not value.isdigit() or len(value) > 6:
+        return None
+    number = int(value)
+    return number if lo <= number <= hi else None
+
+
+def form_of(text: str) -> Form | None:
+    """The LDN form a description or dose form names (None when it names none, or more than one)."""
+    lowered = f" {text.lower()} "
+    found = {form for form, words in FORM_WORDS for w in words if re.search(rf"\b{re.escape(w)}\b", lowered)}
+    return found.pop() if len(found) == 1 else None
+
+
+def strength_of(text: str) -> tuple[Decimal, bool] | None:
+    """The strength in a description ("4.5 mg" → (4.5, per unit), "1 mg/mL" → (1, per mL)); mcg is converted."""
+    m = _STRENGTH.search(text or "")
+    if not m:
+        return None
+    value = _decimal(m.group(1))
+    if value is None:
+        return None
+    if m.group(2).lower() == "mcg":
+        value = value / 1000
+    return value.normalize() if value == value.to_integral() else value, m.group(3) is not None
+
+
+def dose_from_sig(sig: str, form: Form | None, strength_mg: Decimal | None) -> Decimal | None:
+    """The daily dose a sig states: an explicit "(4.5 mg)", or units × strength ("Take 3 capsules" of 1.5 mg)."""
+    explicit = _DOSE_MG.search(sig or "")
+    if explicit:
+        return _decimal(explicit.group(1))
+    m = _UNITS.search(sig or "")
+    if m and strength_mg is not None and form is not None:
+        amount = _decimal(_WORD_NUMBERS.get(m.group(2).lower(), m.group(2)))
+        is_capsule = m.group(3).lower().startswith("cap")
+        if amount is not None and is_capsule == (form == Form.CAPSULE):
+            return (amount * strength_mg).normalize()
+    return None
+
+
+def timing_from_sig(sig: str) -> DosingTime | None:
+    bedtime, morning = bool(_BEDTIME.search(sig or "")), bool(_MORNING.search(sig or ""))
+    if bedtime == morning:
+        return None
+    return DosingTime.BEDTIME if bedtime else DosingTime.MORNING
+
+
+def map_medication(med: WrittenMedication, formulas: Sequence[FormulaOption]) -> MedicationMapping:
+    """Map what the prescriber wrote to a formula, a daily dose and a supply, noting each part that did not map.
+
+    Mapping is by form and strength only (the pharmacy's formulas are LDN in three forms); drug codes (NDC, RxNorm)
+    are shown but never used: a compounded product has none of its own. Nothing guessed silently: where the
+    prescription is silent or unreadable the field stays empty and the reason is listed.
+    """
+    out = MedicationMapping()
+    text = " ".join(x for x in (med.description, med.form_text) if x)
+    if not NALTREXONE.search(med.description or ""):
+        out.unmapped.append(f"“{med.description or 'no drug named'}” is not naltrexone: this pharmacy compounds LDN only.")
+    out.form = form_of(text)
+    if out.form is None:
+        out.unmapped.append("The dose form (capsule, sublingual liquid or transdermal cream) could not be read.")
+    strength = strength_of(" ".join(x for x in (med.strength_value + " " + med.strength_unit, med.description) if x))
+    if strength is not None:
+        out.strength_mg = strength[0]
+        if strength[1] and out.form == Form.CAPSULE:
+            out.unmapped.append("A strength per mL was written for capsules.")
+    else:
+        out.unmapped.append("The strength could not be read.")
+    if out.form is not None and out.strength_mg is not None:
+        chosen = [f for f in formulas if f.form == out.form and f.strength_mg == out.strength_mg]
+        if chosen:
+            out.formula_id = chosen[0].id
+        else:
+            unit = "mg" if out.form == Form.CAPSULE else "mg/mL"
+            out.unmapped.append(f"No active formula is {format_amount(out.strength_mg)} {unit} "
+                                f"{out.form.value.replace('_', ' ')}: choose the nearest and ask the prescriber.")
+    out.dose_mg = dose_from_sig(med.sig, out.form, out.strength_mg)
+    if out.dose_mg is None:
+        out.unmapped.append("The daily dose could not be read from the directions.")
+    out.dosing_time = timing_from_sig(med.sig)
+    if out.dosing_time is None:
+        out.unmapped.append("The directions do not say bedtime or morning: bedtime is the usual.")
+    unit = (QUANTITY_UNITS.get(med.quantity_unit.strip()) or med.quantity_unit.strip()).lower()
+    qty = _decimal(med.quantity)
+    if qty is not None:
+        fits = unit in ("capsule", "capsules") if out.form == Form.CAPSULE else unit in ("ml", "milliliter", "millilitre")
+        if out.form is not None and fits:
+            out.quantity = qty
+        else:
+            out.unmapped.append(f"The quantity unit “{med.quantity_unit or 'none'}” does not fit "
+                                f"{out.form.value.replace('_', ' ') if out.form else 'the form'}.")
+    elif med.quantity:
+        out.unmapped.append("The quantity is not a number.")
+    out.days_supply = _whole(med.days_supply, 1, 366)
+    if med.days_supply and out.days_supply is None:
+        out.unmapped.append("The days supply is not a whole number of days (1–366).")
+    if med.refills:
+        refills = _whole(med.refills, 0, 99)
+        if refills is None:
+            out.unmapped.append("The number of refills is not a whole number (0–99): none until the prescriber says.")
+        out.refills = refills or 0
+    out.written_date = med.written_date
+    if out.written_date is None:
+        out.unmapped.append("No written date.")
+    out.directions = (med.sig or "").strip()[:1000]
+    codes = [c.strip().upper() for c in med.diagnoses if _ICD10.match(c.strip().upper())]
+    if codes:
+        out.indication_code = codes[0]
+        if len(codes) > 1:
+            out.unmapped.append(f"More than one diagnosis ({', '.join(codes)}): the first is kept.")
+    else:
+        out.unmapped.append("No ICD-10 diagnosis: G35 (multiple sclerosis) assumed.")
+    if med.substitutions.strip() == "1":
+        out.unmapped.append("Written as “dispense as written” (substitution not allowed): compounded as written.")
+    return out
+
+
+def intake_form_values(mapping: MedicationMapping) -> dict[str, str]:
+    """The review form's starting values (strings, as an HTML form holds them)."""
+    values = {
+        "formula_id": str(mapping.formula_id or ""),
+        "dose_mg": format_amount(mapping.dose_mg) if mapping.dose_mg is not None else "",
+        "dosing_time": (mapping.dosing_time or DosingTime.BEDTIME).value,
+        "quantity": format_amount(mapping.quantity) if mapping.quantity is not None else "",
+        "days_supply": str(mapping.days_supply or ""),
+        "refills_authorized": str(mapping.refills),
+        "written_date": mapping.written_date.isoformat() if mapping.written_date else "",
+        "directions": mapping.directions,
+        "indication_code": mapping.indication_code,
+        "indication": "Multiple sclerosis" if mapping.indication_code.startswith("G35") else "",
+    }
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Outbound delivery: retries
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def next_attempt_delay(attempts: int, *, base_seconds: int = 60, cap_seconds: int = 3600) -> timedelta:
+    """Backoff after the n-th failed attempt: 60 s, doubling, at most an hour (as for emails)."""
+    exponent = max(min(attempts - 1, 16), 0)
+    return timedelta(seconds=min(base_seconds * 2**exponent, cap_seconds))
+
+
+def classify_answer(http_status: int | None, answer_kind: str | None, code: str | None) -> str:
+    """What a delivery attempt's outcome means: "sent", "transient" (try again later) or "permanent" (give up).
+
+    The intermediary answers a SCRIPT post with Status (delivered), Error or Verify. Error 600 (communication
+    problem) and 601/602 (the receiver cannot process now, or its system failed) are worth another try; 900
+    (transaction rejected) is not. Without an answer: 5xx, 429 and no connection are transient, other 4xx permanent.
+    """
+    if answer_kind in ("Status", "Verify") and (http_status is None or 200 <= http_status < 300):
+        return "sent"
+    if answer_kind == "Error":
+        return "transient" if (code or "").strip() in ("600", "601", "602") else "permanent"
+    if http_status is None or http_status >= 500 or http_status in (408, 429):
+        return "transient"
+    return "permanent"
