@@ -210,12 +210,15 @@ def _secret_key(env: Mapping[str, str], instance_path: Path, app_env: str) -> st
     return key
 
 
-def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
-    """Read and check every setting; raise ConfigError naming the first bad one."""
+def _app_env(env: Mapping[str, str]) -> str:
     app_env = env.get("PHARMACY_ENV", "development")
     if app_env not in ENVIRONMENTS:
         raise ConfigError(f"PHARMACY_ENV={app_env!r} must be one of {', '.join(ENVIRONMENTS)}")
+    return app_env
 
+
+def _database_url(env: Mapping[str, str], instance_path: Path) -> str:
+    """SQLite by default; postgres:// and postgresql:// URLs are driven by psycopg 3."""
     database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'pharmacy.db'}"
     if database_url.startswith("postgres://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgres://") :]
@@ -223,13 +226,18 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
     if not database_url.startswith(("sqlite:", "postgresql+psycopg:")):
         raise ConfigError("DATABASE_URL must be a sqlite:/// path or a postgresql:// URL")
+    return database_url
 
+
+def _timezone(env: Mapping[str, str]) -> ZoneInfo:
     tz_name = env.get("PHARMACY_TIMEZONE", "America/Chicago")
     try:
-        tz = ZoneInfo(tz_name)
+        return ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"PHARMACY_TIMEZONE={tz_name!r} is not a known time zone (e.g. America/Chicago)") from None
 
+
+def _business_weekdays(env: Mapping[str, str]) -> frozenset[int]:
     days_raw = env.get("PHARMACY_BUSINESS_DAYS", "mon,tue,wed,thu,fri")
     try:
         weekdays = frozenset(WEEKDAYS[d.strip().lower()[:3]] for d in days_raw.split(",") if d.strip())
@@ -237,26 +245,39 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         raise ConfigError(f"PHARMACY_BUSINESS_DAYS={days_raw!r} must list days like mon,tue,wed,thu,fri") from None
     if not weekdays:
         raise ConfigError("PHARMACY_BUSINESS_DAYS names no day")
+    return weekdays
 
+
+def _holiday_calendar(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """PHARMACY_HOLIDAYS="US-MN" → ("US", "MN"); "none" → no public holidays (closed dates still apply)."""
     holidays_raw = env.get("PHARMACY_HOLIDAYS", "US")
-    country, subdivision = None, None
-    if holidays_raw and holidays_raw.lower() != "none":
-        country, _, subdivision = holidays_raw.partition("-")
-        subdivision = subdivision or None
+    if not holidays_raw or holidays_raw.lower() == "none":
+        return None, None
+    country, _, subdivision = holidays_raw.partition("-")
+    if country not in holidays_lib.list_supported_countries():
+        raise ConfigError(f"PHARMACY_HOLIDAYS={holidays_raw!r}: unknown country code (e.g. US or US-MN)")
+    return country, subdivision or None
 
-        if country not in holidays_lib.list_supported_countries():
-            raise ConfigError(f"PHARMACY_HOLIDAYS={holidays_raw!r}: unknown country code (e.g. US or US-MN)")
+
+def _closed_dates(env: Mapping[str, str]) -> frozenset[date]:
     closed: set[date] = set()
     for item in filter(None, (s.strip() for s in env.get("PHARMACY_CLOSED_DATES", "").split(","))):
         try:
             closed.add(date.fromisoformat(item))
         except ValueError:
             raise ConfigError(f"PHARMACY_CLOSED_DATES has {item!r}, not a YYYY-MM-DD date") from None
+    return frozenset(closed)
 
+
+def _pharmacy_npi(env: Mapping[str, str]) -> str:
     npi = env.get("PHARMACY_NPI", "1234567893")
     if not npi_is_valid(npi):
         raise ConfigError(f"PHARMACY_NPI={npi!r} is not a valid 10-digit NPI (check digit)")
+    return npi
 
+
+def _reminder_offsets(env: Mapping[str, str]) -> tuple[int, ...]:
+    """Most distant first, duplicates dropped: "3,7,0,7" is (7, 3, 0)."""
     offsets_raw = env.get("REMINDER_OFFSETS_DAYS", "7,3,0")
     try:
         offsets = tuple(sorted({int(x) for x in offsets_raw.split(",") if x.strip()}, reverse=True))
@@ -264,18 +285,39 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         raise ConfigError(f"REMINDER_OFFSETS_DAYS={offsets_raw!r} must be whole days like 7,3,0") from None
     if not offsets or any(o < 0 or o > 60 for o in offsets):
         raise ConfigError("REMINDER_OFFSETS_DAYS must list days between 0 and 60")
+    return offsets
 
-    smtp_url = env.get("SMTP_URL")
-    smtp = parse_smtp_url(smtp_url) if smtp_url else None
 
+def _price_band(env: Mapping[str, str]) -> tuple[int, int]:
     band_min = _int(env, "PRICE_BAND_MIN_CENTS", 4500, 0, 10_000_000)
     band_max = _int(env, "PRICE_BAND_MAX_CENTS", 10000, 0, 10_000_000)
     if band_min > band_max:
         raise ConfigError("PRICE_BAND_MIN_CENTS is above PRICE_BAND_MAX_CENTS")
+    return band_min, band_max
 
+
+def _log_format(env: Mapping[str, str], app_env: str) -> str:
     log_format = env.get("LOG_FORMAT", "json" if app_env == "production" else "plain")
     if log_format not in ("json", "plain"):
         raise ConfigError(f"LOG_FORMAT={log_format!r} must be json or plain")
+    return log_format
+
+
+def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
+    """Read and check every setting; raise ConfigError naming the first bad one."""
+    app_env = _app_env(env)
+    database_url = _database_url(env, instance_path)
+    tz = _timezone(env)
+    weekdays = _business_weekdays(env)
+    country, subdivision = _holiday_calendar(env)
+    closed = _closed_dates(env)
+    npi = _pharmacy_npi(env)
+    offsets = _reminder_offsets(env)
+    smtp_url = env.get("SMTP_URL")
+    smtp = parse_smtp_url(smtp_url) if smtp_url else None
+    band_min, band_max = _price_band(env)
+    log_format = _log_format(env, app_env)
+    sms_start, sms_end = _sms_hours(env)
 
     return Settings(
         env=app_env,
@@ -293,7 +335,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         business_weekdays=weekdays,
         holiday_country=country,
         holiday_subdivision=subdivision,
-        closed_dates=frozenset(closed),
+        closed_dates=closed,
         reminder_hour=_int(env, "REMINDER_SEND_HOUR", 10, 8, 19),
         reminder_offsets_days=offsets,
         overdue_after_days=_int(env, "REMINDER_OVERDUE_AFTER_DAYS", 2, 1, 30),
@@ -313,8 +355,8 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         log_format=log_format,
         outbox_max_attempts=_int(env, "OUTBOX_MAX_ATTEMPTS", 8, 1, 50),
         twilio=parse_twilio(env),
-        sms_start_hour=_sms_hours(env)[0],
-        sms_end_hour=_sms_hours(env)[1],
+        sms_start_hour=sms_start,
+        sms_end_hour=sms_end,
         portal_idle_minutes=_int(env, "PORTAL_IDLE_MINUTES", 15, 5, 60),
         portal_max_minutes=_int(env, "PORTAL_MAX_MINUTES", 60, 15, 240),
         portal_code_minutes=_int(env, "PORTAL_CODE_MINUTES", 10, 3, 30),
