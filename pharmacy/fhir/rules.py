@@ -44,6 +44,18 @@ MODELS = {"Patient": Patient, "Practitioner": Practitioner, "MedicationRequest":
 #: Our prescription status → MedicationRequest.status.
 RX_STATUS = {"active": "active", "on_hold": "on-hold", "discontinued": "stopped", "replaced": "completed"}
 #: Our order state → MedicationDispense.status.
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+
+def dispense_type(authorized_fill: int, *, partial: bool) -> dict[str, Any]:
+    """MedicationDispense.type from which authorized fill the dispensing draws (not how many came before it):
+    the parts of a fill cut short by its beyond-use date are that fill's part fills (HL7 v3 FFP / RFP)."""
+    first = authorized_fill == 0
+    code = ("FFP" if partial else "FF") if first else ("RFP" if partial else "RF")
+    text = ("first fill" if first else f"refill {authorized_fill}") + (" (part fill)" if partial else "")
+    return {"coding": [{"system": ACT_CODE, "code": code}], "text": text}
+
+
 ORDER_STATUS = {"requested": "preparation", "verified": "preparation", "compounding": "in-progress",
                 "checked": "in-progress", "ready": "in-progress", "on_hold": "on-hold", "dispensed": "completed",
                 "cancelled": "cancelled"}
@@ -153,7 +165,7 @@ def medication_dispense_resource(o: Mapping[str, Any]) -> dict[str, Any]:
         "medicationCodeableConcept": {"text": o["product"]},
         "subject": {"reference": f"Patient/{o['patient_id']}"},
         "authorizingPrescription": [{"reference": f"MedicationRequest/{o['prescription_id']}"}],
-        "type": {"text": "first fill" if o["fill_number"] == 0 else f"refill {o['fill_number']}"},
+        "type": dispense_type(o.get("authorized_fill", o["fill_number"]), partial=bool(o.get("partial"))),
         "quantity": _quantity(o["quantity"], o["form"]),
         "daysSupply": {"value": o["days_supply"], "unit": "days", "system": UCUM, "code": "d"},
         "whenPrepared": _instant(o.get("compounded_at")),

@@ -143,7 +143,8 @@ def _order_data(o: Order) -> dict[str, Any]:
     formula: Formula = rx.formula
     return {
         "id": o.id, "state": o.state.value, "lot_number": o.lot_number, "patient_id": o.patient_id,
-        "prescription_id": o.prescription_id, "fill_number": o.fill_number, "quantity": o.quantity,
+        "prescription_id": o.prescription_id, "fill_number": o.fill_number,
+        "authorized_fill": o.authorized_fill, "partial": o.days_supply < rx.days_supply, "quantity": o.quantity,
         "days_supply": o.days_supply, "compounded_at": o.compounded_at, "dispensed_at": o.dispensed_at,
         "product": rx_rules.product_name(formula.form, formula.strength_mg), "form": formula.form.value,
         "directions": rx.directions, "cap_note": o.cap_note,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,12 +20,14 @@ from fhir.resources.R4B.practitioner import Practitioner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pharmacy.compounding.rules import UspCategory
 from pharmacy.core.context import today
 from pharmacy.core.models import AuditEvent
 from pharmacy.eprescribing.models import ErxIntake, ErxMessage
 from pharmacy.eprescribing.rules import MatchStatus, Source
 from pharmacy.extensions import db
 from pharmacy.prescriptions import services as rx_services
+from pharmacy.prescriptions.rules import Form
 from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.erx_support import OKAFOR_NPI, api_token
@@ -88,6 +91,30 @@ def test_reads_are_valid_resources_and_audited(app, client, world, token) -> Non
     with app.app_context():
         reads = db.session.execute(sa.select(AuditEvent.patient_id).where(AuditEvent.action == "fhir.read")).scalars()
         assert sorted(p for p in reads if p) == [world["patient"]] * 4
+
+
+def test_a_dispensing_says_which_fill_it_draws_from_and_whether_it_is_a_part(app, client, world, token, staff,
+                                                                            clock) -> None:
+    """A 60-day liquid that keeps 14 days goes out in parts: each is a part fill of the *first* fill, not refill 2."""
+    with app.test_request_context("/"):
+        w = factories.world(staff)
+        liquid = factories.formula("LDN-SL-AQ", form=Form.SUBLINGUAL_LIQUID, strength="1",
+                                   category=UspCategory.AQUEOUS_UNPRESERVED, prices=(("60", 60, 9000),))
+        rx = factories.prescription(w["pharmacist"], w["patient"].id, liquid.id, w["prescriber"].id,
+                                    dose_mg=Decimal("1.5"), days_supply=60, refills_authorized=2)
+        parts = []
+        for _ in range(2):
+            order = order_flow.start_fill(w["pharmacist"], rx.id)
+            factories.run_order_to({**w, "formula": liquid}, order.id, "dispensed")
+            parts.append(order.id)
+            clock.advance(timedelta(days=12))  # 80 % of the part used: the next may go out
+        db.session.commit()
+    whole = MedicationDispense.model_validate(get(client, f"/fhir/MedicationDispense/{world['order']}", token))
+    assert (whole.type.coding[0].code, whole.type.text) == ("FF", "first fill")
+    for order_id in parts:
+        part = MedicationDispense.model_validate(get(client, f"/fhir/MedicationDispense/{order_id}", token))
+        assert (part.type.coding[0].code, part.type.text) == ("FFP", "first fill (part fill)")
+        assert part.daysSupply.value == 14
 
 
 @pytest.mark.parametrize("url", ["/fhir/Patient/999999", "/fhir/Patient/abc", "/fhir/MedicationRequest/0",
