@@ -116,7 +116,7 @@ def test_a_patient_on_a_phone_signs_in_plans_refills_reports_and_chooses_texts(
 
     # My LDN: the dose, the days left, when to ask, the dated titration chart.
     body = _main(page)
-    assert "Hello Margaret" in body and "Ask for your next refill by" in body and "runs out on" in body
+    assert "Hello Margaret" in body and "Ask for your next refill by" in body and "your last dose is on" in body
     chart = page.get_by_role("table", name="Your dated dose chart: follow the dates").inner_text()
     assert "1.5 mg" in chart and "3 mg" in chart and "4.5 mg" in chart
     check_page(page, "home")

@@ -29,12 +29,21 @@ def world(app: Any, staff: dict) -> dict[str, Any]:
 def test_sign_in_with_a_code_and_the_date_of_birth_then_my_ldn(app, client, world) -> None:
     sign_in(app, client, "margaret@example.com", DOB)
     page = client.get("/my/").get_data(as_text=True)
-    assert "Naltrexone" in page and "runs out on" in page and "Ask for your next refill by" in page
+    assert "Naltrexone" in page and "your last dose is on" in page and "Ask for your next refill by" in page
     assert "1.5 mg" in page and "3 mg" in page  # the dated titration chart
     with app.app_context():
         actions = set(db.session.execute(sa.select(AuditEvent.action).where(
             AuditEvent.patient_id == world["patient_id"])).scalars())
     assert {"portal.sign_in", "portal.view"} <= actions
+
+
+def test_a_patient_who_has_run_out_reads_it_in_the_past_tense_with_the_phone_number(app, client, world,
+                                                                                  clock) -> None:
+    clock.advance(timedelta(days=40))  # the 30-day first fill's last day was day 29
+    sign_in(app, client, "margaret@example.com", DOB)
+    page = " ".join(client.get("/my/").get_data(as_text=True).split())
+    assert "None: your last dose was on" in page and "without it). Please call us today" in page
+    assert "your last dose is on" not in page  # never the past told as the future
 
 
 def test_a_code_works_once_and_expires(app, client, world, clock) -> None:
