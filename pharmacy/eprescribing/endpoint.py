@@ -19,7 +19,7 @@ from pharmacy.core import audit
 from pharmacy.core.actor import ANONYMOUS
 from pharmacy.core.auth import actor_from_bearer
 from pharmacy.core.uow import mark_rollback
-from pharmacy.eprescribing import ncpdp, services
+from pharmacy.eprescribing import messages, ncpdp
 from pharmacy.extensions import db
 from pharmacy.workflows import eprescribing as workflow
 
@@ -32,7 +32,7 @@ ACCEPTED_TYPES = ("application/xml", "text/xml")
 
 
 def _error(status: int, description: str, code: str = ncpdp.ERROR_REJECTED) -> Response:
-    body = ncpdp.answer_message("Error", services.answer_header(None), ncpdp.Answer(code=code, description=description))
+    body = ncpdp.answer_message("Error", messages.answer_header(None), ncpdp.Answer(code=code, description=description))
     response = Response(body, status=status, mimetype=XML)
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="ncpdp"'

@@ -389,6 +389,15 @@ def map_medication(med: WrittenMedication, formulas: Sequence[FormulaOption]) ->
     prescription is silent or unreadable the field stays empty and the reason is listed.
     """
     out = MedicationMapping()
+    _map_product(out, med, formulas)
+    _map_directions(out, med)
+    _map_amounts(out, med)
+    _map_paperwork(out, med)
+    return out
+
+
+def _map_product(out: MedicationMapping, med: WrittenMedication, formulas: Sequence[FormulaOption]) -> None:
+    """The drug, its form and strength, and the formula they name."""
     text = " ".join(x for x in (med.description, med.form_text) if x)
     if not NALTREXONE.search(med.description or ""):
         out.unmapped.append(f"“{med.description or 'no drug named'}” is not naltrexone: this pharmacy compounds LDN only.")
@@ -402,20 +411,30 @@ def map_medication(med: WrittenMedication, formulas: Sequence[FormulaOption]) ->
             out.unmapped.append("A strength per mL was written for capsules.")
     else:
         out.unmapped.append("The strength could not be read.")
-    if out.form is not None and out.strength_mg is not None:
-        chosen = [f for f in formulas if f.form == out.form and f.strength_mg == out.strength_mg]
-        if chosen:
-            out.formula_id = chosen[0].id
-        else:
-            unit = "mg" if out.form == Form.CAPSULE else "mg/mL"
-            out.unmapped.append(f"No active formula is {format_amount(out.strength_mg)} {unit} "
-                                f"{out.form.value.replace('_', ' ')}: choose the nearest and ask the prescriber.")
+    if out.form is None or out.strength_mg is None:
+        return
+    chosen = [f for f in formulas if f.form == out.form and f.strength_mg == out.strength_mg]
+    if chosen:
+        out.formula_id = chosen[0].id
+    else:
+        unit = "mg" if out.form == Form.CAPSULE else "mg/mL"
+        out.unmapped.append(f"No active formula is {format_amount(out.strength_mg)} {unit} "
+                            f"{out.form.value.replace('_', ' ')}: choose the nearest and ask the prescriber.")
+
+
+def _map_directions(out: MedicationMapping, med: WrittenMedication) -> None:
+    """The daily dose and its time of day, from the sig (kept verbatim as the directions)."""
     out.dose_mg = dose_from_sig(med.sig, out.form, out.strength_mg)
     if out.dose_mg is None:
         out.unmapped.append("The daily dose could not be read from the directions.")
     out.dosing_time = timing_from_sig(med.sig)
     if out.dosing_time is None:
         out.unmapped.append("The directions do not say bedtime or morning: bedtime is the usual.")
+    out.directions = (med.sig or "").strip()[:1000]
+
+
+def _map_amounts(out: MedicationMapping, med: WrittenMedication) -> None:
+    """Quantity (in a unit that fits the form), days supply and refills (missing = none)."""
     unit = (QUANTITY_UNITS.get(med.quantity_unit.strip()) or med.quantity_unit.strip()).lower()
     qty = _decimal(med.quantity)
     if qty is not None:
@@ -435,10 +454,13 @@ def map_medication(med: WrittenMedication, formulas: Sequence[FormulaOption]) ->
         if refills is None:
             out.unmapped.append("The number of refills is not a whole number (0–99): none until the prescriber says.")
         out.refills = refills or 0
+
+
+def _map_paperwork(out: MedicationMapping, med: WrittenMedication) -> None:
+    """Written date, diagnosis and substitution."""
     out.written_date = med.written_date
     if out.written_date is None:
         out.unmapped.append("No written date.")
-    out.directions = (med.sig or "").strip()[:1000]
     codes = [c.strip().upper() for c in med.diagnoses if _ICD10.match(c.strip().upper())]
     if codes:
         out.indication_code = codes[0]
@@ -448,7 +470,6 @@ def map_medication(med: WrittenMedication, formulas: Sequence[FormulaOption]) ->
         out.unmapped.append("No ICD-10 diagnosis: G35 (multiple sclerosis) assumed.")
     if med.substitutions.strip() == "1":
         out.unmapped.append("Written as “dispense as written” (substitution not allowed): compounded as written.")
-    return out
 
 
 def intake_form_values(mapping: MedicationMapping) -> dict[str, str]:

@@ -11,7 +11,7 @@ from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from pharmacy.core.forms import form_values, load
 from pharmacy.dashboard import services as dashboard
-from pharmacy.eprescribing import endpoint, services, settings
+from pharmacy.eprescribing import endpoint, messages, services, settings
 from pharmacy.eprescribing.rules import IntakeKind, Source
 from pharmacy.extensions import csrf
 from pharmacy.prescriptions.rules import DosingTime
@@ -163,14 +163,14 @@ def done(intake_id: int) -> Any:
 @bp.get(f"/messages/<{ID}:message_id>")
 @staff_required
 def message(message_id: int) -> Any:
-    row = services.message_view(current_actor(), message_id)
-    return render_template("eprescribing/message.html", row=row, attempts=services.attempts_of(row.id))
+    row = messages.message_view(current_actor(), message_id)
+    return render_template("eprescribing/message.html", row=row, attempts=messages.attempts_of(row.id))
 
 
 @bp.get(f"/messages/<{ID}:message_id>.xml")
 @staff_required
 def message_xml(message_id: int) -> Any:
-    row = services.message_view(current_actor(), message_id)
+    row = messages.message_view(current_actor(), message_id)
     return Response(row.body, mimetype="text/plain; charset=utf-8",
                     headers={"Content-Disposition": f'inline; filename="message-{row.id}.xml.txt"'})
 
@@ -178,7 +178,7 @@ def message_xml(message_id: int) -> Any:
 @bp.post(f"/messages/<{ID}:message_id>/retry")
 @staff_required
 def retry(message_id: int) -> Any:
-    services.retry_outbound(current_actor(), message_id)
+    messages.retry_outbound(current_actor(), message_id)
     flash("The message will be sent again now.", "success")
     return redirect(url_for("eprescribing.message", message_id=message_id))
 
@@ -186,6 +186,6 @@ def retry(message_id: int) -> Any:
 @bp.post(f"/messages/<{ID}:message_id>/cancel")
 @staff_required
 def cancel(message_id: int) -> Any:
-    services.cancel_outbound(current_actor(), message_id)
+    messages.cancel_outbound(current_actor(), message_id)
     flash("The message will not be sent.", "success")
     return redirect(url_for("eprescribing.message", message_id=message_id))

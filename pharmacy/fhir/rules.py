@@ -336,6 +336,17 @@ def _plain(value: Any) -> str:
 def read_medication_request(body: Any) -> PostedRequest:
     """A posted MedicationRequest (validated with fhir.resources) as a prescription as written, with its Patient
     and Practitioner contained (`#id`) or referenced (`Patient/12`, `Practitioner/3`: ours)."""
+    mr = _validated(body)
+    patient_id, patient = _subject(mr)
+    prescriber_id, prescriber = _requester(mr)
+    identifier = _first(mr.get("identifier")) or {}
+    key = f"{identifier.get('system', '')}|{identifier.get('value', '')}" if identifier.get("value") else ""
+    return PostedRequest(written=WrittenPrescription(patient=patient, prescriber=prescriber, medication=_medication(mr)),
+                         patient_id=patient_id, prescriber_id=prescriber_id, key=key[:64])
+
+
+def _validated(body: Any) -> dict[str, Any]:
+    """The request as plain JSON once fhir.resources accepts it, and only an active (or draft) order."""
     if not isinstance(body, dict) or body.get("resourceType") != "MedicationRequest":
         raise ValidationFailed("Post a MedicationRequest resource.", fields={"resourceType": "Must be MedicationRequest."})
     try:
@@ -352,25 +363,33 @@ def read_medication_request(body: Any) -> PostedRequest:
                                fields={"status": "Use active."})
     if mr.get("intent") not in ("order", "original-order", "instance-order"):
         raise ValidationFailed("Only an order can be sent to the pharmacy.", fields={"intent": "Use order."})
+    return mr
+
+
+def _subject(mr: dict[str, Any]) -> tuple[int | None, WrittenPatient]:
     subject_ref = (mr.get("subject") or {}).get("reference")
-    requester_ref = (mr.get("requester") or {}).get("reference")
-    patient_id = prescriber_id = None
     contained_patient = _contained(mr, subject_ref, "Patient")
     if contained_patient is not None:
-        patient = _written_patient(contained_patient)
-    elif subject_ref and subject_ref.startswith("Patient/"):
-        patient_id, patient = reference_id(subject_ref, "Patient", "subject"), WrittenPatient()
-    else:
-        raise ValidationFailed("The subject must be a contained Patient (#id) or Patient/<id>.",
-                               fields={"subject": "Contained or Patient/<id>."})
+        return None, _written_patient(contained_patient)
+    if subject_ref and subject_ref.startswith("Patient/"):
+        return reference_id(subject_ref, "Patient", "subject"), WrittenPatient()
+    raise ValidationFailed("The subject must be a contained Patient (#id) or Patient/<id>.",
+                           fields={"subject": "Contained or Patient/<id>."})
+
+
+def _requester(mr: dict[str, Any]) -> tuple[int | None, WrittenPrescriber]:
+    requester_ref = (mr.get("requester") or {}).get("reference")
     contained_doc = _contained(mr, requester_ref, "Practitioner")
     if contained_doc is not None:
-        prescriber = _written_prescriber(contained_doc)
-    elif requester_ref and requester_ref.startswith("Practitioner/"):
-        prescriber_id, prescriber = reference_id(requester_ref, "Practitioner", "requester"), WrittenPrescriber()
-    else:
-        raise ValidationFailed("The requester must be a contained Practitioner (#id) or Practitioner/<id>.",
-                               fields={"requester": "Contained or Practitioner/<id>."})
+        return None, _written_prescriber(contained_doc)
+    if requester_ref and requester_ref.startswith("Practitioner/"):
+        return reference_id(requester_ref, "Practitioner", "requester"), WrittenPrescriber()
+    raise ValidationFailed("The requester must be a contained Practitioner (#id) or Practitioner/<id>.",
+                           fields={"requester": "Contained or Practitioner/<id>."})
+
+
+def _medication(mr: dict[str, Any]) -> WrittenMedication:
+    """The medication as SCRIPT would carry it: the dose in the sig, quantities in NCI units, ICD-10 reasons."""
     concept = mr.get("medicationCodeableConcept") or {}
     description = concept.get("text") or (_first(concept.get("coding")) or {}).get("display") or ""
     dosage = _first(mr.get("dosageInstruction")) or {}
@@ -383,9 +402,7 @@ def read_medication_request(body: Any) -> PostedRequest:
     unit = str(quantity.get("unit") or quantity.get("code") or "").lower()
     diagnoses = [c.get("code") for r in mr.get("reasonCode") or [] for c in r.get("coding") or []
                  if c.get("system") == ICD10_SYSTEM and c.get("code")]
-    identifier = _first(mr.get("identifier")) or {}
-    key = f"{identifier.get('system', '')}|{identifier.get('value', '')}" if identifier.get("value") else ""
-    medication = WrittenMedication(
+    return WrittenMedication(
         description=str(description)[:200], quantity=_plain(quantity.get("value")),
         quantity_unit="C48480" if unit in ("capsule", "cap", "capsules") else ("C28254" if unit == "ml" else unit[:20]),
         days_supply=_plain((dispense.get("expectedSupplyDuration") or {}).get("value")),
@@ -394,5 +411,3 @@ def read_medication_request(body: Any) -> PostedRequest:
         written_date=date.fromisoformat(str(mr["authoredOn"])[:10]) if mr.get("authoredOn") else None,
         substitutions="1" if (mr.get("substitution") or {}).get("allowedBoolean") is False else "0",
     )
-    return PostedRequest(written=WrittenPrescription(patient=patient, prescriber=prescriber, medication=medication),
-                         patient_id=patient_id, prescriber_id=prescriber_id, key=key[:64])

@@ -20,7 +20,9 @@ import math
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask, Response, g, request
@@ -109,44 +111,49 @@ def _age(at: datetime, then: datetime | None) -> float:
     return math.inf if then is None else max((at - then).total_seconds(), 0.0)
 
 
-def database_families(at: datetime | None = None) -> list[Metric]:
-    """Gauges computed now from the database (six aggregate queries; none when it is down)."""
+@dataclass
+class _Readings:
+    """What one scrape read from the database, before it is shaped into metric families."""
 
-    at = at or now()
-    up = GaugeMetricFamily("pharmacy_database_up", "1 when the database answered this scrape's queries.")
-    try:
-        with db.engine.connect() as conn:
-            state = health.migration_state(conn)
-            outbox_rows = conn.execute(
-                sa.select(
-                    OutboxMessage.state,
-                    sa.func.count(),
-                    sa.func.min(sa.case((OutboxMessage.due_at <= at, OutboxMessage.due_at))),
-                ).group_by(OutboxMessage.state)
-            ).all()
-            attempt_rows = conn.execute(
-                sa.select(
-                    DeliveryAttempt.result,
-                    sa.func.count(),
-                    sa.func.sum(sa.case((DeliveryAttempt.at >= at - timedelta(hours=1), 1), else_=0)),
-                ).group_by(DeliveryAttempt.result)
-            ).all()
-            order_rows = conn.execute(sa.select(Order.state, sa.func.count()).group_by(Order.state)).all()
-            beat = health.heartbeat_at(conn)
-            last_backup = None
-            if state.at_head:  # an older schema may not have the operations log yet
-                last_backup = conn.execute(
-                    sa.select(sa.func.max(OpsEvent.at)).where(OpsEvent.kind == BACKUP, OpsEvent.outcome == "ok")
-                ).scalar()
-    except Exception:
-        up.add_metric([], 0)
-        return [up]
-    up.add_metric([], 1)
+    at_head: bool
+    outbox_rows: list[Any]
+    attempt_rows: list[Any]
+    order_rows: list[Any]
+    heartbeat: datetime | None
+    last_backup: datetime | None
 
+
+def _read(conn: sa.Connection, at: datetime) -> _Readings:
+    state = health.migration_state(conn)
+    outbox_rows = conn.execute(
+        sa.select(
+            OutboxMessage.state,
+            sa.func.count(),
+            sa.func.min(sa.case((OutboxMessage.due_at <= at, OutboxMessage.due_at))),
+        ).group_by(OutboxMessage.state)
+    ).all()
+    attempt_rows = conn.execute(
+        sa.select(
+            DeliveryAttempt.result,
+            sa.func.count(),
+            sa.func.sum(sa.case((DeliveryAttempt.at >= at - timedelta(hours=1), 1), else_=0)),
+        ).group_by(DeliveryAttempt.result)
+    ).all()
+    order_rows = conn.execute(sa.select(Order.state, sa.func.count()).group_by(Order.state)).all()
+    last_backup = None
+    if state.at_head:  # an older schema may not have the operations log yet
+        last_backup = conn.execute(
+            sa.select(sa.func.max(OpsEvent.at)).where(OpsEvent.kind == BACKUP, OpsEvent.outcome == "ok")
+        ).scalar()
+    return _Readings(state.at_head, list(outbox_rows), list(attempt_rows), list(order_rows),
+                     health.heartbeat_at(conn), last_backup)
+
+
+def _outbox_families(r: _Readings, at: datetime) -> list[Metric]:
     outbox = GaugeMetricFamily("pharmacy_outbox_messages", "Email outbox rows by state.", labels=["state"])
     counts = {s.value: 0 for s in OutboxState}
     oldest_due: datetime | None = None
-    for row_state, count, min_due in outbox_rows:
+    for row_state, count, min_due in r.outbox_rows:
         counts[str(getattr(row_state, "value", row_state))] = count
         if row_state == OutboxState.PENDING:
             oldest_due = min_due
@@ -158,34 +165,58 @@ def database_families(at: datetime | None = None) -> list[Metric]:
         "Growing means emails are not going out.",
     )
     oldest.add_metric([], 0.0 if oldest_due is None else _age(at, oldest_due))
+    return [outbox, oldest]
 
+
+def _delivery_families(r: _Readings) -> list[Metric]:
     total = CounterMetricFamily("pharmacy_email_delivery_attempts", "Email delivery attempts by result (all time).",
                                 labels=["result"])
     hour = GaugeMetricFamily("pharmacy_email_delivery_attempts_last_hour",
                              "Email delivery attempts by result in the last hour.", labels=["result"])
     by_result = {name: (0, 0) for name in DELIVERY_RESULTS}
-    for result, count, recent in attempt_rows:
+    for result, count, recent in r.attempt_rows:
         by_result[str(result)] = (count, int(recent or 0))
     for name, (count, recent) in sorted(by_result.items()):
         total.add_metric([name], count)
         hour.add_metric([name], recent)
+    return [total, hour]
 
+
+def _order_family(r: _Readings) -> Metric:
     orders = GaugeMetricFamily("pharmacy_orders", "Compounding orders by state.", labels=["state"])
     order_counts = {s.value: 0 for s in OrderState}
-    for row_state, count in order_rows:
+    for row_state, count in r.order_rows:
         order_counts[str(getattr(row_state, "value", row_state))] = count
     for name, count in order_counts.items():
         orders.add_metric([name], count)
+    return orders
 
+
+def _operations_families(r: _Readings, at: datetime) -> list[Metric]:
     heartbeat = GaugeMetricFamily("pharmacy_scheduler_heartbeat_age_seconds",
                                   "Seconds since the scheduler's last heartbeat (+Inf when it never ran).")
-    heartbeat.add_metric([], _age(at, beat))
+    heartbeat.add_metric([], _age(at, r.heartbeat))
     schema = GaugeMetricFamily("pharmacy_schema_at_head", "1 when the database schema is at this code's migration head.")
-    schema.add_metric([], 1 if state.at_head else 0)
+    schema.add_metric([], 1 if r.at_head else 0)
     backup = GaugeMetricFamily("pharmacy_last_backup_age_seconds",
                                "Seconds since the last verified `flask backup create` (+Inf when none is recorded).")
-    backup.add_metric([], _age(at, last_backup))
-    return [up, outbox, oldest, total, hour, orders, heartbeat, schema, backup]
+    backup.add_metric([], _age(at, r.last_backup))
+    return [heartbeat, schema, backup]
+
+
+def database_families(at: datetime | None = None) -> list[Metric]:
+    """Gauges computed now from the database (six aggregate queries; none when it is down)."""
+    at = at or now()
+    up = GaugeMetricFamily("pharmacy_database_up", "1 when the database answered this scrape's queries.")
+    try:
+        with db.engine.connect() as conn:
+            readings = _read(conn, at)
+    except Exception:
+        up.add_metric([], 0)
+        return [up]
+    up.add_metric([], 1)
+    return [up, *_outbox_families(readings, at), *_delivery_families(readings), _order_family(readings),
+            *_operations_families(readings, at)]
 
 
 def process_families() -> list[Metric]:

@@ -185,6 +185,21 @@ def plan_refill_reminders(
     planned for today. A message planned for today whose hour has gone is simply due — the
     outbox sends due rows at once. Never two messages on one day: the most urgent stays.
     """
+    offsets = _checked_offsets(offsets_days, overdue_after_days)
+    candidates = _early_candidates(order_by, offsets, today, calendar)
+    early_days = [order_by - timedelta(days=offset) for offset in offsets if offset]
+    if order_by >= today and (0 in offsets or all(day < today for day in early_days)):
+        candidates.append(_Candidate((2, 0), order_by, MessageKind.REMINDER_ORDER_BY, "order_by"))
+    overdue_day = max(order_by + timedelta(days=overdue_after_days), today)
+    candidates.append(_Candidate((3, 0), overdue_day, MessageKind.REMINDER_OVERDUE, "overdue"))
+    messages = [
+        PlannedMessage(kind=c.kind, local_day=c.day, send_at=send_instant(c.day, hour, tz), key=c.key)
+        for c in _most_urgent_per_day(candidates)
+    ]
+    return sorted(messages, key=lambda m: m.send_at)
+
+
+def _checked_offsets(offsets_days: Sequence[int], overdue_after_days: int) -> set[int]:
     if isinstance(overdue_after_days, bool) or not isinstance(overdue_after_days, int) or overdue_after_days < 1:
         raise ValueError("Overdue reminders go out at least 1 day after the order-by date.")
     offsets = set()
@@ -192,36 +207,31 @@ def plan_refill_reminders(
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError("Reminder offsets are whole days before the order-by date (0 or more).")
         offsets.add(offset)
+    return offsets
 
+
+def _early_candidates(order_by: date, offsets: set[int], today: date,
+                      calendar: BusinessCalendar | None) -> list[_Candidate]:
+    """The early reminders not yet past; one on a closed day moves back to the previous open day (not before today)."""
     candidates: list[_Candidate] = []
-    early_days: list[date] = []
     for offset in sorted(offsets, reverse=True):
-        if offset == 0:
-            continue
         day = order_by - timedelta(days=offset)
-        early_days.append(day)
-        if day < today:
+        if offset == 0 or day < today:
             continue
         if calendar is not None:
             day = max(calendar.previous_open_day(day), today)
         candidates.append(_Candidate((1, -offset), day, MessageKind.REMINDER_EARLY, f"early_{offset}"))
+    return candidates
 
-    if order_by >= today and (0 in offsets or all(day < today for day in early_days)):
-        candidates.append(_Candidate((2, 0), order_by, MessageKind.REMINDER_ORDER_BY, "order_by"))
 
-    overdue_day = max(order_by + timedelta(days=overdue_after_days), today)
-    candidates.append(_Candidate((3, 0), overdue_day, MessageKind.REMINDER_OVERDUE, "overdue"))
-
+def _most_urgent_per_day(candidates: list[_Candidate]) -> list[_Candidate]:
+    """Never two messages on one day: the most urgent stays."""
     by_day: dict[date, _Candidate] = {}
     for candidate in candidates:
         kept = by_day.get(candidate.day)
         if kept is None or candidate.urgency > kept.urgency:
             by_day[candidate.day] = candidate
-    messages = [
-        PlannedMessage(kind=c.kind, local_day=c.day, send_at=send_instant(c.day, hour, tz), key=c.key)
-        for c in by_day.values()
-    ]
-    return sorted(messages, key=lambda m: m.send_at)
+    return list(by_day.values())
 
 
 def plan_renewal_notice(

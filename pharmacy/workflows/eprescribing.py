@@ -32,7 +32,7 @@ from pharmacy.core.roles import Permission
 from pharmacy.documents import services as documents
 from pharmacy.documents.models import Document
 from pharmacy.documents.rules import DocumentSource
-from pharmacy.eprescribing import ncpdp, rules, services
+from pharmacy.eprescribing import messages, ncpdp, rules, services
 from pharmacy.eprescribing.models import ErxIntake, ErxMessage
 from pharmacy.eprescribing.rules import (
     IntakeKind,
@@ -87,7 +87,7 @@ def receive_script(actor: Actor, raw: bytes) -> Reply:
         message = ncpdp.parse(raw)
     except ncpdp.ScriptError as exc:
         return _refuse_unreadable(actor, raw, exc)
-    row, new = services.record_inbound(actor, raw, kind=message.kind, header=message.header)
+    row, new = messages.record_inbound(actor, raw, kind=message.kind, header=message.header)
     if not new:
         audit.record(actor, "erx.message.duplicate", patient_id=row.patient_id, entity=("erx_message", row.id))
         if row.answer_body:
@@ -111,14 +111,14 @@ def receive_script(actor: Actor, raw: bytes) -> Reply:
 
 def _answer(row: ErxMessage, inbound: ncpdp.Header | None, kind: str, code: str, description: str, *,
             refused: bool = False, store: bool = True) -> Reply:
-    body = ncpdp.answer_message(kind, services.answer_header(inbound), ncpdp.Answer(code=code, description=description))
+    body = ncpdp.answer_message(kind, messages.answer_header(inbound), ncpdp.Answer(code=code, description=description))
     if store:
-        services.set_answer(row, kind, ncpdp.Answer(code=code, description=description), body, refused=refused)
+        messages.set_answer(row, kind, ncpdp.Answer(code=code, description=description), body, refused=refused)
     return Reply(body, kind, code)
 
 
 def _refuse_unreadable(actor: Actor, raw: bytes, exc: ncpdp.ScriptError) -> Reply:
-    row, new = services.record_inbound(actor, raw, kind=exc.kind or "unreadable", header=exc.header)
+    row, new = messages.record_inbound(actor, raw, kind=exc.kind or "unreadable", header=exc.header)
     if not new and row.answer_body:
         return Reply(row.answer_body, row.answer_kind or "Error", row.answer_code or exc.code)
     audit.record(actor, "erx.message.refuse", outcome="failed", entity=("erx_message", row.id),
@@ -132,7 +132,7 @@ def _new_rx(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> tupl
     problem = rules.npi_problem(written.prescriber.npi)
     if problem:
         raise _Refusal(problem)
-    services.learn_address(written.prescriber.npi, message.header, written.prescriber.clinic_name)
+    messages.learn_address(written.prescriber.npi, message.header, written.prescriber.clinic_name)
     services.open_intake(actor, source=Source.NCPDP, kind=IntakeKind.NEW_RX, written=written, message_row=row)
     return "Status", ncpdp.STATUS_ACCEPTED, "Received into the pharmacy's intake queue; a pharmacist will review it."
 
@@ -166,7 +166,7 @@ def _cancel_rx(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> t
     header = message.header
     intake = services.intake_for_order_number(written.prescriber.npi, header.prescriber_order_number)
     if intake is None and header.relates_to:
-        original = services.inbound_by_message_id(header.relates_to, ("NewRx",))
+        original = messages.inbound_by_message_id(header.relates_to, ("NewRx",))
         intake = db.session.get(ErxIntake, original.intake_id) if original and original.intake_id else None
     notice_rx: Prescription | None = None
     if intake is None:
@@ -195,7 +195,7 @@ def _cancel_rx(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> t
                    f"{rx.rx_number} is stopped: orders in progress, refill requests and reminders are cancelled.")
         response = ncpdp.PrescriberResponse(outcome="approved", note=f"{stopped} {dispensed}")
         notice = f"Cancelled by the prescriber. {stopped} {dispensed}" + (" Tell the patient." if count else "")
-    reply_header = services.answer_header(header)
+    reply_header = messages.answer_header(header)
     body = ncpdp.response_message("CancelRxResponse", reply_header, response)
     patient_id = notice_rx.patient_id if notice_rx else (intake.patient_id if intake else None)
     entry = services.open_intake(
@@ -203,13 +203,13 @@ def _cancel_rx(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> t
         prescription_id=notice_rx.id if notice_rx else None, patient_id=patient_id,
         prescriber_id=notice_rx.prescriber_id if notice_rx else None,
     )
-    services.enqueue(actor, "CancelRxResponse", body, reply_header, patient_id=patient_id,
+    messages.enqueue(actor, "CancelRxResponse", body, reply_header, patient_id=patient_id,
                      prescription_id=notice_rx.id if notice_rx else None, intake_id=entry.id)
     return "Status", ncpdp.STATUS_ACCEPTED, "CancelRx received; the CancelRxResponse follows."
 
 
 def _renewal_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> tuple[str, str, str]:
-    request = services.outbound_for(message.header.relates_to, ("RxRenewalRequest",))
+    request = messages.outbound_for(message.header.relates_to, ("RxRenewalRequest",))
     if request is None or request.prescription_id is None:
         raise _Refusal(f"RelatesToMessageID {message.header.relates_to} matches no renewal request this pharmacy sent.")
     response = message.response
@@ -251,7 +251,7 @@ def _renewal_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessag
 
 
 def _change_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> tuple[str, str, str]:
-    request = services.outbound_for(message.header.relates_to, ("RxChangeRequest",))
+    request = messages.outbound_for(message.header.relates_to, ("RxChangeRequest",))
     if request is None or request.intake_id is None:
         raise _Refusal(f"RelatesToMessageID {message.header.relates_to} matches no change request this pharmacy sent.")
     response = message.response
@@ -273,9 +273,9 @@ def _change_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage
 
 def _answer_to_us(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> tuple[str, str, str]:
     """A Status, Error or Verify about a message we sent: kept on that message (and shown on the queue page)."""
-    ours = services.outbound_for(message.header.relates_to, ncpdp.OUTBOUND_KINDS)
+    ours = messages.outbound_for(message.header.relates_to, ncpdp.OUTBOUND_KINDS)
     if ours is not None and message.answer is not None:
-        services.note_receiver_answer(actor, ours, message.kind, message.answer)
+        messages.note_receiver_answer(actor, ours, message.kind, message.answer)
         row.patient_id, row.intake_id, row.prescription_id = ours.patient_id, ours.intake_id, ours.prescription_id
     return "Status", ncpdp.STATUS_OK, "Acknowledged."
 
@@ -295,7 +295,7 @@ def receive_fhir(actor: Actor, raw: bytes, *, key: str, written: WrittenPrescrip
     identifier, or the body's checksum). (The entry, whether it is new.)"""
     audit.require(actor, Permission.ENTER_PRESCRIPTION, what="send prescriptions to the intake queue")
     sender = f"fhir:{actor.user_id}"
-    row, new = services.record_inbound(actor, raw, kind="MedicationRequest",
+    row, new = messages.record_inbound(actor, raw, kind="MedicationRequest",
                                        header=ncpdp.Header(sender=sender, message_id=key[:64]))
     if not new and row.intake_id is not None:
         audit.record(actor, "erx.message.duplicate", entity=("erx_message", row.id))
@@ -305,7 +305,7 @@ def receive_fhir(actor: Actor, raw: bytes, *, key: str, written: WrittenPrescrip
         raise ValidationFailed(problem, fields={"requester": problem})
     intake = services.open_intake(actor, source=Source.FHIR, kind=IntakeKind.NEW_RX, written=written, message_row=row,
                                   patient_id=patient_id, prescriber_id=prescriber_id)
-    services.set_answer(row, "Accepted", ncpdp.Answer(code="202", description=f"intake {intake.id}"), b"",
+    messages.set_answer(row, "Accepted", ncpdp.Answer(code="202", description=f"intake {intake.id}"), b"",
                         refused=False)
     return intake, True
 
@@ -352,12 +352,12 @@ def accept(actor: Actor, intake_id: int, data: dict) -> Prescription:
         documents.attach(actor, intake.document_id, rx.id, patient_id=rx.patient_id)
     source = db.session.get(ErxMessage, intake.message_row_id) if intake.message_row_id else None
     if intake.source == Source.NCPDP and source is not None and source.sender and source.message_id:
-        header = services.answer_header(ncpdp.Header(sender=source.sender, message_id=source.message_id,
+        header = messages.answer_header(ncpdp.Header(sender=source.sender, message_id=source.message_id,
                                                      prescriber_order_number=source.prescriber_order_number or ""))
         header.rx_reference_number = rx.rx_number
         body = ncpdp.answer_message("Verify", header, ncpdp.Answer(code=ncpdp.STATUS_ACCEPTED,
                                                                    description="Accepted by the pharmacy."))
-        services.enqueue(actor, "Verify", body, header, patient_id=rx.patient_id, prescription_id=rx.id,
+        messages.enqueue(actor, "Verify", body, header, patient_id=rx.patient_id, prescription_id=rx.id,
                          intake_id=intake.id)
     return rx
 
@@ -374,11 +374,11 @@ def reject(actor: Actor, intake_id: int, reason: str) -> ErxIntake:
     services.mark_rejected(actor, intake, reason)
     source = db.session.get(ErxMessage, intake.message_row_id) if intake.message_row_id else None
     if intake.source == Source.NCPDP and source is not None and source.sender and source.message_id:
-        header = services.answer_header(ncpdp.Header(sender=source.sender, message_id=source.message_id,
+        header = messages.answer_header(ncpdp.Header(sender=source.sender, message_id=source.message_id,
                                                      prescriber_order_number=source.prescriber_order_number or ""))
         body = ncpdp.answer_message("Error", header, ncpdp.Answer(
             code=ncpdp.ERROR_REJECTED, description=f"Not accepted by the pharmacy: {reason}"))
-        services.enqueue(actor, "Error", body, header, patient_id=intake.patient_id, intake_id=intake.id)
+        messages.enqueue(actor, "Error", body, header, patient_id=intake.patient_id, intake_id=intake.id)
     return intake
 
 
@@ -425,12 +425,12 @@ def ask_clarification(actor: Actor, intake_id: int, question: str, request_code:
     if intake.source != Source.NCPDP or source is None or not source.sender:
         raise Conflict("Only an e-prescription received by NCPDP can be answered electronically: call or fax.")
     written = services.written_of(intake)
-    header = services.answer_header(ncpdp.Header(sender=source.sender, message_id=source.message_id or "",
+    header = messages.answer_header(ncpdp.Header(sender=source.sender, message_id=source.message_id or "",
                                                  prescriber_order_number=source.prescriber_order_number or ""))
     body = ncpdp.rx_change_request(header, request_code=request_code, patient=written.patient,
-                                   pharmacy=services.pharmacy_identity(), prescriber=written.prescriber,
+                                   pharmacy=messages.pharmacy_identity(), prescriber=written.prescriber,
                                    prescribed=replace(written.medication, note=f"Pharmacist: {question}"))
-    row = services.enqueue(actor, "RxChangeRequest", body, header, patient_id=intake.patient_id, intake_id=intake.id)
+    row = messages.enqueue(actor, "RxChangeRequest", body, header, patient_id=intake.patient_id, intake_id=intake.id)
     intake.clarification = f"Asked the prescriber: {question}"[:400]
     db.session.flush()
     return row
@@ -470,7 +470,7 @@ def send_renewal_electronically(renewal: RenewalRequest, *, prescription: Prescr
     """An RxRenewalRequest to a prescriber reachable electronically (True), or nothing (False: the caller,
     workflows.renewals.ask_prescriber, sends the email)."""
     doc = prescription.prescriber
-    address = services.address_for(doc.npi)
+    address = messages.address_for(doc.npi)
     if address is None:
         return False
     last = db.session.execute(
@@ -479,7 +479,7 @@ def send_renewal_electronically(renewal: RenewalRequest, *, prescription: Prescr
     ).scalars().first()
     origin = services.intake_of_prescription(prescription.id)
     origin_message = db.session.get(ErxMessage, origin.message_row_id) if origin and origin.message_row_id else None
-    header = services.outbound_header(
+    header = messages.outbound_header(
         to=address.address, to_qualifier=address.qualifier or "D", rx_reference=prescription.rx_number,
         prescriber_order_number=(origin_message.prescriber_order_number or "") if origin_message else "",
     )
@@ -489,11 +489,11 @@ def send_renewal_electronically(renewal: RenewalRequest, *, prescription: Prescr
     prescriber = _written_prescriber(doc)
     prescriber.clinic_name = address.clinic_name or ""
     body = ncpdp.rx_renewal_request(
-        header, patient=_written_patient(prescription.patient), pharmacy=services.pharmacy_identity(),
+        header, patient=_written_patient(prescription.patient), pharmacy=messages.pharmacy_identity(),
         prescriber=prescriber, dispensed=dispensed, prescribed=prescribed,
         last_fill=last.dispensed_on.isoformat() if last and last.dispensed_on else "",
     )
-    services.enqueue(actor, "RxRenewalRequest", body, header, patient_id=prescription.patient_id,
+    messages.enqueue(actor, "RxRenewalRequest", body, header, patient_id=prescription.patient_id,
                      prescription_id=prescription.id, renewal_id=renewal.id)
     audit.record(actor, "erx.renewal.request", patient_id=prescription.patient_id,
                  entity=("renewal_request", renewal.id))

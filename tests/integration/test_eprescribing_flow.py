@@ -27,7 +27,7 @@ from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core.forms import load
 from pharmacy.core.models import AuditEvent
-from pharmacy.eprescribing import delivery, ncpdp, services
+from pharmacy.eprescribing import delivery, messages, ncpdp, services
 from pharmacy.eprescribing.models import ErxIntake, ErxMessage
 from pharmacy.eprescribing.rules import IntakeKind, IntakeState, MatchStatus, MessageState
 from pharmacy.extensions import db
@@ -121,7 +121,7 @@ def test_new_rx_to_dispensed_and_visible_as_a_medication_dispense(app, world, in
             assert intake.prescriber_id is None  # not on file yet: the pharmacist adds them from the message
             message = db.session.get(ErxMessage, intake.message_row_id)
             assert message.body == fixture("new_rx_capsules.xml")  # verbatim
-            assert services.address_for(OKAFOR_NPI).address == "6811234567001"
+            assert messages.address_for(OKAFOR_NPI).address == "6811234567001"
 
         rx = _accept_waiting(app, world)
         assert (rx.patient_id, rx.formula_id, rx.dose_mg, rx.refills_authorized, rx.days_supply) == (
@@ -299,7 +299,7 @@ def test_delivery_retries_through_an_outage_then_gives_up_on_a_rejection(app, wo
     with app.app_context():
         verify = db.session.execute(sa.select(ErxMessage).where(ErxMessage.kind == "Verify")).scalar_one()
         assert (verify.state, verify.attempts, verify.answer_code) == (MessageState.SENT, 3, "010")
-        results = [a.result for a in services.attempts_of(verify.id)]
+        results = [a.result for a in messages.attempts_of(verify.id)]
         assert results == ["transient", "transient", "sent"]
         with app.test_request_context("/"):
             workflow.reject(world["pharmacist"], _new_waiting(app, intermediary, base=None), "Duplicate therapy")
@@ -310,7 +310,7 @@ def test_delivery_retries_through_an_outage_then_gives_up_on_a_rejection(app, wo
         error = db.session.execute(sa.select(ErxMessage).where(ErxMessage.kind == "Error",
                                                                ErxMessage.direction == "out")).scalar_one()
         assert error.state == MessageState.FAILED and "900" in error.last_error
-        services.retry_outbound(factories.actor(world["staff"]["pharmacist"]), error.id)
+        messages.retry_outbound(factories.actor(world["staff"]["pharmacist"]), error.id)
         db.session.commit()
     assert _deliver(app).sent == 1
 
