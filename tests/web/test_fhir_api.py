@@ -245,9 +245,11 @@ def test_invalid_posts_are_422_and_create_nothing(app, client, world, token, bod
         assert db.session.execute(sa.select(ErxIntake)).first() is None
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                      max_size=3), max_leaves=10)
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20), _nested, max_leaves=10)
 
 
 @settings(max_examples=FUZZ_EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
