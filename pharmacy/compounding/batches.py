@@ -49,6 +49,15 @@ def _orders(order_ids: list[int]) -> list[Order]:
     return orders
 
 
+def may_compound(actor: Actor) -> None:
+    """Forbidden (and audited) unless the actor may compound: asked before a batch form is read."""
+    audit.require(actor, Permission.COMPOUND, what="compound batches")
+
+
+def may_check(actor: Actor) -> None:
+    audit.require(actor, Permission.CHECK_ORDER, what="check batches")
+
+
 def plan(actor: Actor, order_ids: list[int], *, lots: list[Any]) -> Batch:
     """Put verified orders of one formula into a batch and choose its lots (each order's quantity and BUD cap are
     planned from these lots, as for an order made alone)."""

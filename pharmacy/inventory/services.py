@@ -113,7 +113,12 @@ def ingredient_unit(name: str) -> str | None:
 
 def may_receive(actor: Actor) -> None:
     """Forbidden (and audited) unless the actor keeps the stock: asked before the form is read."""
-    audit.require(actor, Permission.MANAGE_INVENTORY, what="receive stock")
+    audit.require(actor, Permission.MANAGE_INVENTORY, what="keep stock")
+
+
+def may_release(actor: Actor) -> None:
+    """Forbidden (and audited) unless the actor may release a quarantined lot (a pharmacist)."""
+    audit.require(actor, Permission.CHECK_ORDER, what="release quarantined lots")
 
 
 def receive(actor: Actor, lot_id: int, quantity: Any, unit: str) -> StockMove:

@@ -67,6 +67,7 @@ def receive() -> Any:
 @bp.post("/inventory/reorder-points")
 @staff_required
 def reorder_point() -> Any:
+    services.may_receive(current_actor())
     data, errors = load(ReorderPointSchema(), form_values(request.form))
     if data is None:
         return _render({}, errors, 422)
@@ -91,6 +92,7 @@ def lot(lot_id: int) -> Any:
 @bp.post(f"/inventory/lots/<{ID}:lot_id>/records")
 @staff_required
 def record(lot_id: int) -> Any:
+    services.may_receive(current_actor())
     data, errors = load(StockRecordSchema(), form_values(request.form))
     if data is None:
         return _render_lot(lot_id, request.form, errors, 422)
@@ -107,6 +109,7 @@ def record(lot_id: int) -> Any:
 @staff_required
 def quarantine(lot_id: int) -> Any:
     """Quarantine (a recall): the lot cannot be chosen at compounding; the recall list shows who received it."""
+    services.may_receive(current_actor())
     data, errors = load(ReasonSchema(), form_values(request.form))
     if data is None:
         return _render_lot(lot_id, request.form, errors, 422)
@@ -119,6 +122,7 @@ def quarantine(lot_id: int) -> Any:
 @bp.post(f"/inventory/lots/<{ID}:lot_id>/release")
 @staff_required
 def release(lot_id: int) -> Any:
+    services.may_release(current_actor())
     data, errors = load(ReasonSchema(), form_values(request.form))
     if data is None:
         return _render_lot(lot_id, request.form, errors, 422)

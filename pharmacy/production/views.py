@@ -73,6 +73,7 @@ def new_batch() -> Any:
 @bp.post("/production/batches")
 @staff_required
 def create_batch() -> Any:
+    batches.may_compound(current_actor())
     formula_id = request.form.get("formula_id", type=int)
     data, errors = load(BatchPlanSchema(), _lists())
     if data is None:
@@ -117,6 +118,7 @@ def _step(batch_id: int, done: str, call: Any) -> Any:
 @bp.post(f"/production/batches/<{ID}:batch_id>/record")
 @staff_required
 def record(batch_id: int) -> Any:
+    batches.may_compound(current_actor())
     data, errors = load(BatchRecordSchema(), _lists())
     if data is None:
         return _render_batch(batch_id, "Please check the form: nothing was saved.", errors, 422)
@@ -128,6 +130,7 @@ def record(batch_id: int) -> Any:
 @bp.post(f"/production/batches/<{ID}:batch_id>/check")
 @staff_required
 def check(batch_id: int) -> Any:
+    batches.may_check(current_actor())
     data, errors = load(BatchCheckSchema(), form_values(request.form))
     if data is None:
         return _render_batch(batch_id, "Please check the form: nothing was saved.", errors, 422)
@@ -138,5 +141,6 @@ def check(batch_id: int) -> Any:
 @bp.post(f"/production/batches/<{ID}:batch_id>/release")
 @staff_required
 def release(batch_id: int) -> Any:
+    batches.may_check(current_actor())
     return _step(batch_id, "Released: every order of the batch is ready.",
                  lambda: batch_flow.release(current_actor(), batch_id))
