@@ -322,6 +322,7 @@ def pending_versions(actor: Actor) -> list[tuple[FormulaVersion, Formula]]:
 
 
 def form_values_of(formula: Formula) -> dict[str, Any]:
-    """A formula's current values as the change form shows them."""
-    return {**snapshot(formula), "code": formula.code, "form": Form(formula.form).value,
+    """A formula's current values as the change form shows them (blank where the record has nothing)."""
+    values = {k: ("" if v is None else v) for k, v in snapshot(formula).items()}
+    return {**values, "code": formula.code, "form": Form(formula.form).value,
             "strength_mg": str(formula.strength_mg.normalize())}
