@@ -75,7 +75,9 @@ def new_batch() -> Any:
 def create_batch() -> Any:
     batches.may_compound(current_actor())
     formula_id = request.form.get("formula_id", type=int)
-    data, errors = load(BatchPlanSchema(), _lists())
+    values = _lists()
+    values.pop("formula_id", None)  # which formula's list to show again, not part of the batch
+    data, errors = load(BatchPlanSchema(), values)
     if data is None:
         return _render_new(formula_id, errors, 422)
     try:
