@@ -19,6 +19,8 @@ from pharmacy.core.roles import Role
 from pharmacy.extensions import db
 from pharmacy.inventory import services as inventory
 from pharmacy.inventory.models import LotStock
+from pharmacy.paths import ROOT
+from pharmacy.seeding.loader import load
 from pharmacy.workflows import batches as batch_flow
 from pharmacy.workflows import inventory as inventory_flow
 from pharmacy.workflows import orders as order_flow
@@ -184,3 +186,18 @@ def test_the_plan_sends_the_same_statements_whatever_the_data(app: Flask, client
         assert db.session.execute(sa.select(sa.func.count()).select_from(Batch)).scalar_one() == 0
     large = _counts(app, client)
     assert small == large
+
+
+def test_the_demo_seeds_give_lot_quantities_reorder_points_and_alerts(app: Flask, client: FlaskClient,
+                                                                       staff: dict) -> None:
+    with app.test_request_context("/"):
+        load(ROOT / "seeds")
+        db.session.commit()
+        assert inventory.ledger_mismatches() == []
+    login(client, staff["pharmacist"])
+    home = client.get("/").get_data(as_text=True)
+    assert "Low stock: Transdermal cream base (preserved)" in home  # 1200 mL, reorder at 1500 mL
+    assert "P-558201" in home  # naltrexone expiring within 60 days
+    page = client.get("/inventory").get_data(as_text=True)
+    assert "18.5 g" in page and "expired" in page
+    assert client.get("/production").status_code == 200
