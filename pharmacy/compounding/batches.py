@@ -1,5 +1,6 @@
 """Batch compounding: several patients' orders of one formula made together (USP <795> allows it) — one lot number,
-one compounding record, one BUD — each order still labelled, checked and dispensed as its own fill.
+one compounding record, one BUD — each order still labelled, checked and dispensed as its own fill, its label
+carrying the batch's lot number and its place in the batch ("L261123-007/2").
 
 Built on the order's own steps (compounding/services.py): planning a batch plans each order with the same lots
 (each keeps its own quantity and BUD cap); recording it records each order's share of the measured amounts under
@@ -165,9 +166,9 @@ def record(actor: Actor, batch_id: int, *, lots: list[dict[str, Any]], quantity_
         db.session.flush()
     except IntegrityError:
         raise Conflict("Another batch was recorded at the same moment; nothing was saved. Try again.") from None
-    for order, order_lots, order_made in zip(orders, per_order_lots, made_shares, strict=True):
+    for place, (order, order_lots, order_made) in enumerate(zip(orders, per_order_lots, made_shares, strict=True), 1):
         services.compound_order(actor, order.id, lots=order_lots, quantity_made=order_made,
-                                batch_lot=(batch.id, batch.lot_number))
+                                batch_lot=(batch.id, rules.batch_order_lot(batch.lot_number, place)))
     batch.bud = min((o.bud for o in orders if o.bud), default=None)
     batch.quantity_made = made
     batch.expected_quantity = sum(weights, Decimal(0))

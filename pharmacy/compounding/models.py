@@ -84,7 +84,7 @@ class IngredientLot(db.Model):
     # A recalled (or otherwise suspect) lot is quarantined: it cannot be chosen at compounding until released.
     quarantined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     quarantine_reason: Mapped[str | None] = mapped_column(sa.String(400))
-    quarantined_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    quarantined_by_id: Mapped[int | None] = mapped_column()  # a user id (no FK: added without a table rebuild)
 
 
 class Order(db.Model):
@@ -102,10 +102,6 @@ class Order(db.Model):
         sa.Index("ix_orders_state_delivery", "state", "delivery_method"),  # the dashboard's tiles, index-only
         sa.Index("ix_orders_patient_created", "patient_id", "created_at"),
         sa.Index("ix_orders_run_out", "run_out_date"),
-        # A lot number is one order's, or one batch's shared by the orders made together (compounding/batches.py).
-        sa.Index("uq_orders_lot_number_single", "lot_number", unique=True,
-                 sqlite_where=sa.text("batch_id IS NULL"), postgresql_where=sa.text("batch_id IS NULL")),
-        sa.Index("ix_orders_lot_number", "lot_number"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -133,9 +129,11 @@ class Order(db.Model):
     delivery_method: Mapped[DeliveryMethod] = mapped_column(enum_column(DeliveryMethod))
     carrier: Mapped[str | None] = mapped_column(sa.String(40))
     tracking_number: Mapped[str | None] = mapped_column(sa.String(60))
-    lot_number: Mapped[str | None] = mapped_column(sa.String(32))
+    # An order made in a batch carries the batch's lot number and its place in it ("L261123-007/2").
+    lot_number: Mapped[str | None] = mapped_column(sa.String(32), unique=True)
     # Made with other patients' orders of the same formula in one batch (one lot number, record and BUD).
-    batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("batches.id"), index=True)
+    # No foreign key: added without rebuilding the orders table (SQLite), like batch_planned_by_id.
+    batch_id: Mapped[int | None] = mapped_column(index=True)
     formula_version: Mapped[int | None] = mapped_column()  # the master formula's version it was made with
     bud: Mapped[date | None] = mapped_column()
     quantity_made: Mapped[Decimal | None] = mapped_column("quantity_made_milli", Milli())
@@ -221,4 +219,5 @@ class Batch(db.Model):
     checked_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    orders: Mapped[list[Order]] = relationship(order_by="Order.id")
+    orders: Mapped[list[Order]] = relationship(primaryjoin="Batch.id == foreign(Order.batch_id)", order_by="Order.id",
+                                               viewonly=True)

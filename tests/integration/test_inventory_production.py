@@ -108,7 +108,8 @@ def test_a_batch_is_one_lot_number_record_and_bud_for_every_order(world: dict, s
         {"ingredient_lot_id": w["ntx"].id, "quantity_used": "405"},
         {"ingredient_lot_id": w["mcc"].id, "quantity_used": "12.6"}])
     made = [db.session.get(Order, o.id) for o in three]
-    assert {o.lot_number for o in made} == {batch.lot_number} and batch.lot_number
+    # One batch lot number on every label, with the order's place in the batch.
+    assert [o.lot_number for o in made] == [f"{batch.lot_number}/{i}" for i in (1, 2, 3)] and batch.lot_number
     assert {o.bud for o in made} == {batch.bud} and {o.batch_id for o in made} == {batch.id}
     assert all(o.state.value == "compounding" for o in made)
     assert sum(u.quantity_used for o in made for u in o.lots_used if u.ingredient_lot_id == w["ntx"].id) == 405
@@ -153,7 +154,8 @@ def test_a_recall_quarantines_the_lot_and_lists_every_batch_and_patient(world: d
     assert lot.quarantined_at is not None
     assert {r.order_id for r in found.orders} == {*(o.id for o in three), single.id}
     assert found.patient_count == 4
-    assert {r.order_lot for r in found.orders} == {batch.lot_number, db.session.get(Order, single.id).lot_number}
+    assert {r.order_lot.split("/")[0] for r in found.orders} == {batch.lot_number,
+                                                                 db.session.get(Order, single.id).lot_number}
     # Quarantined: never offered, and refused if chosen anyway.
     fresh = _verified(w, {"first_name": "Lee", "last_name": "Park", "email": "lee@example.com"})
     with pytest.raises(ValidationFailed, match="not planned") as err:
