@@ -23,11 +23,10 @@ def items() -> dict[str, InventoryItem]:
 
 def usable_levels(names: Iterable[str], units: dict[str, str], day: date) -> dict[str, list[LotLevel]]:
     """Per ingredient, its usable lots (unexpired on `day`, not quarantined, with stock) and what each holds, in the
-    unit given for the ingredient (else the lot's own): one statement."""
+    unit given for the ingredient (else the lot's own): one statement, even for no ingredient (the same count
+    whatever the plan holds)."""
     wanted = sorted(set(names))
     out: dict[str, list[LotLevel]] = defaultdict(list)
-    if not wanted:
-        return out
     rows = db.session.execute(
         sa.select(IngredientLot.id, IngredientLot.ingredient_name, IngredientLot.expiry_date, IngredientLot.supplier,
                   IngredientLot.lot_number, LotStock.on_hand, LotStock.unit)
