@@ -230,3 +230,14 @@ def test_the_plan_puts_orders_requests_and_expected_refills_on_their_bench_days(
     assert not needs["Naltrexone hydrochloride USP"].short
     csv_text = production.to_csv(plan)
     assert csv_text.count("\r\n") >= 15 and "LDN-CAP-4.5" in csv_text
+
+
+def test_flask_inventory_check_finds_a_lot_that_disagrees_with_its_ledger(app, world: dict, staff: dict) -> None:
+    w = _stocked_world(staff)
+    db.session.commit()
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["inventory", "check"]).exit_code == 0
+    db.session.get(LotStock, w["ntx"].id).on_hand = Decimal(3)
+    db.session.commit()
+    result = runner.invoke(args=["inventory", "check"])
+    assert result.exit_code == 1 and "on hand 3" in result.output
