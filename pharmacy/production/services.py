@@ -164,7 +164,7 @@ def _titration_key() -> tuple[Any, Any]:
 
 
 def _orders() -> Iterable[_Work]:
-    rows = db.session.execute(
+    rows = db.session.connection().execute(
         sa.select(Prescription.formula_id, Prescription.latest_run_out_date, Order.delivery_method,
                   Patient.shipping_days, sa.func.sum(Order.quantity), sa.func.count())
         .select_from(Order).join(Prescription, Prescription.id == Order.prescription_id)
@@ -182,7 +182,7 @@ def _grouped(stmt: Any, delivery: Any, source_of: Any, extra: tuple[Any, ...] = 
     titration, dispensed = _titration_key()
     cols = (Prescription.formula_id, Prescription.latest_run_out_date, delivery, Patient.shipping_days,
             Prescription.dose_mg, Prescription.days_supply, titration, dispensed, *extra)
-    rows = db.session.execute(stmt.add_columns(*cols, sa.func.count()).group_by(*cols)).all()
+    rows = db.session.connection().execute(stmt.add_columns(*cols, sa.func.count()).group_by(*cols)).all()
     for row in rows:
         formula_id, run_out, method, ship, dose, days, steps, done = row[:8]
         yield _Work(formula_id, run_out, _shipping(method, ship), int(row[-1]), source_of(row), dose=Decimal(dose),
@@ -199,13 +199,12 @@ def _requests() -> Iterable[_Work]:
 def _expected(low: date, high: date, day: date) -> Iterable[_Work]:
     """Active prescriptions with refills left whose supply runs out in [low, high], with nothing ordered or asked
     for yet — what the reminders are asking the patients for; auto-refill enrolments separately (they will ask)."""
-    other = sa.orm.aliased(Order)
-    open_order = sa.exists().where(other.prescription_id == Prescription.id,
-                                   other.state.in_([s for s in OrderState if s not in (OrderState.DISPENSED,
-                                                                                       OrderState.CANCELLED)]))
-    open_request = sa.exists().where(RefillRequest.prescription_id == Prescription.id,
-                                     RefillRequest.state.in_([RefillRequestState.OPEN,
-                                                              RefillRequestState.AWAITING_RENEWAL]))
+    # Uncorrelated NOT IN: the few open orders and requests are read once along their state indexes, instead of a
+    # probe of orders and requests for each of the tens of thousands of prescriptions in the window.
+    open_orders = sa.select(Order.prescription_id).where(
+        Order.state.in_([s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]))
+    open_requests = sa.select(RefillRequest.prescription_id).where(
+        RefillRequest.state.in_([RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL]))
     authorized_days = Prescription.days_supply * (1 + sa.func.coalesce(Prescription.refills_authorized, 0))
     enrolled = Enrolment.id.is_not(None)
     stmt = (sa.select().select_from(Prescription).join(Patient, Patient.id == Prescription.patient_id)
@@ -213,7 +212,8 @@ def _expected(low: date, high: date, day: date) -> Iterable[_Work]:
                   isouter=True)
             .where(Prescription.status == RxStatus.ACTIVE, Prescription.latest_run_out_date >= low,
                    Prescription.latest_run_out_date <= high, Prescription.expiry_date >= day,
-                   sa.func.coalesce(Prescription.days_dispensed, 0) < authorized_days, ~open_order, ~open_request))
+                   sa.func.coalesce(Prescription.days_dispensed, 0) < authorized_days,
+                   Prescription.id.not_in(open_orders), Prescription.id.not_in(open_requests)))
     return _grouped(stmt, Patient.delivery_preference, lambda row: Source.AUTO if row[8] else Source.EXPECTED,
                     extra=(enrolled,))
 
@@ -233,12 +233,19 @@ def _formulas() -> dict[int, Formula]:
         sa.select(Formula).options(selectinload(Formula.ingredients))).scalars()}
 
 
+def _longest_journey() -> int:
+    """The most shipping days any patient who ships has (one statement): bounds the plan's run-out window."""
+    days = db.session.execute(sa.select(sa.func.max(Patient.shipping_days))
+                              .where(Patient.delivery_preference == DeliveryMethod.SHIP)).scalar_one_or_none()
+    return min(int(days or 0), MAX_SHIPPING)
+
+
 def _window(day: date, last: date, formulas: dict[int, Formula], calendar: BusinessCalendar) -> tuple[date, date]:
     """The run-out dates whose order-by date can fall on a plan day: from a week ago (recently out) to the last day
-    plus the longest lead time, the longest journey (patients.shipping_days is at most 30) and the safety buffer
-    (and a weekend)."""
+    plus the longest lead time, the longest journey and the safety buffer (and a weekend)."""
     lead = max((f.lead_time_business_days for f in formulas.values()), default=0)
-    high = calendar.add_business_days(last, lead) + timedelta(days=settings().safety_buffer_days + MAX_SHIPPING + 3)
+    journey = _longest_journey()
+    high = calendar.add_business_days(last, lead) + timedelta(days=settings().safety_buffer_days + journey + 3)
     return day - timedelta(days=RECENTLY_OUT_DAYS), high
 
 
