@@ -111,7 +111,7 @@ def test_receive_plan_batch_and_see_the_stock_go_down(live_server, live_app, pag
     page.goto(f"{base}/")
     alert = page.locator("#stock-alerts").inner_text()
     assert "Low stock: Naltrexone hydrochloride USP" in alert and "0.195 g usable" in alert
-    assert "To compound today" in page.locator("#production-today").inner_text()
+    assert "Production: what the bench makes" in page.locator("#production-today").inner_text()
     accessible(page, "7-today-low-stock")
     assert errors == []
 

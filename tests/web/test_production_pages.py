@@ -81,7 +81,7 @@ def test_the_pages_render_with_data_and_today_shows_low_stock(app: Flask, client
         _no_repr(bodies[path])
     home = bodies["/"]
     assert "Low stock: Naltrexone hydrochloride USP" in home  # 1 g − 0.405 g = 0.595 g, reorder at 0.8 g
-    assert "To compound today" in home
+    assert "Production: what the bench makes" in home
     batch = bodies[f"/production/batches/{w['batch_id']}"]
     assert batch.count("Batch1") == 1 and "Pat0" in batch and "Final check" in batch
     assert "0.595 g" in bodies["/inventory"]
