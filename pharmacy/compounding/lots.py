@@ -21,10 +21,12 @@ from pharmacy.extensions import db
 
 
 def usable_lots(formula: Formula) -> dict[str, list[IngredientLot]]:
-    """Unexpired lots per ingredient of a formula, soonest expiry first (first-expiry, first-out)."""
+    """Unexpired lots per ingredient of a formula, soonest expiry first (first-expiry, first-out); a quarantined
+    (recalled) lot is never offered."""
     names = [i.name for i in formula.ingredients]
     lots = db.session.execute(
-        sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(names), IngredientLot.expiry_date >= today())
+        sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(names), IngredientLot.expiry_date >= today(),
+                                       IngredientLot.quarantined_at.is_(None))
         .order_by(IngredientLot.expiry_date, IngredientLot.id)
     ).scalars()
     out: dict[str, list[IngredientLot]] = {n: [] for n in names}
@@ -119,4 +121,47 @@ def receive_lot(actor: Actor, data: dict[str, Any]) -> IngredientLot:
     except IntegrityError:
         raise Conflict(f"Lot {number} from {supplier} was received at the same moment by someone else.") from None
     audit.record(actor, "ingredient_lot.receive", entity=("ingredient_lot", lot.id))
+    return lot
+
+
+def quarantine_lot(actor: Actor, lot_id: int, reason: str) -> IngredientLot:
+    """A recalled or suspect lot is quarantined: it cannot be chosen at compounding until a pharmacist releases it.
+    Anyone who keeps the stock may quarantine (stopping is always allowed); the recall list says who received it."""
+    audit.require(actor, Permission.MANAGE_INVENTORY, what="quarantine ingredient lots")
+    lot = _locked_lot(lot_id)
+    text = (reason or "").strip()
+    if not 3 <= len(text) <= 400:
+        raise ValidationFailed("Say why the lot is quarantined.", fields={"reason": "Say why (3–400 characters)."})
+    if lot.quarantined_at is not None:
+        raise Conflict(f"{lot.ingredient_name} lot {lot.lot_number} is already quarantined.")
+    lot.quarantined_at = now()
+    lot.quarantine_reason = text
+    lot.quarantined_by_id = actor.user_id
+    db.session.flush()
+    audit.record(actor, "ingredient_lot.quarantine", entity=("ingredient_lot", lot.id), details={"reason": text})
+    return lot
+
+
+def release_lot(actor: Actor, lot_id: int, reason: str) -> IngredientLot:
+    """Out of quarantine (the supplier withdrew the recall, the test came back clean): a pharmacist's decision."""
+    audit.require(actor, Permission.CHECK_ORDER, what="release quarantined lots")
+    lot = _locked_lot(lot_id)
+    text = (reason or "").strip()
+    if not 3 <= len(text) <= 400:
+        raise ValidationFailed("Say why the lot may be used again.", fields={"reason": "Say why (3–400 characters)."})
+    if lot.quarantined_at is None:
+        raise Conflict(f"{lot.ingredient_name} lot {lot.lot_number} is not quarantined.")
+    lot.quarantined_at = None
+    lot.quarantine_reason = None
+    lot.quarantined_by_id = None
+    db.session.flush()
+    audit.record(actor, "ingredient_lot.release", entity=("ingredient_lot", lot.id), details={"reason": text})
+    return lot
+
+
+def _locked_lot(lot_id: int) -> IngredientLot:
+    lot = db.session.execute(sa.select(IngredientLot).where(IngredientLot.id == lot_id).with_for_update()
+                             ).scalar_one_or_none() if valid_id(lot_id) else None
+    if lot is None:
+        raise NotFound("No such ingredient lot.")
     return lot

@@ -43,6 +43,10 @@ class Formula(db.Model):
     lead_time_business_days: Mapped[int] = mapped_column(default=2)
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The approved version in use (pharmacy/formulas: each change is a new version a pharmacist approves before use);
+    # orders and batches keep the number they were made with. Retired: may no longer be ordered (active is False).
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     ingredients: Mapped[list[FormulaIngredient]] = relationship(
         back_populates="formula", order_by="FormulaIngredient.position", cascade="all, delete-orphan"
@@ -77,6 +81,10 @@ class IngredientLot(db.Model):
     expiry_date: Mapped[date] = mapped_column()
     received_on: Mapped[date | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # A recalled (or otherwise suspect) lot is quarantined: it cannot be chosen at compounding until released.
+    quarantined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    quarantine_reason: Mapped[str | None] = mapped_column(sa.String(400))
+    quarantined_by_id: Mapped[int | None] = mapped_column()  # a user id (no FK: added without a table rebuild)
 
 
 class Order(db.Model):
@@ -121,7 +129,12 @@ class Order(db.Model):
     delivery_method: Mapped[DeliveryMethod] = mapped_column(enum_column(DeliveryMethod))
     carrier: Mapped[str | None] = mapped_column(sa.String(40))
     tracking_number: Mapped[str | None] = mapped_column(sa.String(60))
+    # An order made in a batch carries the batch's lot number and its place in it ("L261123-007/2").
     lot_number: Mapped[str | None] = mapped_column(sa.String(32), unique=True)
+    # Made with other patients' orders of the same formula in one batch (one lot number, record and BUD).
+    # No foreign key: added without rebuilding the orders table (SQLite), like batch_planned_by_id.
+    batch_id: Mapped[int | None] = mapped_column(index=True)
+    formula_version: Mapped[int | None] = mapped_column()  # the master formula's version it was made with
     bud: Mapped[date | None] = mapped_column()
     quantity_made: Mapped[Decimal | None] = mapped_column("quantity_made_milli", Milli())
     qc_yield_pct: Mapped[Decimal | None] = mapped_column("qc_yield_milli", Milli())
@@ -179,3 +192,32 @@ class OrderIngredientLot(db.Model):
 
     order: Mapped[Order] = relationship(back_populates="lots_used")
     ingredient_lot: Mapped[IngredientLot] = relationship()
+
+
+class Batch(db.Model):
+    """One preparation made for several patients' orders of the same formula (USP <795> allows it): one lot
+    number, one compounding record, one BUD; each order linked to it keeps its own label and fill."""
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        sa.CheckConstraint("expected_quantity_milli > 0", name="expected_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    formula_id: Mapped[int] = mapped_column(sa.ForeignKey("formulas.id"), index=True)
+    formula_version: Mapped[int] = mapped_column()
+    lot_number: Mapped[str | None] = mapped_column(sa.String(32), unique=True)
+    bud: Mapped[date | None] = mapped_column()
+    expected_quantity: Mapped[Decimal] = mapped_column("expected_quantity_milli", Milli())
+    quantity_made: Mapped[Decimal | None] = mapped_column("quantity_made_milli", Milli())
+    qc_yield_pct: Mapped[Decimal | None] = mapped_column("qc_yield_milli", Milli())
+    qc_passed: Mapped[bool | None] = mapped_column()
+    planned_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    planned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    compounded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    compounded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    checked_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    orders: Mapped[list[Order]] = relationship(primaryjoin="Batch.id == foreign(Order.batch_id)", order_by="Order.id",
+                                               viewonly=True)

@@ -76,7 +76,8 @@ def recall_form(actor: Actor) -> None:
 
 
 def find(actor: Actor, *, ingredient_lot: str | None = None, order_lot: str | None = None) -> RecallResult:
-    """Every order made with the ingredient lot (any supplier's lot of that number), or the batch with that lot."""
+    """Every order made with the ingredient lot (any supplier's lot of that number), or the batch with that lot (every
+    order of a batch of several: their lot numbers are the batch's with their place, "L261123-007/2")."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="run lot recalls")
     ingredient_lot = (ingredient_lot or "").strip() or None
     order_lot = (order_lot or "").strip() or None
@@ -103,7 +104,9 @@ def find(actor: Actor, *, ingredient_lot: str | None = None, order_lot: str | No
         stmt = stmt.where(Order.id.in_(used))
     else:
         assert order_lot is not None
-        stmt = stmt.where(sa.func.upper(Order.lot_number) == order_lot.upper())
+        wanted = order_lot.upper()  # a batch's number also finds every order made in it ("L261123-007/2")
+        stmt = stmt.where(sa.or_(sa.func.upper(Order.lot_number) == wanted,
+                                 sa.func.upper(Order.lot_number).startswith(wanted + "/", autoescape=True)))
     orders = db.session.execute(stmt.order_by(Order.compounded_at, Order.id).limit(MAX_ROWS)).unique().scalars()
     tz = settings().timezone
     for order in orders:

@@ -325,3 +325,11 @@ def lot_number(compounded_on: date, sequence: int) -> str:
     if isinstance(sequence, bool) or not 1 <= sequence <= 9999:
         raise ValueError(f"the daily batch sequence must be 1–9999, got {sequence!r}")
     return f"L{compounded_on:%y%m%d}-{sequence:03d}"
+
+
+def batch_order_lot(batch_lot: str, place: int) -> str:
+    """"L261123-007/2": the lot number on the label of the second order of batch L261123-007 — the batch's number on
+    every label, and each container still told apart (a recall by the batch's number finds them all)."""
+    if isinstance(place, bool) or not 1 <= place <= 999:
+        raise ValueError(f"a batch's place must be 1–999, got {place!r}")
+    return f"{batch_lot}/{place}"

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pharmacy.billing import pricing
 from pharmacy.compounding import rules
-from pharmacy.compounding.models import IngredientLot, Order, OrderIngredientLot
+from pharmacy.compounding.models import Batch, IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
@@ -64,7 +64,12 @@ def _move(actor: Actor, order: Order, target: OrderState, action: str, details: 
 
 
 def ensure_fillable(rx: Prescription, current: supply_rules.Supply) -> None:
-    """Conflict (in the pharmacist's words) unless the next fill of `rx` may be started today."""
+    """Conflict (in the pharmacist's words) unless the next fill of `rx` may be started today. A retired formula (or
+    one not yet approved) cannot be ordered (pharmacy/formulas)."""
+    if not rx.formula.active:
+        state = "was retired" if rx.formula.retired_at else "is waiting for a pharmacist's approval"
+        raise Conflict(f"{rx.formula.name} {state}: it cannot be ordered. Replace the prescription with an active "
+                       "formula.")
     refusal = supply_rules.fill_refusal(current, status=rx.status.value, day=today(),
                                         order_in_progress=reads.open_order(rx.id) is not None,
                                         rx_number=rx.rx_number)
@@ -193,6 +198,8 @@ def _checked_lots(rx: Prescription, ids: list[int], errors: dict[str, str]) -> d
     problems = [f"Unknown ingredient lot {i}." for i in ids if i not in found]
     problems += [f"{lot.ingredient_name} lot {lot.lot_number} is not an ingredient of {formula.name}."
                  for lot in found.values() if lot.ingredient_name not in ingredients]
+    problems += [f"{lot.ingredient_name} lot {lot.lot_number} is quarantined ({lot.quarantine_reason}): choose "
+                 "another lot." for lot in found.values() if lot.quarantined_at is not None]
     expired = [lot for lot in found.values() if lot.expiry_date < day]
     if expired:
         problems.append("Expired lot(s) cannot be used: " + ", ".join(
@@ -258,6 +265,7 @@ def plan_batch(actor: Actor, order_id: int, *, lots: list[Any]) -> Order:
                                           unit=_unit(rx, found[lot_id].ingredient_name)) for lot_id, _ in parsed]
     order.batch_planned_at = now()
     order.batch_planned_by_id = actor.user_id
+    order.formula_version = rx.formula.version
     order.updated_at = now()
     db.session.flush()
     audit.record(actor, "order.plan_batch", patient_id=order.patient_id, entity=("order", order.id),
@@ -273,13 +281,15 @@ def _planned_lot_ids(order: Order) -> set[int]:
     return {row.ingredient_lot_id for row in order.lots_used}
 
 
-def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], quantity_made: Decimal | None) -> Order:
+def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], quantity_made: Decimal | None,
+                   batch_lot: tuple[int, str] | None = None) -> Order:
     """Record the measured amounts of the lots used and the quantity made; assign the lot number and the BUD.
 
     The quantity to make was fixed when the lots were chosen (`plan_batch`). Recording with other lots is
     accepted only when they do not change it; otherwise the batch must be planned again first, so nobody makes
     a quantity that the new lots' BUD would cut short. While the order is still compounding (before the final
-    check) the record may be made again: a re-made batch gets a new lot number and BUD.
+    check) the record may be made again: a re-made batch gets a new lot number and BUD (and leaves any batch it was
+    made in). `batch_lot`: (batch id, lot number) when the order is made in a batch with others (compounding/batches.py).
     """
     order = load_order(order_id)
     _permission(actor, "compound", order, "compound orders")
@@ -293,7 +303,7 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
     rx = reads.prescription(order.prescription_id)
     made, parsed, found = _measured_record(rx, lots, quantity_made)
     _same_quantity_as_planned(order, rx, found)
-    _record_batch(actor, order, rx, made, parsed, found)
+    _record_batch(actor, order, rx, made, parsed, found, batch_lot)
     if remake:
         order.updated_at = now()
         db.session.flush()
@@ -332,18 +342,28 @@ def _same_quantity_as_planned(order: Order, rx: Prescription, found: dict[int, I
     _apply(order, batch)
 
 
-def _record_batch(actor: Actor, order: Order, rx: Prescription, made: Decimal,
-                  parsed: list[tuple[int, Decimal | None]], found: dict[int, IngredientLot]) -> None:
-    """The batch's lot number (the day's next), BUD (from these lots, today), amounts and who made it."""
-    day = today()
+def next_lot_number(day: Any) -> str:
+    """The day's next lot number, after every single order's and every batch's of that day."""
     low, high = rules.lot_prefix_range(day)
-    taken = db.session.execute(
+    taken = list(db.session.execute(
         sa.select(Order.lot_number).where(Order.lot_number >= low, Order.lot_number < high)
-    ).scalars().all()
+    ).scalars()) + list(db.session.execute(
+        sa.select(Batch.lot_number).where(Batch.lot_number >= low, Batch.lot_number < high)
+    ).scalars())
     sequence = max((int(n[8:]) for n in taken if n and n[8:].isdigit()), default=0) + 1
+    return rules.lot_number(day, sequence)
+
+
+def _record_batch(actor: Actor, order: Order, rx: Prescription, made: Decimal,
+                  parsed: list[tuple[int, Decimal | None]], found: dict[int, IngredientLot],
+                  batch_lot: tuple[int, str] | None = None) -> None:
+    """The batch's lot number (the day's next, or the shared batch's), BUD (from these lots, today), amounts and
+    who made it."""
+    day = today()
     order.lots_used.clear()
     db.session.flush()  # the old rows go before the new ones (one row per lot and order)
-    order.lot_number = rules.lot_number(day, sequence)
+    order.batch_id, order.lot_number = batch_lot if batch_lot else (None, next_lot_number(day))
+    order.formula_version = rx.formula.version
     try:
         db.session.flush()
     except IntegrityError:  # another batch took this number at the same moment

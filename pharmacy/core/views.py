@@ -27,6 +27,8 @@ NAV = [
     ("Today", "dashboard.home", None),
     ("Patients", "patients.index", Permission.VIEW_CLINICAL),
     ("Orders", "compounding.queue", Permission.VIEW_CLINICAL),
+    ("Production", "production.plan", Permission.VIEW_CLINICAL),
+    ("Inventory", "inventory.index", Permission.VIEW_CLINICAL),
     ("Refills", "refills.queue", Permission.VIEW_CLINICAL),
     ("Arrived", "eprescribing.queue", Permission.VIEW_CLINICAL),
     ("Outbox", "reminders.outbox", Permission.MANAGE_OUTBOX),

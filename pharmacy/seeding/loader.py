@@ -34,6 +34,8 @@ from pharmacy.core.models import User
 from pharmacy.core.roles import Role
 from pharmacy.core.services import create_user
 from pharmacy.extensions import db
+from pharmacy.inventory.models import InventoryItem, LotStock, StockMove
+from pharmacy.inventory.rules import MoveKind
 from pharmacy.patients import services as patients
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import services as prescriptions
@@ -101,6 +103,7 @@ def load(directory: Path, *, on_progress: Callable[[str], None] = lambda _m: Non
     data = {
         "formulas": _read(directory / "formulas.yaml", "formulas", schemas.FormulaRow()),
         "ingredient_lots": _read(directory / "ingredient_lots.yaml", "ingredient_lots", schemas.LotRow()),
+        "reorder_points": _read(directory / "ingredient_lots.yaml", "reorder_points", schemas.ReorderRow()),
         "prices": _read(directory / "prices.yaml", "prices", schemas.PriceRow()),
         "fees": _read(directory / "prices.yaml", "fees", schemas.FeeRow()),
         "prescribers": _read(directory / "prescribers.yaml", "prescribers", schemas.PrescriberRow()),
@@ -112,6 +115,7 @@ def load(directory: Path, *, on_progress: Callable[[str], None] = lambda _m: Non
     formulas = _formulas(data["formulas"], report)
     on_progress("formulas")
     _lots(data["ingredient_lots"], report)
+    _reorder_points(data["reorder_points"], report)
     _prices(data["prices"], data["fees"], formulas, report)
     prescribers = _prescribers(data["prescribers"], report)
     on_progress("reference data")
@@ -179,12 +183,34 @@ def _lots(rows: list[dict[str, Any]], report: SeedReport) -> None:
         if exists:
             report.add("ingredient lots", False)
             continue
-        db.session.add(IngredientLot(
+        lot = IngredientLot(
             ingredient_name=row["ingredient_name"], supplier=row["supplier"], lot_number=row["lot_number"],
             expiry_date=day + timedelta(days=row["expiry_in_days"]),
             received_on=day - timedelta(days=row["received_days_ago"]), created_at=now(),
-        ))
+        )
+        db.session.add(lot)
         report.add("ingredient lots", True)
+        if row.get("quantity") and row.get("unit"):
+            # What is on the shelf today, as the lot's receipt in the ledger (on hand = the sum of its moves).
+            db.session.flush()
+            qty = Decimal(row["quantity"])
+            db.session.add(StockMove(ingredient_lot_id=lot.id, kind=MoveKind.RECEIPT, quantity=qty, unit=row["unit"],
+                                     at=now(), reason="on the shelf when the demo was loaded"))
+            db.session.add(LotStock(ingredient_lot_id=lot.id, unit=row["unit"], received=qty, used=Decimal(0),
+                                    wasted=Decimal(0), adjusted=Decimal(0), on_hand=qty, updated_at=now()))
+    db.session.flush()
+
+
+def _reorder_points(rows: list[dict[str, Any]], report: SeedReport) -> None:
+    for row in rows:
+        if db.session.execute(sa.select(InventoryItem.id).where(
+                InventoryItem.ingredient_name == row["ingredient_name"])).first():
+            report.add("reorder points", False)
+            continue
+        db.session.add(InventoryItem(ingredient_name=row["ingredient_name"], unit=row["unit"],
+                                     reorder_point=Decimal(row["reorder_point"]),
+                                     reorder_quantity=row.get("reorder_quantity"), updated_at=now()))
+        report.add("reorder points", True)
     db.session.flush()
 
 

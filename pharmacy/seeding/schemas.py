@@ -45,6 +45,16 @@ class LotRow(Schema):
     lot_number = fields.String(required=True, validate=validate.Length(min=1, max=40))
     expiry_in_days = fields.Integer(required=True)
     received_days_ago = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # On the shelf on load day (recorded as its receipt in the stock ledger); no quantity: stock not kept.
+    quantity = fields.Decimal(load_default=None, allow_none=True, places=3, validate=validate.Range(min=0, min_inclusive=False))
+    unit = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(("mg", "g", "kg", "mL", "L", "each")))
+
+
+class ReorderRow(Schema):
+    ingredient_name = fields.String(required=True)
+    unit = fields.String(required=True, validate=validate.OneOf(("mg", "g", "kg", "mL", "L", "each")))
+    reorder_point = fields.Decimal(required=True, places=3, validate=validate.Range(min=0))
+    reorder_quantity = fields.Decimal(load_default=None, allow_none=True, places=3)
 
 
 class PriceRow(Schema):

@@ -180,7 +180,8 @@ def usable_lots(formula: Formula, day: date) -> dict[str, list[IngredientLot]]:
     if not names:
         return lots
     for lot in db.session.execute(
-        sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(names), IngredientLot.expiry_date >= day)
+        sa.select(IngredientLot).where(IngredientLot.ingredient_name.in_(names), IngredientLot.expiry_date >= day,
+                                       IngredientLot.quarantined_at.is_(None))
         .order_by(IngredientLot.expiry_date.desc(), IngredientLot.id)
     ).scalars():
         lots[lot.ingredient_name].append(lot)
@@ -196,7 +197,8 @@ def projected_lot_expiries(formula_id: int, day: date) -> list[date]:
     rows = db.session.execute(
         sa.select(FormulaIngredient.name, sa.func.max(IngredientLot.expiry_date))
         .join(IngredientLot, sa.and_(IngredientLot.ingredient_name == FormulaIngredient.name,
-                                     IngredientLot.expiry_date >= day), isouter=True)
+                                     IngredientLot.expiry_date >= day, IngredientLot.quarantined_at.is_(None)),
+              isouter=True)
         .where(FormulaIngredient.formula_id == formula_id)
         .group_by(FormulaIngredient.name)
     ).all()

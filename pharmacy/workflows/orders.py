@@ -16,6 +16,7 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.context import today
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.roles import Permission
+from pharmacy.inventory import services as inventory
 from pharmacy.prescriptions import screening
 from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescription
@@ -136,8 +137,10 @@ def _step(actor: Actor, order: Order, target: OrderState, data: dict[str, Any]) 
     if target is OrderState.COMPOUNDING:
         if order.state == OrderState.CHECKED:
             return Outcome(orders.send_back(actor, order.id, data.get("reason") or ""))
-        return Outcome(orders.compound_order(actor, order.id, lots=data.get("lots") or [],
-                                             quantity_made=data.get("quantity_made")))
+        made = orders.compound_order(actor, order.id, lots=data.get("lots") or [],
+                                     quantity_made=data.get("quantity_made"))
+        inventory.draw_down_order(actor, made)  # the lots leave the shelf with the record, in one transaction
+        return Outcome(made)
     if target is OrderState.CHECKED:
         return Outcome(orders.check_order(actor, order.id, qc_notes=data.get("qc_notes"),
                                           deviations=data.get("deviations")))

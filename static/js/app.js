@@ -13,4 +13,20 @@ document.addEventListener("DOMContentLoaded", () => {
       setTimeout(() => form.querySelectorAll("button[type=submit]").forEach((b) => { b.disabled = true; }), 0);
     });
   });
+  // Blocks that take long to work out come after the page: <section data-fragment="/url"> is replaced by the
+  // fragment the URL returns (its placeholder links to the same URL for browsers without script).
+  document.querySelectorAll("[data-fragment]").forEach((slot) => {
+    fetch(slot.dataset.fragment, { credentials: "same-origin", headers: { "X-Fragment": "1" } })
+      .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
+      .then((html) => {
+        const holder = document.createElement("div");
+        holder.innerHTML = html;
+        slot.replaceWith(...holder.childNodes);
+      })
+      .catch(() => {
+        slot.setAttribute("aria-busy", "false");
+        const note = slot.querySelector("p");
+        if (note) note.firstChild.textContent = "Today's plan could not be worked out just now: ";
+      });
+  });
 });
