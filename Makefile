@@ -41,8 +41,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-## make test: set up, then the whole suite on SQLite and, when a server answers, on PostgreSQL
-test: $(STAMP) browser lint test-sqlite test-postgres
+## make test: set up, then the whole suite on SQLite and, when a server answers, on PostgreSQL — side by side
+## (scripts/both_passes.py: one process each, so two cores finish both in the time of the longer)
+test: $(STAMP) browser lint
+	$(PY) scripts/both_passes.py $(PY) "$(PG_ADMIN_URL)" $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP)
 	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
