@@ -37,6 +37,7 @@ class QueueGroup:
     state: OrderState
     count: int
     orders: list[Order]
+    alerts: dict[int, list[ScreeningAlert]] = field(default_factory=dict)  # order id -> the stops that block it
 
 
 QUEUE_ORDER = [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
@@ -64,7 +65,33 @@ def queue(actor: Actor, *, per_state: int = 50) -> list[QueueGroup]:
     for order in rows:
         by_state.setdefault(order.state, []).append(order)
     audit.record_reads(actor, "order.queue", [order.patient_id for order in rows])
-    return [QueueGroup(state=s, count=int(counts.get(s, 0)), orders=by_state.get(s, [])) for s in QUEUE_ORDER]
+    alerts = blocking_alerts_of(rows)
+    return [QueueGroup(state=s, count=int(counts.get(s, 0)), orders=by_state.get(s, []), alerts=alerts)
+            for s in QUEUE_ORDER]
+
+
+def blocking_alerts_of(orders: list[Order]) -> dict[int, list[ScreeningAlert]]:
+    """The stops standing in each order's way (a hard stop always; other stops until resolved), one query: what the
+    queue shows in red beside the order, so a blocked order looks blocked before anyone opens it."""
+    if not orders:
+        return {}
+    rx_ids = {o.prescription_id for o in orders}
+    order_ids = {o.id for o in orders}
+    found = db.session.execute(
+        sa.select(ScreeningAlert).where(
+            ScreeningAlert.prescription_id.in_(rx_ids), ScreeningAlert.current.is_(True),
+            sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(order_ids)))
+        .order_by(ScreeningAlert.id)
+    ).scalars().all()
+    out: dict[int, list[ScreeningAlert]] = {}
+    for order in orders:
+        mine = [a for a in found if a.order_id == order.id] or [
+            a for a in found if a.order_id is None and a.prescription_id == order.prescription_id]
+        stops = reads.blocking(mine)
+        codes = {b.code for b in stops}
+        if codes:
+            out[order.id] = [a for a in mine if a.code in codes]
+    return out
 
 
 @dataclass

@@ -271,7 +271,8 @@ def fill_refusal(current: Supply, *, status: str, day: date, order_in_progress: 
         return "A fill of this prescription is already in progress."
     stop = current.stop_reason(day)
     if stop == "expired":
-        return (f"Prescription {rx_number} expired on {current.authorization.expiry_date.isoformat()}; "
+        expiry = current.authorization.expiry_date
+        return (f"Prescription {rx_number} expired on {expiry:%b} {expiry.day}, {expiry.year}; "
                 "a renewal is needed.")
     if stop == "used_up":
         return f"No refills remain on {rx_number}; ask the prescriber for a renewal."
