@@ -325,3 +325,18 @@ def lot_number(compounded_on: date, sequence: int) -> str:
     if isinstance(sequence, bool) or not 1 <= sequence <= 9999:
         raise ValueError(f"the daily batch sequence must be 1–9999, got {sequence!r}")
     return f"L{compounded_on:%y%m%d}-{sequence:03d}"
+
+
+def bag_code(rx_number: str, fill_number: int) -> str:
+    """What the label's Code 128 barcode carries: the Rx number and the fill ("RX000005-00" is the original fill,
+    "-01" the first refill). Unique per bag (a prescription has one order per fill number), short enough to type."""
+    return f"{rx_number}-{fill_number:02d}"
+
+
+def bag_matches(scanned: str, expected: str) -> bool:
+    """A scan (or what was typed from under the barcode) names this bag: case, spaces and the dash do not matter."""
+
+    def norm(text: str) -> str:
+        return "".join(ch for ch in text.upper() if ch.isalnum())
+
+    return bool(scanned) and norm(scanned) == norm(expected)
