@@ -238,6 +238,17 @@ def record_view(actor: Actor, order_id: int) -> queries.OrderView:
     return view
 
 
+def bud_note(view: queries.OrderView) -> str | None:
+    """Said on the record when a lot's expiry, not the USP <795> default, set the beyond-use date."""
+    order, formula = view.order, view.formula
+    if formula is None or order.compounded_at is None:
+        return None
+    lots = [(u.ingredient_lot.ingredient_name, u.ingredient_lot.lot_number, u.ingredient_lot.expiry_date)
+            for u in view.lots]
+    return rules.bud_cap_note(formula.usp_category, local_date(order.compounded_at, settings().timezone),
+                              order.bud, lots)
+
+
 def record_pdf(actor: Actor, order_id: int) -> bytes:
     """The USP <795> compounding record of one batch, as a Letter page to sign and file."""
     view = record_view(actor, order_id)
@@ -283,6 +294,7 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
         ["Total quantity made", rx_rules.quantity_text(formula.form, order.quantity_made) if order.quantity_made else "—"],
         ["Beyond-use date", f"{rx_rules.format_date(order.bud)} ({formula.bud_reference}; "
                             f"{rules.BUD_DAYS[formula.usp_category]} days, or the earliest ingredient expiry)"
+                            + (f". {bud_note(view)}" if bud_note(view) else "")
          if order.bud else "—"],
         ["Storage", storage_text(formula.usp_category, formula.storage)],
         ["Container", formula.container],
@@ -296,7 +308,8 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
               ["Verified", view.name(order.verified_by_id), when(order.verified_at)],
               ["Compounded", view.name(order.compounded_by_id), when(order.compounded_at)],
               ["Checked", view.name(order.checked_by_id), when(order.checked_at)],
-              ["Released", view.name(order.released_by_id), when(order.released_at)]]
+              ["Released", view.name(order.released_by_id), when(order.released_at)],
+              ["Dispensed", view.name(order.dispensed_by_id), when(order.dispensed_at)]]
     quality = [["Quality check", qc],
                ["Checks required", formula.quality_checks or "—"],
                ["QC notes", order.qc_notes or "—"],

@@ -340,3 +340,18 @@ def bag_matches(scanned: str, expected: str) -> bool:
         return "".join(ch for ch in text.upper() if ch.isalnum())
 
     return bool(scanned) and norm(scanned) == norm(expected)
+
+
+def bud_cap_note(category: UspCategory, compounded_on: date, bud: date | None,
+                 lots: Sequence[tuple[str, str, date]]) -> str | None:
+    """Why the BUD is earlier than the category's default, in words for the record: which lot's expiry capped it
+    (`lots` are (ingredient, lot number, expiry)). None when the default applies."""
+    if bud is None:
+        return None
+    default = compounded_on + timedelta(days=BUD_DAYS[UspCategory(category)])
+    if bud >= default:
+        return None
+    cause = [f"{name} lot {number}" for name, number, expiry in lots if expiry == bud]
+    what = " and ".join(cause) if cause else "an ingredient lot"
+    return (f"Capped by the expiry of {what} ({bud:%b} {bud.day}, {bud.year}): the USP <795> default of "
+            f"{BUD_DAYS[UspCategory(category)]} days would have been {default:%b} {default.day}, {default.year}.")
