@@ -16,6 +16,7 @@ from pharmacy.billing.schemas import PaymentForm, PriceForm, QuoteForm, ReportAr
 from pharmacy.compounding.views import render_order
 from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
+from pharmacy.core.context import settings
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
 
@@ -202,7 +203,10 @@ def _report_args() -> dict[str, Any]:
 @staff_required
 def money() -> Any:
     page = reports.money_page(current_actor(), months=_report_args()["months"])
-    return render_template("billing/reports.html", page=page, chart=charts.revenue_chart(page.revenue), **_globals())
+    cost_chart = charts.monthly_cost_chart(page.average.highest[:10], page.average.average_cents,
+                                           band_max_cents=settings().price_band_max_cents)
+    return render_template("billing/reports.html", page=page, chart=charts.revenue_chart(page.revenue),
+                           cost_chart=cost_chart if page.average.highest else None, **_globals())
 
 
 @bp.get("/reports/<name>.csv")

@@ -285,7 +285,7 @@ def test_adherence_page_reads_the_snapshot_and_says_when_it_was_computed(app: Fl
     assert "Ellison" not in result.output  # counts only
 
     page = text_of(client.get("/billing/adherence"))
-    assert 'id="computed-at">Computed 2026-11-23 09:00 CST' in page and "1 measured" in page
+    assert 'id="computed-at">Computed Nov 23, 2026 9:00 AM' in page and "1 measured" in page
     assert "From 2026-05-28 to 2026-11-23" in page
     custom = text_of(client.get("/billing/adherence?window_days=90"))
     assert "Computed now for this window (the nightly figures are for 180 days)" in custom
