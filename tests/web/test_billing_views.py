@@ -74,7 +74,7 @@ def test_out_of_band_price_needs_an_explicit_confirmation(app: Flask, client: Fl
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("price", "abc", "Enter an amount, like 45.00."), ("price", "-5", "An amount cannot be negative."),
-    ("price", "4.999", "Use at most two decimals"), ("days_supply", "0", "Must be greater than or equal to 1"),
+    ("price", "4.999", "Use at most two decimals"), ("days_supply", "0", "Enter 1 or more."),
     ("quantity", "x", "Enter a number"),
 ])
 def test_bad_price_form_shows_field_messages(app: Flask, client: FlaskClient, filled: dict[str, Any], field: str, value: str,
