@@ -17,7 +17,7 @@ ASK = {
     "email": "Enter an email address like name@example.com",
     "phone": "Enter a phone number like (217) 555-0142",
     "postal_code": "Enter a ZIP code like 62704",
-    "shipping_days": "Enter the days shipping takes, from 0 to 14",
+    "shipping_days": "Enter the days shipping takes",
     "formula_id": "Choose the formula (form and strength)",
     "prescriber_id": "Choose the prescriber",
     "patient_id": "Start from the patient's page: the patient is missing",
@@ -105,7 +105,7 @@ def plain(field: str, message: str) -> str:
         return _sentence(_TYPE_WORDS[message])
     if m := _RANGE.fullmatch(message):
         lo, hi = m.groups()
-        return f"Enter a number from {lo} to {hi}."
+        return f"{ask}: a number from {lo} to {hi}." if ask else f"Enter a number from {lo} to {hi}."
     if m := _MIN.fullmatch(message):
         return f"Enter {m.group(1)} or more."
     if m := _MAX.fullmatch(message):

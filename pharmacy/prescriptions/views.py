@@ -168,15 +168,7 @@ def new() -> Any:
         form = {"patient_id": choices.patient.id, "written_date": today().isoformat(), "dosing_time": "bedtime",
                 "refills_authorized": "0", "prescriber_id": request.args.get("prescriber_id", "")}
         return _render_intake(choices, form, [], {})
-    values = _intake_values(request.form)
-    keep_both = values.pop("keep_both", None) == "1"
-    data, errors = load(PrescriptionInSchema(), values)
-    if choices.current and not keep_both:
-        # Two active LDN prescriptions side by side is almost always a missed replacement: ask before saving one.
-        data, errors = None, {**errors, "keep_both": [
-            f"{choices.patient.first_name if choices.patient else 'The patient'} already has "
-            f"{', '.join(rx.rx_number for rx in choices.current)}: replace it (the button above), or tick this box "
-            "to keep both."]}
+    data, errors = load(PrescriptionInSchema(), _intake_values(request.form))
     if data is not None:
         try:
             rx = services.create_prescription(actor, data)
@@ -186,6 +178,10 @@ def new() -> Any:
             choices = services.intake_form(actor, patient_id)
         else:
             flash(*_saved_message(rx, "saved"))
+            if choices.current:  # the form warned; say it again once it is done, naming both
+                flash(f"{rx.rx_number} is active beside {', '.join(c.rx_number for c in choices.current)}: the patient "
+                      "now has two LDN prescriptions. If this was a dose change or a renewal, discontinue the old one "
+                      "(or next time use Replace).", "warning")
             return redirect(url_for("prescriptions.detail", rx_id=rx.id))
     if choices.patient is None and "patient_id" not in errors:
         errors["patient_id"] = ["Unknown patient: start from the patient's page."]
