@@ -172,7 +172,7 @@ def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
         Spacer(1, 3),
         Table([[_p(f"Rx {data.rx_number} · {data.fill_text}", s["bold"]),
                 _p(f"Filled {rx_rules.format_date(data.date_filled)}", s["body"])]],
-              colWidths=[width * 0.5, width * 0.5],
+              colWidths=[width * 0.62, width * 0.38],
               style=[("LINEABOVE", (0, 0), (-1, 0), 0.75, colors.black), ("LEFTPADDING", (0, 0), (-1, -1), 0)]),
         _p(data.patient_name, s["big"]),
         _p(data.product, s["title"]),
@@ -217,8 +217,7 @@ def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
         chart.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black),
                                    ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
                                    ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5)]))
-        story += [Spacer(1, 5), KeepTogether([_p(f"Titration chart for Rx {data.rx_number}: follow the dates",
-                                                 s["bold"]), chart])]
+        story += [Spacer(1, 5), KeepTogether([_p("Titration chart: follow the dates", s["bold"]), chart])]
     doc.build(story)
     return buf.getvalue()
 

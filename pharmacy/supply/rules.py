@@ -286,7 +286,8 @@ def fill_note(current: Supply, days: int, *, capped_by_bud: date | None = None) 
     """
     progress = current.progress_text(days)
     if capped_by_bud is not None:
-        return f"Capped at {_days(days)} by the beyond-use date ({capped_by_bud.isoformat()}): {progress}."
+        bud = f"{capped_by_bud:%b} {capped_by_bud.day}, {capped_by_bud.year}"
+        return f"Capped at {_days(days)} by the beyond-use date ({bud}): {progress}."
     if current.partial or days < current.days_owed:
         return f"Partial fill: {progress}."
     return None
