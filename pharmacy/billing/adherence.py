@@ -73,10 +73,10 @@ class AdherenceReport:
 
     @property
     def computed_local(self) -> str:
-        """"2026-11-23 02:00 CST": when the snapshot was computed, at the pharmacy."""
+        """"Nov 23, 2026 2:00 AM": when the snapshot was computed, at the pharmacy."""
         if self.computed_at is None:
             return ""
-        return self.computed_at.astimezone(settings().timezone).strftime("%Y-%m-%d %H:%M %Z")
+        return self.computed_at.astimezone(settings().timezone).strftime("%b %-d, %Y %-I:%M %p")
 
     @property
     def configured_window_days(self) -> int:

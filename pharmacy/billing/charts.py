@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup
 
-from pharmacy.billing.reports import MonthRevenue
+from pharmacy.billing.reports import MonthRevenue, PatientMonthly
 from pharmacy.billing.rules import format_cents
 
 STOP = "#b3261e"
@@ -125,3 +125,21 @@ def adherence_chart(distribution: Sequence[int], threshold_percent: int, *, char
     return bar_chart(bars, chart_id=chart_id, title="Adherence: patients by proportion of days covered",
                      description=f"{total} patients measured; bands below {threshold_percent}% are highlighted.",
                      axis_label=str)
+
+
+def monthly_cost_chart(rows: Sequence[PatientMonthly], average_cents: int, *, band_max_cents: int,
+                       chart_id: str = "monthly-cost-chart") -> Markup:
+    """The highest monthly costs per patient (price × 30 ÷ days), those above the band's top drawn in the warning
+    colour; the label under each bar is the patient's last name (or "#12" for readers who see numbers only)."""
+    bars = []
+    for r in rows:
+        cents = r.monthly_equivalent_cents
+        short = r.name.split(",")[0].replace("Patient ", "")[:12]
+        above = cents > band_max_cents
+        bars.append(Bar(label=short, value=cents, tooltip=f"{r.name}: {format_cents(cents)} a month over {r.fills} "
+                        f"fill{'s' if r.fills != 1 else ''}", css="bar-high" if above else "bar",
+                        fill=STOP if above else None))
+    return bar_chart(bars, chart_id=chart_id, title="Highest monthly cost per patient",
+                     description=f"{len(rows)} patients with the highest monthly cost; the average is "
+                                 f"{format_cents(average_cents)} a month; above {format_cents(band_max_cents)} "
+                                 "is highlighted.", axis_label=_money_axis)

@@ -8,7 +8,7 @@ amount paid, and that it is a compounded medication. Dates are the pharmacy's lo
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from xml.sax.saxutils import escape
 
@@ -22,7 +22,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 from pharmacy.billing.models import Payment
 from pharmacy.billing.pricing import MAX_ID
 from pharmacy.billing.rules import PaymentKind, format_cents
-from pharmacy.billing.services import local_date_of, local_day_start, receipt_number_for
+from pharmacy.billing.services import charged_clause, local_date_of, local_day_start, receipt_number_for
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
@@ -78,6 +78,10 @@ class ReceiptLine:
     paid_on: date
     reference: str | None
     fill: FillInfo | None
+    # What the patient sees the payment against (a receipt alone does not say what is still owed):
+    fill_total_cents: int | None = None  # the fill's price and shipping
+    fill_remaining_cents: int | None = None  # still owed on that fill after this payment (negative: credit)
+    account_balance_cents: int | None = None  # the whole account after this payment (negative: credit)
 
     @property
     def signed_cents(self) -> int:
@@ -146,6 +150,26 @@ def _line(payment: Payment, *rest: object) -> ReceiptLine:
                        reference=payment.reference, fill=_fill(*rest))  # type: ignore[arg-type]
 
 
+def with_balances(line: ReceiptLine, payment: Payment, order: Order | None) -> ReceiptLine:
+    """The receipt's money as of this payment: the fill's total and what remains on it, and the account's balance —
+    payments and refunds counted up to this one (by id), charges of fills made ready by the time it was received."""
+    upto = sa.and_(Payment.patient_id == payment.patient_id, Payment.id <= payment.id)
+    signed = sa.case((Payment.kind == PaymentKind.REFUND, -Payment.amount_cents), else_=Payment.amount_cents)
+    net_account, net_fill = db.session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(signed), 0),
+                  sa.func.coalesce(sa.func.sum(sa.case((Payment.order_id == (order.id if order else -1), signed),
+                                                       else_=0)), 0)).where(upto)
+    ).one()
+    charged = db.session.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(Order.price_cents + Order.shipping_cents), 0))
+        .where(Order.patient_id == payment.patient_id, charged_clause(), Order.created_at <= payment.received_at)
+    ).scalar_one()
+    fill_total = order.total_cents if order is not None else None
+    return replace(line, fill_total_cents=fill_total,
+                   fill_remaining_cents=(fill_total - int(net_fill)) if fill_total is not None else None,
+                   account_balance_cents=int(charged) - int(net_account))
+
+
 def _may_read(actor: Actor, what: str) -> None:
     audit.require(actor, Permission.VIEW_BILLING, what=what)
     audit.require(actor, Permission.VIEW_CLINICAL, what=what)
@@ -161,7 +185,7 @@ def receipt_facts(actor: Actor, payment_id: int) -> tuple[PharmacyInfo, PatientI
     if patient is None:  # pragma: no cover - the foreign key guarantees it
         raise NotFound("No such patient.")
     audit.record(actor, "receipt.view", patient_id=patient.id, entity=("payment", payment.id))
-    return _pharmacy(), _patient(patient), _line(*row)
+    return _pharmacy(), _patient(patient), with_balances(_line(*row), payment, row[1])
 
 
 def statement_facts(actor: Actor, patient_id: int, year: int) -> Statement:
@@ -203,7 +227,7 @@ def own_receipt_pdf(actor: Actor, payment_id: int) -> tuple[str, bytes]:
     if patient is None:  # pragma: no cover - the foreign key guarantees it
         raise NotFound("No such payment.")
     audit.record(actor, "receipt.view", patient_id=patient.id, entity=("payment", payment_id))
-    line = _line(*row)
+    line = with_balances(_line(*row), row[0], row[1])
     return f"receipt-{line.number}.pdf", render_receipt(_pharmacy(), _patient(patient), line)
 
 
@@ -246,12 +270,12 @@ def _p(text: str, style: ParagraphStyle = BODY) -> Paragraph:
 
 
 def _date(d: date | datetime | None) -> str:
-    return d.isoformat() if d else "not yet dispensed (prepayment)"
+    return f"{d:%b} {d.day}, {d.year}" if d else "not yet dispensed (prepayment)"
 
 
 def _header(pharmacy: PharmacyInfo, patient: PatientInfo, title: str) -> list:
     left = [_p(pharmacy.name, H2), _p(pharmacy.address), _p(f"Phone {pharmacy.phone}"), _p(f"Pharmacy NPI {pharmacy.npi}")]
-    right = [_p("Patient", H2), _p(patient.name), _p(f"Date of birth {patient.date_of_birth.isoformat()}"),
+    right = [_p("Patient", H2), _p(patient.name), _p(f"Date of birth {_date(patient.date_of_birth)}"),
              *[_p(line) for line in patient.address_lines]]
     table = Table([[left, right]], colWidths=["50%", "50%"])
     table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
@@ -289,15 +313,27 @@ def _pdf(story: list, *, page: tuple[float, float], title: str) -> bytes:
     return buffer.getvalue()
 
 
+def _owed(cents: int) -> str:
+    """"$12.40 owed", "nothing owed", "$5.00 credit": a balance as the patient reads it."""
+    if cents > 0:
+        return f"{format_cents(cents)} owed"
+    return f"{format_cents(-cents)} credit" if cents < 0 else "nothing owed ($0.00)"
+
+
 def render_receipt(pharmacy: PharmacyInfo, patient: PatientInfo, line: ReceiptLine) -> bytes:
     refund = line.kind == PaymentKind.REFUND.value
     title = f"{'Refund' if refund else 'Receipt'} {line.number}"
     money = [
         [_p("Receipt number"), _p(line.number)],
-        [_p("Refund date" if refund else "Payment date"), _p(line.paid_on.isoformat())],
+        [_p("Refund date" if refund else "Payment date"), _p(_date(line.paid_on))],
         [_p("Method"), _p(METHOD_LABELS.get(line.method, line.method))],
         *([[_p("Reference"), _p(line.reference)]] if line.reference else []),
         [_p("Amount refunded" if refund else "Amount paid"), _p(format_cents(line.amount_cents), H2)],
+        *([[_p("Fill total"), _p(format_cents(line.fill_total_cents))],
+           [_p("Still owed on this fill"), _p(_owed(line.fill_remaining_cents or 0))]]
+          if line.fill_total_cents is not None else []),
+        *([[_p("Account balance"), _p(_owed(line.account_balance_cents))]]
+          if line.account_balance_cents is not None else []),
     ]
     story = [*_header(pharmacy, patient, title), _p("Medication", H2), _grid(_fill_rows(line.fill)), Spacer(1, 8),
              _p("Payment", H2), _grid(money), Spacer(1, 10),
@@ -315,7 +351,7 @@ def render_statement(statement: Statement) -> bytes:
         f = line.fill
         amount = format_cents(line.signed_cents) + (" (refund)" if line.kind == PaymentKind.REFUND.value else "")
         rows.append([_p(x, SMALL) for x in (
-            line.paid_on.isoformat(), line.number, _date(f.fill_date) if f else "—", f.rx_number if f else "—",
+            _date(line.paid_on), line.number, _date(f.fill_date) if f else "—", f.rx_number if f else "—",
             f"{f.drug}, {f.form.lower()}" if f else "Payment on account", f.quantity if f else "—",
             str(f.days_supply) if f else "—", f"{f.prescriber} ({f.prescriber_npi})" if f else "—",
             f"{f.diagnosis_code} {f.indication}" if f else "—", amount)])

@@ -13,7 +13,10 @@ from pharmacy.billing import adherence as adherence_reports
 from pharmacy.billing import charts, pricing, receipts, reports, services
 from pharmacy.billing.rules import PaymentMethod, format_cents
 from pharmacy.billing.schemas import PaymentForm, PriceForm, QuoteForm, ReportArgs, ShippingForm
+from pharmacy.compounding.views import render_order
+from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
+from pharmacy.core.context import settings
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
 
@@ -130,7 +133,9 @@ def patient_costs(patient_id: int) -> Any:
 
 
 def _money_post(patient_id: int, which: str) -> Any:
-    data, errors = load(PaymentForm(), form_values(request.form))
+    values = form_values(request.form)
+    back_to_order = values.pop("back", None) == "order" and which == "payment"  # paid at the dispense step
+    data, errors = load(PaymentForm(), values)
     if data is not None:
         record = services.record_payment if which == "payment" else services.record_refund
         try:
@@ -143,7 +148,13 @@ def _money_post(patient_id: int, which: str) -> Any:
             flash(f"{word} of {format_cents(result.payment.amount_cents)} recorded (receipt {result.receipt_number}). "
                   f"Balance: {format_cents(result.balance.balance_cents)}"
                   f"{' (credit)' if result.balance.credit_cents else ''}.", "success")
+            if back_to_order and data["order_id"]:
+                return redirect(url_for("compounding.order", order_id=data["order_id"]) + "#dispense")
             return redirect(url_for("billing.patient_costs", patient_id=patient_id) + "#payments")
+    order_id = request.form.get("order_id", type=int)
+    if back_to_order and order_id:
+        uow.discard()
+        return render_order(order_id, status=422, message="The payment was not recorded.", errors=errors, step="pay")
     costs = services.patient_costs(current_actor(), patient_id, for_payment=True)
     return _costs_page(costs, errors=errors, form=dict(request.form), which=which, status=422)
 
@@ -192,7 +203,10 @@ def _report_args() -> dict[str, Any]:
 @staff_required
 def money() -> Any:
     page = reports.money_page(current_actor(), months=_report_args()["months"])
-    return render_template("billing/reports.html", page=page, chart=charts.revenue_chart(page.revenue), **_globals())
+    cost_chart = charts.monthly_cost_chart(page.average.highest[:10], page.average.average_cents,
+                                           band_max_cents=settings().price_band_max_cents)
+    return render_template("billing/reports.html", page=page, chart=charts.revenue_chart(page.revenue),
+                           cost_chart=cost_chart if page.average.highest else None, **_globals())
 
 
 @bp.get("/reports/<name>.csv")

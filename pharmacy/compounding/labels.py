@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from html import escape
 
+from reportlab.graphics.barcode.code128 import Code128
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import LETTER, inch
 from reportlab.lib.styles import ParagraphStyle
@@ -26,6 +27,28 @@ from pharmacy.core.errors import Conflict
 from pharmacy.prescriptions import rules as rx_rules
 
 LABEL_SIZE = (4 * inch, 6 * inch)  # a common pharmacy label / shipping label stock
+
+
+@dataclass(frozen=True)
+class LabelStock:
+    """A label stock the pharmacy's printers take: its page size, margins and base font size."""
+
+    name: str
+    size: tuple[float, float]
+    margin: float
+    base: float
+    bar_height: float
+
+
+# 4 × 6 in (portrait: shipping and pharmacy label stock) and 2 × 4 in direct-thermal (landscape): the two stocks a
+# compounding counter usually has. A label that does not fit one 2 × 4 continues on the next (the printer feeds on).
+STOCKS = {
+    "4x6": LabelStock("4x6", LABEL_SIZE, 0.2 * inch, 10.0, 0.5 * inch),
+    "2x4": LabelStock("2x4", (4 * inch, 2 * inch), 0.08 * inch, 6.5, 0.25 * inch),
+}
+DEFAULT_STOCK = "4x6"
+COMPOUNDED_STATEMENT = "This medicine was compounded by the pharmacy for you. It is not an FDA-approved product."
+CHILDREN_WARNING = "Keep out of reach of children."
 
 
 def _opioid_warning() -> str:
@@ -53,6 +76,8 @@ class LabelData:
     warning: str
     cap_note: str | None = None
     chart: list[tuple[str, str, str]] = field(default_factory=list)
+    pharmacist: str = ""  # the pharmacist answerable for this fill: the final check's, else the verifier's
+    bag_code: str = ""  # the Code 128 barcode's text: Rx number and fill, scanned at the counter
 
 
 def storage_text(category: UspCategory, formula_storage: str | None) -> str:
@@ -82,6 +107,9 @@ def label_data(actor: Actor, order_id: int) -> LabelData:
         refills_left=view.refills_left, prescriber=rx.prescriber.display_name, date_filled=filled,
         lot_number=order.lot_number, bud=order.bud, storage=storage_text(formula.usp_category, formula.storage),
         warning=_opioid_warning(), cap_note=order.cap_note or view.fill_progress, chart=view.chart,
+        pharmacist=view.name(order.checked_by_id or order.verified_by_id) if (
+            order.checked_by_id or order.verified_by_id) else "",
+        bag_code=rules.bag_code(rx.rx_number, order.fill_number),
     )
 
 
@@ -114,41 +142,74 @@ def _kv(label: str, value: object, s: dict[str, ParagraphStyle]) -> Paragraph:
     return Paragraph(f"<b>{escape(label)}:</b> {_keep(value)}", s["body"])
 
 
-def render_label(data: LabelData) -> bytes:
-    """A 4 × 6 inch label; a titration chart that does not fit continues on a second label."""
+def _barcode(data: LabelData, stock: LabelStock, s: dict[str, ParagraphStyle], width: float) -> Table:
+    """Code 128 of the Rx and fill number with its text beneath (typed when a scanner is not at hand)."""
+    bar_width = 0.012 * inch if stock.name == "4x6" else 0.01 * inch  # 2 dots a module at a thermal 203 dpi
+    code = Code128(data.bag_code, barHeight=stock.bar_height, barWidth=bar_width, quiet=True, humanReadable=False)
+    text = ParagraphStyle("code", parent=s["bold"], alignment=1)
+    box = Table([[code], [_p(data.bag_code, text)]], colWidths=[width])
+    box.setStyle(TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                             ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 0)]))
+    return box
+
+
+def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
+    """A patient label on the chosen stock (4 × 6 in, or 2 × 4 in thermal); a titration chart, or on the small stock
+    the rest of the label, continues on the next label."""
+    st = STOCKS[stock]
     buf = io.BytesIO()
-    doc = SimpleDocTemplate(buf, pagesize=LABEL_SIZE, leftMargin=0.2 * inch, rightMargin=0.2 * inch,
-                            topMargin=0.2 * inch, bottomMargin=0.2 * inch,
+    doc = SimpleDocTemplate(buf, pagesize=st.size, leftMargin=st.margin, rightMargin=st.margin,
+                            topMargin=st.margin, bottomMargin=st.margin,
                             title=f"Label {data.rx_number} lot {data.lot_number}", author=data.pharmacy_name)
-    s = _styles(8.5)
-    width = LABEL_SIZE[0] - 0.4 * inch - 12  # the frame keeps 6 pt of padding each side
+    s = _styles(st.base)
+    width = st.size[0] - 2 * st.margin - 12  # the frame keeps 6 pt of padding each side
     warning = Table([[_p(data.warning, s["warn"])]], colWidths=[width])
     warning.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.black),
                                  ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 4)]))
-    story = [
+    head = [
         _p(data.pharmacy_name, s["bold"]),
         _p(f"{data.pharmacy_address} · {data.pharmacy_phone}", s["small"]),
-        Spacer(1, 4),
+        Spacer(1, 3),
         Table([[_p(f"Rx {data.rx_number} · {data.fill_text}", s["bold"]),
                 _p(f"Filled {rx_rules.format_date(data.date_filled)}", s["body"])]],
-              colWidths=[width * 0.5, width * 0.5],
+              colWidths=[width * 0.62, width * 0.38],
               style=[("LINEABOVE", (0, 0), (-1, 0), 0.75, colors.black), ("LEFTPADDING", (0, 0), (-1, -1), 0)]),
         _p(data.patient_name, s["big"]),
         _p(data.product, s["title"]),
+        _p("Compounded preparation", s["bold"]),
         Spacer(1, 2),
         _p(data.directions, s["big"]),
-        Spacer(1, 4),
+        Spacer(1, 3),
+    ]
+    facts = [
         _kv("Quantity", f"{data.quantity} ({data.days_supply} days)", s),
         _kv("Refills left", data.refills_left, s),
         _kv("Prescriber", data.prescriber, s),
+        _kv("Pharmacist", data.pharmacist or "—", s),
         _kv("Lot", data.lot_number, s),
-        _kv("Do not use after (BUD)", rx_rules.format_date(data.bud), s),
+        _kv("Discard after", f"{rx_rules.format_date(data.bud)} (beyond-use date)", s),
         _kv("Storage", data.storage, s),
-        Spacer(1, 4),
+    ]
+    tail = [
+        Spacer(1, 3),
         warning,
+        Spacer(1, 2),
+        _p(CHILDREN_WARNING, s["bold"]),
+        _p(COMPOUNDED_STATEMENT, s["small"]),
     ]
     if data.cap_note:
-        story += [Spacer(1, 3), _p(data.cap_note, s["small"])]
+        tail += [Spacer(1, 2), _p(data.cap_note, s["small"])]
+    tail += [Spacer(1, 4), _barcode(data, st, s, width)]
+    if st.name == "2x4":
+        # The first small label carries what the counter and the patient need at once (who, what, how, the warning,
+        # the barcode); the facts continue on the next label.
+        story = [head[0], head[3], head[4], head[5], head[6], head[8], warning, Spacer(1, 1),
+                 _barcode(data, st, s, width),
+                 _p(f"Rx {data.rx_number} · {data.patient_name} · label 2 of 2", s["bold"]),
+                 _p(f"{data.pharmacy_name} · {data.pharmacy_address} · {data.pharmacy_phone}", s["small"]),
+                 *facts, *tail[2:-2]]
+    else:
+        story = head + facts + tail
     if data.chart:
         rows = [[_p("Dates", s["bold"]), _p("Each day", s["bold"]), _p("Dose", s["bold"])]]
         rows += [[_p(d, s["body"]), _p(a, s["body"]), _p(m, s["body"])] for d, a, m in data.chart]
@@ -161,8 +222,8 @@ def render_label(data: LabelData) -> bytes:
     return buf.getvalue()
 
 
-def label_pdf(actor: Actor, order_id: int) -> bytes:
-    return render_label(label_data(actor, order_id))
+def label_pdf(actor: Actor, order_id: int, *, stock: str = DEFAULT_STOCK) -> bytes:
+    return render_label(label_data(actor, order_id), stock)
 
 
 # ---- the compounding record ---------------------------------------------------------------------------
@@ -174,6 +235,17 @@ def record_view(actor: Actor, order_id: int) -> queries.OrderView:
     if view.order.compounded_at is None:
         raise Conflict("There is no compounding record yet: the order has not been compounded.")
     return view
+
+
+def bud_note(view: queries.OrderView) -> str | None:
+    """Said on the record when a lot's expiry, not the USP <795> default, set the beyond-use date."""
+    order, formula = view.order, view.formula
+    if formula is None or order.compounded_at is None:
+        return None
+    lots = [(u.ingredient_lot.ingredient_name, u.ingredient_lot.lot_number, u.ingredient_lot.expiry_date)
+            for u in view.lots]
+    return rules.bud_cap_note(formula.usp_category, local_date(order.compounded_at, settings().timezone),
+                              order.bud, lots)
 
 
 def record_pdf(actor: Actor, order_id: int) -> bytes:
@@ -221,6 +293,7 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
         ["Total quantity made", rx_rules.quantity_text(formula.form, order.quantity_made) if order.quantity_made else "—"],
         ["Beyond-use date", f"{rx_rules.format_date(order.bud)} ({formula.bud_reference}; "
                             f"{rules.BUD_DAYS[formula.usp_category]} days, or the earliest ingredient expiry)"
+                            + (f". {bud_note(view)}" if bud_note(view) else "")
          if order.bud else "—"],
         ["Storage", storage_text(formula.usp_category, formula.storage)],
         ["Container", formula.container],
@@ -234,7 +307,8 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
               ["Verified", view.name(order.verified_by_id), when(order.verified_at)],
               ["Compounded", view.name(order.compounded_by_id), when(order.compounded_at)],
               ["Checked", view.name(order.checked_by_id), when(order.checked_at)],
-              ["Released", view.name(order.released_by_id), when(order.released_at)]]
+              ["Released", view.name(order.released_by_id), when(order.released_at)],
+              ["Dispensed", view.name(order.dispensed_by_id), when(order.dispensed_at)]]
     quality = [["Quality check", qc],
                ["Checks required", formula.quality_checks or "—"],
                ["QC notes", order.qc_notes or "—"],

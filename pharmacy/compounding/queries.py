@@ -28,6 +28,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.refills.models import RefillRequest
 from pharmacy.supply import reads
 from pharmacy.supply.rules import Supply, arrival_date, supply_from_cache
 
@@ -37,6 +38,7 @@ class QueueGroup:
     state: OrderState
     count: int
     orders: list[Order]
+    alerts: dict[int, list[ScreeningAlert]] = field(default_factory=dict)  # order id -> the stops that block it
 
 
 QUEUE_ORDER = [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
@@ -64,7 +66,54 @@ def queue(actor: Actor, *, per_state: int = 50) -> list[QueueGroup]:
     for order in rows:
         by_state.setdefault(order.state, []).append(order)
     audit.record_reads(actor, "order.queue", [order.patient_id for order in rows])
-    return [QueueGroup(state=s, count=int(counts.get(s, 0)), orders=by_state.get(s, [])) for s in QUEUE_ORDER]
+    alerts = blocking_alerts_of(rows)
+    return [QueueGroup(state=s, count=int(counts.get(s, 0)), orders=by_state.get(s, []), alerts=alerts)
+            for s in QUEUE_ORDER]
+
+
+REQUEST_SOURCE_WORDS = {
+    "link": "the patient, from their refill link",
+    "portal": "the patient, in the patient portal",
+    "sms": "the patient, by text message",
+    "auto": "auto-refill (the patient enrolled)",
+    "api": "an outside system (API)",
+}
+
+
+def requested_by_words(request_row: sa.Row | None, creator: str | None) -> str:
+    """Who asked for the fill: the patient (and how) when a refill request made it, else the staff member."""
+    if request_row is None:
+        return creator or "—"
+    source, by_name = request_row
+    value = source.value if hasattr(source, "value") else str(source)
+    if value == "staff":
+        return f"{by_name or creator or 'staff'} (at the counter or by phone)"
+    words = REQUEST_SOURCE_WORDS.get(value, value)
+    return f"{words}; approved by {creator}" if creator else words
+
+
+def blocking_alerts_of(orders: list[Order]) -> dict[int, list[ScreeningAlert]]:
+    """The stops standing in each order's way (a hard stop always; other stops until resolved), one query: what the
+    queue shows in red beside the order, so a blocked order looks blocked before anyone opens it."""
+    if not orders:
+        return {}
+    rx_ids = {o.prescription_id for o in orders}
+    order_ids = {o.id for o in orders}
+    found = db.session.execute(
+        sa.select(ScreeningAlert).where(
+            ScreeningAlert.prescription_id.in_(rx_ids), ScreeningAlert.current.is_(True),
+            sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(order_ids)))
+        .order_by(ScreeningAlert.id)
+    ).scalars().all()
+    out: dict[int, list[ScreeningAlert]] = {}
+    for order in orders:
+        mine = [a for a in found if a.order_id == order.id] or [
+            a for a in found if a.order_id is None and a.prescription_id == order.prescription_id]
+        stops = reads.blocking(mine)
+        codes = {b.code for b in stops}
+        if codes:
+            out[order.id] = [a for a in mine if a.code in codes]
+    return out
 
 
 @dataclass
@@ -92,6 +141,8 @@ class OrderView:
     refills_left: int = 0
     fill_progress: str | None = None  # "14 of 60 days; 46 days still owed on this fill" (partial fills only)
     chart: list[tuple[str, str, str]] = field(default_factory=list)
+    # Who asked for this fill, in words: "the patient, from their refill link", "Paula Pharmacist (by phone …)".
+    requested_by: str = ""
 
     def name(self, user_id: int | None) -> str:
         return self.staff_names.get(user_id or 0, "—") if user_id else "—"
@@ -190,7 +241,13 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
     supply_then = supply_before(rx, before)
     progress = supply_then.progress_text(order.days_supply)
     audit.record(actor, audit_action, patient_id=order.patient_id, entity=("order", order.id))
+    request_row = db.session.execute(
+        sa.select(RefillRequest.source, User.full_name)
+        .outerjoin(User, User.id == RefillRequest.requested_by_id)
+        .where(RefillRequest.order_id == order.id).limit(1)
+    ).first()
     return OrderView(
+        requested_by=requested_by_words(request_row, names.get(order.created_by_id or 0)),
         order=order, rx=rx, patient=rx.patient, alerts=alerts, blocking=reads.blocking(alerts),
         next_steps=steps, lots=list(order.lots_used), staff_names=names,
         too_soon=bool(order.earliest_dispense_date and today() < order.earliest_dispense_date

@@ -333,3 +333,33 @@ def batch_order_lot(batch_lot: str, place: int) -> str:
     if isinstance(place, bool) or not 1 <= place <= 999:
         raise ValueError(f"a batch's place must be 1–999, got {place!r}")
     return f"{batch_lot}/{place}"
+
+
+def bag_code(rx_number: str, fill_number: int) -> str:
+    """What the label's Code 128 barcode carries: the Rx number and the fill ("RX000005-00" is the original fill,
+    "-01" the first refill). Unique per bag (a prescription has one order per fill number), short enough to type."""
+    return f"{rx_number}-{fill_number:02d}"
+
+
+def bag_matches(scanned: str, expected: str) -> bool:
+    """A scan (or what was typed from under the barcode) names this bag: case, spaces and the dash do not matter."""
+
+    def norm(text: str) -> str:
+        return "".join(ch for ch in text.upper() if ch.isalnum())
+
+    return bool(scanned) and norm(scanned) == norm(expected)
+
+
+def bud_cap_note(category: UspCategory, compounded_on: date, bud: date | None,
+                 lots: Sequence[tuple[str, str, date]]) -> str | None:
+    """Why the BUD is earlier than the category's default, in words for the record: which lot's expiry capped it
+    (`lots` are (ingredient, lot number, expiry)). None when the default applies."""
+    if bud is None:
+        return None
+    default = compounded_on + timedelta(days=BUD_DAYS[UspCategory(category)])
+    if bud >= default:
+        return None
+    cause = [f"{name} lot {number}" for name, number, expiry in lots if expiry == bud]
+    what = " and ".join(cause) if cause else "an ingredient lot"
+    return (f"Capped by the expiry of {what} ({bud:%b} {bud.day}, {bud.year}): the USP <795> default of "
+            f"{BUD_DAYS[UspCategory(category)]} days would have been {default:%b} {default.day}, {default.year}.")

@@ -49,6 +49,8 @@ class OrderTransitionSchema(BaseSchema):
                                                              error="Letters, digits, spaces and dashes (4–60)."))
     too_soon_reason = TrimmedString(validate=REASON_TEXT)
     reason = TrimmedString(validate=REASON_TEXT)
+    # dispensed: the code on the bag's label, scanned (or typed) at the counter; a different bag's code is refused.
+    bag_code = TrimmedString(validate=validate.Length(min=1, max=40))
 
     @pre_load
     def _form_lots(self, data: Any, **kwargs: Any) -> Any:
@@ -75,12 +77,22 @@ class OrderTransitionSchema(BaseSchema):
         allowed = {
             "verified": set(), "ready": set(), "resume": set(), "plan_batch": {"lots"},
             "compounding": {"lots", "quantity_made", "reason"}, "checked": {"qc_notes", "deviations"},
-            "dispensed": {"method", "carrier", "tracking_number", "too_soon_reason"},
+            "dispensed": {"method", "carrier", "tracking_number", "too_soon_reason", "bag_code"},
             "on_hold": {"reason"}, "cancelled": {"reason"},
         }.get(data.get("to", ""), set())
         extra = sorted(k for k in data if k != "to" and k not in allowed)
         if extra:
             raise ValidationError({k: [f"Not used when moving to {data['to']}."] for k in extra})
+
+
+class OrderPageTransitionSchema(OrderTransitionSchema):
+    """The order page's buttons: as the API, except that dispensing there needs the bag's label scanned (the API's
+    callers confirm the bag their own way)."""
+
+    @validates_schema
+    def _bag_scanned(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("to") == "dispensed" and not data.get("bag_code"):
+            raise ValidationError({"bag_code": ["Scan the barcode on the bag's label (or type the code under it)."]})
 
 
 class IngredientLotInSchema(BaseSchema):

@@ -6,15 +6,17 @@ from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
+from pharmacy.billing import services as billing
 from pharmacy.compounding import labels, queries, recall, rules, services
 from pharmacy.compounding import lots as lot_services
 from pharmacy.compounding.rules import BUD_DAYS, CATEGORY_LABELS, STATE_LABELS, DeliveryMethod
-from pharmacy.compounding.schemas import IngredientLotInSchema, OrderTransitionSchema
+from pharmacy.compounding.schemas import IngredientLotInSchema, OrderPageTransitionSchema
 from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import today
 from pharmacy.core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from pharmacy.core.forms import form_values, load
+from pharmacy.core.roles import Permission
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.rules import format_date
 from pharmacy.workflows import orders as order_flow
@@ -28,6 +30,7 @@ STEP_LABELS = {
     "dispensed": "Dispense", "on_hold": "Put on hold", "cancelled": "Cancel order", "resume": "Resume",
 }
 DELIVERY_OPTIONS = [(DeliveryMethod.PICKUP.value, "Picked up"), (DeliveryMethod.SHIP.value, "Shipped")]
+METHOD_LABELS = {"cash": "Cash", "card": "Card", "check": "Check", "hsa_fsa": "HSA/FSA"}
 
 
 @bp.app_template_global("fill_label")
@@ -51,11 +54,17 @@ def queue() -> Any:
 def render_order(order_id: int, *, status: int = 200, message: str | None = None,
                  errors: dict[str, list[str]] | None = None, step: str | None = None) -> Any:
     """The order page; after a refused step it is shown again with the message next to that step's form."""
-    view = queries.order_view(current_actor(), order_id)
+    actor = current_actor()
+    view = queries.order_view(actor, order_id)
+    money = None
+    if view.order.state in (rules.OrderState.READY, rules.OrderState.DISPENSED) and actor.can(Permission.VIEW_BILLING):
+        # What the patient owes, shown where the bag is handed over (a patient once went home owing $120.40).
+        money = {"patient": billing.balance(actor, view.patient.id), "order": billing.order_ledger(view.order)}
     return render_template(
         "compounding/order.html", view=view, o=view.order, message=message, errors=errors or {}, failed_step=step,
         step_labels=STEP_LABELS, state_labels=STATE_LABELS, delivery_options=DELIVERY_OPTIONS,
-        form=request.form if request.method == "POST" else {},
+        form=request.form if request.method == "POST" else {}, money=money,
+        bag_code=rules.bag_code(view.rx.rx_number, view.order.fill_number), method_labels=METHOD_LABELS,
     ), status
 
 
@@ -80,7 +89,7 @@ def _transition_values() -> dict[str, Any]:
 def transition(order_id: int) -> Any:
     """Every button of the order page posts here with `to` (the API's /transitions, as a form)."""
     step = request.form.get("to", "")
-    data, errors = load(OrderTransitionSchema(), _transition_values())
+    data, errors = load(OrderPageTransitionSchema(), _transition_values())
     if data is None:
         return render_order(order_id, status=422, message="Please check the form: nothing was saved.",
                             errors=errors, step=step)
@@ -126,15 +135,18 @@ def _done(to: str, order: Any) -> str:
 @bp.get(f"/orders/<{ID}:order_id>/label.pdf")
 @staff_required
 def label(order_id: int) -> Any:
-    pdf = labels.label_pdf(current_actor(), order_id)
-    return _pdf(pdf, f"label-order-{order_id}.pdf")
+    stock = request.args.get("stock", labels.DEFAULT_STOCK)
+    if stock not in labels.STOCKS:
+        raise ValidationFailed("Unknown label stock.", fields={"stock": f"Choose one of: {', '.join(labels.STOCKS)}."})
+    pdf = labels.label_pdf(current_actor(), order_id, stock=stock)
+    return _pdf(pdf, f"label-order-{order_id}-{stock}.pdf")
 
 
 @bp.get(f"/orders/<{ID}:order_id>/record")
 @staff_required
 def record(order_id: int) -> Any:
     view = labels.record_view(current_actor(), order_id)
-    return render_template("compounding/record.html", view=view, o=view.order,
+    return render_template("compounding/record.html", view=view, o=view.order, bud_note=labels.bud_note(view),
                            category=CATEGORY_LABELS[view.formula.usp_category],  # type: ignore[union-attr]
                            bud_days=BUD_DAYS[view.formula.usp_category],  # type: ignore[union-attr]
                            storage=labels.storage_text(view.formula.usp_category, view.formula.storage))  # type: ignore[union-attr]

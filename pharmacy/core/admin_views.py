@@ -132,7 +132,9 @@ def _filter() -> tuple[audit_queries.AuditFilter, int, dict[str, list[str]]]:
 def audit() -> Any:
     f, page, errors = _filter()
     rows, has_next = audit_queries.search(current_actor(), f, page=page)
+    staff_names = {u.id: u.full_name for u in services.list_users()}
     return render_template("core/audit.html", rows=rows, has_next=has_next, page=page, f=f, errors=errors,
+                           staff_names=staff_names, action_groups=audit_queries.ACTION_GROUPS,
                            args={k: v for k, v in request.args.items() if k != "page"}), (422 if errors else 200)
 
 

@@ -24,6 +24,16 @@ from pharmacy.extensions import db
 
 PAGE_SIZE = 100
 
+# The audit page's "What" filter: families of actions by their prefix, in words.
+ACTION_GROUPS = [
+    ("patient.", "Patient records"), ("prescription.", "Prescriptions"), ("alert.", "Safety alert overrides"),
+    ("order.", "Orders and compounding"), ("refill.", "Refill requests"), ("renewal.", "Renewals"),
+    ("billing.", "Money: balances"), ("receipt.", "Receipts"), ("price.", "Prices"), ("report.", "Reports"),
+    ("outbox.", "Emails"), ("login.", "Sign-ins"), ("user.", "Staff accounts"), ("token.", "API tokens"),
+    ("portal.", "Patient portal"), ("erx.", "E-prescriptions"), ("audit.", "Audit trail reads"),
+    ("denied.", "Refused actions"),
+]
+
 
 @dataclass(frozen=True)
 class AuditFilter:

@@ -7,6 +7,8 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 from werkzeug.datastructures import MultiDict
 
+from pharmacy.core.messages import plain_errors
+
 
 def form_values(form: MultiDict[str, str], list_fields: tuple[str, ...] = ()) -> dict[str, Any]:
     """Blank inputs become missing (so defaults apply); list fields keep every value."""
@@ -27,7 +29,7 @@ def load(schema: Schema, data: Mapping[str, Any]) -> tuple[dict[str, Any] | None
     try:
         return schema.load(data), {}
     except ValidationError as err:
-        return None, with_line_errors(flatten(err.messages))
+        return None, with_line_errors(plain_errors(flatten(err.messages)))
 
 
 def with_line_errors(errors: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -75,26 +75,37 @@ def logout() -> Any:
     return redirect(url_for("auth.login"))
 
 
-# Pages that belong to a menu item other than their blueprint's first one.
+# Which menu item a page belongs to: the longest matching endpoint (or "blueprint." prefix) wins, so exactly one item
+# is current on every page that belongs to the menu, and none on pages that do not (search, sign-in).
 SECTION_OF = {
-    "compounding.formulas": ("compounding.formula", "compounding.lots", "compounding.receive_lot",
-                             "compounding.recall", "compounding.recall_csv"),
-    "compounding.queue": ("compounding.order", "compounding.record", "compounding.transition"),
-    "billing.prices": ("billing.quote",),
+    "dashboard.home": ("dashboard.home",),
+    "patients.index": ("patients.", "prescriptions.", "billing.patient_costs", "billing.statement",
+                       "billing.record_payment", "billing.record_refund", "billing.receipt", "autorefill."),
+    "compounding.queue": ("compounding.queue", "compounding.order", "compounding.record", "compounding.transition",
+                          "compounding.label"),
+    "refills.queue": ("refills.",),
     "eprescribing.queue": ("eprescribing.", "documents."),
-    "patients.index": ("patients.", "prescriptions.", "billing.patient_costs"),
+    "reminders.outbox": ("reminders.",),
+    "billing.reports": ("billing.reports", "billing.report_csv", "billing.adherence"),
+    "billing.prices": ("billing.prices", "billing.quote", "billing.set_price", "billing.retire_price",
+                       "billing.set_shipping"),
+    "compounding.formulas": ("compounding.formulas", "compounding.formula", "compounding.lots", "compounding.receive_lot",
+                             "compounding.recall", "formulas."),
+    "admin.audit": ("admin.audit",),
+    "admin.users": ("admin.users", "admin.create_user", "admin.reset_password", "admin.set_active"),
+    "admin.tokens": ("admin.tokens", "admin.issue_token", "admin.revoke_token"),
 }
 
 
-def _is_active(item: str) -> bool:
-    current = request.endpoint or ""
-    if current == item:
-        return True
-    claimed = [e for ends in SECTION_OF.values() for e in ends]
-    if item in SECTION_OF:
-        return any(current == e or (e.endswith(".") and current.startswith(e)) for e in SECTION_OF[item])
-    owner = any(current == e or (e.endswith(".") and current.startswith(e)) for e in claimed)
-    return not owner and current.split(".")[0] == item.split(".")[0] and item not in SECTION_OF
+def current_section(endpoint: str | None) -> str | None:
+    """The one menu item (its endpoint) the page `endpoint` belongs to, or None."""
+    best, length = None, -1
+    for item, patterns in SECTION_OF.items():
+        for pattern in patterns:
+            hit = endpoint == pattern or (pattern.endswith(".") and (endpoint or "").startswith(pattern))
+            if hit and len(pattern) > length:
+                best, length = item, len(pattern)
+    return best
 
 
 def init_app(app: Flask) -> None:
@@ -107,13 +118,14 @@ def init_app(app: Flask) -> None:
         cfg = settings()
         items = []
         if current_user and current_user.is_authenticated:
+            section = current_section(request.endpoint)
             for label, endpoint, permission in NAV:
                 if endpoint.split(".")[0] not in current_app.blueprints:
                     continue
                 if permission is None or allows(current_user.role, permission):
                     items.append(
                         {"label": label, "url": url_for(endpoint),
-                         "active": _is_active(endpoint)}
+                         "active": endpoint == section}
                     )
         return {
             "pharmacy_name": cfg.pharmacy_name,

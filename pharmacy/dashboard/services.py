@@ -1,7 +1,6 @@
 """Read models for the home page and search: a bounded number of queries whatever the data size."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -243,47 +242,3 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
         assert current.run_out is not None
         out.append(RunningOut(rx=rx, patient=patient, run_out=current.run_out, out_since=current.out_since(day)))
     return out
-
-
-_DOB = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$|^(\d{1,2})/(\d{1,2})/(\d{4})$")
-
-
-def _parse_dob(q: str) -> date | None:
-    m = _DOB.match(q)
-    if not m:
-        return None
-    try:
-        if m.group(1):
-            return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        return date(int(m.group(6)), int(m.group(4)), int(m.group(5)))
-    except ValueError:
-        return None
-
-
-def search(actor: Actor, q: str, *, page: int = 1) -> Page:
-    """Patients by name prefix ("smith" or "smith, jo"), date of birth, Rx number or order lot."""
-    audit.require(actor, Permission.VIEW_CLINICAL, what="search patient records")
-    q = q.strip()
-    page = max(page, 1)
-    if not q:
-        return Page([], page, False)
-    stmt = sa.select(Patient)
-    dob = _parse_dob(q)
-    if dob:
-        stmt = stmt.where(Patient.date_of_birth == dob)
-    elif q.upper().startswith("RX"):
-        stmt = stmt.where(Patient.id.in_(sa.select(Prescription.patient_id).where(Prescription.rx_number == q.upper())))
-    elif q.upper().startswith("L") and any(ch.isdigit() for ch in q):
-        stmt = stmt.where(Patient.id.in_(sa.select(Order.patient_id).where(Order.lot_number == q.upper())))
-    else:
-        prefix = q.lower()
-        # A prefix range on the lower-cased key: served by its B-tree index on SQLite and PostgreSQL.
-        stmt = stmt.where(Patient.name_key >= prefix, Patient.name_key < prefix + "\uffff")
-    rows = list(
-        db.session.execute(
-            stmt.order_by(Patient.name_key, Patient.id).offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)
-        ).scalars()
-    )
-    shown = rows[:PAGE_SIZE]
-    audit.record_reads(actor, "patient.search", [p.id for p in shown], details={"results": len(shown)})
-    return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)

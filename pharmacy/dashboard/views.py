@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, render_template, request
 
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import settings, today
+from pharmacy.dashboard import search as patient_search
 from pharmacy.dashboard import services
 from pharmacy.eprescribing import services as eprescribing
 from pharmacy.patients import self_service
@@ -38,4 +39,4 @@ def localtime(value: datetime | None, fmt: str = "%b %-d, %Y %-I:%M %p") -> str:
 def search() -> Any:
     q = request.args.get("q", "")
     page = request.args.get("page", 1, type=int)
-    return render_template("dashboard/search.html", q=q, results=services.search(current_actor(), q, page=page))
+    return render_template("dashboard/search.html", q=q, results=patient_search.search(current_actor(), q, page=page))

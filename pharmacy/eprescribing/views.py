@@ -10,7 +10,7 @@ from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from pharmacy.core.forms import form_values, load
-from pharmacy.dashboard import services as dashboard
+from pharmacy.dashboard import search as patient_search
 from pharmacy.eprescribing import endpoint, messages, services, settings
 from pharmacy.eprescribing.rules import IntakeKind, Source
 from pharmacy.extensions import csrf
@@ -63,7 +63,7 @@ def _render_review(intake_id: int, *, errors: dict[str, list[str]] | None = None
 @staff_required
 def review(intake_id: int) -> Any:
     q = request.args.get("q", "").strip()
-    search = dashboard.search(current_actor(), q) if q else None
+    search = patient_search.search(current_actor(), q) if q else None
     return _render_review(intake_id, search=search)
 
 

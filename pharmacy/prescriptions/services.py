@@ -72,6 +72,7 @@ class IntakeForm:
     formulas: list[Formula]
     prescribers: list[Prescriber]
     replaces: Prescription | None = None
+    current: list[Prescription] = field(default_factory=list)  # the patient's active LDN prescriptions already there
 
 
 def intake_form(actor: Actor, patient_id: int | None) -> IntakeForm:
@@ -80,7 +81,12 @@ def intake_form(actor: Actor, patient_id: int | None) -> IntakeForm:
     patient = _get(Patient, patient_id)
     if patient is not None:  # the form shows who it is for: a read of the patient's record
         audit.record(actor, "patient.view", patient_id=patient.id, entity=("patient", patient.id))
-    return IntakeForm(patient=patient, formulas=list_formulas(), prescribers=list_prescribers())
+    current = list(db.session.execute(
+        sa.select(Prescription).where(Prescription.patient_id == patient.id,
+                                      Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]))
+        .order_by(Prescription.written_date.desc(), Prescription.id.desc())
+    ).scalars()) if patient is not None else []
+    return IntakeForm(patient=patient, formulas=list_formulas(), prescribers=list_prescribers(), current=current)
 
 
 def replace_form(actor: Actor, rx_id: int) -> IntakeForm:
@@ -228,6 +234,11 @@ class PrescriptionView:
     can_start_fill: bool = False
     fill_note: str | None = None
     product: str = ""
+    blocking: list[Any] = field(default_factory=list)  # the stops that block every fill (hard stops always)
+
+    @property
+    def hard_stop(self) -> bool:
+        return any(a.severity == Severity.HARD_STOP for a in self.blocking)
 
     @property
     def refills_left(self) -> int:
@@ -268,12 +279,13 @@ def view_of(rx: Prescription) -> PrescriptionView:
     alerts = screening.alerts_for(rx.id)
     refusal = supply_rules.fill_refusal(current, status=rx.status.value, day=today(),
                                         order_in_progress=open_order is not None, rx_number=rx.rx_number)
-    if refusal is None and reads.blocking(alerts):
+    blocking = reads.blocking(alerts)
+    if blocking and rx.status == RxStatus.ACTIVE:
         refusal = "Resolve the safety alerts first: no fill can be started while a stop is unresolved."
     return PrescriptionView(
         rx=rx, alerts=alerts, orders=orders, supply=current, schedule=schedule, replaced_by=replaced_by,
         replaces=replaces, open_order=open_order, can_start_fill=refusal is None, fill_note=refusal,
-        product=rules.product_name(rx.formula.form, rx.formula.strength_mg),
+        product=rules.product_name(rx.formula.form, rx.formula.strength_mg), blocking=blocking,
     )
 
 

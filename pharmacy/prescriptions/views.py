@@ -141,13 +141,18 @@ def _errors_of(exc: ValidationFailed) -> dict[str, list[str]]:
     return exc.fields or {"_schema": [exc.message]}
 
 
-def _saved_message(rx: Prescription, verb: str) -> str:
+def _saved_message(rx: Prescription, verb: str) -> tuple[str, str]:
+    """What to say after saving, and how: a hard stop is never announced as a success (red, "blocked")."""
     alerts = services.screening.alerts_for(rx.id)
     if not alerts:
-        return f"{rx.rx_number} {verb}. The safety screen found nothing."
+        return f"{rx.rx_number} {verb}. The safety screen found nothing.", "success"
+    if any(a.severity.value == "hard_stop" for a in alerts):
+        return (f"{rx.rx_number} {verb}, but it is blocked: the safety screen found a hard stop. No fill can be "
+                "started until the cause is resolved (see below)."), "error"
     stops = sum(1 for a in alerts if a.severity.value in ("hard_stop", "overridable_stop", "acknowledge"))
-    return (f"{rx.rx_number} {verb}. The safety screen raised {len(alerts)} alert{'s' if len(alerts) != 1 else ''}"
-            f"{f', {stops} needing a pharmacist' if stops else ''}: see below.")
+    text = (f"{rx.rx_number} {verb}. The safety screen raised {len(alerts)} alert{'s' if len(alerts) != 1 else ''}"
+            f"{f', {stops} needing a pharmacist before any fill' if stops else ''}: see below.")
+    return text, "warning" if stops else "success"
 
 
 @bp.route("/prescriptions/new", methods=["GET", "POST"])
@@ -172,7 +177,11 @@ def new() -> Any:
             errors = _errors_of(exc)
             choices = services.intake_form(actor, patient_id)
         else:
-            flash(_saved_message(rx, "saved"), "success")
+            flash(*_saved_message(rx, "saved"))
+            if choices.current:  # the form warned; say it again once it is done, naming both
+                flash(f"{rx.rx_number} is active beside {', '.join(c.rx_number for c in choices.current)}: the patient "
+                      "now has two LDN prescriptions. If this was a dose change or a renewal, discontinue the old one "
+                      "(or next time use Replace).", "warning")
             return redirect(url_for("prescriptions.detail", rx_id=rx.id))
     if choices.patient is None and "patient_id" not in errors:
         errors["patient_id"] = ["Unknown patient: start from the patient's page."]
@@ -208,7 +217,7 @@ def replace(rx_id: int) -> Any:
             errors = _errors_of(exc)
             choices = services.replace_form(actor, rx_id)
         else:
-            flash(_saved_message(rx, f"replaces {choices.replaces.rx_number}"), "success")  # type: ignore[union-attr]
+            flash(*_saved_message(rx, f"replaces {choices.replaces.rx_number}"))  # type: ignore[union-attr]
             return redirect(url_for("prescriptions.detail", rx_id=rx.id))
     return _render_intake(choices, request.form.to_dict(), _form_steps(request.form), errors, 422)
 

@@ -208,3 +208,13 @@ def build_renewal_document(renewal: RenewalRequest) -> RenewalDocument:
         refills_authorized=rx.refills_authorized or 0,
         refills_used=(rx.refills_authorized or 0) - current.refills_left,
     )
+
+
+def renewal_why(renewal: RenewalRequest) -> str:
+    """Which reason a renewal is needed, said plainly from the prescription's cached supply (no query): "no refills
+    left" or "expires on Dec 2, 2026, before the supply runs out" — not the stored "one or the other" of older rows."""
+    rx = renewal.prescription
+    if rx is None:
+        return renewal.reason
+    why = rules.renewal_reason(reads.supply_of(rx), today())
+    return renewal.reason if why == "renewal requested" else why

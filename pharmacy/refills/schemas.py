@@ -19,6 +19,29 @@ TOKEN = TrimmedString(validate=validate.Length(min=10, max=1000))
 # ---- input ----------------------------------------------------------------------------------------
 
 
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+
+
+class MonthField(fields.Integer):
+    """A month as a number (9) or a name, whole or short ("Sept", "sep.", "September"): a box that silently cut
+    "Sept" to "Se" would count a real birth date as a wrong try."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, str):
+            word = value.strip().lower().rstrip(".")
+            if word.isalpha() and len(word) >= 3:
+                for number, short in enumerate(_MONTHS, start=1):
+                    if short.startswith(word[:3]) and (
+                            word == "sept" or all(a == b for a, b in zip(word, _MONTH_NAMES[number - 1], strict=False))):
+                        return number
+                raise ValidationError("Enter the month as a number from 1 to 12, or its name (e.g. Sept).")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+_MONTH_NAMES = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+                "november", "december")
+
+
 class BirthDateFormSchema(BaseSchema):
     """The refill link's one question. Three boxes (month, day, year) or one ISO date, as the page sends them.
 
@@ -26,7 +49,8 @@ class BirthDateFormSchema(BaseSchema):
     only a real date counts against the link's attempt limit.
     """
 
-    month = fields.Integer(validate=validate.Range(1, 12, error="Enter the month as a number from 1 to 12."))
+    month = MonthField(validate=validate.Range(1, 12, error="Enter the month as a number from 1 to 12."),
+                       error_messages={"invalid": "Enter the month as a number from 1 to 12, or its name (e.g. Sept)."})
     day = fields.Integer(validate=validate.Range(1, 31, error="Enter the day as a number from 1 to 31."))
     year = fields.Integer(validate=validate.Range(1900, 2100, error="Enter the year with four digits, e.g. 1975."))
     date_of_birth = PastDate()

@@ -84,6 +84,7 @@ def _page_helpers() -> dict[str, Callable[..., Any]]:
         "patient_url": lambda patient_id: _optional_url("patients.detail", patient_id=patient_id),
         "rx_url": lambda rx_id: _url_by_rule("/prescriptions/", "", rx_id),
         "replace_url": lambda rx_id: _url_by_rule("/prescriptions/", "/replace", rx_id),
+        "renewal_why": renewals.renewal_why,
     }
 
 
@@ -116,7 +117,8 @@ def _link_problem(exc: LinkInvalid) -> Any:
 
 def _dob_form(token: str, *, errors: dict[str, list[str]] | None = None, status: int = 200) -> Any:
     values = {k: request.form.get(k, "") for k in ("month", "day", "year")} if request.method == "POST" else {}
-    return _render("refills/link_dob.html", status, token=token, errors=errors or {}, values=values)
+    return _render("refills/link_dob.html", status, token=token, errors=errors or {}, values=values,
+                   max_tries=links.MAX_DOB_ATTEMPTS)
 
 
 @bp.get("/r/<token>")

@@ -71,6 +71,7 @@ class OutboxPage:
     has_next: bool
     capped: frozenset[OutboxState] = frozenset()
     errors: dict[int, str] = field(default_factory=dict)  # each row's last error as this reader may see it
+    recipients: dict[int, str] = field(default_factory=dict)  # each row's recipient as this reader may see it
 
     @property
     def total(self) -> int:
@@ -147,7 +148,33 @@ def outbox_page(actor: Actor, *, state: str | None = None, page: int = 1, per_pa
     shown = rows[:per_page]
     return OutboxPage(state=chosen, counts=counts, rows=shown, page=page, per_page=per_page,
                       has_next=len(rows) > per_page, capped=capped,
-                      errors={r.id: listed_delivery_error(r.last_error) for r in shown if r.last_error})
+                      errors={r.id: listed_delivery_error(r.last_error) for r in shown if r.last_error},
+                      recipients=recipient_names(actor, shown))
+
+
+def recipient_names(actor: Actor, rows: list[OutboxMessage]) -> dict[int, str]:
+    """Who each email is to, by name for staff who may see clinical records (each patient named is an audited
+    read); for the others "Patient #12" / "Prescriber" — minimum necessary, as on the email's own page."""
+    if not actor.can(Permission.VIEW_CLINICAL):
+        return {m.id: "Prescriber" if m.kind == MessageKind.PRESCRIBER_RENEWAL else
+                (f"Patient #{m.patient_id}" if m.patient_id else "") for m in rows}
+    patient_ids = {m.patient_id for m in rows if m.patient_id and m.kind != MessageKind.PRESCRIBER_RENEWAL}
+    rx_ids = {m.prescription_id for m in rows if m.prescription_id and m.kind == MessageKind.PRESCRIBER_RENEWAL}
+    patients = dict(db.session.execute(
+        sa.select(Patient.id, Patient.last_name + ", " + Patient.first_name).where(Patient.id.in_(patient_ids))
+    ).all()) if patient_ids else {}
+    prescribers = {rx_id: doc.display_name for rx_id, doc in db.session.execute(
+        sa.select(Prescription.id, Prescriber).join(Prescriber, Prescriber.id == Prescription.prescriber_id)
+        .where(Prescription.id.in_(rx_ids))
+    ).all()} if rx_ids else {}
+    audit.record_reads(actor, "outbox.view", sorted(patients))
+    out = {}
+    for m in rows:
+        if m.kind == MessageKind.PRESCRIBER_RENEWAL:
+            out[m.id] = f"{prescribers.get(m.prescription_id or 0, 'the prescriber')} (prescriber)"
+        elif m.patient_id:
+            out[m.id] = patients.get(m.patient_id, f"Patient #{m.patient_id}")
+    return out
 
 
 # ---- what each role sees of an email -------------------------------------------------------------------------

@@ -19,11 +19,11 @@ STATE_BADGES = {"failed": "stop", "sending": "warn", "pending": "", "sent": "ok"
 
 
 def _local(at: datetime | None) -> str:
-    """"Nov 25, 2026 10:00 CST": instants as the pharmacy reads them."""
+    """"Nov 25, 2026 10:00 AM": instants as the pharmacy reads them (the one format every page uses)."""
     if at is None:
         return ""
     local = at.astimezone(settings().timezone)
-    return f"{local:%b} {local.day}, {local:%Y %H:%M %Z}"
+    return local.strftime("%b %-d, %Y %-I:%M %p")
 
 
 def _page_globals() -> dict[str, Any]:

@@ -271,7 +271,8 @@ def fill_refusal(current: Supply, *, status: str, day: date, order_in_progress: 
         return "A fill of this prescription is already in progress."
     stop = current.stop_reason(day)
     if stop == "expired":
-        return (f"Prescription {rx_number} expired on {current.authorization.expiry_date.isoformat()}; "
+        expiry = current.authorization.expiry_date
+        return (f"Prescription {rx_number} expired on {expiry:%b} {expiry.day}, {expiry.year}; "
                 "a renewal is needed.")
     if stop == "used_up":
         return f"No refills remain on {rx_number}; ask the prescriber for a renewal."
@@ -285,7 +286,8 @@ def fill_note(current: Supply, days: int, *, capped_by_bud: date | None = None) 
     """
     progress = current.progress_text(days)
     if capped_by_bud is not None:
-        return f"Capped at {_days(days)} by the beyond-use date ({capped_by_bud.isoformat()}): {progress}."
+        bud = f"{capped_by_bud:%b} {capped_by_bud.day}, {capped_by_bud.year}"
+        return f"Capped at {_days(days)} by the beyond-use date ({bud}): {progress}."
     if current.partial or days < current.days_owed:
         return f"Partial fill: {progress}."
     return None

@@ -147,6 +147,12 @@ def _step(actor: Actor, order: Order, target: OrderState, data: dict[str, Any]) 
     if target is OrderState.READY:
         return Outcome(release(actor, order.id))
     if target is OrderState.DISPENSED:
+        if data.get("bag_code") is not None:
+            expected = compounding_rules.bag_code(order.prescription.rx_number, order.fill_number)
+            if not compounding_rules.bag_matches(data["bag_code"], expected):
+                raise ValidationFailed("That is not this order's bag: nothing was dispensed.", fields={
+                    "bag_code": f"The scanned label reads {data['bag_code'][:40]}, but this order is {expected}. "
+                                "Find the bag labelled " + expected + "."})
         return dispense(actor, order.id, method=data.get("method"), carrier=data.get("carrier"),
                         tracking_number=data.get("tracking_number"), too_soon_reason=data.get("too_soon_reason"))
     if target is OrderState.ON_HOLD:

@@ -30,3 +30,18 @@ document.addEventListener("DOMContentLoaded", () => {
       });
   });
 });
+// A form refused with errors: the summary is focused (read first by a screen reader), and each of its links moves
+// the focus into the field it names (a plain #link only scrolls).
+document.addEventListener("DOMContentLoaded", () => {
+  const summary = document.getElementById("form-errors");
+  if (summary) summary.focus();
+  document.querySelectorAll(".error-summary a[href^='#']").forEach((a) => {
+    a.addEventListener("click", (event) => {
+      const field = document.getElementById(a.getAttribute("href").slice(1));
+      if (!field) return;
+      event.preventDefault();
+      field.focus();
+      field.scrollIntoView({ block: "center" });
+    });
+  });
+});

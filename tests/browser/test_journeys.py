@@ -126,6 +126,9 @@ def test_intake_hard_stop_then_override_then_order_to_dispensed(live_server, liv
     page.fill("#f-qc_notes", "10 capsules weighed: within 4% of target")
     page.get_by_role("button", name="Record the final check").click()
     page.get_by_role("button", name="Release").click()
+    bag = re.search(r"labelled (RX\d{6}-\d{2})", page.locator("#bag_code-hint").inner_text())
+    assert bag, "the dispense step names the bag to scan"
+    page.fill("#f-bag_code", bag.group(1))  # as a scanner types it
     page.get_by_role("button", name="Dispense").click()
     body = page.locator("main").inner_text()
     assert "Dispensed" in body or "dispensed" in body

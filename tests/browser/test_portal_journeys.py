@@ -379,7 +379,7 @@ def test_the_pharmacy_enrols_auto_refill_and_reads_a_text_in_the_outbox(live_ser
 
     page.goto(f"{base}/outbox")
     row = page.locator("tr[data-outbox-id]", has=page.locator("[data-channel=sms]")).first
-    row.get_by_role("link").click()
+    row.get_by_role("link", name=re.compile("preview")).click()
     assert page.locator("h1").inner_text().startswith("Text #")
     words = page.locator("#text-version").inner_text()
     assert "••••••" in words and not re.search(r"\d{6}", words)

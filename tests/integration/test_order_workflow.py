@@ -203,7 +203,7 @@ def test_the_bud_never_passes_the_earliest_ingredient_expiry_and_the_fill_is_cap
     orders.plan_batch(w["technician"], order.id, lots=[{"ingredient_lot_id": x["ingredient_lot_id"]} for x in lots])
     assert order.bud == today() + timedelta(days=20)  # not the 180 days of the category
     assert (order.days_supply, order.quantity, order.price_cents) == (20, 20, 3667)  # pro-rated from 30 for $55
-    assert order.cap_note == (f"Capped at 20 days by the beyond-use date ({(today() + timedelta(days=20)).isoformat()}):"
+    assert order.cap_note == (f"Capped at 20 days by the beyond-use date ({today() + timedelta(days=20):%b %-d, %Y}):"
                               " 20 of 30 days; 10 days still owed on this fill.")
     orders.compound_order(w["technician"], order.id, lots=lots, quantity_made=Decimal("20"))
     orders.check_order(w["pharmacist2"], order.id)
@@ -214,7 +214,7 @@ def test_a_14_day_aqueous_formula_caps_a_30_day_prescription(app_ctx: Flask, sta
     w = aqueous_world(staff)
     order = order_flow.start_fill(w["technician"], w["rx"].id)
     assert (order.days_supply, order.quantity) == (14, Decimal("21"))  # 14 days of 1.5 mL
-    assert order.cap_note == (f"Capped at 14 days by the beyond-use date ({(today() + timedelta(days=14)).isoformat()}):"
+    assert order.cap_note == (f"Capped at 14 days by the beyond-use date ({today() + timedelta(days=14):%b %-d, %Y}):"
                               " 14 of 30 days; 16 days still owed on this fill.")
     assert order.price_cents == 3500  # the 21 mL price, not the 30-day one
     advance(w, order.id, "compounding")

@@ -116,7 +116,7 @@ def test_plan_fill_caps_an_aqueous_fill_and_says_what_is_owed() -> None:
     plan = c.plan_fill(_supply(30, []), form=SL, strength_mg=D("1"), dose_mg=D("1.5"), steps=(),
                        category=UspCategory.AQUEOUS_UNPRESERVED, compounded_on=day, starts_on=day)
     assert (plan.quantity, plan.days_supply, plan.capped, plan.bud) == (D(21), 14, True, date(2026, 12, 15))
-    assert plan.note == ("Capped at 14 days by the beyond-use date (2026-12-15): 14 of 30 days; 16 days still owed "
+    assert plan.note == ("Capped at 14 days by the beyond-use date (Dec 15, 2026): 14 of 30 days; 16 days still owed "
                          "on this fill.")
     assert plan.authorized_fill == 0
 

@@ -186,5 +186,5 @@ def test_progress_text_and_fill_note() -> None:
     current = supply(auth, [Dispensing(date(2026, 11, 1), 14)])
     assert current.progress_text() == "14 of 60 days; 46 days still owed on this fill"
     assert rules.fill_note(current, 14, capped_by_bud=date(2026, 11, 29)) == (
-        "Capped at 14 days by the beyond-use date (2026-11-29): 28 of 60 days; 32 days still owed on this fill.")
+        "Capped at 14 days by the beyond-use date (Nov 29, 2026): 28 of 60 days; 32 days still owed on this fill.")
     assert rules.fill_note(supply(auth, []), 60) is None  # a whole fill needs no note

@@ -74,7 +74,7 @@ def test_out_of_band_price_needs_an_explicit_confirmation(app: Flask, client: Fl
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("price", "abc", "Enter an amount, like 45.00."), ("price", "-5", "An amount cannot be negative."),
-    ("price", "4.999", "Use at most two decimals"), ("days_supply", "0", "Must be greater than or equal to 1"),
+    ("price", "4.999", "Use at most two decimals"), ("days_supply", "0", "a number from 1 to 366"),
     ("quantity", "x", "Enter a number"),
 ])
 def test_bad_price_form_shows_field_messages(app: Flask, client: FlaskClient, filled: dict[str, Any], field: str, value: str,
@@ -141,7 +141,7 @@ def test_overpayment_shows_as_credit(client: FlaskClient, filled: dict[str, Any]
     (pay_form("0"), "Enter an amount above $0.00."),
     (pay_form("12.345"), "Use at most two decimals (cents), like 45.50."),
     (pay_form("10", method="bitcoin"), "Choose cash, card, check or HSA/FSA."),
-    (pay_form("10", order_id="abc"), "Not a valid integer."),
+    (pay_form("10", order_id="abc"), "Choose the fill it is for, or the account."),
 ])
 def test_bad_payment_form_records_nothing(app: Flask, client: FlaskClient, filled: dict[str, Any], form: dict[str, str],
                                           field_message: str) -> None:
@@ -285,8 +285,8 @@ def test_adherence_page_reads_the_snapshot_and_says_when_it_was_computed(app: Fl
     assert "Ellison" not in result.output  # counts only
 
     page = text_of(client.get("/billing/adherence"))
-    assert 'id="computed-at">Computed 2026-11-23 09:00 CST' in page and "1 measured" in page
-    assert "From 2026-05-28 to 2026-11-23" in page
+    assert 'id="computed-at">Computed Nov 23, 2026 9:00 AM' in page and "1 measured" in page
+    assert "From May 28, 2026 to Nov 23, 2026" in page
     custom = text_of(client.get("/billing/adherence?window_days=90"))
     assert "Computed now for this window (the nightly figures are for 180 days)" in custom
     assert app.test_cli_runner().invoke(args=["reports", "refresh-adherence", "--batch-size", "0"]).exit_code != 0

@@ -62,12 +62,12 @@ def test_a_new_patient_through_the_form(app: Flask, client: FlaskClient, staff: 
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [
-    ({"last_name": ""}, "last_name", "Missing data for required field."),
-    ({"date_of_birth": "12/04/1968"}, "date_of_birth", "Not a valid date."),
+    ({"last_name": ""}, "last_name", "Enter the last name."),
+    ({"date_of_birth": "12/04/1968"}, "date_of_birth", "Enter the date of birth, e.g. 1968-04-12."),
     ({"date_of_birth": "2030-01-01"}, "date_of_birth", "A birth date cannot be in the future."),
     ({"postal_code": "6270"}, "postal_code", "Use a ZIP code like 62704."),
-    ({"email": "not-an-email"}, "email", "Not a valid email address."),
-    ({"shipping_days": "40"}, "shipping_days", "Must be greater than or equal to 0 and less than or equal to 14."),
+    ({"email": "not-an-email"}, "email", "Enter an email address like name@example.com."),
+    ({"shipping_days": "40"}, "shipping_days", "Enter the days shipping takes: a number from 0 to 14."),
 ])
 def test_a_bad_patient_form_is_re_shown_with_the_message_and_nothing_saved(
         app: Flask, client: FlaskClient, staff: dict, change: dict, field: str, message: str) -> None:
@@ -197,7 +197,7 @@ def test_a_prescription_through_the_intake_form(app: Flask, client: FlaskClient,
         assert rx.titration == [{"dose_mg": "1.5", "days": 14}, {"dose_mg": "3", "days": 14}]
     assert response.headers["Location"] == f"/prescriptions/{rx.id}"
     page = text(client.get(response.headers["Location"]))
-    assert f"{rx.rx_number} saved. The safety screen raised 1 alert, 1 needing a pharmacist" in page
+    assert f"{rx.rx_number} saved. The safety screen raised 1 alert, 1 needing a pharmacist before any fill" in page
     assert "Needs acknowledgement" in page and "no more than 3 mg daily" in page
     assert "Waiting for a pharmacist." in page  # a technician sees no acknowledgement form
     assert "Nov 20 – Dec 3, 2026 1 capsule 1.5 mg" in page  # the dated titration chart
@@ -226,7 +226,7 @@ def test_intake_without_a_patient_goes_back_to_the_patient_list(app: Flask, clie
     ({"patient_id": "9999"}, "patient_id", "Unknown patient."),
     ({"expiry_date": "2026-11-01"}, "expiry_date", "The expiry date must be after the written date."),
     ({"written_date": "2026-12-24"}, "written_date", "The written date cannot be in the future."),
-    ({"dosing_time": "noon"}, "dosing_time", "Must be one of: bedtime, morning."),
+    ({"dosing_time": "noon"}, "dosing_time", "Choose when the dose is taken."),
 ])
 def test_bad_intake_re_shows_the_form_with_the_message_and_saves_nothing(
         app: Flask, client: FlaskClient, staff: dict, change: dict, field: str, message: str) -> None:

@@ -106,7 +106,8 @@ def test_intake_to_dispensed_in_the_browser(app: Flask, client: FlaskClient, sta
     assert "Final check passed" in text(client.get(f"/orders/{order_id}"))
     assert client.post(f"/orders/{order_id}/transitions", data={"to": "ready"}).status_code == 302
     as_user(client, staff["technician"])
-    assert client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup"}
+    assert client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup",
+                                                                "bag_code": bag(app, order_id)}
                        ).status_code == 302
     page = text(client.get(f"/orders/{order_id}"))
     assert "Dispensed." in page and "Final: nothing more to do." in page
@@ -117,7 +118,8 @@ def test_intake_to_dispensed_in_the_browser(app: Flask, client: FlaskClient, sta
 def test_a_move_out_of_order_is_refused_in_words(app: Flask, client: FlaskClient, staff: dict) -> None:
     _w, order_id = new_order(app, staff)
     login(client, staff["pharmacist"])
-    response = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup"})
+    response = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup",
+                                                                    "bag_code": bag(app, order_id)})
     assert response.status_code == 409
     assert ("An order that is only requested cannot be dispensed; it must be verified, compounded, checked and "
             "made ready first.") in text(response)
@@ -203,17 +205,20 @@ def test_too_soon_needs_a_pharmacists_reason_on_the_page(app: Flask, client: Fla
     login(client, staff["technician"])
     page = text(client.get(f"/orders/{order_id}"))
     assert "too soon today" in page and "a pharmacist may override with a reason" in page
-    refused = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup"})
+    refused = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup",
+                                                                   "bag_code": bag(app, order_id)})
     assert refused.status_code == 409 and "Too soon to dispense: the earliest day the patient may have it is " \
         "2026-12-17." in text(refused)
     as_user(client, staff["pharmacist"])
     body = client.get(f"/orders/{order_id}").get_data(as_text=True)
     assert 'name="too_soon_reason"' in body
-    missing = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup"})
+    missing = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup",
+                                                                   "bag_code": bag(app, order_id)})
     assert missing.status_code == 422
     assert field_error(missing.get_data(as_text=True), "too_soon_reason") == (
         "A pharmacist's reason (3–400 characters) is needed to dispense early.")
     ok = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup",
+                                                              "bag_code": bag(app, order_id),
                                                              "too_soon_reason": "Leaving for 6 weeks abroad"})
     assert ok.status_code == 302
     assert "Too-soon override Paula Pharmacist: “Leaving for 6 weeks abroad”" in text(client.get(f"/orders/{order_id}"))
@@ -230,15 +235,18 @@ def test_shipping_needs_a_carrier_and_tracking(app: Flask, client: FlaskClient, 
 
     run(app, walk)
     login(client, staff["technician"])
-    response = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "ship"})
+    response = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "ship",
+                                                                    "bag_code": bag(app, order_id)})
     assert response.status_code == 422
     body = response.get_data(as_text=True)
     assert field_error(body, "carrier") == "Enter the carrier."
     assert field_error(body, "tracking_number") == "Enter the tracking number."
-    bad = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "ship", "carrier": "UPS",
+    bad = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "ship",
+                                                               "bag_code": bag(app, order_id), "carrier": "UPS",
                                                               "tracking_number": "<b>"})
     assert bad.status_code == 422
-    ok = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "ship", "carrier": "UPS",
+    ok = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "ship",
+                                                              "bag_code": bag(app, order_id), "carrier": "UPS",
                                                              "tracking_number": "1Z999AA10123456784"})
     assert ok.status_code == 302
     assert "ship · UPS 1Z999AA10123456784" in text(client.get(f"/orders/{order_id}"))
@@ -326,7 +334,8 @@ def test_label_and_compounding_record(app: Flask, client: FlaskClient, staff: di
 
     run(app, walk)
     page = client.get(f"/orders/{order_id}").get_data(as_text=True)
-    assert f'href="/orders/{order_id}/label.pdf"' in page and f'href="/orders/{order_id}/record"' in page
+    assert f'href="/orders/{order_id}/label.pdf?stock=4x6"' in page and 'stock=2x4' in page
+    assert f'href="/orders/{order_id}/record"' in page
     label = client.get(f"/orders/{order_id}/label.pdf")
     assert label.status_code == 200 and label.mimetype == "application/pdf"
     content = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(label.data)).pages).replace("\u00a0", " ")
@@ -398,3 +407,33 @@ def test_lot_recall_page_and_csv(app: Flask, client: FlaskClient, staff: dict) -
     assert [(r["order_id"], r["patient"], r["reached_patient"]) for r in rows] == [
         (str(order_id), "Ellison, Margaret", "yes")]
     assert client.get("/recall.csv").status_code == 422
+
+
+def bag(app: Flask, order_id: int) -> str:
+    """The code on the order's bag label, as the counter scans it before dispensing."""
+    from pharmacy.compounding.rules import bag_code
+
+    with app.app_context():
+        order = db.session.get(Order, order_id)
+        return bag_code(order.prescription.rx_number, order.fill_number)
+
+
+def test_the_wrong_bag_is_refused_and_the_page_form_asks_for_the_scan(app: Flask, client: FlaskClient, staff: dict) -> None:
+    w, order_id = new_order(app, staff)
+
+    def walk() -> None:
+        wr = {"pharmacist": factories.actor(staff["pharmacist"]), "pharmacist2": factories.actor(staff["pharmacist2"]),
+              "technician": factories.actor(staff["technician"]), "formula": db.session.get(Formula, w["formula"])}
+        factories.run_order_to(wr, order_id, "ready")
+
+    run(app, walk)
+    login(client, staff["technician"])
+    missing = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup"})
+    assert missing.status_code == 422 and "Scan the barcode on the bag" in text(missing)
+    wrong = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup",
+                                                                 "bag_code": "RX999999-00"})
+    assert wrong.status_code == 422 and "not this order's bag" in text(wrong)
+    assert state_of(app, order_id) == OrderState.READY
+    right = client.post(f"/orders/{order_id}/transitions", data={"to": "dispensed", "method": "pickup",
+                                                                 "bag_code": bag(app, order_id).lower()})
+    assert right.status_code == 302 and state_of(app, order_id) == OrderState.DISPENSED

@@ -73,7 +73,7 @@ def test_the_link_asks_for_the_npi_then_shows_the_request_and_audits_it(app: Fla
     shown = client.post(path, data={"npi": NPI})
     assert shown.status_code == 200
     page = text(shown)
-    for fact in ("Prescription renewal request", "Margaret Ellison", "1968-04-12", "Naltrexone 4.5 mg capsules",
+    for fact in ("Prescription renewal request", "Margaret Ellison", "Apr 12, 1968", "Naltrexone 4.5 mg capsules",
                  f"renewal {d['renewal_id']}"):
         assert fact in page, fact
     with app.app_context():
