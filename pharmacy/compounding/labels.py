@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from html import escape
+from typing import Any
 
 from reportlab.graphics.barcode.code128 import Code128
 from reportlab.lib import colors
@@ -153,20 +154,9 @@ def _barcode(data: LabelData, stock: LabelStock, s: dict[str, ParagraphStyle], w
     return box
 
 
-def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
-    """A patient label on the chosen stock (4 × 6 in, or 2 × 4 in thermal); a titration chart, or on the small stock
-    the rest of the label, continues on the next label."""
-    st = STOCKS[stock]
-    buf = io.BytesIO()
-    doc = SimpleDocTemplate(buf, pagesize=st.size, leftMargin=st.margin, rightMargin=st.margin,
-                            topMargin=st.margin, bottomMargin=st.margin,
-                            title=f"Label {data.rx_number} lot {data.lot_number}", author=data.pharmacy_name)
-    s = _styles(st.base)
-    width = st.size[0] - 2 * st.margin - 12  # the frame keeps 6 pt of padding each side
-    warning = Table([[_p(data.warning, s["warn"])]], colWidths=[width])
-    warning.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.black),
-                                 ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 4)]))
-    head = [
+def _label_head(data: LabelData, s: dict[str, ParagraphStyle], width: float) -> list[Any]:
+    """Who dispensed it, for whom, what it is and how to take it (in this order: the 2 × 4 stock picks from it)."""
+    return [
         _p(data.pharmacy_name, s["bold"]),
         _p(f"{data.pharmacy_address} · {data.pharmacy_phone}", s["small"]),
         Spacer(1, 3),
@@ -181,7 +171,10 @@ def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
         _p(data.directions, s["big"]),
         Spacer(1, 3),
     ]
-    facts = [
+
+
+def _label_facts(data: LabelData, s: dict[str, ParagraphStyle]) -> list[Any]:
+    return [
         _kv("Quantity", f"{data.quantity} ({data.days_supply} days)", s),
         _kv("Refills left", data.refills_left, s),
         _kv("Prescriber", data.prescriber, s),
@@ -190,13 +183,39 @@ def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
         _kv("Discard after", f"{rx_rules.format_date(data.bud)} (beyond-use date)", s),
         _kv("Storage", data.storage, s),
     ]
-    tail = [
-        Spacer(1, 3),
-        warning,
-        Spacer(1, 2),
-        _p(CHILDREN_WARNING, s["bold"]),
-        _p(COMPOUNDED_STATEMENT, s["small"]),
-    ]
+
+
+def _label_warning(data: LabelData, s: dict[str, ParagraphStyle], width: float) -> Table:
+    warning = Table([[_p(data.warning, s["warn"])]], colWidths=[width])
+    warning.setStyle(TableStyle([("BACKGROUND", (0, 0), (-1, -1), colors.black),
+                                 ("TOPPADDING", (0, 0), (-1, -1), 3), ("BOTTOMPADDING", (0, 0), (-1, -1), 4)]))
+    return warning
+
+
+def _titration_chart(data: LabelData, s: dict[str, ParagraphStyle], width: float) -> list[Any]:
+    rows = [[_p("Dates", s["bold"]), _p("Each day", s["bold"]), _p("Dose", s["bold"])]]
+    rows += [[_p(d, s["body"]), _p(a, s["body"]), _p(m, s["body"])] for d, a, m in data.chart]
+    chart = Table(rows, colWidths=[width * 0.5, width * 0.27, width * 0.23], repeatRows=1)
+    chart.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black),
+                               ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
+                               ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5)]))
+    return [Spacer(1, 5), KeepTogether([_p("Titration chart: follow the dates", s["bold"]), chart])]
+
+
+def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
+    """A patient label on the chosen stock (4 × 6 in, or 2 × 4 in thermal); a titration chart, or on the small stock
+    the rest of the label, continues on the next label."""
+    st = STOCKS[stock]
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=st.size, leftMargin=st.margin, rightMargin=st.margin,
+                            topMargin=st.margin, bottomMargin=st.margin,
+                            title=f"Label {data.rx_number} lot {data.lot_number}", author=data.pharmacy_name)
+    s = _styles(st.base)
+    width = st.size[0] - 2 * st.margin - 12  # the frame keeps 6 pt of padding each side
+    warning = _label_warning(data, s, width)
+    head = _label_head(data, s, width)
+    facts = _label_facts(data, s)
+    tail = [Spacer(1, 3), warning, Spacer(1, 2), _p(CHILDREN_WARNING, s["bold"]), _p(COMPOUNDED_STATEMENT, s["small"])]
     if data.cap_note:
         tail += [Spacer(1, 2), _p(data.cap_note, s["small"])]
     tail += [Spacer(1, 4), _barcode(data, st, s, width)]
@@ -211,13 +230,7 @@ def render_label(data: LabelData, stock: str = DEFAULT_STOCK) -> bytes:
     else:
         story = head + facts + tail
     if data.chart:
-        rows = [[_p("Dates", s["bold"]), _p("Each day", s["bold"]), _p("Dose", s["bold"])]]
-        rows += [[_p(d, s["body"]), _p(a, s["body"]), _p(m, s["body"])] for d, a, m in data.chart]
-        chart = Table(rows, colWidths=[width * 0.5, width * 0.27, width * 0.23], repeatRows=1)
-        chart.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.5, colors.black),
-                                   ("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey),
-                                   ("TOPPADDING", (0, 0), (-1, -1), 1.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5)]))
-        story += [Spacer(1, 5), KeepTogether([_p("Titration chart: follow the dates", s["bold"]), chart])]
+        story += _titration_chart(data, s, width)
     doc.build(story)
     return buf.getvalue()
 
@@ -248,87 +261,105 @@ def bud_note(view: queries.OrderView) -> str | None:
                               order.bud, lots)
 
 
-def record_pdf(actor: Actor, order_id: int) -> bytes:
-    """The USP <795> compounding record of one batch, as a Letter page to sign and file."""
-    view = record_view(actor, order_id)
+def _grid(rows: list[list[object]], widths: list[float], s: dict[str, ParagraphStyle], header: bool = True) -> Table:
+    cells = [[c if isinstance(c, Paragraph) else _p(c, s["small"] if header and i else s["body"])
+              for c in row] for i, row in enumerate(rows)]
+    t = Table(cells, colWidths=widths, repeatRows=1 if header else 0)
+    style = [("GRID", (0, 0), (-1, -1), 0.5, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP")]
+    if header:
+        style.append(("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey))
+    t.setStyle(TableStyle(style))
+    return t
+
+
+def _when(value: Any, tz: Any) -> str:
+    return value.astimezone(tz).strftime("%b %-d, %Y %-I:%M %p") if value else "—"
+
+
+def _record_facts(view: queries.OrderView, tz: Any) -> list[list[object]]:
     order, rx, formula = view.order, view.rx, view.formula
     assert formula is not None
-    cfg = settings()
-    tz = cfg.timezone
-    buf = io.BytesIO()
-    doc = SimpleDocTemplate(buf, pagesize=LETTER, leftMargin=0.7 * inch, rightMargin=0.7 * inch,
-                            topMargin=0.6 * inch, bottomMargin=0.6 * inch,
-                            title=f"Compounding record {order.lot_number}", author=cfg.pharmacy_name)
-    s = _styles(10)
-    width = LETTER[0] - 1.4 * inch - 12
-
-    def when(value: object) -> str:
-        return value.astimezone(tz).strftime("%b %-d, %Y %-I:%M %p") if value else "—"  # type: ignore[attr-defined]
-
-    def grid(rows: list[list[object]], widths: list[float], header: bool = True) -> Table:
-        cells = [[c if isinstance(c, Paragraph) else _p(c, s["small"] if header and i else s["body"])
-                  for c in row] for i, row in enumerate(rows)]
-        t = Table(cells, colWidths=widths, repeatRows=1 if header else 0)
-        style = [("GRID", (0, 0), (-1, -1), 0.5, colors.grey), ("VALIGN", (0, 0), (-1, -1), "TOP")]
-        if header:
-            style.append(("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey))
-        t.setStyle(TableStyle(style))
-        return t
-
-    if order.qc_yield_pct is None:
-        qc = "Not checked yet"
-    else:
-        verdict = "passed" if order.qc_passed else "FAILED"
-        qc = f"{rx_rules.format_amount(order.qc_yield_pct)}% yield (95–105% passes): {verdict}"
-    facts = [
+    note = bud_note(view)
+    bud = (f"{rx_rules.format_date(order.bud)} ({formula.bud_reference}; {rules.BUD_DAYS[formula.usp_category]} days, "
+           f"or the earliest ingredient expiry)" + (f". {note}" if note else "")) if order.bud else "—"
+    return [
         ["Formula", f"{formula.name} ({formula.code})"],
         ["Strength and form", view.product],
         ["USP <795> category", rules.CATEGORY_LABELS[formula.usp_category]],
-        ["Date compounded", when(order.compounded_at)],
+        ["Date compounded", _when(order.compounded_at, tz)],
         ["Rx number / fill",
          f"{rx.rx_number} / {rules.fill_label(order.authorized_fill, partial=view.fill_progress is not None)}"],
         ["Batch lot number", order.lot_number or "—"],
         ["Patient", f"{view.patient.last_name}, {view.patient.first_name}"],
         ["Quantity to make", rx_rules.quantity_text(formula.form, order.quantity)],
         ["Total quantity made", rx_rules.quantity_text(formula.form, order.quantity_made) if order.quantity_made else "—"],
-        ["Beyond-use date", f"{rx_rules.format_date(order.bud)} ({formula.bud_reference}; "
-                            f"{rules.BUD_DAYS[formula.usp_category]} days, or the earliest ingredient expiry)"
-                            + (f". {bud_note(view)}" if bud_note(view) else "")
-         if order.bud else "—"],
+        ["Beyond-use date", bud],
         ["Storage", storage_text(formula.usp_category, formula.storage)],
         ["Container", formula.container],
     ]
-    ingredients = [["Ingredient", "Supplier", "Lot", "Expiry", "Quantity used"]]
-    ingredients += [[u.ingredient_lot.ingredient_name, u.ingredient_lot.supplier, u.ingredient_lot.lot_number,
-                     rx_rules.format_date(u.ingredient_lot.expiry_date),
-                     f"{rx_rules.format_amount(u.quantity_used)} {u.unit}" if u.quantity_used is not None
-                     else "not yet weighed"] for u in view.lots]
-    people = [["Step", "Who", "When"],
-              ["Verified", view.name(order.verified_by_id), when(order.verified_at)],
-              ["Compounded", view.name(order.compounded_by_id), when(order.compounded_at)],
-              ["Checked", view.name(order.checked_by_id), when(order.checked_at)],
-              ["Released", view.name(order.released_by_id), when(order.released_at)],
-              ["Dispensed", view.name(order.dispensed_by_id), when(order.dispensed_at)]]
-    quality = [["Quality check", qc],
-               ["Checks required", formula.quality_checks or "—"],
-               ["QC notes", order.qc_notes or "—"],
-               ["Deviations", order.deviations or "None recorded"]]
+
+
+def _record_ingredients(view: queries.OrderView) -> list[list[object]]:
+    rows: list[list[object]] = [["Ingredient", "Supplier", "Lot", "Expiry", "Quantity used"]]
+    rows += [[u.ingredient_lot.ingredient_name, u.ingredient_lot.supplier, u.ingredient_lot.lot_number,
+              rx_rules.format_date(u.ingredient_lot.expiry_date),
+              f"{rx_rules.format_amount(u.quantity_used)} {u.unit}" if u.quantity_used is not None
+              else "not yet weighed"] for u in view.lots]
+    return rows
+
+
+def _record_people(view: queries.OrderView, tz: Any) -> list[list[object]]:
+    order = view.order
+    return [["Step", "Who", "When"],
+            ["Verified", view.name(order.verified_by_id), _when(order.verified_at, tz)],
+            ["Compounded", view.name(order.compounded_by_id), _when(order.compounded_at, tz)],
+            ["Checked", view.name(order.checked_by_id), _when(order.checked_at, tz)],
+            ["Released", view.name(order.released_by_id), _when(order.released_at, tz)],
+            ["Dispensed", view.name(order.dispensed_by_id), _when(order.dispensed_at, tz)]]
+
+
+def _record_quality(view: queries.OrderView) -> list[list[object]]:
+    order, formula = view.order, view.formula
+    assert formula is not None
+    if order.qc_yield_pct is None:
+        qc = "Not checked yet"
+    else:
+        verdict = "passed" if order.qc_passed else "FAILED"
+        qc = f"{rx_rules.format_amount(order.qc_yield_pct)}% yield (95–105% passes): {verdict}"
+    return [["Quality check", qc],
+            ["Checks required", formula.quality_checks or "—"],
+            ["QC notes", order.qc_notes or "—"],
+            ["Deviations", order.deviations or "None recorded"]]
+
+
+def record_pdf(actor: Actor, order_id: int) -> bytes:
+    """The USP <795> compounding record of one batch, as a Letter page to sign and file."""
+    view = record_view(actor, order_id)
+    order, formula = view.order, view.formula
+    assert formula is not None
+    cfg = settings()
+    buf = io.BytesIO()
+    doc = SimpleDocTemplate(buf, pagesize=LETTER, leftMargin=0.7 * inch, rightMargin=0.7 * inch,
+                            topMargin=0.6 * inch, bottomMargin=0.6 * inch,
+                            title=f"Compounding record {order.lot_number}", author=cfg.pharmacy_name)
+    s = _styles(10)
+    width = LETTER[0] - 1.4 * inch - 12
     story = [
         _p(cfg.pharmacy_name, s["title"]),
         _p(f"{cfg.pharmacy_address} · {cfg.pharmacy_phone}", s["small"]),
         Spacer(1, 8),
         _p(f"Compounding record · batch {order.lot_number}", s["big"]),
         Spacer(1, 6),
-        grid(facts, [width * 0.28, width * 0.72], header=False),
+        _grid(_record_facts(view, cfg.timezone), [width * 0.28, width * 0.72], s, header=False),
         Spacer(1, 10), _p("Ingredients", s["bold"]),
-        grid(ingredients, [width * 0.32, width * 0.16, width * 0.16, width * 0.16, width * 0.2]),
+        _grid(_record_ingredients(view), [width * 0.32, width * 0.16, width * 0.16, width * 0.16, width * 0.2], s),
         Spacer(1, 10), _p("Method and equipment (master formulation record)", s["bold"]),
         _p(formula.method, s["body"]),
         _p(f"Equipment: {formula.equipment or '—'}", s["body"]),
         Spacer(1, 10), _p("Quality", s["bold"]),
-        grid(quality, [width * 0.28, width * 0.72], header=False),
+        _grid(_record_quality(view), [width * 0.28, width * 0.72], s, header=False),
         Spacer(1, 10), _p("People", s["bold"]),
-        grid(people, [width * 0.2, width * 0.45, width * 0.35]),
+        _grid(_record_people(view, cfg.timezone), [width * 0.2, width * 0.45, width * 0.35], s),
         Spacer(1, 18),
         _p("Reviewed by the pharmacist before release: signature ______________________  date ____________", s["body"]),
     ]

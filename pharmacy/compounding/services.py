@@ -3,7 +3,8 @@
 Every step checks the role (in the service, not the page), the allowed move (compounding/rules.py), writes its
 audit event, and flushes; the request's unit of work commits or rolls back all of it. These use cases touch the
 order's own rows; what a step means for other features (the supply the prescription caches, reminders, notices,
-screening) is done by pharmacy/workflows/orders.py around them. The queue and the order page read from
+screening) is done by pharmacy/workflows/orders.py around them. Handing it over is compounding/dispensing.py; the
+steps all of them share (load, role, move, audit) are compounding/steps.py. The queue and the order page read from
 compounding/queries.py; formulas and ingredient lots are in compounding/lots.py.
 """
 from __future__ import annotations
@@ -18,49 +19,28 @@ from sqlalchemy.exc import IntegrityError
 from pharmacy.billing import pricing
 from pharmacy.compounding import rules
 from pharmacy.compounding.models import Batch, IngredientLot, Order, OrderIngredientLot
-from pharmacy.compounding.rules import DeliveryMethod, OrderState
+from pharmacy.compounding.rules import OrderState
+from pharmacy.compounding.steps import (
+    active_unexpired,
+    load_order,
+    move,
+    not_on_hold,
+    reason_text,
+    refuse_while_blocked,
+    require,
+    text_field,
+)
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, today
-from pharmacy.core.errors import Conflict, Forbidden, InvalidTransition, NotFound, ValidationFailed
+from pharmacy.core.errors import Conflict, Forbidden, InvalidTransition, ValidationFailed
 from pharmacy.core.ids import valid_id
-from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription
-from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.supply import next_fill, reads
 from pharmacy.supply import rules as supply_rules
 from pharmacy.supply.next_fill import NextFill
-
-
-def load_order(order_id: int, *, lock: bool = True) -> Order:
-    """The order (locked for the step about to change it); NotFound for anything that is not one."""
-    if not valid_id(order_id):
-        raise NotFound("No such order.")
-    stmt = sa.select(Order).where(Order.id == order_id)
-    if lock:
-        stmt = stmt.with_for_update()
-    order = db.session.execute(stmt).scalar_one_or_none()
-    if order is None:
-        raise NotFound("No such order.")
-    return order
-
-
-def _permission(actor: Actor, permission: str, order: Order, what: str) -> None:
-    audit.require(actor, Permission(permission), patient_id=order.patient_id, what=what)
-
-
-def _move(actor: Actor, order: Order, target: OrderState, action: str, details: dict[str, Any] | None = None) -> None:
-    rules.check_transition(order.state, target, held_from=order.held_from)
-    previous = order.state
-    order.state = target
-    t = now()
-    order.state_changed_at = t
-    order.updated_at = t
-    db.session.flush()
-    audit.record(actor, f"order.{action}", patient_id=order.patient_id, entity=("order", order.id),
-                 details={"from": previous.value, "to": target.value, **(details or {})})
 
 
 def ensure_fillable(rx: Prescription, current: supply_rules.Supply) -> None:
@@ -104,42 +84,17 @@ def create_order(actor: Actor, rx: Prescription, fill: NextFill, *, request_note
     return order
 
 
-def _blocking(order: Order) -> list[Any]:
-    return reads.blocking_alerts(order.prescription_id, order.id)
-
-
-def _not_on_hold(order: Order) -> None:
-    """A held order moves only by being resumed (to where it was) or cancelled."""
-    if order.state == OrderState.ON_HOLD:
-        raise InvalidTransition("This order is on hold; resume it first"
-                                + (f" (held because: {order.hold_reason})." if order.hold_reason else "."))
-
-
-def _text(value: str | None, field_name: str, label: str, max_length: int) -> str | None:
-    text = (value or "").strip() or None
-    if text is not None and len(text) > max_length:
-        raise ValidationFailed(f"{label} is too long.", fields={field_name: f"At most {max_length} characters."})
-    return text
-
-
-def _active_unexpired(rx: Prescription, what: str) -> None:
-    if rx.status != RxStatus.ACTIVE or today() > rx.expiry_date:
-        raise Conflict(f"Prescription {rx.rx_number} is not active and unexpired; it cannot be {what}.")
-
-
 def verify_order(actor: Actor, order_id: int) -> Order:
     """A pharmacist verifies the order against the prescription; any unresolved stop blocks it."""
     order = load_order(order_id)
-    _permission(actor, "verify_order", order, "verify orders")
-    _not_on_hold(order)
+    require(actor, "verify_order", order, "verify orders")
+    not_on_hold(order)
     rules.check_transition(order.state, OrderState.VERIFIED, held_from=order.held_from)
-    _active_unexpired(reads.prescription(order.prescription_id), "verified")
-    blocking = _blocking(order)
-    if blocking:
-        raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in blocking))
+    active_unexpired(reads.prescription(order.prescription_id), "verified")
+    refuse_while_blocked(order)
     order.verified_by_id = actor.user_id
     order.verified_at = now()
-    _move(actor, order, OrderState.VERIFIED, "verify")
+    move(actor, order, OrderState.VERIFIED, "verify")
     return order
 
 
@@ -247,8 +202,8 @@ def plan_batch(actor: Actor, order_id: int, *, lots: list[Any]) -> Order:
     docs/domain.md "Compounding standards": decide the cap when the lots are chosen, before anyone compounds.
     """
     order = load_order(order_id)
-    _permission(actor, "compound", order, "plan batches")
-    _not_on_hold(order)
+    require(actor, "compound", order, "plan batches")
+    not_on_hold(order)
     if order.state not in PLANNABLE:
         raise InvalidTransition("Lots are chosen once the order is verified (or when a batch is re-made).")
     rx = reads.prescription(order.prescription_id)
@@ -292,8 +247,8 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
     made in). `batch_lot`: (batch id, lot number) when the order is made in a batch with others (compounding/batches.py).
     """
     order = load_order(order_id)
-    _permission(actor, "compound", order, "compound orders")
-    _not_on_hold(order)
+    require(actor, "compound", order, "compound orders")
+    not_on_hold(order)
     remake = order.state == OrderState.COMPOUNDING
     if order.state == OrderState.CHECKED:
         raise InvalidTransition("This order has passed its final check; a pharmacist sends it back to be re-made "
@@ -310,7 +265,7 @@ def compound_order(actor: Actor, order_id: int, *, lots: list[dict[str, Any]], q
         audit.record(actor, "order.recompound", patient_id=order.patient_id, entity=("order", order.id),
                      details={"lot": order.lot_number})
     else:
-        _move(actor, order, OrderState.COMPOUNDING, "compound", {"lot": order.lot_number})
+        move(actor, order, OrderState.COMPOUNDING, "compound", {"lot": order.lot_number})
     return order
 
 
@@ -387,8 +342,8 @@ def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, dev
     the caller sees `qc_passed is False`. (Raising would roll the record of the failure back.)
     """
     order = load_order(order_id)
-    _permission(actor, "check_order", order, "do the final check")
-    _not_on_hold(order)
+    require(actor, "check_order", order, "do the final check")
+    not_on_hold(order)
     rules.check_transition(order.state, OrderState.CHECKED, held_from=order.held_from)
     try:
         rules.checker_must_differ(order.compounded_by_id, actor.user_id or -1)
@@ -398,8 +353,8 @@ def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, dev
         raise
     if order.quantity_made is None:
         raise Conflict("The compounding record has no quantity made.")
-    qc_notes = _text(qc_notes, "qc_notes", "The QC notes", 400)
-    deviations = _text(deviations, "deviations", "The deviations", 400)
+    qc_notes = text_field(qc_notes, "qc_notes", "The QC notes", 400)
+    deviations = text_field(deviations, "deviations", "The deviations", 400)
     yield_pct = rules.yield_percent(order.quantity, order.quantity_made)
     order.qc_yield_pct = yield_pct
     order.qc_notes = qc_notes
@@ -414,7 +369,7 @@ def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, dev
                      details={"yield_pct": str(yield_pct)})
         return order
     order.qc_passed = True
-    _move(actor, order, OrderState.CHECKED, "check", {"yield_pct": str(yield_pct)})
+    move(actor, order, OrderState.CHECKED, "check", {"yield_pct": str(yield_pct)})
     return order
 
 
@@ -426,161 +381,50 @@ def qc_failure_message(order: Order) -> str:
 def send_back(actor: Actor, order_id: int, reason: str) -> Order:
     """A checked order that should not be released goes back to be re-made (the checker's call)."""
     order = load_order(order_id)
-    _permission(actor, rules.permission_for(order.state, OrderState.COMPOUNDING), order, "send orders back")
-    _not_on_hold(order)
+    require(actor, rules.permission_for(order.state, OrderState.COMPOUNDING), order, "send orders back")
+    not_on_hold(order)
     if order.state != OrderState.CHECKED:
         rules.check_transition(order.state, OrderState.COMPOUNDING, held_from=order.held_from)
         raise InvalidTransition("Only a checked order can be sent back to be re-made.")
-    reason = _reason(reason)
+    reason = reason_text(reason)
     order.qc_passed = False
     order.qc_notes = f"Sent back: {reason}"[:400]
     order.checked_by_id = None
     order.checked_at = None
-    _move(actor, order, OrderState.COMPOUNDING, "send_back")
+    move(actor, order, OrderState.COMPOUNDING, "send_back")
     return order
 
 
 def release_order(actor: Actor, order_id: int) -> Order:
     """Release after review: the order is ready for pickup or for shipping."""
     order = load_order(order_id)
-    _permission(actor, "check_order", order, "release orders")
-    _not_on_hold(order)
+    require(actor, "check_order", order, "release orders")
+    not_on_hold(order)
     rules.check_transition(order.state, OrderState.READY, held_from=order.held_from)
     order.released_by_id = actor.user_id
     order.released_at = now()
-    _move(actor, order, OrderState.READY, "release")
+    move(actor, order, OrderState.READY, "release")
     return order
-
-
-# ---- dispensing ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dispensed:
-    """What dispensing did, for the pharmacist's confirmation: the order, and the shipping fee it added or took off."""
-
-    order: Order
-    fee_change_cents: int = 0
-    credit_capped: bool = False
-
-
-def _delivery(order: Order, method: DeliveryMethod | None, carrier: str | None,
-              tracking_number: str | None) -> tuple[DeliveryMethod, str | None, str | None]:
-    method = DeliveryMethod(method) if method else order.delivery_method
-    carrier = _text(carrier, "carrier", "The carrier", 40)
-    tracking_number = _text(tracking_number, "tracking_number", "The tracking number", 60)
-    errors: dict[str, str] = {}
-    if method == DeliveryMethod.SHIP:
-        if not carrier:
-            errors["carrier"] = "Enter the carrier."
-        if not tracking_number:
-            errors["tracking_number"] = "Enter the tracking number."
-    if errors:
-        raise ValidationFailed("The order was not dispensed.", fields=errors)
-    return method, carrier, tracking_number
-
-
-def _too_soon(actor: Actor, order: Order, current: supply_rules.Supply, starts_on: Any, reason: str | None) -> None:
-    """docs/domain.md "Refill timing": not before ~80 % of the supply on hand is used, unless a pharmacist says why."""
-    if not current.is_too_soon(starts_on):
-        return
-    earliest = current.earliest_next_start
-    assert earliest is not None
-    when = f"the earliest day the patient may have it is {earliest.isoformat()}"
-    if not actor.can(Permission.OVERRIDE_TOO_SOON):
-        audit.record(actor, "denied.override_too_soon", patient_id=order.patient_id, entity=("order", order.id),
-                     outcome="denied", survive_rollback=True)
-        raise Conflict(f"Too soon to dispense: {when}. A pharmacist may override with a reason.")
-    text = (reason or "").strip()
-    if not 3 <= len(text) <= 400:
-        raise ValidationFailed(f"Too soon to dispense: {when}.", fields={
-            "too_soon_reason": "A pharmacist's reason (3–400 characters) is needed to dispense early."})
-    order.too_soon_override_by_id = actor.user_id
-    order.too_soon_override_reason = text
-    audit.record(actor, "order.too_soon_override", patient_id=order.patient_id, entity=("order", order.id))
-
-
-def _credit_days(order: Order, current: supply_rules.Supply, starts_on: Any) -> bool:
-    """The days this dispensing adds to the supply: what was planned, never past what is owed, and never past the
-    batch's BUD from the day the patient has it (fewer days credited — the rest stays owed — rather than a
-    supply that outlasts its BUD). True when the BUD cut it."""
-    days = min(order.days_supply, current.days_owed) if current.days_owed else order.days_supply
-    capped = False
-    if order.bud is not None:
-        usable = rules.days_until_bud(order.bud, starts_on)
-        if usable < 1:
-            raise Conflict(f"This batch's beyond-use date ({order.bud.isoformat()}) comes before the patient would "
-                           "receive it; it must be re-made.")
-        if usable < days:
-            days, capped = usable, True
-    if days != order.days_supply:
-        order.cap_note = supply_rules.fill_note(current, days, capped_by_bud=order.bud if capped else None)
-        order.days_supply = days
-    return capped
-
-
-def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None = None, carrier: str | None = None,
-                   tracking_number: str | None = None, too_soon_reason: str | None = None) -> Dispensed:
-    """Hand over or ship. The method chosen now sets the shipping fee and the day the patient has it.
-
-    `dispensed_on` is today (the day it leaves); the supply starts on `supply_starts_on` — today for a pickup,
-    the expected arrival for a parcel — and never runs past the batch's BUD: if it would, fewer days are
-    credited and the rest stays owed on the same fill. Too soon (judged on the day the patient has it) needs
-    a pharmacist's reason. The caller (workflows/orders.dispense) then refreshes the prescription's supply.
-    """
-    order = load_order(order_id)
-    _permission(actor, "dispense", order, "dispense orders")
-    _not_on_hold(order)
-    rules.check_transition(order.state, OrderState.DISPENSED, held_from=order.held_from)
-    rx = reads.prescription(order.prescription_id)
-    day = today()
-    if today() > rx.expiry_date:
-        raise Conflict(f"Prescription {rx.rx_number} expired on {rx.expiry_date.isoformat()}; it cannot be dispensed.")
-    blocking = _blocking(order)
-    if blocking:
-        raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in blocking))
-    if order.bud is not None and order.bud <= day:
-        raise Conflict(f"This batch reached its beyond-use date ({order.bud.isoformat()}); it must be re-made.")
-    method, carrier, tracking_number = _delivery(order, method, carrier, tracking_number)
-    starts_on = supply_rules.arrival_date(day, next_fill.shipping_days_for(rx, method))
-    current = reads.supply_of(rx)
-    capped = _credit_days(order, current, starts_on)
-    _too_soon(actor, order, current, starts_on, too_soon_reason)
-    fee_before = order.shipping_cents
-    order.shipping_cents = pricing.shipping_fee_cents() if method == DeliveryMethod.SHIP else 0
-    if method == order.delivery_method == DeliveryMethod.SHIP:
-        order.shipping_cents = fee_before  # the fee quoted when it was ordered stands
-    order.delivery_method = method
-    order.carrier = carrier if method == DeliveryMethod.SHIP else None
-    order.tracking_number = tracking_number if method == DeliveryMethod.SHIP else None
-    order.authorized_fill = current.current_fill if current.current_fill is not None else order.authorized_fill
-    order.dispensed_by_id = actor.user_id
-    order.dispensed_at = now()
-    order.dispensed_on = day
-    order.supply_starts_on = starts_on
-    order.run_out_date = supply_rules.run_out_after(current.run_out, starts_on, order.days_supply)
-    _move(actor, order, OrderState.DISPENSED, "dispense", {"method": method.value})
-    return Dispensed(order=order, fee_change_cents=order.shipping_cents - fee_before, credit_capped=capped)
 
 
 def hold_order(actor: Actor, order_id: int, reason: str) -> Order:
     order = load_order(order_id)
-    _permission(actor, "hold_order", order, "put orders on hold")
+    require(actor, "hold_order", order, "put orders on hold")
     rules.check_transition(order.state, OrderState.ON_HOLD, held_from=order.held_from)
-    reason = _reason(reason)
+    reason = reason_text(reason)
     order.held_from = order.state
     order.hold_reason = reason
-    _move(actor, order, OrderState.ON_HOLD, "hold")
+    move(actor, order, OrderState.ON_HOLD, "hold")
     return order
 
 
 def resume_order(actor: Actor, order_id: int) -> Order:
     order = load_order(order_id)
-    _permission(actor, "hold_order", order, "resume orders")
+    require(actor, "hold_order", order, "resume orders")
     if order.state != OrderState.ON_HOLD or order.held_from is None:
         raise InvalidTransition("Only an order on hold can be resumed.")
     target = order.held_from
-    _move(actor, order, target, "resume")
+    move(actor, order, target, "resume")
     order.held_from = None
     order.hold_reason = None
     db.session.flush()
@@ -592,11 +436,11 @@ def cancel_order(actor: Actor, order_id: int, reason: str, *, by_system: bool = 
     was already checked for that), so the cancel-orders permission is not asked again."""
     order = load_order(order_id)
     if not by_system:
-        _permission(actor, "cancel_order", order, "cancel orders")
+        require(actor, "cancel_order", order, "cancel orders")
     rules.check_transition(order.state, OrderState.CANCELLED, held_from=order.held_from)
-    reason = _reason(reason)
+    reason = reason_text(reason)
     order.cancel_reason = reason
-    _move(actor, order, OrderState.CANCELLED, "cancel")
+    move(actor, order, OrderState.CANCELLED, "cancel")
     return order
 
 
@@ -606,12 +450,3 @@ def open_order_ids(rx_id: int) -> list[int]:
         sa.select(Order.id).where(Order.prescription_id == rx_id, Order.state.in_(reads.OPEN_ORDER_STATES))
         .order_by(Order.id)
     ).scalars())
-
-
-def _reason(reason: str | None) -> str:
-    reason = (reason or "").strip()
-    if len(reason) < 3:
-        raise ValidationFailed("A reason is required.", fields={"reason": "Say why (at least a few words)."})
-    if len(reason) > 400:
-        raise ValidationFailed("The reason is too long.", fields={"reason": "At most 400 characters."})
-    return reason

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pharmacy.billing.rules import format_cents
+from pharmacy.compounding import dispensing
 from pharmacy.compounding import rules as compounding_rules
 from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
@@ -70,7 +71,7 @@ class Outcome:
 def dispense(actor: Actor, order_id: int, **details: Any) -> Outcome:
     """Dispense, then everything that follows from the patient holding more medicine: the prescription's supply
     (from the model, in this transaction), the reminders planned from it, and the ready/shipped notices."""
-    done = orders.dispense_order(actor, order_id, **details)
+    done = dispensing.dispense_order(actor, order_id, **details)
     order = done.order
     held = supply.refresh(reads.prescription(order.prescription_id))
     order.run_out_date = held.run_out  # the supply's last day covered once this fill joined it

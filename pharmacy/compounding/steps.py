@@ -1,0 +1,86 @@
+"""The steps every compounding use case shares: loading an order for a change, checking the role, moving it
+through the state machine with its audit event, and the small checks of what staff typed (services.py for the
+order's steps, dispensing.py for handing it over, batches.py for several orders made together)."""
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from pharmacy.compounding import rules
+from pharmacy.compounding.models import Order
+from pharmacy.compounding.rules import OrderState
+from pharmacy.core import audit
+from pharmacy.core.actor import Actor
+from pharmacy.core.context import now, today
+from pharmacy.core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
+from pharmacy.core.ids import valid_id
+from pharmacy.core.roles import Permission
+from pharmacy.extensions import db
+from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.rules import RxStatus
+from pharmacy.supply import reads
+
+
+def load_order(order_id: int, *, lock: bool = True) -> Order:
+    """The order (locked for the step about to change it); NotFound for anything that is not one."""
+    if not valid_id(order_id):
+        raise NotFound("No such order.")
+    stmt = sa.select(Order).where(Order.id == order_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    order = db.session.execute(stmt).scalar_one_or_none()
+    if order is None:
+        raise NotFound("No such order.")
+    return order
+
+
+def require(actor: Actor, permission: str, order: Order, what: str) -> None:
+    audit.require(actor, Permission(permission), patient_id=order.patient_id, what=what)
+
+
+def move(actor: Actor, order: Order, target: OrderState, action: str, details: dict[str, Any] | None = None) -> None:
+    rules.check_transition(order.state, target, held_from=order.held_from)
+    previous = order.state
+    order.state = target
+    t = now()
+    order.state_changed_at = t
+    order.updated_at = t
+    db.session.flush()
+    audit.record(actor, f"order.{action}", patient_id=order.patient_id, entity=("order", order.id),
+                 details={"from": previous.value, "to": target.value, **(details or {})})
+
+
+def refuse_while_blocked(order: Order) -> None:
+    """An unresolved stop (at intake, or found again at this fill) holds the order where it is."""
+    found = reads.blocking_alerts(order.prescription_id, order.id)
+    if found:
+        raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in found))
+
+
+def not_on_hold(order: Order) -> None:
+    """A held order moves only by being resumed (to where it was) or cancelled."""
+    if order.state == OrderState.ON_HOLD:
+        raise InvalidTransition("This order is on hold; resume it first"
+                                + (f" (held because: {order.hold_reason})." if order.hold_reason else "."))
+
+
+def text_field(value: str | None, field_name: str, label: str, max_length: int) -> str | None:
+    text = (value or "").strip() or None
+    if text is not None and len(text) > max_length:
+        raise ValidationFailed(f"{label} is too long.", fields={field_name: f"At most {max_length} characters."})
+    return text
+
+
+def active_unexpired(rx: Prescription, what: str) -> None:
+    if rx.status != RxStatus.ACTIVE or today() > rx.expiry_date:
+        raise Conflict(f"Prescription {rx.rx_number} is not active and unexpired; it cannot be {what}.")
+
+
+def reason_text(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if len(reason) < 3:
+        raise ValidationFailed("A reason is required.", fields={"reason": "Say why (at least a few words)."})
+    if len(reason) > 400:
+        raise ValidationFailed("The reason is too long.", fields={"reason": "At most 400 characters."})
+    return reason
