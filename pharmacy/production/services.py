@@ -249,17 +249,20 @@ def _window(day: date, last: date, formulas: dict[int, Formula], calendar: Busin
     return day - timedelta(days=RECENTLY_OUT_DAYS), high
 
 
-def build(*, days: int | None = None, day: date | None = None) -> Plan:
-    """The plan for the next `days` business days (the setting by default) from `day` (today)."""
-    cfg = stock_settings()
-    day = day or today()
-    calendar = business_calendar()
-    plan_days = rules.business_days(day, days or cfg.plan_days, calendar)
-    last = plan_days[-1]
-    formulas = _formulas()
+@dataclass
+class _Tally:
+    """The plan's work placed on bench days, before levelling."""
+
+    lines: dict[tuple[date, int], Line] = field(default_factory=dict)
+    load: dict[date, int] = field(default_factory=lambda: defaultdict(int))
+    movable: dict[date, int] = field(default_factory=lambda: defaultdict(int))
+    unplanned: int = 0
+
+
+def _place(work: list[_Work], formulas: dict[int, Formula], day: date, last: date) -> _Tally:
+    """Each piece of work on its bench day (its order-by date), with the units its fill needs."""
     buffer = settings().safety_buffer_days
-    low, high = _window(day, last, formulas, calendar)
-    work = [*_orders(), *_requests(), *_expected(low, high, day), *_renewals()]
+    calendar = business_calendar()
 
     @lru_cache(maxsize=4096)
     def when(run_out: date | None, shipping: int, lead: int) -> rules.BenchDay:
@@ -274,10 +277,7 @@ def build(*, days: int | None = None, day: date | None = None) -> Plan:
         length = rules.fill_days(days_supply, category=UspCategory(f.usp_category), shipping_days=shipping)
         return rules.units_for_fill(Form(f.form), f.strength_mg, dose, length, parsed, done)
 
-    lines: dict[tuple[date, int], Line] = {}
-    load: dict[date, int] = defaultdict(int)
-    movable: dict[date, int] = defaultdict(int)
-    unplanned = 0
+    tally = _Tally()
     for w in work:
         f = formulas.get(w.formula_id)
         if f is None:
@@ -292,28 +292,41 @@ def build(*, days: int | None = None, day: date | None = None) -> Plan:
                 qty = units(w.formula_id, w.dose, w.days_supply, w.shipping_days, w.titration,
                             w.days_dispensed) * w.count
             except (ValidationFailed, ValueError, ArithmeticError):
-                unplanned += w.count
+                tally.unplanned += w.count
                 continue
-        line = lines.setdefault((bench.day, f.id), Line(formula=f))
+        line = tally.lines.setdefault((bench.day, f.id), Line(formula=f))
         line.units += qty
         line.preparations += w.count
         line.late += w.count if bench.late else 0
         line.by_source[w.source] = line.by_source.get(w.source, 0) + w.count
-        load[bench.day] += w.count
+        tally.load[bench.day] += w.count
         if rules.movable_category(UspCategory(f.usp_category)):
-            movable[bench.day] += w.count
-    levelling = rules.level(plan_days, load, movable, cfg.bench_capacity)
+            tally.movable[bench.day] += w.count
+    return tally
+
+
+def build(*, days: int | None = None, day: date | None = None) -> Plan:
+    """The plan for the next `days` business days (the setting by default) from `day` (today)."""
+    cfg = stock_settings()
+    day = day or today()
+    calendar = business_calendar()
+    plan_days = rules.business_days(day, days or cfg.plan_days, calendar)
+    last = plan_days[-1]
+    formulas = _formulas()
+    low, high = _window(day, last, formulas, calendar)
+    tally = _place([*_orders(), *_requests(), *_expected(low, high, day), *_renewals()], formulas, day, last)
+    levelling = rules.level(plan_days, tally.load, tally.movable, cfg.bench_capacity)
     out_days = []
     for d in plan_days:
-        day_lines = sorted((ln for (ld, _), ln in lines.items() if ld == d),
+        day_lines = sorted((ln for (ld, _), ln in tally.lines.items() if ld == d),
                            key=lambda ln: (Form(ln.formula.form).value, ln.formula.strength_mg))
         out_days.append(PlanDay(
-            day=d, lines=day_lines, load=load.get(d, 0), capacity=cfg.bench_capacity,
+            day=d, lines=day_lines, load=tally.load.get(d, 0), capacity=cfg.bench_capacity,
             moved_in=sum(m.count for m in levelling.moves if m.to_day == d),
             moved_out=sum(m.count for m in levelling.moves if m.from_day == d),
             over=levelling.over.get(d, 0)))
-    return Plan(today=day, days=out_days, ingredients=_ingredients(lines, formulas, day), levelling=levelling,
-                capacity=cfg.bench_capacity, unplanned=unplanned)
+    return Plan(today=day, days=out_days, ingredients=_ingredients(tally.lines, formulas, day), levelling=levelling,
+                capacity=cfg.bench_capacity, unplanned=tally.unplanned)
 
 
 def _ingredients(lines: dict[tuple[date, int], Line], formulas: dict[int, Formula], day: date) -> list[IngredientNeed]:
