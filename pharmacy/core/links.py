@@ -14,10 +14,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from pharmacy.core import audit
+from pharmacy.core.actor import Actor
 from pharmacy.core.audit import redo_after_rollback
 from pharmacy.core.context import now
 from pharmacy.core.db import UTCDateTime
-from pharmacy.core.errors import LinkInvalid
+from pharmacy.core.errors import LinkInvalid, ValidationFailed
 from pharmacy.core.models import LinkGuard, LinkUse
 from pharmacy.core.uow import autonomous
 from pharmacy.extensions import db
@@ -121,6 +123,33 @@ def count_answer(nonce: str, *, correct: bool) -> int | None:
         return attempts
     with autonomous() as conn:
         return _count(conn, nonce, increment, at)
+
+
+@dataclass(frozen=True)
+class Question:
+    """What a link asks before it shows anything (a patient's date of birth, a prescriber's NPI), in words."""
+
+    answers: str  # "dates of birth", "NPIs": for "Too many wrong … were entered on this link."
+    failed_action: str  # the audit event of a wrong answer
+    field: str  # the form field a wrong answer is shown at
+    wrong: str  # the page's message
+    wrong_field: str  # the field's message, before "N attempt(s) left."
+
+
+def check_answer(claims: LinkClaims, question: Question, *, correct: bool, actor: Actor) -> None:
+    """Count the answer at the link's gate (count_answer) and refuse a wrong one, saying how many tries are left;
+    a locked link is refused whatever the answer. Each wrong answer is audited even though the request rolls back."""
+    attempts = count_answer(claims.nonce, correct=correct)
+    locked = f"Too many wrong {question.answers} were entered on this link."
+    if attempts is None:
+        raise LinkInvalid(locked, reason="locked")
+    if correct:
+        return
+    audit.record(actor, question.failed_action, outcome="denied", survive_rollback=True, details={"attempt": attempts})
+    left = MAX_DOB_ATTEMPTS - attempts
+    if left <= 0:
+        raise LinkInvalid(locked, reason="locked")
+    raise ValidationFailed(question.wrong, fields={question.field: f"{question.wrong_field} {left} attempt(s) left."})
 
 
 def _count(conn: sa.Connection, nonce: str, increment: int, at: datetime) -> int | None:

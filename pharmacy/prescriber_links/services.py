@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from pharmacy.core import audit, links
 from pharmacy.core.actor import Actor
-from pharmacy.core.errors import LinkInvalid, ValidationFailed
+from pharmacy.core.errors import LinkInvalid
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescriber, Prescription
 from pharmacy.refills.models import RenewalRequest
@@ -21,6 +21,10 @@ from pharmacy.refills.rules import RenewalState
 
 RENEWAL_LINK_DAYS = links.RENEWAL_LINK_DAYS
 HTTP_STATUS = {"invalid": 400, "expired": 410, "used": 410, "locked": 429}
+
+
+NPI = links.Question(answers="NPIs", failed_action="renewal_link.npi_failed", field="npi",
+                     wrong="That NPI does not match our records.", wrong_field="That does not match the prescriber's NPI.")
 
 
 def make_link_token(renewal: RenewalRequest) -> str:
@@ -64,17 +68,7 @@ def confirm_prescriber(token: str, npi: str) -> RenewalDocument:
         sa.select(Prescriber.npi).join(Prescription, Prescription.prescriber_id == Prescriber.id)
         .where(Prescription.id == renewal.prescription_id)).scalar_one()
     correct = npi == expected
-    attempts = links.count_answer(claims.nonce, correct=correct)
     actor = prescriber_actor(claims)
-    if attempts is None:
-        raise LinkInvalid("Too many wrong NPIs were entered on this link.", reason="locked")
-    if not correct:
-        audit.record(actor, "renewal_link.npi_failed", outcome="denied", survive_rollback=True,
-                     details={"attempt": attempts})
-        left = links.MAX_DOB_ATTEMPTS - attempts
-        if left <= 0:
-            raise LinkInvalid("Too many wrong NPIs were entered on this link.", reason="locked")
-        raise ValidationFailed("That NPI does not match our records.",
-                               fields={"npi": f"That does not match the prescriber's NPI. {left} attempt(s) left."})
+    links.check_answer(claims, NPI, correct=correct, actor=actor)
     audit.record(actor, "renewal.view", patient_id=renewal.patient_id, entity=("renewal_request", renewal.id))
     return build_renewal_document(renewal)

@@ -211,23 +211,17 @@ def open_link(token: str, *, allow_used: bool = False) -> links.LinkClaims:
     return claims
 
 
+BIRTH_DATE = links.Question(answers="dates of birth", failed_action="link.dob_failed", field="date_of_birth",
+                            wrong="That date of birth does not match our records.", wrong_field="That does not match.")
+
+
 def confirm_birth_date(token: str, dob: date) -> links.LinkClaims:
     """docs/domain.md: a patient opening a refill link confirms their date of birth before seeing anything."""
     claims = open_link(token)
     patient = db.session.get(Patient, claims.patient_id)
     actor = patient_actor(claims)
     correct = patient is not None and patient.date_of_birth == dob
-    attempts = links.count_answer(claims.nonce, correct=correct)  # atomic: concurrent guesses cannot pass the limit
-    if attempts is None:
-        raise LinkInvalid("Too many wrong dates of birth were entered on this link.", reason="locked")
-    if not correct:
-        audit.record(actor, "link.dob_failed", outcome="denied", survive_rollback=True,
-                     details={"attempt": attempts})
-        left = links.MAX_DOB_ATTEMPTS - attempts
-        if left <= 0:
-            raise LinkInvalid("Too many wrong dates of birth were entered on this link.", reason="locked")
-        raise ValidationFailed("That date of birth does not match our records.",
-                               fields={"date_of_birth": f"That does not match. {left} attempt(s) left."})
+    links.check_answer(claims, BIRTH_DATE, correct=correct, actor=actor)  # atomic: concurrent guesses cannot pass
     audit.record(actor, "link.open", entity=("prescription", claims.prescription_id))
     return claims
 
