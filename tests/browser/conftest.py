@@ -93,6 +93,7 @@ def page(browser: Any) -> Iterator[Any]:
 def shot(page: Any, name: str) -> Path:
     """Save a screenshot under artifacts/screenshots/ (git-ignored) for a person to look at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_load_state("load")
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path

@@ -50,7 +50,11 @@ _SCROLL_JS = "() => [document.documentElement.scrollWidth, document.documentElem
 
 
 def axe_violations(page: Any) -> list[str]:
-    """axe-core's violations at WCAG 2.2 AA, one line each (rule, impact, the first elements)."""
+    """axe-core's violations at WCAG 2.2 AA, one line each (rule, impact, the first elements).
+
+    Only once the page has loaded: on a busy machine a page checked before its stylesheet applies has the
+    browser's default (small) buttons, and axe rightly finds them too small."""
+    page.wait_for_load_state("load")
     results = _axe.run(page, options={"runOnly": {"type": "tag", "values": WCAG_TAGS}, "resultTypes": ["violations"]})
     lines = []
     for v in results.response["violations"]:

@@ -255,6 +255,7 @@ def test_compounding_records_what_was_measured_and_the_capped_bud(live_server, p
     naltrexone.select_option(value=short_lot)  # expires in 60 days: the BUD is capped by it
     page.get_by_role("button", name="Plan the batch").click()
     quantities = page.locator("input[name=lot_qty]")
+    quantities.first.wait_for()  # the planned batch's page (count() alone does not wait for it)
     assert quantities.count() >= 2
     for i in range(quantities.count()):
         assert quantities.nth(i).input_value() == "" and quantities.nth(i).get_attribute("required") is not None

@@ -25,7 +25,9 @@ AXE = Axe()
 
 
 def accessible(page: Any, name: str) -> None:
-    """axe-core on the page as it is now: no violations (the report is printed when there are)."""
+    """axe-core on the page as it is now (once loaded, its stylesheet applied): no violations (the report is printed
+    when there are)."""
+    page.wait_for_load_state("load")
     results = AXE.run(page)
     assert results.violations_count == 0, f"{name}: {results.generate_report()}"
 
