@@ -1,15 +1,22 @@
-"""Core commands: `flask users create|list|token`."""
+"""Core commands: `flask users create|list|token|prune-sessions`, and the nightly session prune."""
 from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from pharmacy.core import services
+from pharmacy.core import services, sessions
 from pharmacy.core.actor import Actor
 from pharmacy.core.errors import DomainError
 from pharmacy.core.roles import Role
 from pharmacy.core.uow import unit_of_work
+
+log = logging.getLogger(__name__)
+PRUNE_HOUR = 3  # pharmacy time: after the adherence refresh, before the day starts
 
 users = AppGroup("users", help="Staff accounts.")
 # The shell is trusted like an admin at the console; its actions are audited as "system".
@@ -60,5 +67,30 @@ def token(email: str, name: str, scope: str) -> None:
     click.echo(raw)
 
 
+@users.command("prune-sessions")
+@click.option("--keep-days", default=sessions.KEEP_ENDED_DAYS, show_default=True, type=click.IntRange(1, 3650),
+              help="Delete ended sessions older than this.")
+def prune_sessions(keep_days: int) -> None:
+    """End sessions past the absolute limit and delete old ended ones (the scheduler does it nightly)."""
+    with unit_of_work():
+        click.echo(sessions.prune(keep_days).line())
+
+
+def job_prune_sessions(app: Flask) -> None:
+    with app.app_context():
+        try:
+            with unit_of_work():
+                log.info(sessions.prune().line())
+        except Exception as exc:  # rolled back; tomorrow night's run tries again, the loader refuses expired rows
+            log.error("pruning staff sessions failed (%s)", type(exc).__name__)
+
+
+def _add_jobs(scheduler: Any, app: Flask, worker: str, stop: threading.Event) -> None:
+    tz = app.extensions["pharmacy.settings"].timezone
+    scheduler.add_job(job_prune_sessions, "cron", hour=PRUNE_HOUR, minute=0, timezone=tz, args=[app],
+                      id="prune_sessions", name="staff sessions prune")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(users)
+    app.extensions.setdefault("pharmacy.scheduler_jobs", []).append(_add_jobs)

@@ -795,7 +795,7 @@ def test_scheduler_jobs_coalesce_and_never_skip_a_late_run(app: Flask) -> None:
     finally:
         sched.shutdown(wait=False)
     assert set(jobs) == {"deliver", "plan_sweep", "heartbeat", "adherence", "adherence_catch_up", "deliver_texts",
-                         "autorefill", "autorefill_catch_up", "erx_deliver", "document_folder"}
+                         "autorefill", "autorefill_catch_up", "erx_deliver", "document_folder", "prune_sessions"}
     for job in jobs.values():
         assert job.coalesce is True and job.max_instances == 1
         assert job.misfire_grace_time >= 3600  # APScheduler's default (1 s) would drop a late run
@@ -808,6 +808,8 @@ def test_scheduler_jobs_coalesce_and_never_skip_a_late_run(app: Flask) -> None:
     assert str(nightly.timezone) == "America/Chicago"
     assert {f.name: str(f) for f in nightly.fields}["hour"] == "2"
     assert jobs["adherence_catch_up"].kwargs == {"only_if_missed": True}
+    prune = jobs["prune_sessions"].trigger  # abandoned staff sessions ended, old ones deleted, nightly
+    assert str(prune.timezone) == "America/Chicago" and {f.name: str(f) for f in prune.fields}["hour"] == "3"
     assert type(sched._jobstores["default"]).__name__ == "MemoryJobStore"  # never a shared job store
 
 

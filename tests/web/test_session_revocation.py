@@ -6,12 +6,14 @@ row (core/sessions.py) is what the replay meets.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
+from pharmacy.core import sessions
 from pharmacy.core.models import StaffSession
 from pharmacy.extensions import db
 from tests import factories
@@ -105,3 +107,32 @@ def test_an_idle_session_is_ended_on_the_server_too(app: Flask, client: FlaskCli
     assert _signed_out(client.get("/patients/"))
     with app.app_context():
         assert db.session.execute(sa.select(StaffSession.ended_reason)).scalar_one() == "expired"
+
+
+def test_prune_ends_abandoned_sessions_and_deletes_old_ended_ones(app: Flask, staff: dict, clock: Any) -> None:
+    """A closed browser never signs out: the nightly prune ends its row once the absolute limit has passed, and
+    ended rows go after the keep period — while a session still in use is left alone."""
+    abandoned = app.test_client()
+    login(abandoned, staff["pharmacist"])
+    kept = abandoned.get_cookie("session").value
+    clock.advance(timedelta(hours=app.extensions["pharmacy.settings"].session_max_hours + 1))
+    fresh = app.test_client()
+    login(fresh, staff["technician"])
+    runner = app.test_cli_runner()
+
+    result = runner.invoke(args=["users", "prune-sessions"])
+    assert result.exit_code == 0, result.output
+    assert "1 expired, 0 deleted" in result.output
+    with app.app_context():
+        rows = {r.user_id: r for r in db.session.execute(sa.select(StaffSession)).scalars()}
+    assert rows[staff["pharmacist"].id].ended_reason == "expired"
+    assert rows[staff["technician"].id].ended_at is None
+    assert _signed_out(_replay(app, kept, "/"))
+    assert fresh.get("/").status_code == 200  # the session in use survives the prune
+
+    clock.advance(timedelta(days=sessions.KEEP_ENDED_DAYS + 1))
+    result = runner.invoke(args=["users", "prune-sessions"])
+    assert "1 expired, 1 deleted" in result.output  # the technician's, now past the limit too; the old one gone
+    with app.app_context():
+        left = db.session.execute(sa.select(StaffSession.user_id, StaffSession.ended_reason)).all()
+    assert left == [(staff["technician"].id, "expired")]
