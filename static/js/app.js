@@ -22,6 +22,7 @@ document.addEventListener("DOMContentLoaded", () => {
         const holder = document.createElement("div");
         holder.innerHTML = html;
         slot.replaceWith(...holder.childNodes);
+        markScrollingTables();
       })
       .catch(() => {
         slot.setAttribute("aria-busy", "false");
@@ -45,3 +46,13 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 });
+// A table wider than the screen (zoomed to 200 %, a tablet held upright) scrolls inside its own box: it takes the
+// keyboard focus then, so arrow keys scroll it (WCAG 2.1.1) — and gives it back when it fits again.
+function markScrollingTables() {
+  document.querySelectorAll("table.list").forEach((table) => {
+    if (table.scrollWidth > table.clientWidth + 1) table.tabIndex = 0;
+    else table.removeAttribute("tabindex");
+  });
+}
+document.addEventListener("DOMContentLoaded", markScrollingTables);
+window.addEventListener("resize", markScrollingTables);
