@@ -237,3 +237,30 @@ def test_a_notice_is_marked_done_and_messages_are_shown_verbatim(app, client, st
     with app.app_context():
         assert db.session.get(ErxIntake, notice.id).state == IntakeState.DONE
         assert db.session.execute(sa.select(AuditEvent).where(AuditEvent.action == "erx.message.view")).first()
+
+
+def test_intake_pages_send_the_same_statements_with_more_waiting(app, client, staff, setup) -> None:
+    """The N+1 guard for the intake queue, an entry's review page and Today's e-prescription block: two waiting
+    e-prescriptions or ten, the same number of statements (a query per entry would grow with them)."""
+    from tests.pages import queries
+
+    login(client, staff["pharmacist"])
+    paths = ["/eprescriptions", "/"]
+
+    def counts(review_id: int) -> dict[str, int]:
+        found = {}
+        for path in [*paths, f"/eprescriptions/{review_id}"]:
+            assert client.get(path).status_code == 200  # warm-up: first-use lookups are not per row
+            with queries(app) as seen:
+                assert client.get(path).status_code == 200
+            found[path.replace(str(review_id), "<id>")] = len(seen)
+        return found
+
+    first = [arrive(app, MESSAGE_ID=f"NEWRX-N{i}", ORDER_NUMBER=f"PON-N{i}") for i in range(2)]
+    few = counts(first[0])
+    for i in range(2, 10):
+        arrive(app, MESSAGE_ID=f"NEWRX-N{i}", ORDER_NUMBER=f"PON-N{i}", LAST_NAME=f"Waiting{i}")
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count()).select_from(ErxIntake)).scalar_one() == 10
+    assert "Waiting9" in client.get("/eprescriptions").get_data(as_text=True)
+    assert counts(first[0]) == few
