@@ -305,14 +305,19 @@ def _transition(row_id: int, allowed: tuple[OutboxState, ...], values: dict[str,
     return result.rowcount == 1
 
 
+def noun(row: OutboxMessage) -> str:
+    """What the staff pages call a message: a text is not an email, whichever outbox row carries it."""
+    return "text" if row.channel == "sms" else "email"
+
+
 def retry(actor: Actor, message_id: int) -> OutboxMessage:
-    """A failed email goes back to the queue, due now; its attempt count (and history) is kept."""
+    """A failed email or text goes back to the queue, due now; its attempt count (and history) is kept."""
     row = _get(message_id, lock=True)
     audit.require(actor, Permission.MANAGE_OUTBOX, patient_id=row.patient_id, what="retry emails")
     if not _transition(row.id, (OutboxState.FAILED,), {
         "state": OutboxState.PENDING, "next_attempt_at": now(), "lease_until": None, "claimed_by": None,
     }):
-        raise Conflict(f"Only a failed email can be retried (this one is {row.state.value}).")
+        raise Conflict(f"Only a failed {noun(row)} can be retried (this one is {row.state.value}).")
     db.session.refresh(row)
     audit.record(actor, "outbox.retry", patient_id=row.patient_id, entity=("outbox", row.id),
                  details={"kind": row.kind.value, "attempts": row.attempts})
@@ -321,14 +326,14 @@ def retry(actor: Actor, message_id: int) -> OutboxMessage:
 
 
 def cancel(actor: Actor, message_id: int) -> OutboxMessage:
-    """A pending or failed email will not be sent."""
+    """A pending or failed email or text will not be sent."""
     row = _get(message_id, lock=True)
     audit.require(actor, Permission.MANAGE_OUTBOX, patient_id=row.patient_id, what="cancel emails")
     if not _transition(row.id, (OutboxState.PENDING, OutboxState.FAILED), {
         "state": OutboxState.CANCELLED, "cancelled_reason": "cancelled by the pharmacy", "lease_until": None,
         "claimed_by": None,
     }):
-        raise Conflict(f"Only a pending or failed email can be cancelled (this one is {row.state.value}).")
+        raise Conflict(f"Only a pending or failed {noun(row)} can be cancelled (this one is {row.state.value}).")
     db.session.refresh(row)
     audit.record(actor, "outbox.cancel", patient_id=row.patient_id, entity=("outbox", row.id),
                  details={"kind": row.kind.value})

@@ -55,16 +55,16 @@ def message(message_id: int) -> Any:
 @bp.post("/outbox/<int:message_id>/retry")
 @staff_required
 def retry(message_id: int) -> Any:
-    services.retry(current_actor(), message_id)
-    flash("The email is queued again; it goes out with the next delivery run.", "success")
+    row = services.retry(current_actor(), message_id)
+    flash(f"The {services.noun(row)} is queued again; it goes out with the next delivery run.", "success")
     return redirect(url_for("reminders.message", message_id=message_id))
 
 
 @bp.post("/outbox/<int:message_id>/cancel")
 @staff_required
 def cancel(message_id: int) -> Any:
-    services.cancel(current_actor(), message_id)
-    flash("The email was cancelled; it will not be sent.", "success")
+    row = services.cancel(current_actor(), message_id)
+    flash(f"The {services.noun(row)} was cancelled; it will not be sent.", "success")
     return redirect(url_for("reminders.message", message_id=message_id))
 
 

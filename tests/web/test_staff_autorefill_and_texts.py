@@ -15,6 +15,7 @@ from pharmacy.core.models import AuditEvent
 from pharmacy.extensions import db
 from pharmacy.portal import services as portal
 from pharmacy.reminders.models import OutboxMessage
+from pharmacy.reminders.rules import OutboxState
 from pharmacy.sms import delivery as sms_delivery
 from pharmacy.sms import services as sms
 from pharmacy.sms.transports import OutboxOnlySms
@@ -146,3 +147,22 @@ def test_an_unsent_reminder_text_previews_as_a_text(app, client, world, staff) -
     assert f"Text #{row_id}" in page and NUMBER in page
     words = re.search(r'<p id="text-version"><samp>(.*?)</samp></p>', page, re.S).group(1)
     assert words.strip() and "altrexone" not in words and "LDN" not in words
+
+
+def test_retrying_and_cancelling_a_text_speak_of_a_text(app, client, world, staff) -> None:
+    """The outbox's Retry and Cancel answer in the message's own words: a text is not called an email."""
+    with app.test_request_context("/"):
+        me = Actor(kind="patient", patient_id=world["patient_id"])
+        portal.start_number_check(me, "(217) 555-0101")
+        db.session.commit()
+        row_id = db.session.execute(sa.select(OutboxMessage.id).where(OutboxMessage.channel == "sms")).scalar_one()
+        db.session.execute(sa.update(OutboxMessage).where(OutboxMessage.id == row_id)
+                           .values(state=OutboxState.FAILED, last_error="the provider refused the number"))
+        db.session.commit()
+    login(client, staff["pharmacist"])
+    page = client.post(f"/outbox/{row_id}/retry", follow_redirects=True).get_data(as_text=True)
+    assert "The text is queued again" in page and "email" not in page.split("queued again")[0][-60:]
+    page = client.post(f"/outbox/{row_id}/cancel", follow_redirects=True).get_data(as_text=True)
+    assert "The text was cancelled; it will not be sent." in page
+    conflict = client.post(f"/outbox/{row_id}/cancel", headers={"Accept": "application/json"})
+    assert conflict.status_code == 409 and "pending or failed text" in conflict.get_data(as_text=True)
