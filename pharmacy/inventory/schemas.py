@@ -35,3 +35,43 @@ class ReorderPointSchema(BaseSchema):
 
 class ReasonSchema(BaseSchema):
     reason = REASON
+
+
+# ---- stock as JSON (/api/v1/inventory) --------------------------------------------------------------------------
+
+
+class LotStockOutSchema(BaseSchema):
+    id = fields.Integer()
+    lot_number = fields.String()
+    supplier = fields.String()
+    expiry_date = fields.Date()
+    received_on = fields.Date(allow_none=True)
+    state = fields.String(metadata={"description": "ok, expiring, expired, quarantined, empty or untracked"})
+    on_hand = DecimalString(allow_none=True, metadata={"description": "None: never counted"})
+    unit = fields.String(allow_none=True)
+    quarantine_reason = fields.String(allow_none=True)
+
+
+class IngredientStockOutSchema(BaseSchema):
+    name = fields.String()
+    unit = fields.String()
+    usable_on_hand = DecimalString()
+    reorder_point = DecimalString(allow_none=True)
+    reorder_quantity = DecimalString(allow_none=True)
+    low = fields.Boolean()
+    lots = fields.List(fields.Nested(LotStockOutSchema))
+
+
+class InventoryOutSchema(BaseSchema):
+    today = fields.Date()
+    expiry_warning_days = fields.Integer()
+    ingredients = fields.List(fields.Nested(IngredientStockOutSchema))
+
+
+class StockMoveOutSchema(BaseSchema):
+    id = fields.Integer()
+    ingredient_lot_id = fields.Integer()
+    kind = fields.String()
+    quantity = DecimalString()
+    unit = fields.String()
+    on_hand = DecimalString(allow_none=True, metadata={"description": "The lot's stock after it"})

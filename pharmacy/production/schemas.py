@@ -50,3 +50,55 @@ class BatchRecordSchema(BaseSchema):
 class BatchCheckSchema(BaseSchema):
     qc_notes = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=400))
     deviations = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=400))
+
+
+# ---- the plan as JSON (GET /api/v1/production/plan) -------------------------------------------------------------
+
+
+class PlanQuerySchema(BaseSchema):
+    days = fields.Integer(load_default=None, validate=validate.Range(min=1, max=30, error="Plan 1 to 30 business days."),
+                          metadata={"description": "Business days to plan (the pharmacy's setting by default)"})
+
+
+class PlanLineOutSchema(BaseSchema):
+    formula_id = fields.Integer()
+    product = fields.String()
+    units = DecimalString()
+    units_text = fields.String()
+    preparations = fields.Integer()
+    late = fields.Integer(metadata={"description": "Preparations that can no longer be ready by the day needed"})
+    by_source = fields.Dict(keys=fields.String(), values=fields.Integer(),
+                            metadata={"description": "Preparations by where the work comes from (order, request, "
+                                                     "auto, expected, renewal)"})
+
+
+class PlanDayOutSchema(BaseSchema):
+    day = fields.Date()
+    load = fields.Integer()
+    capacity = fields.Integer()
+    overloaded = fields.Boolean()
+    moved_in = fields.Integer()
+    moved_out = fields.Integer()
+    over = fields.Integer()
+    lines = fields.List(fields.Nested(PlanLineOutSchema))
+
+
+class IngredientNeedOutSchema(BaseSchema):
+    name = fields.String()
+    unit = fields.String()
+    needed = DecimalString()
+    on_hand = DecimalString(metadata={"description": "Usable today"})
+    short_on = fields.Date(allow_none=True)
+    shortfall = DecimalString()
+    reorder_point = DecimalString(allow_none=True)
+    first_lot_id = fields.Integer(allow_none=True, metadata={"description": "The lot to use first (FEFO)"})
+
+
+class PlanOutSchema(BaseSchema):
+    today = fields.Date()
+    capacity = fields.Integer()
+    total = fields.Integer()
+    unplanned = fields.Integer()
+    warnings = fields.List(fields.String())
+    days = fields.List(fields.Nested(PlanDayOutSchema))
+    ingredients = fields.List(fields.Nested(IngredientNeedOutSchema))

@@ -20,6 +20,7 @@ from pharmacy.extensions import db
 from pharmacy.inventory import services as inventory
 from pharmacy.inventory.models import LotStock
 from pharmacy.paths import ROOT
+from pharmacy.production import services as production
 from pharmacy.seeding.loader import load
 from pharmacy.workflows import batches as batch_flow
 from pharmacy.workflows import inventory as inventory_flow
@@ -207,3 +208,75 @@ def test_the_demo_seeds_give_lot_quantities_reorder_points_and_alerts(app: Flask
     page = client.get("/inventory").get_data(as_text=True)
     assert "18.5 g" in page and "expired" in page
     assert client.get("/production").status_code == 200
+
+
+def _bearer(app: Flask, who: Any) -> dict[str, str]:
+    from pharmacy.core import services
+
+    with app.test_request_context("/"):
+        _, raw = services.issue_token(factories.actor(who), who.id, "bench display")
+        db.session.commit()
+    return {"Authorization": f"Bearer {raw}"}
+
+
+def test_the_plan_and_stock_over_the_json_api(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """The same plan and stock as the pages, as JSON; a lot received and stock recorded through the API land in the
+    lot's ledger (audited), and bad input is a field error that writes nothing."""
+    w = _stocked(app, staff)
+    tech = _bearer(app, staff["technician"])
+    with app.test_request_context("/"):
+        page_plan = production.build(days=5)
+        expiry = (today() + timedelta(days=300)).isoformat()
+
+    plan = client.get("/api/v1/production/plan?days=5", headers=tech)
+    assert plan.status_code == 200, plan.get_json()
+    body = plan.get_json()
+    assert len(body["days"]) == 5 and body["capacity"] == page_plan.capacity
+    assert [d["load"] for d in body["days"]] == [d.load for d in page_plan.days]
+    assert {n["name"] for n in body["ingredients"]} == {n.name for n in page_plan.ingredients}
+    assert client.get("/api/v1/production/plan?days=0", headers=tech).status_code == 422
+
+    stock = client.get("/api/v1/inventory", headers=tech).get_json()
+    ntx = next(i for i in stock["ingredients"] if i["name"] == "Naltrexone hydrochloride USP")
+    lot = next(lot for lot in ntx["lots"] if lot["id"] == w["lot_id"])
+    assert Decimal(lot["on_hand"]) == Decimal("0.595") and ntx["low"] is True  # 1 g − 0.405 g, reorder at 0.8 g
+
+    received = client.post("/api/v1/inventory/lots", headers=tech, json={
+        "ingredient_name": "Naltrexone hydrochloride USP", "supplier": "Medisca", "lot_number": "NTX-API-2",
+        "expiry_date": expiry, "quantity": "25", "unit": "g"})
+    assert received.status_code == 201, received.get_json()
+    new_lot = received.get_json()
+    assert Decimal(new_lot["on_hand"]) == 25 and new_lot["unit"] == "g"
+    stock = client.get("/api/v1/inventory", headers=tech).get_json()
+    assert next(i for i in stock["ingredients"] if i["name"] == "Naltrexone hydrochloride USP")["low"] is False
+
+    moves_before = _count_moves(app)
+    refused = client.post(f"/api/v1/inventory/lots/{new_lot['id']}/records", headers=tech,
+                          json={"kind": "waste", "quantity": "0.5"})
+    assert refused.status_code == 422 and "reason" in refused.get_json()["errors"]["json"]
+    assert client.post(f"/api/v1/inventory/lots/{new_lot['id']}/records", headers=tech,
+                       json={"kind": "spill", "quantity": "1"}).status_code == 422
+    assert _count_moves(app) == moves_before  # nothing half-written
+
+    wasted = client.post(f"/api/v1/inventory/lots/{new_lot['id']}/records", headers=tech,
+                         json={"kind": "waste", "quantity": "0.5", "reason": "Spilled at the balance"})
+    assert wasted.status_code == 201, wasted.get_json()
+    assert Decimal(wasted.get_json()["quantity"]) == Decimal("-0.5")
+    assert Decimal(wasted.get_json()["on_hand"]) == Decimal("24.5")
+    counted = client.post(f"/api/v1/inventory/lots/{new_lot['id']}/records", headers=tech,
+                          json={"kind": "count", "quantity": "24.4"})
+    assert counted.status_code == 201 and Decimal(counted.get_json()["on_hand"]) == Decimal("24.4")
+    assert client.get("/api/v1/inventory", headers=_bearer(app, staff["admin"])).status_code == 403
+    with app.app_context():
+        from pharmacy.core.models import AuditEvent
+
+        actions = db.session.execute(sa.select(AuditEvent.action).where(AuditEvent.entity_type == "ingredient_lot",
+                                                                       AuditEvent.entity_id == new_lot["id"])).scalars()
+        assert {"stock.waste", "stock.count"} <= set(actions)
+
+
+def _count_moves(app: Flask) -> int:
+    from pharmacy.inventory.models import StockMove
+
+    with app.app_context():
+        return db.session.execute(sa.select(sa.func.count()).select_from(StockMove)).scalar_one()

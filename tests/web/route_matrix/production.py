@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from tests.conftest import T0
-from tests.web.route_matrix import Route, staff_page
+from tests.web.route_matrix import Route, api_route, staff_page
 
 NO_ADMIN: dict[str, str] = {"admin": "forbidden"}
 PHARMACIST_ONLY: dict[str, str] = {"technician": "forbidden", "admin": "forbidden"}
@@ -61,6 +61,13 @@ ROUTES: list[Route] = [
                technician="forbidden", pharmacist="missing", admin="forbidden", data=lambda w: {}),
     staff_page("formulas.reject", lambda w: "/formulas/versions/999999/reject", method="POST",
                technician="forbidden", pharmacist="missing", admin="forbidden", data=lambda w: {"decision_note": "no"}),
+    # ---- the JSON API -------------------------------------------------------------------------------------
+    api_route("production-api.plan", lambda w: "/api/v1/production/plan?days=5", **NO_ADMIN),
+    api_route("inventory-api.inventory", lambda w: "/api/v1/inventory", **NO_ADMIN),
+    api_route("inventory-api.receive", lambda w: "/api/v1/inventory/lots", method="POST", **NO_ADMIN,
+              data=lambda w: {**_receive(w), "lot_number": "MX-API"}),
+    api_route("inventory-api.record", lambda w: "/api/v1/inventory/lots/3/records", method="POST", **NO_ADMIN,
+              data=lambda w: {"kind": "count", "quantity": "24"}),
     staff_page("formulas.retire", lambda w: "/formulas/999999/retire", method="POST",
                technician="forbidden", pharmacist="missing", admin="forbidden", data=lambda w: {"reason": "matrix"}),
 ]
