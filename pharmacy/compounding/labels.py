@@ -283,7 +283,7 @@ def _record_facts(view: queries.OrderView, tz: Any) -> list[list[object]]:
     bud = (f"{rx_rules.format_date(order.bud)} ({formula.bud_reference}; {rules.BUD_DAYS[formula.usp_category]} days, "
            f"or the earliest ingredient expiry)" + (f". {note}" if note else "")) if order.bud else "—"
     return [
-        ["Formula", f"{formula.name} ({formula.code})"],
+        ["Formula", f"{formula.name} ({formula.code}), version {order.formula_version or formula.version}"],
         ["Strength and form", view.product],
         ["USP <795> category", rules.CATEGORY_LABELS[formula.usp_category]],
         ["Date compounded", _when(order.compounded_at, tz)],

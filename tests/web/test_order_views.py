@@ -344,10 +344,12 @@ def test_label_and_compounding_record(app: Flask, client: FlaskClient, staff: di
     assert "Do not take with opioid pain medicines." in content and "Lot: L261123-001" in content
     record = text(client.get(f"/orders/{order_id}/record"))
     assert "Compounding record · batch L261123-001" in record
+    assert re.search(r"\(LDN-CAP-4\.5\)\s*,\s*version 1", record)  # the version it was made with (orders keep theirs)
     assert "Naltrexone hydrochloride USP Medisca NAL-1" in record and "Checked Peter Pharmacist" in record
     assert "100% (95–105% passes): passed" in record
     pdf = client.get(f"/orders/{order_id}/record.pdf")
     assert pdf.mimetype == "application/pdf" and b"%PDF" in pdf.data[:8]
+    assert "(LDN-CAP-4.5), version 1" in "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages)
     pdf.close()
 
 
