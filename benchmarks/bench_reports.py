@@ -21,9 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 ADMIN = "bench-admin@pharmacy.example"
 TARGET_MS = 100.0

@@ -363,13 +363,14 @@ def _kept(name: str) -> sa.Select:
     """The rows kept that mean something: all-zero rows (a charge cancelled, a fill taken back) are no rows, and only
     the cost windows a report can begin at today are compared."""
     t = TABLES[name]
+    c = t.c
     meaning = {
-        "patient_balances": sa.or_(t.c.charged_cents != 0, t.c.paid_cents != 0, t.c.refunded_cents != 0),
-        "revenue_months": sa.or_(t.c.paid_cents != 0, t.c.refunded_cents != 0),
-        "fill_months": sa.or_(t.c.fills != 0, t.c.price_cents != 0, t.c.days_supply != 0, t.c.patients_last != 0),
-        "patient_last_fills": t.c.last_month.is_not(None),
-        "cost_windows": t.c.start_month >= live_starts(today())[0],
-    }[name]
+        "patient_balances": lambda: sa.or_(c.charged_cents != 0, c.paid_cents != 0, c.refunded_cents != 0),
+        "revenue_months": lambda: sa.or_(c.paid_cents != 0, c.refunded_cents != 0),
+        "fill_months": lambda: sa.or_(c.fills != 0, c.price_cents != 0, c.days_supply != 0, c.patients_last != 0),
+        "patient_last_fills": lambda: c.last_month.is_not(None),
+        "cost_windows": lambda: c.start_month >= live_starts(today())[0],
+    }[name]()
     return sa.select(*t.c).where(meaning)
 
 
