@@ -61,7 +61,7 @@ OPS = st.one_of(
     st.tuples(st.just("cancel"), st.integers(0, 3)),
     st.tuples(st.just("remake"), st.integers(0, 3)),
     st.tuples(st.just("pay"), st.integers(0, 3), st.integers(1, 20000), st.booleans()),
-    st.tuples(st.just("refund"), st.integers(0, 3), st.integers(1, 20000), st.booleans()),
+    st.tuples(st.just("refund"), st.integers(0, 3), st.integers(1, 3000), st.booleans()),
     st.tuples(st.just("days"), st.integers(1, 45)),
 )
 
@@ -75,6 +75,8 @@ def _run(world: dict[str, Any], people: list[tuple[Any, Any]], clock: FixedClock
     patient, rx = people[i]
     order = _open_order(rx)
     ph, tech = world["pharmacist"], world["technician"]
+    if order is None and name in ("dispense", "remake"):  # something to work on
+        order = order_flow.start_fill(ph, rx.id)
     if name == "fill":
         order_flow.start_fill(ph, rx.id)
     elif name == "advance" and order is not None and order.state != OrderState.ON_HOLD:
@@ -91,16 +93,22 @@ def _run(world: dict[str, Any], people: list[tuple[Any, Any]], clock: FixedClock
     elif name == "cancel" and order is not None:
         order_flow.cancel(ph, order.id, "The patient cancelled.")
     elif name == "remake" and order is not None:
+        if order.state != OrderState.ON_HOLD:
+            factories.run_order_to({**world, "formula": rx.formula}, order.id, "checked")
         orders.send_back(world["pharmacist2"], order.id, "Label smudged: make it again.")
     elif name in ("pay", "refund"):
         last = db.session.execute(sa.select(Order.id).where(Order.patient_id == patient.id)
                                   .order_by(Order.id.desc()).limit(1)).scalar() if op[3] else None
+        amount = op[2]
+        if name == "refund":  # at most what is left to give back, so most refunds go through
+            ledger = services.patient_ledger(patient.id)
+            amount = min(amount, ledger.paid_cents - ledger.refunded_cents) or amount
         record = services.record_payment if name == "pay" else services.record_refund
-        record(tech, patient_id=patient.id, amount_cents=op[2], method="card", order_id=last)
+        record(tech, patient_id=patient.id, amount_cents=amount, method="card", order_id=last)
 
 
-@settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(ops=st.lists(OPS, min_size=4, max_size=18))
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=st.lists(OPS, min_size=4, max_size=24))
 def test_kept_totals_equal_a_full_recomputation_after_any_sequence(world: dict[str, Any], clock: FixedClock,
                                                                     ops: list[tuple[Any, ...]]) -> None:
     outer = db.session.begin_nested()  # each example starts from the same world
