@@ -74,6 +74,8 @@ def upgrade():
     )
     # ### end Alembic commands ###
     _backfill(op.get_bind())
+    for name in ("patient_balances", "revenue_months", "fill_months", "patient_last_fills", "cost_windows"):
+        op.execute(f"ANALYZE {name}")
 
 
 def downgrade():

@@ -18,9 +18,9 @@ from pharmacy.billing import reports, services, totals
 from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
-from pharmacy.core.models import AuditEvent
 from pharmacy.core.clock import FixedClock
 from pharmacy.core.errors import DomainError
+from pharmacy.core.models import AuditEvent
 from pharmacy.extensions import db
 from pharmacy.paths import ROOT
 from pharmacy.prescriptions.rules import Form
