@@ -43,6 +43,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
+from pharmacy.billing import totals
 from pharmacy.billing.models import Fee, PriceEntry
 from pharmacy.billing.pricing import quote
 from pharmacy.billing.rules import PaymentKind, PaymentMethod
@@ -182,6 +183,8 @@ class GenReport:
     peak_rss_mb: float = 0.0
     today: date | None = None
     lot_numbers_over_999_a_day: int = 0
+    totals_rows: dict[str, int] = field(default_factory=dict)  # the running totals rebuilt at the end
+    totals_seconds: float = 0.0
 
     @property
     def total_rows(self) -> int:
@@ -195,7 +198,8 @@ class GenReport:
         return {"patients": self.patients, "rows": self.rows, "total_rows": self.total_rows,
                 "seconds": round(self.seconds, 2), "rows_per_second": round(self.rows_per_second),
                 "peak_rss_mb": round(self.peak_rss_mb, 1), "today": self.today.isoformat() if self.today else None,
-                "lot_numbers_over_999_a_day": self.lot_numbers_over_999_a_day}
+                "lot_numbers_over_999_a_day": self.lot_numbers_over_999_a_day, "totals_rows": self.totals_rows,
+                "totals_seconds": self.totals_seconds}
 
 
 def peak_rss_mb() -> float:
@@ -551,7 +555,12 @@ class Generator:
         return self.ids[table]
 
     def _finish(self) -> None:
-        """Sequences past the ids written here (PostgreSQL), and fresh planner statistics."""
+        """The money reports' running totals (the rows went in around the session: billing/totals.py recomputes them
+        in SQL), sequences past the ids written here (PostgreSQL), and fresh planner statistics."""
+        t0 = _time.perf_counter()
+        self.report.totals_rows = totals.rebuild()
+        self.report.totals_seconds = round(_time.perf_counter() - t0, 1)
+        uow.commit_step()
         conn = db.session.connection()
         if conn.dialect.name == "postgresql":
             for s in self.w.sinks:

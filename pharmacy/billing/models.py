@@ -11,6 +11,7 @@ from pharmacy.billing.rules import PaymentKind, PaymentMethod
 from pharmacy.compounding.models import Order
 from pharmacy.core.db import Milli, UTCDateTime, enum_column
 from pharmacy.extensions import db
+from pharmacy.prescriptions.rules import Form
 
 
 class PriceEntry(db.Model):
@@ -116,3 +117,89 @@ sa.Index("ix_orders_report_day", _orders.c.state, _orders.c.dispensed_on, _order
 sa.Index("ix_orders_report_patient", _orders.c.patient_id, _orders.c.state, _orders.c.dispensed_on,
          _orders.c.days_supply, _orders.c.prescription_id, _orders.c.price_cents, _orders.c.shipping_cents,
          _orders.c.supply_starts_on)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running totals (billing/totals.py writes them in the same flush as the orders and payments they sum; `flask
+# reports verify` / `rebuild-totals` check and recompute them). Derived rows, so no foreign keys: the rebuild and
+# the bulk loads replace them wholesale without paying for per-row checks.
+# ---------------------------------------------------------------------------------------------
+
+
+class PatientBalance(db.Model):
+    """A patient's charges (orders once charged, billing.services.charged_clause), payments and refunds, all time.
+
+    owed_cents is kept with the others (charged − paid + refunded) so that "who owes most" is a range of one
+    partial index, read from the top with a LIMIT, however many patients there are.
+    """
+
+    __tablename__ = "patient_balances"
+    __table_args__ = (
+        sa.CheckConstraint("owed_cents = charged_cents - paid_cents + refunded_cents", name="owed_is_the_difference"),
+        sa.Index("ix_patient_balances_owing", "owed_cents", "patient_id",
+                 sqlite_where=sa.text("owed_cents > 0"), postgresql_where=sa.text("owed_cents > 0")),
+    )
+
+    patient_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    charged_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    paid_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    refunded_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    owed_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class RevenueMonth(db.Model):
+    """Payments and refunds received in one month at the pharmacy (`month`: its first day, local time)."""
+
+    __tablename__ = "revenue_months"
+
+    month: Mapped[date] = mapped_column(primary_key=True)
+    paid_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    refunded_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class FillMonth(db.Model):
+    """Dispensed fills of one form in one month (of dispensed_on): count, prices (medicine only) and days supplied;
+    `patients_last`: the patients whose latest fill of this form is in this month — so the patients with a fill in
+    "this month or later" are a sum over the period's months, never a distinct count over fills."""
+
+    __tablename__ = "fill_months"
+
+    month: Mapped[date] = mapped_column(primary_key=True)
+    form: Mapped[Form] = mapped_column(enum_column(Form), primary_key=True)
+    fills: Mapped[int] = mapped_column(default=0)
+    price_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    days_supply: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    patients_last: Mapped[int] = mapped_column(default=0)
+
+
+class PatientLastFill(db.Model):
+    """The month of a patient's latest dispensed fill of a form (what FillMonth.patients_last counts)."""
+
+    __tablename__ = "patient_last_fills"
+
+    patient_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    form: Mapped[Form] = mapped_column(enum_column(Form), primary_key=True)
+    last_month: Mapped[date | None] = mapped_column()
+
+
+class CostWindow(db.Model):
+    """A patient's dispensed fills from `start_month` on (to today): count, prices, days and their monthly
+    equivalent (rules.monthly_equivalent_cents of the sums) — one row per patient for each of the last
+    rules.MAX_REPORT_MONTHS month starts a report may begin at.
+
+    The average monthly cost is a mean of per-patient ratios over the report's period, which no per-month sum can
+    give; keyed by the period's start, the report is one index range (count and sum) and its highest rows an index
+    read with a LIMIT. A dispensing adds to the rows of every start up to its month.
+    """
+
+    __tablename__ = "cost_windows"
+    __table_args__ = (
+        sa.Index("ix_cost_windows_monthly", "start_month", "monthly_cents", "patient_id"),
+    )
+
+    start_month: Mapped[date] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    fills: Mapped[int] = mapped_column(default=0)
+    price_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    days_supply: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    monthly_cents: Mapped[int] = mapped_column(sa.BigInteger, default=0)

@@ -2,11 +2,14 @@
 
 Adherence (PDC) lives in billing/adherence.py; its CSV export is here with the others.
 
+The reports read the running totals (billing/totals.py: kept in the same transaction as every order and payment
+they sum, checked by `flask reports verify`), each bounded by its period: revenue and fills by form from a row per
+month, the average monthly cost from each patient's row for the period's start (an index range, its highest rows
+read from the top), and outstanding balances from a partial index of the patients who owe, read from the top.
+
 Month boundaries (README "Billing decisions"): a payment belongs to the month *at the pharmacy* —
-23:30 on 31 October in Chicago is October, although it is already November in UTC. SQLite has no
-time zones, so instead of a dialect-specific date function the query groups by a CASE over the
-months' local start instants converted to UTC: the same SQL on SQLite and PostgreSQL, exact across
-daylight-saving changes, and it still uses the index on payments.received_at for the range.
+23:30 on 31 October in Chicago is October, although it is already November in UTC; a fill to the month of its
+dispensing day. The totals are kept per local month, so the reports only name months.
 """
 from __future__ import annotations
 
@@ -20,12 +23,8 @@ import sqlalchemy as sa
 
 from pharmacy.billing import rules
 from pharmacy.billing.adherence import AdherenceReport, adherence_report, checked_window
-from pharmacy.billing.models import Payment
+from pharmacy.billing.models import CostWindow, FillMonth, PatientBalance, RevenueMonth
 from pharmacy.billing.pricing import MAX_ID, PriceRow, price_rows
-from pharmacy.billing.rules import PaymentKind
-from pharmacy.billing.services import charged_clause, local_day_start
-from pharmacy.compounding.models import Formula, Order
-from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import today
@@ -33,10 +32,9 @@ from pharmacy.core.errors import NotFound, ValidationFailed
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
-from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import Form
 
-MAX_MONTHS = 36
+MAX_MONTHS = rules.MAX_REPORT_MONTHS
 ROWS_SHOWN = 25
 FORM_LABELS = {Form.CAPSULE: "Capsules", Form.SUBLINGUAL_LIQUID: "Sublingual liquid",
                Form.TRANSDERMAL_CREAM: "Transdermal cream"}
@@ -76,21 +74,12 @@ class MonthRevenue:
 
 
 def _revenue(months: int) -> list[MonthRevenue]:
-    """One statement: per local month, a range of ix_payments_received (received_at, kind, amount_cents) summed by
-    kind — index-only reads of exactly the period's payments, one UNION ALL arm per month."""
+    """One statement: the period's rows of the monthly totals (at most MAX_MONTHS rows)."""
     starts = month_starts(today(), months)
-    bounds = [local_day_start(d) for d in starts]
-    keys = [d.strftime("%Y-%m") for d in starts[:-1]]
-    arms = [
-        sa.select(sa.literal(keys[i]).label("month"), Payment.kind, sa.func.sum(Payment.amount_cents).label("total"))
-        .where(Payment.received_at >= bounds[i], Payment.received_at < bounds[i + 1]).group_by(Payment.kind)
-        for i in range(months)
-    ]
-    totals: dict[tuple[str, PaymentKind], int] = {}
-    for key, kind, total in db.session.execute(sa.union_all(*arms)).all():
-        totals[(key, PaymentKind(kind))] = int(total)
-    return [MonthRevenue(key, d.strftime("%b %Y"), totals.get((key, PaymentKind.PAYMENT), 0),
-                         totals.get((key, PaymentKind.REFUND), 0)) for key, d in zip(keys, starts, strict=False)]
+    kept = {m: (int(p), int(r)) for m, p, r in db.session.execute(
+        sa.select(RevenueMonth.month, RevenueMonth.paid_cents, RevenueMonth.refunded_cents)
+        .where(RevenueMonth.month >= starts[0], RevenueMonth.month < starts[-1])).all()}
+    return [MonthRevenue(d.strftime("%Y-%m"), d.strftime("%b %Y"), *kept.get(d, (0, 0))) for d in starts[:-1]]
 
 
 def revenue_by_month(actor: Actor, months: int = 12) -> list[MonthRevenue]:
@@ -118,27 +107,15 @@ class FormFills:
         return rules.monthly_equivalent_cents(self.price_cents, self.days_supply) if self.days_supply else 0
 
 
-def _dispensed_since(start: date) -> sa.ColumnElement[bool]:
-    """Dispensed on or after `start`: a range of ix_orders_report_day (state, dispensed_on, …)."""
-    return sa.and_(Order.state == OrderState.DISPENSED, Order.dispensed_on >= start)
-
-
 def _fills_by_form(months: int) -> list[FormFills]:
-    """Per form: the period's dispensed fills, grouped first by prescription (index-only over the period's range of
-    ix_orders_report_day), then joined to prescriptions and formulas once per prescription, not per fill."""
-    # Grouped by an expression, not the bare column: otherwise SQLite walks the whole (prescription_id, fill_number)
-    # unique index to get its groups in order, looking up every order ever made, instead of the period's range.
-    rx_id = (Order.prescription_id + 0).label("rx_id")
-    per_rx = (
-        sa.select(rx_id, sa.func.count().label("fills"),
-                  sa.func.sum(Order.price_cents).label("price"), sa.func.sum(Order.days_supply).label("days"))
-        .where(_dispensed_since(_period_start(months))).group_by(rx_id).subquery("per_rx")
-    )
+    """One statement over the period's rows of the monthly totals per form. The patients: those whose latest fill of
+    the form is in the period (FillMonth.patients_last), which is exactly those with a fill in it — the period runs
+    to today."""
+    start = _period_start(months)
     rows = db.session.execute(
-        sa.select(Formula.form, sa.func.sum(per_rx.c.fills), sa.func.count(sa.distinct(Prescription.patient_id)),
-                  sa.func.sum(per_rx.c.price), sa.func.sum(per_rx.c.days))
-        .select_from(per_rx).join(Prescription, Prescription.id == per_rx.c.rx_id)
-        .join(Formula, Formula.id == Prescription.formula_id).group_by(Formula.form)
+        sa.select(FillMonth.form, sa.func.sum(FillMonth.fills), sa.func.sum(FillMonth.patients_last),
+                  sa.func.sum(FillMonth.price_cents), sa.func.sum(FillMonth.days_supply))
+        .where(FillMonth.month >= start).group_by(FillMonth.form)
     ).all()
     found = {Form(form): (int(n), int(p), int(price or 0), int(days or 0)) for form, n, p, price, days in rows}
     return [FormFills(form.value, FORM_LABELS[form], *found.get(form, (0, 0, 0, 0))) for form in Form]
@@ -165,11 +142,11 @@ class AverageCost:
 
 
 def _patient_monthly_stmt(start: date) -> sa.Select:
-    """Per patient: fills dispensed since `start`, their prices and supply (medicine only, no shipping)."""
-    price, days = sa.func.sum(Order.price_cents), sa.func.sum(Order.days_supply)
-    return (sa.select(Patient.id, Patient.last_name, Patient.first_name, sa.func.count(Order.id), price, days)
-            .join(Order, Order.patient_id == Patient.id).where(_dispensed_since(start))
-            .group_by(Patient.id, Patient.last_name, Patient.first_name))
+    """Per patient: fills dispensed since `start`, their prices and supply (medicine only, no shipping) — the
+    patients' rows of the cost windows for that start."""
+    return (sa.select(Patient.id, Patient.last_name, Patient.first_name, CostWindow.fills, CostWindow.price_cents,
+                      CostWindow.days_supply)
+            .join(CostWindow, CostWindow.patient_id == Patient.id).where(CostWindow.start_month == start))
 
 
 def patient_label(patient_id: int, last: str, first: str, *, with_names: bool) -> str:
@@ -184,35 +161,25 @@ def _patient_monthly(row: sa.Row, *, with_names: bool) -> PatientMonthly:
                           int(days or 0))
 
 
-def _monthly_cents(price: sa.ColumnElement[int], days: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
-    """rules.monthly_equivalent_cents in integer SQL: price × 30 / days, half-up (non-negative integers)."""
-    return (60 * price + days) // (2 * days)
-
-
 def _average_cost(months: int, *, with_names: bool) -> AverageCost:
-    """Each patient's monthly equivalent (their prices × 30 / their days), then the mean across patients
-    (half-up to the cent) — in one statement over the period's dispensed fills (ix_orders_report_day):
-    the per-patient figures are grouped and averaged in SQL, and only the highest rows shown come back."""
-    per_patient = (
-        sa.select(Order.patient_id.label("pid"), sa.func.count(Order.id).label("fills"),
-                  sa.func.sum(Order.price_cents).label("price"), sa.func.sum(Order.days_supply).label("days"))
-        .where(_dispensed_since(_period_start(months))).group_by(Order.patient_id).subquery("per_patient")
-    )
-    monthly = _monthly_cents(per_patient.c.price, per_patient.c.days)
-    ranked = (
-        sa.select(per_patient, monthly.label("monthly"), sa.func.count().over().label("n"),
-                  sa.func.sum(monthly).over().label("total"))
-        .order_by(monthly.desc(), per_patient.c.pid).limit(ROWS_SHOWN).subquery("ranked")
-    )
+    """Each patient's monthly equivalent (their prices × 30 / their days, kept with their cost window), then the mean
+    across patients (half-up to the cent) — in one statement: the count and the sum of the period start's range of
+    ix_cost_windows_monthly, and its highest rows read from the top of the same index."""
+    start = _period_start(months)
+    in_period = CostWindow.start_month == start
+    n = sa.select(sa.func.count()).select_from(CostWindow).where(in_period).scalar_subquery()
+    total = sa.select(sa.func.coalesce(sa.func.sum(CostWindow.monthly_cents), 0)).where(in_period).scalar_subquery()
     rows = db.session.execute(
-        sa.select(ranked, Patient.last_name, Patient.first_name).join(Patient, Patient.id == ranked.c.pid)
-        .order_by(ranked.c.monthly.desc(), ranked.c.pid)
+        sa.select(CostWindow.patient_id.label("pid"), CostWindow.fills, CostWindow.price_cents, CostWindow.days_supply,
+                  Patient.last_name, Patient.first_name, n.label("n"), total.label("total"))
+        .join(Patient, Patient.id == CostWindow.patient_id).where(in_period)
+        .order_by(CostWindow.monthly_cents.desc(), CostWindow.patient_id).limit(ROWS_SHOWN)
     ).all()
     count = int(rows[0].n) if rows else 0
-    total = int(rows[0].total) if rows else 0
-    average = (2 * total + count) // (2 * count) if count else 0
+    total_cents = int(rows[0].total) if rows else 0
+    average = (2 * total_cents + count) // (2 * count) if count else 0
     highest = [PatientMonthly(r.pid, patient_label(r.pid, r.last_name, r.first_name, with_names=with_names),
-                              int(r.fills), int(r.price or 0), int(r.days or 0)) for r in rows]
+                              int(r.fills), int(r.price_cents), int(r.days_supply)) for r in rows]
     return AverageCost(average, count, highest)
 
 
@@ -242,36 +209,18 @@ class OutstandingReport:
 
 
 def _outstanding_stmt() -> sa.Select:
-    """Patients who owe (full history, exact): charged fills minus net payments per patient, set-based.
-
-    Dispensed fills are summed per patient from ix_orders_report_patient and payments from
-    ix_payments_patient_received — both covering, read index-only and already in patient order; the few
-    other charged orders (ready, or held once ready) come from ix_orders_state_created. Names are joined
-    only for the patients who owe. Each row carries the count and total of all who owe (window functions),
-    so one statement gives the page its rows and its totals.
-    """
-    dispensed = (sa.select(Order.patient_id.label("pid"), sa.func.sum(Order.price_cents + Order.shipping_cents).label("c"))
-                 .where(Order.state == OrderState.DISPENSED).group_by(Order.patient_id))
-    # Grouped by an expression so no planner walks a patient index (and every order row) to get groups in order.
-    other_pid = (Order.patient_id + 0).label("pid")
-    other = (sa.select(other_pid, sa.func.sum(Order.price_cents + Order.shipping_cents).label("c"))
-             .where(Order.state.in_([OrderState.READY, OrderState.ON_HOLD]), charged_clause()).group_by(other_pid))
-    both = sa.union_all(dispensed, other).subquery("charged_parts")
-    charges = sa.select(both.c.pid, sa.func.sum(both.c.c).label("charged")).group_by(both.c.pid).subquery("charges")
-    signed = sa.case((Payment.kind == PaymentKind.REFUND, -Payment.amount_cents), else_=Payment.amount_cents)
-    net = sa.select(Payment.patient_id.label("pid"), sa.func.sum(signed).label("net")).group_by(Payment.patient_id) \
-        .subquery("net")
-    net_paid = sa.func.coalesce(net.c.net, 0)
-    # MATERIALIZED: the few who owe are found first, and only they are joined to their names (left to itself,
-    # PostgreSQL misjudges the grouped union's size and looks up every patient before filtering).
-    owing = (sa.select(charges.c.pid, charges.c.charged, net_paid.label("net_paid"),
-                       (charges.c.charged - net_paid).label("owed"))
-             .outerjoin(net, net.c.pid == charges.c.pid).where(charges.c.charged - net_paid > 0)
-             .cte("owing").prefix_with("MATERIALIZED"))
-    return (sa.select(Patient.id, Patient.last_name, Patient.first_name, Patient.phone, owing.c.charged, owing.c.net_paid,
-                      owing.c.owed, sa.func.count().over().label("n"), sa.func.sum(owing.c.owed).over().label("total"))
-            .join(Patient, Patient.id == owing.c.pid)
-            .order_by(owing.c.owed.desc(), Patient.last_name, Patient.id))
+    """Patients who owe (full history, exact), largest balance first: the kept balances (charged fills minus net
+    payments), read from the top of the partial index of those who owe, names joined for those rows only. Each row
+    carries the count and total of all who owe (the same index's range), so one statement gives the page its rows
+    and its totals."""
+    owing = PatientBalance.owed_cents > sa.literal_column("0")  # a literal: the partial index's own condition
+    n = sa.select(sa.func.count()).select_from(PatientBalance).where(owing).scalar_subquery()
+    total = sa.select(sa.func.sum(PatientBalance.owed_cents)).where(owing).scalar_subquery()
+    return (sa.select(Patient.id, Patient.last_name, Patient.first_name, Patient.phone, PatientBalance.charged_cents,
+                      (PatientBalance.paid_cents - PatientBalance.refunded_cents).label("net_paid"),
+                      PatientBalance.owed_cents.label("owed"), n.label("n"), total.label("total"))
+            .join(Patient, Patient.id == PatientBalance.patient_id).where(owing)
+            .order_by(PatientBalance.owed_cents.desc(), Patient.last_name, Patient.id))
 
 
 def _outstanding_row(row: sa.Row, *, with_names: bool) -> Outstanding:

@@ -266,3 +266,29 @@ def receipt_number(payment_id: int, received_on: date) -> str:
     if isinstance(payment_id, bool) or not isinstance(payment_id, int) or payment_id <= 0:
         raise ValueError("A receipt number needs a saved payment's id.")
     return f"R{received_on.year}-{payment_id:06d}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Months, for the money reports and their running totals (billing/totals.py)
+# ---------------------------------------------------------------------------------------------
+
+# The longest period a money report covers; the average-cost totals keep a row per patient for each start this
+# far back.
+MAX_REPORT_MONTHS = 36
+
+
+def month_of(day: date) -> date:
+    """The month a day belongs to, as its first day."""
+    return day.replace(day=1)
+
+
+def add_months(month: date, count: int) -> date:
+    """The first day of the month `count` months after (or before, if negative) `month`'s."""
+    index = month.year * 12 + month.month - 1 + count
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def window_starts(fill_month: date) -> list[date]:
+    """The report starts whose period holds a fill of `fill_month`: the fill's month and the months before it, as far
+    back as the longest report reaches (MAX_REPORT_MONTHS months ending with the fill's)."""
+    return [add_months(fill_month, -i) for i in range(MAX_REPORT_MONTHS - 1, -1, -1)]

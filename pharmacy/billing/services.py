@@ -64,7 +64,12 @@ def charged_clause() -> sa.ColumnElement[bool]:
 
 def is_charged(order: Order) -> bool:
     """The Python twin of charged_clause(), for an order already loaded."""
-    return order.state in CHARGED_STATES or (order.state == OrderState.ON_HOLD and order.held_from == OrderState.READY)
+    return is_charged_state(order.state, order.held_from)
+
+
+def is_charged_state(state: OrderState | None, held_from: OrderState | None) -> bool:
+    """charged_clause() for an order's state and the state it was held from (as they were, or are about to be)."""
+    return state in CHARGED_STATES or (state == OrderState.ON_HOLD and held_from == OrderState.READY)
 
 
 def local_day_start(day: date) -> datetime:

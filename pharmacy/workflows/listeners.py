@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pharmacy.billing import totals
 from pharmacy.core import signals
 from pharmacy.refills import renewals
 
@@ -14,3 +15,5 @@ def _open_renewal_tasks(_sender: Any, *, wanted: dict[int, tuple[int, int]]) -> 
 
 def connect() -> None:
     signals.renewals_needed.connect(_open_renewal_tasks, weak=False)
+    # The money reports' running totals follow every order and payment written through the session (billing/totals.py).
+    totals.install()
