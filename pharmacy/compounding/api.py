@@ -72,12 +72,12 @@ def queue() -> Any:
     """The open orders grouped by state, with counts, oldest first."""
     return [
         {"state": g.state, "count": g.count, "orders": [
-            {"id": o.id, "rx_number": o.prescription.rx_number, "patient_id": o.patient_id,
-             "patient_name": f"{o.prescription.patient.first_name} {o.prescription.patient.last_name}",
-             "product": rx_rules.product_name(o.prescription.formula.form, o.prescription.formula.strength_mg),
+            {"id": o.id, "rx_number": o.rx_number, "patient_id": o.patient_id,
+             "patient_name": f"{o.first_name} {o.last_name}",
+             "product": rx_rules.product_name(o.form, o.strength_mg),
              "quantity": o.quantity, "delivery_method": o.delivery_method, "created_at": o.created_at,
              "state_changed_at": o.state_changed_at} for o in g.orders]}
-        for g in queries.queue(current_actor())
+        for g in queries.queue(current_actor(), changed_at=True)
     ]
 
 

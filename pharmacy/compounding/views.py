@@ -47,8 +47,18 @@ def _pdf(data: bytes, filename: str) -> Response:
 @bp.get("/orders")
 @staff_required
 def queue() -> Any:
-    return render_template("compounding/queue.html", groups=queries.queue(current_actor()),
-                           labels=STATE_LABELS)
+    """Every step's first 50 orders, oldest first; `?state=verified&page=2` pages through one step."""
+    state = None
+    if request.args.get("state"):
+        try:
+            state = rules.OrderState(request.args["state"])
+        except ValueError:
+            raise NotFound("No such step in the order queue.") from None
+        if state not in queries.QUEUE_ORDER:
+            raise NotFound("No such step in the order queue.")
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    return render_template("compounding/queue.html", groups=queries.queue(current_actor(), state=state, page=page),
+                           labels=STATE_LABELS, one_state=state)
 
 
 def render_order(order_id: int, *, status: int = 200, message: str | None = None,

@@ -6,7 +6,9 @@ fixed number of queries whatever the history's length.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
@@ -26,8 +28,45 @@ from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills import rules as refill_rules
 from pharmacy.refills.models import RefillRequest
+from pharmacy.refills.rules import RefillRequestState, RequestSource
 from pharmacy.reminders.models import OutboxMessage
+from pharmacy.reminders.rules import MessageKind, OutboxState
 from pharmacy.supply import reads
+
+
+class FillLine(NamedTuple):
+    """One fill as the patient page shows it (its table, the supply line): the columns, not the whole order — a
+    long-treated patient has dozens."""
+
+    id: int
+    prescription_id: int
+    fill_number: int
+    authorized_fill: int
+    state: OrderState
+    quantity: Decimal
+    days_supply: int
+    lot_number: str | None
+    dispensed_on: date | None
+    delivery_method: DeliveryMethod
+
+
+FILL_COLUMNS = (Order.id, Order.prescription_id, Order.fill_number, Order.authorized_fill, Order.state,
+                Order.quantity, Order.days_supply, Order.lot_number, Order.dispensed_on, Order.delivery_method)
+
+
+class MessageLine(NamedTuple):
+    id: int
+    kind: MessageKind
+    state: OutboxState
+    due_at: datetime | None
+    sent_at: datetime | None
+
+
+class RequestLine(NamedTuple):
+    requested_at: datetime
+    source: RequestSource
+    state: RefillRequestState
+    decline_reason: str | None
 
 
 @dataclass
@@ -41,7 +80,7 @@ class PatientRecord:
     patient: Patient
     prescriptions: list[Prescription] = field(default_factory=list)
     alerts: dict[int, list[ScreeningAlert]] = field(default_factory=dict)
-    orders: dict[int, list[Order]] = field(default_factory=dict)
+    orders: dict[int, list[FillLine]] = field(default_factory=dict)
     side_effects: list[Any] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -71,10 +110,12 @@ def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
             .order_by(ScreeningAlert.id)
         ).scalars():
             record.alerts.setdefault(alert.prescription_id, []).append(alert)
-        for order in db.session.execute(
-            sa.select(Order).where(Order.prescription_id.in_(ids)).order_by(Order.created_at.desc(), Order.id.desc())
-        ).scalars():
-            record.orders.setdefault(order.prescription_id, []).append(order)
+        for row in db.session.execute(
+            sa.select(*FILL_COLUMNS).where(Order.prescription_id.in_(ids))
+            .order_by(Order.created_at.desc(), Order.id.desc())
+        ):
+            fill = FillLine(*row)
+            record.orders.setdefault(fill.prescription_id, []).append(fill)
     for alerts in record.alerts.values():
         alerts.sort(key=lambda a: (rx_rules.SEVERITY_RANK[a.severity], a.id))
     record.side_effects = list(db.session.execute(
@@ -97,7 +138,7 @@ class TimelineRow:
     dispensed_on: Any
     run_out: Any
     order_by: Any
-    in_progress: Order | None
+    in_progress: FillLine | None
     supply: Any = None
     out_since: Any = None  # the first day without medicine when the patient has already run out
 
@@ -129,11 +170,13 @@ def _add_timeline(record: PatientRecord) -> None:
 
 def _add_messages_and_requests(record: PatientRecord) -> None:
     pid = record.patient.id
-    record.extra["messages"] = list(db.session.execute(
-        sa.select(OutboxMessage).where(OutboxMessage.patient_id == pid)
+    record.extra["messages"] = [MessageLine(*row) for row in db.session.execute(
+        sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.state, OutboxMessage.due_at,
+                  OutboxMessage.sent_at).where(OutboxMessage.patient_id == pid)
         .order_by(OutboxMessage.due_at.desc(), OutboxMessage.id.desc()).limit(15)
-    ).scalars())
-    record.extra["requests"] = list(db.session.execute(
-        sa.select(RefillRequest).where(RefillRequest.patient_id == pid)
+    )]
+    record.extra["requests"] = [RequestLine(*row) for row in db.session.execute(
+        sa.select(RefillRequest.requested_at, RefillRequest.source, RefillRequest.state, RefillRequest.decline_reason)
+        .where(RefillRequest.patient_id == pid)
         .order_by(RefillRequest.requested_at.desc()).limit(10)
-    ).scalars())
+    )]

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.orm import joinedload
 
 from pharmacy.billing.adherence import adherence_below_threshold
 from pharmacy.compounding.models import Order
@@ -24,7 +23,7 @@ from pharmacy.prescriptions.rules import RxStatus, Severity
 from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RenewalState
 from pharmacy.reminders.models import OutboxMessage
-from pharmacy.reminders.rules import OutboxState
+from pharmacy.reminders.rules import MessageKind, OutboxState
 from pharmacy.reminders.services import listed_delivery_error
 from pharmacy.supply import reads
 
@@ -49,17 +48,66 @@ class Tile:
     attention: bool = False
 
 
+# The lines of Today's lists: the columns each shows, not the rows' ORM graphs (a page read on every visit).
+
+
+class AlertLine(NamedTuple):
+    patient_id: int
+    last_name: str
+    first_name: str
+    rx_id: int
+    rx_number: str
+    order_id: int | None
+    code: str
+    severity: Severity
+    message: str
+
+
+class RequestLine(NamedTuple):
+    id: int
+    patient_id: int
+    last_name: str
+    first_name: str
+    rx_number: str
+    requested_at: datetime
+
+
+class OrderLine(NamedTuple):
+    id: int
+    patient_id: int
+    last_name: str
+    first_name: str
+    rx_number: str
+    state: OrderState
+    created_at: datetime
+
+
+class RenewalLine(NamedTuple):
+    id: int
+    patient_id: int
+    last_name: str
+    first_name: str
+    reason: str
+    state: RenewalState
+
+
+class FailedEmail(NamedTuple):
+    id: int
+    kind: MessageKind
+    last_error: str | None
+
+
 @dataclass
 class TodayView:
     tiles: list[Tile] = field(default_factory=list)
-    alerts: list[Any] = field(default_factory=list)
-    requests: list[Any] = field(default_factory=list)
-    oldest_orders: list[Order] = field(default_factory=list)
-    running_out: list[Any] = field(default_factory=list)
+    alerts: list[AlertLine] = field(default_factory=list)
+    requests: list[RequestLine] = field(default_factory=list)
+    oldest_orders: list[OrderLine] = field(default_factory=list)
+    running_out: list[RunningOut] = field(default_factory=list)
     reminders_today: int = 0
-    failed_emails: list[Any] = field(default_factory=list)
+    failed_emails: list[FailedEmail] = field(default_factory=list)
     failed_email_errors: dict[int, str] = field(default_factory=dict)  # as this reader may see them
-    renewals: list[Any] = field(default_factory=list)
+    renewals: list[RenewalLine] = field(default_factory=list)
     adherence: list[Any] = field(default_factory=list)
     clinical: bool = False
 
@@ -88,8 +136,10 @@ def today_view(actor: Actor) -> TodayView:
     _add_oldest(view)
     view.running_out = running_out(local_today(), days=7)
     view.adherence = list(adherence_below_threshold(actor, limit=8))
-    audit.record_reads(actor, "dashboard.view", audit.patient_ids_in(
-        view.alerts, view.requests, view.oldest_orders, view.running_out, view.renewals, view.adherence))
+    audit.record_reads(actor, "dashboard.view", [
+        *(a.patient_id for a in view.alerts), *(r.patient_id for r in view.requests),
+        *(o.patient_id for o in view.oldest_orders), *(r.patient.id for r in view.running_out),
+        *(r.patient_id for r in view.renewals), *(r.patient_id for r in view.adherence)])
     return view
 
 
@@ -103,19 +153,22 @@ def _add_outbox(view: TodayView) -> None:
             OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at >= start,
             OutboxMessage.next_attempt_at < end)
     ).scalar_one())
-    view.failed_emails = list(db.session.execute(
-        sa.select(OutboxMessage).where(OutboxMessage.state == OutboxState.FAILED)
+    view.failed_emails = [FailedEmail(*row) for row in db.session.execute(
+        sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.last_error)
+        .where(OutboxMessage.state == OutboxState.FAILED)
         .order_by(OutboxMessage.id.desc()).limit(5)  # newest first, along ix_outbox_state_id
-    ).scalars())
+    )]
     view.failed_email_errors = {m.id: listed_delivery_error(m.last_error) or "" for m in view.failed_emails}
 
 
-def _alerts_for_a_pharmacist(limit: int = 20) -> list[Any]:
+def _alerts_for_a_pharmacist(limit: int = 20) -> list[AlertLine]:
     """Unresolved stops and acknowledgements of active (or held) prescriptions and their open orders, one line per
     finding (an order's copy of an alert stands for its prescription's), oldest first."""
     open_order_ids = sa.select(Order.id).where(Order.state.in_(reads.OPEN_ORDER_STATES))
     alert_q = (
-        sa.select(ScreeningAlert, Prescription, Patient)
+        sa.select(Patient.id, Patient.last_name, Patient.first_name, Prescription.id, Prescription.rx_number,
+                  ScreeningAlert.order_id, ScreeningAlert.code, ScreeningAlert.severity, ScreeningAlert.message)
+        .select_from(ScreeningAlert)
         .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
         .join(Patient, Patient.id == Prescription.patient_id)
         .where(ScreeningAlert.current.is_(True), ScreeningAlert.resolved_at.is_(None),
@@ -126,11 +179,12 @@ def _alerts_for_a_pharmacist(limit: int = 20) -> list[Any]:
     )
     seen: set[tuple[int, str]] = set()
     alerts = []
-    for row in db.session.execute(alert_q.limit(limit * 3)).all():
-        key = (row[1].id, row[0].code)
+    for row in db.session.execute(alert_q.limit(limit * 3)):
+        line = AlertLine(*row)
+        key = (line.rx_id, line.code)
         if key not in seen:
             seen.add(key)
-            alerts.append(row)
+            alerts.append(line)
     return alerts[:limit]
 
 
@@ -179,34 +233,62 @@ def _add_oldest(view: TodayView) -> None:
     """The oldest few waiting requests, orders and renewals: picked by id from their indexes, then joined."""
     first_requests = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
                                (RefillRequest.requested_at, RefillRequest.id), 5)
-    view.requests = list(db.session.execute(
-        sa.select(RefillRequest, Prescription, Patient)
+    view.requests = [RequestLine(*row) for row in db.session.execute(
+        sa.select(RefillRequest.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
+                  RefillRequest.requested_at)
         .join(first_requests, first_requests.c.id == RefillRequest.id)
         .join(Prescription, Prescription.id == RefillRequest.prescription_id)
         .join(Patient, Patient.id == RefillRequest.patient_id)
         .order_by(RefillRequest.requested_at, RefillRequest.id)
-    ).all())
+    )]
     first_orders = first_ids(Order.id, Order.state.in_(QUEUE_STATES), (Order.created_at, Order.id), 8)
-    view.oldest_orders = list(db.session.execute(
-        sa.select(Order).join(first_orders, first_orders.c.id == Order.id)
-        .options(joinedload(Order.prescription).joinedload(Prescription.patient))
+    view.oldest_orders = [OrderLine(*row) for row in db.session.execute(
+        sa.select(Order.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number, Order.state,
+                  Order.created_at)
+        .join(first_orders, first_orders.c.id == Order.id)
+        .join(Prescription, Prescription.id == Order.prescription_id)
+        .join(Patient, Patient.id == Prescription.patient_id)
         .order_by(Order.created_at, Order.id)
-    ).unique().scalars())
+    )]
     first_renewals = first_ids(RenewalRequest.id, RenewalRequest.state.in_(OPEN_RENEWALS),
                                (RenewalRequest.created_at, RenewalRequest.id), 5)
-    view.renewals = list(db.session.execute(
-        sa.select(RenewalRequest, Patient).join(first_renewals, first_renewals.c.id == RenewalRequest.id)
+    view.renewals = [RenewalLine(*row) for row in db.session.execute(
+        sa.select(RenewalRequest.id, Patient.id, Patient.last_name, Patient.first_name, RenewalRequest.reason,
+                  RenewalRequest.state)
+        .join(first_renewals, first_renewals.c.id == RenewalRequest.id)
         .join(Patient, Patient.id == RenewalRequest.patient_id)
         .order_by(RenewalRequest.created_at, RenewalRequest.id)
-    ).all())
+    )]
+
+
+class RxSupplyLine(NamedTuple):
+    """What the call list reads of a prescription: its number and the supply columns it caches (reads.supply_of
+    takes these by name, as it takes a Prescription)."""
+
+    id: int
+    rx_number: str
+    latest_fill_number: int | None
+    days_supply: int
+    refills_authorized: int
+    expiry_date: date
+    days_dispensed: int
+    latest_run_out_date: date | None
+    latest_days_supply: int | None
+
+
+class PatientLine(NamedTuple):
+    id: int
+    last_name: str
+    first_name: str
+    phone: str | None
 
 
 @dataclass(frozen=True)
 class RunningOut:
     """A patient worth a call: their supply of one prescription ends soon, or already has."""
 
-    rx: Prescription
-    patient: Patient
+    rx: RxSupplyLine
+    patient: PatientLine
     run_out: date  # the last day covered
     out_since: date | None  # the first day without medicine, when already out
 
@@ -222,13 +304,17 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
     The supply's last day covered is cached on the prescription (supply/services.refresh, from the supply model),
     so this reads a range of ix_prescriptions_status_run_out, however many years of fills are stored.
     """
-    other = sa.orm.aliased(Order)
-    open_order = sa.exists().where(other.prescription_id == Prescription.id, other.state.in_(reads.OPEN_ORDER_STATES))
+    # No alias of orders here: the outer query reads no order, and an aliased() built on every call proxies every
+    # column of the table (~10 ms a request).
+    open_order = sa.exists().where(Order.prescription_id == Prescription.id, Order.state.in_(reads.OPEN_ORDER_STATES))
     open_request = sa.exists().where(
         RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
     )
     stmt = (
-        sa.select(Prescription, Patient)
+        sa.select(Prescription.id, Prescription.rx_number, Prescription.latest_fill_number, Prescription.days_supply,
+                  Prescription.refills_authorized, Prescription.expiry_date, Prescription.days_dispensed,
+                  Prescription.latest_run_out_date, Prescription.latest_days_supply,
+                  Patient.id, Patient.last_name, Patient.first_name, Patient.phone)
         .join(Patient, Patient.id == Prescription.patient_id)
         .where(Prescription.status == RxStatus.ACTIVE,
                Prescription.latest_run_out_date >= day - timedelta(days=overdue_days),
@@ -237,8 +323,9 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
         .order_by(Prescription.latest_run_out_date, Prescription.id).limit(limit)
     )
     out = []
-    for rx, patient in db.session.execute(stmt).all():
-        current = reads.supply_of(rx)
+    for row in db.session.execute(stmt):
+        rx, patient = RxSupplyLine(*row[:9]), PatientLine(*row[9:])
+        current = reads.supply_of(rx)  # the columns it reads, by name
         assert current.run_out is not None
         out.append(RunningOut(rx=rx, patient=patient, run_out=current.run_out, out_since=current.out_since(day)))
     return out

@@ -22,6 +22,7 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.clock import local_date
 from pharmacy.core.context import business_calendar, now, settings, today
 from pharmacy.core.errors import Conflict, LinkInvalid, NotFound, ValidationFailed
+from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -201,12 +202,16 @@ def open_link(token: str, *, allow_used: bool = False) -> links.LinkClaims:
     claims = links.read_token(links.REFILL, token, max_age_days=settings().refill_link_days)
     if claims.prescription_id is None:
         raise LinkInvalid("This link is not valid.", reason="invalid")
-    rx = db.session.get(Prescription, claims.prescription_id)
-    if rx is None or rx.patient_id != claims.patient_id:
+    # Whose prescription it is, as one column: the page that follows loads the prescription with its patient and
+    # formula once (reads.prescription), so the check does not build it twice.
+    owner = db.session.execute(
+        sa.select(Prescription.patient_id).where(Prescription.id == claims.prescription_id)
+    ).scalar_one_or_none() if valid_id(claims.prescription_id) else None
+    if owner is None or owner != claims.patient_id:
         raise LinkInvalid("This link is not valid.", reason="invalid")
     if links.failed_attempts(claims.nonce) >= links.MAX_DOB_ATTEMPTS:
         raise LinkInvalid("Too many wrong dates of birth were entered on this link.", reason="locked")
-    if not allow_used and links.is_used(claims.nonce) and reads.open_request(rx.id) is None:
+    if not allow_used and links.is_used(claims.nonce) and reads.open_request(claims.prescription_id) is None:
         raise LinkInvalid("This link has already been used.", reason="used")
     return claims
 

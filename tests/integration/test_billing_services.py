@@ -578,6 +578,46 @@ def test_the_snapshot_integer_sql_is_the_rules_arithmetic(world: dict[str, Any])
             assert (pdc_e4 < 100 * threshold) == (not rules.is_adherent(exact, threshold)), (c, t, threshold)
 
 
+def test_the_snapshot_distribution_is_exact_at_every_band_edge(world: dict[str, Any]) -> None:
+    """The page counts bands from pdc_milli (the index) and reads the rows at an edge whole: PDCs just either side of
+    every band's start and of the threshold land where the rules put them (band = percent // 10, below = not
+    rules.is_adherent)."""
+    from pharmacy.billing import rules
+    from pharmacy.core.context import settings
+    from pharmacy.patients.models import Patient
+
+    _adherence_world(world)
+    adherence.refresh_adherence()
+    threshold = settings().pdc_threshold_percent
+    edges = {m + d for m in (*adherence.BAND_EDGES, 10 * threshold) for d in (-1, 0, 1)}
+    pairs = [(c, t) for t in (7, 180, 199, 200, 201, 363, 730) for c in range(t + 1)
+             if (2000 * c + t) // (2 * t) in edges] + [(0, 180), (180, 180), (90, 180)]
+    patients = Patient.__table__
+    template = db.session.execute(sa.select(patients).limit(1)).mappings().one()
+    db.session.execute(sa.insert(patients), [{**{k: v for k, v in template.items() if k != "id"},
+                                              "last_name": f"Edge{i}"} for i in range(len(pairs))])
+    ids = list(db.session.execute(sa.select(patients.c.id).where(patients.c.last_name.like("Edge%"))
+                                  .order_by(patients.c.id)).scalars())
+    base = db.session.execute(sa.select(AdherenceSnapshot).limit(1)).scalar_one()
+    db.session.execute(sa.delete(AdherenceSnapshot))
+    db.session.execute(sa.insert(AdherenceSnapshot), [
+        {"patient_id": pid, "pdc_milli": (2000 * c + t) // (2 * t), "percent": rules.div_half_up(100 * c, t),
+         "covered_days": c, "days_in_window": t, "window_start": base.window_start, "window_end": base.window_end,
+         "period_days": base.period_days, "last_fill_on": base.last_fill_on, "last_days_supply": 30,
+         "last_formula_id": base.last_formula_id, "computed_at": base.computed_at}
+        for pid, (c, t) in zip(ids, pairs, strict=True)])
+    expected = [0] * 10
+    for c, t in pairs:
+        expected[min(rules.div_half_up(100 * c, t) // 10, 9)] += 1
+    below = sum(1 for c, t in pairs if not rules.is_adherent((Decimal(c) / Decimal(t)).quantize(Decimal("0.0001"),
+                                                                                               rounding="ROUND_HALF_UP"),
+                                                             threshold))
+    report = adherence.adherence(world["pharmacist"])
+    assert report.snapshot and report.measured == len(pairs) > 40
+    assert report.distribution == expected and report.below_count == below
+    assert report.computed_at == base.computed_at and report.window_end == base.window_end
+
+
 def test_the_snapshot_is_read_in_a_fixed_number_of_statements(world: dict[str, Any], app: Flask) -> None:
     def statements(n_patients: int) -> tuple[int, int]:
         for i in range(n_patients):

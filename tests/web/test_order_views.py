@@ -311,6 +311,50 @@ def test_the_queue_groups_by_state_with_counts_oldest_first(app: Flask, client: 
     assert len(seen) <= 6  # the session user, counts, the orders with their prescriptions: not one per order
 
 
+def test_the_queue_pages_each_state_fifty_at_a_time(app: Flask, client: FlaskClient, staff: dict, clock: Any) -> None:
+    """51 orders to verify: the oldest 50 on the first page with the count of all 51 and a link to page 2; page 2
+    has the 51st alone (and says which of the 51 it shows), in the same number of statements."""
+    w = build(app, staff)
+
+    def fifty_two() -> list[int]:
+        ph = factories.actor(staff["pharmacist"])
+        ids = []
+        for i in range(52):
+            p = factories.patient(ph, first_name="Q", last_name=f"Page{i:02d}", email=f"page{i}@example.com")
+            rx = factories.prescription(ph, p.id, w["formula"], w["prescriber"])
+            ids.append(order_flow.start_fill(ph, rx.id).id)
+            clock.advance(timedelta(minutes=1))
+        orders.verify_order(ph, ids[0])  # one in another state: its own count, its own list
+        return ids
+
+    ids = run(app, fifty_two)
+    waiting = ids[1:]  # 51 requested, oldest first
+    login(client, staff["technician"])
+
+    def listed(response: Any) -> list[int]:
+        return [int(x) for x in re.findall(r'href="/orders/(\d+)">Order', response.get_data(as_text=True))]
+
+    with queries(app) as first_seen:
+        first = client.get("/orders")
+    assert first.status_code == 200
+    assert listed(first) == [*waiting[:50], ids[0]]  # every step's first page, requested before verified
+    assert "51 Requested 1 Verified" in text(first) and "Requested 51" in text(first)
+    assert "Showing the oldest 50 of 51." in text(first)
+    assert 'href="/orders?state=requested&amp;page=2#requested" rel="next">Page 2<' in first.get_data(as_text=True)
+    assert "state=verified" not in first.get_data(as_text=True)  # one page only: no pager
+
+    with queries(app) as second_seen:
+        second = client.get("/orders?state=requested&page=2")
+    assert second.status_code == 200
+    assert listed(second) == waiting[50:]
+    assert "Requested 51 page 2 of 2" in text(second) and "Showing 51–51 of 51, oldest first." in text(second)
+    assert 'href="/orders?state=requested&amp;page=1#requested" rel="prev">Page 1<' in second.get_data(as_text=True)
+    assert len(second_seen) == len(first_seen)
+
+    assert listed(client.get("/orders?state=requested&page=9")) == waiting[50:]  # past the end: the last page
+    assert client.get("/orders?state=dispensed").status_code == 404  # not a step of the queue
+
+
 def test_the_order_page_stays_within_a_fixed_number_of_queries(app: Flask, client: FlaskClient, staff: dict) -> None:
     _w, order_id = new_order(app, staff, patient={"conditions": ["ms", "cirrhosis"], "medications": ["Avonex"]})
     login(client, staff["pharmacist"])

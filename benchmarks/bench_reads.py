@@ -1,0 +1,124 @@
+"""The read pages in-process: Flask test client, a pharmacist signed in, median of N requests per page.
+
+    .venv/bin/python benchmarks/common.py --db sqlite --patients 20000      # the data, once
+    .venv/bin/python benchmarks/bench_reads.py --db sqlite --patients 20000
+
+No server and no load generator: what one request of each page costs in Python and SQL (the figure the
+column selects and pagination of issue 21 move), beside /__bench/hello in the same process. Each page is
+fetched once to warm up, then --repeat times; the table gives the median and the 95th percentile, the SQL
+statements of one request, and the page's size; the CPU time of this process (median) is the
+steadier figure on a machine busy with other work. To compare two versions of the code, run the same file from
+each checkout against the same data (the bench database lives under instance/bench/ of the checkout: link it).
+"""
+from __future__ import annotations
+
+import random
+import re
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa
+
+from benchmarks import common
+
+PHARMACIST = "bench-pharmacist@pharmacy.example"
+
+
+def _csrf(text: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', text) or re.search(
+        r'value="([^"]+)"[^>]*name="csrf_token"', text)
+    return m.group(1) if m else ""
+
+
+def _pages(app: Any) -> tuple[dict[str, list[str]], list[tuple[str, date]]]:
+    """The URLs of each page (patient pages: random patients) and five refill links to confirm first."""
+    from flask import url_for
+
+    from pharmacy.core import links
+    from pharmacy.extensions import db
+
+    with app.test_request_context("/"):
+        max_patient = int(db.session.execute(sa.text("SELECT max(id) FROM patients")).scalar_one())
+        rows = db.session.execute(sa.text(
+            "SELECT p.id, p.patient_id, pt.date_of_birth FROM prescriptions p JOIN patients pt ON pt.id = p.patient_id "
+            "WHERE p.status = 'active' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id "
+            "AND o.state NOT IN ('dispensed', 'cancelled')) AND NOT EXISTS (SELECT 1 FROM refill_requests r "
+            "WHERE r.prescription_id = p.id AND r.state IN ('open', 'awaiting_renewal')) "
+            "AND EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id) ORDER BY p.id DESC LIMIT 5")).all()
+        tokens = [(links.make_token(links.REFILL, patient, rx), date.fromisoformat(str(dob)[:10]))
+                  for rx, patient, dob in rows]
+        rnd = random.Random(1)
+        pages = {
+            "hello": ["/__bench/hello"],
+            "patient page": [f"/patients/{rnd.randint(1, max_patient)}" for _ in range(50)],
+            "refill-link page": [f"/r/{tok}/refill" for tok, _ in tokens],
+            "today": [url_for("dashboard.home")],
+            "order queue": [url_for("compounding.queue")],
+            "adherence report": [url_for("billing.adherence")],
+        }
+        db.session.remove()
+    return pages, tokens
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0], default_patients=20_000)
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--only", default="", help="comma-separated page names")
+    a = p.parse_args()
+    bdb = common.prepare(a.db, a.patients, seed=a.seed, fresh=a.fresh)
+    app = common.app_for(bdb, bdb.at(12))
+    app.config["WTF_CSRF_ENABLED"] = app.config.get("WTF_CSRF_ENABLED", True)
+    pages, tokens = _pages(app)
+    client = app.test_client()
+    status = client.post("/login", data={"email": PHARMACIST, "password": bdb.password,
+                                         "csrf_token": _csrf(client.get("/login").get_data(as_text=True))}).status_code
+    if status not in (302, 303):
+        raise SystemExit(f"sign-in failed: {status}")
+    for tok, dob in tokens:
+        csrf = _csrf(client.get(f"/r/{tok}").get_data(as_text=True))
+        status = client.post(f"/r/{tok}", data={"month": dob.month, "day": dob.day, "year": dob.year,
+                                                "csrf_token": csrf}).status_code
+        if status not in (302, 303):
+            raise SystemExit(f"refill link confirmation failed: {status}")
+    from pharmacy.extensions import db
+
+    with app.app_context():
+        engine = db.engine
+    only = {x.strip() for x in a.only.split(",") if x.strip()}
+    rows = []
+    hello_ms = None
+    for name, urls in pages.items():
+        if only and name not in only and name != "hello":
+            continue
+        first = client.get(urls[0])
+        if first.status_code != 200:
+            raise SystemExit(f"{name}: {urls[0]} answered {first.status_code}")
+        with common.count_statements(engine) as statements:
+            client.get(urls[0])
+        times, cpu = [], []
+        size = 0
+        for i in range(a.repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            response = client.get(urls[i % len(urls)])
+            times.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
+            size = max(size, len(response.get_data()))
+            if response.status_code != 200:
+                raise SystemExit(f"{name}: {urls[i % len(urls)]} answered {response.status_code}")
+        median = statistics.median(times)
+        p95 = sorted(times)[max(0, round(0.95 * len(times)) - 1)]
+        if name == "hello":
+            hello_ms = median
+        rows.append([name, round(median, 2), round(p95, 2), round(statistics.median(cpu), 2), len(statements), size,
+                     f"{hello_ms / median:.0%}" if hello_ms else ""])
+    print(common.table(["page", "median ms", "p95 ms", "CPU ms (median)", "statements", "bytes", "of hello"], rows))
+
+
+if __name__ == "__main__":
+    main()
