@@ -8,7 +8,6 @@ from flask_smorest import Blueprint
 
 from pharmacy.compounding.models import IngredientLot
 from pharmacy.core.auth import api_auth, current_actor
-from pharmacy.extensions import db
 from pharmacy.inventory import services
 from pharmacy.inventory.models import LotStock, StockMove
 from pharmacy.inventory.schemas import (
@@ -52,7 +51,7 @@ def inventory() -> Any:
 def receive(data: dict[str, Any]) -> Any:
     """A lot received: on file (supplier, number, expiry) with its quantity in stock, in one transaction."""
     lot = inventory_flow.receive(current_actor(), data)
-    return _lot(lot, db.session.get(LotStock, lot.id))
+    return _lot(lot, services.lot_stock(lot.id))
 
 
 @blp.route(f"/inventory/lots/<{ID}:lot_id>/records", methods=["POST"])
@@ -64,6 +63,6 @@ def record(data: dict[str, Any], lot_id: int) -> Any:
     difference)."""
     move: StockMove = services.record(current_actor(), lot_id, data["kind"], data["quantity"],
                                       reason=data.get("reason"))
-    stock = db.session.get(LotStock, lot_id)
+    stock = services.lot_stock(lot_id)
     return {"id": move.id, "ingredient_lot_id": move.ingredient_lot_id, "kind": move.kind.value,
             "quantity": move.quantity, "unit": move.unit, "on_hand": stock.on_hand if stock else None}

@@ -104,6 +104,11 @@ def _reason(reason: str | None, *, required: bool) -> str | None:
     return text
 
 
+def lot_stock(lot_id: int) -> LotStock | None:
+    """A lot's kept totals (None: received before stock was kept, not counted since)."""
+    return db.session.get(LotStock, lot_id)
+
+
 def ingredient_unit(name: str) -> str | None:
     """The unit the master formulas measure this ingredient in (the first formula's, in code order)."""
     return db.session.execute(
