@@ -24,22 +24,25 @@ or authorization headers, paths under /r/, /preferences/ and /renewal-request/ (
 logged as /r/[token] and so on, and the path of a 404 as /[path of a 404].
 
 Workers are recycled by memory, never by count, and a recycle costs a fork, not an app build. Until issue 21
-every worker restarted after 1,000 (+0–100) requests and built the app afresh (1–2 s on this hardware, no
-request served meanwhile). Under load the workers reach their count within a fraction of a second of each
-other — the jitter is 10% of the count, and the load spreads evenly — so the whole server stopped answering
-for 1–2 s every few seconds at 800 req/s: hello's p95 was 1.2–1.5 s. Now:
-  * preload_app: the master builds the app once; a new worker is a fork of it (milliseconds). Each worker
-    throws away the database connections it inherited (post_fork) and opens its own; create_app opens
-    none, starts no thread and no scheduler, and prometheus_client reopens its files when the pid changes.
+every worker restarted after 1,000 (+0–100) requests and built the app afresh (1–2 s on an idle machine, far
+longer on a busy one, no request served meanwhile). Under load the workers reach their count within a fraction of
+a second of each other — the jitter is 10% of the count and the load spreads evenly — so the whole server stopped
+answering every few seconds at 800 req/s: hello's p95 was 1.2–1.5 s. Now:
+  * preload_app: the master builds the app once; a new worker is a fork of it. Each worker drops the database
+    pool it inherited (post_fork) and opens its own connections; create_app opens none, starts no thread and no
+    scheduler, and prometheus_client reopens its files when the pid changes.
   * max_requests = 0: no recycling by count.
   * the memory guard (post_request): after each request the worker reads its resident set from
-    /proc/self/statm (≈ 10 µs); past WEB_WORKER_MAX_RSS_MB it finishes that request, stops accepting and
-    exits, and the master forks a fresh one at once — the only request involved is the one already served.
-    This is what max_requests was for (bounded memory growth), without the schedule.
-Measured with wrk on /__bench/hello (benchmarks/README.md, "Worker recycling"). The cost: with the app
-preloaded, SIGHUP (systemctl reload) forks new workers from the code already loaded — it rereads this file
-but not the application; a code upgrade is a restart (systemctl restart pharmacy-web), as the README's
-upgrade steps say.
+    /proc/self/statm (one small read); past WEB_WORKER_MAX_RSS_MB it finishes that request, stops accepting and
+    exits, and the master forks a fresh one — the request involved has already been answered. This is what
+    max_requests was for (bounded memory growth), without a schedule that lines the workers up.
+  * a fast exit (worker_exit): a worker leaving cleanly closes its connections, flushes its logs and calls
+    os._exit. The interpreter's teardown in a forked worker touches every object the master built and so copies
+    nearly every shared page: 2–4 s on a busy 2-core machine, during which the master has not replaced it yet.
+Measured with benchmarks/bench_recycling.py (benchmarks/README.md, "Worker recycling"). The cost: with the app
+preloaded, SIGHUP (systemctl reload) forks new workers from the code already loaded — it rereads this file but
+not the application; a code upgrade is a restart (systemctl restart pharmacy-web), as the README's upgrade steps
+say.
 """
 from __future__ import annotations
 

@@ -385,7 +385,8 @@ def main() -> None:
     print(f"web worker peak RSS: {out['worker_peak_rss_mb']} MB (target ≤ 150 MB)")
     path = common.save("pages", a.db, {
         "patients": a.patients, "workers": a.workers, "connections": a.connections, "duration_s": a.duration,
-        "rounds": a.rounds, "note": a.note, "adherence_snapshot": snapshot, "summary": lines, **out})
+        "rounds": a.rounds, "note": a.note, "adherence_snapshot": snapshot, "generator": bdb.meta.get("generator"),
+        "summary": lines, **out})
     print(f"results in {path.relative_to(common.ROOT)}")
 
 
