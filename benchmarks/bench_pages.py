@@ -206,12 +206,14 @@ def targets(chosen: dict[str, Any], cookie: str, only: list[str] | None) -> tupl
 
 
 def measured_run(server: load.Server, wrk: str, target: load.Target, duration: float, conns: int) -> dict[str, Any]:
-    """One wrk run with the load average before it and the worker pids before and after it."""
+    """One wrk run on a settled server, with the load average before it and the worker pids before and after it."""
+    settled = load.settle(server.port, HELLO)
     before = server.worker_pids()
     la = load.load1()
     r = load.run_wrk(wrk, server.base, target, duration, conns=conns)
     after = server.worker_pids()
-    r.update(load1=la, workers_before=before, workers_after=after, workers_replaced=before != after)
+    r.update(load1=la, workers_before=before, workers_after=after, workers_replaced=before != after,
+             settled_s=settled)
     return r
 
 
@@ -246,10 +248,12 @@ def measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any]) -> di
             baseline_runs.append(out)
             return out
 
+        load.settle(server.port, HELLO)
         singles = {name: load.one_request_ms(server.port, t)[0] for name, t in baselines.items()}
         print("  baselines", flush=True)
         before = baseline_set()
         for page in pages:
+            load.settle(server.port, HELLO)
             single, _ = load.one_request_ms(server.port, page.target)
             entry: dict[str, Any] = {"one_request_ms": single, "runs": [], "targets": {
                 "share_of_audited_fortunes": page.share, "p95_ms": page.p95_ms, "one_request_ms": page.one_request_ms}}
@@ -272,6 +276,7 @@ def measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any]) -> di
         crosscheck: dict[str, Any] = {}
         for name, t in {**baselines, **{p.name: p.target for p in pages
                                         if not pages_out[p.name].get("note")}}.items():
+            load.settle(server.port, HELLO)
             la = load.load1()
             crosscheck[name] = load.run_python_client(server.port, t, a.duration, conns=a.connections)
             crosscheck[name]["load1"] = la

@@ -266,6 +266,37 @@ def run_python_client(port: int, target: Target, duration: float, *, conns: int 
             "gaps": len(gaps), "longest_gap_ms": ms(max(gaps, default=0.0))}
 
 
+def settle(port: int, path: str, *, workers: int = 2, fast_ms: float = 150, timeout: float = 180) -> float:
+    """Wait until the server is idle again; returns the seconds waited. When a run ends, requests of a slow page
+    may still be queued on the listening socket (the client has gone, the sync workers serve them anyway): the
+    next run would start behind them. Idle: `workers` concurrent requests for `path` (a cheap route) all answered
+    within `fast_ms`, twice in a row."""
+    t0 = time.perf_counter()
+    in_a_row = 0
+    while in_a_row < 2:
+        if time.perf_counter() - t0 > timeout:
+            raise SystemExit(f"the server did not settle within {timeout:.0f} s")
+        took: list[float] = []
+
+        def ask(took: list[float] = took) -> None:
+            t = time.perf_counter()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            took.append((time.perf_counter() - t) * 1000)
+
+        threads = [threading.Thread(target=ask, daemon=True) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        in_a_row = in_a_row + 1 if len(took) == workers and max(took) <= fast_ms else 0
+        if in_a_row < 2:
+            time.sleep(0.1)
+    return round(time.perf_counter() - t0, 2)
+
+
 def one_request_ms(port: int, target: Target, *, repeat: int = 5, slow_ms: float = 1000) -> tuple[float, int]:
     """Median time of `repeat` sequential requests on an otherwise idle server, after one warm-up (only 2 when the
     warm-up took longer than `slow_ms`); and the last status."""
