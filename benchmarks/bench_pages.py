@@ -250,8 +250,21 @@ def measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any]) -> di
 
         load.settle(server.port, HELLO)
         singles = {name: load.one_request_ms(server.port, t)[0] for name, t in baselines.items()}
+        crosscheck: dict[str, Any] = {}
+
+        def python_client(name: str, t: load.Target) -> None:
+            load.settle(server.port, HELLO)
+            la = load.load1()
+            crosscheck[name] = load.run_python_client(server.port, t, a.duration, conns=a.connections)
+            crosscheck[name]["load1"] = la
+            py = crosscheck[name]
+            print(f"    {name:<18} Python client: {py['rps']:>8} req/s  p50 {py['p50_ms']:>6} p95 {py['p95_ms']:>7} "
+                  f"p99 {py['p99_ms']:>7} max {py['max_ms']:>7} ms  load {la}", flush=True)
+
         print("  baselines", flush=True)
         before = baseline_set()
+        for name, t in baselines.items():
+            python_client(name, t)
         for page in pages:
             load.settle(server.port, HELLO)
             single, _ = load.one_request_ms(server.port, page.target)
@@ -272,15 +285,7 @@ def measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any]) -> di
                                 for b in BASELINES}
                 entry["runs"].append(run)
                 before = after
-        print("  the plain Python client (8 threads), beside wrk", flush=True)
-        crosscheck: dict[str, Any] = {}
-        for name, t in {**baselines, **{p.name: p.target for p in pages
-                                        if not pages_out[p.name].get("note")}}.items():
-            load.settle(server.port, HELLO)
-            la = load.load1()
-            crosscheck[name] = load.run_python_client(server.port, t, a.duration, conns=a.connections)
-            crosscheck[name]["load1"] = la
-            print(f"    {name:<18} {crosscheck[name]}", flush=True)
+            python_client(page.name, page.target)  # right after its wrk runs, on the same settled server
         rss = [common.process_peak_rss_mb(pid) for pid in server.worker_pids()]
     replaced = sum(r["workers_replaced"] for s in baseline_runs for r in s.values()) + sum(
         r["workers_replaced"] for e in pages_out.values() for r in e["runs"])
