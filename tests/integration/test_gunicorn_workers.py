@@ -83,6 +83,7 @@ def test_post_fork_gives_a_preloaded_worker_a_pool_of_its_own(monkeypatch, tmp_p
         assert inherited.checkedin() == 1
     post_fork(SimpleNamespace(app=SimpleNamespace(callable=app)), None)
     assert engine.pool is not inherited and engine.pool.checkedin() == 0
+    inherited.dispose()  # in gunicorn the master keeps (and closes) it; here the test does
     post_fork(SimpleNamespace(app=SimpleNamespace()), None)  # not preloaded: nothing to do
 
 
