@@ -1,10 +1,12 @@
 """Markdown tables of the latest results (benchmarks/results/*.json), for the README's performance section.
 
-    .venv/bin/python benchmarks/summarize.py
+    .venv/bin/python benchmarks/summarize.py            # print them
+    .venv/bin/python benchmarks/summarize.py --readme   # and replace the tables in benchmarks/README.md's Figures
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -157,12 +159,37 @@ def queries() -> str:
     return md(["page", "SQLite @100", "SQLite @100k", "SQLite ms @100k", "PG @100", "PG @100k", "PG ms @100k"], rows)
 
 
+SECTIONS = (("Generator", generator), ("Reminders: claiming and re-planning", reminders),
+            ("Worker recycling: hello under load", recycling),
+            ("Pages under gunicorn + wrk, against same-run baselines", pages),
+            ("Outbox delivery over SMTP", smtp), ("SQL statements per request", queries))
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def write_readme(path: Path = README) -> list[str]:
+    """Replace each section's table in benchmarks/README.md (from its "#### title" to the next heading) with the
+    one made now; returns the titles replaced. Text written by hand around the tables is left alone."""
+    text = path.read_text()
+    done = []
+    for title, fn in SECTIONS:
+        head = f"#### {title}\n"
+        start = text.find(head)
+        if start < 0:
+            continue
+        body = start + len(head)
+        ends = [i for i in (text.find("\n#### ", body), text.find("\n## ", body)) if i >= 0]
+        end = min(ends) if ends else len(text)
+        text = text[:body] + "\n" + fn() + "\n" + text[end:]
+        done.append(title)
+    path.write_text(text)
+    return done
+
+
 def main() -> None:
-    for title, fn in (("Generator", generator), ("Reminders: claiming and re-planning", reminders),
-                      ("Worker recycling: hello under load", recycling),
-                      ("Pages under gunicorn + wrk, against same-run baselines", pages),
-                      ("Outbox delivery over SMTP", smtp),
-                      ("SQL statements per request", queries)):
+    if "--readme" in sys.argv[1:]:
+        print("replaced in benchmarks/README.md:", ", ".join(write_readme()))
+        return
+    for title, fn in SECTIONS:
         print(f"### {title}\n\n{fn()}\n")
 
 
