@@ -8,6 +8,8 @@ Environment:
   FORWARDED_ALLOW_IPS      proxies whose X-Forwarded-Proto gunicorn trusts (default 127.0.0.1).
   PROMETHEUS_MULTIPROC_DIR where workers write their metrics so /metrics adds them up (set here
                            automatically when there is more than one worker).
+  WEB_WORKER_MAX_RSS_MB    a worker whose resident memory passes this after a request is replaced
+                           (default 400; 0 turns the guard off).
   LOG_FORMAT / PHARMACY_ENV  the access log is JSON when the app logs JSON (production).
 
 Forwarded-for: gunicorn itself never rewrites the client address. The app does, with
@@ -20,17 +22,41 @@ the peer (%(h)s) and the X-Forwarded-For header.
 The access log never carries a query string (%(U)s, never %(r)s or %(q)s), a referer, cookies
 or authorization headers, paths under /r/, /preferences/ and /renewal-request/ (signed links) are
 logged as /r/[token] and so on, and the path of a 404 as /[path of a 404].
+
+Workers are recycled by memory, never by count, and a recycle costs a fork, not an app build. Until issue 21
+every worker restarted after 1,000 (+0–100) requests and built the app afresh (1–2 s on an idle machine, far
+longer on a busy one, no request served meanwhile). Under load the workers reach their count within a fraction of
+a second of each other — the jitter is 10% of the count and the load spreads evenly — so the whole server stopped
+answering every few seconds at 800 req/s: hello's p95 was 1.2–1.5 s. Now:
+  * preload_app: the master builds the app once; a new worker is a fork of it. Each worker drops the database
+    pool it inherited (post_fork) and opens its own connections; create_app opens none, starts no thread and no
+    scheduler, and prometheus_client reopens its files when the pid changes.
+  * max_requests = 0: no recycling by count.
+  * the memory guard (post_request): after each request the worker reads its resident set from
+    /proc/self/statm (one small read); past WEB_WORKER_MAX_RSS_MB it finishes that request, stops accepting and
+    exits, and the master forks a fresh one — the request involved has already been answered. This is what
+    max_requests was for (bounded memory growth), without a schedule that lines the workers up.
+  * a fast exit (worker_exit): a worker leaving cleanly closes its connections, flushes its logs and calls
+    os._exit. The interpreter's teardown in a forked worker touches every object the master built and so copies
+    nearly every shared page: 2–4 s on a busy 2-core machine, during which the master has not replaced it yet.
+Measured with benchmarks/bench_recycling.py (benchmarks/README.md, "Worker recycling"). The cost: with the app
+preloaded, SIGHUP (systemctl reload) forks new workers from the code already loaded — it rereads this file but
+not the application; a code upgrade is a restart (systemctl restart pharmacy-web), as the README's upgrade steps
+say.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 from datetime import UTC, datetime
+from typing import Any
 
 from gunicorn.glogging import Logger
 
@@ -46,9 +72,10 @@ proc_name = "pharmacy-web"
 timeout = 30  # a request still running after 30 s gets its worker killed and restarted
 graceful_timeout = 30  # on SIGTERM/SIGHUP, requests in progress get this long to finish
 keepalive = 5
-max_requests = 1000  # recycle workers now and then (bounded memory growth) ...
-max_requests_jitter = 100  # ... but not all at the same moment
-preload_app = False  # each worker builds its own app and database pool after the fork
+max_requests = 0  # never by count: every worker would rebuild at about the same moment (see above) ...
+max_requests_jitter = 0
+worker_max_rss_mb = int(os.environ.get("WEB_WORKER_MAX_RSS_MB") or 400)  # ... by memory instead (post_request)
+preload_app = True  # built once in the master; a new worker is a fork (post_fork: fresh database connections)
 if os.path.isdir("/dev/shm"):  # noqa: S108 - gunicorn's recommended place for its worker heartbeat files
     worker_tmp_dir = "/dev/shm"  # noqa: S108
 
@@ -171,3 +198,68 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
 def on_exit(server):  # type: ignore[no-untyped-def]
     if _CREATED_METRICS_DIR and not os.environ.get("RUNTIME_DIRECTORY"):
         shutil.rmtree(_CREATED_METRICS_DIR, ignore_errors=True)
+
+
+# ---- a preloaded app, recycled by memory -------------------------------------------------------------------------
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_mb(statm: str = "/proc/self/statm") -> float | None:
+    """This process's resident set in MB, from /proc (None where there is no /proc): one small read, no library."""
+    try:
+        with open(statm, "rb") as fh:
+            return int(fh.read().split()[1]) * _PAGE_SIZE / (1024 * 1024)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def recycle_if_over(worker: Any, limit_mb: float, current_mb: float | None) -> bool:
+    """Past the limit: the worker stops accepting after the request it has just answered (alive = False; the
+    sync worker's loop ends, the process exits cleanly and the master forks a fresh one)."""
+    if not limit_mb or current_mb is None or current_mb <= limit_mb or not worker.alive:
+        return False
+    worker.log.info("worker %s: resident memory %.0f MB is over %d MB; replaced after this request",
+                    worker.pid, current_mb, limit_mb)
+    worker.alive = False
+    return True
+
+
+def post_request(worker, req, environ, resp):  # type: ignore[no-untyped-def]
+    recycle_if_over(worker, worker_max_rss_mb, rss_mb())
+
+
+def _engines(server: Any) -> list[Any]:
+    """The SQLAlchemy engines of the loaded app (none when the app is not loaded in this process yet)."""
+    app = getattr(server.app, "callable", None)
+    sqlalchemy = getattr(app, "extensions", {}).get("sqlalchemy")
+    if sqlalchemy is None:
+        return []
+    with app.app_context():
+        return list(sqlalchemy.engines.values())
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """A worker must not share the master's database connections (two processes on one socket): with the app
+    preloaded, drop the inherited pool without closing its sockets (the master still owns them); the worker's
+    first request opens its own. create_app opens no connection today, so this is a guard, not a fix."""
+    for engine in _engines(server):
+        engine.dispose(close=False)
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A worker that served and is leaving cleanly (recycled, or the server stopping) exits at once: its database
+    connections closed, its logs flushed, then os._exit — without the interpreter's teardown, which in a forked
+    worker decrements every object the master built and so copies nearly every page of it (measured: 2–4 s on a
+    busy 2-core machine, during which the master has not yet replaced it). A worker that failed to boot or
+    crashed exits the ordinary way, with gunicorn's exit code."""
+    exc = sys.exc_info()[1]
+    if not worker.booted or not isinstance(exc, SystemExit) or exc.code not in (0, None):
+        return
+    for engine in _engines(server):
+        engine.dispose()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)

@@ -1,38 +1,43 @@
-"""Pages under gunicorn with wrk on loopback, against a trivial hello route on the same server.
+"""Pages under gunicorn, measured with wrk (and a plain Python client) against three baselines on the same server.
 
     .venv/bin/python benchmarks/bench_pages.py --db sqlite --patients 100000
     .venv/bin/python benchmarks/bench_pages.py --db postgres --patients 100000
 
-Gunicorn serves `benchmarks.bench_app:create_app()` (the product app, the clock pinned to 12:00 on the
-data's day, plus /__bench/hello) with --workers 2 (sync; this machine has 2 cores, shared with wrk).
-A pharmacist signs in once (the real /login form, CSRF token and all); every request carries that
-session cookie. Measured, each for --duration seconds with wrk -t2 -c4:
+Gunicorn runs the production configuration (gunicorn.conf.py: preloaded app, no recycling by count, the
+access log) with --workers 2 (sync; this machine has 2 cores, shared with the clients) and --max-requests 0,
+serving `benchmarks.bench_app:create_app()` (the product app, the clock pinned to 12:00 on the data's day,
+plus three baseline routes). A pharmacist signs in once (the real /login form); every request carries that
+session cookie; the refill links are confirmed once (date of birth). Before measuring, the adherence snapshot
+is filled if it is empty (`flask reports refresh-adherence`: the report and Today read it).
 
-* hello — the baseline: same server, same middleware (session, request id, headers, unit of work);
-* dashboard home (/);
-* a patient page (/patients/<id>, a random patient of all of them on every request);
-* the order queue (compounding.queue);
-* the refill endpoint: the patient's refill page (GET /r/<token>/refill, after the date-of-birth
-  check on the link; five links in rotation).
+Baselines (benchmarks/bench_app.py): hello (no database, no template), fortunes (one indexed read of 12 rows
+and a small Jinja template) and audited fortunes (the same behind the staff sign-in, plus one audit row and the
+commit) — the floor for a page that shows patient data and must audit the read.
 
-Targets (issue 9): p95 ≤ 50 ms at 100k patients; throughput ≥ 50% of hello for the refill endpoint
-and the patient page, ≥ 30% for the dashboard; a web worker's peak RSS ≤ 150 MB. wrk is installed with
-apt-get when missing (root) — otherwise the script stops and says so.
+Order, ABAB: baselines, page, baselines, page, baselines, next page, … — each page run sits between two baseline
+runs on the same server, and its share is taken against the mean of those two (so a machine that got busier
+halfway does not flatter or punish a page). Every run is --duration seconds of wrk -t2 -c8; the 1-minute load
+average is read before each run, and the worker pids before and after (a worker replaced during a run would
+make it a measurement of a restart: reported, never expected). After the ABAB rounds each target is requested
+once more by the plain Python client (8 threads, 8 connections, same duration): its p50/p95/p99 beside wrk's.
+"One request" is the median of 5 sequential requests on the idle server after one warm-up.
+
+Targets (issue 21), printed beside each figure: every staff page and the refill-link page p95 ≤ 50 ms at 8
+concurrent clients; patient and refill-link pages ≥ 50% of audited fortunes' req/s; Today, order queue and
+adherence report ≥ 25%; money reports ≤ 100 ms for one request. A page whose one request takes longer than
+--max-load-ms is timed alone, not loaded (every connection would queue behind it for the whole run).
 """
 from __future__ import annotations
 
 import http.client
-import os
+import json
 import random
 import re
-import shutil
-import signal
-import socket
+import statistics
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.parse
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,38 +46,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa
 
-from benchmarks import common
+from benchmarks import common, load
+from benchmarks.bench_app import AUDITED_FORTUNES, FORTUNES, HELLO
 
 PHARMACIST = "bench-pharmacist@pharmacy.example"
-LUA_DONE = """
-done = function(summary, latency, requests)
-  io.write(string.format("BENCH p50_us=%d p95_us=%d p99_us=%d requests=%d duration_us=%d non2xx=%d errors=%d\\n",
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.requests, summary.duration,
-    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
-end
-"""
+APP = "benchmarks.bench_app:create_app()"
+BASELINES = ("hello", "fortunes", "audited fortunes")
+REFERENCE = "audited fortunes"
 
 
-def ensure_wrk() -> str:
-    path = shutil.which("wrk")
-    if path:
-        return path
-    if os.geteuid() == 0:
-        print("wrk is missing: apt-get install -y wrk", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, stdout=subprocess.DEVNULL)
-        if not shutil.which("wrk"):
-            subprocess.run(["apt-get", "update"], check=False, stdout=subprocess.DEVNULL)
-            subprocess.run(["apt-get", "install", "-y", "wrk"], check=False, stdout=subprocess.DEVNULL)
-    path = shutil.which("wrk")
-    if not path:
-        raise SystemExit("wrk is needed (apt-get install wrk)")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@dataclass
+class Page:
+    name: str
+    target: load.Target
+    share: float | None = None  # of audited fortunes' req/s
+    p95_ms: float | None = 50.0
+    one_request_ms: float | None = None
 
 
 class Client:
@@ -82,9 +71,9 @@ class Client:
         self.port = port
         self.cookies: dict[str, str] = {}
 
-    def request(self, method: str, path: str, form: dict[str, Any] | None = None) -> tuple[int, str, dict[str, str]]:
+    def request(self, method: str, path: str, form: dict[str, Any] | None = None) -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
-        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        headers = {"Cookie": self.cookie_header()}
         body = None
         if form is not None:
             body = urllib.parse.urlencode(form)
@@ -97,10 +86,10 @@ class Client:
                 k, _, rest = value.partition("=")
                 self.cookies[k] = rest.split(";", 1)[0]
         conn.close()
-        return resp.status, text, dict(resp.getheaders())
+        return resp.status, text
 
     def csrf(self, path: str) -> str:
-        _status, text, _ = self.request("GET", path)
+        _status, text = self.request("GET", path)
         m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', text) or re.search(
             r'value="([^"]+)"[^>]*name="csrf_token"', text)
         return m.group(1) if m else ""
@@ -109,64 +98,22 @@ class Client:
         return "; ".join(f"{k}={v}" for k, v in self.cookies.items())
 
 
-def wait_ready(port: int, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if proc.poll() is not None:
-            raise SystemExit("gunicorn exited early")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/__bench/hello")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("gunicorn did not answer")
-
-
-def worker_pids(master: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(master)], capture_output=True, text=True).stdout
-    return [int(x) for x in out.split()]
-
-
-def run_wrk(wrk: str, url: str, cookie: str, paths: list[str], duration: int, threads: int, conns: int) -> dict[str, Any]:
-    lua = LUA_DONE
-    if len(paths) > 1:
-        listing = ", ".join(f'"{p}"' for p in paths)
-        lua += f"""
-paths = {{{listing}}}
-counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", paths[(counter * 7919) % #paths + 1])
-end
-"""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua)
-        script = fh.name
-    try:
-        out = subprocess.run([wrk, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "10s", "-s", script,
-                              "-H", f"Cookie: {cookie}", url + paths[0]], capture_output=True, text=True, check=True).stdout
-    finally:
-        os.unlink(script)
-    m = re.search(r"BENCH (.*)", out)
-    if not m:
-        raise SystemExit(f"wrk said:\n{out}")
-    v = {k: int(x) for k, x in (kv.split("=") for kv in m.group(1).split())}
-    return {"rps": round(v["requests"] / (v["duration_us"] / 1e6), 1), "p50_ms": round(v["p50_us"] / 1000, 1),
-            "p95_ms": round(v["p95_us"] / 1000, 1), "p99_ms": round(v["p99_us"] / 1000, 1),
-            "requests": v["requests"], "non_2xx": v["non2xx"], "errors": v["errors"]}
-
-
 def pick(bdb: common.BenchDB) -> dict[str, Any]:
-    """Patients for the patient page, and five refill links (active prescriptions, nothing in progress)."""
+    """Patients for the patient page, five refill links (active prescriptions, nothing in progress), another such
+    prescription for the repeated API request, an API token, and the URLs of the pages."""
     app = common.app_for(bdb, bdb.at(12))
+    from flask import url_for
+
     from pharmacy.core import links
+    from pharmacy.core.actor import staff
+    from pharmacy.core.roles import Role
+    from pharmacy.core.services import issue_token
     from pharmacy.extensions import db
 
     with app.test_request_context("/"):
-        max_patient = db.session.execute(sa.text("SELECT max(id) FROM patients")).scalar_one()
-        rows = db.session.execute(sa.text(
+        q = db.session.execute
+        max_patient = q(sa.text("SELECT max(id) FROM patients")).scalar_one()
+        rows = q(sa.text(
             "SELECT p.id, p.patient_id, pt.date_of_birth FROM prescriptions p JOIN patients pt ON pt.id = p.patient_id "
             "WHERE p.status = 'active' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id "
             "AND o.state NOT IN ('dispensed', 'cancelled')) AND NOT EXISTS (SELECT 1 FROM refill_requests r "
@@ -174,111 +121,282 @@ def pick(bdb: common.BenchDB) -> dict[str, Any]:
             "AND EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id) ORDER BY p.id DESC LIMIT 5")).all()
         tokens = [(links.make_token(links.REFILL, patient, rx), date.fromisoformat(str(dob)[:10]))
                   for rx, patient, dob in rows]
-        from flask import url_for
-
-        queue = url_for("compounding.queue") if "compounding.queue" in app.view_functions else None
+        # The API request: a prescription that already has an open request, so every call is the repeat (200).
+        post_rx = q(sa.text("SELECT min(prescription_id) FROM refill_requests WHERE state = 'open'")).scalar_one()
+        uid = q(sa.text("SELECT id FROM users WHERE email = :e"), {"e": PHARMACIST}).scalar_one()
+        _, bearer = issue_token(staff(uid, Role.PHARMACIST), uid, "bench pages")
+        db.session.commit()
+        urls = {name: url_for(endpoint) for name, endpoint in (
+            ("Today (dashboard)", "dashboard.home"), ("order queue", "compounding.queue"),
+            ("adherence report", "billing.adherence"), ("money reports", "billing.reports"),
+            ("refill requests API", "refill-requests.create")) if endpoint in app.view_functions}
         db.session.remove()
         db.engine.dispose()
-    return {"max_patient": int(max_patient), "tokens": tokens, "queue": queue}
+    return {"max_patient": int(max_patient), "tokens": tokens, "post_rx": post_rx, "bearer": bearer, "urls": urls}
 
 
-def serve_and_measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any],
-                      results: dict[str, Any]) -> list[float | None]:
-    """Start gunicorn on the bench app, sign in, confirm the refill links, run wrk on each page; stop it."""
-    port = free_port()
-    env = bdb.env(bdb.at(12), PHARMACY_ENV="production", BASE_URL=f"http://127.0.0.1:{port}")
-    # --timeout 300: a page slower than gunicorn's default 30 s is measured, not killed (the README says which).
-    cmd = [str(Path(sys.executable).with_name("gunicorn")), "--workers", str(a.workers), "--bind", f"127.0.0.1:{port}",
-           "--timeout", "300", "--graceful-timeout", "5", "--log-level", "warning", "benchmarks.bench_app:create_app()"]
-    log_path = common.DATA / f"gunicorn-{a.db}.log"
-    log = log_path.open("a")  # the app's request log (one line a request) goes here, not to the terminal
-    proc = subprocess.Popen(cmd, env=env, cwd=common.ROOT, start_new_session=True, stdout=log, stderr=log)
+def fill_adherence_snapshot(bdb: common.BenchDB) -> dict[str, Any]:
+    """The adherence report and Today's call list read the nightly snapshot: fill it when it is empty (a database
+    generated before `flask bench seed` filled it), as the scheduler's start-up catch-up would."""
+    eng = sa.create_engine(bdb.url)
     try:
-        wait_ready(port, proc)
-        c = Client(port)
-        token = c.csrf("/login")
-        status, text, _ = c.request("POST", "/login", {"email": PHARMACIST, "password": bdb.password, "csrf_token": token})
-        if status not in (302, 303):
-            raise SystemExit(f"sign-in failed: {status} {text[:300]}")
-        pages: dict[str, list[str]]
-        for tok, dob in chosen["tokens"]:
-            csrf = c.csrf(f"/r/{tok}")
-            status, text, _ = c.request("POST", f"/r/{tok}", {"month": dob.month, "day": dob.day,
-                                                             "year": dob.year, "csrf_token": csrf})
-            if status not in (302, 303):
-                raise SystemExit(f"refill link confirmation failed: {status} {text[:300]}")
-        rnd = random.Random(1)
-        pages = {
-            "hello": ["/__bench/hello"],
-            "patient page": [f"/patients/{rnd.randint(1, chosen['max_patient'])}" for _ in range(500)],
-            "refill page": [f"/r/{tok}/refill" for tok, _ in chosen["tokens"]],
-        }
-        if chosen["queue"]:
-            pages["order queue"] = [chosen["queue"]]
-        pages["dashboard"] = ["/"]  # last: at chain scale it can keep both workers busy for minutes
-        cookie = c.cookie_header()
-        base = f"http://127.0.0.1:{port}"
-        run_wrk(wrk, base, cookie, ["/__bench/hello"], 2, 2, a.connections)  # warm-up
-        for name, paths in pages.items():
-            check = Client(port)
-            check.cookies = dict(c.cookies)
-            t0 = time.perf_counter()
-            st, body, _ = check.request("GET", paths[0])
-            single_ms = round((time.perf_counter() - t0) * 1000, 1)
-            if st != 200:
-                raise SystemExit(f"{name}: {paths[0]} answered {st}: {body[:300]}")
-            if single_ms > 5000:
-                # Far too slow for a load test (every wrk connection would time out and the workers would stay
-                # busy long after): one request's time is the figure.
-                results[name] = {"rps": round(a.workers / (single_ms / 1000), 2), "p50_ms": single_ms,
-                                 "p95_ms": single_ms, "p99_ms": single_ms, "requests": 1, "non_2xx": 0, "errors": 0,
-                                 "single_request_ms": single_ms, "note": "one request timed; too slow for wrk"}
-            else:
-                results[name] = run_wrk(wrk, base, cookie, paths, a.duration, 2, a.connections)
-                results[name]["single_request_ms"] = single_ms
-            print(f"  {name}: {results[name]}", flush=True)
-        return [common.process_peak_rss_mb(pid) for pid in worker_pids(proc.pid)]
+        with eng.connect() as conn:
+            rows = conn.execute(sa.text("SELECT count(*) FROM adherence_snapshots")).scalar_one()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the process group of the gunicorn started above
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        log.close()
+        eng.dispose()
+    if rows:
+        return {"rows": int(rows), "filled_now": False}
+    print("the adherence snapshot is empty: flask reports refresh-adherence", flush=True)
+    subprocess.run([common.PY, "-m", "flask", "--app", "benchmarks.bench_app:create_app", "reports",
+                    "refresh-adherence"], env=bdb.env(bdb.at(2)), cwd=common.ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    eng = sa.create_engine(bdb.url)
+    try:
+        with eng.connect() as conn:
+            rows = conn.execute(sa.text("SELECT count(*) FROM adherence_snapshots")).scalar_one()
+    finally:
+        eng.dispose()
+    return {"rows": int(rows), "filled_now": True}
+
+
+def sign_in(port: int, bdb: common.BenchDB, chosen: dict[str, Any]) -> Client:
+    c = Client(port)
+    token = c.csrf("/login")
+    status, text = c.request("POST", "/login", {"email": PHARMACIST, "password": bdb.password, "csrf_token": token})
+    if status not in (302, 303):
+        raise SystemExit(f"sign-in failed: {status} {text[:300]}")
+    for tok, dob in chosen["tokens"]:
+        csrf = c.csrf(f"/r/{tok}")
+        status, text = c.request("POST", f"/r/{tok}", {"month": dob.month, "day": dob.day, "year": dob.year,
+                                                       "csrf_token": csrf})
+        if status not in (302, 303):
+            raise SystemExit(f"refill link confirmation failed: {status} {text[:300]}")
+    return c
+
+
+def targets(chosen: dict[str, Any], cookie: str, only: list[str] | None) -> tuple[dict[str, load.Target], list[Page]]:
+    rnd = random.Random(1)
+    h = {"Cookie": cookie}
+    starts = [rnd.randint(1, max(1, chosen["max_patient"] - 12)) for _ in range(500)]
+    baselines = {
+        "hello": load.Target([HELLO], headers=h),
+        "fortunes": load.Target([f"{FORTUNES}/{s}" for s in starts], headers=h),
+        "audited fortunes": load.Target([f"{AUDITED_FORTUNES}/{s}" for s in starts], headers=h),
+    }
+    urls = chosen["urls"]
+    pages = [
+        Page("patient page", load.Target([f"/patients/{rnd.randint(1, chosen['max_patient'])}" for _ in range(500)],
+                                         headers=h), share=0.5),
+        Page("refill-link page", load.Target([f"/r/{tok}/refill" for tok, _ in chosen["tokens"]], headers=h),
+             share=0.5),
+    ]
+    for name in ("Today (dashboard)", "order queue", "adherence report"):
+        if name in urls:
+            pages.append(Page(name, load.Target([urls[name]], headers=h), share=0.25))
+    if "money reports" in urls:
+        pages.append(Page("money reports", load.Target([urls["money reports"]], headers=h), one_request_ms=100))
+    if "refill requests API" in urls and chosen["post_rx"] is not None:
+        pages.append(Page("POST refill request (repeat)", load.Target(
+            [urls["refill requests API"]], method="POST", body=json.dumps({"prescription_id": chosen["post_rx"]}),
+            headers={"Authorization": f"Bearer {chosen['bearer']}", "Content-Type": "application/json"}),
+            p95_ms=None))
+    if only:
+        pages = [p for p in pages if any(o.lower() in p.name.lower() for o in only)]
+    return baselines, pages
+
+
+def measured_run(server: load.Server, wrk: str, target: load.Target, duration: float, conns: int) -> dict[str, Any]:
+    """One wrk run on a settled server, with the load average before it and the worker pids before and after it."""
+    settled = load.settle(server.port, HELLO)
+    before = server.worker_pids()
+    la = load.load1()
+    r = load.run_wrk(wrk, server.base, target, duration, conns=conns)
+    after = server.worker_pids()
+    r.update(load1=la, workers_before=before, workers_after=after, workers_replaced=before != after,
+             settled_s=settled)
+    return r
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    flag = "  WORKER REPLACED" if r["workers_replaced"] else ""
+    return (f"{r['rps']:>8} req/s  p50 {r['p50_ms']:>6} p95 {r['p95_ms']:>7} p99 {r['p99_ms']:>7} max {r['max_ms']:>7} ms"
+            f"  non-2xx {r['non_2xx']} errors {r['errors']}  load {r['load1']}{flag}")
+
+
+def measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any]) -> dict[str, Any]:
+    env = bdb.env(bdb.at(12), PHARMACY_ENV="production", GUNICORN_LOG_LEVEL="warning")
+    log_path = common.DATA / f"gunicorn-{a.db}.log"
+    server = load.Server(common.ROOT, common.ROOT / "gunicorn.conf.py", APP, env, log_path, workers=a.workers,
+                         extra=["--max-requests", "0"])
+    server.env["BASE_URL"] = server.base
+    baseline_runs: list[dict[str, dict[str, Any]]] = []
+    pages_out: dict[str, Any] = {}
+    with server:
+        client = sign_in(server.port, bdb, chosen)
+        baselines, pages = targets(chosen, client.cookie_header(), a.only)
+        for name, t in {**baselines, **{p.name: p.target for p in pages}}.items():
+            _ms, status = load.one_request_ms(server.port, t, repeat=1)
+            if status >= 400:
+                raise SystemExit(f"{name}: {t.method} {t.paths[0]} answered {status}")
+        load.run_wrk(wrk, server.base, baselines["hello"], 2, conns=a.connections)  # warm-up
+
+        def baseline_set() -> dict[str, dict[str, Any]]:
+            out = {}
+            for name, t in baselines.items():
+                out[name] = measured_run(server, wrk, t, a.duration, a.connections)
+                print(f"    {name:<18} {_fmt(out[name])}", flush=True)
+            baseline_runs.append(out)
+            return out
+
+        load.settle(server.port, HELLO)
+        singles = {name: load.one_request_ms(server.port, t)[0] for name, t in baselines.items()}
+        crosscheck: dict[str, Any] = {}
+
+        def python_client(name: str, t: load.Target) -> None:
+            load.settle(server.port, HELLO)
+            la = load.load1()
+            crosscheck[name] = load.run_python_client(server.port, t, a.duration, conns=a.connections)
+            crosscheck[name]["load1"] = la
+            py = crosscheck[name]
+            print(f"    {name:<18} Python client: {py['rps']:>8} req/s  p50 {py['p50_ms']:>6} p95 {py['p95_ms']:>7} "
+                  f"p99 {py['p99_ms']:>7} max {py['max_ms']:>7} ms  load {la}", flush=True)
+
+        print("  baselines", flush=True)
+        before = baseline_set()
+        for name, t in baselines.items():
+            python_client(name, t)
+        for page in pages:
+            load.settle(server.port, HELLO)
+            single, _ = load.one_request_ms(server.port, page.target)
+            entry: dict[str, Any] = {"one_request_ms": single, "runs": [], "targets": {
+                "share_of_audited_fortunes": page.share, "p95_ms": page.p95_ms, "one_request_ms": page.one_request_ms}}
+            pages_out[page.name] = entry
+            print(f"  {page.name}: one request {single} ms", flush=True)
+            if single > a.max_load_ms:
+                entry["note"] = f"one request takes {single / 1000:.1f} s: timed alone, not loaded"
+                entry["load1"] = load.load1()
+                continue
+            for _round in range(a.rounds):
+                run = measured_run(server, wrk, page.target, a.duration, a.connections)
+                print(f"    {page.name:<18} {_fmt(run)}", flush=True)
+                after = baseline_set()
+                run["adjacent"] = {b: round((before[b]["rps"] + after[b]["rps"]) / 2, 1) for b in BASELINES}
+                run["share"] = {b: round(run["rps"] / run["adjacent"][b], 3) if run["adjacent"][b] else 0
+                                for b in BASELINES}
+                entry["runs"].append(run)
+                before = after
+            python_client(page.name, page.target)  # right after its wrk runs, on the same settled server
+        rss = [common.process_peak_rss_mb(pid) for pid in server.worker_pids()]
+    replaced = sum(r["workers_replaced"] for s in baseline_runs for r in s.values()) + sum(
+        r["workers_replaced"] for e in pages_out.values() for r in e["runs"])
+    return {"baselines": {"runs": baseline_runs, "one_request_ms": singles}, "pages": pages_out,
+            "python_client": crosscheck, "worker_peak_rss_mb": [round(x, 1) for x in rss if x],
+            "runs_with_a_worker_replaced": replaced}
+
+
+def summary_rows(out: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per baseline and page: medians over the runs, shares against the adjacent baselines, verdicts."""
+    lines = []
+    base_runs = out["baselines"]["runs"]
+    for name in BASELINES:
+        runs = [s[name] for s in base_runs]
+        lines.append(_line(name, runs, out["baselines"]["one_request_ms"][name], out["python_client"].get(name)))
+    for name, e in out["pages"].items():
+        line = _line(name, e["runs"], e["one_request_ms"], out["python_client"].get(name))
+        line["note"] = e.get("note", "")
+        if e["runs"]:
+            for b in BASELINES:
+                line[f"share_{b}"] = round(statistics.median(r["share"][b] for r in e["runs"]), 3)
+        else:
+            line["load1"] = [e.get("load1")]
+        t = e["targets"]
+        verdicts = []
+        if t["share_of_audited_fortunes"] is not None:
+            s = line.get(f"share_{REFERENCE}")
+            verdicts.append("share: " + ("—" if s is None else "met" if s >= t["share_of_audited_fortunes"] else "MISSED"))
+        if t["p95_ms"] is not None:
+            p = line.get("p95_ms")
+            verdicts.append("p95: " + ("—" if p is None else "met" if p <= t["p95_ms"] else "MISSED"))
+        if t["one_request_ms"] is not None:
+            verdicts.append("one request: " + ("met" if e["one_request_ms"] <= t["one_request_ms"] else "MISSED"))
+        line["targets"] = t
+        line["verdict"] = ", ".join(verdicts)
+        lines.append(line)
+    return lines
+
+
+def _line(name: str, runs: list[dict[str, Any]], single: float, py: dict[str, Any] | None) -> dict[str, Any]:
+    line: dict[str, Any] = {"name": name, "one_request_ms": single, "runs": len(runs)}
+    if runs:
+        for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "max_ms"):
+            line[k] = round(statistics.median(r[k] for r in runs), 1)
+        line["load1"] = [r["load1"] for r in runs]
+        line["workers_replaced"] = sum(r["workers_replaced"] for r in runs)
+        line["non_2xx"] = sum(r["non_2xx"] for r in runs)
+        line["errors"] = sum(r["errors"] for r in runs)
+    if py:
+        line["python_client"] = {k: py[k] for k in ("rps", "p50_ms", "p95_ms", "p99_ms", "max_ms")}
+    return line
+
+
+def target_text(t: dict[str, Any] | None) -> str:
+    if not t:
+        return ""
+    parts = []
+    if t.get("share_of_audited_fortunes") is not None:
+        parts.append(f"≥ {t['share_of_audited_fortunes']:.0%} of AF")
+    if t.get("p95_ms") is not None:
+        parts.append(f"p95 ≤ {t['p95_ms']:.0f}")
+    if t.get("one_request_ms") is not None:
+        parts.append(f"one ≤ {t['one_request_ms']:.0f} ms")
+    return ", ".join(parts)
+
+
+def load_text(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return ""
+    return f"{min(vals):.1f}" if min(vals) == max(vals) else f"{min(vals):.1f}–{max(vals):.1f}"
 
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--duration", type=float, default=5, help="seconds per run")
+    p.add_argument("--rounds", type=int, default=2, help="page runs per page (each between two baseline sets)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--connections", type=int, default=4)
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--max-load-ms", type=float, default=1000, help="slower than this for one request: not loaded")
+    p.add_argument("--only", nargs="*", help="only the pages whose names contain these words")
+    p.add_argument("--note", default="", help="recorded with the results, e.g. 'before the page rewrites'")
     a = p.parse_args()
-    wrk = ensure_wrk()
+    wrk = load.ensure_wrk()
     bdb = common.prepare(a.db, a.patients, seed=a.seed, fresh=a.fresh)
+    snapshot = fill_adherence_snapshot(bdb)
     chosen = pick(bdb)
-    results: dict[str, Any] = {}
-    rss = serve_and_measure(a, wrk, bdb, chosen, results)
-    hello = results["hello"]["rps"]
-    targets = {"patient page": 0.5, "refill page": 0.5, "dashboard": 0.3}
+    out = measure(a, wrk, bdb, chosen)
+    lines = summary_rows(out)
     rows = []
-    for name, r in results.items():
-        share = r["rps"] / hello if hello else 0
-        r["share_of_hello"] = round(share, 3)
-        want = targets.get(name)
-        verdict = "" if want is None else ("ok" if share >= want and r["p95_ms"] <= 50 else "MISSED")
-        if r.get("note"):
-            verdict = ("MISSED: " if want else "") + f"one request took {r['single_request_ms'] / 1000:.1f} s"
-        rows.append([name, r["rps"], f"{share:.0%}", f"≥{want:.0%}" if want else "", r["p50_ms"], r["p95_ms"],
-                     r["p99_ms"], r["non_2xx"], r["errors"], verdict])
-    print(f"\nPages under gunicorn ({a.workers} sync workers), wrk -t2 -c{a.connections} -d{a.duration}s, "
-          f"{a.db}, {a.patients:,} patients")
-    print(common.table(["page", "req/s", "of hello", "target", "p50 ms", "p95 ms", "p99 ms", "non-2xx", "errors", ""],
-                       rows))
-    worker_rss = [round(x, 1) for x in rss if x]
-    print(f"web worker peak RSS: {worker_rss} MB (target ≤ 150 MB)")
-    path = common.save("pages", a.db, {"patients": a.patients, "workers": a.workers, "connections": a.connections,
-                                       "duration_s": a.duration, "results": results, "worker_peak_rss_mb": worker_rss})
+    for x in lines:
+        py = x.get("python_client") or {}
+        rows.append([x["name"], x.get("rps", ""), *(f"{x[f'share_{b}']:.0%}" if f"share_{b}" in x else ""
+                                                     for b in BASELINES),
+                     x.get("p50_ms", ""), x.get("p95_ms", ""), x.get("p99_ms", ""),
+                     f"{py.get('p50_ms', '')}/{py.get('p95_ms', '')}/{py.get('p99_ms', '')}" if py else "",
+                     x["one_request_ms"], load_text(x.get("load1", [])), target_text(x.get("targets")),
+                     x.get("verdict", "") + (f" {x['note']}" if x.get("note") else "")])
+    print(f"\nPages under gunicorn ({a.workers} sync workers, gunicorn.conf.py, --max-requests 0), wrk -t2 "
+          f"-c{a.connections} -d{a.duration:g}s, {a.rounds} rounds ABAB, {a.db}, {a.patients:,} patients; "
+          f"adherence snapshot: {snapshot['rows']:,} rows")
+    print(common.table(["page", "req/s", "of hello", "of fortunes", "of AF", "p50 ms", "p95 ms", "p99 ms",
+                        "py p50/p95/p99", "one request ms", "load 1m", "target", "verdict"], rows))
+    n_runs = sum(len(s) for s in out["baselines"]["runs"]) + sum(len(e["runs"]) for e in out["pages"].values())
+    replaced = out["runs_with_a_worker_replaced"]
+    print(f"worker pids unchanged across all {n_runs} runs: {'yes' if not replaced else f'NO ({replaced} runs)'}")
+    print(f"web worker peak RSS: {out['worker_peak_rss_mb']} MB (target ≤ 150 MB)")
+    path = common.save("pages", a.db, {
+        "patients": a.patients, "workers": a.workers, "connections": a.connections, "duration_s": a.duration,
+        "rounds": a.rounds, "note": a.note, "adherence_snapshot": snapshot, "generator": bdb.meta.get("generator"),
+        "summary": lines, **out})
     print(f"results in {path.relative_to(common.ROOT)}")
 
 

@@ -24,3 +24,5 @@ for db in ${DBS[@]}; do
   echo "=== $db: pages under gunicorn ==="
   $PY benchmarks/bench_pages.py --db "$db" --patients "$PATIENTS"
 done
+echo "=== worker recycling (hello; SQLite, 100 patients) ==="
+$PY benchmarks/bench_recycling.py

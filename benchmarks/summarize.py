@@ -1,10 +1,12 @@
 """Markdown tables of the latest results (benchmarks/results/*.json), for the README's performance section.
 
-    .venv/bin/python benchmarks/summarize.py
+    .venv/bin/python benchmarks/summarize.py            # print them
+    .venv/bin/python benchmarks/summarize.py --readme   # and replace the tables in benchmarks/README.md's Figures
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,19 @@ def md(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def generator() -> str:
+    """The generator's report as the newest benchmark run recorded it (each run keeps its database's report)."""
     rows = []
     for db in DBS:
-        r = load("reminders", db)
-        g = (r or {}).get("generator")
-        if g:
-            rows.append([db, f"{g['patients']:,}", f"{g['rows']['orders']:,}", f"{g['total_rows']:,}",
-                         g["seconds"], f"{g['rows_per_second']:,}", g["peak_rss_mb"], "≤ 500 MB"])
-    return md(["db", "patients", "fills (orders)", "rows", "seconds", "rows/s", "peak RSS MB", "target"], rows)
+        found = [r for r in (load(name, db) for name in ("reminders", "pages")) if r and r.get("generator")]
+        if not found:
+            continue
+        r = max(found, key=lambda x: x["recorded_at"])
+        g = r["generator"]
+        rows.append([db, r["recorded_at"][:10], f"{g['patients']:,}", f"{g['rows']['orders']:,}", f"{g['total_rows']:,}",
+                     g["seconds"], f"{g['rows_per_second']:,}", g["peak_rss_mb"], g.get("wall_seconds", ""),
+                     "≤ 500 MB"])
+    return md(["db", "generated", "patients", "fills (orders)", "rows", "seconds", "rows/s", "peak RSS MB",
+               "wall s (with the adherence snapshot)", "target"], rows)
 
 
 def reminders() -> str:
@@ -55,18 +62,72 @@ def reminders() -> str:
                           "peak RSS MB", "per-fill path, est. s", "target"], replan))
 
 
+def _pct(x: dict[str, Any], key: str) -> str:
+    return f"{x[key]:.0%}" if key in x else ""
+
+
+def _load(values: list[float | None]) -> str:
+    vals = [v for v in values or [] if v is not None]
+    if not vals:
+        return ""
+    return f"{min(vals):.1f}" if min(vals) == max(vals) else f"{min(vals):.1f}–{max(vals):.1f}"
+
+
+def _target(t: dict[str, Any] | None) -> str:
+    if not t:
+        return ""
+    parts = []
+    if t.get("share_of_audited_fortunes") is not None:
+        parts.append(f"≥ {t['share_of_audited_fortunes']:.0%} of AF")
+    if t.get("p95_ms") is not None:
+        parts.append(f"p95 ≤ {t['p95_ms']:.0f} ms")
+    if t.get("one_request_ms") is not None:
+        parts.append(f"one ≤ {t['one_request_ms']:.0f} ms")
+    return ", ".join(parts)
+
+
 def pages() -> str:
-    rows = []
+    """Medians over the ABAB rounds; shares against the adjacent baselines (AF: audited fortunes)."""
+    rows, notes = [], []
     for db in DBS:
         r = load("pages", db)
+        if not r or "summary" not in r:
+            continue
+        for x in r["summary"]:
+            py = x.get("python_client") or {}
+            rows.append([db, x["name"], x.get("rps", ""), _pct(x, "share_hello"), _pct(x, "share_fortunes"),
+                         _pct(x, "share_audited fortunes"), x.get("p50_ms", ""), x.get("p95_ms", ""),
+                         x.get("p99_ms", ""), f"{py['p50_ms']} / {py['p95_ms']} / {py['p99_ms']}" if py else "",
+                         x["one_request_ms"], _load(x.get("load1")), _target(x.get("targets")),
+                         (x.get("verdict", "") + (f"; {x['note']}" if x.get("note") else "")).strip("; ")])
+        runs = sum(len(s) for s in r["baselines"]["runs"]) + sum(len(e["runs"]) for e in r["pages"].values())
+        replaced = r["runs_with_a_worker_replaced"]
+        notes.append(f"{db}: {r['recorded_at'][:10]}, {r['patients']:,} patients, {r['workers']} workers, wrk -t2 "
+                     f"-c{r['connections']} -d{r['duration_s']:g}s × {r['rounds']} rounds; adherence snapshot "
+                     f"{r['adherence_snapshot']['rows']:,} rows; worker pids unchanged across all {runs} runs: "
+                     f"{'yes' if not replaced else f'NO ({replaced})'}; web worker peak RSS "
+                     f"{', '.join(str(v) for v in r['worker_peak_rss_mb'])} MB (target ≤ 150)"
+                     + (f"; {r['note']}" if r.get("note") else ""))
+    return (md(["db", "page", "req/s", "of hello", "of fortunes", "of AF", "p50 ms", "p95 ms", "p99 ms",
+                "Python client p50 / p95 / p99", "one request ms", "load 1m", "target", "verdict"], rows)
+            + "\n\n" + "\n".join(f"- {n}" for n in notes))
+
+
+def recycling() -> str:
+    rows = []
+    for db in DBS:
+        r = load("recycling", db)
         if not r:
             continue
-        for name, x in r["results"].items():
-            rows.append([db, name, x["rps"], f"{x.get('share_of_hello', 0):.0%}", x["p50_ms"], x["p95_ms"],
-                         x.get("single_request_ms", ""), x.get("note", "")])
-        rows.append([db, "web worker peak RSS (MB)", ", ".join(str(v) for v in r["worker_peak_rss_mb"]), "", "", "",
-                     "", "target ≤ 150"])
-    return md(["db", "page", "req/s", "of hello", "p50 ms", "p95 ms", "one request ms", ""], rows)
+        for x in r["results"]:
+            w, p = x["wrk"], x["python"]
+            rows.append([x["config"], w["rps"], w["p50_ms"], w["p99_ms"], w["max_ms"], p["p50_ms"], p["p99_ms"],
+                         p["max_ms"], p["gaps"], p["longest_gap_ms"], w["workers_started"] + p["workers_started"],
+                         f"{w['load1']} / {p['load1']}"])
+        rows.append([f"({r['recorded_at'][:10]}, {db}, {r['duration_s']:g} s per client)", "", "", "", "", "", "",
+                     "", "", "", "", ""])
+    return md(["configuration", "wrk req/s", "wrk p50", "wrk p99", "wrk max ms", "Python p50", "Python p99",
+               "Python max ms", "gaps > 250 ms", "longest gap ms", "workers started", "load 1m"], rows)
 
 
 def smtp() -> str:
@@ -98,10 +159,37 @@ def queries() -> str:
     return md(["page", "SQLite @100", "SQLite @100k", "SQLite ms @100k", "PG @100", "PG @100k", "PG ms @100k"], rows)
 
 
+SECTIONS = (("Generator", generator), ("Reminders: claiming and re-planning", reminders),
+            ("Worker recycling: hello under load", recycling),
+            ("Pages under gunicorn + wrk, against same-run baselines", pages),
+            ("Outbox delivery over SMTP", smtp), ("SQL statements per request", queries))
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def write_readme(path: Path = README) -> list[str]:
+    """Replace each section's table in benchmarks/README.md (from its "#### title" to the next heading) with the
+    one made now; returns the titles replaced. Text written by hand around the tables is left alone."""
+    text = path.read_text()
+    done = []
+    for title, fn in SECTIONS:
+        head = f"#### {title}\n"
+        start = text.find(head)
+        if start < 0:
+            continue
+        body = start + len(head)
+        ends = [i for i in (text.find("\n#### ", body), text.find("\n## ", body)) if i >= 0]
+        end = min(ends) if ends else len(text)
+        text = text[:body] + "\n" + fn() + "\n" + text[end:]
+        done.append(title)
+    path.write_text(text)
+    return done
+
+
 def main() -> None:
-    for title, fn in (("Generator", generator), ("Reminders: claiming and re-planning", reminders),
-                      ("Pages under gunicorn + wrk", pages), ("Outbox delivery over SMTP", smtp),
-                      ("SQL statements per request", queries)):
+    if "--readme" in sys.argv[1:]:
+        print("replaced in benchmarks/README.md:", ", ".join(write_readme()))
+        return
+    for title, fn in SECTIONS:
         print(f"### {title}\n\n{fn()}\n")
 
 

@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 
 from pharmacy.bench.generator import generate
+from pharmacy.billing import adherence
 
 bench = AppGroup("bench", help="Benchmark data (chain-scale, generated; never for production).")
 
@@ -32,6 +33,11 @@ def seed(patients: int, seed: int, years: int, batch_size: int, password: str | 
         click.echo(f"  {name:<{width}}  {n:>10,}")
     click.echo(f"{report.total_rows:,} rows in {report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s), "
                f"peak RSS {report.peak_rss_mb:.0f} MB; today is {report.today}")
+    # The adherence page and Today's call list read the nightly snapshot, not the fills: fill it now, as the
+    # scheduler would tonight, or they would be measured (and shown) empty.
+    with click.progressbar(length=patients, label="Adherence snapshot") as bar:
+        done = adherence.refresh_adherence(on_progress=bar.update)
+    click.echo(f"adherence snapshot: {done.measured:,} patients measured over {done.window_days} days")
     if report.lot_numbers_over_999_a_day:
         click.echo(f"note: {report.lot_numbers_over_999_a_day:,} fills needed a 4-digit lot sequence "
                    "(more than 999 batches compounded in one day)")

@@ -460,7 +460,8 @@ def test_gunicorn_settings(monkeypatch, tmp_path) -> None:
     assert conf["bind"] == ["127.0.0.1:8000"]
     assert conf["workers"] == min(2 * os.cpu_count() + 1, 9)  # type: ignore[operator]
     assert conf["timeout"] == 30 and conf["graceful_timeout"] == 30
-    assert conf["max_requests"] > 0 and conf["max_requests_jitter"] > 0
+    # Recycled by memory (tests/integration/test_gunicorn_workers.py), never by count; a new worker is a fork.
+    assert conf["max_requests"] == 0 and conf["preload_app"] is True
     fmt = conf["access_log_format"]
     assert "%(U)s" in fmt
     assert not any(atom in fmt for atom in ("%(r)s", "%(q)s", "%(f)s", "{referer}", "{cookie}", "{authorization}"))
