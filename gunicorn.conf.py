@@ -47,6 +47,7 @@ say.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
@@ -237,6 +238,14 @@ def _engines(server: Any) -> list[Any]:
         return []
     with app.app_context():
         return list(sqlalchemy.engines.values())
+
+
+def pre_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Move everything the master has built (the preloaded app: ~250,000 objects) out of the collector's reach
+    before forking. Otherwise each worker's full collections walk all of it again — measured in-process, ~17 ms
+    on average per order-queue request, and its p95 tail — and touching the objects copies the shared pages
+    (Python's gc docs recommend exactly this for a pre-forking server)."""
+    gc.freeze()
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]

@@ -21,6 +21,10 @@ for db in ${DBS[@]}; do
   $PY benchmarks/bench_reminders.py --db "$db" --patients "$PATIENTS"
   echo "=== $db: SMTP delivery ==="
   $PY benchmarks/bench_smtp.py --db "$db" --patients "$PATIENTS"
+  echo "=== $db: money reports, one request ==="
+  $PY benchmarks/bench_reports.py --db "$db" --patients "$PATIENTS"
+  echo "=== $db: production plan ==="
+  $PY benchmarks/bench_production.py --db "$db" --patients "$PATIENTS"
   echo "=== $db: pages under gunicorn ==="
   $PY benchmarks/bench_pages.py --db "$db" --patients "$PATIENTS"
 done
