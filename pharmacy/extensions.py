@@ -1,6 +1,8 @@
 """Extension objects, created unbound: models and services import these, never the app."""
 from __future__ import annotations
 
+from typing import Any
+
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -29,7 +31,50 @@ class ErrorSchema(Schema):
 
 
 class PharmacyApi(Api):
+    """flask-smorest's Api, writing the OpenAPI document when it is first read rather than at start-up.
+
+    Registering a blueprint's routes is cheap; documenting them (every schema turned into JSON Schema) was two
+    thirds of `create_app` — paid by every web worker, every `flask` command and every test's app, though only
+    /api/v1/openapi.json and `flask openapi` read the document. The routes are registered at once; the
+    documentation of each blueprint is written, in registration order, on the first read of `spec`.
+    """
+
     ERROR_SCHEMA = ErrorSchema
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._pending_docs: list[tuple[Any, str, Any]] = []
+        self._documenting = False
+        super().__init__(*args, **kwargs)
+
+    @property
+    def spec(self) -> Any:
+        if self._pending_docs and not self._documenting:
+            self._document_pending()
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self._spec = value
+
+    def init_app(self, app: Any, *, spec_kwargs: dict[str, Any] | None = None) -> None:
+        self._pending_docs = []  # a new app (tests build many): its own document
+        super().init_app(app, spec_kwargs=spec_kwargs)
+
+    def register_blueprint(self, blp: Any, *, parameters: Any = None, **options: Any) -> None:
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        self._pending_docs.append((blp, name, parameters))
+
+    def _document_pending(self) -> None:
+        self._documenting = True
+        try:
+            while self._pending_docs:
+                blp, name, parameters = self._pending_docs.pop(0)
+                blp.register_views_in_doc(self, self._app, self._spec, name=name, parameters=parameters)
+                self._spec.tag({"name": name, "description": blp.description})
+        finally:
+            self._documenting = False
 
 
 api = PharmacyApi()

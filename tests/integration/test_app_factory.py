@@ -77,3 +77,20 @@ def test_home_requires_sign_in_then_shows_patients(client, staff) -> None:
     page = client.get("/")
     assert page.status_code == 200
     assert page.headers["Cache-Control"] == "no-store"
+
+
+def test_the_openapi_document_is_written_on_first_read_and_whole(app_config: dict) -> None:
+    """create_app registers the API's routes but leaves documenting them to the first read of the document (two
+    thirds of start-up otherwise); that read documents every blueprint, once, whichever app was built last."""
+    from pharmacy import create_app
+    from pharmacy.extensions import api
+
+    app = create_app(app_config)
+    assert api._pending_docs, "documentation should wait for the first read"
+    assert "/api/v1/orders" in {r.rule for r in app.url_map.iter_rules()}  # the routes are there already
+    first = app.test_client().get("/api/v1/openapi.json").get_json()
+    assert not api._pending_docs
+    assert "/api/v1/orders" in first["paths"] and "/api/v1/production/plan" in first["paths"]
+    assert {t["name"] for t in first["tags"]} >= {"orders-api", "inventory-api", "production-api"}
+    again = app.test_client().get("/api/v1/openapi.json").get_json()
+    assert again == first  # documented once, not twice
