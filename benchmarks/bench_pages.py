@@ -38,7 +38,6 @@ import subprocess
 import sys
 import urllib.parse
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,6 @@ def pick(bdb: common.BenchDB) -> dict[str, Any]:
     app = common.app_for(bdb, bdb.at(12))
     from flask import url_for
 
-    from pharmacy.core import links
     from pharmacy.core.actor import staff
     from pharmacy.core.roles import Role
     from pharmacy.core.services import issue_token
@@ -113,14 +111,7 @@ def pick(bdb: common.BenchDB) -> dict[str, Any]:
     with app.test_request_context("/"):
         q = db.session.execute
         max_patient = q(sa.text("SELECT max(id) FROM patients")).scalar_one()
-        rows = q(sa.text(
-            "SELECT p.id, p.patient_id, pt.date_of_birth FROM prescriptions p JOIN patients pt ON pt.id = p.patient_id "
-            "WHERE p.status = 'active' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id "
-            "AND o.state NOT IN ('dispensed', 'cancelled')) AND NOT EXISTS (SELECT 1 FROM refill_requests r "
-            "WHERE r.prescription_id = p.id AND r.state IN ('open', 'awaiting_renewal')) "
-            "AND EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id) ORDER BY p.id DESC LIMIT 5")).all()
-        tokens = [(links.make_token(links.REFILL, patient, rx), date.fromisoformat(str(dob)[:10]))
-                  for rx, patient, dob in rows]
+        tokens = common.refill_link_tokens()
         # The API request: a prescription that already has an open request, so every call is the repeat (200).
         post_rx = q(sa.text("SELECT min(prescription_id) FROM refill_requests WHERE state = 'open'")).scalar_one()
         uid = q(sa.text("SELECT id FROM users WHERE email = :e"), {"e": PHARMACIST}).scalar_one()
@@ -339,26 +330,6 @@ def _line(name: str, runs: list[dict[str, Any]], single: float, py: dict[str, An
     return line
 
 
-def target_text(t: dict[str, Any] | None) -> str:
-    if not t:
-        return ""
-    parts = []
-    if t.get("share_of_audited_fortunes") is not None:
-        parts.append(f"≥ {t['share_of_audited_fortunes']:.0%} of AF")
-    if t.get("p95_ms") is not None:
-        parts.append(f"p95 ≤ {t['p95_ms']:.0f}")
-    if t.get("one_request_ms") is not None:
-        parts.append(f"one ≤ {t['one_request_ms']:.0f} ms")
-    return ", ".join(parts)
-
-
-def load_text(values: list[float | None]) -> str:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return ""
-    return f"{min(vals):.1f}" if min(vals) == max(vals) else f"{min(vals):.1f}–{max(vals):.1f}"
-
-
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=5, help="seconds per run")
@@ -382,7 +353,7 @@ def main() -> None:
                                                      for b in BASELINES),
                      x.get("p50_ms", ""), x.get("p95_ms", ""), x.get("p99_ms", ""),
                      f"{py.get('p50_ms', '')}/{py.get('p95_ms', '')}/{py.get('p99_ms', '')}" if py else "",
-                     x["one_request_ms"], load_text(x.get("load1", [])), target_text(x.get("targets")),
+                     x["one_request_ms"], load.load_text(x.get("load1", [])), load.target_text(x.get("targets")),
                      x.get("verdict", "") + (f" {x['note']}" if x.get("note") else "")])
     print(f"\nPages under gunicorn ({a.workers} sync workers, gunicorn.conf.py, --max-requests 0), wrk -t2 "
           f"-c{a.connections} -d{a.duration:g}s, {a.rounds} rounds ABAB, {a.db}, {a.patients:,} patients; "

@@ -40,19 +40,11 @@ def _pages(app: Any) -> tuple[dict[str, list[str]], list[tuple[str, date]]]:
     """The URLs of each page (patient pages: random patients) and five refill links to confirm first."""
     from flask import url_for
 
-    from pharmacy.core import links
     from pharmacy.extensions import db
 
     with app.test_request_context("/"):
         max_patient = int(db.session.execute(sa.text("SELECT max(id) FROM patients")).scalar_one())
-        rows = db.session.execute(sa.text(
-            "SELECT p.id, p.patient_id, pt.date_of_birth FROM prescriptions p JOIN patients pt ON pt.id = p.patient_id "
-            "WHERE p.status = 'active' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id "
-            "AND o.state NOT IN ('dispensed', 'cancelled')) AND NOT EXISTS (SELECT 1 FROM refill_requests r "
-            "WHERE r.prescription_id = p.id AND r.state IN ('open', 'awaiting_renewal')) "
-            "AND EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id) ORDER BY p.id DESC LIMIT 5")).all()
-        tokens = [(links.make_token(links.REFILL, patient, rx), date.fromisoformat(str(dob)[:10]))
-                  for rx, patient, dob in rows]
+        tokens = common.refill_link_tokens()
         rnd = random.Random(1)
         pages = {
             "hello": ["/__bench/hello"],

@@ -299,3 +299,23 @@ def seed_main() -> None:
 
 if __name__ == "__main__":
     seed_main()
+
+
+REFILL_LINK_RX = sa.text(
+    "SELECT p.id, p.patient_id, pt.date_of_birth FROM prescriptions p JOIN patients pt ON pt.id = p.patient_id "
+    "WHERE p.status = 'active' AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id "
+    "AND o.state NOT IN ('dispensed', 'cancelled')) AND NOT EXISTS (SELECT 1 FROM refill_requests r "
+    "WHERE r.prescription_id = p.id AND r.state IN ('open', 'awaiting_renewal')) "
+    "AND EXISTS (SELECT 1 FROM orders o WHERE o.prescription_id = p.id) ORDER BY p.id DESC LIMIT 5")
+
+
+def refill_link_tokens() -> list[tuple[str, Any]]:
+    """Signed refill links (with the patient's date of birth) for five active prescriptions that were filled and
+    have nothing in progress — the state a patient's reminder link is opened in. Needs an app context."""
+    from datetime import date
+
+    from pharmacy.core import links
+    from pharmacy.extensions import db
+
+    rows = db.session.execute(REFILL_LINK_RX).all()
+    return [(links.make_token(links.REFILL, patient, rx), date.fromisoformat(str(dob)[:10])) for rx, patient, dob in rows]

@@ -321,3 +321,25 @@ def one_request_ms(port: int, target: Target, *, repeat: int = 5, slow_ms: float
         i += 1
     samples.sort()
     return round(samples[len(samples) // 2], 1), status
+
+
+def target_text(t: dict[str, Any] | None) -> str:
+    """A page's targets in a table cell (bench_pages.py prints it, summarize.py writes it into the README)."""
+    if not t:
+        return ""
+    parts = []
+    if t.get("share_of_audited_fortunes") is not None:
+        parts.append(f"≥ {t['share_of_audited_fortunes']:.0%} of AF")
+    if t.get("p95_ms") is not None:
+        parts.append(f"p95 ≤ {t['p95_ms']:.0f} ms")
+    if t.get("one_request_ms") is not None:
+        parts.append(f"one ≤ {t['one_request_ms']:.0f} ms")
+    return ", ".join(parts)
+
+
+def load_text(values: list[float | None] | None) -> str:
+    """The load averages read before a figure's runs, as one value or a range."""
+    vals = [v for v in values or [] if v is not None]
+    if not vals:
+        return ""
+    return f"{min(vals):.1f}" if min(vals) == max(vals) else f"{min(vals):.1f}–{max(vals):.1f}"

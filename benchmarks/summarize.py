@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.load import load_text, target_text
+
 RESULTS = Path(__file__).resolve().parent / "results"
 DBS = ("sqlite", "postgres")
 
@@ -66,26 +70,6 @@ def _pct(x: dict[str, Any], key: str) -> str:
     return f"{x[key]:.0%}" if key in x else ""
 
 
-def _load(values: list[float | None]) -> str:
-    vals = [v for v in values or [] if v is not None]
-    if not vals:
-        return ""
-    return f"{min(vals):.1f}" if min(vals) == max(vals) else f"{min(vals):.1f}–{max(vals):.1f}"
-
-
-def _target(t: dict[str, Any] | None) -> str:
-    if not t:
-        return ""
-    parts = []
-    if t.get("share_of_audited_fortunes") is not None:
-        parts.append(f"≥ {t['share_of_audited_fortunes']:.0%} of AF")
-    if t.get("p95_ms") is not None:
-        parts.append(f"p95 ≤ {t['p95_ms']:.0f} ms")
-    if t.get("one_request_ms") is not None:
-        parts.append(f"one ≤ {t['one_request_ms']:.0f} ms")
-    return ", ".join(parts)
-
-
 def pages() -> str:
     """Medians over the ABAB rounds; shares against the adjacent baselines (AF: audited fortunes)."""
     rows, notes = [], []
@@ -98,7 +82,7 @@ def pages() -> str:
             rows.append([db, x["name"], x.get("rps", ""), _pct(x, "share_hello"), _pct(x, "share_fortunes"),
                          _pct(x, "share_audited fortunes"), x.get("p50_ms", ""), x.get("p95_ms", ""),
                          x.get("p99_ms", ""), f"{py['p50_ms']} / {py['p95_ms']} / {py['p99_ms']}" if py else "",
-                         x["one_request_ms"], _load(x.get("load1")), _target(x.get("targets")),
+                         x["one_request_ms"], load_text(x.get("load1")), target_text(x.get("targets")),
                          (x.get("verdict", "") + (f"; {x['note']}" if x.get("note") else "")).strip("; ")])
         runs = sum(len(s) for s in r["baselines"]["runs"]) + sum(len(e["runs"]) for e in r["pages"].values())
         replaced = r["runs_with_a_worker_replaced"]
