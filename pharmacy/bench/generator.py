@@ -27,11 +27,10 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import secrets
 import time as _time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
@@ -43,6 +42,7 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
+from pharmacy.bench.writer import GenReport, Writer, peak_rss_mb
 from pharmacy.billing import totals
 from pharmacy.billing.models import Fee, PriceEntry
 from pharmacy.billing.pricing import quote
@@ -103,108 +103,6 @@ CONDITIONS = ("multiple sclerosis", "fibromyalgia", "crohn's disease", "chronic 
 MEDICATIONS = ("vitamin d3 2000 IU", "gabapentin 300 mg", "baclofen 10 mg", "levothyroxine 50 mcg",
                "sertraline 50 mg", "magnesium glycinate", "ocrelizumab", "metformin 500 mg")
 EFFECTS = ("vivid_dreams", "insomnia", "headache", "nausea", "morning_stiffness")
-
-
-# ---- writing: batches per table, executemany on SQLite, COPY on PostgreSQL ----------------------------------
-
-
-class Sink:
-    """Rows for one table, as tuples in `cols` order, flushed in batches."""
-
-    def __init__(self, table: sa.Table, cols: Iterable[str]) -> None:
-        self.table = table
-        names = list(table.c.keys())
-        wanted = set(cols)
-        unknown = sorted(wanted - set(names))
-        if unknown:
-            raise ValueError(f"{table.name}: no column(s) {unknown}")
-        self.cols = tuple(c for c in names if c in wanted)  # the table's own order, as a compiled INSERT lists them
-        self.rows: list[tuple[Any, ...]] = []
-        self.written = 0
-
-    def add(self, **values: Any) -> None:
-        self.rows.append(tuple(map(values.get, self.cols)))
-
-
-class Writer:
-    """Writes sinks in foreign-key order; knows how this database wants dates, instants and flags."""
-
-    def __init__(self, conn: sa.Connection, batch_size: int) -> None:
-        self.conn = conn
-        self.batch_size = batch_size
-        self.pg = conn.dialect.name == "postgresql"
-        self.sinks: list[Sink] = []
-        self._sql: dict[str, str] = {}
-
-    def sink(self, table: sa.Table, cols: Iterable[str]) -> Sink:
-        s = Sink(table, cols)
-        self.sinks.append(s)
-        return s
-
-    def maybe_flush(self) -> None:
-        if any(len(s.rows) >= self.batch_size for s in self.sinks):
-            self.flush()
-
-    def flush(self) -> None:
-        for s in self.sinks:  # parents before children: the order the sinks were made in
-            if s.rows:
-                self._write(s)
-                s.written += len(s.rows)
-                s.rows = []
-
-    def _write(self, s: Sink) -> None:
-        if self.pg:
-            raw = self.conn.connection.driver_connection
-            cols = ", ".join(f'"{c}"' for c in s.cols)
-            with raw.cursor() as cur, cur.copy(f'COPY "{s.table.name}" ({cols}) FROM STDIN') as copy:
-                for row in s.rows:
-                    copy.write_row(row)
-            return
-        sql = self._sql.get(s.table.name)
-        if sql is None:
-            # The INSERT is built by SQLAlchemy Core (quoting, paramstyle), then run with executemany.
-            stmt = sa.insert(s.table).values({c: sa.bindparam(c) for c in s.cols})
-            compiled = stmt.compile(dialect=self.conn.dialect)
-            sql = self._sql[s.table.name] = str(compiled)
-            order = compiled.positiontup or []
-            if list(order) != list(s.cols):
-                raise RuntimeError(f"{s.table.name}: unexpected parameter order {order}")
-        self.conn.exec_driver_sql(sql, s.rows)
-
-
-# ---- the generator --------------------------------------------------------------------------------------
-
-
-@dataclass
-class GenReport:
-    patients: int = 0
-    rows: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    peak_rss_mb: float = 0.0
-    today: date | None = None
-    lot_numbers_over_999_a_day: int = 0
-    totals_rows: dict[str, int] = field(default_factory=dict)  # the running totals rebuilt at the end
-    totals_seconds: float = 0.0
-
-    @property
-    def total_rows(self) -> int:
-        return sum(self.rows.values())
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.total_rows / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"patients": self.patients, "rows": self.rows, "total_rows": self.total_rows,
-                "seconds": round(self.seconds, 2), "rows_per_second": round(self.rows_per_second),
-                "peak_rss_mb": round(self.peak_rss_mb, 1), "today": self.today.isoformat() if self.today else None,
-                "lot_numbers_over_999_a_day": self.lot_numbers_over_999_a_day, "totals_rows": self.totals_rows,
-                "totals_seconds": self.totals_seconds}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass(frozen=True)
@@ -339,7 +237,16 @@ class Generator:
     # -- reference data (small; through the ORM) ---------------------------------------------------------
 
     def _reference_data(self) -> None:
+        """What every patient's history draws on, written once (and reused on a later run): the staff, the
+        formulas and their prices, a quarterly delivery of every ingredient, the prescribers."""
+        self._staff()
+        self._formulas()
+        self._prices()
+        self._ingredient_lots()
+        self._prescribers()
+        uow.commit_step()
 
+    def _staff(self) -> None:
         console = Actor(kind="staff", role=Role.ADMIN)
         self.staff: dict[str, int] = {}
         self.created_credentials: list[tuple[str, str, str]] = []
@@ -353,6 +260,8 @@ class Generator:
                 self.created_credentials.append((role.value, email, password))
             self.staff[key] = user.id
 
+    def _formulas(self) -> None:
+        """The demo formulas (seeds/formulas.yaml), added if missing; the five LDN products must be there."""
         doc = yaml.safe_load((SEEDS_DIR / "formulas.yaml").read_text())
         for row in doc["formulas"]:
             f = db.session.execute(sa.select(Formula).where(Formula.code == row["code"])).scalar_one_or_none()
@@ -382,7 +291,8 @@ class Generator:
         if missing:
             raise RuntimeError(f"formulas missing after loading seeds/formulas.yaml: {sorted(missing)}")
 
-        # Prices: last year's list (retired a year ago) and the current one, from seeds/prices.yaml.
+    def _prices(self) -> None:
+        """Last year's price list (retired a year ago) and the current one, from seeds/prices.yaml; the shipping fee."""
         prices = yaml.safe_load((SEEDS_DIR / "prices.yaml").read_text())
         self.price_cut = self.today - timedelta(days=365)
         cut_at = datetime.combine(self.price_cut, dtime(0), tzinfo=self.tz)
@@ -413,7 +323,8 @@ class Generator:
             if (key[0], True) not in self.price_lists:
                 self.price_lists[(key[0], True)] = self.price_lists[(key[0], False)]
 
-        # Ingredient lots: a delivery of every ingredient each quarter, good for 18 months.
+    def _ingredient_lots(self) -> None:
+        """A delivery of every ingredient each quarter, good for 18 months."""
         names = sorted({n for f in self.formulas.values() for n in f.ingredients})
         existing = {(s, n) for s, n in db.session.execute(sa.select(IngredientLot.supplier, IngredientLot.lot_number))}
         day = self.start - timedelta(days=120)
@@ -434,7 +345,8 @@ class Generator:
             received.append(lot.received_on)
             info.append((lot.id, lot.expiry_date))
 
-        # Prescribers: one for every 50 patients.
+    def _prescribers(self) -> None:
+        """One prescriber for every 50 patients (at least three), with valid NPIs."""
         existing_npis = set(db.session.execute(sa.select(Prescriber.npi)).scalars())
         wanted = max(3, self.n_patients // 50)
         rng = random.Random(self.seed)
@@ -452,7 +364,6 @@ class Generator:
                 address=f"{rng.randrange(100, 9999)} {rng.choice(STREETS)}, {rng.choice(CITIES)[0]}", created_at=self.now))
         db.session.flush()
         self.prescriber_ids = list(db.session.execute(sa.select(Prescriber.id).order_by(Prescriber.id)).scalars())
-        uow.commit_step()
 
     # -- the run -------------------------------------------------------------------------------------------
 
@@ -469,9 +380,34 @@ class Generator:
             conn.exec_driver_sql("PRAGMA cache_size=-65536")
         self._converters(pg)
         self.calendar = business_calendar()
+        w = self.w = self._sinks(conn)
+        self.ids = {s.table.name: self._max_id(conn, s.table) for s in w.sinks}
+        if self.ids["orders"]:
+            self._continue_lot_sequences(conn)
+        self.subjects = {k: reminder_rules.subject_line(self.cfg.pharmacy_name, k) for k in MessageKind}
+
+        for i in range(self.n_patients):
+            self._patient(i)
+            w.maybe_flush()
+            if (i + 1) % 1000 == 0 or i + 1 == self.n_patients:
+                self.on_progress(min(1000, (i % 1000) + 1))
+            if (i + 1) % 20000 == 0:
+                w.flush()
+                uow.commit_step()
+                conn = db.session.connection()
+                w.conn = conn
+        w.flush()
+        uow.commit_step()
+        self._finish()
+        self.report.seconds = _time.perf_counter() - t0
+        self.report.rows = {s.table.name: s.written for s in w.sinks}
+        self.report.peak_rss_mb = peak_rss_mb()
+        return self.report
+
+    def _sinks(self, conn: sa.Connection) -> Writer:
+        """A buffer per table the generator writes, with the columns it fills (in the order it fills them)."""
         md = db.metadata.tables
         w = Writer(conn, self.batch_size)
-        self.w = w
         self.s_patients = w.sink(md["patients"], (
             "id", "first_name", "last_name", "name_key", "date_of_birth", "email", "phone", "address_line1",
             "address_line2", "city", "state", "postal_code", "conditions", "medications", "allergies",
@@ -512,28 +448,7 @@ class Generator:
             "attempts", "last_error", "sent_at", "cancelled_reason", "message_id", "subject", "body_text",
             "body_html", "created_at"))
         self.s_attempts = w.sink(md["delivery_attempts"], ("id", "message_id", "at", "result", "detail"))
-        self.ids = {s.table.name: self._max_id(conn, s.table) for s in w.sinks}
-        if self.ids["orders"]:
-            self._continue_lot_sequences(conn)
-        self.subjects = {k: reminder_rules.subject_line(self.cfg.pharmacy_name, k) for k in MessageKind}
-
-        for i in range(self.n_patients):
-            self._patient(i)
-            w.maybe_flush()
-            if (i + 1) % 1000 == 0 or i + 1 == self.n_patients:
-                self.on_progress(min(1000, (i % 1000) + 1))
-            if (i + 1) % 20000 == 0:
-                w.flush()
-                uow.commit_step()
-                conn = db.session.connection()
-                w.conn = conn
-        w.flush()
-        uow.commit_step()
-        self._finish()
-        self.report.seconds = _time.perf_counter() - t0
-        self.report.rows = {s.table.name: s.written for s in w.sinks}
-        self.report.peak_rss_mb = peak_rss_mb()
-        return self.report
+        return w
 
     def _continue_lot_sequences(self, conn: sa.Connection) -> None:
         """Adding to a database that has orders: each day's lot sequence goes on after the numbers taken."""
