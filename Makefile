@@ -9,7 +9,7 @@ PG_ADMIN_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test test-sqlite test-postgres lint install browser migrate seed scheduler prod-check bench fuzz clean
+.PHONY: screenshots run test test-sqlite test-postgres lint install browser migrate seed scheduler prod-check bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ test-postgres: $(STAMP)
 	else \
 		echo "PostgreSQL not reachable at $(PG_ADMIN_URL): the PostgreSQL pass is skipped"; \
 	fi
+
+## make screenshots: the browser tests, saving a picture of every state they check in artifacts/screenshots/ (look at them)
+screenshots: $(STAMP) browser
+	env -u DATABASE_URL SCREENSHOTS=1 $(PY) -m pytest tests/browser tests/web/test_billing_views.py::test_revenue_chart_in_a_real_browser $(PYTEST_ARGS)
 
 ## make fuzz: the wide random search (not part of make test): every API operation, every check, many examples,
 ## fresh random draws each run, on SQLite and on PostgreSQL. Add what it finds to tests/web/test_fuzz_regressions.py.

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from werkzeug.routing import IntegerConverter
 
 from pharmacy import models  # noqa: F401 - every feature's tables in the one metadata, before any use
 from pharmacy.config import load_settings
 from pharmacy.core import db_events, error_handlers, logging_setup, request_guard, security, uow
 from pharmacy.core.clock import Clock, SystemClock
+from pharmacy.core.routing import Id32Converter, LazyBuilderRule
 from pharmacy.core.schemas import DecimalString
 from pharmacy.extensions import api, csrf, db, limiter, migrate
 from pharmacy.paths import ROOT
@@ -84,18 +84,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     app.extensions["pharmacy.clock"] = clock or SystemClock()
 
     app.url_map.converters["int"] = Id32Converter
+    app.url_rule_class = LazyBuilderRule
     _init_extensions(app)
     _register_features(app)
     listeners.connect()
     return app
-
-
-class Id32Converter(IntegerConverter):
-    """`<int:…>` in every route: ids beyond a 32-bit integer are simply "not found", never a 500 from the driver."""
-
-    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max", 2**31 - 1)
-        super().__init__(map, *args, **kwargs)
 
 
 def _engine_options(url: str) -> dict[str, Any]:

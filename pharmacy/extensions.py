@@ -43,6 +43,7 @@ class PharmacyApi(Api):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._pending_docs: list[tuple[Any, str, Any]] = []
+        self._responses_pending = False
         self._documenting = False
         super().__init__(*args, **kwargs)
 
@@ -60,6 +61,10 @@ class PharmacyApi(Api):
         self._pending_docs = []  # a new app (tests build many): its own document
         super().init_app(app, spec_kwargs=spec_kwargs)
 
+    def _register_responses(self) -> None:
+        # The ~60 standard responses (each an error schema resolved) are written with the rest of the document.
+        self._responses_pending = True
+
     def register_blueprint(self, blp: Any, *, parameters: Any = None, **options: Any) -> None:
         name = options.get("name", blp.name)
         self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
@@ -69,6 +74,9 @@ class PharmacyApi(Api):
     def _document_pending(self) -> None:
         self._documenting = True
         try:
+            if self._responses_pending:
+                self._responses_pending = False
+                super()._register_responses()
             while self._pending_docs:
                 blp, name, parameters = self._pending_docs.pop(0)
                 blp.register_views_in_doc(self, self._app, self._spec, name=name, parameters=parameters)

@@ -30,6 +30,9 @@ USE_PG = PG_URL.startswith(("postgresql", "postgres:"))
 # Monday 23 November 2026, 09:00 in Chicago: a normal working morning.
 T0 = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)
 PASSWORD = "correct horse battery staple"
+# Random, as production demands (some tests switch to production), and one per run: rows copied from one test's
+# database to another's (tests/demo_seeds.py) may carry values signed with it.
+RUN_SECRET_KEY = secrets.token_hex(32)
 
 # `make test` must give the same verdict on every run: every hypothesis and schemathesis test draws the
 # same examples each time (derandomize: the seed is a hash of the test), and nothing is replayed from a
@@ -111,15 +114,59 @@ def _empty_all(url: str) -> None:
                              "WHERE c.relkind = 'S' AND n.nspname = 'public'"))
 
 
+_shared_engines: dict[str, sa.Engine] = {}
+
+
+@pytest.fixture(scope="session")
+def _test_database_url(_schema: str) -> str:
+    """The one URL every test's app connects to: the PostgreSQL test database, or one SQLite file that each test
+    starts as a fresh copy of the template."""
+    return _schema if USE_PG else f"sqlite:///{Path(_schema).with_name('test.db')}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_engine_for_the_test_database(_test_database_url: str) -> Iterator[None]:
+    """Every app built for the test database gets the same SQLAlchemy engine.
+
+    An engine keeps the SQL it has compiled; a new engine per test compiled every statement again, about a quarter
+    of a database test's time. Sharing it also keeps PostgreSQL connections open from test to test rather than
+    starting a server process for each. Apps on other databases (migrations, scratch databases) get their own.
+    """
+    from pharmacy.extensions import db
+
+    make = db._make_engine
+
+    def reuse(bind_key: str | None, options: dict, app: Flask) -> sa.Engine:
+        url = options["url"]
+        if str(url) != _test_database_url:
+            return make(bind_key, options, app)
+        key = repr(sorted((k, repr(v)) for k, v in options.items()))
+        engine = _shared_engines.get(key)
+        if engine is None:
+            engine = _shared_engines[key] = make(bind_key, options, app)
+        return engine
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(db, "_make_engine", reuse)
+        yield
+    for engine in _shared_engines.values():
+        engine.dispose()
+    _shared_engines.clear()
+
+
 @pytest.fixture
-def database_url(_schema: str, tmp_path: Path) -> Iterator[str]:
+def database_url(_schema: str, _test_database_url: str) -> Iterator[str]:
     if USE_PG:
         yield _schema
         _empty_all(_schema)
     else:
-        path = tmp_path / "test.db"
+        for engine in _shared_engines.values():
+            engine.dispose()  # no connection may outlive the file it was opened on
+        path = Path(_test_database_url.removeprefix("sqlite:///"))
+        for leftover in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
         shutil.copyfile(_schema, path)
-        yield f"sqlite:///{path}"
+        yield _test_database_url
 
 
 @pytest.fixture
@@ -135,7 +182,7 @@ def app_config(database_url: str, tmp_path: Path) -> dict:
     return {
         "DATABASE_URL": database_url,
         "PHARMACY_ENV": "testing",
-        "SECRET_KEY": secrets.token_hex(32),  # random, as production demands (some tests switch to production)
+        "SECRET_KEY": RUN_SECRET_KEY,
         "RATELIMIT_STORAGE_URI": "memory://",
         "WTF_CSRF_ENABLED": False,
         "PHARMACY_TIMEZONE": "America/Chicago",
@@ -151,7 +198,6 @@ def app(app_config: dict, clock: FixedClock) -> Iterator[Flask]:
 
     with app.app_context():
         db.session.remove()
-        db.engine.dispose()
 
 
 @pytest.fixture

@@ -46,7 +46,6 @@ ORDER_FIELDS = ("state", "held_from", "price_cents", "shipping_cents", "days_sup
                 "prescription_id")
 PAYMENT_FIELDS = ("kind", "amount_cents", "received_at", "patient_id")
 _PENDING = "billing_totals_pending"
-ROWS_PER_STATEMENT = 400  # rows of one multi-row upsert (SQLite allows 32,766 bound values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,13 +186,18 @@ def apply(conn: sa.Connection, changes: Changes) -> None:
 
 def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]], keys: list[str],
             extra: Mapping[str, Any] | None = None) -> None:
-    """INSERT the rows, or add each amount to the row already there (both dialects: ON CONFLICT DO UPDATE)."""
-    for i in range(0, len(rows), ROWS_PER_STATEMENT):
-        insert = upsert_insert(table, conn.dialect.name).values(rows[i:i + ROWS_PER_STATEMENT])
-        amounts = [c for c in rows[0] if c not in keys and c not in (extra or {})]
-        set_ = {c: table.c[c] + insert.excluded[c] for c in amounts}
-        set_.update({k: v(table.c, insert.excluded) for k, v in (extra or {}).items()})
-        conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=set_))
+    """INSERT the rows, or add each amount to the row already there (both dialects: ON CONFLICT DO UPDATE).
+
+    One statement with its values bound per row (executemany): its compiled form is cached, where a multi-row
+    VALUES was compiled again for every payment and dispensing (most of the cost of keeping the totals).
+    """
+    if not rows:
+        return
+    insert = upsert_insert(table, conn.dialect.name)
+    amounts = [c for c in rows[0] if c not in keys and c not in (extra or {})]
+    set_ = {c: table.c[c] + insert.excluded[c] for c in amounts}
+    set_.update({k: v(table.c, insert.excluded) for k, v in (extra or {}).items()})
+    conn.execute(insert.on_conflict_do_update(index_elements=keys, set_=set_), rows)
 
 
 def _monthly(price: Any, days: Any) -> Any:

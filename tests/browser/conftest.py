@@ -16,6 +16,9 @@ from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+SCREENSHOTS = os.environ.get("SCREENSHOTS", "0") not in ("", "0")
+# A block fetched after the page (static/js/app.js, data-fragment) is busy until it arrives or has failed.
+DEFERRED_BLOCKS_ARRIVED = "() => !document.querySelector('[data-fragment][aria-busy=true]')"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -91,11 +94,14 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> Path:
-    """Save a screenshot under artifacts/screenshots/ (git-ignored) for a person to look at."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    """Save a screenshot under artifacts/screenshots/ (git-ignored) for a person to look at: with SCREENSHOTS=1 in
+    the environment (`make screenshots`). `make test` checks the same states without writing the pictures (a
+    full-page PNG is a tenth of a second, 160 of them in a pass, and nobody looks at CI's)."""
     page.wait_for_load_state("load")
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if SCREENSHOTS:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=True)
     return path
 
 

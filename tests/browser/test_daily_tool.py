@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pypdfium2 as pdfium
@@ -29,10 +28,10 @@ from pharmacy.workflows import refill_requests as refill_flow
 from tests.browser.conftest import ARTIFACTS, shot, sign_in
 from tests.browser.portal_checks import DESKTOP, PHONE, axe_violations
 from tests.conftest import PASSWORD
+from tests.demo_seeds import load_demo_seeds
 from tests.pages import pdf_text
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class Looker:
@@ -59,11 +58,8 @@ class Looker:
 
 @pytest.fixture
 def seeded(live_app: Any, staff: dict) -> dict:
-    from pharmacy.seeding.loader import load
-
     with live_app.test_request_context("/"):
-        load(ROOT / "seeds")
-        db.session.commit()
+        load_demo_seeds()
 
         def order_of(last: str, state: OrderState | None = None) -> int:
             stmt = sa.select(Order.id).join(Patient, Patient.id == Order.patient_id).where(Patient.last_name == last)

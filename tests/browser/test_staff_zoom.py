@@ -5,7 +5,6 @@ against the demo seeds as a pharmacist; screenshots in artifacts/screenshots/zoo
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +14,12 @@ from pharmacy.compounding.models import Order
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
-from tests.browser.conftest import shot, sign_in
+from tests.browser.conftest import DEFERRED_BLOCKS_ARRIVED, shot, sign_in
 from tests.browser.portal_checks import ZOOMED, axe_violations, sideways_scroll
 from tests.conftest import PASSWORD
+from tests.demo_seeds import load_demo_seeds
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parents[2]
 ZOOM_200 = ZOOMED[0]
 
 # Controls that end up off the right edge (a button pushed out of view by a wide row) cannot be reached by a
@@ -49,11 +48,8 @@ _OFF_SCREEN_JS = """
 
 @pytest.fixture
 def pages(live_app: Any, staff: dict) -> list[tuple[str, str]]:
-    from pharmacy.seeding.loader import load
-
     with live_app.test_request_context("/"):
-        load(ROOT / "seeds")
-        db.session.commit()
+        load_demo_seeds()
         patient_id = db.session.execute(sa.select(Patient.id).where(Patient.last_name == "Whitaker")).scalar_one()
         rx_id = db.session.execute(sa.select(Prescription.id).where(Prescription.patient_id == patient_id)
                                    .order_by(Prescription.id)).scalars().first()
@@ -74,7 +70,7 @@ def test_staff_pages_reflow_at_200_percent_zoom(live_server: Any, page: Any, sta
     for name, path in pages:
         response = page.goto(live_server.url + path)
         assert response is not None and response.status == 200, (path, response and response.status)
-        page.wait_for_load_state("networkidle")  # Today's production block arrives after the page
+        page.wait_for_function(DEFERRED_BLOCKS_ARRIVED)  # Today's production block arrives after the page
         shot(page, f"zoom200-{name}")
         over = sideways_scroll(page)
         if over:

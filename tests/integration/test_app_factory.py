@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from flask import Flask
 
 from pharmacy import create_app
 from pharmacy.core.errors import ConfigError
@@ -94,3 +95,35 @@ def test_the_openapi_document_is_written_on_first_read_and_whole(app_config: dic
     assert {t["name"] for t in first["tags"]} >= {"orders-api", "inventory-api", "production-api"}
     again = app.test_client().get("/api/v1/openapi.json").get_json()
     assert again == first  # documented once, not twice
+
+
+def test_url_builders_are_written_on_first_use_and_build_what_werkzeug_builds(app: Flask) -> None:
+    """Every route builds the same URL (with its defaults and with unknown values as a query string) as werkzeug's
+    own Rule would, though no builder is written until a URL is first built (pharmacy/core/routing.py)."""
+    from werkzeug.routing import AnyConverter, IntegerConverter, Map, Rule
+
+    from pharmacy.core.routing import LazyBuilderRule
+
+    ours = [rule for rule in app.url_map.iter_rules() if isinstance(rule, LazyBuilderRule)]
+    assert len(ours) > 150
+    assert not any(rule.written_builders for rule in ours)
+    plain = Map([Rule(r.rule, endpoint=r.endpoint, methods=r.methods, defaults=r.defaults)
+                 for r in app.url_map.iter_rules()], converters=dict(app.url_map.converters))
+    built_by_us = app.url_map.bind("pharmacy.test")
+    built_by_werkzeug = plain.bind("pharmacy.test")
+    for rule in ours:
+        values = {name: _a_value(rule._converters[name], IntegerConverter, AnyConverter)
+                  for name in rule.arguments if name not in (rule.defaults or {})}
+        for extra in ({}, {"next": "/patients/7?x=1", "page": 2}):
+            method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
+            expected = built_by_werkzeug.build(rule.endpoint, {**values, **extra}, method=method)
+            assert built_by_us.build(rule.endpoint, {**values, **extra}, method=method) == expected, rule.rule
+        assert set(rule.written_builders) == {True}  # only the builder url_for asked for (unknown values appended)
+
+
+def _a_value(converter: object, integer: type, any_of: type) -> object:
+    if isinstance(converter, integer):
+        return 7
+    if isinstance(converter, any_of):
+        return sorted(converter.items)[0]  # type: ignore[attr-defined]
+    return "a b/é"

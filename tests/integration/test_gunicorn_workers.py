@@ -77,6 +77,7 @@ def test_post_fork_gives_a_preloaded_worker_a_pool_of_its_own(monkeypatch, tmp_p
     post_fork = load_conf(monkeypatch, tmp_path)["post_fork"]
     with app.app_context():
         engine = db.engine
+        engine.dispose()  # an empty pool to start from (the test database's engine serves every test)
         with engine.connect() as conn:  # the master used a connection: it sits in the pool
             conn.exec_driver_sql("SELECT 1")
         inherited = engine.pool

@@ -7,7 +7,6 @@ number of queries whatever the amount of history.
 from __future__ import annotations
 
 import html
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,12 +25,8 @@ from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
+from tests.demo_seeds import load_demo_seeds
 from tests.pages import audit_actions, build, count, field_error, labels_cover_inputs, queries, run, text
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-
 
 # ---- patients -------------------------------------------------------------------------------------------
 
@@ -376,9 +371,7 @@ def test_the_prescription_page_does_not_grow_queries_with_fills(app: Flask, clie
 
 
 def test_the_seeded_cases_show_their_alerts_in_the_dashboard(app: Flask, client: FlaskClient, staff: dict) -> None:
-    from pharmacy.seeding.loader import load
-
-    run(app, lambda: load(ROOT / "seeds"))
+    run(app, load_demo_seeds)
     login(client, staff["pharmacist"])
 
     def rx_page(last_name: str) -> str:

@@ -9,7 +9,6 @@ every card with data, so it would have caught it. A self-test proves the check c
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -26,9 +25,8 @@ from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills.models import RenewalRequest
 from pharmacy.reminders.models import OutboxMessage
 from tests.conftest import login
+from tests.demo_seeds import load_demo_seeds
 from tests.pages import confirm_birth_date, run, words
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # What a template leaks when it prints an object instead of its words.
 REPR = re.compile(
@@ -70,9 +68,7 @@ def test_the_checks_can_fail() -> None:
 @pytest.fixture
 def seeded(app: Flask, staff: dict) -> dict:
     """The demo seeds loaded through the real services, a payment and the adherence snapshot; plain ids."""
-    from pharmacy.seeding.loader import load
-
-    run(app, lambda: load(ROOT / "seeds"))
+    run(app, load_demo_seeds)
     with app.app_context():
         refresh_adherence()
         db.session.commit()
