@@ -43,15 +43,19 @@ lint: $(STAMP)
 
 ## make test: set up, then the whole suite on SQLite and, when a server answers, on PostgreSQL — side by side
 ## (scripts/both_passes.py: one process each, so two cores finish both in the time of the longer)
+## Each pass runs in TEST_WORKERS processes (pytest-xdist): a browser test waiting on chromium leaves its core to the
+## other pass's workers, and neither pass ends with a core idle. TEST_WORKERS=0 runs each pass in one process.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS)
 test: $(STAMP) browser lint
-	$(PY) scripts/both_passes.py $(PY) "$(PG_ADMIN_URL)" $(PYTEST_ARGS)
+	$(PY) scripts/both_passes.py $(PY) "$(PG_ADMIN_URL)" $(XDIST) $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP)
-	env -u DATABASE_URL $(PY) -m pytest $(PYTEST_ARGS)
+	env -u DATABASE_URL $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-postgres: $(STAMP)
 	@if $(PY) scripts/pg_available.py "$(PG_ADMIN_URL)"; then \
-		PG_ADMIN_URL="$(PG_ADMIN_URL)" $(PY) scripts/with_pg_database.py $(PY) -m pytest $(PYTEST_ARGS); \
+		PG_ADMIN_URL="$(PG_ADMIN_URL)" $(PY) scripts/with_pg_database.py $(PY) -m pytest $(XDIST) $(PYTEST_ARGS); \
 	else \
 		echo "PostgreSQL not reachable at $(PG_ADMIN_URL): the PostgreSQL pass is skipped"; \
 	fi
@@ -65,7 +69,7 @@ screenshots: $(STAMP) browser
 FUZZ_EXAMPLES ?= 400
 FUZZ_ENV := HYPOTHESIS_PROFILE=fuzz SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMATHESIS_CHECKS=all
 FUZZ_TESTS := tests/web/test_api_fuzz.py tests/web/test_fuzz_regressions.py tests/unit tests/web/test_ncpdp_endpoint.py \
-	tests/web/test_fhir_api.py
+	tests/web/test_fhir_api.py tests/web/test_billing_api.py tests/web/test_workflow_api.py
 fuzz: $(STAMP)
 	env -u DATABASE_URL $(FUZZ_ENV) $(PY) -m pytest -p no:cacheprovider $(FUZZ_TESTS) $(PYTEST_ARGS)
 	@if $(PY) scripts/pg_available.py "$(PG_ADMIN_URL)"; then \

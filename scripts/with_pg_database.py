@@ -24,6 +24,10 @@ try:
     code = subprocess.call(sys.argv[1:], env=env)
 finally:
     with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # and any left by a test worker that did not get to drop its own (tests/conftest.py, one per xdist worker)
+        leftovers = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"),
+                                 {"prefix": f"{name}\\_%"}).scalars().all()
+        for db_name in [name, *leftovers]:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
     admin.dispose()
 sys.exit(code)

@@ -3,6 +3,7 @@ a fixed clock, the app, a client, and staff accounts of every role.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import secrets
@@ -76,18 +77,43 @@ def _schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from pharmacy.extensions import db
 
     if USE_PG:
-        engine = sa.create_engine(pg_url())
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        db.metadata.create_all(engine)
-        engine.dispose()
-        yield pg_url()
+        with _worker_database() as url:
+            engine = sa.create_engine(url)
+            with engine.begin() as conn:
+                conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            db.metadata.create_all(engine)
+            engine.dispose()
+            yield url
     else:
         path = tmp_path_factory.mktemp("template") / "template.db"
         engine = sa.create_engine(f"sqlite:///{path}")
         db.metadata.create_all(engine)
         engine.dispose()
         yield str(path)
+
+
+@contextmanager
+def _worker_database() -> Iterator[str]:
+    """The PostgreSQL database this process tests on: DATABASE_URL's, or, for each of pytest-xdist's workers
+    (`make test` runs two per pass), a database of its own beside it, named after it and dropped afterwards."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        yield pg_url()
+        return
+    base = sa.make_url(pg_url())
+    name = f"{base.database}_{worker}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        for engine in [*_shared_engines.values(), *_cleaners.values()]:
+            engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 _cleaners: dict[str, sa.Engine] = {}
@@ -100,18 +126,23 @@ def _empty_all(url: str) -> None:
     of the few rows a test wrote costs milliseconds. With `session_replication_role = replica` neither the foreign
     keys nor the audit table's append-only triggers (migration 0002/0008) fire, for this transaction only.
     """
-    from pharmacy.extensions import db
-
     engine = _cleaners.get(url)
     if engine is None:
         engine = _cleaners[url] = sa.create_engine(url, poolclass=sa.pool.StaticPool)
     with engine.begin() as conn:
-        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
-        for table in reversed(db.metadata.sorted_tables):
-            conn.execute(table.delete())
-        conn.execute(sa.text("SELECT setval(c.oid, 1, false) FROM pg_class c "
-                             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                             "WHERE c.relkind = 'S' AND n.nspname = 'public'"))
+        conn.exec_driver_sql(_emptying_script())  # one round trip for the ~50 statements
+
+
+@functools.cache
+def _emptying_script() -> str:
+    from pharmacy.extensions import db
+
+    return ";\n".join([
+        "SET LOCAL session_replication_role = replica",
+        *(f'DELETE FROM "{table.name}"' for table in reversed(db.metadata.sorted_tables)),
+        "SELECT setval(c.oid, 1, false) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'S' AND n.nspname = 'public'",
+    ])
 
 
 _shared_engines: dict[str, sa.Engine] = {}

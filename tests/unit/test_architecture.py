@@ -6,13 +6,20 @@ the session (services and the unit of work do).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pharmacy"
 
 
+@functools.cache
 def _modules() -> list[tuple[Path, ast.Module]]:
+    """Every module of the package, parsed once for all the checks here (a few seconds of parsing each)."""
     return [(path, ast.parse(path.read_text())) for path in sorted(PACKAGE.rglob("*.py"))]
+
+
+def _views() -> list[tuple[Path, ast.Module]]:
+    return [(path, tree) for path, tree in _modules() if path.name in ("views.py", "api.py", "admin_views.py")]
 
 
 def test_no_private_name_is_imported_across_modules() -> None:
@@ -27,9 +34,7 @@ def test_no_private_name_is_imported_across_modules() -> None:
 
 def test_views_and_api_handlers_never_touch_the_session_or_check_permissions() -> None:
     offenders = []
-    for path, tree in _modules():
-        if path.name not in ("views.py", "api.py", "admin_views.py"):
-            continue
+    for path, tree in _views():
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute) and node.attr == "session" and \
                     isinstance(node.value, ast.Name) and node.value.id == "db":

@@ -12,7 +12,6 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 
 from pharmacy.billing.models import Payment
@@ -21,6 +20,7 @@ from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core.context import now, today
 from pharmacy.extensions import db
 from pharmacy.workflows import orders as order_flow
+from tests.fuzzing import fuzzer
 
 API = "/api/v1/billing"
 
@@ -206,23 +206,6 @@ def test_openapi_documents_the_billing_api(client: FlaskClient) -> None:
     assert spec["paths"][f"{API}/payments"]["post"]["summary"].startswith("Record a payment")
 
 
-def _fuzzer(client: FlaskClient, strategy: Any, headers: dict[str, str], errors: list[str]) -> Any:
-    """A hypothesis test sending each generated case through the app; server errors are collected."""
-
-    @settings(max_examples=30, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-    @given(case=strategy)
-    def hit(case: Any) -> None:
-        kwargs = case.as_transport_kwargs(base_url="http://localhost", headers=headers)
-        response = client.open(kwargs["url"].removeprefix("http://localhost"), method=case.method,
-                               query_string=kwargs.get("params"), headers=kwargs.get("headers"),
-                               json=kwargs.get("json"), data=kwargs.get("data"))
-        if response.status_code >= 500:
-            errors.append(f"{case.method} {case.formatted_path} {kwargs.get('params')} {kwargs.get('json')!r}")
-
-    return hit
-
-
 @pytest.mark.slow
 def test_fuzzing_the_billing_api_finds_no_server_error(app: Flask, client: FlaskClient, filled: dict[str, Any]) -> None:
     import schemathesis
@@ -239,7 +222,7 @@ def test_fuzzing_the_billing_api_finds_no_server_error(app: Flask, client: Flask
         if "{patient_id}" in operation.path and mode == schemathesis.GenerationMode.POSITIVE:
             strategy = strategy | operation.as_strategy(mode, path_parameters=known)  # a real patient, too
 
-        hit = _fuzzer(client, strategy, headers, errors)
+        hit = fuzzer(client, strategy, headers, errors)
         try:
             hit()
         except Unsatisfiable:

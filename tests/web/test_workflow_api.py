@@ -17,6 +17,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescriber, Prescription, ScreeningAlert
 from tests import factories
+from tests.fuzzing import fuzzer
 from tests.pages import build, count, run
 
 
@@ -339,25 +340,6 @@ def test_the_openapi_document_describes_the_workflow(app: Flask, client: FlaskCl
     assert "application/pdf" in paths["/api/v1/orders/{order_id}/label.pdf"]["get"]["responses"]["200"]["content"]
 
 
-def _fuzzer(client: FlaskClient, strategy: Any, headers: dict[str, str], errors: list[str]) -> Any:
-    """A hypothesis test sending each generated case through the app; server errors are collected."""
-    from hypothesis import HealthCheck, Phase, given, settings
-
-    @settings(max_examples=25, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
-    @given(case=strategy)
-    def hit(case: Any) -> None:
-        kwargs = case.as_transport_kwargs(base_url="http://localhost", headers=headers)
-        response = client.open(kwargs["url"].removeprefix("http://localhost"), method=case.method,
-                               query_string=kwargs.get("params"), headers=kwargs.get("headers"),
-                               json=kwargs.get("json"), data=kwargs.get("data"))
-        response.close()
-        if response.status_code >= 500:
-            errors.append(f"{case.method} {case.formatted_path} {kwargs.get('params')} {kwargs.get('json')!r}")
-
-    return hit
-
-
 @pytest.mark.slow
 def test_fuzzing_the_workflow_api_finds_no_server_error(app: Flask, client: FlaskClient, staff: dict,
                                                          tokens: dict) -> None:
@@ -384,7 +366,7 @@ def test_fuzzing_the_workflow_api_finds_no_server_error(app: Flask, client: Flas
         if params and mode == schemathesis.GenerationMode.POSITIVE:
             strategy = strategy | operation.as_strategy(mode, path_parameters=params)  # real rows, too
         try:
-            _fuzzer(client, strategy, tokens["pharmacist"], errors)()
+            fuzzer(client, strategy, tokens["pharmacist"], errors)()
         except Unsatisfiable:
             assert mode == schemathesis.GenerationMode.NEGATIVE  # nothing to break in an operation without input
     assert errors == []
