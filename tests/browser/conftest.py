@@ -74,8 +74,11 @@ def _with_base_url(settings: Any, url: str) -> Any:
     return replace(settings, base_url=url)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One chromium per test module; every test gets a context of its own (cookies, storage, pages), so nothing
+    passes from one test to the next. Not one per session: Playwright's sync API is one per thread, and a few
+    tests elsewhere (tests/web) start their own."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -250,3 +250,33 @@ def test_a_method_a_route_does_not_take_is_a_405_that_says_which_it_does(client,
     allowed = {m.strip() for m in response.headers["Allow"].split(",")}
     assert method not in allowed and "GET" in allowed
     assert "TRACE" not in allowed
+
+
+def test_a_tokens_last_use_is_written_to_the_minute(client, staff, app, clock) -> None:
+    """The tokens page shows when each token was last used; a client calling many times a minute does not write
+    to its token row on every call, and a call a minute or more later does."""
+    from pharmacy.core import services
+
+    with app.test_request_context("/"):
+        token, raw = services.issue_token(factories.actor(staff["pharmacist"]), staff["pharmacist"].id, "api")
+        db.session.commit()
+        token_id = token.id
+    headers = {"Authorization": f"Bearer {raw}"}
+
+    def last_used() -> object:
+        with app.app_context():
+            return db.session.get(ApiToken, token_id).last_used_at
+
+    def token_writes(path: str) -> list[str]:
+        from tests.conftest import counted_statements
+
+        with app.app_context(), counted_statements(db.engine) as seen:
+            assert client.get(path, headers=headers).status_code == 200
+        return [s for s in seen if s.lstrip().upper().startswith("UPDATE API_TOKENS")]
+
+    assert len(token_writes("/api/v1/patients")) == 1 and last_used() == clock.now()
+    first = clock.now()
+    clock.advance(timedelta(seconds=59))
+    assert token_writes("/api/v1/patients") == [] and last_used() == first
+    clock.advance(timedelta(seconds=1))
+    assert len(token_writes("/api/v1/patients")) == 1 and last_used() == clock.now()
