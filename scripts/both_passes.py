@@ -1,7 +1,8 @@
 """Run the suite on SQLite and on PostgreSQL side by side (`make test`), and say how each went.
 
-The two passes are independent (a file per test on SQLite, a database of its own on PostgreSQL, ports chosen by
-the system), and each is one process: run one after the other they leave a core idle and take twice as long.
+The two passes are independent (a database file on SQLite, a database of its own on PostgreSQL — one per xdist
+worker — and ports chosen by the system): run one after the other, a pass waiting on a browser or a subprocess
+leaves a core idle. `make test` gives each pass two xdist workers (`-n`, among the pytest arguments).
 Each pass writes to its own log; a progress line for both is printed every 30 seconds, and each log in full
 once its pass ends. Exit status: 0 only when both passes (or the SQLite pass, with no PostgreSQL server) pass.
 
