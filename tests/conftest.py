@@ -66,6 +66,14 @@ def pg_url() -> str:
     return url
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.fuzzing import SENT
+
+    if SENT["cases"]:
+        terminalreporter.write_line(f"schemathesis: {SENT['cases']:,} cases sent to the app, "
+                                    f"{SENT['server errors']} answered with a server error")
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"database: {'PostgreSQL ' + re.sub(r'//[^@]*@', '//', pg_url()) if USE_PG else 'SQLite (a file per test)'}"
 

@@ -13,6 +13,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 WIDE = os.environ.get("HYPOTHESIS_PROFILE") == "fuzz"
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "12"))
+# Cases sent to the app by the schemathesis tests of this process, and how many the server failed on: printed at
+# the end of the run (tests/conftest.py), so `make fuzz` says how wide its search was.
+SENT = {"cases": 0, "server errors": 0}
+
+
+def sent(status_code: int) -> None:
+    SENT["cases"] += 1
+    SENT["server errors"] += status_code >= 500
 
 
 def fuzzer(client: FlaskClient, strategy: Any, headers: dict[str, str], errors: list[str]) -> Any:
@@ -27,6 +35,7 @@ def fuzzer(client: FlaskClient, strategy: Any, headers: dict[str, str], errors: 
                                query_string=kwargs.get("params"), headers=kwargs.get("headers"),
                                json=kwargs.get("json"), data=kwargs.get("data"))
         response.close()
+        sent(response.status_code)
         if response.status_code >= 500:
             errors.append(f"{case.method} {case.formatted_path} {kwargs.get('params')} {kwargs.get('json')!r}")
 
