@@ -704,17 +704,24 @@ class Generator:
         for lot_id, _expiry, _name, amount, unit, per in lots:
             self.ids["order_ingredient_lots"] += 1
             add_lot((self.ids["order_ingredient_lots"], order_id, lot_id, _used_milli(amount, quantity, per), unit))
-        total = price + ship
+        fill = _Fill(order_id, number, handed, dispensed_on, rx.days_supply, method, price + ship)
+        rx.fills.append(fill)
+        self._around_the_fill(rng, p, rx, fill, prev, requested=requested, compounded=compounded)
+        return fill
+
+    def _around_the_fill(self, rng: random.Random, p: _Patient, rx: _Rx, fill: _Fill, prev: _Fill | None, *,
+                         requested: date, compounded: date) -> None:
+        """What came with a fill: its payment (a few recent ones still owed), the refill request it answered, the
+        previous fill's reminders and the ready/shipped email."""
+        staff, at, order_id, handed, method = self.staff, self.at, fill.order_id, fill.handed_on, fill.method
         recent = (self.today - handed).days < 45
         if not (recent and rng.random() < 0.03):  # a few recent fills are still unpaid (balance due)
             self.s_payments.add(
                 id=self._next("payments"), patient_id=p.id, order_id=order_id, kind=PAYMENT,
                 method=METHODS[rng.randrange(5)],
-                amount_cents=total, received_at=at(handed, 13), reference=None, note=None,
+                amount_cents=fill.total_cents, received_at=at(handed, 13), reference=None, note=None,
                 recorded_by_id=staff["technician"])
-        fill = _Fill(order_id, number, handed, dispensed_on, rx.days_supply, method, total)
-        rx.fills.append(fill)
-        if number > 0 and rng.random() < 0.3:  # the patient asked (link, API or phone) and it was approved
+        if fill.number > 0 and rng.random() < 0.3:  # the patient asked (link, API or phone) and it was approved
             source = rng.choice((RequestSource.LINK, RequestSource.LINK, RequestSource.STAFF, RequestSource.API))
             self.s_requests.add(
                 id=self._next("refill_requests"), prescription_id=rx.id, patient_id=p.id,
@@ -730,7 +737,6 @@ class Generator:
             when = handed if p.ships else compounded
             self._outbox(p, rx, kind, f"{kind.value}:order:{order_id}", order_id=order_id, state=OutboxState.SENT,
                          due=at(when, 16), sent=at(when, 16, 1))
-        return fill
 
     def _previous_fill_reminders(self, rng: random.Random, p: _Patient, rx: _Rx, prev: _Fill, requested: date) -> None:
         """What the reminders of the previous fill did: the early one went out; later ones were cancelled."""
