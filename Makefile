@@ -68,13 +68,15 @@ screenshots: $(STAMP) browser
 ## fresh random draws each run, on SQLite and on PostgreSQL. Add what it finds to tests/web/test_fuzz_regressions.py.
 FUZZ_EXAMPLES ?= 400
 FUZZ_ENV := HYPOTHESIS_PROFILE=fuzz SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) SCHEMATHESIS_CHECKS=all
+# A wide search of one test takes longer than make test's 300 s per test.
+FUZZ_TIMEOUT := --timeout 3600
 FUZZ_TESTS := tests/web/test_api_fuzz.py tests/web/test_fuzz_regressions.py tests/unit tests/web/test_ncpdp_endpoint.py \
 	tests/web/test_fhir_api.py tests/web/test_billing_api.py tests/web/test_workflow_api.py
 fuzz: $(STAMP)
-	env -u DATABASE_URL $(FUZZ_ENV) $(PY) -m pytest -p no:cacheprovider $(FUZZ_TESTS) $(PYTEST_ARGS)
+	env -u DATABASE_URL $(FUZZ_ENV) $(PY) -m pytest -p no:cacheprovider $(FUZZ_TIMEOUT) $(FUZZ_TESTS) $(PYTEST_ARGS)
 	@if $(PY) scripts/pg_available.py "$(PG_ADMIN_URL)"; then \
 		PG_ADMIN_URL="$(PG_ADMIN_URL)" $(FUZZ_ENV) $(PY) scripts/with_pg_database.py $(PY) -m pytest -p no:cacheprovider \
-			$(FUZZ_TESTS) $(PYTEST_ARGS); \
+			$(FUZZ_TIMEOUT) $(FUZZ_TESTS) $(PYTEST_ARGS); \
 	fi
 
 prod-check: $(STAMP)

@@ -90,3 +90,22 @@ def test_json_nested_deeper_than_the_limit_is_refused_but_not_a_shallow_body(cli
     response = client.post(f"{API}/refill-requests", data=brackets_in_text, content_type="application/json",
                            headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 422  # reaches the schema: brackets inside a string are not nesting
+
+
+@pytest.mark.parametrize("shipping_days", [2.5890419884777833e-42, 2.5, "2.5"])
+def test_a_fraction_where_a_whole_number_belongs_is_a_422_not_truncated(app: Any, client: FlaskClient, token: str,
+                                                                       shipping_days: object) -> None:
+    """Found by `make fuzz` (schemathesis, negative data): 2.6e-42 shipping days was read as 0 and the patient made."""
+    from pharmacy.patients.models import Patient
+
+    body = {"first_name": "Ada", "last_name": "Quinn", "date_of_birth": "1970-01-01", "phone": "(217) 555-0199",
+            "shipping_days": shipping_days}
+    with app.app_context():
+        before = db.session.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one()
+    response = client.post(f"{API}/patients", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert "shipping_days" in response.get_json()["errors"]["json"]
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one() == before
+    whole = client.post(f"{API}/patients", json={**body, "shipping_days": 2.0}, headers={"Authorization": f"Bearer {token}"})
+    assert whole.status_code == 201, whole.get_data(as_text=True)  # a whole number written with a point is fine
