@@ -9,7 +9,7 @@ import re
 import secrets
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,8 +108,20 @@ def _worker_database() -> Iterator[str]:
     if not worker:
         yield pg_url()
         return
+
+    def let_go() -> None:
+        for engine in [*_shared_engines.values(), *_cleaners.values()]:
+            engine.dispose()
+
+    with _database_beside(f"{sa.make_url(pg_url()).database}_{worker}", before_drop=let_go) as url:
+        yield url
+
+
+@contextmanager
+def _database_beside(name: str, *, before_drop: Callable[[], None] = lambda: None) -> Iterator[str]:
+    """A new, empty database `name` on the test PostgreSQL server (its URL), dropped afterwards whoever is
+    connected (a leftover of that name from a crashed run is dropped first)."""
     base = sa.make_url(pg_url())
-    name = f"{base.database}_{worker}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -117,8 +129,7 @@ def _worker_database() -> Iterator[str]:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         yield base.set(database=name).render_as_string(hide_password=False)
     finally:
-        for engine in [*_shared_engines.values(), *_cleaners.values()]:
-            engine.dispose()
+        before_drop()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -292,17 +303,8 @@ def login(client: FlaskClient, who: Staff) -> None:
 @contextmanager
 def scratch_pg_database(prefix: str) -> Iterator[str]:
     """A new, empty database on the test PostgreSQL server (its URL), dropped afterwards whoever is connected."""
-    admin_url = sa.make_url(pg_url())
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with _database_beside(f"{prefix}_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
