@@ -48,6 +48,7 @@ def _pages(app: Any) -> tuple[dict[str, list[str]], list[tuple[str, date]]]:
         rnd = random.Random(1)
         pages = {
             "hello": ["/__bench/hello"],
+            "audited fortunes": [f"/__bench/fortunes-audited/{rnd.randint(1, max_patient)}" for _ in range(50)],
             "patient page": [f"/patients/{rnd.randint(1, max_patient)}" for _ in range(50)],
             "refill-link page": [f"/r/{tok}/refill" for tok, _ in tokens],
             "today": [url_for("dashboard.home")],
@@ -58,10 +59,55 @@ def _pages(app: Any) -> tuple[dict[str, list[str]], list[tuple[str, date]]]:
     return pages, tokens
 
 
+def _time_statements(engine: Any, client: Any, url: str) -> None:
+    """Each statement of one request with the time from sending it to the next step (its rows fetched): which
+    statement of a page grows with the data."""
+    timings: list[tuple[float, str]] = []
+    started: list[float] = []
+
+    def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        started.append(time.perf_counter())
+
+    def after(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        timings.append(((time.perf_counter() - started.pop()) * 1000, " ".join(statement.split())))
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    sa.event.listen(engine, "after_cursor_execute", after)
+    try:
+        client.get(url)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", before)
+        sa.event.remove(engine, "after_cursor_execute", after)
+    print(f"{url}: {sum(ms for ms, _ in timings):.2f} ms in {len(timings)} statements (execute only)")
+    for ms, statement in timings:
+        print(f"  {ms:7.2f}  {statement[:220]}")
+
+
+def _profile(client: Any, urls: list[str], repeat: int, callers: str = "") -> None:
+    """Where one page's time goes in this process: the functions with the most time of their own, then the most
+    time under them (SQLAlchemy, Jinja, the audit...)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(repeat):
+        client.get(urls[i % len(urls)])
+    profiler.disable()
+    stats = pstats.Stats(profiler).strip_dirs()
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(45)
+    if callers:
+        stats.print_callers(callers)
+
+
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], default_patients=20_000)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--only", default="", help="comma-separated page names")
+    p.add_argument("--profile", default="", help="a page name: cProfile its requests and print the top functions")
+    p.add_argument("--sql", action="store_true", help="print each statement of one request with its time")
+    p.add_argument("--callers", default="", help="with --profile: who calls the functions matching this pattern")
     a = p.parse_args()
     bdb = common.prepare(a.db, a.patients, seed=a.seed, fresh=a.fresh)
     app = common.app_for(bdb, bdb.at(12))
@@ -84,15 +130,19 @@ def main() -> None:
         engine = db.engine
     only = {x.strip() for x in a.only.split(",") if x.strip()}
     rows = []
-    hello_ms = None
+    hello_ms = af_ms = None
     for name, urls in pages.items():
-        if only and name not in only and name != "hello":
+        if only and name not in only and name not in ("hello", "audited fortunes"):
             continue
         first = client.get(urls[0])
         if first.status_code != 200:
             raise SystemExit(f"{name}: {urls[0]} answered {first.status_code}")
         with common.count_statements(engine) as statements:
             client.get(urls[0])
+        if a.sql and name not in ("hello", "audited fortunes"):
+            _time_statements(engine, client, urls[0])
+        if a.profile == name:
+            _profile(client, urls, a.repeat, a.callers)
         times, cpu = [], []
         size = 0
         for i in range(a.repeat):
@@ -107,9 +157,12 @@ def main() -> None:
         p95 = sorted(times)[max(0, round(0.95 * len(times)) - 1)]
         if name == "hello":
             hello_ms = median
+        if name == "audited fortunes":
+            af_ms = median
         rows.append([name, round(median, 2), round(p95, 2), round(statistics.median(cpu), 2), len(statements), size,
-                     f"{hello_ms / median:.0%}" if hello_ms else ""])
-    print(common.table(["page", "median ms", "p95 ms", "CPU ms (median)", "statements", "bytes", "of hello"], rows))
+                     f"{hello_ms / median:.0%}" if hello_ms else "", f"{af_ms / median:.0%}" if af_ms else ""])
+    print(common.table(["page", "median ms", "p95 ms", "CPU ms (median)", "statements", "bytes", "of hello",
+                        "of audited fortunes"], rows))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from pharmacy.supply.rules import Supply, arrival_date, supply_from_cache
 
 QUEUE_ORDER = [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
                OrderState.READY, OrderState.ON_HOLD]
-QUEUE_PAGE = 50  # orders a page, per state
+QUEUE_PAGE = 50  # orders a page of one step's list
+QUEUE_BOARD = 10  # orders per step on the board (every step at once): the oldest, with the step's list a click away
 
 
 class QueueOrder(NamedTuple):

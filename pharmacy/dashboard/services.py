@@ -1,6 +1,7 @@
 """Read models for the home page and search: a bounded number of queries whatever the data size."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
@@ -14,9 +15,9 @@ from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import settings
 from pharmacy.core.context import today as local_today
-from pharmacy.core.db import first_ids
+from pharmacy.core.db import UTCDateTime, first_ids
 from pharmacy.core.roles import Permission
-from pharmacy.extensions import db
+from pharmacy.core.rows import rows, scalar
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import RxStatus, Severity
@@ -147,39 +148,21 @@ def _add_outbox(view: TodayView) -> None:
     """Reminders due today (pharmacy time) and the newest failed emails, along their indexes."""
     tz = settings().timezone
     start = datetime.combine(local_today(), time(0), tzinfo=tz)
-    end = start + timedelta(days=1)
-    view.reminders_today = int(db.session.execute(
-        sa.select(sa.func.count()).select_from(OutboxMessage).where(
-            OutboxMessage.state == OutboxState.PENDING, OutboxMessage.next_attempt_at >= start,
-            OutboxMessage.next_attempt_at < end)
-    ).scalar_one())
-    view.failed_emails = [FailedEmail(*row) for row in db.session.execute(
-        sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.last_error)
-        .where(OutboxMessage.state == OutboxState.FAILED)
-        .order_by(OutboxMessage.id.desc()).limit(5)  # newest first, along ix_outbox_state_id
-    )]
+    q = _statements()
+    view.reminders_today = int(scalar(q.reminders_due, {"b_start": start, "b_end": start + timedelta(days=1)}))
+    view.failed_emails = [FailedEmail(*row) for row in rows(q.failed_emails)]
     view.failed_email_errors = {m.id: listed_delivery_error(m.last_error) or "" for m in view.failed_emails}
 
 
-def _alerts_for_a_pharmacist(limit: int = 20) -> list[AlertLine]:
+ALERT_LINES = 20
+
+
+def _alerts_for_a_pharmacist(limit: int = ALERT_LINES) -> list[AlertLine]:
     """Unresolved stops and acknowledgements of active (or held) prescriptions and their open orders, one line per
     finding (an order's copy of an alert stands for its prescription's), oldest first."""
-    open_order_ids = sa.select(Order.id).where(Order.state.in_(reads.OPEN_ORDER_STATES))
-    alert_q = (
-        sa.select(Patient.id, Patient.last_name, Patient.first_name, Prescription.id, Prescription.rx_number,
-                  ScreeningAlert.order_id, ScreeningAlert.code, ScreeningAlert.severity, ScreeningAlert.message)
-        .select_from(ScreeningAlert)
-        .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
-        .join(Patient, Patient.id == Prescription.patient_id)
-        .where(ScreeningAlert.current.is_(True), ScreeningAlert.resolved_at.is_(None),
-               ScreeningAlert.severity != Severity.WARNING,
-               Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
-               sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(open_order_ids)))
-        .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
-    )
     seen: set[tuple[int, str]] = set()
     alerts = []
-    for row in db.session.execute(alert_q.limit(limit * 3)):
+    for row in rows(_statements().alerts, {"b_limit": limit * 3}):
         line = AlertLine(*row)
         key = (line.rx_id, line.code)
         if key not in seen:
@@ -194,22 +177,15 @@ QUEUE_STATES = (OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDIN
 
 def _clinical_tiles(view: TodayView) -> list[Tile]:
     """The work queues' counts: orders by step (index-only, ix_orders_state_delivery), requests and renewals."""
-    counts = {(state, method): count for state, method, count in db.session.execute(
-        sa.select(Order.state, Order.delivery_method, sa.func.count())
-        .where(Order.state.in_([*QUEUE_STATES, OrderState.ON_HOLD]))
-        .group_by(Order.state, Order.delivery_method)
-    ).all()}
+    q = _statements()
+    counts = {(state, method): count for state, method, count in rows(q.order_counts)}
 
     def n(state: OrderState, method: DeliveryMethod | None = None) -> int:
         methods = [method] if method else list(DeliveryMethod)
         return sum(int(counts.get((state, m), 0)) for m in methods)
 
-    open_requests = int(db.session.execute(
-        sa.select(sa.func.count()).select_from(RefillRequest).where(RefillRequest.state.in_(OPEN_REQUEST_STATES))
-    ).scalar_one())
-    renewals = int(db.session.execute(
-        sa.select(sa.func.count()).select_from(RenewalRequest).where(RenewalRequest.state.in_(OPEN_RENEWALS))
-    ).scalar_one())
+    open_requests = int(scalar(q.open_requests))
+    renewals = int(scalar(q.open_renewals))
     queue = "compounding.queue"
     return [
         Tile("requests", "Refill requests waiting", open_requests, "refills.queue", attention=open_requests > 0),
@@ -231,34 +207,10 @@ OPEN_RENEWALS = (RenewalState.NEEDED, RenewalState.SENT)
 
 def _add_oldest(view: TodayView) -> None:
     """The oldest few waiting requests, orders and renewals: picked by id from their indexes, then joined."""
-    first_requests = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
-                               (RefillRequest.requested_at, RefillRequest.id), 5)
-    view.requests = [RequestLine(*row) for row in db.session.execute(
-        sa.select(RefillRequest.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
-                  RefillRequest.requested_at)
-        .join(first_requests, first_requests.c.id == RefillRequest.id)
-        .join(Prescription, Prescription.id == RefillRequest.prescription_id)
-        .join(Patient, Patient.id == RefillRequest.patient_id)
-        .order_by(RefillRequest.requested_at, RefillRequest.id)
-    )]
-    first_orders = first_ids(Order.id, Order.state.in_(QUEUE_STATES), (Order.created_at, Order.id), 8)
-    view.oldest_orders = [OrderLine(*row) for row in db.session.execute(
-        sa.select(Order.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number, Order.state,
-                  Order.created_at)
-        .join(first_orders, first_orders.c.id == Order.id)
-        .join(Prescription, Prescription.id == Order.prescription_id)
-        .join(Patient, Patient.id == Prescription.patient_id)
-        .order_by(Order.created_at, Order.id)
-    )]
-    first_renewals = first_ids(RenewalRequest.id, RenewalRequest.state.in_(OPEN_RENEWALS),
-                               (RenewalRequest.created_at, RenewalRequest.id), 5)
-    view.renewals = [RenewalLine(*row) for row in db.session.execute(
-        sa.select(RenewalRequest.id, Patient.id, Patient.last_name, Patient.first_name, RenewalRequest.reason,
-                  RenewalRequest.state)
-        .join(first_renewals, first_renewals.c.id == RenewalRequest.id)
-        .join(Patient, Patient.id == RenewalRequest.patient_id)
-        .order_by(RenewalRequest.created_at, RenewalRequest.id)
-    )]
+    q = _statements()
+    view.requests = [RequestLine(*row) for row in rows(q.oldest_requests)]
+    view.oldest_orders = [OrderLine(*row) for row in rows(q.oldest_orders)]
+    view.renewals = [RenewalLine(*row) for row in rows(q.oldest_renewals)]
 
 
 class RxSupplyLine(NamedTuple):
@@ -304,28 +256,94 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
     The supply's last day covered is cached on the prescription (supply/services.refresh, from the supply model),
     so this reads a range of ix_prescriptions_status_run_out, however many years of fills are stored.
     """
-    # No alias of orders here: the outer query reads no order, and an aliased() built on every call proxies every
-    # column of the table (~10 ms a request).
-    open_order = sa.exists().where(Order.prescription_id == Prescription.id, Order.state.in_(reads.OPEN_ORDER_STATES))
-    open_request = sa.exists().where(
-        RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES)
-    )
-    stmt = (
-        sa.select(Prescription.id, Prescription.rx_number, Prescription.latest_fill_number, Prescription.days_supply,
-                  Prescription.refills_authorized, Prescription.expiry_date, Prescription.days_dispensed,
-                  Prescription.latest_run_out_date, Prescription.latest_days_supply,
-                  Patient.id, Patient.last_name, Patient.first_name, Patient.phone)
-        .join(Patient, Patient.id == Prescription.patient_id)
-        .where(Prescription.status == RxStatus.ACTIVE,
-               Prescription.latest_run_out_date >= day - timedelta(days=overdue_days),
-               Prescription.latest_run_out_date <= day + timedelta(days=days),
-               ~open_order, ~open_request)
-        .order_by(Prescription.latest_run_out_date, Prescription.id).limit(limit)
-    )
     out = []
-    for row in db.session.execute(stmt):
+    for row in rows(_statements().running_out, {
+            "b_from": day - timedelta(days=overdue_days), "b_to": day + timedelta(days=days), "b_limit": limit}):
         rx, patient = RxSupplyLine(*row[:9]), PatientLine(*row[9:])
         current = reads.supply_of(rx)  # the columns it reads, by name
         assert current.run_out is not None
         out.append(RunningOut(rx=rx, patient=patient, run_out=current.run_out, out_since=current.out_since(day)))
     return out
+
+
+class _Statements:
+    """Today's reads, built once per process with bind parameters: building a statement (its columns, joins,
+    cache key) costs more Python than SQLite takes to run most of these, and Today is the page opened most."""
+
+    def __init__(self) -> None:
+        self.reminders_due = sa.select(sa.func.count()).select_from(OutboxMessage).where(
+            OutboxMessage.state == OutboxState.PENDING,
+            OutboxMessage.next_attempt_at >= sa.bindparam("b_start", type_=UTCDateTime()),
+            OutboxMessage.next_attempt_at < sa.bindparam("b_end", type_=UTCDateTime()))
+        self.failed_emails = (
+            sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.last_error)
+            .where(OutboxMessage.state == OutboxState.FAILED)
+            .order_by(OutboxMessage.id.desc()).limit(5))  # newest first, along ix_outbox_state_id
+        open_order_ids = sa.select(Order.id).where(Order.state.in_(reads.OPEN_ORDER_STATES))
+        self.alerts = (
+            sa.select(Patient.id, Patient.last_name, Patient.first_name, Prescription.id, Prescription.rx_number,
+                      ScreeningAlert.order_id, ScreeningAlert.code, ScreeningAlert.severity, ScreeningAlert.message)
+            .select_from(ScreeningAlert)
+            .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(ScreeningAlert.current.is_(True), ScreeningAlert.resolved_at.is_(None),
+                   ScreeningAlert.severity != Severity.WARNING,
+                   Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
+                   sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(open_order_ids)))
+            .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
+            .limit(sa.bindparam("b_limit", type_=sa.Integer)))
+        self.order_counts = (
+            sa.select(Order.state, Order.delivery_method, sa.func.count())
+            .where(Order.state.in_([*QUEUE_STATES, OrderState.ON_HOLD]))
+            .group_by(Order.state, Order.delivery_method))
+        self.open_requests = sa.select(sa.func.count()).select_from(RefillRequest).where(
+            RefillRequest.state.in_(OPEN_REQUEST_STATES))
+        self.open_renewals = sa.select(sa.func.count()).select_from(RenewalRequest).where(
+            RenewalRequest.state.in_(OPEN_RENEWALS))
+        first_requests = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
+                                   (RefillRequest.requested_at, RefillRequest.id), 5)
+        self.oldest_requests = (
+            sa.select(RefillRequest.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
+                      RefillRequest.requested_at)
+            .join(first_requests, first_requests.c.id == RefillRequest.id)
+            .join(Prescription, Prescription.id == RefillRequest.prescription_id)
+            .join(Patient, Patient.id == RefillRequest.patient_id)
+            .order_by(RefillRequest.requested_at, RefillRequest.id))
+        first_orders = first_ids(Order.id, Order.state.in_(QUEUE_STATES), (Order.created_at, Order.id), 8)
+        self.oldest_orders = (
+            sa.select(Order.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
+                      Order.state, Order.created_at)
+            .join(first_orders, first_orders.c.id == Order.id)
+            .join(Prescription, Prescription.id == Order.prescription_id)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .order_by(Order.created_at, Order.id))
+        first_renewals = first_ids(RenewalRequest.id, RenewalRequest.state.in_(OPEN_RENEWALS),
+                                   (RenewalRequest.created_at, RenewalRequest.id), 5)
+        self.oldest_renewals = (
+            sa.select(RenewalRequest.id, Patient.id, Patient.last_name, Patient.first_name, RenewalRequest.reason,
+                      RenewalRequest.state)
+            .join(first_renewals, first_renewals.c.id == RenewalRequest.id)
+            .join(Patient, Patient.id == RenewalRequest.patient_id)
+            .order_by(RenewalRequest.created_at, RenewalRequest.id))
+        # No alias of orders here: the outer query reads no order (an aliased() proxies every column of the table).
+        open_order = sa.exists().where(Order.prescription_id == Prescription.id,
+                                       Order.state.in_(reads.OPEN_ORDER_STATES))
+        open_request = sa.exists().where(
+            RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES))
+        self.running_out = (
+            sa.select(Prescription.id, Prescription.rx_number, Prescription.latest_fill_number,
+                      Prescription.days_supply, Prescription.refills_authorized, Prescription.expiry_date,
+                      Prescription.days_dispensed, Prescription.latest_run_out_date, Prescription.latest_days_supply,
+                      Patient.id, Patient.last_name, Patient.first_name, Patient.phone)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .where(Prescription.status == RxStatus.ACTIVE,
+                   Prescription.latest_run_out_date >= sa.bindparam("b_from", type_=sa.Date),
+                   Prescription.latest_run_out_date <= sa.bindparam("b_to", type_=sa.Date),
+                   ~open_order, ~open_request)
+            .order_by(Prescription.latest_run_out_date, Prescription.id)
+            .limit(sa.bindparam("b_limit", type_=sa.Integer)))
+
+
+@functools.cache
+def _statements() -> _Statements:
+    return _Statements()

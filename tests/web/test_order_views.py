@@ -311,9 +311,11 @@ def test_the_queue_groups_by_state_with_counts_oldest_first(app: Flask, client: 
     assert len(seen) <= 6  # the session user, counts, the orders with their prescriptions: not one per order
 
 
-def test_the_queue_pages_each_state_fifty_at_a_time(app: Flask, client: FlaskClient, staff: dict, clock: Any) -> None:
-    """51 orders to verify: the oldest 50 on the first page with the count of all 51 and a link to page 2; page 2
-    has the 51st alone (and says which of the 51 it shows), in the same number of statements."""
+def test_the_queue_board_shows_each_step_oldest_ten_and_pages_a_step_fifty_at_a_time(
+        app: Flask, client: FlaskClient, staff: dict, clock: Any) -> None:
+    """51 orders to verify: the board shows every step's count and its oldest 10, with a link to the step's list;
+    that list has the oldest 50 with a link to page 2, and page 2 the 51st alone (saying which of the 51 it shows),
+    in the same number of statements."""
     w = build(app, staff)
 
     def fifty_two() -> list[int]:
@@ -334,14 +336,21 @@ def test_the_queue_pages_each_state_fifty_at_a_time(app: Flask, client: FlaskCli
     def listed(response: Any) -> list[int]:
         return [int(x) for x in re.findall(r'href="/orders/(\d+)">Order', response.get_data(as_text=True))]
 
+    with queries(app) as board_seen:
+        board = client.get("/orders")
+    assert board.status_code == 200
+    assert listed(board) == [*waiting[:10], ids[0]]  # every step's oldest ten, requested before verified
+    assert "51 Requested 1 Verified" in text(board) and "Requested 51" in text(board)
+    assert "Showing the oldest 10 of 51. All 51 requested orders, 50 a page" in text(board)
+    assert 'href="/orders?state=requested">All 51 requested orders' in board.get_data(as_text=True)
+    assert "state=verified" not in board.get_data(as_text=True)  # all of it shown: no link
+
     with queries(app) as first_seen:
-        first = client.get("/orders")
+        first = client.get("/orders?state=requested")
     assert first.status_code == 200
-    assert listed(first) == [*waiting[:50], ids[0]]  # every step's first page, requested before verified
-    assert "51 Requested 1 Verified" in text(first) and "Requested 51" in text(first)
+    assert listed(first) == waiting[:50]  # one step: 50 a page
     assert "Showing the oldest 50 of 51." in text(first)
     assert 'href="/orders?state=requested&amp;page=2#requested" rel="next">Page 2<' in first.get_data(as_text=True)
-    assert "state=verified" not in first.get_data(as_text=True)  # one page only: no pager
 
     with queries(app) as second_seen:
         second = client.get("/orders?state=requested&page=2")
@@ -349,7 +358,7 @@ def test_the_queue_pages_each_state_fifty_at_a_time(app: Flask, client: FlaskCli
     assert listed(second) == waiting[50:]
     assert "Requested 51 page 2 of 2" in text(second) and "Showing 51–51 of 51, oldest first." in text(second)
     assert 'href="/orders?state=requested&amp;page=1#requested" rel="prev">Page 1<' in second.get_data(as_text=True)
-    assert len(second_seen) == len(first_seen)
+    assert len(second_seen) == len(first_seen) == len(board_seen)
 
     assert listed(client.get("/orders?state=requested&page=9")) == waiting[50:]  # past the end: the last page
     assert client.get("/orders?state=dispensed").status_code == 404  # not a step of the queue
