@@ -128,16 +128,18 @@ def pick(bdb: common.BenchDB) -> dict[str, Any]:
 
 def fill_adherence_snapshot(bdb: common.BenchDB) -> dict[str, Any]:
     """The adherence report and Today's call list read the nightly snapshot: fill it when it is empty (a database
-    generated before `flask bench seed` filled it), as the scheduler's start-up catch-up would."""
+    generated before `flask bench seed` filled it) or has no stored distribution (generated before the refresh
+    wrote one), as the scheduler's start-up catch-up would."""
     eng = sa.create_engine(bdb.url)
     try:
         with eng.connect() as conn:
             rows = conn.execute(sa.text("SELECT count(*) FROM adherence_snapshots")).scalar_one()
+            summaries = conn.execute(sa.text("SELECT count(*) FROM adherence_summary")).scalar_one()
     finally:
         eng.dispose()
-    if rows:
+    if rows and summaries:
         return {"rows": int(rows), "filled_now": False}
-    print("the adherence snapshot is empty: flask reports refresh-adherence", flush=True)
+    print("the adherence snapshot is empty or not summarised: flask reports refresh-adherence", flush=True)
     subprocess.run([common.PY, "-m", "flask", "--app", "benchmarks.bench_app:create_app", "reports",
                     "refresh-adherence"], env=bdb.env(bdb.at(2)), cwd=common.ROOT, check=True,
                    stdout=subprocess.DEVNULL)

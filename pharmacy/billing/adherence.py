@@ -6,6 +6,7 @@ export read it.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -13,11 +14,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import sqlalchemy as sa
 
 from pharmacy.billing import rules
-from pharmacy.billing.models import AdherenceSnapshot
+from pharmacy.billing.models import AdherenceSnapshot, AdherenceSummary
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit, uow
@@ -25,6 +27,7 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, settings, today
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.roles import Permission
+from pharmacy.core.rows import rows as read_rows
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
@@ -217,6 +220,7 @@ def refresh_adherence(*, batch_size: int = SNAPSHOT_BATCH, on_progress: Callable
         after = ids[-1]
         on_progress(len(ids))
     db.session.execute(sa.delete(table).where(table.c.patient_id > after))
+    _write_summary()
     uow.commit_step()
     log.info("adherence snapshot refreshed: %d patient(s) measured over %d days", measured, window_days)
     return AdherenceRefresh(measured=measured, window_days=window_days, window_end=end, computed_at=t)
@@ -327,9 +331,21 @@ def _distribution_query(threshold: int) -> sa.Select:
     return sa.select(counts.c.band, counts.c.n, counts.c.below, computed, newest, period)
 
 
-def _adherence_snapshot(limit: int, *, with_names: bool) -> AdherenceReport:
-    """The report from the snapshot: one read of its index (and one for the call list)."""
+def _write_summary() -> None:
+    """The distribution of the snapshot just written, counted once (AdherenceSummary), for the configured
+    threshold; the report counts from the snapshot itself whenever this row does not match it."""
     threshold = settings().pdc_threshold_percent
+    bands, below, computed, end, period = _count_distribution(threshold)
+    summary = AdherenceSummary.__table__
+    db.session.execute(sa.delete(summary))
+    if computed is not None:
+        db.session.execute(sa.insert(summary).values(
+            computed_at=computed, window_end=end, period_days=period, threshold_percent=threshold, below=below,
+            bands=bands))
+
+
+def _count_distribution(threshold: int) -> tuple[list[int], int, datetime | None, date | None, int | None]:
+    """Patients per band and under the threshold, counted from the snapshot (its index)."""
     distribution = [0] * 10
     below, computed, end, period = 0, None, None, None
     for b, n, n_below, oldest, window_end, period_days in db.session.execute(_distribution_query(threshold)).all():
@@ -338,12 +354,37 @@ def _adherence_snapshot(limit: int, *, with_names: bool) -> AdherenceReport:
         computed = _aware(oldest)
         end = _day(window_end)
         period = int(period_days)
+    return distribution, below, computed, end, period
+
+
+@functools.cache
+def _summary_query() -> sa.Select[Any]:
+    """The stored distribution, only if it is the snapshot's: the same refresh time on the rows at both ends of
+    the patient ids (a refresh under way has rewritten the low ids first), for the threshold asked."""
+    s, m = AdherenceSnapshot, AdherenceSummary
+    highest = sa.select(s.computed_at).order_by(s.patient_id.desc()).limit(1).scalar_subquery()
+    lowest = sa.select(s.computed_at).order_by(s.patient_id).limit(1).scalar_subquery()
+    return (sa.select(m.bands, m.below, m.computed_at, m.window_end, m.period_days)
+            .where(m.threshold_percent == sa.bindparam("b_threshold", type_=sa.Integer),
+                   m.computed_at == highest, m.computed_at == lowest)
+            .order_by(m.id.desc()).limit(1))
+
+
+def _adherence_snapshot(limit: int, *, with_names: bool) -> AdherenceReport:
+    """The report from the snapshot: its stored distribution (or one read of its index), and the call list."""
+    threshold = settings().pdc_threshold_percent
+    stored = read_rows(_summary_query(), {"b_threshold": threshold})
+    if stored:
+        bands, below, computed, end, period = stored[0]
+        distribution = [int(n) for n in bands]
+    else:
+        distribution, below, computed, end, period = _count_distribution(threshold)
     window_days = period or checked_window(None)
     end = end or today()
-    rows = _snapshot_rows_below(threshold, limit) if with_names and below else []
+    rows_below = _snapshot_rows_below(threshold, limit) if with_names and below else []
     return AdherenceReport(window_days=window_days, window_start=end - timedelta(days=window_days - 1), window_end=end,
                            threshold_percent=threshold, measured=sum(distribution), below_count=below,
-                           distribution=distribution, rows=rows, show_names=with_names, computed_at=computed,
+                           distribution=distribution, rows=rows_below, show_names=with_names, computed_at=computed,
                            snapshot=True)
 
 

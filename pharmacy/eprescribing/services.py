@@ -5,7 +5,9 @@ workflows/eprescribing.py; this module only reads their rows to suggest matches 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import defer
@@ -18,6 +20,7 @@ from pharmacy.core.db import first_ids
 from pharmacy.core.errors import Conflict, NotFound, ValidationFailed
 from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
+from pharmacy.core.rows import rows, scalar
 from pharmacy.documents.models import Document
 from pharmacy.eprescribing import rules
 from pharmacy.eprescribing.models import ErxIntake, ErxMessage
@@ -378,6 +381,32 @@ class TodayBlock:
     failed_messages: int = 0
 
 
+class _TodayStatements:
+    """The Today block's statements, built once per process (the page is opened all day)."""
+
+    def __init__(self, limit: int) -> None:
+        self.counts = (sa.select(ErxIntake.source, ErxIntake.kind, sa.func.count())
+                       .where(ErxIntake.state == IntakeState.WAITING).group_by(ErxIntake.source, ErxIntake.kind))
+        prescriptions = (IntakeKind.NEW_RX, IntakeKind.RENEWAL)
+
+        def first(sources: tuple[Source, ...]) -> sa.Select[Any]:
+            where = sa.and_(ErxIntake.state == IntakeState.WAITING, ErxIntake.source.in_(sources),
+                            ErxIntake.kind.in_(prescriptions))
+            ids = first_ids(ErxIntake.id, where, (ErxIntake.received_at, ErxIntake.id), limit)
+            return sa.select(ErxIntake).join(ids, ids.c.id == ErxIntake.id).order_by(ErxIntake.received_at,
+                                                                                      ErxIntake.id)
+
+        self.first_prescriptions = first(tuple(ELECTRONIC))
+        self.first_documents = first((Source.FAX,))
+        self.failed_messages = sa.select(sa.func.count()).select_from(ErxMessage).where(
+            ErxMessage.state == MessageState.FAILED)
+
+
+@functools.cache
+def _today_statements(limit: int) -> _TodayStatements:
+    return _TodayStatements(limit)
+
+
 def today_block(actor: Actor, *, limit: int = 5) -> TodayBlock | None:
     """For the Today page (dashboard): waiting e-prescriptions (patient, prescriber) and unprocessed faxes.
 
@@ -386,27 +415,16 @@ def today_block(actor: Actor, *, limit: int = 5) -> TodayBlock | None:
     if not actor.can(Permission.VIEW_CLINICAL):
         return None
     block = TodayBlock()
-    counts = db.session.execute(
-        sa.select(ErxIntake.source, ErxIntake.kind, sa.func.count()).where(ErxIntake.state == IntakeState.WAITING)
-        .group_by(ErxIntake.source, ErxIntake.kind)
-    ).all()
-    for source, kind, n in counts:
+    q = _today_statements(limit)
+    for source, kind, n in rows(q.counts):
         if kind in (IntakeKind.CANCEL_RX, IntakeKind.RENEWAL_DENIED):
             block.notices_waiting += int(n)
         elif source == Source.FAX:
             block.documents_waiting += int(n)
         else:
             block.prescriptions_waiting += int(n)
-    prescriptions = (IntakeKind.NEW_RX, IntakeKind.RENEWAL)
-    for sources, target in ((ELECTRONIC, block.prescriptions), ((Source.FAX,), block.documents)):
-        where = sa.and_(ErxIntake.state == IntakeState.WAITING, ErxIntake.source.in_(sources),
-                        ErxIntake.kind.in_(prescriptions))
-        first = first_ids(ErxIntake.id, where, (ErxIntake.received_at, ErxIntake.id), limit)
-        target.extend(db.session.execute(
-            sa.select(ErxIntake).join(first, first.c.id == ErxIntake.id).order_by(ErxIntake.received_at, ErxIntake.id)
-        ).scalars())
-    block.failed_messages = int(db.session.execute(
-        sa.select(sa.func.count()).select_from(ErxMessage).where(ErxMessage.state == MessageState.FAILED)
-    ).scalar_one())
+    block.prescriptions.extend(db.session.execute(q.first_prescriptions).scalars())
+    block.documents.extend(db.session.execute(q.first_documents).scalars())
+    block.failed_messages = int(scalar(q.failed_messages))
     return block
 

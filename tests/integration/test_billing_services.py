@@ -4,6 +4,7 @@ Every amount is checked to the cent, with prices that do not divide evenly.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from pharmacy.billing import adherence, pricing, reports, services
-from pharmacy.billing.models import AdherenceSnapshot, Fee, Payment, PriceEntry
+from pharmacy.billing.models import AdherenceSnapshot, AdherenceSummary, Fee, Payment, PriceEntry
 from pharmacy.billing.rules import AmountInvalid, RefundTooLarge
 from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
@@ -612,10 +613,64 @@ def test_the_snapshot_distribution_is_exact_at_every_band_edge(world: dict[str, 
     below = sum(1 for c, t in pairs if not rules.is_adherent((Decimal(c) / Decimal(t)).quantize(Decimal("0.0001"),
                                                                                                rounding="ROUND_HALF_UP"),
                                                              threshold))
+    # Rows written behind the refresh's back: its stored distribution is dropped so the page counts these rows.
+    db.session.execute(sa.delete(AdherenceSummary))
     report = adherence.adherence(world["pharmacist"])
     assert report.snapshot and report.measured == len(pairs) > 40
     assert report.distribution == expected and report.below_count == below
     assert report.computed_at == base.computed_at and report.window_end == base.window_end
+    # The refresh stores the distribution with the same counting: the page then reads it, with the same figures.
+    adherence._write_summary()
+    assert db.session.execute(sa.select(AdherenceSummary.bands)).scalar_one() == expected
+    assert _report_tuple(adherence.adherence(world["pharmacist"])) == _report_tuple(report)
+
+
+def test_the_page_reads_the_stored_distribution_only_while_it_is_the_snapshots(world: dict[str, Any], app: Flask,
+                                                                             clock: FixedClock) -> None:
+    """The refresh stores the distribution with its last batch; the page reads it instead of counting the snapshot
+    (one short read, not a scan of the index) — but counts when the stored one does not match: a refresh under way
+    (the low patient ids already rewritten), or another threshold."""
+    from pharmacy.core.context import settings
+
+    _adherence_world(world)
+    adherence.refresh_adherence(batch_size=2)
+    live = adherence._adherence_live(180, 500, with_names=True)
+    stored = db.session.execute(sa.select(AdherenceSummary)).scalar_one()
+    assert (stored.bands, stored.below, stored.computed_at) == (live.distribution, live.below_count, now())
+
+    def report_and_statements() -> tuple[adherence.AdherenceReport, list[str]]:
+        seen: list[str] = []
+
+        def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            seen.append(statement)
+
+        sa.event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            return adherence.adherence(world["pharmacist"]), seen
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", listener)
+
+    report, seen = report_and_statements()
+    assert _report_tuple(report) == _report_tuple(live)
+    assert not any("GROUP BY" in s for s in seen)  # the stored distribution, not a count of the snapshot
+
+    # A refresh half done: the lowest patient's row is newer than the stored distribution. Counted afresh.
+    lowest, percent = db.session.execute(sa.select(AdherenceSnapshot.patient_id, AdherenceSnapshot.percent)
+                                         .order_by(AdherenceSnapshot.patient_id).limit(1)).one()
+    assert percent >= 10  # moves from its band to band 0 below
+    clock.advance(timedelta(hours=1))
+    db.session.execute(sa.update(AdherenceSnapshot).where(AdherenceSnapshot.patient_id == lowest)
+                       .values(computed_at=now(), covered_days=0, pdc_milli=0, percent=0))
+    report, seen = report_and_statements()
+    assert any("GROUP BY" in s for s in seen)
+    assert report.distribution[0] == live.distribution[0] + 1 and report.measured == live.measured
+
+    # Another threshold: counted for it.
+    adherence.refresh_adherence()
+    app.extensions["pharmacy.settings"] = replace(settings(), pdc_threshold_percent=50)
+    report, seen = report_and_statements()
+    assert any("GROUP BY" in s for s in seen) and report.threshold_percent == 50
+    assert report.below_count == adherence._adherence_live(180, 500, with_names=True).below_count
 
 
 def test_the_snapshot_is_read_in_a_fixed_number_of_statements(world: dict[str, Any], app: Flask) -> None:

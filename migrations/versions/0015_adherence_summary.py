@@ -1,0 +1,34 @@
+"""the adherence report's distribution, counted by the refresh (issue 21)
+
+Revision ID: 0015
+Revises: 0014
+
+adherence_summary: one row written by `refresh_adherence` with the snapshot's last batch; the report reads it while
+it matches the snapshot and counts from the snapshot otherwise, so an empty table (as after this upgrade, until the
+next nightly refresh) only means the report counts as before.
+"""
+import sqlalchemy as sa
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = '0015'
+down_revision = '0014'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table('adherence_summary',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('computed_at', sa.DateTime(), nullable=False),
+    sa.Column('window_end', sa.Date(), nullable=False),
+    sa.Column('period_days', sa.Integer(), nullable=False),
+    sa.Column('threshold_percent', sa.Integer(), nullable=False),
+    sa.Column('below', sa.Integer(), nullable=False),
+    sa.Column('bands', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_adherence_summary'))
+    )
+
+
+def downgrade():
+    op.drop_table('adherence_summary')
