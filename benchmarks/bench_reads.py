@@ -80,7 +80,7 @@ def _time_statements(engine: Any, client: Any, url: str) -> None:
         sa.event.remove(engine, "after_cursor_execute", after)
     print(f"{url}: {sum(ms for ms, _ in timings):.2f} ms in {len(timings)} statements (execute only)")
     for ms, statement in timings:
-        print(f"  {ms:7.2f}  {statement[:220]}")
+        print(f"  {ms:7.2f}  {statement if ms > 1 else statement[:220]}")
 
 
 def _profile(client: Any, urls: list[str], repeat: int, callers: str = "") -> None:

@@ -65,18 +65,20 @@ class Quote:
         return self.price_cents + self.shipping_cents
 
 
+# Read for every quote (the refill page, its emails, the patient page), built once: constructing a statement costs
+# more than the database's answer.
+_CURRENT_ENTRIES = (sa.select(PriceEntry).where(PriceEntry.formula_id == sa.bindparam("b_formula", type_=sa.Integer),
+                                                PriceEntry.retired_at.is_(None)).order_by(PriceEntry.quantity))
+_SHIPPING_FEE = (sa.select(Fee.amount_cents).where(Fee.code == "shipping", Fee.retired_at.is_(None))
+                 .order_by(Fee.effective_at.desc()).limit(1))
+
+
 def current_entries(formula_id: int) -> list[PriceEntry]:
-    return list(db.session.execute(
-        sa.select(PriceEntry).where(PriceEntry.formula_id == formula_id, PriceEntry.retired_at.is_(None))
-        .order_by(PriceEntry.quantity)
-    ).scalars())
+    return list(db.session.execute(_CURRENT_ENTRIES, {"b_formula": formula_id}).scalars())
 
 
 def shipping_fee_cents() -> int:
-    fee = db.session.execute(
-        sa.select(Fee.amount_cents).where(Fee.code == "shipping", Fee.retired_at.is_(None))
-        .order_by(Fee.effective_at.desc()).limit(1)
-    ).scalar_one_or_none()
+    fee = db.session.execute(_SHIPPING_FEE).scalar_one_or_none()
     return int(fee or 0)
 
 

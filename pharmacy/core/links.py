@@ -72,8 +72,13 @@ def read_token(purpose: str, token: str, *, max_age_days: int) -> LinkClaims:
                       nonce=data["n"])
 
 
+# Read on every open of a link, built once (a statement's construction costs more than SQLite's answer).
+_USED = sa.select(LinkUse.id).where(LinkUse.nonce == sa.bindparam("b_nonce", type_=sa.String))
+_FAILED = sa.select(LinkGuard.failed_attempts).where(LinkGuard.nonce == sa.bindparam("b_nonce", type_=sa.String))
+
+
 def is_used(nonce: str) -> bool:
-    return db.session.execute(sa.select(LinkUse.id).where(LinkUse.nonce == nonce)).first() is not None
+    return db.session.execute(_USED, {"b_nonce": nonce}).first() is not None
 
 
 def mark_used(claims: LinkClaims) -> bool:
@@ -91,7 +96,7 @@ def mark_used(claims: LinkClaims) -> bool:
 
 def failed_attempts(nonce: str) -> int:
     """Wrong answers counted so far on this link (0 for a link never answered wrongly)."""
-    value = db.session.execute(sa.select(LinkGuard.failed_attempts).where(LinkGuard.nonce == nonce)).scalar()
+    value = db.session.execute(_FAILED, {"b_nonce": nonce}).scalar()
     return int(value or 0)
 
 

@@ -279,17 +279,20 @@ class _Statements:
             sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.last_error)
             .where(OutboxMessage.state == OutboxState.FAILED)
             .order_by(OutboxMessage.id.desc()).limit(5))  # newest first, along ix_outbox_state_id
-        open_order_ids = sa.select(Order.id).where(Order.state.in_(reads.OPEN_ORDER_STATES))
+        # Per alert, its order looked up by key: the few open alerts, not a list of every open order built first.
+        open_order = sa.exists().where(Order.id == ScreeningAlert.order_id, Order.state.in_(reads.OPEN_ORDER_STATES))
         self.alerts = (
             sa.select(Patient.id, Patient.last_name, Patient.first_name, Prescription.id, Prescription.rx_number,
                       ScreeningAlert.order_id, ScreeningAlert.code, ScreeningAlert.severity, ScreeningAlert.message)
             .select_from(ScreeningAlert)
             .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
             .join(Patient, Patient.id == Prescription.patient_id)
-            .where(ScreeningAlert.current.is_(True), ScreeningAlert.resolved_at.is_(None),
-                   ScreeningAlert.severity != Severity.WARNING,
+            # The condition of ix_screening_alerts_open (prescriptions/models.py) spelled as it is there: `= 1`, not
+            # SQLite's `IS 1` for is_(True), and the literal 'warning', not a bound value — or the index is not used.
+            .where(ScreeningAlert.current == sa.true(), ScreeningAlert.resolved_at.is_(None),
+                   ScreeningAlert.severity != sa.bindparam("b_warning", Severity.WARNING, literal_execute=True),
                    Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
-                   sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(open_order_ids)))
+                   sa.or_(ScreeningAlert.order_id.is_(None), open_order))
             .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
             .limit(sa.bindparam("b_limit", type_=sa.Integer)))
         self.order_counts = (

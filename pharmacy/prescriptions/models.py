@@ -94,6 +94,14 @@ class ScreeningAlert(db.Model):
     """One finding of the safety screen; stays on the prescription and on each order made from it."""
 
     __tablename__ = "screening_alerts"
+    __table_args__ = (
+        # The alerts waiting for a pharmacist (Today): current, unresolved, more than a warning — so the page reads
+        # the few open stops along this index, not every alert the screening ever raised. The query must spell the
+        # same condition with the literal 'warning' (dashboard/services.py): a bound value cannot prove it.
+        sa.Index("ix_screening_alerts_open", "created_at",
+                 sqlite_where=sa.text('resolved_at IS NULL AND "current" = 1 AND severity != \'warning\''),
+                 postgresql_where=sa.text('resolved_at IS NULL AND "current" AND severity != \'warning\'')),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     prescription_id: Mapped[int] = mapped_column(sa.ForeignKey("prescriptions.id", ondelete="CASCADE"), index=True)

@@ -8,8 +8,10 @@ Read-only: the only writer of the supply cache is supply/services.py.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
@@ -29,15 +31,41 @@ from pharmacy.supply.rules import Authorization, Dispensing, Supply
 OPEN_ORDER_STATES: tuple[OrderState, ...] = tuple(s for s in OrderState if s in IN_PROGRESS)
 
 
+@functools.cache
+def _statement(name: str) -> Any:
+    """The statements read here on every page that shows a prescription, built once per process with bind
+    parameters (`b_rx`): building one — columns, joins, eager loads, its cache key — costs more Python than the
+    database takes to answer it, several times a request on the refill page."""
+    rx = sa.bindparam("b_rx", type_=sa.Integer)
+    if name in ("prescription", "prescription_locked"):
+        stmt = sa.select(Prescription).where(Prescription.id == rx).options(
+            joinedload(Prescription.patient), joinedload(Prescription.formula), joinedload(Prescription.prescriber))
+        return stmt.with_for_update(of=Prescription) if name == "prescription_locked" else stmt
+    if name == "latest_dispensed":
+        return (sa.select(Order).where(Order.prescription_id == rx, Order.state == OrderState.DISPENSED)
+                .order_by(Order.fill_number.desc()).limit(1))
+    if name == "open_order":
+        return (sa.select(Order).where(Order.prescription_id == rx, Order.state.in_(OPEN_ORDER_STATES))
+                .order_by(Order.fill_number.desc()).limit(1))
+    if name == "open_request":
+        return sa.select(RefillRequest).where(RefillRequest.prescription_id == rx,
+                                              RefillRequest.state.in_(OPEN_REQUEST_STATES))
+    if name == "lot_expiries":
+        return (sa.select(FormulaIngredient.name, sa.func.max(IngredientLot.expiry_date))
+                .join(IngredientLot, sa.and_(IngredientLot.ingredient_name == FormulaIngredient.name,
+                                             IngredientLot.expiry_date >= sa.bindparam("b_day", type_=sa.Date),
+                                             IngredientLot.quarantined_at.is_(None)), isouter=True)
+                .where(FormulaIngredient.formula_id == sa.bindparam("b_formula", type_=sa.Integer))
+                .group_by(FormulaIngredient.name))
+    raise KeyError(name)
+
+
 def prescription(rx_id: int, *, lock: bool = False) -> Prescription:
     """The prescription with its patient, formula and prescriber (one query); NotFound when there is none."""
     if not valid_id(rx_id):
         raise NotFound("No such prescription.")
-    stmt = sa.select(Prescription).where(Prescription.id == rx_id).options(
-        joinedload(Prescription.patient), joinedload(Prescription.formula), joinedload(Prescription.prescriber))
-    if lock:
-        stmt = stmt.with_for_update(of=Prescription)
-    rx = db.session.execute(stmt).unique().scalar_one_or_none()
+    stmt = _statement("prescription_locked" if lock else "prescription")
+    rx = db.session.execute(stmt, {"b_rx": rx_id}).unique().scalar_one_or_none()
     if rx is None:
         raise NotFound("No such prescription.")
     return rx
@@ -45,10 +73,7 @@ def prescription(rx_id: int, *, lock: bool = False) -> Prescription:
 
 def latest_dispensed(rx_id: int) -> Order | None:
     """The prescription's most recent dispensed order."""
-    return db.session.execute(
-        sa.select(Order).where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
-        .order_by(Order.fill_number.desc()).limit(1)
-    ).scalar_one_or_none()
+    return db.session.execute(_statement("latest_dispensed"), {"b_rx": rx_id}).scalar_one_or_none()
 
 
 def latest_dispensed_of(rx_ids: Iterable[int]) -> dict[int, Order]:
@@ -66,18 +91,12 @@ def latest_dispensed_of(rx_ids: Iterable[int]) -> dict[int, Order]:
 
 def open_order(rx_id: int) -> Order | None:
     """The order of this prescription being made (at most one at a time)."""
-    return db.session.execute(
-        sa.select(Order).where(Order.prescription_id == rx_id, Order.state.in_(OPEN_ORDER_STATES))
-        .order_by(Order.fill_number.desc()).limit(1)
-    ).scalar_one_or_none()
+    return db.session.execute(_statement("open_order"), {"b_rx": rx_id}).scalar_one_or_none()
 
 
 def open_request(rx_id: int) -> RefillRequest | None:
     """The refill request waiting on this prescription (at most one, enforced by a unique index)."""
-    return db.session.execute(
-        sa.select(RefillRequest).where(RefillRequest.prescription_id == rx_id,
-                                       RefillRequest.state.in_(OPEN_REQUEST_STATES))
-    ).scalar_one_or_none()
+    return db.session.execute(_statement("open_request"), {"b_rx": rx_id}).scalar_one_or_none()
 
 
 def refill_request(request_id: int, *, lock: bool = False) -> RefillRequest:
@@ -194,12 +213,5 @@ def projected_lot_expiries(formula_id: int, day: date) -> list[date]:
     The refill quote and the order approving creates both plan with these, so they agree; choosing other
     lots at the bench re-plans the batch (and says so) before anyone compounds.
     """
-    rows = db.session.execute(
-        sa.select(FormulaIngredient.name, sa.func.max(IngredientLot.expiry_date))
-        .join(IngredientLot, sa.and_(IngredientLot.ingredient_name == FormulaIngredient.name,
-                                     IngredientLot.expiry_date >= day, IngredientLot.quarantined_at.is_(None)),
-              isouter=True)
-        .where(FormulaIngredient.formula_id == formula_id)
-        .group_by(FormulaIngredient.name)
-    ).all()
+    rows = db.session.execute(_statement("lot_expiries"), {"b_formula": formula_id, "b_day": day}).all()
     return [expiry for _name, expiry in rows if expiry is not None]

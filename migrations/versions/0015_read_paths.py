@@ -1,4 +1,4 @@
-"""the adherence report's distribution, counted by the refresh (issue 21)
+"""the adherence report's distribution, counted by the refresh; the open screening alerts' index (issue 21)
 
 Revision ID: 0015
 Revises: 0014
@@ -6,6 +6,7 @@ Revises: 0014
 adherence_summary: one row written by `refresh_adherence` with the snapshot's last batch; the report reads it while
 it matches the snapshot and counts from the snapshot otherwise, so an empty table (as after this upgrade, until the
 next nightly refresh) only means the report counts as before.
+ix_screening_alerts_open: the current, unresolved alerts above a warning (a partial index), for Today's list.
 """
 import sqlalchemy as sa
 from alembic import op
@@ -28,7 +29,13 @@ def upgrade():
     sa.Column('bands', sa.JSON(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_adherence_summary'))
     )
+    with op.batch_alter_table('screening_alerts', schema=None) as batch_op:
+        batch_op.create_index('ix_screening_alerts_open', ['created_at'], unique=False,
+                              sqlite_where=sa.text('resolved_at IS NULL AND "current" = 1 AND severity != \'warning\''),
+                              postgresql_where=sa.text('resolved_at IS NULL AND "current" AND severity != \'warning\''))
 
 
 def downgrade():
+    with op.batch_alter_table('screening_alerts', schema=None) as batch_op:
+        batch_op.drop_index('ix_screening_alerts_open')
     op.drop_table('adherence_summary')
