@@ -103,12 +103,17 @@ def enrol(actor: Actor, rx_id: int, *, consent: str | None = None) -> Enrolment:
     return row
 
 
+# Read on every patient page, built once (its construction costs more than the database's answer).
+_LIVE_ENROLMENTS = sa.select(Enrolment).where(
+    Enrolment.prescription_id.in_(sa.bindparam("b_rx_ids", expanding=True, type_=sa.Integer)),
+    Enrolment.ended_at.is_(None))
+
+
 def live_enrolments(rx_ids: list[int]) -> dict[int, Enrolment]:
     """The live enrolment of each of these prescriptions (those that have one), in one query."""
     if not rx_ids:
         return {}
-    rows = db.session.execute(sa.select(Enrolment).where(
-        Enrolment.prescription_id.in_(rx_ids), Enrolment.ended_at.is_(None))).scalars()
+    rows = db.session.execute(_LIVE_ENROLMENTS, {"b_rx_ids": rx_ids}).scalars()
     return {row.prescription_id: row for row in rows}
 
 

@@ -69,6 +69,9 @@ class Quote:
 # more than the database's answer.
 _CURRENT_ENTRIES = (sa.select(PriceEntry).where(PriceEntry.formula_id == sa.bindparam("b_formula", type_=sa.Integer),
                                                 PriceEntry.retired_at.is_(None)).order_by(PriceEntry.quantity))
+_CURRENT_ENTRIES_FOR = (
+    sa.select(PriceEntry).where(PriceEntry.formula_id.in_(sa.bindparam("b_formulas", expanding=True, type_=sa.Integer)),
+                                PriceEntry.retired_at.is_(None)).order_by(PriceEntry.formula_id, PriceEntry.quantity))
 _SHIPPING_FEE = (sa.select(Fee.amount_cents).where(Fee.code == "shipping", Fee.retired_at.is_(None))
                  .order_by(Fee.effective_at.desc()).limit(1))
 
@@ -106,10 +109,7 @@ def current_entries_for(formula_ids: list[int]) -> dict[int, list[PriceEntry]]:
     out: dict[int, list[PriceEntry]] = {fid: [] for fid in formula_ids}
     if not formula_ids:
         return out
-    rows = db.session.execute(
-        sa.select(PriceEntry).where(PriceEntry.formula_id.in_(formula_ids), PriceEntry.retired_at.is_(None))
-        .order_by(PriceEntry.formula_id, PriceEntry.quantity)
-    ).scalars()
+    rows = db.session.execute(_CURRENT_ENTRIES_FOR, {"b_formulas": formula_ids}).scalars()
     for entry in rows:
         out[entry.formula_id].append(entry)
     return out

@@ -13,8 +13,11 @@ normal way to give the money back.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
@@ -29,6 +32,7 @@ from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, settings, today
+from pharmacy.core.db import UTCDateTime
 from pharmacy.core.errors import NotFound, ValidationFailed
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
@@ -91,14 +95,26 @@ def receipt_number_for(payment: Payment) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _ledger_statements() -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
+    """One patient's charges, payments and refunds (all time, and within a period), built once per process: read
+    on every patient page, where building them cost more than the database's answer."""
+    patient = sa.bindparam("b_patient", type_=sa.Integer)
+    charged = (sa.select(sa.func.coalesce(sa.func.sum(Order.price_cents + Order.shipping_cents), 0))
+               .where(Order.patient_id == patient, charged_clause()))
+    money = sa.select(Payment.kind, sa.func.sum(Payment.amount_cents)).group_by(Payment.kind)
+    within = money.where(Payment.patient_id == patient,
+                         Payment.received_at >= sa.bindparam("b_start", type_=UTCDateTime()),
+                         Payment.received_at < sa.bindparam("b_end", type_=UTCDateTime()))
+    return charged, money.where(Payment.patient_id == patient), within
+
+
 def patient_ledger(patient_id: int) -> Ledger:
     """Charges (see the module docstring), payments and refunds of one patient: two aggregate queries."""
-    charged = db.session.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(Order.price_cents + Order.shipping_cents), 0))
-        .where(Order.patient_id == patient_id, charged_clause())
-    ).scalar_one()
-    paid, refunded = _paid_refunded(Payment.patient_id == patient_id)
-    return Ledger(int(charged), paid, refunded)
+    charged, money, _within = _ledger_statements()
+    total = db.session.execute(charged, {"b_patient": patient_id}).scalar_one()
+    paid, refunded = _paid_refunded_of(db.session.execute(money, {"b_patient": patient_id}).all())
+    return Ledger(int(total), paid, refunded)
 
 
 def order_ledger(order: Order) -> Ledger:
@@ -107,9 +123,13 @@ def order_ledger(order: Order) -> Ledger:
 
 
 def _paid_refunded(condition: sa.ColumnElement[bool]) -> tuple[int, int]:
-    totals = dict(db.session.execute(
+    return _paid_refunded_of(db.session.execute(
         sa.select(Payment.kind, sa.func.sum(Payment.amount_cents)).where(condition).group_by(Payment.kind)
     ).all())
+
+
+def _paid_refunded_of(sums: Sequence[Any]) -> tuple[int, int]:
+    totals = dict(sums)
     return int(totals.get(PaymentKind.PAYMENT) or 0), int(totals.get(PaymentKind.REFUND) or 0)
 
 
@@ -308,16 +328,16 @@ def _require_patient_billing(actor: Actor, patient_id: int, what: str) -> Patien
 
 def _spent_in_year(patient_id: int, year: int) -> int:
     start, end = local_day_start(date(year, 1, 1)), local_day_start(date(year + 1, 1, 1))
-    paid, refunded = _paid_refunded(sa.and_(Payment.patient_id == patient_id, Payment.received_at >= start,
-                                            Payment.received_at < end))
+    paid, refunded = _paid_refunded_of(db.session.execute(
+        _ledger_statements()[2], {"b_patient": patient_id, "b_start": start, "b_end": end}).all())
     return paid - refunded
 
 
-def regimen(patient: Patient) -> list[RegimenLine]:
+def regimen(patient: Patient, active_prescriptions: list[Prescription] | None = None) -> list[RegimenLine]:
     """The steady-state cost of each active prescription: a whole fill at the maintenance dose, capped to the
     formula's default BUD, the patient's usual delivery — and its monthly equivalent (total × 30 / days). (The
     next fill's exact quote, partials and lots included, is the refill page's: supply/next_fill.py.)"""
-    rxs = list(db.session.execute(
+    rxs = active_prescriptions if active_prescriptions is not None else list(db.session.execute(
         sa.select(Prescription).where(Prescription.patient_id == patient.id, Prescription.status == RxStatus.ACTIVE)
         .options(joinedload(Prescription.formula)).order_by(Prescription.id)
     ).scalars())
@@ -351,11 +371,14 @@ def _summary(patient: Patient, lines: list[RegimenLine], ledger: Ledger) -> Cost
                        balance_cents=ledger.owed_cents, credit_cents=ledger.credit_cents)
 
 
-def patient_cost_summary(actor: Actor, patient_id: int) -> CostSummary:
-    """The four figures the patient page shows (about six queries, whatever the history's length)."""
+def patient_cost_summary(actor: Actor, patient_id: int, *,
+                         active_prescriptions: list[Prescription] | None = None) -> CostSummary:
+    """The four figures the patient page shows (about six queries, whatever the history's length).
+    `active_prescriptions`: the patient's active prescriptions with their formulas, oldest first, when the caller
+    has them loaded already (the patient page) — otherwise read here."""
     patient = _require_patient_billing(actor, patient_id, "see a patient's costs")
     ledger = patient_ledger(patient.id)
-    return _summary(patient, regimen(patient), ledger)
+    return _summary(patient, regimen(patient, active_prescriptions), ledger)
 
 
 def _fill_lines(patient_id: int, page: int) -> tuple[list[FillLine], bool]:

@@ -5,6 +5,7 @@ fixed number of queries whatever the history's length.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -20,6 +21,7 @@ from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import business_calendar, settings, today
 from pharmacy.core.roles import Permission
+from pharmacy.core.rows import rows
 from pharmacy.extensions import db
 from pharmacy.patients import services as patients
 from pharmacy.patients.models import Patient, SideEffectEntry
@@ -94,40 +96,61 @@ class PatientRecord:
 def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
     """The patient page: details, lists, prescriptions with their current alerts and fills (4 queries)."""
     patient = patients.get_patient(actor, patient_id)
-    rxs = list(
-        db.session.execute(
-            sa.select(Prescription).where(Prescription.patient_id == patient_id)
-            .options(joinedload(Prescription.formula), joinedload(Prescription.prescriber))
-            .order_by(Prescription.written_date.desc(), Prescription.id.desc())
-        ).scalars()
-    )
+    q = _statements()
+    rxs = list(db.session.execute(q.prescriptions, {"b_patient": patient_id}).unique().scalars())
     record = PatientRecord(patient=patient, prescriptions=rxs)
     ids = [rx.id for rx in rxs]
     if ids:
-        for alert in db.session.execute(
-            sa.select(ScreeningAlert).where(ScreeningAlert.prescription_id.in_(ids), ScreeningAlert.order_id.is_(None),
-                                            ScreeningAlert.current.is_(True))
-            .order_by(ScreeningAlert.id)
-        ).scalars():
+        for alert in db.session.execute(q.alerts, {"b_rx_ids": ids}).unique().scalars():
             record.alerts.setdefault(alert.prescription_id, []).append(alert)
-        for row in db.session.execute(
-            sa.select(*FILL_COLUMNS).where(Order.prescription_id.in_(ids))
-            .order_by(Order.created_at.desc(), Order.id.desc())
-        ):
+        for row in rows(q.fills, {"b_rx_ids": ids}):
             fill = FillLine(*row)
             record.orders.setdefault(fill.prescription_id, []).append(fill)
     for alerts in record.alerts.values():
         alerts.sort(key=lambda a: (rx_rules.SEVERITY_RANK[a.severity], a.id))
-    record.side_effects = list(db.session.execute(
-        sa.select(SideEffectEntry).where(SideEffectEntry.patient_id == patient_id)
-        .order_by(SideEffectEntry.noted_on.desc(), SideEffectEntry.id.desc()).limit(20)
-    ).scalars())
+    record.side_effects = list(db.session.execute(q.side_effects, {"b_patient": patient_id}).scalars())
     _add_timeline(record)
     _add_messages_and_requests(record)
     if actor.can(Permission.VIEW_BILLING):
-        record.extra["costs"] = billing.patient_cost_summary(actor, patient_id)
+        active = sorted((rx for rx in rxs if rx.status == RxStatus.ACTIVE), key=lambda rx: rx.id)
+        record.extra["costs"] = billing.patient_cost_summary(actor, patient_id, active_prescriptions=active)
     audit.record(actor, "patient.view", patient_id=patient_id, entity=("patient", patient_id))
     return record
+
+
+class _Statements:
+    """The page's reads, built once per process with bind parameters: building a statement costs more Python than
+    the database takes to answer it, and the patient page is the one staff open most."""
+
+    def __init__(self) -> None:
+        patient = sa.bindparam("b_patient", type_=sa.Integer)
+        rx_ids = sa.bindparam("b_rx_ids", expanding=True, type_=sa.Integer)
+        self.prescriptions = (
+            sa.select(Prescription).where(Prescription.patient_id == patient)
+            .options(joinedload(Prescription.formula), joinedload(Prescription.prescriber))
+            .order_by(Prescription.written_date.desc(), Prescription.id.desc()))
+        self.alerts = (
+            sa.select(ScreeningAlert).where(ScreeningAlert.prescription_id.in_(rx_ids),
+                                            ScreeningAlert.order_id.is_(None), ScreeningAlert.current.is_(True))
+            .order_by(ScreeningAlert.id))
+        self.fills = (sa.select(*FILL_COLUMNS).where(Order.prescription_id.in_(rx_ids))
+                      .order_by(Order.created_at.desc(), Order.id.desc()))
+        self.side_effects = (
+            sa.select(SideEffectEntry).where(SideEffectEntry.patient_id == patient)
+            .order_by(SideEffectEntry.noted_on.desc(), SideEffectEntry.id.desc()).limit(20))
+        self.messages = (
+            sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.state, OutboxMessage.due_at,
+                      OutboxMessage.sent_at).where(OutboxMessage.patient_id == patient)
+            .order_by(OutboxMessage.due_at.desc(), OutboxMessage.id.desc()).limit(15))
+        self.requests = (
+            sa.select(RefillRequest.requested_at, RefillRequest.source, RefillRequest.state,
+                      RefillRequest.decline_reason)
+            .where(RefillRequest.patient_id == patient).order_by(RefillRequest.requested_at.desc()).limit(10))
+
+
+@functools.cache
+def _statements() -> _Statements:
+    return _Statements()
 
 
 @dataclass(frozen=True)
@@ -169,14 +192,6 @@ def _add_timeline(record: PatientRecord) -> None:
 
 
 def _add_messages_and_requests(record: PatientRecord) -> None:
-    pid = record.patient.id
-    record.extra["messages"] = [MessageLine(*row) for row in db.session.execute(
-        sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.state, OutboxMessage.due_at,
-                  OutboxMessage.sent_at).where(OutboxMessage.patient_id == pid)
-        .order_by(OutboxMessage.due_at.desc(), OutboxMessage.id.desc()).limit(15)
-    )]
-    record.extra["requests"] = [RequestLine(*row) for row in db.session.execute(
-        sa.select(RefillRequest.requested_at, RefillRequest.source, RefillRequest.state, RefillRequest.decline_reason)
-        .where(RefillRequest.patient_id == pid)
-        .order_by(RefillRequest.requested_at.desc()).limit(10)
-    )]
+    q, pid = _statements(), {"b_patient": record.patient.id}
+    record.extra["messages"] = [MessageLine(*row) for row in rows(q.messages, pid)]
+    record.extra["requests"] = [RequestLine(*row) for row in rows(q.requests, pid)]
