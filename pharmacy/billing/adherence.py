@@ -275,22 +275,27 @@ def _below(threshold: int) -> sa.ColumnElement[bool]:
     return _pdc_e4() < 100 * threshold
 
 
+@functools.lru_cache(maxsize=8)
+def _rows_below_query(threshold: int) -> sa.Select[Any]:
+    """The call list's statement for a threshold, built once (Today reads it on every visit)."""
+    s = AdherenceSnapshot
+    lowest = (sa.select(s.patient_id.label("id")).where(s.pdc_milli <= 10 * threshold, _below(threshold))
+              .order_by(s.pdc_milli, s.patient_id)  # along the index: ties within 0.1%
+              .limit(sa.bindparam("b_limit", type_=sa.Integer)).subquery())
+    return (sa.select(s.patient_id, s.covered_days, s.days_in_window, s.percent, s.window_start, s.last_fill_on,
+                      s.last_days_supply, Formula.form, Formula.strength_mg.label("strength_mg"), Patient.last_name,
+                      Patient.first_name, Patient.phone)
+            .join(lowest, lowest.c.id == s.patient_id)
+            .join(Patient, Patient.id == s.patient_id).join(Formula, Formula.id == s.last_formula_id)
+            .order_by(s.pdc_milli, s.patient_id))
+
+
 def _snapshot_rows_below(threshold: int, limit: int) -> list[AdherenceRow]:
     """The call list from the snapshot, lowest first: a range read of ix_adherence_snapshots_pdc up to the threshold.
 
     The lowest `limit` patients are picked by id along the index first, then joined to their names and formulas:
     joined in one select, a planner without statistics starts from the patients table and sorts (tens of ms)."""
-    s = AdherenceSnapshot
-    lowest = (sa.select(s.patient_id.label("id")).where(s.pdc_milli <= 10 * threshold, _below(threshold))
-              .order_by(s.pdc_milli, s.patient_id).limit(limit).subquery())  # along the index: ties within 0.1%
-    rows = db.session.execute(
-        sa.select(s.patient_id, s.covered_days, s.days_in_window, s.percent, s.window_start, s.last_fill_on,
-                  s.last_days_supply, Formula.form, Formula.strength_mg, Patient.last_name, Patient.first_name,
-                  Patient.phone)
-        .join(lowest, lowest.c.id == s.patient_id)
-        .join(Patient, Patient.id == s.patient_id).join(Formula, Formula.id == s.last_formula_id)
-        .order_by(s.pdc_milli, s.patient_id)
-    ).all()
+    rows = read_rows(_rows_below_query(threshold), {"b_limit": limit})
     return [AdherenceRow(patient_id=r.patient_id, pdc=_pdc(r.covered_days, r.days_in_window), percent=r.percent,
                          window_start=r.window_start, last_fill_on=r.last_fill_on, last_days_supply=r.last_days_supply,
                          last_product=rx_rules.product_name(r.form, r.strength_mg), name=f"{r.last_name}, {r.first_name}",

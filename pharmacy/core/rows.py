@@ -7,6 +7,8 @@ before the database's own time). A page such as Today or the order queue sends a
 visit. The rows are the same (columns typed as mapped: enums, UTC instants, thousandths), in the same
 transaction as everything else of the request.
 
+The rows are keyed by the table's column names, not the mapped attribute names where they differ (`strength_mg`
+is the column `strength_mcg`, `quantity` is `quantity_milli`): unpack them by position, or label such columns.
 Only for reads of columns: there is no autoflush, so use the session (`db.session.execute`) when the request
 has pending ORM changes the read must see, and for anything that returns ORM objects.
 """

@@ -8,6 +8,7 @@ workflows/batches.py draw stock down in the same transaction as the compounding 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -303,23 +304,37 @@ def _level(row: LotRow, unit: str) -> Decimal:
         return Decimal(0)
 
 
+class _StockStatements:
+    """What the stock views read, built once per process (Today shows the stock alerts on every visit)."""
+
+    def __init__(self) -> None:
+        self.items = sa.select(InventoryItem)
+        self.units = (sa.select(FormulaIngredient.name, sa.func.min(FormulaIngredient.unit))
+                      .group_by(FormulaIngredient.name))
+        lots = sa.select(IngredientLot, LotStock).join(LotStock, LotStock.ingredient_lot_id == IngredientLot.id,
+                                                       isouter=True)
+        order = (IngredientLot.ingredient_name, IngredientLot.expiry_date, IngredientLot.id)
+        self.every_lot = lots.order_by(*order).limit(2000)
+        self.lots = lots.where(sa.or_(IngredientLot.expiry_date >= sa.bindparam("b_day", type_=sa.Date),
+                                      LotStock.on_hand > 0, IngredientLot.quarantined_at.is_not(None))
+                               ).order_by(*order).limit(2000)
+
+
+@functools.cache
+def _stock_statements() -> _StockStatements:
+    return _StockStatements()
+
+
 def stock_by_ingredient(*, include_old: bool = False) -> list[IngredientStock]:
     """Per ingredient: its lots with their totals and state, and what can still be used (in the ingredient's unit).
     Three statements: the items, the lots with their totals (expired ones only when they still hold stock or are
     asked for), the formulas' ingredient names and units."""
     day = today()
     warn = stock_settings().expiry_warning_days
-    items = {i.ingredient_name: i for i in db.session.execute(sa.select(InventoryItem)).scalars()}
-    units = dict(db.session.execute(
-        sa.select(FormulaIngredient.name, sa.func.min(FormulaIngredient.unit)).group_by(FormulaIngredient.name)
-    ).all())
-    stmt = sa.select(IngredientLot, LotStock).join(LotStock, LotStock.ingredient_lot_id == IngredientLot.id,
-                                                   isouter=True)
-    if not include_old:
-        stmt = stmt.where(sa.or_(IngredientLot.expiry_date >= day, LotStock.on_hand > 0,
-                                 IngredientLot.quarantined_at.is_not(None)))
-    rows = db.session.execute(stmt.order_by(IngredientLot.ingredient_name, IngredientLot.expiry_date,
-                                            IngredientLot.id).limit(2000)).all()
+    q = _stock_statements()
+    items = {i.ingredient_name: i for i in db.session.execute(q.items).scalars()}
+    units = dict(db.session.execute(q.units).all())
+    rows = db.session.execute(q.every_lot if include_old else q.lots, {"b_day": day}).all()
     out: dict[str, IngredientStock] = {}
     for name in sorted(set(units) | set(items) | {lot.ingredient_name for lot, _ in rows}):
         item = items.get(name)

@@ -94,15 +94,18 @@ class ReportedEffect:
     patient: Patient
 
 
+# Read on every visit of Today, built once.
+_UNREVIEWED = (sa.select(SideEffectEntry, Patient).join(Patient, Patient.id == SideEffectEntry.patient_id)
+               .where(SideEffectEntry.source == "patient", SideEffectEntry.reviewed_at.is_(None))
+               .order_by(SideEffectEntry.created_at, SideEffectEntry.id)
+               .limit(sa.bindparam("b_limit", type_=sa.Integer)))
+
+
 def unreviewed_reports(actor: Actor, *, limit: int = 10) -> list[ReportedEffect]:
     """Side effects patients reported that no pharmacist has looked at yet, oldest first (the Today page)."""
     if not actor.can(Permission.VIEW_CLINICAL):
         return []
-    rows = db.session.execute(
-        sa.select(SideEffectEntry, Patient).join(Patient, Patient.id == SideEffectEntry.patient_id)
-        .where(SideEffectEntry.source == "patient", SideEffectEntry.reviewed_at.is_(None))
-        .order_by(SideEffectEntry.created_at, SideEffectEntry.id).limit(limit)
-    ).all()
+    rows = db.session.execute(_UNREVIEWED, {"b_limit": limit}).all()
     return [ReportedEffect(entry, patient) for entry, patient in rows]
 
 
