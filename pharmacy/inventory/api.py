@@ -25,7 +25,8 @@ blp = Blueprint("inventory-api", __name__, url_prefix="/api/v1",
 ID = "int(max=2147483647)"
 
 
-def _lot(lot: IngredientLot, stock: LotStock | None, state: Any = None) -> dict[str, Any]:
+def _lot(lot: IngredientLot | services.LotLine, stock: LotStock | services.StockLine | None,
+         state: Any = None) -> dict[str, Any]:
     return {"id": lot.id, "lot_number": lot.lot_number, "supplier": lot.supplier, "expiry_date": lot.expiry_date,
             "received_on": lot.received_on, "state": state.value if state is not None else None,
             "on_hand": stock.on_hand if stock else None, "unit": stock.unit if stock else None,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -262,10 +262,37 @@ def ingredient_names() -> list[str]:
     return sorted(set(names))
 
 
+class LotLine(NamedTuple):
+    """What the stock views show of a lot: its columns, not the ORM object (Today reads every lot on each visit)."""
+
+    id: int
+    ingredient_name: str
+    supplier: str
+    lot_number: str
+    expiry_date: date
+    received_on: date | None
+    quarantined_at: datetime | None
+    quarantine_reason: str | None
+
+
+class StockLine(NamedTuple):
+    unit: str
+    received: Decimal
+    used: Decimal
+    wasted: Decimal
+    adjusted: Decimal
+    on_hand: Decimal
+
+
+LOT_COLUMNS = (IngredientLot.id, IngredientLot.ingredient_name, IngredientLot.supplier, IngredientLot.lot_number,
+               IngredientLot.expiry_date, IngredientLot.received_on, IngredientLot.quarantined_at,
+               IngredientLot.quarantine_reason)
+
+
 @dataclass
 class LotRow:
-    lot: IngredientLot
-    stock: LotStock | None
+    lot: LotLine
+    stock: StockLine | None
     state: LotState
 
     @property
@@ -311,8 +338,9 @@ class _StockStatements:
         self.items = sa.select(InventoryItem)
         self.units = (sa.select(FormulaIngredient.name, sa.func.min(FormulaIngredient.unit))
                       .group_by(FormulaIngredient.name))
-        lots = sa.select(IngredientLot, LotStock).join(LotStock, LotStock.ingredient_lot_id == IngredientLot.id,
-                                                       isouter=True)
+        lots = sa.select(*LOT_COLUMNS, LotStock.unit, LotStock.received, LotStock.used, LotStock.wasted,
+                         LotStock.adjusted, LotStock.on_hand).join(
+            LotStock, LotStock.ingredient_lot_id == IngredientLot.id, isouter=True)
         order = (IngredientLot.ingredient_name, IngredientLot.expiry_date, IngredientLot.id)
         self.every_lot = lots.order_by(*order).limit(2000)
         self.lots = lots.where(sa.or_(IngredientLot.expiry_date >= sa.bindparam("b_day", type_=sa.Date),
@@ -334,7 +362,10 @@ def stock_by_ingredient(*, include_old: bool = False) -> list[IngredientStock]:
     q = _stock_statements()
     items = {i.ingredient_name: i for i in db.session.execute(q.items).scalars()}
     units = dict(db.session.execute(q.units).all())
-    rows = db.session.execute(q.every_lot if include_old else q.lots, {"b_day": day}).all()
+    rows = []
+    for row in db.session.execute(q.every_lot if include_old else q.lots, {"b_day": day}):
+        lot, stock = LotLine(*row[:8]), StockLine(*row[8:])
+        rows.append((lot, stock if stock.unit is not None else None))
     out: dict[str, IngredientStock] = {}
     for name in sorted(set(units) | set(items) | {lot.ingredient_name for lot, _ in rows}):
         item = items.get(name)
