@@ -121,6 +121,8 @@ def pick(bdb: common.BenchDB) -> dict[str, Any]:
             ("Today (dashboard)", "dashboard.home"), ("order queue", "compounding.queue"),
             ("adherence report", "billing.adherence"), ("money reports", "billing.reports"),
             ("refill requests API", "refill-requests.create")) if endpoint in app.view_functions}
+        if "order queue" in urls:  # one step's list, 50 a page (the board shows each step's oldest 10)
+            urls["order queue, one step"] = url_for("compounding.queue", state="verified")
         db.session.remove()
         db.engine.dispose()
     return {"max_patient": int(max_patient), "tokens": tokens, "post_rx": post_rx, "bearer": bearer, "urls": urls}
@@ -183,7 +185,7 @@ def targets(chosen: dict[str, Any], cookie: str, only: list[str] | None) -> tupl
         Page("refill-link page", load.Target([f"/r/{tok}/refill" for tok, _ in chosen["tokens"]], headers=h),
              share=0.5),
     ]
-    for name in ("Today (dashboard)", "order queue", "adherence report"):
+    for name in ("Today (dashboard)", "order queue", "order queue, one step", "adherence report"):
         if name in urls:
             pages.append(Page(name, load.Target([urls[name]], headers=h), share=0.25))
     if "money reports" in urls:
