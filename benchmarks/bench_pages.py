@@ -155,11 +155,19 @@ def fill_adherence_snapshot(bdb: common.BenchDB) -> dict[str, Any]:
 
 
 def sign_in(port: int, bdb: common.BenchDB, chosen: dict[str, Any]) -> Client:
+    """The pharmacist's browser (signed in) for the staff pages and the baselines."""
     c = Client(port)
     token = c.csrf("/login")
     status, text = c.request("POST", "/login", {"email": PHARMACIST, "password": bdb.password, "csrf_token": token})
     if status not in (302, 303):
         raise SystemExit(f"sign-in failed: {status} {text[:300]}")
+    return c
+
+
+def patient_browser(port: int, chosen: dict[str, Any]) -> Client:
+    """A patient's browser for the refill-link page: the links confirmed (date of birth), no staff session — as a
+    patient opens it (with a staff cookie the page also loaded the staff user for the menu)."""
+    c = Client(port)
     for tok, dob in chosen["tokens"]:
         csrf = c.csrf(f"/r/{tok}")
         status, text = c.request("POST", f"/r/{tok}", {"month": dob.month, "day": dob.day, "year": dob.year,
@@ -169,9 +177,11 @@ def sign_in(port: int, bdb: common.BenchDB, chosen: dict[str, Any]) -> Client:
     return c
 
 
-def targets(chosen: dict[str, Any], cookie: str, only: list[str] | None) -> tuple[dict[str, load.Target], list[Page]]:
+def targets(chosen: dict[str, Any], cookie: str, only: list[str] | None, patient_cookie: str | None = None,
+            ) -> tuple[dict[str, load.Target], list[Page]]:
     rnd = random.Random(1)
     h = {"Cookie": cookie}
+    patient_h = {"Cookie": patient_cookie or cookie}
     starts = [rnd.randint(1, max(1, chosen["max_patient"] - 12)) for _ in range(500)]
     baselines = {
         "hello": load.Target([HELLO], headers=h),
@@ -182,7 +192,7 @@ def targets(chosen: dict[str, Any], cookie: str, only: list[str] | None) -> tupl
     pages = [
         Page("patient page", load.Target([f"/patients/{rnd.randint(1, chosen['max_patient'])}" for _ in range(500)],
                                          headers=h), share=0.5),
-        Page("refill-link page", load.Target([f"/r/{tok}/refill" for tok, _ in chosen["tokens"]], headers=h),
+        Page("refill-link page", load.Target([f"/r/{tok}/refill" for tok, _ in chosen["tokens"]], headers=patient_h),
              share=0.5),
     ]
     for name in ("Today (dashboard)", "order queue", "order queue, one step", "adherence report"):
@@ -228,7 +238,8 @@ def measure(a: Any, wrk: str, bdb: common.BenchDB, chosen: dict[str, Any]) -> di
     pages_out: dict[str, Any] = {}
     with server:
         client = sign_in(server.port, bdb, chosen)
-        baselines, pages = targets(chosen, client.cookie_header(), a.only)
+        patient = patient_browser(server.port, chosen)
+        baselines, pages = targets(chosen, client.cookie_header(), a.only, patient.cookie_header())
         for name, t in {**baselines, **{p.name: p.target for p in pages}}.items():
             _ms, status = load.one_request_ms(server.port, t, repeat=1)
             if status >= 400:
