@@ -7,6 +7,8 @@ adherence_summary: one row written by `refresh_adherence` with the snapshot's la
 it matches the snapshot and counts from the snapshot otherwise, so an empty table (as after this upgrade, until the
 next nightly refresh) only means the report counts as before.
 ix_screening_alerts_open: the current, unresolved alerts above a warning (a partial index), for Today's list.
+The (state, time) indexes of orders, refill requests and renewals end with the id: the oldest-first lists order by
+(time, id), and PostgreSQL could otherwise not read them in order where times tie (it sorted the whole state).
 """
 import sqlalchemy as sa
 from alembic import op
@@ -18,7 +20,19 @@ branch_labels = None
 depends_on = None
 
 
+# (table, index, columns before, columns now)
+WITH_ID = [
+    ('orders', 'ix_orders_state_created', ['state', 'created_at'], ['state', 'created_at', 'id']),
+    ('refill_requests', 'ix_refill_requests_state_requested', ['state', 'requested_at'], ['state', 'requested_at', 'id']),
+    ('renewal_requests', 'ix_renewal_requests_state', ['state', 'created_at'], ['state', 'created_at', 'id']),
+]
+
+
 def upgrade():
+    for table, name, _before, now in WITH_ID:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_index(name)
+            batch_op.create_index(name, now, unique=False)
     op.create_table('adherence_summary',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('computed_at', sa.DateTime(), nullable=False),
@@ -36,6 +50,10 @@ def upgrade():
 
 
 def downgrade():
+    for table, name, before, _now in WITH_ID:
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_index(name)
+            batch_op.create_index(name, before, unique=False)
     with op.batch_alter_table('screening_alerts', schema=None) as batch_op:
         batch_op.drop_index('ix_screening_alerts_open')
     op.drop_table('adherence_summary')

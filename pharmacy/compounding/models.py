@@ -98,7 +98,7 @@ class Order(db.Model):
         sa.CheckConstraint("days_supply > 0", name="days_supply_positive"),
         sa.CheckConstraint("price_cents >= 0", name="price_nonnegative"),
         sa.CheckConstraint("shipping_cents >= 0", name="shipping_nonnegative"),
-        sa.Index("ix_orders_state_created", "state", "created_at"),
+        sa.Index("ix_orders_state_created", "state", "created_at", "id"),
         sa.Index("ix_orders_state_delivery", "state", "delivery_method"),  # the dashboard's tiles, index-only
         sa.Index("ix_orders_patient_created", "patient_id", "created_at"),
         sa.Index("ix_orders_run_out", "run_out_date"),

@@ -15,7 +15,7 @@ from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import settings
 from pharmacy.core.context import today as local_today
-from pharmacy.core.db import UTCDateTime, first_ids
+from pharmacy.core.db import UTCDateTime, first_ids_of_each
 from pharmacy.core.roles import Permission
 from pharmacy.core.rows import rows, scalar
 from pharmacy.patients.models import Patient
@@ -303,8 +303,8 @@ class _Statements:
             RefillRequest.state.in_(OPEN_REQUEST_STATES))
         self.open_renewals = sa.select(sa.func.count()).select_from(RenewalRequest).where(
             RenewalRequest.state.in_(OPEN_RENEWALS))
-        first_requests = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
-                                   (RefillRequest.requested_at, RefillRequest.id), 5)
+        first_requests = first_ids_of_each(RefillRequest.id, RefillRequest.state, OPEN_REQUEST_STATES,
+                                           (RefillRequest.requested_at, RefillRequest.id), 5)
         self.oldest_requests = (
             sa.select(RefillRequest.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
                       RefillRequest.requested_at)
@@ -312,7 +312,7 @@ class _Statements:
             .join(Prescription, Prescription.id == RefillRequest.prescription_id)
             .join(Patient, Patient.id == RefillRequest.patient_id)
             .order_by(RefillRequest.requested_at, RefillRequest.id))
-        first_orders = first_ids(Order.id, Order.state.in_(QUEUE_STATES), (Order.created_at, Order.id), 8)
+        first_orders = first_ids_of_each(Order.id, Order.state, QUEUE_STATES, (Order.created_at, Order.id), 8)
         self.oldest_orders = (
             sa.select(Order.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
                       Order.state, Order.created_at)
@@ -320,8 +320,8 @@ class _Statements:
             .join(Prescription, Prescription.id == Order.prescription_id)
             .join(Patient, Patient.id == Prescription.patient_id)
             .order_by(Order.created_at, Order.id))
-        first_renewals = first_ids(RenewalRequest.id, RenewalRequest.state.in_(OPEN_RENEWALS),
-                                   (RenewalRequest.created_at, RenewalRequest.id), 5)
+        first_renewals = first_ids_of_each(RenewalRequest.id, RenewalRequest.state, OPEN_RENEWALS,
+                                           (RenewalRequest.created_at, RenewalRequest.id), 5)
         self.oldest_renewals = (
             sa.select(RenewalRequest.id, Patient.id, Patient.last_name, Patient.first_name, RenewalRequest.reason,
                       RenewalRequest.state)

@@ -27,7 +27,7 @@ class RefillRequest(db.Model):
             sqlite_where=sa.text("state IN ('open', 'awaiting_renewal')"),
             postgresql_where=sa.text("state IN ('open', 'awaiting_renewal')"),
         ),
-        sa.Index("ix_refill_requests_state_requested", "state", "requested_at"),
+        sa.Index("ix_refill_requests_state_requested", "state", "requested_at", "id"),
         # The queue page's "recently decided" list: ORDER BY decided_at DESC LIMIT n, read backwards from the end.
         sa.Index("ix_refill_requests_decided", "decided_at"),
     )
@@ -64,7 +64,7 @@ class RenewalRequest(db.Model):
             sqlite_where=sa.text("state IN ('needed', 'sent')"),
             postgresql_where=sa.text("state IN ('needed', 'sent')"),
         ),
-        sa.Index("ix_renewal_requests_state", "state", "created_at"),
+        sa.Index("ix_renewal_requests_state", "state", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
