@@ -14,7 +14,6 @@ normal way to give the money back.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -96,25 +95,36 @@ def receipt_number_for(payment: Payment) -> str:
 
 
 @functools.cache
-def _ledger_statements() -> tuple[sa.Select[Any], sa.Select[Any], sa.Select[Any]]:
-    """One patient's charges, payments and refunds (all time, and within a period), built once per process: read
-    on every patient page, where building them cost more than the database's answer."""
+def _ledger_statement() -> sa.Select[Any]:
+    """One patient's charges, payments and refunds of all time and those within a period (the year so far), in one
+    statement of five indexed sums, built once per process: read on every patient page, where building the
+    statements cost more than the database's answer, and each round trip counts on PostgreSQL."""
     patient = sa.bindparam("b_patient", type_=sa.Integer)
+    start = sa.bindparam("b_start", type_=UTCDateTime())
+    end = sa.bindparam("b_end", type_=UTCDateTime())
+
+    def paid(kind: PaymentKind, *within: sa.ColumnElement[bool]) -> Any:
+        return (sa.select(sa.func.coalesce(sa.func.sum(Payment.amount_cents), 0))
+                .where(Payment.patient_id == patient, Payment.kind == kind, *within).scalar_subquery())
+
     charged = (sa.select(sa.func.coalesce(sa.func.sum(Order.price_cents + Order.shipping_cents), 0))
-               .where(Order.patient_id == patient, charged_clause()))
-    money = sa.select(Payment.kind, sa.func.sum(Payment.amount_cents)).group_by(Payment.kind)
-    within = money.where(Payment.patient_id == patient,
-                         Payment.received_at >= sa.bindparam("b_start", type_=UTCDateTime()),
-                         Payment.received_at < sa.bindparam("b_end", type_=UTCDateTime()))
-    return charged, money.where(Payment.patient_id == patient), within
+               .where(Order.patient_id == patient, charged_clause()).scalar_subquery())
+    period = (Payment.received_at >= start, Payment.received_at < end)
+    return sa.select(charged, paid(PaymentKind.PAYMENT), paid(PaymentKind.REFUND),
+                     paid(PaymentKind.PAYMENT, *period), paid(PaymentKind.REFUND, *period))
+
+
+def _ledger_and_year(patient_id: int, year: int) -> tuple[Ledger, int]:
+    """The patient's ledger and what they spent (paid less refunded) in the local calendar year `year`."""
+    start, end = local_day_start(date(year, 1, 1)), local_day_start(date(year + 1, 1, 1))
+    charged, paid, refunded, paid_in, refunded_in = db.session.execute(
+        _ledger_statement(), {"b_patient": patient_id, "b_start": start, "b_end": end}).one()
+    return Ledger(int(charged), int(paid), int(refunded)), int(paid_in) - int(refunded_in)
 
 
 def patient_ledger(patient_id: int) -> Ledger:
-    """Charges (see the module docstring), payments and refunds of one patient: two aggregate queries."""
-    charged, money, _within = _ledger_statements()
-    total = db.session.execute(charged, {"b_patient": patient_id}).scalar_one()
-    paid, refunded = _paid_refunded_of(db.session.execute(money, {"b_patient": patient_id}).all())
-    return Ledger(int(total), paid, refunded)
+    """Charges (see the module docstring), payments and refunds of one patient: one statement of indexed sums."""
+    return _ledger_and_year(patient_id, today().year)[0]
 
 
 def order_ledger(order: Order) -> Ledger:
@@ -123,13 +133,9 @@ def order_ledger(order: Order) -> Ledger:
 
 
 def _paid_refunded(condition: sa.ColumnElement[bool]) -> tuple[int, int]:
-    return _paid_refunded_of(db.session.execute(
+    totals = dict(db.session.execute(
         sa.select(Payment.kind, sa.func.sum(Payment.amount_cents)).where(condition).group_by(Payment.kind)
     ).all())
-
-
-def _paid_refunded_of(sums: Sequence[Any]) -> tuple[int, int]:
-    totals = dict(sums)
     return int(totals.get(PaymentKind.PAYMENT) or 0), int(totals.get(PaymentKind.REFUND) or 0)
 
 
@@ -326,13 +332,6 @@ def _require_patient_billing(actor: Actor, patient_id: int, what: str) -> Patien
     return patient
 
 
-def _spent_in_year(patient_id: int, year: int) -> int:
-    start, end = local_day_start(date(year, 1, 1)), local_day_start(date(year + 1, 1, 1))
-    paid, refunded = _paid_refunded_of(db.session.execute(
-        _ledger_statements()[2], {"b_patient": patient_id, "b_start": start, "b_end": end}).all())
-    return paid - refunded
-
-
 def regimen(patient: Patient, active_prescriptions: list[Prescription] | None = None) -> list[RegimenLine]:
     """The steady-state cost of each active prescription: a whole fill at the maintenance dose, capped to the
     formula's default BUD, the patient's usual delivery — and its monthly equivalent (total × 30 / days). (The
@@ -365,10 +364,12 @@ def regimen(patient: Patient, active_prescriptions: list[Prescription] | None = 
     return lines
 
 
-def _summary(patient: Patient, lines: list[RegimenLine], ledger: Ledger) -> CostSummary:
+def _summary(patient: Patient, lines: list[RegimenLine]) -> tuple[CostSummary, Ledger]:
+    """The cost figures and the ledger they come from (one statement for the money)."""
     monthly = sum(line.monthly_equivalent_cents or 0 for line in lines)
-    return CostSummary(monthly_equivalent_cents=monthly, spent_this_year_cents=_spent_in_year(patient.id, today().year),
-                       balance_cents=ledger.owed_cents, credit_cents=ledger.credit_cents)
+    ledger, spent = _ledger_and_year(patient.id, today().year)
+    return CostSummary(monthly_equivalent_cents=monthly, spent_this_year_cents=spent,
+                       balance_cents=ledger.owed_cents, credit_cents=ledger.credit_cents), ledger
 
 
 def patient_cost_summary(actor: Actor, patient_id: int, *,
@@ -377,8 +378,7 @@ def patient_cost_summary(actor: Actor, patient_id: int, *,
     `active_prescriptions`: the patient's active prescriptions with their formulas, oldest first, when the caller
     has them loaded already (the patient page) — otherwise read here."""
     patient = _require_patient_billing(actor, patient_id, "see a patient's costs")
-    ledger = patient_ledger(patient.id)
-    return _summary(patient, regimen(patient, active_prescriptions), ledger)
+    return _summary(patient, regimen(patient, active_prescriptions))[0]
 
 
 def _fill_lines(patient_id: int, page: int) -> tuple[list[FillLine], bool]:
@@ -444,11 +444,11 @@ def patient_costs(actor: Actor, patient_id: int, *, page: int = 1, for_payment: 
         audit.require(actor, Permission.RECORD_PAYMENT, what="record payments")
     patient = _require_patient_billing(actor, patient_id, "see a patient's costs")
     page = max(1, min(page, 10_000))
-    ledger = patient_ledger(patient.id)
     lines = regimen(patient)
+    summary, ledger = _summary(patient, lines)
     fills, has_next = _fill_lines(patient.id, page)
     audit.record(actor, "billing.view", patient_id=patient.id, entity=("patient", patient.id))
-    return PatientCosts(patient=patient, ledger=ledger, summary=_summary(patient, lines, ledger), regimen=lines,
+    return PatientCosts(patient=patient, ledger=ledger, summary=summary, regimen=lines,
                         fills=fills, payments=_payment_lines(patient.id), statement_years=statement_years(patient.id),
                         year=today().year, page=page, has_next=has_next)
 
