@@ -209,11 +209,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def process_peak_rss_mb(pid: int) -> float | None:
-    """VmHWM (peak RSS) of another process, from /proc."""
+def process_peak_rss_mb(pid: int, field: str = "VmHWM") -> float | None:
+    """VmHWM (peak RSS) of another process, from /proc; `field="VmRSS"` for its resident set now."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None

@@ -90,7 +90,9 @@ def pages() -> str:
                      f"-c{r['connections']} -d{r['duration_s']:g}s × {r['rounds']} rounds; adherence snapshot "
                      f"{r['adherence_snapshot']['rows']:,} rows; worker pids unchanged across all {runs} runs: "
                      f"{'yes' if not replaced else f'NO ({replaced})'}; web worker peak RSS "
-                     f"{', '.join(str(v) for v in r['worker_peak_rss_mb'])} MB (target ≤ 150)"
+                     f"{', '.join(str(v) for v in r['worker_peak_rss_mb'])} MB"
+                     + (f", after the runs {', '.join(str(v) for v in r['worker_rss_after_mb'])} MB"
+                        if r.get("worker_rss_after_mb") else "") + " (target ≤ 150)"
                      + (f"; {r['note']}" if r.get("note") else ""))
     return (md(["db", "page", "req/s", "of hello", "of fortunes", "of AF", "p50 ms", "p95 ms", "p99 ms",
                 "Python client p50 / p95 / p99", "one request ms", "load 1m", "target", "verdict"], rows)
