@@ -5,6 +5,7 @@ nothing here changes an order (opening one writes its audit event).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -25,6 +26,7 @@ from pharmacy.core.errors import NotFound
 from pharmacy.core.ids import valid_id
 from pharmacy.core.models import User
 from pharmacy.core.roles import Permission
+from pharmacy.core.rows import rows
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
@@ -101,11 +103,27 @@ def _queue_columns(changed_at: bool) -> list[Any]:
     return [*columns, Order.state_changed_at] if changed_at else columns
 
 
-def _page_ids(state: OrderState, offset: int, limit: int) -> sa.Subquery:
+def _page_ids(state: OrderState) -> sa.Subquery:
     """One page of a state's order ids, oldest first: a range of ix_orders_state_created, read for ids only (as
-    core.db.first_ids, with an offset)."""
-    stmt = sa.select(Order.id).where(Order.state == state).order_by(Order.created_at, Order.id).limit(limit)
-    return (stmt.offset(offset) if offset else stmt).subquery()
+    core.db.first_ids, with an offset); the page's offset and size are bound (`b_off_<state>`, `b_limit`)."""
+    return (sa.select(Order.id).where(Order.state == state).order_by(Order.created_at, Order.id)
+            .limit(sa.bindparam("b_limit", type_=sa.Integer))
+            .offset(sa.bindparam(f"b_off_{state.value}", type_=sa.Integer)).subquery())
+
+
+# The queue's statements, built once per process (the board is opened all day): the counts, and the rows of each
+# set of steps that have orders (at most 2 × 2⁶ shapes, with or without the time of the last change).
+_COUNTS = (sa.select(Order.state, sa.func.count()).where(Order.state.in_(QUEUE_ORDER)).group_by(Order.state))
+
+
+@functools.lru_cache(maxsize=128)
+def _rows_statement(states: tuple[OrderState, ...], changed_at: bool) -> sa.Select[Any]:
+    ids = sa.union_all(*[sa.select(_page_ids(s).c.id) for s in states]).subquery()
+    return (sa.select(*_queue_columns(changed_at)).join(ids, ids.c.id == Order.id)
+            .join(Prescription, Prescription.id == Order.prescription_id)
+            .join(Patient, Patient.id == Order.patient_id)
+            .join(Formula, Formula.id == Prescription.formula_id)
+            .order_by(Order.created_at, Order.id))
 
 
 def queue(actor: Actor, *, state: OrderState | None = None, page: int = 1, per_state: int = QUEUE_PAGE,
@@ -117,31 +135,22 @@ def queue(actor: Actor, *, state: OrderState | None = None, page: int = 1, per_s
     same index (ids only, LIMIT/OFFSET), and only those few orders are joined to their prescription, patient and
     formula — so a page costs the same with 300 open orders or 30,000."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see the order queue")
-    counts = {s: int(n) for s, n in db.session.execute(
-        sa.select(Order.state, sa.func.count()).where(Order.state.in_(QUEUE_ORDER)).group_by(Order.state)
-    ).all()}
+    counts = {s: int(n) for s, n in rows(_COUNTS)}
     shown = QUEUE_ORDER if state is None else [state]
     pages: dict[OrderState, int] = {}
     for s in shown:
         last = max(1, -(-counts.get(s, 0) // per_state))
         pages[s] = min(max(1, page), last) if s == state else 1
-    picked = [s for s in shown if counts.get(s)]
-    rows: list[QueueOrder] = []
+    picked = tuple(s for s in shown if counts.get(s))
+    listed: list[QueueOrder] = []
     if picked:
-        ids = sa.union_all(*[
-            sa.select(_page_ids(s, (pages[s] - 1) * per_state, per_state).c.id) for s in picked]).subquery()
-        rows = [QueueOrder(*row) for row in db.session.execute(
-            sa.select(*_queue_columns(changed_at)).join(ids, ids.c.id == Order.id)
-            .join(Prescription, Prescription.id == Order.prescription_id)
-            .join(Patient, Patient.id == Order.patient_id)
-            .join(Formula, Formula.id == Prescription.formula_id)
-            .order_by(Order.created_at, Order.id)
-        )]
+        params = {"b_limit": per_state, **{f"b_off_{s.value}": (pages[s] - 1) * per_state for s in picked}}
+        listed = [QueueOrder(*row) for row in rows(_rows_statement(picked, changed_at), params)]
     by_state: dict[OrderState, list[QueueOrder]] = {}
-    for order in rows:
+    for order in listed:
         by_state.setdefault(order.state, []).append(order)
-    audit.record_reads(actor, "order.queue", [order.patient_id for order in rows])
-    alerts = blocking_alerts_of(rows)
+    audit.record_reads(actor, "order.queue", [order.patient_id for order in listed])
+    alerts = blocking_alerts_of(listed)
     return [QueueGroup(state=s, count=counts.get(s, 0), orders=by_state.get(s, []), alerts=alerts, page=pages[s],
                        per_page=per_state)
             for s in shown]
@@ -168,6 +177,16 @@ def requested_by_words(request_row: sa.Row | None, creator: str | None) -> str:
     return f"{words}; approved by {creator}" if creator else words
 
 
+_ALERTS_OF = (
+    sa.select(ScreeningAlert.prescription_id, ScreeningAlert.order_id, ScreeningAlert.code, ScreeningAlert.severity,
+              ScreeningAlert.message, ScreeningAlert.resolved_at.is_not(None))
+    .where(ScreeningAlert.prescription_id.in_(sa.bindparam("b_rx_ids", expanding=True, type_=sa.Integer)),
+           ScreeningAlert.current.is_(True),
+           sa.or_(ScreeningAlert.order_id.is_(None),
+                  ScreeningAlert.order_id.in_(sa.bindparam("b_order_ids", expanding=True, type_=sa.Integer))))
+    .order_by(ScreeningAlert.id))
+
+
 def blocking_alerts_of(orders: list[QueueOrder]) -> dict[int, list[QueueAlert]]:
     """The stops standing in each order's way (a hard stop always; other stops until resolved), one query: what the
     queue shows in red beside the order, so a blocked order looks blocked before anyone opens it."""
@@ -176,12 +195,7 @@ def blocking_alerts_of(orders: list[QueueOrder]) -> dict[int, list[QueueAlert]]:
     rx_ids = {o.prescription_id for o in orders}
     order_ids = {o.id for o in orders}
     found = [QueueAlert(*row) for row in db.session.execute(
-        sa.select(ScreeningAlert.prescription_id, ScreeningAlert.order_id, ScreeningAlert.code,
-                  ScreeningAlert.severity, ScreeningAlert.message, ScreeningAlert.resolved_at.is_not(None))
-        .where(ScreeningAlert.prescription_id.in_(rx_ids), ScreeningAlert.current.is_(True),
-               sa.or_(ScreeningAlert.order_id.is_(None), ScreeningAlert.order_id.in_(order_ids)))
-        .order_by(ScreeningAlert.id)
-    )]
+        _ALERTS_OF, {"b_rx_ids": sorted(rx_ids), "b_order_ids": sorted(order_ids)})]
     by_order: dict[int, list[QueueAlert]] = {}
     by_rx: dict[int, list[QueueAlert]] = {}
     for a in found:

@@ -1,6 +1,7 @@
 """Sign-in and sign-out pages, plus what every template knows (pharmacy identity, navigation)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -108,10 +109,25 @@ def current_section(endpoint: str | None) -> str | None:
     return best
 
 
+_SENTINEL = 2147483647  # the largest id a route accepts: never a digit run of a route's fixed text
+
+
+def url_for_each(endpoint: str, key: str, **values: Any) -> Callable[[int], str]:
+    """For a list's links to one kind of page: url_for once, then each row's id set in the built URL.
+
+    Why: a page of 60 orders called url_for 60 times (~15 µs each, a good part of the list's rendering). The id is
+    an int and is written with int(), so nothing else can enter the URL."""
+    head, found, tail = url_for(endpoint, **{key: _SENTINEL}, **values).partition(str(_SENTINEL))
+    if not found:  # the id went into the query string in another form: build each one
+        return lambda value: url_for(endpoint, **{key: int(value)}, **values)
+    return lambda value: f"{head}{int(value)}{tail}"
+
+
 def init_app(app: Flask) -> None:
 
     auth.init_app(app)
     app.register_blueprint(admin_bp)
+    app.add_template_global(url_for_each)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

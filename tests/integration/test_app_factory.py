@@ -127,3 +127,21 @@ def _a_value(converter: object, integer: type, any_of: type) -> object:
     if isinstance(converter, any_of):
         return sorted(converter.items)[0]  # type: ignore[attr-defined]
     return "a b/é"
+
+
+def test_url_for_each_builds_what_url_for_builds(app: Flask) -> None:
+    """The list helper builds a page's URL once and sets each row's id in it: the same URLs as url_for, for ids of
+    every length, with the page's other values, and never anything but the integer."""
+    from flask import url_for
+
+    from pharmacy.core.views import url_for_each
+
+    with app.test_request_context("/"):
+        order_url = url_for_each("compounding.order", "order_id")
+        patient_url = url_for_each("patients.detail", "patient_id", _anchor="costs")
+        for value in (1, 7, 42, 2147483646, 2147483647):
+            assert order_url(value) == url_for("compounding.order", order_id=value)
+            assert patient_url(value) == url_for("patients.detail", patient_id=value, _anchor="costs")
+        assert order_url("12") == "/orders/12"
+        with pytest.raises(ValueError):
+            order_url("12/../../admin")
