@@ -184,8 +184,7 @@ def _clinical_tiles(view: TodayView) -> list[Tile]:
         methods = [method] if method else list(DeliveryMethod)
         return sum(int(counts.get((state, m), 0)) for m in methods)
 
-    open_requests = int(scalar(q.open_requests))
-    renewals = int(scalar(q.open_renewals))
+    open_requests, renewals = (int(n) for n in rows(q.open_requests_and_renewals)[0])
     queue = "compounding.queue"
     return [
         Tile("requests", "Refill requests waiting", open_requests, "refills.queue", attention=open_requests > 0),
@@ -299,10 +298,12 @@ class _Statements:
             sa.select(Order.state, Order.delivery_method, sa.func.count())
             .where(Order.state.in_([*QUEUE_STATES, OrderState.ON_HOLD]))
             .group_by(Order.state, Order.delivery_method))
-        self.open_requests = sa.select(sa.func.count()).select_from(RefillRequest).where(
-            RefillRequest.state.in_(OPEN_REQUEST_STATES))
-        self.open_renewals = sa.select(sa.func.count()).select_from(RenewalRequest).where(
-            RenewalRequest.state.in_(OPEN_RENEWALS))
+        # Both counts in one round trip (each along its (state, …) index).
+        self.open_requests_and_renewals = sa.select(
+            sa.select(sa.func.count()).select_from(RefillRequest)
+            .where(RefillRequest.state.in_(OPEN_REQUEST_STATES)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(RenewalRequest)
+            .where(RenewalRequest.state.in_(OPEN_RENEWALS)).scalar_subquery())
         first_requests = first_ids_of_each(RefillRequest.id, RefillRequest.state, OPEN_REQUEST_STATES,
                                            (RefillRequest.requested_at, RefillRequest.id), 5)
         self.oldest_requests = (
