@@ -410,8 +410,9 @@ def _today_statements(limit: int) -> _TodayStatements:
 def today_block(actor: Actor, *, limit: int = 5) -> TodayBlock | None:
     """For the Today page (dashboard): waiting e-prescriptions (patient, prescriber) and unprocessed faxes.
 
-    A fixed number of statements whatever the queue's length: one grouped count, two short lists read along
-    ix_erx_intake_state_received, one count of failed outbound messages. None for roles without clinical access."""
+    At most four statements whatever the queue's length: one grouped count, two short lists read along
+    ix_erx_intake_state_received (only when the count says they have rows), one count of failed outbound
+    messages. None for roles without clinical access."""
     if not actor.can(Permission.VIEW_CLINICAL):
         return None
     block = TodayBlock()
@@ -423,8 +424,11 @@ def today_block(actor: Actor, *, limit: int = 5) -> TodayBlock | None:
             block.documents_waiting += int(n)
         else:
             block.prescriptions_waiting += int(n)
-    block.prescriptions.extend(db.session.execute(q.first_prescriptions).scalars())
-    block.documents.extend(db.session.execute(q.first_documents).scalars())
+    # The lists only when the counts say they have rows (most visits: none waiting, no statement).
+    if block.prescriptions_waiting:
+        block.prescriptions.extend(db.session.execute(q.first_prescriptions).scalars())
+    if block.documents_waiting:
+        block.documents.extend(db.session.execute(q.first_documents).scalars())
     block.failed_messages = int(scalar(q.failed_messages))
     return block
 
