@@ -270,6 +270,12 @@ class _Statements:
     cache key) costs more Python than SQLite takes to run most of these, and Today is the page opened most."""
 
     def __init__(self) -> None:
+        self._outbox_and_alerts()
+        self._counts()
+        self._oldest()
+        self._running_out()
+
+    def _outbox_and_alerts(self) -> None:
         self.reminders_due = sa.select(sa.func.count()).select_from(OutboxMessage).where(
             OutboxMessage.state == OutboxState.PENDING,
             OutboxMessage.next_attempt_at >= sa.bindparam("b_start", type_=UTCDateTime()),
@@ -294,6 +300,8 @@ class _Statements:
                    sa.or_(ScreeningAlert.order_id.is_(None), open_order))
             .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
             .limit(sa.bindparam("b_limit", type_=sa.Integer)))
+
+    def _counts(self) -> None:
         self.order_counts = (
             sa.select(Order.state, Order.delivery_method, sa.func.count())
             .where(Order.state.in_([*QUEUE_STATES, OrderState.ON_HOLD]))
@@ -304,6 +312,8 @@ class _Statements:
             .where(RefillRequest.state.in_(OPEN_REQUEST_STATES)).scalar_subquery(),
             sa.select(sa.func.count()).select_from(RenewalRequest)
             .where(RenewalRequest.state.in_(OPEN_RENEWALS)).scalar_subquery())
+
+    def _oldest(self) -> None:
         first_requests = first_ids_of_each(RefillRequest.id, RefillRequest.state, OPEN_REQUEST_STATES,
                                            (RefillRequest.requested_at, RefillRequest.id), 5)
         self.oldest_requests = (
@@ -329,6 +339,8 @@ class _Statements:
             .join(first_renewals, first_renewals.c.id == RenewalRequest.id)
             .join(Patient, Patient.id == RenewalRequest.patient_id)
             .order_by(RenewalRequest.created_at, RenewalRequest.id))
+
+    def _running_out(self) -> None:
         # No alias of orders here: the outer query reads no order (an aliased() proxies every column of the table).
         open_order = sa.exists().where(Order.prescription_id == Prescription.id,
                                        Order.state.in_(reads.OPEN_ORDER_STATES))
