@@ -54,6 +54,7 @@ def _pages(app: Any) -> tuple[dict[str, list[str]], list[tuple[str, date]]]:
             "today": [url_for("dashboard.home")],
             "order queue": [url_for("compounding.queue")],
             "adherence report": [url_for("billing.adherence")],
+            "refill queue": [url_for("refills.queue")],
         }
         db.session.remove()
     return pages, tokens
