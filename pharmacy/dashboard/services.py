@@ -101,7 +101,8 @@ class FailedEmail(NamedTuple):
 @dataclass
 class TodayView:
     tiles: list[Tile] = field(default_factory=list)
-    alerts: list[AlertLine] = field(default_factory=list)
+    alerts: list[AlertLine] = field(default_factory=list)  # the oldest ALERT_LINES of them
+    alerts_count: int = 0  # every finding waiting for a pharmacist (one per prescription and code)
     requests: list[RequestLine] = field(default_factory=list)
     oldest_orders: list[OrderLine] = field(default_factory=list)
     running_out: list[RunningOut] = field(default_factory=list)
@@ -184,7 +185,7 @@ def _clinical_tiles(view: TodayView) -> list[Tile]:
         methods = [method] if method else list(DeliveryMethod)
         return sum(int(counts.get((state, m), 0)) for m in methods)
 
-    open_requests, renewals = (int(n) for n in rows(q.open_requests_and_renewals)[0])
+    open_requests, renewals, view.alerts_count = (int(n) for n in rows(q.open_requests_renewals_alerts)[0])
     queue = "compounding.queue"
     return [
         Tile("requests", "Refill requests waiting", open_requests, "refills.queue", attention=open_requests > 0),
@@ -195,8 +196,8 @@ def _clinical_tiles(view: TodayView) -> list[Tile]:
         Tile("pickup", "Ready for pickup", n(OrderState.READY, DeliveryMethod.PICKUP), queue, {"_anchor": "ready"}),
         Tile("ship", "Ready to ship", n(OrderState.READY, DeliveryMethod.SHIP), queue, {"_anchor": "ready"}),
         Tile("hold", "On hold", n(OrderState.ON_HOLD), queue, {"_anchor": "on_hold"}),
-        Tile("alerts", "Safety alerts for a pharmacist", len(view.alerts), "dashboard.home", {"_anchor": "alerts"},
-             attention=bool(view.alerts)),
+        Tile("alerts", "Safety alerts for a pharmacist", view.alerts_count, "dashboard.home", {"_anchor": "alerts"},
+             attention=bool(view.alerts_count)),
         Tile("renewals", "Renewals waiting on prescribers", renewals, "refills.queue", {"_anchor": "renewals"}),
     ]
 
@@ -265,6 +266,20 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
     return out
 
 
+def _open_alert_conditions() -> tuple[sa.ColumnElement[bool], ...]:
+    """A finding waiting for a pharmacist: current, unresolved, more than a warning, on an active (or held)
+    prescription, and about it or one of its orders in progress (the query joins prescriptions).
+
+    Spelled as ix_screening_alerts_open's condition (prescriptions/models.py) is: `= 1`, not SQLite's `IS 1` for
+    is_(True), and the literal 'warning', not a bound value — or the index cannot be used. Each alert's order is
+    looked up by key: the few open alerts, not a list of every open order built first."""
+    open_order = sa.exists().where(Order.id == ScreeningAlert.order_id, Order.state.in_(reads.OPEN_ORDER_STATES))
+    return (ScreeningAlert.current == sa.true(), ScreeningAlert.resolved_at.is_(None),
+            ScreeningAlert.severity != sa.bindparam("b_warning", Severity.WARNING, literal_execute=True),
+            Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
+            sa.or_(ScreeningAlert.order_id.is_(None), open_order))
+
+
 class _Statements:
     """Today's reads, built once per process with bind parameters: building a statement (its columns, joins,
     cache key) costs more Python than SQLite takes to run most of these, and Today is the page opened most."""
@@ -284,20 +299,13 @@ class _Statements:
             sa.select(OutboxMessage.id, OutboxMessage.kind, OutboxMessage.last_error)
             .where(OutboxMessage.state == OutboxState.FAILED)
             .order_by(OutboxMessage.id.desc()).limit(5))  # newest first, along ix_outbox_state_id
-        # Per alert, its order looked up by key: the few open alerts, not a list of every open order built first.
-        open_order = sa.exists().where(Order.id == ScreeningAlert.order_id, Order.state.in_(reads.OPEN_ORDER_STATES))
         self.alerts = (
             sa.select(Patient.id, Patient.last_name, Patient.first_name, Prescription.id, Prescription.rx_number,
                       ScreeningAlert.order_id, ScreeningAlert.code, ScreeningAlert.severity, ScreeningAlert.message)
             .select_from(ScreeningAlert)
             .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
             .join(Patient, Patient.id == Prescription.patient_id)
-            # The condition of ix_screening_alerts_open (prescriptions/models.py) spelled as it is there: `= 1`, not
-            # SQLite's `IS 1` for is_(True), and the literal 'warning', not a bound value — or the index is not used.
-            .where(ScreeningAlert.current == sa.true(), ScreeningAlert.resolved_at.is_(None),
-                   ScreeningAlert.severity != sa.bindparam("b_warning", Severity.WARNING, literal_execute=True),
-                   Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
-                   sa.or_(ScreeningAlert.order_id.is_(None), open_order))
+            .where(*_open_alert_conditions())
             .order_by(ScreeningAlert.order_id.is_(None), ScreeningAlert.created_at)
             .limit(sa.bindparam("b_limit", type_=sa.Integer)))
 
@@ -306,12 +314,17 @@ class _Statements:
             sa.select(Order.state, Order.delivery_method, sa.func.count())
             .where(Order.state.in_([*QUEUE_STATES, OrderState.ON_HOLD]))
             .group_by(Order.state, Order.delivery_method))
-        # Both counts in one round trip (each along its (state, …) index).
-        self.open_requests_and_renewals = sa.select(
+        # Three counts in one round trip, each along its index: open requests and renewals by state, and the
+        # findings waiting for a pharmacist (one per prescription and code, as the list shows them).
+        findings = (sa.select(ScreeningAlert.prescription_id, ScreeningAlert.code).distinct()
+                    .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
+                    .where(*_open_alert_conditions()).subquery())
+        self.open_requests_renewals_alerts = sa.select(
             sa.select(sa.func.count()).select_from(RefillRequest)
             .where(RefillRequest.state.in_(OPEN_REQUEST_STATES)).scalar_subquery(),
             sa.select(sa.func.count()).select_from(RenewalRequest)
-            .where(RenewalRequest.state.in_(OPEN_RENEWALS)).scalar_subquery())
+            .where(RenewalRequest.state.in_(OPEN_RENEWALS)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(findings).scalar_subquery())
 
     def _oldest(self) -> None:
         first_requests = first_ids_of_each(RefillRequest.id, RefillRequest.state, OPEN_REQUEST_STATES,

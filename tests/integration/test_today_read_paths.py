@@ -108,3 +108,28 @@ def test_the_open_alerts_are_read_along_their_partial_index(app_ctx: Flask, staf
         assert "no query solution" in str(exc)
     else:
         raise AssertionError("a bound 'warning' should not be able to use the partial index")
+
+
+def test_the_alerts_tile_counts_every_finding_not_just_the_lines_shown(app_ctx: Flask, staff: dict) -> None:
+    """Today lists the oldest 20 findings; its tile counts all of them (one per prescription and code, as listed),
+    so 22 waiting read 22, not 20 — and warnings, resolved or stale ones are not counted."""
+    from tests.factories import actor
+
+    w = world(staff)
+    at = now()
+    db.session.add_all([ScreeningAlert(prescription_id=w["rx"].id, code=f"stop-{i}", severity=Severity.OVERRIDABLE_STOP,
+                                       message=f"Stop {i}", created_at=at + timedelta(seconds=i)) for i in range(22)])
+    db.session.add_all([
+        ScreeningAlert(prescription_id=w["rx"].id, code="stop-0", severity=Severity.OVERRIDABLE_STOP,
+                       message="the same finding again", created_at=at),
+        ScreeningAlert(prescription_id=w["rx"].id, code="warn", severity=Severity.WARNING, message="w", created_at=at),
+        ScreeningAlert(prescription_id=w["rx"].id, code="done", severity=Severity.HARD_STOP, message="r",
+                       created_at=at, resolved_at=at),
+        ScreeningAlert(prescription_id=w["rx"].id, code="gone", severity=Severity.HARD_STOP, message="g",
+                       created_at=at, current=False),
+    ])
+    db.session.flush()
+    view = today_services.today_view(actor(staff["pharmacist"]))
+    tile = next(t for t in view.tiles if t.key == "alerts")
+    assert (tile.count, len(view.alerts), view.alerts_count) == (22, 20, 22)
+    assert [a.code for a in view.alerts][:2] == ["stop-0", "stop-1"]  # oldest first
