@@ -266,17 +266,21 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
     return out
 
 
-def _open_alert_conditions() -> tuple[sa.ColumnElement[bool], ...]:
+def _open_alert_conditions(*, joined: bool = True) -> tuple[sa.ColumnElement[bool], ...]:
     """A finding waiting for a pharmacist: current, unresolved, more than a warning, on an active (or held)
-    prescription, and about it or one of its orders in progress (the query joins prescriptions).
+    prescription, and about it or one of its orders in progress. `joined`: the query joins prescriptions; otherwise
+    each alert's prescription is looked up by key — a scalar subquery, so PostgreSQL cannot choose to hash every
+    active prescription (92,000 at chain scale, 9 ms) to count a hundred alerts.
 
     Spelled as ix_screening_alerts_open's condition (prescriptions/models.py) is: `= 1`, not SQLite's `IS 1` for
     is_(True), and the literal 'warning', not a bound value — or the index cannot be used. Each alert's order is
     looked up by key: the few open alerts, not a list of every open order built first."""
     open_order = sa.exists().where(Order.id == ScreeningAlert.order_id, Order.state.in_(reads.OPEN_ORDER_STATES))
+    status = Prescription.status if joined else (
+        sa.select(Prescription.status).where(Prescription.id == ScreeningAlert.prescription_id).scalar_subquery())
     return (ScreeningAlert.current == sa.true(), ScreeningAlert.resolved_at.is_(None),
             ScreeningAlert.severity != sa.bindparam("b_warning", Severity.WARNING, literal_execute=True),
-            Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
+            status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
             sa.or_(ScreeningAlert.order_id.is_(None), open_order))
 
 
@@ -317,8 +321,7 @@ class _Statements:
         # Three counts in one round trip, each along its index: open requests and renewals by state, and the
         # findings waiting for a pharmacist (one per prescription and code, as the list shows them).
         findings = (sa.select(ScreeningAlert.prescription_id, ScreeningAlert.code).distinct()
-                    .join(Prescription, Prescription.id == ScreeningAlert.prescription_id)
-                    .where(*_open_alert_conditions()).subquery())
+                    .where(*_open_alert_conditions(joined=False)).subquery())
         self.open_requests_renewals_alerts = sa.select(
             sa.select(sa.func.count()).select_from(RefillRequest)
             .where(RefillRequest.state.in_(OPEN_REQUEST_STATES)).scalar_subquery(),
