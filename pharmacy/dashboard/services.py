@@ -284,6 +284,17 @@ def _open_alert_conditions(*, joined: bool = True) -> tuple[sa.ColumnElement[boo
             sa.or_(ScreeningAlert.order_id.is_(None), open_order))
 
 
+def _oldest_of(model: Any, states: Any, time: Any, limit: int, columns: tuple[Any, ...],
+               *joins: tuple[Any, sa.ColumnElement[bool]]) -> sa.Select[Any]:
+    """The `limit` oldest rows of `model` in any of `states` (by `time`, then id): their ids picked along the
+    model's (state, time, id) index first (core.db.first_ids_of_each), then joined to what the list shows."""
+    first = first_ids_of_each(model.id, model.state, states, (time, model.id), limit)
+    stmt = sa.select(*columns).join(first, first.c.id == model.id)
+    for target, on in joins:
+        stmt = stmt.join(target, on)
+    return stmt.order_by(time, model.id)
+
+
 class _Statements:
     """Today's reads, built once per process with bind parameters: building a statement (its columns, joins,
     cache key) costs more Python than SQLite takes to run most of these, and Today is the page opened most."""
@@ -330,31 +341,23 @@ class _Statements:
             sa.select(sa.func.count()).select_from(findings).scalar_subquery())
 
     def _oldest(self) -> None:
-        first_requests = first_ids_of_each(RefillRequest.id, RefillRequest.state, OPEN_REQUEST_STATES,
-                                           (RefillRequest.requested_at, RefillRequest.id), 5)
-        self.oldest_requests = (
-            sa.select(RefillRequest.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
-                      RefillRequest.requested_at)
-            .join(first_requests, first_requests.c.id == RefillRequest.id)
-            .join(Prescription, Prescription.id == RefillRequest.prescription_id)
-            .join(Patient, Patient.id == RefillRequest.patient_id)
-            .order_by(RefillRequest.requested_at, RefillRequest.id))
-        first_orders = first_ids_of_each(Order.id, Order.state, QUEUE_STATES, (Order.created_at, Order.id), 8)
-        self.oldest_orders = (
-            sa.select(Order.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
-                      Order.state, Order.created_at)
-            .join(first_orders, first_orders.c.id == Order.id)
-            .join(Prescription, Prescription.id == Order.prescription_id)
-            .join(Patient, Patient.id == Prescription.patient_id)
-            .order_by(Order.created_at, Order.id))
-        first_renewals = first_ids_of_each(RenewalRequest.id, RenewalRequest.state, OPEN_RENEWALS,
-                                           (RenewalRequest.created_at, RenewalRequest.id), 5)
-        self.oldest_renewals = (
-            sa.select(RenewalRequest.id, Patient.id, Patient.last_name, Patient.first_name, RenewalRequest.reason,
-                      RenewalRequest.state)
-            .join(first_renewals, first_renewals.c.id == RenewalRequest.id)
-            .join(Patient, Patient.id == RenewalRequest.patient_id)
-            .order_by(RenewalRequest.created_at, RenewalRequest.id))
+        self.oldest_requests = _oldest_of(
+            RefillRequest, OPEN_REQUEST_STATES, RefillRequest.requested_at, 5,
+            (RefillRequest.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number,
+             RefillRequest.requested_at),
+            (Prescription, Prescription.id == RefillRequest.prescription_id),
+            (Patient, Patient.id == RefillRequest.patient_id))
+        self.oldest_orders = _oldest_of(
+            Order, QUEUE_STATES, Order.created_at, 8,
+            (Order.id, Patient.id, Patient.last_name, Patient.first_name, Prescription.rx_number, Order.state,
+             Order.created_at),
+            (Prescription, Prescription.id == Order.prescription_id),
+            (Patient, Patient.id == Prescription.patient_id))
+        self.oldest_renewals = _oldest_of(
+            RenewalRequest, OPEN_RENEWALS, RenewalRequest.created_at, 5,
+            (RenewalRequest.id, Patient.id, Patient.last_name, Patient.first_name, RenewalRequest.reason,
+             RenewalRequest.state),
+            (Patient, Patient.id == RenewalRequest.patient_id))
 
     def _running_out(self) -> None:
         # No alias of orders here: the outer query reads no order (an aliased() proxies every column of the table).
