@@ -15,6 +15,7 @@ import pypdfium2 as pdfium
 import pytest
 import sqlalchemy as sa
 import zxingcpp
+from playwright.sync_api import expect
 
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
@@ -309,10 +310,11 @@ def test_form_errors_are_plain_and_linked(live_server, page, staff, seeded) -> N
     assert "Missing data" not in text and "Not a valid" not in text
     assert "Enter the refills the prescriber wrote, 0 if none: a number from 0 to 99." in text
     assert "Choose the formula (form and strength)." in text
-    assert page.evaluate("document.activeElement.id") == "form-errors"  # read first
+    # app.js focuses the summary when the page has loaded, which may come after the summary is on screen: wait for it.
+    expect(summary).to_be_focused()  # read first
     look("7-plain-errors")
     summary.get_by_role("link", name=re.compile("Enter the refills the prescriber wrote")).click()
-    assert page.evaluate("document.activeElement.id") == "f-refills_authorized"
+    expect(page.locator("#f-refills_authorized")).to_be_focused()
     look.done()
 
 
@@ -381,6 +383,7 @@ def test_one_current_menu_item_and_the_audit_trail_by_name_in_local_time(live_se
     page.select_option("#user_id", label="Paula Pharmacist")
     page.select_option("#action", label="Patient records")
     page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*action=patient\."))  # the click starts the navigation; wait for it to land
     assert f"user_id={staff['pharmacist'].id}" in page.url and "action=patient." in page.url
     look("11-audit-filtered")
     look.done()
