@@ -6,12 +6,14 @@ when it runs as root with apt). The app runs in a thread on its own port, on the
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from werkzeug.serving import make_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -21,6 +23,9 @@ SCREENSHOTS = os.environ.get("SCREENSHOTS", "0") not in ("", "0")
 DEFERRED_BLOCKS_ARRIVED = "() => !document.querySelector('[data-fragment][aria-busy=true]')"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+# Playwright's auto-retrying assertions wait as long as the pages' actions do (their own default is 5 s: short for a
+# loaded CI machine).
+expect.set_options(timeout=15_000)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -114,3 +119,18 @@ def sign_in(page: Any, base: str, email: str, password: str) -> None:
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/")
+
+
+def shown(page: Any, *texts: str | re.Pattern[str], within: str = "main") -> str:
+    """The text of `within` once it shows every one of `texts`, the page loaded: after a click that submits a form or
+    follows a link.
+
+    Such a click may return before the next page is there (the old one is still shown), or once it has only begun to
+    arrive (half parsed, app.js not run yet): inner_text() reads whatever is there at that moment. `expect` retries until
+    the words appear, so they must be words the page before did not show (a flash message, the refusal); once they
+    are there the page is the new one, and the load waited for after them is its own."""
+    box = page.locator(within)
+    for text in texts:
+        expect(box).to_contain_text(text, use_inner_text=True)
+    page.wait_for_load_state("load")
+    return box.inner_text()

@@ -26,7 +26,7 @@ from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills import services as refill_services
 from pharmacy.refills.rules import RequestSource
 from pharmacy.workflows import refill_requests as refill_flow
-from tests.browser.conftest import ARTIFACTS, shot, sign_in
+from tests.browser.conftest import ARTIFACTS, shot, shown, sign_in
 from tests.browser.portal_checks import DESKTOP, PHONE, axe_violations
 from tests.conftest import PASSWORD
 from tests.demo_seeds import load_demo_seeds
@@ -229,11 +229,11 @@ def test_dispense_shows_the_balance_takes_the_payment_and_checks_the_bag(live_se
 
     page.fill("#f-bag_code", "RX999999-00")
     page.get_by_role("button", name="Dispense").click()
-    assert "not this order's bag" in _main(page) and "Find the bag labelled" in _main(page)
+    shown(page, "not this order's bag", "Find the bag labelled")  # the order page again, the refusal on it
     look("8-wrong-bag-refused")
     page.fill("#f-bag_code", code.lower())  # typed from under the barcode, in any case
     page.get_by_role("button", name="Dispense").click()
-    assert "Dispensed." in page.locator(".flash-success").inner_text()
+    expect(page.locator(".flash-success")).to_contain_text("Dispensed.")
     look("8-dispensed-after-scan")
     look.done()
 
@@ -252,7 +252,7 @@ def test_compounding_records_what_was_measured_and_the_capped_bud(live_server, p
     naltrexone.select_option(value=short_lot)  # expires in 60 days: the BUD is capped by it
     page.get_by_role("button", name="Plan the batch").click()
     quantities = page.locator("input[name=lot_qty]")
-    quantities.first.wait_for()  # the planned batch's page (count() alone does not wait for it)
+    shown(page, "Batch planned: make")  # the planned batch's page, all of it (count() alone does not wait for it)
     assert quantities.count() >= 2
     for i in range(quantities.count()):
         assert quantities.nth(i).input_value() == "" and quantities.nth(i).get_attribute("required") is not None
@@ -265,8 +265,10 @@ def test_compounding_records_what_was_measured_and_the_capped_bud(live_server, p
         quantities.nth(i).fill("1.2")
     page.fill("#f-quantity_made", "29")
     page.get_by_role("button", name="Record compounding").click()
-    assert "Compounding recorded" in page.locator(".flash-success").inner_text()
+    # The page before said "Batch planned" in the same place: wait for the words, not for the element.
+    expect(page.locator(".flash-success")).to_contain_text("Compounding recorded")
     page.get_by_role("link", name="Compounding record").click()
+    page.wait_for_url(re.compile(r".*/orders/\d+/record$"))
     capped = page.locator("#bud-capped").inner_text()
     assert "Capped by the expiry of" in capped and "P-558201" in capped and "180 days" in capped
     assert page.locator("tr", has_text="Dispensed").count() == 1
@@ -306,10 +308,9 @@ def test_form_errors_are_plain_and_linked(live_server, page, staff, seeded) -> N
     page.fill("#f-refills_authorized", "-1")
     page.get_by_role("button", name="Save and screen").click()
     summary = page.locator("#form-errors")
-    text = summary.inner_text()
+    text = shown(page, "Enter the refills the prescriber wrote, 0 if none: a number from 0 to 99.",
+                 "Choose the formula (form and strength).", within="#form-errors")
     assert "Missing data" not in text and "Not a valid" not in text
-    assert "Enter the refills the prescriber wrote, 0 if none: a number from 0 to 99." in text
-    assert "Choose the formula (form and strength)." in text
     # app.js focuses the summary when the page has loaded, which may come after the summary is on screen: wait for it.
     expect(summary).to_be_focused()  # read first
     look("7-plain-errors")
@@ -335,7 +336,7 @@ def test_the_birth_date_boxes_keep_what_was_typed_and_say_what_follows(live_serv
     phone.fill("#dob-day", str(dob.day))
     phone.fill("#dob-year", str(dob.year - 1))
     phone.get_by_role("button", name="Continue").click()
-    assert "4 attempt(s) left" in phone.locator("main").inner_text()
+    shown(phone, "4 attempt(s) left")  # the same address again, with the refusal
     look("7-dob-wrong-once", phone=True)
     phone.fill("#dob-month", "Sept")
     phone.fill("#dob-year", str(dob.year))
@@ -408,8 +409,10 @@ def test_outbox_names_and_who_asked_for_the_fill(live_server, live_app, page, st
     look("12-outbox-names")
     page.goto(f"{base}/refills")
     page.locator("tr", has_text="Whitaker, James").get_by_role("button", name="Approve").click()
+    expect(page.locator(".flash-success")).to_contain_text("Approved")  # done, before the next address is opened
     page.goto(f"{base}/patients/{seeded['whitaker']}")
     page.locator("#rx-" + str(seeded["whitaker_rx"]) + " a", has_text="Refill 3").click()
+    page.wait_for_url(re.compile(r".*/orders/\d+$"))
     history = page.locator("#requested-by").inner_text()
     assert "the patient, from their refill link; approved by Paula Pharmacist" in history, history
     look("12-order-requested-by-patient")
@@ -435,12 +438,13 @@ def test_reports_chart_receipt_totals_and_a_separate_refund(live_server, page, s
     assert not page.locator("#refund-amount").is_visible()  # behind its own step
     page.fill("#pay-amount", "20.00")
     page.get_by_role("button", name="Record payment").click()
+    page.wait_for_url(re.compile(r".*/costs#payments$"))  # the receipt links below are the new page's
     look("13-costs-paid")
     href = page.get_by_role("link", name=re.compile(r"R\d{4}-\d+")).first.get_attribute("href")
     receipt = " ".join(pdf_text(page.request.get(base + href).body()).split())
     assert "Fill total" in receipt and "Still owed on this fill" in receipt and "Account balance" in receipt, receipt
     page.locator("#record-refund summary").click()
-    assert page.locator("#refund-amount").is_visible()
+    expect(page.locator("#refund-amount")).to_be_visible()
     look("13-refund-opened")
     look.done()
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 
 from pharmacy.extensions import db
 from pharmacy.workflows import orders as order_flow
 from tests import factories
-from tests.browser.conftest import shot, sign_in
+from tests.browser.conftest import shot, shown, sign_in
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -98,12 +99,13 @@ def test_intake_hard_stop_then_override_then_order_to_dispensed(live_server, liv
     page.fill("#f-medications", "")
     page.fill("#f-conditions", "relapsing-remitting multiple sclerosis\nhepatitis C, treated 2019")
     page.get_by_role("button", name="Save details").click()
+    page.wait_for_url(patient_url)  # saved (opening another address at once could cut the form's post short)
     page.goto(rx_url)
     body = page.locator("main").inner_text()
     assert "Percocet" not in body.split("Fills")[0] and "liver" in body.lower()
     page.get_by_label(re.compile("Why it is acceptable")).fill("LFTs normal 2026-10; hepatologist cleared LDN")
     page.get_by_role("button", name="Override").click()
-    body = page.locator("main").inner_text()
+    body = shown(page, "your name, the time and the reason are recorded")  # the same address, shown again
     assert "LFTs normal" in body and "Paula Pharmacist" in body  # who and why, shown with the alert
     shot(page, "journey-1-override-recorded")
 
@@ -114,7 +116,7 @@ def test_intake_hard_stop_then_override_then_order_to_dispensed(live_server, liv
     page.get_by_role("button", name="Verify").click()
     # The lots come first (their expiries fix the BUD and the quantity to make), then what was measured.
     page.get_by_role("button", name="Plan the batch").click()
-    body = page.locator("main").inner_text()
+    body = shown(page, "Batch planned: make")  # the order's address again: its new state, all of it
     to_make = re.search(r"Make (\d+) capsules for (\d+) days", body)
     assert to_make, body
     assert page.input_value("#rec-qty-0") == "" and page.input_value("#f-quantity_made") == ""  # measured, not assumed
@@ -123,7 +125,7 @@ def test_intake_hard_stop_then_override_then_order_to_dispensed(live_server, liv
     page.fill("#f-quantity_made", to_make.group(1))
     shot(page, "journey-1b-batch-planned")
     page.get_by_role("button", name="Record compounding").click()
-    body = page.locator("main").inner_text()
+    body = shown(page, "Compounding recorded: lot")
     assert re.search(r"L\d{6}-\d{3}", body), "the batch got a lot number"
     _sign_out(page)
     sign_in(page, base, staff["pharmacist2"].email, PASSWORD)
@@ -131,10 +133,13 @@ def test_intake_hard_stop_then_override_then_order_to_dispensed(live_server, liv
     page.fill("#f-qc_notes", "10 capsules weighed: within 4% of target")
     page.get_by_role("button", name="Record the final check").click()
     page.get_by_role("button", name="Release").click()
-    bag = re.search(r"labelled (RX\d{6}-\d{2})", page.locator("#bag_code-hint").inner_text())
+    hint = page.locator("#bag_code-hint")
+    expect(hint).to_contain_text(re.compile(r"labelled RX\d{6}-\d{2}"))  # all of it, not the start of the page
+    bag = re.search(r"labelled (RX\d{6}-\d{2})", hint.inner_text())
     assert bag, "the dispense step names the bag to scan"
     page.fill("#f-bag_code", bag.group(1))  # as a scanner types it
     page.get_by_role("button", name="Dispense").click()
+    shown(page, "Dispensed.", within=".flashes")  # the order's address again; the page before said "Released"
     body = page.locator("main").inner_text()
     assert "Dispensed" in body or "dispensed" in body
     shot(page, "journey-2-dispensed")
@@ -165,6 +170,7 @@ def test_reminder_link_request_approve_pay_and_receipt(live_server, live_app, pa
     page.goto(f"{base}/outbox")
     shot(page, "journey-3-outbox")
     page.locator("tr", has_text="sent").filter(has_text="reminder").get_by_role("link").first.click()
+    page.wait_for_url(re.compile(r".*/outbox/\d+$"))
     text = page.locator("main").inner_text()
     link = re.search(r"https?://\S+/r/[A-Za-z0-9_\-.]+", text)
     assert link, "the reminder carries a one-click refill link"
@@ -180,10 +186,12 @@ def test_reminder_link_request_approve_pay_and_receipt(live_server, live_app, pa
     phone.fill("#dob-day", str(dob.day))
     phone.fill("#dob-year", str(dob.year))
     phone.get_by_role("button", name="Continue").click()
+    phone.wait_for_url(re.compile(r".*/refill$"))
     summary = phone.locator("main").inner_text()
     assert "$55.00" in summary and "Naltrexone 4.5 mg capsules" in summary
     shot(phone, "journey-3-patient-summary")
     phone.get_by_role("button", name=re.compile("Yes, make my refill")).click()
+    phone.wait_for_url(re.compile(r".*/requested$"))  # the page before showed the price too
     done = phone.locator("main").inner_text()
     assert "$55.00" in done
     shot(phone, "journey-3-patient-confirmed")
@@ -193,7 +201,7 @@ def test_reminder_link_request_approve_pay_and_receipt(live_server, live_app, pa
     page.goto(f"{base}/refills")
     assert "Grant" in page.locator("main").inner_text()
     page.get_by_role("button", name="Approve").first.click()
-    assert "approved" in page.locator("main").inner_text().lower()
+    shown(page, "Approved: order #")  # the queue's address again, saying it is done
     with live_app.test_request_context("/"):
         from pharmacy.compounding.models import Formula, Order
 
@@ -210,6 +218,7 @@ def test_reminder_link_request_approve_pay_and_receipt(live_server, live_app, pa
     shot(page, "journey-3-costs")
     page.fill("#pay-amount", "55.00")
     page.get_by_role("button", name="Record payment").click()
+    page.wait_for_url(re.compile(r".*/costs#payments$"))
     body = page.locator("main").inner_text()
     assert "recorded" in body.lower()
     shot(page, "journey-3-paid")

@@ -18,7 +18,7 @@ from pharmacy.reminders.models import OutboxMessage
 from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import renewals as renewal_flow
 from tests import factories
-from tests.browser.conftest import shot, sign_in
+from tests.browser.conftest import shot, shown, sign_in
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -61,8 +61,7 @@ def test_a_prescriber_confirms_the_npi_and_reads_the_request(live_server: Any, p
     _no_violations(page)
     page.get_by_label("Your NPI (10 digits)").fill("1234567893")
     page.get_by_role("button", name="Show the request").click()
-    page.wait_for_selector("text=Prescription renewal request")
-    text = page.inner_text("body")
-    assert "Margaret Ellison" in text and "Naltrexone 4.5 mg capsules" in text
+    # The NPI page has the same heading ("Prescription renewal request") and address: wait for the request's words.
+    shown(page, "Margaret Ellison", "Naltrexone 4.5 mg capsules", within="body")
     shot(page, "prescriber-renewal-request")
     _no_violations(page)

@@ -13,10 +13,12 @@ import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 import sqlalchemy as sa
 from icalendar import Calendar
+from playwright.sync_api import expect
 
 from pharmacy.autorefill import services as autorefill
 from pharmacy.extensions import db
@@ -28,7 +30,7 @@ from pharmacy.sms import delivery as sms_delivery
 from pharmacy.sms.models import ContactPreference
 from pharmacy.sms.transports import OutboxOnlySms
 from tests import factories
-from tests.browser.conftest import shot, sign_in
+from tests.browser.conftest import shot, shown, sign_in
 from tests.browser.portal_checks import PHONE, check_page
 from tests.conftest import PASSWORD
 from tests.portal_helpers import delivered_code, titrating_world
@@ -81,8 +83,11 @@ def _main(page: Any) -> str:
 
 
 def _nav(page: Any, name: str) -> None:
-    page.get_by_role("navigation", name="Your account").get_by_role("link", name=name, exact=True).click()
-    page.wait_for_load_state()
+    link = page.get_by_role("navigation", name="Your account").get_by_role("link", name=name, exact=True)
+    target = urljoin(page.url, link.get_attribute("href"))
+    assert target != page.url.split("#")[0], f"already on {target}: nothing to wait for"
+    link.click()
+    page.wait_for_url(target)  # wait_for_load_state() would return at once: the page shown now has loaded
 
 
 def _sign_in_with_code(page: Any, base: str, app: Any) -> None:
@@ -90,6 +95,7 @@ def _sign_in_with_code(page: Any, base: str, app: Any) -> None:
     page.wait_for_url("**/my/sign-in")
     check_page(page, "sign-in")
     page.get_by_role("button", name="Send me a code").click()  # nothing typed: the error state
+    expect(page.locator("#contact-error")).to_be_visible()  # the refused form is back (same address): check that one
     check_page(page, "sign-in-error")
     page.get_by_label("Your email address or mobile number").fill("margaret@example.com")
     page.get_by_role("button", name="Send me a code").click()
@@ -102,7 +108,7 @@ def _sign_in_with_code(page: Any, base: str, app: Any) -> None:
     page.get_by_label("Day", exact=True).fill(str(DOB.day))
     page.get_by_label("Year").fill(str(DOB.year))
     page.get_by_role("button", name="Sign in").click()
-    assert "tries left" in _main(page)
+    shown(page, "tries left")  # the same address again, with the refusal
     check_page(page, "code-error")
     page.get_by_label("The 6-digit code").fill(code)
     page.get_by_role("button", name="Sign in").click()
@@ -139,6 +145,7 @@ def test_a_patient_on_a_phone_signs_in_plans_refills_reports_and_chooses_texts(
     assert all(isinstance(d, date) and d >= date(2026, 11, 23) for d, _t, _x in events)
     # The private subscription address: shown once, then only that one exists.
     page.get_by_role("button", name="Make my private address").click()
+    shown(page, "Your new calendar address is ready")  # the calendar's address again, now with the new one
     feed_url = page.locator(".feed code").inner_text()
     assert re.fullmatch(rf"{re.escape(base)}/calendar/[\w-]+\.ics", feed_url)
     check_page(page, "calendar-feed")
@@ -164,8 +171,8 @@ def test_a_patient_on_a_phone_signs_in_plans_refills_reports_and_chooses_texts(
     check_page(page, "refill")
     page.get_by_label(re.compile("I will pick it up")).check()
     page.get_by_role("button", name="Yes, make my refill").click()
-    page.wait_for_url(re.compile(r".*/my/refill/\d+$"))
-    assert "We got your refill request" in _main(page) and "You have asked for this refill" in _main(page)
+    # The same address as the page before: wait for its words, not for the address.
+    shown(page, "We got your refill request", "You have asked for this refill")
     check_page(page, "refill-requested")
     with live_app.app_context():
         req = db.session.execute(sa.select(RefillRequest)).scalar_one()
@@ -189,21 +196,23 @@ def test_a_patient_on_a_phone_signs_in_plans_refills_reports_and_chooses_texts(
     page.get_by_label("Ship it to my address").check()
     page.get_by_label("State (2 letters)").fill("Illinois")
     page.get_by_role("button", name="Save").click()
+    expect(page.locator("#f-state-error")).to_be_visible()  # the refused form is back: check that one
     check_page(page, "delivery-error")
     page.get_by_label("State (2 letters)").fill("IL")
     page.get_by_role("button", name="Save").click()
-    assert "Your delivery choice is saved" in _main(page)
+    shown(page, "Your delivery choice is saved")
 
     # A side effect: trouble sleeping, for weeks now.
     _nav(page, "Side effects")
     check_page(page, "side-effects")
     page.get_by_role("button", name="Send to the pharmacist").click()  # nothing chosen: the error state
+    expect(page.locator("#effect-error")).to_be_visible()  # the refused form is back: check that one
     check_page(page, "side-effects-error")
     page.get_by_label("Trouble sleeping").check()
     page.get_by_label(re.compile("lasted more than two weeks")).check()
     page.get_by_label(re.compile("Anything else")).fill("Awake at 3 am most nights")
     page.get_by_role("button", name="Send to the pharmacist").click()
-    assert "The pharmacist will look at your report" in _main(page)
+    shown(page, "The pharmacist will look at your report")
     check_page(page, "side-effects-sent")
     with live_app.app_context():
         entry = db.session.execute(sa.select(SideEffectEntry)).scalar_one()
@@ -220,7 +229,7 @@ def test_a_patient_on_a_phone_signs_in_plans_refills_reports_and_chooses_texts(
     reports.scroll_into_view_if_needed()
     shot(desk, "portal-staff-today-side-effect")
     reports.get_by_role("button", name="Mark reviewed").click()
-    desk.wait_for_load_state()
+    desk.wait_for_url(re.compile(r".*/#patient-reports$"))  # Today again (wait_for_load_state() returns at once)
     assert desk.locator("#patient-reports").count() == 0
     staff_context.close()
 
@@ -230,31 +239,33 @@ def test_a_patient_on_a_phone_signs_in_plans_refills_reports_and_chooses_texts(
     check_page(page, "reminders")
     page.get_by_label("Your mobile number").fill(MOBILE)
     page.get_by_role("button", name="Text me a code").click()
-    page.wait_for_url(re.compile(r".*/my/reminders"))
-    assert "We sent a code by text" in _main(page)
+    shown(page, "We sent a code by text")  # the reminders' address again (waiting for the address returns at once)
     check_page(page, "reminders-code-sent")
     texted = _texted_code(live_app)
     page.get_by_label(re.compile("The code we texted")).fill(texted)
     page.get_by_role("button", name="Confirm my number").click()  # consent not ticked: refused, said why
-    assert "Tick the box" in _main(page) or "only text you if you agree" in _main(page)
+    shown(page, re.compile("Tick the box|only text you if you agree"))
     check_page(page, "reminders-consent-missing")
     # The code was not used up by the refusal: the same code again, with consent.
     page.get_by_label(re.compile("The code we texted")).fill(texted)
     page.get_by_label(re.compile("Yes, text me refill reminders")).check()
     page.get_by_role("button", name="Confirm my number").click()
-    assert "Your mobile number is confirmed" in _main(page)
+    shown(page, "Your mobile number is confirmed")
     check_page(page, "reminders-number-confirmed")
 
     # Switch to texts, and pause until mid-January.
     page.get_by_label("By text message", exact=True).check()
     page.get_by_role("button", name="Save my choices").click()
-    assert "Your reminder choices are saved" in _main(page)
+    shown(page, "Your reminder choices are saved")
     assert page.get_by_label("By text message", exact=True).is_checked()
     check_page(page, "reminders-texts")
     until = date(2027, 1, 15)
     page.get_by_label(re.compile("Pause reminders until")).fill(until.isoformat())
     page.get_by_role("button", name="Save my choices").click()
-    assert "Your reminder choices are saved" in _main(page)
+    # The page before said "saved" too: the new one is known by the pause it shows (an attribute, where the date
+    # typed above is only the box's value).
+    expect(page.locator("#paused_until")).to_have_attribute("value", until.isoformat())
+    shown(page, "Your reminder choices are saved")
     with live_app.app_context():
         pref = db.session.get(ContactPreference, world["patient_id"])
         assert pref.channel == "sms" and pref.paused_until == until and pref.sms_consent
@@ -325,7 +336,7 @@ def test_auto_refill_on_a_phone_then_skipped_from_its_email(live_server, live_ap
     _sign_in_with_code(page, base, live_app)
     page.goto(f"{base}/my/refill/{world['rx_id']}")
     page.get_by_role("button", name="Turn automatic refills on").click()
-    assert "Automatic refills are on for this medicine" in _main(page)
+    shown(page, "Automatic refills are on for this medicine")
     check_page(page, "auto-refill-on")
 
     clock.advance(timedelta(days=24))  # Thursday, December 17: the order-by date, 9 am in Chicago
@@ -342,7 +353,7 @@ def test_auto_refill_on_a_phone_then_skipped_from_its_email(live_server, live_ap
     assert "Skip your automatic refill?" in _main(tab)
     check_page(tab, "auto-refill-skip-link")
     tab.get_by_role("button", name="Skip this refill").click()
-    assert "Your automatic refill is cancelled" in _main(tab)
+    shown(tab, "Your automatic refill is cancelled")
     check_page(tab, "auto-refill-skipped")
     tab.goto(links[0][:-4] + "abcd")  # a damaged link: a plain page, no details
     assert "This link does not work" in _main(tab)
@@ -371,7 +382,7 @@ def test_the_pharmacy_enrols_auto_refill_and_reads_a_text_in_the_outbox(live_ser
     assert "Auto-refill: off" in block.inner_text()
     block.get_by_label("How the patient agreed").fill("by phone, Nov 23, spoke to Margaret")
     block.get_by_role("button", name="Start auto-refill").click()
-    page.wait_for_url(re.compile(rf".*/patients/{world['patient_id']}"))
+    page.wait_for_url(re.compile(rf".*/patients/{world['patient_id']}#auto-refill-{world['rx_id']}$"))
     block = page.locator(f"#auto-refill-{world['rx_id']}")
     assert "Auto-refill: on" in block.inner_text() and "spoke to Margaret" in block.inner_text()
     block.scroll_into_view_if_needed()
@@ -380,6 +391,7 @@ def test_the_pharmacy_enrols_auto_refill_and_reads_a_text_in_the_outbox(live_ser
     page.goto(f"{base}/outbox")
     row = page.locator("tr[data-outbox-id]", has=page.locator("[data-channel=sms]")).first
     row.get_by_role("link", name=re.compile("preview")).click()
+    page.wait_for_url(re.compile(r".*/outbox/\d+$"))
     assert page.locator("h1").inner_text().startswith("Text #")
     words = page.locator("#text-version").inner_text()
     assert "••••••" in words and not re.search(r"\d{6}", words)

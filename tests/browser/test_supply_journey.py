@@ -65,6 +65,7 @@ def _patient_page(browser: Any, base: str, app: Any, ids: tuple[int, int], name:
     phone.fill("#dob-day", str(DOB.day))
     phone.fill("#dob-year", str(DOB.year))
     phone.get_by_role("button", name="Continue").click()
+    phone.wait_for_url(re.compile(r".*/r/[^/]+/refill$"))  # the link's main page (a wrong date would stay put)
     text = " ".join(phone.locator("main").inner_text().split())
     shot(phone, name)
     context.close()
