@@ -73,9 +73,13 @@ def create(data: dict[str, Any]) -> Any:
 @blp.route("", methods=["GET"])
 @api_auth()
 @blp.response(200, QueueItemSchema(many=True))
-def queue() -> Any:
-    """The open refill requests, oldest first, with eligibility and the earliest dispense date."""
-    return refill_queue.queue(current_actor())
+@blp.paginate(page=1, page_size=refill_queue.QUEUE_PAGE, max_page_size=200)
+def queue(pagination_parameters: Any) -> Any:
+    """The open refill requests — patients already out of medicine first, then the oldest — with eligibility and
+    the earliest dispense date; `?page=2&page_size=50`, the total in the X-Pagination header."""
+    pagination_parameters.item_count = refill_queue.count_open()
+    return refill_queue.queue(current_actor(), page=pagination_parameters.page,
+                              per_page=pagination_parameters.page_size)
 
 
 @blp.route("/<int:request_id>/approve", methods=["POST"])

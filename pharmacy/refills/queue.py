@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
@@ -12,14 +13,13 @@ from sqlalchemy.orm import joinedload
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import today
-from pharmacy.core.db import first_ids
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills import rules, services
 from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest, RenewalRequest
-from pharmacy.refills.renewals import renewals_waiting
+from pharmacy.refills.renewals import count_renewals_waiting, renewals_waiting
 from pharmacy.refills.rules import RefillRequestState
 from pharmacy.supply import reads
 from pharmacy.supply.rules import Supply
@@ -43,31 +43,55 @@ class QueueItem:
         return (today() - self.out_since).days + 1 if self.out_since else 0
 
 
-def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
-    """Open requests with what the pharmacist needs to decide: patients already out of medicine first (longest
-    out first), then the oldest request first.
+QUEUE_PAGE = 50  # requests (and renewals) a page
 
-    A fixed number of queries whatever the length: requests with their prescriptions, patients and formulas;
-    the orders in progress; the renewals. Supply is read from the columns each prescription caches.
+
+def _order_of_decision(day: date) -> tuple[Any, ...]:
+    """Patients already out of medicine first, longest out first; then the oldest request first.
+
+    In SQL, so that every page follows it: sorting the first hundred oldest in Python put a patient who ran out
+    yesterday and asked this morning below a hundred older requests from patients who still hold medicine."""
+    out = Prescription.latest_run_out_date < day
+    return (sa.case((out, 0), else_=1), sa.case((out, Prescription.latest_run_out_date), else_=None),
+            RefillRequest.requested_at, RefillRequest.id)
+
+
+def count_open() -> int:
+    """Open requests, along the (state, requested_at, id) index."""
+    return db.session.execute(
+        sa.select(sa.func.count()).select_from(RefillRequest).where(RefillRequest.state.in_(OPEN_REQUEST_STATES))
+    ).scalar_one()
+
+
+def queue(actor: Actor, *, page: int = 1, per_page: int = QUEUE_PAGE) -> list[QueueItem]:
+    """One page of the open requests in the order a pharmacist decides them (see `_order_of_decision`), with what
+    is needed to decide each.
+
+    A fixed number of queries whatever the length: the page's ids (the order needs each request's prescription);
+    the requests with their prescriptions, patients and formulas; the orders in progress; the renewals. Supply is
+    read from the columns each prescription caches.
     """
     audit.require(actor, Permission.VIEW_CLINICAL, what="see refill requests")
-    first = first_ids(RefillRequest.id, RefillRequest.state.in_(OPEN_REQUEST_STATES),
-                      (RefillRequest.requested_at, RefillRequest.id), limit)
-    reqs = db.session.execute(
-        sa.select(RefillRequest).join(first, first.c.id == RefillRequest.id)
+    day = today()
+    ids = list(db.session.execute(
+        sa.select(RefillRequest.id).join(Prescription, Prescription.id == RefillRequest.prescription_id)
+        .where(RefillRequest.state.in_(OPEN_REQUEST_STATES)).order_by(*_order_of_decision(day))
+        .offset((_page_number(page) - 1) * per_page).limit(per_page)
+    ).scalars())
+    if not ids:
+        return []
+    position = {request_id: i for i, request_id in enumerate(ids)}
+    reqs = sorted(db.session.execute(
+        sa.select(RefillRequest).where(RefillRequest.id.in_(ids))
         .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient),
                  joinedload(RefillRequest.prescription).joinedload(Prescription.formula))
-        .order_by(RefillRequest.requested_at, RefillRequest.id)
-    ).unique().scalars().all()
-    if not reqs:
-        return []
+    ).unique().scalars(), key=lambda r: position[r.id])
     in_progress = reads.open_orders_of(r.prescription_id for r in reqs)
     renewal_ids = [r.renewal_id for r in reqs if r.renewal_id is not None]
     renewals = {}
     if renewal_ids:
         renewals = {x.id: x for x in db.session.execute(
             sa.select(RenewalRequest).where(RenewalRequest.id.in_(renewal_ids))).scalars()}
-    day = today()
     out = []
     for r in reqs:
         rx = r.prescription
@@ -80,9 +104,30 @@ def queue(actor: Actor, *, limit: int = 100) -> list[QueueItem]:
             out_since=current.out_since(day),
             renewal_reason=rules.renewal_reason(current, day) if elig.needs_renewal else None,
         ))
-    out.sort(key=lambda item: (item.out_since is None, item.out_since or day))
     audit.record_reads(actor, "refill.queue", [r.patient_id for r in reqs])
     return out
+
+
+def _page_number(page: int) -> int:
+    """1 … a million: a page number typed into the address is a number, not an offset the database overflows on."""
+    return min(max(page, 1), 1_000_000)
+
+
+@dataclass
+class Paged:
+    """Where a page sits in its list: the pager's numbers."""
+
+    count: int
+    page: int
+    per_page: int = QUEUE_PAGE
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.count // self.per_page))
+
+    @property
+    def first(self) -> int:
+        return (self.page - 1) * self.per_page + 1
 
 
 @dataclass
@@ -90,17 +135,22 @@ class QueuePage:
     items: list[QueueItem]
     renewals: list[RenewalRequest]
     recent: list[RefillRequest]  # the latest decisions, so an approval's order is one click away
+    requests_at: Paged
+    renewals_at: Paged
 
 
-def queue_page(actor: Actor, *, limit: int = 100, recent: int = 10) -> QueuePage:
-    """The dashboard's refill page: the queue, the renewals awaited and the latest decisions (bounded queries)."""
-    items = queue(actor, limit=limit)
-    renewals = renewals_waiting(actor, limit=limit)
+def queue_page(actor: Actor, *, page: int = 1, renewals_page: int = 1, recent: int = 10) -> QueuePage:
+    """The dashboard's refill page: a page of the queue, a page of the renewals awaited (50 each, with their
+    counts) and the latest decisions (bounded queries)."""
+    page, renewals_page = _page_number(page), _page_number(renewals_page)
+    items = queue(actor, page=page)
+    waiting = renewals_waiting(actor, limit=QUEUE_PAGE, offset=(renewals_page - 1) * QUEUE_PAGE)
     decided = list(db.session.execute(
         sa.select(RefillRequest).where(RefillRequest.state.in_([RefillRequestState.APPROVED,
                                                                 RefillRequestState.DECLINED]))
         .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient))
         .order_by(RefillRequest.decided_at.desc(), RefillRequest.id.desc()).limit(recent)
     ).unique().scalars())
-    audit.record_reads(actor, "refill.queue", audit.patient_ids_in(renewals, decided))
-    return QueuePage(items=items, renewals=renewals, recent=decided)
+    audit.record_reads(actor, "refill.queue", audit.patient_ids_in(waiting, decided))
+    return QueuePage(items=items, renewals=waiting, recent=decided, requests_at=Paged(count_open(), page),
+                     renewals_at=Paged(count_renewals_waiting(), renewals_page))

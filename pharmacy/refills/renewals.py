@@ -15,7 +15,7 @@ from sqlalchemy.orm import joinedload
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, today
-from pharmacy.core.db import chunks, first_ids, upsert_insert
+from pharmacy.core.db import chunks, upsert_insert
 from pharmacy.core.errors import Conflict, NotFound
 from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
@@ -155,11 +155,11 @@ def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
     db.session.flush()
 
 
-def renewals_waiting(actor: Actor, *, limit: int = 100) -> list[RenewalRequest]:
+def renewals_waiting(actor: Actor, *, limit: int = 100, offset: int = 0) -> list[RenewalRequest]:
     """Renewals still to send or still awaited from the prescriber, oldest first."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
-    first = first_ids(RenewalRequest.id, RenewalRequest.state.in_(OPEN_RENEWAL_STATES),
-                      (RenewalRequest.created_at, RenewalRequest.id), limit)
+    first = sa.select(RenewalRequest.id.label("id")).where(RenewalRequest.state.in_(OPEN_RENEWAL_STATES)).order_by(
+        RenewalRequest.created_at, RenewalRequest.id).offset(offset).limit(limit).subquery()
     return list(db.session.execute(
         sa.select(RenewalRequest).join(first, first.c.id == RenewalRequest.id)
         .options(joinedload(RenewalRequest.prescription).joinedload(Prescription.patient),
@@ -167,6 +167,13 @@ def renewals_waiting(actor: Actor, *, limit: int = 100) -> list[RenewalRequest]:
                  joinedload(RenewalRequest.prescription).joinedload(Prescription.formula))
         .order_by(RenewalRequest.created_at, RenewalRequest.id)
     ).unique().scalars())
+
+
+def count_renewals_waiting() -> int:
+    """Renewals to send or awaited, along the (state, created_at, id) index."""
+    return db.session.execute(
+        sa.select(sa.func.count()).select_from(RenewalRequest).where(RenewalRequest.state.in_(OPEN_RENEWAL_STATES))
+    ).scalar_one()
 
 
 @dataclass

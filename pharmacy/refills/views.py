@@ -194,7 +194,8 @@ def link_requested(token: str) -> Any:
 @staff_required
 def queue() -> Any:
     """Open refill requests oldest first, the renewals awaited, and the latest decisions."""
-    page = refill_queue.queue_page(current_actor())
+    page = refill_queue.queue_page(current_actor(), page=request.args.get("page", 1, type=int) or 1,
+                                   renewals_page=request.args.get("renewals_page", 1, type=int) or 1)
     return _render("refills/queue.html", page=page, too_soon_percent=settings().too_soon_percent, today=today())
 
 

@@ -245,6 +245,9 @@ def test_a_patient_who_has_run_out_is_told_so_and_listed_first(app: Flask, app_c
     queue = refill_queue.queue(w["pharmacist"])
     assert [item.patient.first_name for item in queue] == ["Margaret", "Otto"]  # out first, though asked last
     assert queue[0].out_since == s.out_since and queue[1].out_since is None
+    # The order is the database's, so every page keeps it: one a page, Margaret is still first.
+    assert [[i.patient.first_name for i in refill_queue.queue(w["pharmacist"], page=n, per_page=1)]
+            for n in (1, 2, 3)] == [["Margaret"], ["Otto"], []]
 
 
 def test_the_refill_page_and_the_queue_say_out_of_medicine_in_words(app: Flask, client: Any, staff: dict,

@@ -226,3 +226,31 @@ def test_the_queue_page_costs_the_same_queries_for_two_or_ten_requests(app: Flas
         page = text(client.get("/refills"))
     assert page.count("born ") == 9
     assert len(many) == len(few), "\n".join(many)
+
+
+def test_the_queue_pages_fifty_at_a_time_in_the_order_decided(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """53 open requests: 50 on the first page with the count, the rest on page 2; the API pages the same list."""
+    import json
+
+    from pharmacy.core import services as core_services
+
+    setup_requests(app, staff, extra=51)
+    login(client, staff["pharmacist"])
+    first = text(client.get("/refills"))
+    assert first.count("born ") == 50 and "53 open requests — showing 1–50." in first
+    assert 'href="/refills?page=2"' in client.get("/refills").get_data(as_text=True)
+    second = text(client.get("/refills?page=2"))
+    assert second.count("born ") == 3 and "showing 51–53" in second and "page 2 of 2" in second
+    shown = set(re.findall(r"Person\d+", first)) | set(re.findall(r"Person\d+", second))
+    assert len(shown) == 51  # every request once, none on both pages
+    far = client.get("/refills?page=99999999999999999999")
+    assert far.status_code == 200 and "No requests on page 1000000" in text(far)
+
+    with app.test_request_context("/"):
+        _, raw = core_services.issue_token(factories.actor(staff["pharmacist"]), staff["pharmacist"].id, "tests")
+        db.session.commit()
+    bearer = {"Authorization": f"Bearer {raw}"}
+    got = client.get("/api/v1/refill-requests?page=3&page_size=20", headers=bearer)
+    assert got.status_code == 200 and len(got.get_json()) == 13
+    assert json.loads(got.headers["X-Pagination"])["total"] == 53
+    assert client.get("/api/v1/refill-requests?page_size=500", headers=bearer).status_code == 422
