@@ -109,6 +109,7 @@ def main() -> None:
     p.add_argument("--profile", default="", help="a page name: cProfile its requests and print the top functions")
     p.add_argument("--sql", action="store_true", help="print each statement of one request with its time")
     p.add_argument("--callers", default="", help="with --profile: who calls the functions matching this pattern")
+    p.add_argument("--dump", default="", help="a folder: write each page's first answer there (<page>.html)")
     a = p.parse_args()
     bdb = common.prepare(a.db, a.patients, seed=a.seed, fresh=a.fresh)
     app = common.app_for(bdb, bdb.at(12))
@@ -138,6 +139,9 @@ def main() -> None:
         first = client.get(urls[0])
         if first.status_code != 200:
             raise SystemExit(f"{name}: {urls[0]} answered {first.status_code}")
+        if a.dump:
+            Path(a.dump).mkdir(parents=True, exist_ok=True)
+            (Path(a.dump) / f"{name.replace(' ', '-')}.html").write_bytes(first.get_data())
         with common.count_statements(engine) as statements:
             client.get(urls[0])
         if a.sql and name not in ("hello", "audited fortunes"):
