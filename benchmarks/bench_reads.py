@@ -12,6 +12,7 @@ each checkout against the same data (the bench database lives under instance/ben
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import statistics
@@ -97,7 +98,7 @@ def _profile(client: Any, urls: list[str], repeat: int, callers: str = "") -> No
     profiler.disable()
     stats = pstats.Stats(profiler).strip_dirs()
     stats.sort_stats("tottime").print_stats(25)
-    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("cumulative").print_stats(int(os.environ.get("PROFILE_LINES", "45")))
     if callers:
         stats.print_callers(callers)
 
