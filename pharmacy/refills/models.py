@@ -27,7 +27,9 @@ class RefillRequest(db.Model):
             sqlite_where=sa.text("state IN ('open', 'awaiting_renewal')"),
             postgresql_where=sa.text("state IN ('open', 'awaiting_renewal')"),
         ),
-        sa.Index("ix_refill_requests_state_requested", "state", "requested_at", "id"),
+        # Oldest first within a state (Today's list, the counts); ends with the prescription, so that the queue's
+        # order (patients out of medicine first) joins each open request to its prescription from the index alone.
+        sa.Index("ix_refill_requests_state_requested", "state", "requested_at", "id", "prescription_id"),
         # The queue page's "recently decided" list: ORDER BY decided_at DESC LIMIT n, read backwards from the end.
         sa.Index("ix_refill_requests_decided", "decided_at"),
     )

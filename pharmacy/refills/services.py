@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -37,8 +38,10 @@ from pharmacy.supply.rules import Supply, arrival_date
 OPEN_RENEWAL_STATES = renewals.OPEN_RENEWAL_STATES
 
 
-def eligibility(rx: Prescription, current: Supply, *, order_in_progress: bool, open_request: bool) -> rules.Eligibility:
-    """The patient's answer from facts already read (lists read them for many prescriptions at once)."""
+def eligibility(rx: Prescription | Any, current: Supply, *, order_in_progress: bool,
+                open_request: bool) -> rules.Eligibility:
+    """The patient's answer from facts already read (lists read them for many prescriptions at once): `rx` is the
+    prescription or a row with its `status`."""
     return rules.refill_eligibility(status=rx.status.value, supply=current, today=today(),
                                     order_in_progress=order_in_progress, open_request=open_request)
 

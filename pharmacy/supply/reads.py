@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
@@ -153,11 +153,29 @@ def blocking_alerts(rx_id: int, order_id: int | None = None) -> list[rx_rules.Al
 # ---- supply ---------------------------------------------------------------------------------------------
 
 
-def authorization(rx: Prescription) -> Authorization:
+class CachedSupply(Protocol):
+    """A prescription's columns the supply is worked out from: the ORM object, or those columns read as a row (a
+    list of fifty does not need fifty whole prescriptions)."""
+
+    @property
+    def days_supply(self) -> int: ...
+    @property
+    def refills_authorized(self) -> int: ...
+    @property
+    def expiry_date(self) -> date: ...
+    @property
+    def days_dispensed(self) -> int: ...
+    @property
+    def latest_run_out_date(self) -> date | None: ...
+    @property
+    def latest_days_supply(self) -> int | None: ...
+
+
+def authorization(rx: CachedSupply) -> Authorization:
     return Authorization(days_per_fill=rx.days_supply, refills=rx.refills_authorized, expiry_date=rx.expiry_date)
 
 
-def supply_of(rx: Prescription) -> Supply:
+def supply_of(rx: CachedSupply) -> Supply:
     """What the patient holds and what is left on `rx`, from the columns the prescription caches (no query)."""
     return rules.supply_from_cache(
         authorization(rx), days_dispensed=rx.days_dispensed or 0, dispensings=0, run_out=rx.latest_run_out_date,

@@ -473,7 +473,7 @@ def test_queue_queries_do_not_grow_with_the_number_of_requests(app_ctx: Flask, s
         items = refill_queue.queue_page(w["pharmacist"]).items
         assert len(items) == 8
         for item in items:  # what the page reads must already be loaded
-            _ = (item.patient.last_name, item.rx.formula.name, item.eligibility.code, item.refills_left)
+            _ = (item.patient.last_name, item.rx.formula_name, item.eligibility.code, item.refills_left)
     assert len(many) == len(few), many
 
 
