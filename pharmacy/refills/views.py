@@ -102,7 +102,6 @@ def _page_helpers() -> dict[str, Callable[..., Any]]:
         "patient_url": _Links(lambda: _optional_url("patients.detail", "patient_id")),
         "rx_url": _Links(lambda: _url_by_rule("/prescriptions/", "")),
         "replace_url": _Links(lambda: _url_by_rule("/prescriptions/", "/replace")),
-        "renewal_why": renewals.renewal_why,
     }
 
 
