@@ -56,6 +56,7 @@ def _pages(app: Any) -> tuple[dict[str, list[str]], list[tuple[str, date]]]:
             "order queue": [url_for("compounding.queue")],
             "adherence report": [url_for("billing.adherence")],
             "refill queue": [url_for("refills.queue")],
+            "money reports": [url_for("billing.reports")],
         }
         db.session.remove()
     return pages, tokens

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from pharmacy.billing import rules
 from pharmacy.billing.adherence import AdherenceReport, adherence_report, checked_window
-from pharmacy.billing.models import CostWindow, FillMonth, PatientBalance, RevenueMonth
+from pharmacy.billing.models import CostWindow, CostWindowTotal, FillMonth, PatientBalance, RevenueMonth
 from pharmacy.billing.pricing import MAX_ID, PriceRow, price_rows
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
@@ -163,20 +163,22 @@ def _patient_monthly(row: sa.Row, *, with_names: bool) -> PatientMonthly:
 
 def _average_cost(months: int, *, with_names: bool) -> AverageCost:
     """Each patient's monthly equivalent (their prices × 30 / their days, kept with their cost window), then the mean
-    across patients (half-up to the cent) — in one statement: the count and the sum of the period start's range of
-    ix_cost_windows_monthly, and its highest rows read from the top of the same index."""
+    across patients (half-up to the cent) — in one statement: the count and the sum kept for the period's start
+    (CostWindowTotal, one row), and the highest windows read from the top of ix_cost_windows_monthly."""
     start = _period_start(months)
     in_period = CostWindow.start_month == start
-    n = sa.select(sa.func.count()).select_from(CostWindow).where(in_period).scalar_subquery()
-    total = sa.select(sa.func.coalesce(sa.func.sum(CostWindow.monthly_cents), 0)).where(in_period).scalar_subquery()
+    kept = CostWindowTotal.start_month == start
+    n = sa.select(CostWindowTotal.patients).where(kept).scalar_subquery()
+    total = sa.select(CostWindowTotal.monthly_cents).where(kept).scalar_subquery()
     rows = db.session.execute(
         sa.select(CostWindow.patient_id.label("pid"), CostWindow.fills, CostWindow.price_cents, CostWindow.days_supply,
                   Patient.last_name, Patient.first_name, n.label("n"), total.label("total"))
         .join(Patient, Patient.id == CostWindow.patient_id).where(in_period)
-        .order_by(CostWindow.monthly_cents.desc(), CostWindow.patient_id).limit(ROWS_SHOWN)
+        # Both keys descending: the index read backwards from the top (a mixed order sorted the whole period).
+        .order_by(CostWindow.monthly_cents.desc(), CostWindow.patient_id.desc()).limit(ROWS_SHOWN)
     ).all()
-    count = int(rows[0].n) if rows else 0
-    total_cents = int(rows[0].total) if rows else 0
+    count = int(rows[0].n or 0) if rows else 0
+    total_cents = int(rows[0].total or 0) if rows else 0
     average = (2 * total_cents + count) // (2 * count) if count else 0
     highest = [PatientMonthly(r.pid, patient_label(r.pid, r.last_name, r.first_name, with_names=with_names),
                               int(r.fills), int(r.price_cents), int(r.days_supply)) for r in rows]

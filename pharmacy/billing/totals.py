@@ -4,7 +4,7 @@ Why: at chain scale (100,000 patients, ~1,000,000 fills) the Money page summed e
 and took seconds. The reports (billing/reports.py) now read small tables instead, each bounded by the report's
 period: a balance per patient (PatientBalance), revenue per month (RevenueMonth), fills per month and form
 (FillMonth, with PatientLastFill for "how many patients"), and each patient's fills from every possible report
-start on (CostWindow) for the average monthly cost.
+start on (CostWindow) for the average monthly cost, with each start's count and sum of those (CostWindowTotal).
 
 Where they are written: a session flush hook, so every change of an order or a payment made through the ORM keeps
 them, whoever makes it — a payment or refund (services._save), an order becoming a charge (released: ready), held,
@@ -29,7 +29,15 @@ import sqlalchemy as sa
 from sqlalchemy import event, orm
 
 from pharmacy.billing import rules
-from pharmacy.billing.models import CostWindow, FillMonth, PatientBalance, PatientLastFill, Payment, RevenueMonth
+from pharmacy.billing.models import (
+    CostWindow,
+    CostWindowTotal,
+    FillMonth,
+    PatientBalance,
+    PatientLastFill,
+    Payment,
+    RevenueMonth,
+)
 from pharmacy.billing.rules import PaymentKind
 from pharmacy.billing.services import charged_clause, is_charged_state, local_date_of, local_day_start
 from pharmacy.compounding.models import Formula, Order
@@ -206,16 +214,45 @@ def _monthly(price: Any, days: Any) -> Any:
 
 
 def _windows(conn: sa.Connection, windows: Mapping[tuple[date, int], list[int]]) -> None:
+    """Add the fills to the patients' cost windows, and move each start's count and sum (CostWindowTotal) by what
+    its windows did. The windows are locked first (the missing ones created empty), so the totals move by exactly
+    the difference their rows make, whoever else dispenses at the same time."""
     rows = [{"start_month": s, "patient_id": pid, "fills": n, "price_cents": p, "days_supply": d,
              "monthly_cents": (60 * p + d) // (2 * d) if d > 0 else 0}
             for (s, pid), (n, p, d) in sorted(windows.items()) if n or p or d]
     if not rows:
         return
     t = CostWindow.__table__
+    empty = [{"start_month": r["start_month"], "patient_id": r["patient_id"], "fills": 0, "price_cents": 0,
+              "days_supply": 0, "monthly_cents": 0} for r in rows]
+    conn.execute(upsert_insert(t, conn.dialect.name).on_conflict_do_nothing(
+        index_elements=["start_month", "patient_id"]), empty)
+    keys = [(r["start_month"], r["patient_id"]) for r in rows]
+    before = {(s, pid): (n, m) for s, pid, n, m in conn.execute(
+        sa.select(t.c.start_month, t.c.patient_id, t.c.fills, t.c.monthly_cents)
+        .where(sa.tuple_(t.c.start_month, t.c.patient_id).in_(keys)).with_for_update())}
     monthly = {"monthly_cents": lambda c, x: _monthly(c.price_cents + x.price_cents, c.days_supply + x.days_supply)}
     _upsert(conn, t, rows, ["start_month", "patient_id"], extra=monthly)
+    after = {(s, pid): (n, m) for s, pid, n, m in conn.execute(
+        sa.select(t.c.start_month, t.c.patient_id, t.c.fills, t.c.monthly_cents)
+        .where(sa.tuple_(t.c.start_month, t.c.patient_id).in_(keys)))}
+    moves: defaultdict[date, list[int]] = defaultdict(lambda: [0, 0])
+    for key in keys:
+        (n0, m0), (n1, m1) = _as_window(before.get(key)), _as_window(after.get(key))
+        moves[key[0]][0] += n1 - n0
+        moves[key[0]][1] += m1 - m0
+    _upsert(conn, CostWindowTotal.__table__, [{"start_month": s, "patients": n, "monthly_cents": m}
+                                              for s, (n, m) in sorted(moves.items()) if n or m], ["start_month"])
     if any(r["fills"] < 0 for r in rows):  # a dispensed fill taken back: a window left empty goes
         conn.execute(t.delete().where(t.c.fills <= 0, t.c.patient_id.in_({r["patient_id"] for r in rows})))
+
+
+def _as_window(found: tuple[int, int] | None) -> tuple[int, int]:
+    """(1, its monthly equivalent) for a window with fills, (0, 0) for an empty one: what it adds to its start's
+    count and sum."""
+    if found is None or found[0] <= 0:
+        return 0, 0
+    return 1, int(found[1])
 
 
 def _forms(conn: sa.Connection, rx_ids: Iterable[int]) -> dict[int, Form]:
@@ -322,6 +359,9 @@ def recomputed() -> dict[str, sa.Select]:
         sa.select(starts.c.s, Order.patient_id, sa.func.count(), price, days, _monthly(price, days))
         .select_from(Order).join(starts, Order.dispensed_on >= starts.c.s).where(dispensed)
         .group_by(starts.c.s, Order.patient_id))
+    windows = out["cost_windows"].subquery("windows")
+    out["cost_window_totals"] = (sa.select(windows.c.s, sa.func.count(), sa.func.sum(windows.c[5]))
+                                 .group_by(windows.c.s))
     if span is None:  # nothing paid or dispensed: no months
         nothing = sa.false()
         out["revenue_months"] = sa.select(RevenueMonth).where(nothing)
@@ -360,7 +400,7 @@ def recomputed() -> dict[str, sa.Select]:
 
 TABLES: dict[str, sa.Table] = {t.name: t for t in (PatientBalance.__table__, RevenueMonth.__table__,
                                                    FillMonth.__table__, PatientLastFill.__table__,
-                                                   CostWindow.__table__)}
+                                                   CostWindow.__table__, CostWindowTotal.__table__)}
 
 
 def _kept(name: str) -> sa.Select:
@@ -374,6 +414,8 @@ def _kept(name: str) -> sa.Select:
         "fill_months": lambda: sa.or_(c.fills != 0, c.price_cents != 0, c.days_supply != 0, c.patients_last != 0),
         "patient_last_fills": lambda: c.last_month.is_not(None),
         "cost_windows": lambda: c.start_month >= live_starts(today())[0],
+        "cost_window_totals": lambda: sa.and_(c.start_month >= live_starts(today())[0],
+                                              sa.or_(c.patients != 0, c.monthly_cents != 0)),
     }[name]()
     return sa.select(*t.c).where(meaning)
 
