@@ -6,11 +6,13 @@ request that was refused (the unit of work re-adds them after rolling back).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from flask import g, has_request_context, request
+from sqlalchemy.dialects import postgresql
 
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now
@@ -100,12 +102,29 @@ def record_reads(actor: Actor, action: str, patient_ids: Iterable[int], *, detai
     a list that shows nobody still leaves one event (without a patient), so the page costs the same either way."""
     base = _values(actor, action, patient_id=None, entity=None, outcome="ok", details=details)
     # The same event for each patient (one time, one address): built once and copied, not rebuilt per patient.
-    rows = [{**base, "patient_id": pid} for pid in dict.fromkeys(patient_ids)] or [base]
-    # One executemany, however many patients the page shows — on the table, not the ORM bulk path, whose
-    # per-row bookkeeping cost a 300-row queue ~5 ms for rows nobody reads back in the request.
-    db.session.execute(AuditEvent.__table__.insert(), rows)
+    ids = list(dict.fromkeys(patient_ids))
+    rows = [{**base, "patient_id": pid} for pid in ids] or [base]
+    if len(ids) > 1 and db.session.get_bind().dialect.name == "postgresql":
+        # One statement with the ids as an array: PostgreSQL ran an executemany as one INSERT per patient (Today's
+        # 50 rows: 3.5 ms; this: 1.6 ms).
+        db.session.execute(_insert_each_patient(), {**base, "b_ids": ids})
+    else:
+        # One executemany (SQLite runs it in-process) — on the table, not the ORM bulk path, whose per-row
+        # bookkeeping cost a 300-row queue ~5 ms for rows nobody reads back in the request.
+        db.session.execute(AuditEvent.__table__.insert(), rows)
     for values in rows:
         keep_after_rollback(AuditEvent, values)
+
+
+@functools.cache
+def _insert_each_patient() -> sa.Insert:
+    """INSERT … SELECT one event's values with unnest(:b_ids) as the patient (PostgreSQL), built once."""
+    t = AuditEvent.__table__
+    same = [c for c in t.c if c.name not in ("id", "patient_id")]
+    return t.insert().from_select(
+        [*(c.name for c in same), "patient_id"],
+        sa.select(*(sa.bindparam(c.name, type_=c.type) for c in same),
+                  sa.func.unnest(sa.bindparam("b_ids", type_=postgresql.ARRAY(sa.Integer)))))
 
 
 def record_reads_from(actor: Actor, action: str, patient_ids: sa.Select[Any], *,
