@@ -41,11 +41,12 @@ def nice_step(span: int, ticks: int = 4) -> int:
     return 10 * power  # pragma: no cover - the loop always returns
 
 
+LABEL_CHAR_PX = 8  # the axis labels' widest character at the chart's font size (13 px): digits, "$", ","
+
+
 def bar_chart(bars: Sequence[Bar], *, chart_id: str, title: str, description: str,
               axis_label: Callable[[int], str], width: int = 960, height: int = 300) -> Markup:
     """A vertical bar chart with a zero line, a few labelled grid lines and one <title> per bar."""
-    left, right, top, bottom = 72, 12, 16, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
     values = [b.value for b in bars] or [0]
     highest, lowest = max(max(values), 0), min(min(values), 0)
     step = nice_step(highest - lowest)
@@ -54,6 +55,11 @@ def bar_chart(bars: Sequence[Bar], *, chart_id: str, title: str, description: st
     if high == low:
         high = low + step
     span = high - low
+    ticks = [(tick, axis_label(tick)) for tick in range(low, high + 1, step)]
+    # Room for the widest axis label (a chain's "$8,000,000" was cut at the chart's left edge).
+    left = max(72, LABEL_CHAR_PX * max(len(label) for _, label in ticks) + 12)
+    right, top, bottom = 12, 16, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
 
     def y(value: int) -> int:
         return top + (high - value) * plot_h // span
@@ -64,14 +70,12 @@ def bar_chart(bars: Sequence[Bar], *, chart_id: str, title: str, description: st
                   'aria-labelledby="{tid} {did}" id="{cid}"><title id="{tid}">{title}</title><desc id="{did}">{desc}</desc>'
                   '<g class="grid">').format(w=width, h=height, tid=tid, did=did, cid=chart_id, title=title,
                                              desc=description)]
-    tick = low
-    while tick <= high:
+    for tick, label in ticks:
         ty = y(tick)
         out.append(Markup('<line class="axis" x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{stroke}" stroke-width="{sw}" '
                           'stroke-opacity="{so}"/><text x="{tx}" y="{ty}" text-anchor="end">{label}</text>').format(
             x1=left, x2=width - right, y=ty, stroke=MUTED, sw=2 if tick == 0 else 1, so="1" if tick == 0 else "0.35",
-            tx=left - 6, ty=ty + 4, label=axis_label(tick)))
-        tick += step
+            tx=left - 6, ty=ty + 4, label=label))
     out.append(Markup('</g><g class="bars">'))
     n = max(len(bars), 1)
     slot = plot_w // n

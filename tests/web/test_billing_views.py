@@ -360,3 +360,17 @@ def test_revenue_chart_in_a_real_browser(app: Flask, filled: dict[str, Any], clo
         finally:
             browser.close()
 
+
+
+def test_the_revenue_axis_has_room_for_a_chains_millions() -> None:
+    """$7–8 million a month (a chain's revenue) on the axis: every label fits left of the plot, none starts before
+    the chart's edge (72 px, the width for "$400", cut the millions off)."""
+    from pharmacy.billing.charts import revenue_chart
+    from pharmacy.billing.reports import MonthRevenue
+
+    months = [MonthRevenue(f"2026-{m:02d}", f"M{m}", 700_000_000 + m * 9_000_000, 0) for m in range(1, 13)]
+    svg = str(revenue_chart(months))
+    labels = re.findall(r'<text x="(\d+)" y="\d+" text-anchor="end">([^<]+)</text>', svg)
+    assert any(text == "$10,000,000" for _, text in labels), labels
+    for x, text in labels:  # each label ends at x; its characters are at most ~8 px wide at the chart's 13 px
+        assert int(x) - 8 * len(text) >= 0, (x, text)
