@@ -125,22 +125,25 @@ def first_ids(id_col: Any, where: Any, order: tuple[Any, ...], limit: int) -> An
     return sa.select(id_col.label("id")).where(where).order_by(*order).limit(limit).subquery()
 
 
-def first_ids_of_each(id_col: Any, state_col: Any, states: Any, order: tuple[Any, ...], limit: int) -> Any:
+def first_ids_of_each(id_col: Any, state_col: Any, states: Any, order: tuple[Any, ...], limit: Any,
+                      offset: Any = 0) -> Any:
     """first_ids for rows in any of several `states`, along an index on (state, *order): the first `limit` of each
     state read as its own ordered range, then the first `limit` of those — a few index entries per state.
 
     Why: `state IN (…) ORDER BY time LIMIT n` cannot be read in order from a (state, time) index, so the database
     reads every row of those states and sorts them (PostgreSQL took 4–9 ms a list at chain scale, fetching each
     row to sort it). Each member is wrapped in its own subquery: SQLite allows no ORDER BY/LIMIT on a member of a
-    UNION."""
+    UNION. `offset` pages on: each state's first offset + limit, then that page of the merged list."""
     keys = [o.label(f"k{i}") for i, o in enumerate(order)]
+    paged = not (isinstance(offset, int) and offset == 0)
     parts = []
     for state in states:
-        first = sa.select(id_col.label("id"), *keys).where(state_col == state).order_by(*order).limit(limit).subquery()
+        first = (sa.select(id_col.label("id"), *keys).where(state_col == state).order_by(*order)
+                 .limit(offset + limit if paged else limit).subquery())
         parts.append(sa.select(first.c.id, *(first.c[f"k{i}"] for i in range(len(order)))))
     merged = sa.union_all(*parts).subquery()
-    return (sa.select(merged.c.id).order_by(*(merged.c[f"k{i}"] for i in range(len(order)))).limit(limit)
-            .subquery())
+    listed = sa.select(merged.c.id).order_by(*(merged.c[f"k{i}"] for i in range(len(order)))).limit(limit)
+    return (listed.offset(offset) if paged else listed).subquery()
 
 
 IN_CHUNK = 5000  # ids per IN (…) list: SQLite allows 32,766 parameters a statement

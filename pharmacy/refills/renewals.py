@@ -16,7 +16,7 @@ from pharmacy.compounding.models import Formula
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, today
-from pharmacy.core.db import chunks, upsert_insert
+from pharmacy.core.db import chunks, first_ids_of_each, upsert_insert
 from pharmacy.core.errors import Conflict, NotFound
 from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
@@ -206,8 +206,8 @@ def renewals_waiting(actor: Actor, *, limit: int = 100, offset: int = 0) -> list
     """Renewals still to send or still awaited from the prescriber, oldest first: columns, not the four objects
     each (a page of fifty built 250 of them)."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
-    first = sa.select(RenewalRequest.id.label("id")).where(RenewalRequest.state.in_(OPEN_RENEWAL_STATES)).order_by(
-        RenewalRequest.created_at, RenewalRequest.id).offset(offset).limit(limit).subquery()
+    first = first_ids_of_each(RenewalRequest.id, RenewalRequest.state, OPEN_RENEWAL_STATES,
+                              (RenewalRequest.created_at, RenewalRequest.id), limit, offset)
     found = db.session.execute(
         sa.select(*_WAITING, *_WAITING_SUPPLY).join(first, first.c.id == RenewalRequest.id)
         .join(Prescription, Prescription.id == RenewalRequest.prescription_id)

@@ -56,6 +56,13 @@ def test_the_first_of_each_state_merged_are_the_first_of_all(app_ctx: Flask, sta
         assert ids(merged) == ids(plain), limit
         assert len(ids(merged)) == min(limit, db.session.execute(
             sa.select(sa.func.count()).select_from(Order).where(Order.state.in_(STATES))).scalar_one())
+    everything = list(db.session.execute(sa.select(Order.id).where(Order.state.in_(STATES))
+                                         .order_by(Order.created_at, Order.id)).scalars())
+    for limit, offset in ((7, 7), (7, 14), (10, 40), (25, 100)):  # pages on (the renewals' list): the same slice
+        page = first_ids_of_each(Order.id, Order.state, STATES, (Order.created_at, Order.id), limit, offset)
+        got = list(db.session.execute(sa.select(Order.id).join(page, page.c.id == Order.id)
+                                      .order_by(Order.created_at, Order.id)).scalars())
+        assert got == everything[offset:offset + limit], (limit, offset)
 
 
 def test_today_lists_the_oldest_orders_across_states(app_ctx: Flask, staff: dict) -> None:
