@@ -25,6 +25,7 @@ from pharmacy.core.context import today
 from pharmacy.core.errors import NotFound
 from pharmacy.core.ids import valid_id
 from pharmacy.core.models import User
+from pharmacy.core.paging import PageNumbers
 from pharmacy.core.roles import Permission
 from pharmacy.core.rows import rows
 from pharmacy.extensions import db
@@ -77,22 +78,13 @@ class QueueAlert(NamedTuple):
 
 
 @dataclass
-class QueueGroup:
+class QueueGroup(PageNumbers):
     state: OrderState
     count: int
     orders: list[QueueOrder]
     alerts: dict[int, list[QueueAlert]] = field(default_factory=dict)  # order id -> the stops that block it
     page: int = 1
     per_page: int = QUEUE_PAGE
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.count // self.per_page))
-
-    @property
-    def first(self) -> int:
-        """The place of this page's first order among the state's (1-based)."""
-        return (self.page - 1) * self.per_page + 1
 
 
 def _queue_columns(changed_at: bool) -> list[Any]:

@@ -213,19 +213,12 @@ def _add_oldest(view: TodayView) -> None:
     view.renewals = [RenewalLine(*row) for row in rows(q.oldest_renewals)]
 
 
-class RxSupplyLine(NamedTuple):
-    """What the call list reads of a prescription: its number and the supply columns it caches (reads.supply_of
-    takes these by name, as it takes a Prescription)."""
+class RxLine(NamedTuple):
+    """What the call list shows of a prescription (its supply is read from reads.SUPPLY_COLUMNS beside it)."""
 
     id: int
     rx_number: str
     latest_fill_number: int | None
-    days_supply: int
-    refills_authorized: int
-    expiry_date: date
-    days_dispensed: int
-    latest_run_out_date: date | None
-    latest_days_supply: int | None
 
 
 class PatientLine(NamedTuple):
@@ -239,7 +232,7 @@ class PatientLine(NamedTuple):
 class RunningOut:
     """A patient worth a call: their supply of one prescription ends soon, or already has."""
 
-    rx: RxSupplyLine
+    rx: RxLine
     patient: PatientLine
     run_out: date  # the last day covered
     out_since: date | None  # the first day without medicine, when already out
@@ -259,8 +252,8 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
     out = []
     for row in rows(_statements().running_out, {
             "b_from": day - timedelta(days=overdue_days), "b_to": day + timedelta(days=days), "b_limit": limit}):
-        rx, patient = RxSupplyLine(*row[:9]), PatientLine(*row[9:])
-        current = reads.supply_of(rx)  # the columns it reads, by name
+        rx, supply, patient = RxLine(*row[:3]), reads.SupplyColumns(*row[3:9]), PatientLine(*row[9:])
+        current = reads.supply_of(supply)
         assert current.run_out is not None
         out.append(RunningOut(rx=rx, patient=patient, run_out=current.run_out, out_since=current.out_since(day)))
     return out
@@ -366,9 +359,7 @@ class _Statements:
         open_request = sa.exists().where(
             RefillRequest.prescription_id == Prescription.id, RefillRequest.state.in_(OPEN_REQUEST_STATES))
         self.running_out = (
-            sa.select(Prescription.id, Prescription.rx_number, Prescription.latest_fill_number,
-                      Prescription.days_supply, Prescription.refills_authorized, Prescription.expiry_date,
-                      Prescription.days_dispensed, Prescription.latest_run_out_date, Prescription.latest_days_supply,
+            sa.select(Prescription.id, Prescription.rx_number, Prescription.latest_fill_number, *reads.SUPPLY_COLUMNS,
                       Patient.id, Patient.last_name, Patient.first_name, Patient.phone)
             .join(Patient, Patient.id == Prescription.patient_id)
             .where(Prescription.status == RxStatus.ACTIVE,

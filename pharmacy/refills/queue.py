@@ -16,6 +16,7 @@ from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import today
+from pharmacy.core.paging import PageNumbers
 from pharmacy.core.roles import Permission
 from pharmacy.core.rows import rows
 from pharmacy.extensions import db
@@ -189,20 +190,12 @@ def _page_number(page: int) -> int:
 
 
 @dataclass
-class Paged:
+class Paged(PageNumbers):
     """Where a page sits in its list: the pager's numbers."""
 
     count: int
     page: int
     per_page: int = QUEUE_PAGE
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.count // self.per_page))
-
-    @property
-    def first(self) -> int:
-        return (self.page - 1) * self.per_page + 1
 
 
 @dataclass

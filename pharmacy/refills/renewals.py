@@ -187,19 +187,7 @@ _WAITING = (RenewalRequest.id, RenewalRequest.state, RenewalRequest.created_at, 
             RenewalRequest.patient_id, Patient.last_name, Patient.first_name, Prescription.id,
             Prescription.rx_number, Formula.name, Prescriber.first_name, Prescriber.last_name, Prescriber.credentials,
             Prescriber.email, Prescriber.fax)
-_WAITING_SUPPLY = (RenewalRequest.reason, Prescription.days_supply, Prescription.refills_authorized,
-                   Prescription.expiry_date, Prescription.days_dispensed, Prescription.latest_run_out_date,
-                   Prescription.latest_days_supply)
-
-
-class _SupplyColumns(NamedTuple):
-    reason: str
-    days_supply: int
-    refills_authorized: int
-    expiry_date: date
-    days_dispensed: int
-    latest_run_out_date: date | None
-    latest_days_supply: int | None
+_WAITING_SUPPLY = (RenewalRequest.reason, *reads.SUPPLY_COLUMNS)
 
 
 def renewals_waiting(actor: Actor, *, limit: int = 100, offset: int = 0) -> list[WaitingRenewal]:
@@ -217,11 +205,7 @@ def renewals_waiting(actor: Actor, *, limit: int = 100, offset: int = 0) -> list
         .order_by(RenewalRequest.created_at, RenewalRequest.id)
     ).all()
     n = len(_WAITING)
-    out = []
-    for row in found:
-        supply = _SupplyColumns(*row[n:])
-        out.append(WaitingRenewal(*row[:n], why=why_of(supply.reason, supply)))
-    return out
+    return [WaitingRenewal(*row[:n], why=why_of(row[n], reads.SupplyColumns(*row[n + 1:]))) for row in found]
 
 
 def count_renewals_waiting() -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload
@@ -169,6 +169,21 @@ class CachedSupply(Protocol):
     def latest_run_out_date(self) -> date | None: ...
     @property
     def latest_days_supply(self) -> int | None: ...
+
+
+class SupplyColumns(NamedTuple):
+    """The CachedSupply columns read as a row, in SUPPLY_COLUMNS' order."""
+
+    days_supply: int
+    refills_authorized: int
+    expiry_date: date
+    days_dispensed: int
+    latest_run_out_date: date | None
+    latest_days_supply: int | None
+
+
+SUPPLY_COLUMNS = (Prescription.days_supply, Prescription.refills_authorized, Prescription.expiry_date,
+                  Prescription.days_dispensed, Prescription.latest_run_out_date, Prescription.latest_days_supply)
 
 
 def authorization(rx: CachedSupply) -> Authorization:
