@@ -210,7 +210,8 @@ def link_requested(token: str) -> Any:
 @bp.get("/refills")
 @staff_required
 def queue() -> Any:
-    """Open refill requests oldest first, the renewals awaited, and the latest decisions."""
+    """Open refill requests (patients out of medicine first, then the oldest; 50 a page, `?page=2`), the renewals
+    awaited (50 a page, `?renewals_page=2`), and the latest decisions."""
     page = refill_queue.queue_page(current_actor(), page=request.args.get("page", 1, type=int) or 1,
                                    renewals_page=request.args.get("renewals_page", 1, type=int) or 1)
     return _render("refills/queue.html", page=page, too_soon_percent=settings().too_soon_percent, today=today())
