@@ -38,19 +38,78 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class LiveServer:
+    """The app on a real server in a thread, ended so that no request of this test outlives it.
+
+    werkzeug's threaded server answers each connection in a thread of its own that `shutdown()` does not wait for: a
+    block the page fetched after it loaded (data-fragment) can still be running when the test ends, holding a
+    database connection that it hands back after the fixtures disposed the engine's pool — into a pool nobody holds,
+    where the connection is dropped unclosed and psycopg warns from the garbage collector during some later test
+    (CI failed so, once); on PostgreSQL its writes could also land after the tables were emptied for the next test.
+    So the server counts the requests under way, refuses new ones once it is ending (a kept-alive connection can
+    still carry one) and waits for the count to reach zero (tests/integration/test_live_server.py).
+    """
+
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self._under_way = 0
+        self._ending = False
+        self._paths: dict[object, str] = {}
+        self._quiet = threading.Condition()
+        self.server = make_server("127.0.0.1", 0, self._counted, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _counted(self, environ: dict, start_response: Any) -> Any:
+        from werkzeug.wrappers import Response
+
+        with self._quiet:
+            if self._ending:
+                return Response("the test server is stopping", status=503)(environ, start_response)
+            self._under_way += 1
+            key = object()
+            self._paths[key] = environ.get("PATH_INFO", "")
+        try:
+            body = self.app(environ, start_response)
+        except BaseException:
+            self._one_done(key)
+            raise
+        return self._until_sent(body, key)
+
+    def _until_sent(self, body: Any, key: object) -> Iterator[bytes]:
+        """The answer, counted as under way until its last byte is handed to the server — not until the server closes
+        it: after a POST werkzeug first drains the socket, and on a kept-alive connection that read waits for the
+        browser's next request or for it to let go."""
+        try:
+            yield from body
+        finally:
+            try:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()  # Flask ends a streamed answer's app context here
+            finally:
+                self._one_done(key)
+
+    def _one_done(self, key: object) -> None:
+        with self._quiet:
+            self._under_way -= 1
+            self._paths.pop(key, None)
+            self._quiet.notify_all()
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._quiet:
+            self._ending = True
+            if not self._quiet.wait_for(lambda: self._under_way == 0, timeout=30):
+                raise RuntimeError(f"{self._under_way} request(s) still under way 30 s after the test ended: "
+                                   f"{sorted(self._paths.values())}")
         self.server.shutdown()
         self.thread.join(timeout=5)
+        # The listening socket only: the server's own server_close() would also wait for every connection's thread,
+        # and a kept-alive one waits until the browser lets go.
+        self.server.socket.close()
 
 
 @pytest.fixture
@@ -62,8 +121,7 @@ def live_app(app_config: dict, clock: Any) -> Iterator[Any]:
     app = create_app({**app_config, "WTF_CSRF_ENABLED": True, "BASE_URL": "http://127.0.0.1"}, clock=clock)
     yield app
     with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
+        db.session.remove()  # the engine is the test database's one (tests/conftest.py): kept, not disposed
 
 
 @pytest.fixture
