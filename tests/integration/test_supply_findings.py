@@ -250,6 +250,33 @@ def test_a_patient_who_has_run_out_is_told_so_and_listed_first(app: Flask, app_c
             for n in (1, 2, 3)] == [["Margaret"], ["Otto"], []]
 
 
+def test_the_queue_puts_the_longest_out_first_then_everyone_else_by_when_they_asked(app: Flask, app_ctx: Flask,
+                                                                                   staff: dict, clock: Any) -> None:
+    """Two patients out of medicine (the longer out first, though both asked after the others), then a patient who
+    still holds medicine and one whose prescription was never filled, in the order they asked — on each page."""
+    def patient(first: str) -> dict[str, Any]:
+        return factories.world(staff, patient={"first_name": first, "last_name": "Queue",
+                                               "email": f"{first.lower()}@example.com"})
+
+    def filled(w: dict[str, Any]) -> None:
+        _make(w, order_flow.start_fill(w["technician"], w["rx"].id).id, _lot_ids(w["formula"]))
+
+    margaret, lena, hal, nora = patient("Margaret"), patient("Lena"), patient("Hal"), patient("Nora")
+    filled(margaret)  # day 0: out from day 30
+    clock.advance(timedelta(days=5))
+    filled(lena)  # day 5: out from day 35
+    clock.set(T0 + timedelta(days=30))
+    filled(hal)  # day 30: holds medicine to day 59
+    clock.set(T0 + timedelta(days=40))
+    for w in (hal, nora, lena, margaret):  # Hal asks first, Margaret last
+        refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
+        clock.advance(timedelta(minutes=5))
+    expected, pharmacist = ["Margaret", "Lena", "Hal", "Nora"], factories.actor(staff["pharmacist"])
+    assert [item.patient.first_name for item in refill_queue.queue(pharmacist)] == expected
+    assert [name for n in (1, 2, 3, 4) for name in
+            (i.patient.first_name for i in refill_queue.queue(pharmacist, page=n, per_page=1))] == expected
+
+
 def test_the_refill_page_and_the_queue_say_out_of_medicine_in_words(app: Flask, client: Any, staff: dict,
                                                                      clock: Any) -> None:
     from pharmacy.core import links
