@@ -132,13 +132,17 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def _globals() -> dict[str, Any]:
         cfg = settings()
+        # The signed-in user's role, read once: `current_user` is a proxy that looks the user up again on every
+        # attribute, and a page asks `can(...)` a few dozen times.
+        user = current_user._get_current_object() if current_user else None
+        role = user.role if user is not None and user.is_authenticated else None
         items = []
-        if current_user and current_user.is_authenticated:
+        if role is not None:
             section = current_section(request.endpoint)
             for label, endpoint, permission in NAV:
                 if endpoint.split(".")[0] not in current_app.blueprints:
                     continue
-                if permission is None or allows(current_user.role, permission):
+                if permission is None or allows(role, permission):
                     items.append(
                         {"label": label, "url": url_for(endpoint),
                          "active": endpoint == section}
@@ -148,7 +152,5 @@ def init_app(app: Flask) -> None:
             "pharmacy_phone": cfg.pharmacy_phone,
             "pharmacy_tz": str(cfg.timezone),
             "nav_items": items,
-            "can": lambda p: bool(
-                current_user and current_user.is_authenticated and allows(current_user.role, Permission(p))
-            ),
+            "can": lambda p: role is not None and allows(role, Permission(p)),
         }
