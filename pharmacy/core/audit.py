@@ -78,10 +78,14 @@ def patient_ids_in(*groups: Iterable[Any]) -> list[int]:
     found: dict[int, None] = {}
     for group in groups:
         for item in group or ():
-            for part in item if isinstance(item, tuple | sa.Row) else (item,):
-                pid = _patient_id_of(part)
-                if pid is not None:
-                    found[pid] = None
+            pid = _patient_id_of(item)  # a line that names its patient (a NamedTuple of columns too) is read as one
+            if pid is not None:
+                found[pid] = None
+            elif isinstance(item, tuple | sa.Row):
+                for part in item:
+                    pid = _patient_id_of(part)
+                    if pid is not None:
+                        found[pid] = None
     return list(found)
 
 

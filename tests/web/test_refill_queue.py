@@ -254,3 +254,20 @@ def test_the_queue_pages_fifty_at_a_time_in_the_order_decided(app: Flask, client
     assert got.status_code == 200 and len(got.get_json()) == 13
     assert json.loads(got.headers["X-Pagination"])["total"] == 53
     assert client.get("/api/v1/refill-requests?page_size=500", headers=bearer).status_code == 422
+
+
+def test_every_patient_the_renewals_list_shows_is_a_recorded_read(app: Flask, client: FlaskClient,
+                                                                  staff: dict) -> None:
+    """The renewals awaited are listed by name: each of their patients is a read of the refill page in the audit
+    trail, also on a page of requests that shows no one (the renewals were once listed without a read event)."""
+    from pharmacy.core.models import AuditEvent
+
+    d = setup_requests(app, staff)
+    chen = fetch(app, RenewalRequest, d["renewal_id"]).patient_id
+    login(client, staff["pharmacist"])
+    page = client.get("/refills?page=2")  # two requests: the second page of requests is empty, the renewals are not
+    assert page.status_code == 200 and "Chen" in text(page)
+    with app.app_context():
+        read = db.session.execute(sa.select(AuditEvent.patient_id).where(
+            AuditEvent.action == "refill.queue")).scalars().all()
+    assert read == [chen]
