@@ -116,8 +116,7 @@ def record_reads(actor: Actor, action: str, patient_ids: Iterable[int], *, detai
         # One executemany (SQLite runs it in-process) — on the table, not the ORM bulk path, whose per-row
         # bookkeeping cost a 300-row queue ~5 ms for rows nobody reads back in the request.
         db.session.execute(AuditEvent.__table__.insert(), rows)
-    for values in rows:
-        keep_after_rollback(AuditEvent, values)
+    keep_after_rollback(AuditEvent, *rows)
 
 
 @functools.cache
@@ -148,10 +147,11 @@ def record_reads_from(actor: Actor, action: str, patient_ids: sa.Select[Any], *,
          t.c.patient_id], values))
 
 
-def keep_after_rollback(model: type, values: dict[str, Any]) -> None:
-    """Rows (refusals, failed logins, wrong birth dates) that must be written even if the request rolls back."""
+def keep_after_rollback(model: type, *rows: dict[str, Any]) -> None:
+    """Rows (refusals, failed logins, wrong birth dates, a list page's reads) that must be written even if the
+    request rolls back."""
     if has_request_context():
-        g.setdefault(_KEEP, []).append((model, values))
+        g.setdefault(_KEEP, []).extend((model, values) for values in rows)
 
 
 def kept_after_rollback() -> list[tuple[type, dict[str, Any]]]:
