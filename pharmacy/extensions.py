@@ -8,6 +8,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_smorest import Api
+from flask_smorest.pagination import PaginationMetadataSchema
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from marshmallow import Schema, fields
@@ -70,6 +71,17 @@ class PharmacyApi(Api):
         self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
         self._app.register_blueprint(blp, **options)
         self._pending_docs.append((blp, name, parameters))
+
+    def _register_pagination_header(self) -> None:
+        # X-Pagination's value is JSON text (`{"total": 53, "total_pages": 3, …}`). flask-smorest documents it with a
+        # `schema` of type object, which OpenAPI reads as the "simple" style — `total,53,total_pages,3` — so a client
+        # (and schemathesis, which caught it) parsed the real header wrongly. A header whose value is a media type
+        # is documented with `content`.
+        self.spec.components.header("PAGINATION", {
+            "description": "Pagination metadata, as JSON: total, total_pages, first_page, last_page, page, "
+                           "previous_page, next_page.",
+            "content": {"application/json": {"schema": PaginationMetadataSchema}},
+        }, lazy=True)
 
     def _document_pending(self) -> None:
         self._documenting = True

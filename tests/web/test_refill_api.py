@@ -197,3 +197,25 @@ def test_services_and_api_agree_on_idempotency(app: Flask, client: FlaskClient, 
         db.session.commit()
     response = client.post(URL, json={"token": d["token"], "date_of_birth": DOB})
     assert response.status_code == 200 and response.get_json()["request"]["id"] == first
+
+
+def test_the_pagination_header_is_json_and_documented_as_json(app: Flask, client: FlaskClient, staff: dict) -> None:
+    """X-Pagination carries JSON text; the document says so (`content: application/json`), not an object `schema`,
+    which OpenAPI reads as `total,1,total_pages,1` — a client following the document misread the header."""
+    import json
+
+    d = setup(app, staff)
+    assert client.post(URL, json={"prescription_id": d["rx_id"]}, headers=d["technician"]).status_code == 201
+    listed = client.get(URL, headers=d["technician"])
+    meta = json.loads(listed.headers["X-Pagination"])
+    assert (meta["total"], meta["total_pages"], meta["page"]) == (1, 1, 1)
+
+    spec = client.get("/api/v1/openapi.json").get_json()
+    header = spec["components"]["headers"]["PAGINATION"]
+    assert "schema" not in header
+    documented = header["content"]["application/json"]["schema"]
+    name = documented["$ref"].rsplit("/", 1)[-1]
+    properties = spec["components"]["schemas"][name]["properties"]
+    assert set(meta) <= set(properties) and all(properties[k]["type"] == "integer" for k in meta)
+    assert spec["paths"]["/api/v1/refill-requests"]["get"]["responses"]["200"]["headers"]["X-Pagination"] == {
+        "$ref": "#/components/headers/PAGINATION"}
