@@ -69,16 +69,11 @@ def _per_count(per: str) -> Decimal:
 class Catalog:
     """The reference rows of one run, read back as plain values (call `load()` inside an app context)."""
 
-    def __init__(self, *, n_patients: int, seed: int, years: int, today: date, now: datetime, tz: Any,
+    def __init__(self, *, n_patients: int, seed: int, years: int, start: date, today: date, now: datetime, tz: Any,
                  password: str | None) -> None:
-        self.n_patients = n_patients
-        self.seed = seed
-        self.years = years
-        self.today = today
-        self.now = now
-        self.tz = tz
-        self.password = password
-        self.start = today - timedelta(days=365 * years)
+        # The run's own values (generator.Generator decides them, the history's first day included), not re-derived.
+        self.n_patients, self.seed, self.years, self.password = n_patients, seed, years, password
+        self.start, self.today, self.now, self.tz = start, today, now, tz
         self._quotes: dict[tuple[int, Decimal, DeliveryMethod, bool], tuple[int, int, int]] = {}
 
     def load(self) -> Catalog:

@@ -104,8 +104,8 @@ class Generator:
 
     def run(self) -> GenReport:
         t0 = _time.perf_counter()
-        self.catalog = Catalog(n_patients=self.n_patients, seed=self.seed, years=self.years, today=self.today,
-                               now=self.now, tz=self.tz, password=self.password).load()
+        self.catalog = Catalog(n_patients=self.n_patients, seed=self.seed, years=self.years, start=self.start,
+                               today=self.today, now=self.now, tz=self.tz, password=self.password).load()
         self.staff, self.formulas = self.catalog.staff, self.catalog.formulas
         self.created_credentials = self.catalog.created_credentials
         conn = db.session.connection()
