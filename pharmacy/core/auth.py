@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from flask import Flask, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
 
-from pharmacy.core import audit, sessions
+from pharmacy.core import audit, query_params, sessions
 from pharmacy.core.actor import ANONYMOUS, Actor, staff
 from pharmacy.core.context import now, settings
 from pharmacy.core.errors import NotAuthenticated
@@ -97,6 +97,7 @@ def api_auth(optional: bool = False) -> Callable[[F], F]:
                              details={"endpoint": request.endpoint}, survive_rollback=True)
                 raise NotAuthenticated("A valid API token is required (Authorization: Bearer <token>).")
             g.actor = actor or ANONYMOUS
+            query_params.refuse_unknown()
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
