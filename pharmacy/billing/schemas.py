@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from pharmacy.billing.pricing import MAX_ID, MAX_SHIPPING_CENTS
 from pharmacy.billing.rules import MAX_AMOUNT_CENTS, AmountInvalid, PaymentKind, PaymentMethod, parse_money
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core.schemas import BaseSchema, DecimalString, TrimmedString
+from pharmacy.core.schemas import BaseSchema, DecimalString, Flag, TrimmedString
 
 ID = {"validate": validate.Range(min=1, max=MAX_ID)}  # forms and query strings send text: "12"
 JSON_ID = {**ID, "strict": True}  # JSON bodies send numbers
@@ -101,7 +101,7 @@ class ReportArgs(BaseSchema):
 
 class BillingPriceListQuery(Schema):
     formula_id = fields.Integer(load_default=None, **ID)
-    include_retired = fields.Boolean(load_default=False)
+    include_retired = Flag(load_default=False)
 
 
 class BillingPriceEntryIn(Schema):
@@ -110,7 +110,7 @@ class BillingPriceEntryIn(Schema):
                              metadata={"description": 'Capsules or mL, as a string: "30", "45.5".'})
     days_supply = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=366))
     price_cents = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=MAX_AMOUNT_CENTS))
-    accept_out_of_band = fields.Boolean(load_default=False, metadata={
+    accept_out_of_band = Flag(load_default=False, metadata={
         "description": "Confirms a price whose monthly equivalent is outside the configured band."})
 
 

@@ -6,7 +6,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate, validates
 
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core.schemas import BaseSchema, BoundedDate, PastDate, TrimmedString, lines_to_list
+from pharmacy.core.schemas import BaseSchema, BoundedDate, Flag, PastDate, TrimmedString, lines_to_list
 from pharmacy.patients.rules import SideEffect
 
 NAME = validate.Length(min=1, max=80)
@@ -30,7 +30,7 @@ class PatientInSchema(BaseSchema):
     conditions = fields.List(LIST_ITEM, load_default=list, validate=validate.Length(max=30))
     medications = fields.List(LIST_ITEM, load_default=list, validate=validate.Length(max=50))
     allergies = fields.List(LIST_ITEM, load_default=list, validate=validate.Length(max=30))
-    reminders_opt_in = fields.Boolean(load_default=True)
+    reminders_opt_in = Flag(load_default=True)
     delivery_preference = fields.Enum(DeliveryMethod, by_value=True, load_default=DeliveryMethod.PICKUP)
     shipping_days = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(0, 14))
     notes = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=2000))
@@ -72,5 +72,5 @@ class PatientOutSchema(BaseSchema):
 class SideEffectInSchema(BaseSchema):
     effect = fields.Enum(SideEffect, by_value=True, required=True)
     noted_on = BoundedDate(load_default=None)
-    persistent = fields.Boolean(load_default=False)
+    persistent = Flag(load_default=False)
     note = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=1000))

@@ -109,3 +109,28 @@ def test_a_fraction_where_a_whole_number_belongs_is_a_422_not_truncated(app: Any
         assert db.session.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one() == before
     whole = client.post(f"{API}/patients", json={**body, "shipping_days": 2.0}, headers={"Authorization": f"Bearer {token}"})
     assert whole.status_code == 201, whole.get_data(as_text=True)  # a whole number written with a point is fine
+
+
+@pytest.mark.parametrize("opt_in", [0, 1, 1.0, [], {}])
+def test_a_number_where_a_yes_no_belongs_is_a_422_not_guessed(app: Any, client: FlaskClient, token: str,
+                                                              opt_in: object) -> None:
+    """Found by `make fuzz` (schemathesis, negative data): `"reminders_opt_in": 0` was read as "no reminders" and the
+    patient made. true/false (and a form's text) are read; nothing else is."""
+    from pharmacy.patients.models import Patient
+
+    body = {"first_name": "Bea", "last_name": "Flagg", "date_of_birth": "1970-01-01", "reminders_opt_in": opt_in}
+    with app.app_context():
+        before = db.session.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one()
+    response = client.post(f"{API}/patients", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["errors"]["json"] == {"reminders_opt_in": ["Not a valid boolean."]}
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one() == before
+    no = client.post(f"{API}/patients", json={**body, "reminders_opt_in": False}, headers={"Authorization": f"Bearer {token}"})
+    assert no.status_code == 201 and no.get_json()["reminders_opt_in"] is False
+
+
+def test_a_query_yes_no_is_still_read_from_text(client: FlaskClient, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get(f"{API}/billing/prices?include_retired=true", headers=headers).status_code == 200
+    assert client.get(f"{API}/billing/prices?include_retired=maybe", headers=headers).status_code == 422
