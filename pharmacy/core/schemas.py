@@ -129,7 +129,7 @@ class PastDate(BoundedDate):
 
 
 def lines_to_list(data: dict[str, Any], *names: str) -> dict[str, Any]:
-    """Textareas send one item per line; the API sends lists. Accept both."""
+    """A form's textareas send one item a line: the list the schema reads (the API sends lists)."""
     for name in names:
         value = data.get(name)
         if isinstance(value, str):

@@ -1,4 +1,8 @@
-"""Patient input and output, shared by the intake form and the API."""
+"""Patient input and output, shared by the intake form and the API.
+
+Lists (conditions, medications, allergies) are lists here: the form's one-item-a-line text is split by the form's
+view (patients/views.py), so a JSON client that sends `"allergies": "penicillin"` gets a 422, not a list guessed
+from its text (found by `make fuzz`)."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +10,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate, validates
 
 from pharmacy.compounding.rules import DeliveryMethod
-from pharmacy.core.schemas import BaseSchema, BoundedDate, Flag, PastDate, TrimmedString, lines_to_list
+from pharmacy.core.schemas import BaseSchema, BoundedDate, Flag, PastDate, TrimmedString
 from pharmacy.patients.rules import SideEffect
 
 NAME = validate.Length(min=1, max=80)
@@ -36,11 +40,9 @@ class PatientInSchema(BaseSchema):
     notes = TrimmedString(load_default=None, allow_none=True, validate=validate.Length(max=2000))
 
     @pre_load
-    def _lists(self, data: Any, **kwargs: Any) -> Any:
-        if isinstance(data, dict):
-            data = lines_to_list(dict(data), "conditions", "medications", "allergies")
-            if data.get("state"):
-                data["state"] = str(data["state"]).upper()
+    def _state_upper(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and data.get("state"):
+            data = {**data, "state": str(data["state"]).upper()}
         return data
 
     @validates("email")

@@ -12,6 +12,7 @@ from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import today
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
+from pharmacy.core.schemas import lines_to_list
 from pharmacy.dashboard import patient_page
 from pharmacy.patients import self_service, services
 from pharmacy.patients.models import Patient
@@ -33,8 +34,9 @@ def index() -> Any:
 
 
 def _values(form: MultiDict[str, str]) -> dict[str, Any]:
-    """The form as the schema wants it: an unticked checkbox sends nothing, which means "no"."""
-    data = form_values(form)
+    """The form as the schema wants it: an unticked checkbox sends nothing, which means "no"; the lists' textareas
+    hold one item a line."""
+    data = lines_to_list(form_values(form), "conditions", "medications", "allergies")
     data["reminders_opt_in"] = "true" if form.get("reminders_opt_in") else "false"
     return data
 

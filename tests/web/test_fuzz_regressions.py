@@ -134,3 +134,21 @@ def test_a_query_yes_no_is_still_read_from_text(client: FlaskClient, token: str)
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get(f"{API}/billing/prices?include_retired=true", headers=headers).status_code == 200
     assert client.get(f"{API}/billing/prices?include_retired=maybe", headers=headers).status_code == 422
+
+
+@pytest.mark.parametrize("field", ["allergies", "conditions", "medications"])
+def test_text_where_a_list_belongs_is_a_422_on_the_api(app: Any, client: FlaskClient, token: str, field: str) -> None:
+    """Found by `make fuzz`: `"allergies": "AAA"` was split into a list as if it came from the form's textarea."""
+    from pharmacy.patients.models import Patient
+
+    body = {"first_name": "Lia", "last_name": "Listes", "date_of_birth": "1970-01-01", field: "penicillin"}
+    with app.app_context():
+        before = db.session.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one()
+    response = client.post(f"{API}/patients", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["errors"]["json"] == {field: ["Not a valid list."]}
+    with app.app_context():
+        assert db.session.execute(sa.select(sa.func.count()).select_from(Patient)).scalar_one() == before
+    listed = client.post(f"{API}/patients", json={**body, field: ["penicillin"]},
+                         headers={"Authorization": f"Bearer {token}"})
+    assert listed.status_code == 201 and listed.get_json()[field] == ["penicillin"]
