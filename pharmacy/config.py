@@ -15,6 +15,7 @@ import holidays as holidays_lib
 
 from pharmacy.core.errors import ConfigError
 from pharmacy.core.npi import npi_is_valid
+from pharmacy.core.numbers import digits_only
 
 ENVIRONMENTS = ("development", "production", "testing")
 WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
@@ -161,7 +162,7 @@ def parse_twilio(env: Mapping[str, str]) -> TwilioSettings | None:
         raise ConfigError("TWILIO_AUTH_TOKEN must be set with TWILIO_ACCOUNT_SID (the account's auth token)")
     if from_number is None and service is None:
         raise ConfigError("set TWILIO_FROM_NUMBER (+15551234567) or TWILIO_MESSAGING_SERVICE_SID (MG…) for texts")
-    if from_number is not None and not (from_number.startswith("+") and from_number[1:].isdigit()
+    if from_number is not None and not (from_number.startswith("+") and digits_only(from_number[1:])
                                         and 8 <= len(from_number) <= 16):
         raise ConfigError(f"TWILIO_FROM_NUMBER={from_number!r} must be an E.164 number like +15551234567")
     if service is not None and not service.startswith("MG"):

@@ -27,6 +27,7 @@ from pharmacy.core.context import now, today
 from pharmacy.core.errors import Conflict, InvalidTransition, NotFound, ValidationFailed
 from pharmacy.core.ids import valid_id
 from pharmacy.core.models import User
+from pharmacy.core.numbers import digits_only
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
@@ -145,7 +146,7 @@ def record(actor: Actor, batch_id: int, *, lots: list[dict[str, Any]], quantity_
     measured: list[tuple[int, Decimal]] = []
     for i, item in enumerate(lots or [], start=1):
         lot_id = item.get("ingredient_lot_id") if isinstance(item, dict) else None
-        lot_id = int(lot_id) if isinstance(lot_id, str) and lot_id.strip().isdigit() else lot_id
+        lot_id = int(lot_id) if isinstance(lot_id, str) and digits_only(lot_id.strip()) else lot_id
         qty = _amount(item.get("quantity_used")) if isinstance(item, dict) else None
         if not valid_id(lot_id) or qty is None:
             errors["lots"] = f"Line {i}: choose the lot and enter the quantity used for the whole batch."

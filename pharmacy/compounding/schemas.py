@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, pre_load, validate, validates_schema
 
 from pharmacy.compounding.rules import TRANSITION_TARGETS, DeliveryMethod, OrderState, UspCategory
+from pharmacy.core.numbers import digits_only
 from pharmacy.core.schemas import BaseSchema, BoundedDate, DecimalString, TrimmedString
 from pharmacy.prescriptions.rules import Form
 from pharmacy.prescriptions.schemas import AlertOutSchema
@@ -66,7 +67,7 @@ class OrderTransitionSchema(BaseSchema):
                 lot_id = str(ids[i]).strip() if i < len(ids) else ""
                 qty = str(qtys[i]).strip() if i < len(qtys) else ""
                 if lot_id or qty:
-                    lots.append({"ingredient_lot_id": int(lot_id) if lot_id.isdigit() and len(lot_id) < 11 else lot_id,
+                    lots.append({"ingredient_lot_id": int(lot_id) if digits_only(lot_id) and len(lot_id) < 11 else lot_id,
                                  "quantity_used": qty or None})
             data["lots"] = lots
         return data

@@ -35,6 +35,7 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, today
 from pharmacy.core.errors import Conflict, Forbidden, InvalidTransition, ValidationFailed
 from pharmacy.core.ids import valid_id
+from pharmacy.core.numbers import digits_only
 from pharmacy.extensions import db
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription
@@ -115,7 +116,7 @@ def _amount(value: Any) -> Decimal | None:
 
 
 def _lot_id(value: Any) -> int | None:
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) < 11:
+    if isinstance(value, str) and digits_only(value.strip()) and len(value.strip()) < 11:
         value = int(value.strip())
     return value if valid_id(value) else None
 
@@ -305,7 +306,7 @@ def next_lot_number(day: Any) -> str:
     ).scalars()) + list(db.session.execute(
         sa.select(Batch.lot_number).where(Batch.lot_number >= low, Batch.lot_number < high)
     ).scalars())
-    sequence = max((int(n[8:]) for n in taken if n and n[8:].isdigit()), default=0) + 1
+    sequence = max((int(n[8:]) for n in taken if n and digits_only(n[8:])), default=0) + 1
     return rules.lot_number(day, sequence)
 
 

@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError
 from werkzeug.datastructures import MultiDict
 
 from pharmacy.core.messages import plain_errors
+from pharmacy.core.numbers import digits_only
 
 
 def form_values(form: MultiDict[str, str], list_fields: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def with_line_errors(errors: dict[str, list[str]]) -> dict[str, list[str]]:
     out = dict(errors)
     for key, messages in errors.items():
         base, _, index = key.rpartition(".")
-        if base and index.isdigit() and "." not in base:
+        if base and digits_only(index) and "." not in base:
             out.setdefault(base, []).extend(f"Line {int(index) + 1}: {m}" for m in messages)
     return out
 

@@ -5,6 +5,8 @@ Source: CMS, "Requirements for NPI check digit" — the 9 identifier digits are 
 """
 from __future__ import annotations
 
+from pharmacy.core.numbers import digits_only
+
 
 def npi_check_digit(first_nine: str) -> int:
     digits = [int(c) for c in "80840" + first_nine]
@@ -20,7 +22,7 @@ def npi_check_digit(first_nine: str) -> int:
 
 
 def npi_is_valid(npi: str | None) -> bool:
-    if npi is None or len(npi) != 10 or not npi.isdigit() or npi[0] not in "12":
+    if npi is None or len(npi) != 10 or not digits_only(npi) or npi[0] not in "12":
         return False
     return npi_check_digit(npi[:9]) == int(npi[9])
 

@@ -19,6 +19,7 @@ from flask import session
 
 from pharmacy.core.context import now, settings
 from pharmacy.core.models import StaffSession, User
+from pharmacy.core.numbers import digits_only
 from pharmacy.extensions import db
 
 SESSION_ID_KEY = "sid"
@@ -61,7 +62,7 @@ def load_user(user_key: str) -> User | None:
     """Flask-Login's user loader: the user only while this cookie's session row is open (one statement)."""
     user_id, _, version = user_key.partition(":")
     raw = session.get(SESSION_ID_KEY)
-    if not user_id.isdigit() or len(user_id) > 10 or not isinstance(raw, str) or not raw:
+    if not digits_only(user_id) or len(user_id) > 10 or not isinstance(raw, str) or not raw:
         return None
     oldest = now() - timedelta(hours=settings().session_max_hours)  # the absolute limit, on the server's side too
     user = db.session.execute(

@@ -17,6 +17,7 @@ from sqlalchemy.orm import joinedload
 from pharmacy.compounding.models import IngredientLot, Order, OrderIngredientLot
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
+from pharmacy.core.numbers import digits_only
 from pharmacy.core.roles import Permission
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
@@ -90,7 +91,7 @@ def _conditions(q: str) -> tuple[list[tuple[str, sa.ColumnElement[bool]]], list[
         found.append((f"Rx {number}", Patient.id.in_(
             sa.select(Prescription.patient_id).where(Prescription.rx_number == number))))
         understood.append("an Rx number")
-    digits = "".join(ch for ch in q if ch.isdigit())
+    digits = "".join(ch for ch in q if digits_only(ch))
     if not any(ch.isalpha() for ch in q) and 7 <= len(digits) <= 11:
         tail = digits[-10:] if len(digits) >= 10 else digits
         found.append(("phone", _digits(Patient.phone).like(f"%{tail}")))

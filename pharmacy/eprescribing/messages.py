@@ -16,6 +16,7 @@ from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, settings
 from pharmacy.core.errors import Conflict, NotFound
 from pharmacy.core.ids import valid_id
+from pharmacy.core.numbers import digits_only
 from pharmacy.core.roles import Permission
 from pharmacy.eprescribing import ncpdp
 from pharmacy.eprescribing.models import ErxDeliveryAttempt, ErxMessage, ErxPrescriberAddress
@@ -36,7 +37,7 @@ def pharmacy_identity() -> ncpdp.Pharmacy:
     parts = [p.strip() for p in cfg.pharmacy_address.split(",")]
     line1, city, state_zip = [*parts, "", "", ""][:3]
     state, _, postal = state_zip.partition(" ")
-    phone = "".join(c for c in cfg.pharmacy_phone if c.isdigit())
+    phone = "".join(c for c in cfg.pharmacy_phone if digits_only(c))
     return ncpdp.Pharmacy(ncpdp_id=erx_settings().pharmacy_ncpdp_id, npi=cfg.pharmacy_npi, name=cfg.pharmacy_name,
                           address_line1=line1, city=city, state=state[:2], postal_code=postal.strip()[:10], phone=phone)
 

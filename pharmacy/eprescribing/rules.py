@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from pharmacy.core.npi import npi_is_valid
+from pharmacy.core.numbers import digits_only
 from pharmacy.prescriptions.rules import DosingTime, Form, format_amount
 
 
@@ -229,7 +230,7 @@ def name_token(name: str | None) -> str:
 
 
 def zip5(postal_code: str | None) -> str:
-    digits = "".join(c for c in (postal_code or "") if c.isdigit())
+    digits = "".join(c for c in (postal_code or "") if digits_only(c))
     return digits[:5] if len(digits) >= 5 else ""
 
 
@@ -334,7 +335,7 @@ def _decimal(text: str | None) -> Decimal | None:
 
 def _whole(text: str | None, lo: int, hi: int) -> int | None:
     value = (text or "").strip()
-    if not value.isdigit() or len(value) > 6:
+    if not digits_only(value) or len(value) > 6:
         return None
     number = int(value)
     return number if lo <= number <= hi else None

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app
 
 from pharmacy.core.errors import ConfigError
+from pharmacy.core.numbers import digits_only
 
 KEY = "pharmacy.eprescribing"
 
@@ -49,7 +50,7 @@ def load(env: Mapping[str, Any], *, production: bool) -> ErxSettings:
         if production and parts.scheme != "https":
             raise ConfigError("NCPDP_INTERMEDIARY_URL must use https in production (messages carry patient data)")
     ncpdp_id = (env.get("NCPDP_PHARMACY_ID") or "1234567").strip()
-    if not (ncpdp_id.isdigit() and len(ncpdp_id) == 7):
+    if not (digits_only(ncpdp_id) and len(ncpdp_id) == 7):
         raise ConfigError(f"NCPDP_PHARMACY_ID={ncpdp_id!r} must be the pharmacy's seven-digit NCPDP ID")
     inbox_raw = (env.get("DOCUMENT_INBOX_DIR") or "").strip()
     inbox = Path(inbox_raw) if inbox_raw else None

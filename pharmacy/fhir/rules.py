@@ -25,6 +25,7 @@ from fhir.resources.R4B.practitioner import Practitioner
 from pydantic import ValidationError
 
 from pharmacy.core.errors import ValidationFailed
+from pharmacy.core.numbers import digits_only
 from pharmacy.eprescribing.rules import (
     WrittenMedication,
     WrittenPatient,
@@ -258,7 +259,7 @@ def reference_id(value: str, resource_type: str, name: str) -> int:
     text = value.strip()
     if text.startswith(f"{resource_type}/"):
         text = text[len(resource_type) + 1:]
-    if not text.isdigit() or len(text) > 10 or not 1 <= int(text) <= 2**31 - 1:
+    if not digits_only(text) or len(text) > 10 or not 1 <= int(text) <= 2**31 - 1:
         raise ValidationFailed(f"{name}: use {resource_type}/<id>.", fields={name: "Not a reference to a known id."})
     return int(text)
 

@@ -19,6 +19,7 @@ from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import settings
 from pharmacy.core.errors import NotFound, ValidationFailed
+from pharmacy.core.numbers import digits_only
 from pharmacy.core.roles import Permission
 from pharmacy.eprescribing.settings import erx_settings
 from pharmacy.extensions import db
@@ -53,7 +54,7 @@ def require_submitter(actor: Actor) -> None:
 
 def _id(value: Any) -> int:
     text = str(value)
-    if not text.isdigit() or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
+    if not digits_only(text) or len(text) > 10 or not 1 <= int(text) <= MAX_ID:
         raise NotFound("No such resource.")
     return int(text)
 
@@ -63,7 +64,7 @@ def _paging(args: Mapping[str, str], default_count: int) -> tuple[int, int]:
         raw = args.get(name)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit() or len(raw) > 6:
+        if not digits_only(raw) or len(raw) > 6:
             raise ValidationFailed(f"{name} must be a whole number.", fields={name: "Not a number."})
         return min(int(raw), hi)
 
@@ -218,7 +219,7 @@ def _search_patients(actor: Actor, args: Mapping[str, str], count: int, page: in
         stmt = stmt.where(Patient.id == rules.reference_id(args["_id"], "Patient", "_id"))
     if args.get("identifier"):
         system, value = rules.token_value(args["identifier"])
-        if system not in (None, rules.PATIENT_SYSTEM) or not value.isdigit() or len(value) > 10:
+        if system not in (None, rules.PATIENT_SYSTEM) or not digits_only(value) or len(value) > 10:
             stmt = stmt.where(sa.false())
         else:
             stmt = stmt.where(Patient.id == int(value))

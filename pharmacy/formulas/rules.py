@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from pharmacy.core.errors import Forbidden, ValidationFailed
+from pharmacy.core.numbers import digits_only
 
 # What a version records of the formula (besides its ingredients), and their labels for the change list.
 FIELDS: dict[str, str] = {
@@ -64,7 +65,7 @@ def clean_ingredients(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
             errors.append(f"Line {i}: an amount more than 0.")
         if unit not in INGREDIENT_UNITS:
             errors.append(f"Line {i}: the unit, one of {', '.join(INGREDIENT_UNITS)}.")
-        if not per or len(per) > 40 or not per[:1].isdigit():
+        if not per or len(per) > 40 or not digits_only(per[:1]):
             errors.append(f"Line {i}: the batch size the amount is for, e.g. \"100 capsules\" or \"100 mL\".")
         out.append({"name": name, "amount": str(amount) if amount is not None else "", "unit": unit, "per": per,
                     "salt_form": (str(row.get("salt_form") or "").strip() or None),

@@ -26,6 +26,7 @@ from flask.sessions import SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from pharmacy.core.errors import ConfigError
+from pharmacy.core.numbers import digits_only
 from pharmacy.extensions import limiter
 from pharmacy.ops import health, metrics
 
@@ -96,7 +97,7 @@ def init_app(app: Flask) -> None:
         app.session_interface = _NoSessionFor(app.session_interface, PATHS)
     metrics.install_request_hooks(app)
     raw = str(app.config.get("TRUSTED_PROXY_HOPS") or "0").strip()
-    if not raw.isdigit() or int(raw) > 5:
+    if not digits_only(raw) or int(raw) > 5:
         raise ConfigError(f"TRUSTED_PROXY_HOPS={raw!r} must be the number of proxies in front of gunicorn (0-5)")
     hops = int(raw)
     if hops > 0:

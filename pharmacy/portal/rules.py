@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from pharmacy.core.numbers import digits_only
+
 CODE_DIGITS = 6
 #: Wrong codes (or a right code with the wrong date of birth) before a code stops working: like a refill link.
 MAX_ATTEMPTS = 5
@@ -44,7 +46,7 @@ def code_for(secret: str, challenge_id: int, salt: str) -> str:
 
 def code_matches(expected: str, typed: str) -> bool:
     """Spaces and dashes people type ("123 456") are ignored; the comparison takes the same time either way."""
-    cleaned = "".join(ch for ch in typed if ch.isdigit())
+    cleaned = "".join(ch for ch in typed if digits_only(ch))
     return hmac.compare_digest(expected.encode(), cleaned.encode())
 
 

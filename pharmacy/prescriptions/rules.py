@@ -15,6 +15,7 @@ from itertools import pairwise
 
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.npi import npi_is_valid
+from pharmacy.core.numbers import digits_only
 
 
 class Form(StrEnum):
@@ -506,7 +507,7 @@ def titration_chart_rows(schedule: Sequence[ScheduledStep], form: Form) -> list[
 def validate_npi(npi: str | None) -> str:
     """A valid NPI, stripped of surrounding spaces, or a ValidationFailed that says what is wrong."""
     value = (npi or "").strip()
-    if len(value) != 10 or not value.isdigit():
+    if len(value) != 10 or not digits_only(value):
         msg = f"An NPI is exactly 10 digits, starting with 1 or 2 (got {value!r})."
     elif value[0] not in "12":
         msg = "An NPI starts with 1 or 2."

@@ -12,6 +12,7 @@ from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.errors import DomainError, ValidationFailed
 from pharmacy.core.forms import form_values, load
+from pharmacy.core.numbers import digits_only
 from pharmacy.inventory import settings
 from pharmacy.production import services
 from pharmacy.production.rules import SOURCE_LABELS, Source
@@ -71,7 +72,7 @@ def _lists() -> dict[str, Any]:
 
 def _render_new(formula_id: int | None, errors: dict[str, list[str]] | None = None, status: int = 200) -> Any:
     found = batches.candidates(current_actor(), formula_id)
-    chosen = {int(i) for i in request.form.getlist("order_ids") if i.isdigit()} if request.method == "POST" else set()
+    chosen = {int(i) for i in request.form.getlist("order_ids") if digits_only(i)} if request.method == "POST" else set()
     return render_template("production/batch_new.html", c=found, errors=errors or {}, chosen=chosen,
                            formula_id=formula_id), status
 

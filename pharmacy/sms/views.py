@@ -15,6 +15,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from pharmacy.core import audit
 from pharmacy.core.actor import ANONYMOUS
 from pharmacy.core.context import settings
+from pharmacy.core.numbers import digits_only
 from pharmacy.extensions import csrf
 from pharmacy.reminders import services as reminder_services
 from pharmacy.sms import delivery, services
@@ -60,7 +61,7 @@ def status() -> Any:
     if not sid or not state:
         abort(400, "MessageSid and MessageStatus are required.")
     raw_code = request.form.get("ErrorCode", "").strip()
-    services.handle_status(sid, state, int(raw_code) if raw_code.isdigit() else None)
+    services.handle_status(sid, state, int(raw_code) if digits_only(raw_code) else None)
     return Response(status=204)
 
 

@@ -28,6 +28,7 @@ from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.errors import Conflict, DomainError, Forbidden, ValidationFailed
 from pharmacy.core.forms import flatten
+from pharmacy.core.numbers import digits_only
 from pharmacy.core.roles import Permission
 from pharmacy.documents import services as documents
 from pharmacy.documents.models import Document
@@ -443,11 +444,11 @@ def _written_patient(p: Patient) -> WrittenPatient:
     return WrittenPatient(first_name=p.first_name, last_name=p.last_name, date_of_birth=p.date_of_birth, gender="U",
                           address_line1=p.address_line1 or "", address_line2=p.address_line2 or "", city=p.city or "",
                           state=p.state or "", postal_code=p.postal_code or "",
-                          phone="".join(c for c in (p.phone or "") if c.isdigit()))
+                          phone="".join(c for c in (p.phone or "") if digits_only(c)))
 
 
 def _written_prescriber(doc: Prescriber) -> WrittenPrescriber:
-    digits = lambda s: "".join(c for c in (s or "") if c.isdigit())  # noqa: E731
+    digits = lambda s: "".join(c for c in (s or "") if digits_only(c))  # noqa: E731
     return WrittenPrescriber(npi=doc.npi, first_name=doc.first_name, last_name=doc.last_name,
                              suffix=doc.credentials or "", phone=digits(doc.phone), fax=digits(doc.fax),
                              email=doc.email or "")

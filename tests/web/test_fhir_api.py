@@ -118,7 +118,8 @@ def test_a_dispensing_says_which_fill_it_draws_from_and_whether_it_is_a_part(app
 
 
 @pytest.mark.parametrize("url", ["/fhir/Patient/999999", "/fhir/Patient/abc", "/fhir/MedicationRequest/0",
-                                 "/fhir/MedicationDispense/99999999999999999999"])
+                                 "/fhir/MedicationDispense/99999999999999999999", "/fhir/Patient/%C2%B2",
+                                 "/fhir/Patient/%D9%A3"])  # "²" and "٣": digits to str.isdigit(), no id here
 def test_unknown_ids_are_404_operation_outcomes(client, world, token, url) -> None:
     OperationOutcome.model_validate(get(client, url, token, status=404))
 
@@ -160,7 +161,8 @@ def test_search_by_patient_status_and_date_with_paging(app, client, world, token
 
 
 @pytest.mark.parametrize("query", ["status=bogus", "authoredon=yesterday", "patient=Group/1", "_count=x",
-                                   "unknown=1", "authoredon=ne2026-01-01", "authoredon=2026-02-30"])
+                                   "unknown=1", "authoredon=ne2026-01-01", "authoredon=2026-02-30", "_count=%C2%B2",
+                                   "patient=Patient/%C2%B2"])
 def test_bad_search_parameters_are_422_naming_them(client, world, token, query) -> None:
     outcome = OperationOutcome.model_validate(get(client, f"/fhir/MedicationRequest?{query}", token, status=422))
     assert outcome.issue[0].code == "invalid"
