@@ -22,6 +22,7 @@ from pharmacy.core.clock import local_date
 from pharmacy.core.context import settings
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.roles import Permission
+from pharmacy.core.schemas import text_problem
 from pharmacy.extensions import db
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription
@@ -84,6 +85,10 @@ def find(actor: Actor, *, ingredient_lot: str | None = None, order_lot: str | No
     if bool(ingredient_lot) == bool(order_lot):
         msg = "Give an ingredient lot number or an order lot number (one of them)."
         raise ValidationFailed(msg, fields={"ingredient_lot": msg})
+    for name, value in (("ingredient_lot", ingredient_lot), ("order_lot", order_lot)):
+        # The page and its CSV pass the address's text as typed: a NUL would reach PostgreSQL, which refuses it.
+        if value and (problem := text_problem(value)):
+            raise ValidationFailed(problem, fields={name: problem})
     result = RecallResult(ingredient_lot=ingredient_lot, order_lot=order_lot)
     stmt = sa.select(Order).options(
         selectinload(Order.lots_used).joinedload(OrderIngredientLot.ingredient_lot),

@@ -119,7 +119,9 @@ def _conditions(q: str) -> tuple[list[tuple[str, sa.ColumnElement[bool]]], list[
 def search(actor: Actor, q: str, *, page: int = 1) -> SearchPage:
     """Patients matching any reading of `q`, with their prescriptions; each shown patient's read is audited."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="search patient records")
-    q = " ".join(q.split())[:100]
+    # Characters nobody searches by (NUL and other controls, text-direction marks) are spaces: PostgreSQL refuses a
+    # NUL in a parameter, and a pasted name carrying one should still find the patient.
+    q = " ".join("".join(ch if ch.isprintable() else " " for ch in q).split())[:100]
     page = max(page, 1)
     if not q:
         return SearchPage([], page, False)

@@ -21,6 +21,7 @@ from pharmacy.core.context import settings
 from pharmacy.core.errors import NotFound, ValidationFailed
 from pharmacy.core.numbers import digits_only
 from pharmacy.core.roles import Permission
+from pharmacy.core.schemas import text_problem
 from pharmacy.eprescribing.settings import erx_settings
 from pharmacy.extensions import db
 from pharmacy.fhir import rules
@@ -77,10 +78,16 @@ KNOWN = {name: {n for n, _t in params} | {"_count", "_page", "_format"} for name
 
 
 def _check_params(resource: str, args: Mapping[str, str]) -> None:
+    """Every parameter known, every value text a database can hold: a NUL in `name` reached PostgreSQL, which
+    refuses it (found by `make fuzz`); now it is a 422 naming the parameter, like any other bad value."""
     unknown = sorted(set(args) - KNOWN[resource])
     if unknown:
         raise ValidationFailed(f"Unsupported search parameter: {', '.join(unknown[:5])}.",
                                fields={u: "Not supported." for u in unknown[:5]})
+    bad = {name: problem for name, value in args.items() if (problem := text_problem(value))}
+    if bad:
+        raise ValidationFailed(f"A search value has a character that is not allowed: {', '.join(sorted(bad))}.",
+                               fields=bad)
 
 
 def _day_range(f: rules.DateFilter, column: Any, *, instants: bool) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, Response, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from pharmacy.core import audit
@@ -54,6 +55,12 @@ def _domain_error(exc: DomainError) -> Response:
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Response:
     return _outcome(exc.code or 500, exc.description or exc.name)
+
+
+@bp.errorhandler(DataError)
+def _data_error(exc: DataError) -> Response:
+    """The backstop for a value the database cannot hold (core/error_handlers.py), answered as FHIR answers."""
+    return _outcome(400, "A value is out of the range this system accepts; nothing was saved.")
 
 
 def _actor() -> Actor:

@@ -162,10 +162,19 @@ def test_search_by_patient_status_and_date_with_paging(app, client, world, token
 
 @pytest.mark.parametrize("query", ["status=bogus", "authoredon=yesterday", "patient=Group/1", "_count=x",
                                    "unknown=1", "authoredon=ne2026-01-01", "authoredon=2026-02-30", "_count=%C2%B2",
-                                   "patient=Patient/%C2%B2"])
+                                   "patient=Patient/%C2%B2", "identifier=a%00b", "status=%E2%80%AE"])
 def test_bad_search_parameters_are_422_naming_them(client, world, token, query) -> None:
     outcome = OperationOutcome.model_validate(get(client, f"/fhir/MedicationRequest?{query}", token, status=422))
     assert outcome.issue[0].code == "invalid"
+
+
+@pytest.mark.parametrize("url", ["/fhir/Patient?name=%00", "/fhir/Practitioner?name=a%00", "/fhir/Patient?given=%1B",
+                                 "/fhir/Patient?name=Smith%E2%80%AE"])
+def test_a_search_value_the_database_cannot_hold_is_a_422_naming_it(client, world, token, url) -> None:
+    """Found by `make fuzz` on PostgreSQL: a NUL in `name` reached the database, which refuses it (a 400 HTML page)."""
+    outcome = OperationOutcome.model_validate(get(client, url, token, status=422))
+    name = url.split("?")[1].split("=")[0]
+    assert outcome.issue[0].code == "invalid" and name in outcome.issue[0].diagnostics
 
 
 def test_searches_audit_each_patient_they_show(app, client, world, token) -> None:

@@ -462,6 +462,11 @@ def test_lot_recall_page_and_csv(app: Flask, client: FlaskClient, staff: dict) -
     assert [(r["order_id"], r["patient"], r["reached_patient"]) for r in rows] == [
         (str(order_id), "Ellison, Margaret", "yes")]
     assert client.get("/recall.csv").status_code == 422
+    # A control character in the address is a field error on the page and its CSV, never a database error (a NUL
+    # reached PostgreSQL, which refuses it).
+    for url in ("/recall?ingredient_lot=NAL%00-1", "/recall?order_lot=L261123%1B", "/recall.csv?ingredient_lot=%00A"):
+        refused = client.get(url)
+        assert refused.status_code == 422 and "not allowed" in text(refused), url
 
 
 def bag(app: Flask, order_id: int) -> str:

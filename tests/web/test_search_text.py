@@ -1,0 +1,25 @@
+"""The staff search reads what was typed, whatever else came with it: control characters and text-direction marks
+(pasted from another system, or sent on purpose) are spaces, never a database error — PostgreSQL refuses a NUL."""
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from pharmacy.extensions import db
+from tests import factories
+from tests.conftest import login
+
+
+@pytest.mark.parametrize("typed", ["Smith%00", "%00Smith", "Sm%1Bith Jane", "Smith%E2%80%AE", "%00", "%E2%80%AE%00"])
+def test_a_search_with_characters_nobody_types_is_read_as_text(app: Flask, client: FlaskClient, staff: dict,
+                                                               typed: str) -> None:
+    with app.test_request_context("/"):
+        world = factories.world(staff, patient={"first_name": "Jane", "last_name": "Smith"})
+        db.session.commit()
+        patient_id = world["patient"].id
+    login(client, staff["pharmacist"])
+    response = client.get(f"/search?q={typed}")
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    found = f'href="/patients/{patient_id}"' in response.get_data(as_text=True)
+    assert found is ("Smith" in typed and "Sm%1Bith" not in typed)
