@@ -129,12 +129,19 @@ def count_open() -> int:
 
 def queue(actor: Actor, *, page: int = 1, per_page: int = QUEUE_PAGE) -> list[QueueItem]:
     """One page of the open requests in the order a pharmacist decides them (see `_order_of_decision`), with what
-    is needed to decide each.
+    is needed to decide each; each request's patient is a recorded read.
 
     A fixed number of queries whatever the length: the page's ids (the order needs each request's prescription);
     their columns with the prescription's, the patient's and the formula's name; the orders in progress; the
     renewals. Supply is read from the columns each prescription caches.
     """
+    items = _queue_items(actor, page=page, per_page=per_page)
+    audit.record_reads(actor, "refill.queue", [item.request.patient_id for item in items])
+    return items
+
+
+def _queue_items(actor: Actor, *, page: int, per_page: int) -> list[QueueItem]:
+    """`queue` without its audit event, for the refill page, which records every patient it shows in one."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see refill requests")
     day = today()
     ids = list(db.session.execute(_statement("ids"), {
@@ -163,7 +170,6 @@ def queue(actor: Actor, *, page: int = 1, per_page: int = QUEUE_PAGE) -> list[Qu
             out_since=current.out_since(day),
             renewal_reason=rules.renewal_reason(current, day) if elig.needs_renewal else None,
         ))
-    audit.record_reads(actor, "refill.queue", [r.patient_id for r, _p, _rx in reqs])
     return out
 
 
@@ -217,7 +223,7 @@ def queue_page(actor: Actor, *, page: int = 1, renewals_page: int = 1, recent: i
     """The dashboard's refill page: a page of the queue, a page of the renewals awaited (50 each, with their
     counts) and the latest decisions (bounded queries)."""
     page, renewals_page = _page_number(page), _page_number(renewals_page)
-    items = queue(actor, page=page)
+    items = _queue_items(actor, page=page, per_page=QUEUE_PAGE)
     waiting = renewals_waiting(actor, limit=QUEUE_PAGE, offset=(renewals_page - 1) * QUEUE_PAGE)
     decided = list(db.session.execute(
         sa.select(RefillRequest).where(RefillRequest.state.in_([RefillRequestState.APPROVED,
@@ -225,6 +231,8 @@ def queue_page(actor: Actor, *, page: int = 1, renewals_page: int = 1, recent: i
         .options(joinedload(RefillRequest.prescription).joinedload(Prescription.patient))
         .order_by(RefillRequest.decided_at.desc(), RefillRequest.id.desc()).limit(recent)
     ).unique().scalars())
-    audit.record_reads(actor, "refill.queue", audit.patient_ids_in(waiting, decided))
+    # One event per patient the page shows — requests, renewals and decisions — written by one INSERT.
+    audit.record_reads(actor, "refill.queue", [*(item.request.patient_id for item in items),
+                                               *audit.patient_ids_in(waiting, decided)])
     return QueuePage(items=items, renewals=waiting, recent=decided, requests_at=Paged(count_open(), page),
                      renewals_at=Paged(count_renewals_waiting(), renewals_page))
