@@ -8,6 +8,7 @@ data size (the patients, then their prescriptions); names read the name_key inde
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -19,6 +20,7 @@ from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.numbers import digits_only
 from pharmacy.core.roles import Permission
+from pharmacy.core.schemas import BIDI_CONTROLS
 from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions.models import Prescription
@@ -119,9 +121,11 @@ def _conditions(q: str) -> tuple[list[tuple[str, sa.ColumnElement[bool]]], list[
 def search(actor: Actor, q: str, *, page: int = 1) -> SearchPage:
     """Patients matching any reading of `q`, with their prescriptions; each shown patient's read is audited."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="search patient records")
-    # Characters nobody searches by (NUL and other controls, text-direction marks) are spaces: PostgreSQL refuses a
-    # NUL in a parameter, and a pasted name carrying one should still find the patient.
-    q = " ".join("".join(ch if ch.isprintable() else " " for ch in q).split())[:100]
+    # What text_problem keeps out of stored names cannot be searched by: control characters (PostgreSQL refuses a
+    # NUL in a parameter) are spaces, text-direction marks (invisible, possibly inside a word) are dropped. Other
+    # invisible characters are part of names — the zero-width non-joiner of a Persian surname, a soft hyphen.
+    q = " ".join("".join(" " if unicodedata.category(ch) in ("Cc", "Cs") else "" if ch in BIDI_CONTROLS else ch
+                         for ch in q).split())[:100]
     page = max(page, 1)
     if not q:
         return SearchPage([], page, False)

@@ -62,9 +62,11 @@ def _overridden_negatives(case: Any) -> list[Any]:
     - Headers: the API documents no header but the bearer token, and every case here is sent with a valid one
       (above) over whatever schemathesis generated — so a case made "invalid" by a missing or mangled
       Authorization header is a valid request once sent, and its 200 is right.
-    - An undocumented query parameter whose value is an empty list (`{"page": 1, "x": []}`): a query string cannot
-      carry it, so `?page=1` is sent (unknown parameters that are sent are refused: core/query_params.py).
-    A case with an invalid query value, path or body is still checked."""
+    - A query parameter whose value is an empty list (`{"page": 1, "x": []}`): a query string cannot carry it, so
+      `?page=1` is sent. Such a query counts as not sent only when what is sent is itself valid — documented names,
+      the required ones present, each value valid for its parameter — so an invalid value sent beside it (`?months=zz`)
+      is still checked (unknown names that are sent are refused: core/query_params.py).
+    A case with an invalid path or body is always checked."""
     from schemathesis.generation import GenerationMode
     from schemathesis.specs.openapi.checks import negative_data_rejection
 
@@ -72,11 +74,23 @@ def _overridden_negatives(case: Any) -> list[Any]:
     negative = {str(getattr(location, "value", location)) for location, info in components.items()
                 if info.mode == GenerationMode.NEGATIVE}
     unsent = {"header"}
-    if any(value == [] for value in (case.query or {}).values()):
+    if _query_sent_is_valid(case):
         unsent.add("query")
     if negative and negative <= unsent:
         return [negative_data_rejection]
     return []
+
+
+def _query_sent_is_valid(case: Any) -> bool:
+    """Whether the query as it goes on the wire (empty lists dropped) is a valid one for the operation."""
+    query = case.query or {}
+    if not any(value == [] for value in query.values()):
+        return False
+    sent = {name: value for name, value in query.items() if value != []}
+    params = {parameter.name: parameter for parameter in case.operation.query}
+    if not set(sent) <= set(params) or any(p.is_required and name not in sent for name, p in params.items()):
+        return False
+    return all(params[name].is_valid(value) for name, value in sent.items())
 
 
 def _documentation_checks() -> list[Any]:

@@ -23,3 +23,18 @@ def test_a_search_with_characters_nobody_types_is_read_as_text(app: Flask, clien
     assert response.status_code == 200, response.get_data(as_text=True)[:300]
     found = f'href="/patients/{patient_id}"' in response.get_data(as_text=True)
     assert found is ("Smith" in typed and "Sm%1Bith" not in typed)
+
+
+@pytest.mark.parametrize("last_name", ["Hassan\u200czadeh", "حسن\u200cزاده", "Smith\u00adson"])
+def test_names_with_invisible_characters_of_their_own_are_found(app: Flask, client: FlaskClient, staff: dict,
+                                                                last_name: str) -> None:
+    """A zero-width non-joiner belongs in many Persian surnames, a soft hyphen in some imported records: they are
+    part of the name, not characters to strip, so typing (or pasting) the name finds it."""
+    with app.test_request_context("/"):
+        world = factories.world(staff, patient={"first_name": "Dara", "last_name": last_name})
+        db.session.commit()
+        patient_id = world["patient"].id
+    login(client, staff["pharmacist"])
+    response = client.get("/search", query_string={"q": last_name})
+    assert response.status_code == 200
+    assert f'href="/patients/{patient_id}"' in response.get_data(as_text=True)
