@@ -40,6 +40,13 @@ def conflict_response(message: str) -> Response:
     return html_error(409, "Not saved", message)
 
 
+def refused_value(exc: DataError) -> str:
+    """Log a value the database refused (its kind only: the value may be patient data) and say so for the caller;
+    shared with the blueprints that answer in their own format (FHIR's OperationOutcome)."""
+    log.warning("database refused a value: %s (request %s)", type(exc.orig).__name__, g.get("request_id", "-"))
+    return "A value is out of the range this system accepts; nothing was saved."
+
+
 TITLES = {
     400: "Bad request", 401: "Please sign in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
     409: "Cannot do that now", 413: "Too large", 422: "Please check the form", 429: "Too many attempts",
@@ -85,8 +92,7 @@ def register(app: Flask) -> None:
     def _out_of_range(exc: DataError) -> Response:
         """A value the database cannot hold (a number beyond its column, text it cannot encode) is the caller's
         error: schemas bound every value, so this is the backstop that keeps it a 400, never a 500."""
-        log.warning("database refused a value: %s (request %s)", type(exc.orig).__name__, g.get("request_id", "-"))
-        message = "A value is out of the range this system accepts; nothing was saved."
+        message = refused_value(exc)
         return json_error(400, "out_of_range", message) if wants_json() else html_error(400, TITLES[400], message)
 
     @app.errorhandler(Exception)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, request
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
-from pharmacy.core import audit
+from pharmacy.core import audit, error_handlers
 from pharmacy.core.actor import ANONYMOUS, Actor
 from pharmacy.core.auth import actor_from_bearer
 from pharmacy.core.context import now, settings
@@ -22,7 +21,6 @@ from pharmacy.extensions import csrf
 from pharmacy.fhir import rules, services
 from pharmacy.workflows import eprescribing as workflow
 
-log = logging.getLogger("pharmacy.errors")
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
 FHIR_JSON = "application/fhir+json"
@@ -62,8 +60,7 @@ def _http_error(exc: HTTPException) -> Response:
 @bp.errorhandler(DataError)
 def _data_error(exc: DataError) -> Response:
     """The backstop for a value the database cannot hold (core/error_handlers.py), answered as FHIR answers."""
-    log.warning("database refused a value: %s (request %s)", type(exc.orig).__name__, g.get("request_id", "-"))
-    return _outcome(400, "A value is out of the range this system accepts; nothing was saved.")
+    return _outcome(400, error_handlers.refused_value(exc))
 
 
 def _actor() -> Actor:
