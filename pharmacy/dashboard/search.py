@@ -45,6 +45,7 @@ class SearchPage:
     page: int
     has_next: bool
     understood: list[str] = field(default_factory=list)  # what the query was read as ("a name", "a phone number")
+    q: str = ""  # the text searched for (`searchable`): what the page says it looked for
 
 
 def parse_dob(q: str) -> date | None:
@@ -118,20 +119,26 @@ def _conditions(q: str) -> tuple[list[tuple[str, sa.ColumnElement[bool]]], list[
     return found, understood
 
 
+def searchable(q: str) -> str:
+    """The text a search reads, and the page shows back: what text_problem keeps out of stored names cannot be
+    searched by. Control characters (PostgreSQL refuses a NUL in a parameter) are spaces; text-direction marks are
+    dropped (invisible, possibly inside a word — and echoed as typed, a right-to-left override turned the page's
+    "1 patient for …" around). Other invisible characters are part of names — the zero-width non-joiner of a
+    Persian surname, a soft hyphen — and stay."""
+    return " ".join("".join(" " if unicodedata.category(ch) in ("Cc", "Cs") else "" if ch in BIDI_CONTROLS else ch
+                            for ch in q).split())[:100]
+
+
 def search(actor: Actor, q: str, *, page: int = 1) -> SearchPage:
     """Patients matching any reading of `q`, with their prescriptions; each shown patient's read is audited."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="search patient records")
-    # What text_problem keeps out of stored names cannot be searched by: control characters (PostgreSQL refuses a
-    # NUL in a parameter) are spaces, text-direction marks (invisible, possibly inside a word) are dropped. Other
-    # invisible characters are part of names — the zero-width non-joiner of a Persian surname, a soft hyphen.
-    q = " ".join("".join(" " if unicodedata.category(ch) in ("Cc", "Cs") else "" if ch in BIDI_CONTROLS else ch
-                         for ch in q).split())[:100]
+    q = searchable(q)
     page = max(page, 1)
     if not q:
         return SearchPage([], page, False)
     conditions, understood = _conditions(q)
     if not conditions:
-        return SearchPage([], page, False, understood)
+        return SearchPage([], page, False, understood, q)
     reason = sa.case(*[(cond, label) for label, cond in conditions], else_="")
     rows = db.session.execute(
         sa.select(Patient, reason.label("matched")).where(sa.or_(*[c for _, c in conditions]))
@@ -148,4 +155,4 @@ def search(actor: Actor, q: str, *, page: int = 1) -> SearchPage:
             by_patient.setdefault(rx.patient_id, []).append(rx)
     audit.record_reads(actor, "patient.search", ids, details={"results": len(shown)})
     items = [Result(patient=p, prescriptions=by_patient.get(p.id, []), matched=matched) for p, matched in shown]
-    return SearchPage(items, page, len(rows) > PAGE_SIZE, understood)
+    return SearchPage(items, page, len(rows) > PAGE_SIZE, understood, q)

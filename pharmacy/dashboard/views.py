@@ -55,6 +55,5 @@ def localtime(value: datetime | None, fmt: str = "%b %-d, %Y %-I:%M %p") -> str:
 @bp.get("/search")
 @staff_required
 def search() -> Any:
-    q = request.args.get("q", "")
-    page = request.args.get("page", 1, type=int)
-    return render_template("dashboard/search.html", q=q, results=patient_search.search(current_actor(), q, page=page))
+    results = patient_search.search(current_actor(), request.args.get("q", ""), page=request.args.get("page", 1, type=int))
+    return render_template("dashboard/search.html", q=results.q, results=results)

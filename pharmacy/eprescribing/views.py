@@ -55,7 +55,8 @@ def _render_review(intake_id: int, *, errors: dict[str, list[str]] | None = None
         "eprescribing/review.html", review=review, form=values, errors=errors or {}, message=message,
         formula_options=list(grouped.items()),
         prescriber_options=[(p.id, f"{p.display_name} · NPI {p.npi}") for p in review.prescribers],
-        timing_options=TIMING_OPTIONS, search=search, change_reasons=workflow.CHANGE_REASONS,
+        timing_options=TIMING_OPTIONS, search=search, search_q=search.q if search else "",
+        change_reasons=workflow.CHANGE_REASONS,
     ), status
 
 

@@ -38,3 +38,17 @@ def test_names_with_invisible_characters_of_their_own_are_found(app: Flask, clie
     response = client.get("/search", query_string={"q": last_name})
     assert response.status_code == 200
     assert f'href="/patients/{patient_id}"' in response.get_data(as_text=True)
+
+
+def test_the_page_shows_back_what_it_searched_for_not_the_marks_around_it(app: Flask, client: FlaskClient,
+                                                                        staff: dict) -> None:
+    """Echoed as typed, a right-to-left override turned "1 patient for “Smith”" around on the screen (seen in
+    chromium); the summary and both search boxes show the text searched for."""
+    with app.test_request_context("/"):
+        factories.world(staff, patient={"first_name": "Jane", "last_name": "Smith"})
+        db.session.commit()
+    login(client, staff["pharmacist"])
+    html = client.get("/search", query_string={"q": "\u202eSmith\x00 Jane"}).get_data(as_text=True)
+    assert "\u202e" not in html and "\x00" not in html
+    assert "for “Smith Jane”" in html
+    assert html.count('value="Smith Jane"') == 2  # the page's box and the header's
