@@ -130,10 +130,22 @@ def test_a_number_where_a_yes_no_belongs_is_a_422_not_guessed(app: Any, client: 
     assert no.status_code == 201 and no.get_json()["reminders_opt_in"] is False
 
 
-def test_a_query_yes_no_is_still_read_from_text(client: FlaskClient, token: str) -> None:
+def test_a_query_yes_no_is_still_read_from_text(app: Any, client: FlaskClient, staff: dict[str, Any],
+                                                token: str) -> None:
     headers = {"Authorization": f"Bearer {token}"}
-    assert client.get(f"{API}/billing/prices?include_retired=true", headers=headers).status_code == 200
-    assert client.get(f"{API}/billing/prices?include_retired=maybe", headers=headers).status_code == 422
+    with app.test_request_context("/"):
+        _, admin = services.issue_token(factories.actor(staff["admin"]), staff["admin"].id, "prices")
+        db.session.commit()
+    entry = client.get(f"{API}/billing/prices", headers=headers).get_json()["entries"][0]["id"]
+    retired = client.post(f"{API}/billing/prices/{entry}/retire", headers={"Authorization": f"Bearer {admin}"})
+    assert retired.status_code == 200, retired.get_json()
+    for text, shown in (("true", True), ("false", False), ("on", True)):
+        ids = [e["id"] for e in client.get(f"{API}/billing/prices?include_retired={text}",
+                                             headers=headers).get_json()["entries"]]
+        assert (entry in ids) is shown, text
+    refused = client.get(f"{API}/billing/prices?include_retired=maybe", headers=headers)
+    assert refused.status_code == 422
+    assert refused.get_json()["errors"] == {"query": {"include_retired": ["Not a valid boolean."]}}
 
 
 @pytest.mark.parametrize("field", ["allergies", "conditions", "medications"])
