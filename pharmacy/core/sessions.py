@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import session
+from flask import g, session
 
 from pharmacy.core.context import now, settings
 from pharmacy.core.models import StaffSession, User
@@ -101,3 +101,18 @@ def prune(keep_days: int = KEEP_ENDED_DAYS) -> Pruned:
         .execution_options(synchronize_session=False)
     ).rowcount
     return Pruned(expired=int(expired or 0), deleted=int(deleted or 0))
+
+
+def leave_cookie() -> None:
+    """This answer sets no session cookie (the session is still read: who is asking, and may they).
+
+    For what a page fetches after it is shown — a faxed page's image, Today's deferred production block. Every
+    answer refreshes the cookie (the idle limit), and a cookie is the session as it stood when its request began:
+    one such fetch still running when the person submitted a form and was sent on landed after the form's answer
+    and overwrote its cookie, and the next page's message ("Accepted as RX…") was lost (the browser test of the
+    fax intake failed so, now and then). Nor is loading an image something the person did, for the idle limit."""
+    g._pharmacy_leave_cookie = True
+
+
+def cookie_left() -> bool:
+    return bool(g.get("_pharmacy_leave_cookie"))

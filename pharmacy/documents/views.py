@@ -8,7 +8,7 @@ from flask_wtf.csrf import CSRFError, validate_csrf
 from werkzeug.exceptions import RequestEntityTooLarge
 from wtforms import ValidationError as CSRFValidationError
 
-from pharmacy.core import uow
+from pharmacy.core import sessions, uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.documents import services
@@ -70,6 +70,7 @@ def upload() -> Any:
 @bp.get(f"/<{ID}:doc_id>/pages/<{ID}:page>.png")
 @staff_required
 def page(doc_id: int, page: int) -> Any:
+    sessions.leave_cookie()  # fetched beside the review form, while it may be submitted
     png = services.page_image(current_actor(), doc_id, page)
     return Response(png, mimetype="image/png")
 

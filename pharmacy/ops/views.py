@@ -25,6 +25,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.sessions import SessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from pharmacy.core import sessions
 from pharmacy.core.errors import ConfigError
 from pharmacy.core.numbers import digits_only
 from pharmacy.extensions import limiter
@@ -64,18 +65,23 @@ def metrics_view() -> Any:
 
 
 class _NoSessionFor(SessionInterface):
-    """The app's session interface, except that the ops paths get no session at all (no cookie read or set)."""
+    """The app's session interface, except that the ops paths and static files get no session at all (no cookie
+    read or set), and the answers that asked to leave the cookie alone (core.sessions.leave_cookie) set none."""
 
     def __init__(self, inner: SessionInterface, paths: frozenset[str]) -> None:
         self.inner = inner
         self.paths = paths
 
     def open_session(self, app: Flask, request: Any) -> Any:
-        if request.path in self.paths:
+        # Static files need no session, and one refreshed with each stylesheet or icon could land after a form's
+        # answer and put back the session as it was (core.sessions.leave_cookie).
+        if request.path in self.paths or request.path.startswith("/static/"):
             return self.make_null_session(app)
         return self.inner.open_session(app, request)
 
     def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        if sessions.cookie_left():
+            return None  # a page's sub-resource (core.sessions.leave_cookie)
         return self.inner.save_session(app, session, response)
 
     def __getattr__(self, name: str) -> Any:

@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, Response, flash, redirect, render_template, 
 
 from pharmacy.compounding import batches
 from pharmacy.compounding.rules import STATE_LABELS
-from pharmacy.core import uow
+from pharmacy.core import sessions, uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.errors import DomainError, ValidationFailed
 from pharmacy.core.forms import form_values, load
@@ -41,6 +41,7 @@ def today_fragment() -> Any:
     the page is shown, and without script the block links here."""
     block = services.today_block(current_actor())
     if request.headers.get("X-Fragment") == "1":
+        sessions.leave_cookie()  # fetched by Today after it is shown, while the pharmacist may already move on
         return render_template("production/_today.html", prod=block)
     return render_template("production/today.html", prod=block)
 

@@ -204,6 +204,8 @@ def test_upload_a_fax_and_see_it_page_by_page(app, client, staff, setup) -> None
         doc_id = db.session.execute(sa.select(ErxIntake.document_id)).scalar_one()
     png = client.get(f"/documents/{doc_id}/pages/2.png")
     assert png.status_code == 200 and png.mimetype == "image/png" and png.data.startswith(b"\x89PNG")
+    # Loaded beside the form, perhaps after it was submitted: no cookie that would put back the session as it was.
+    assert "Set-Cookie" not in png.headers and "Set-Cookie" in client.get(response.headers["Location"]).headers
     assert client.get(f"/documents/{doc_id}/pages/3.png").status_code == 404
     original = client.get(f"/documents/{doc_id}/original")
     assert original.data == pdf and "attachment" in original.headers["Content-Disposition"]
