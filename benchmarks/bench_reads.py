@@ -12,6 +12,7 @@ each checkout against the same data (the bench database lives under instance/ben
 """
 from __future__ import annotations
 
+import gc
 import os
 import random
 import re
@@ -115,6 +116,7 @@ def main() -> None:
     a = p.parse_args()
     bdb = common.prepare(a.db, a.patients, seed=a.seed, fresh=a.fresh)
     app = common.app_for(bdb, bdb.at(12))
+    gc.freeze()  # as gunicorn.conf.py's pre_fork does: the built app out of the collector's reach
     app.config["WTF_CSRF_ENABLED"] = app.config.get("WTF_CSRF_ENABLED", True)
     pages, tokens = _pages(app)
     client = app.test_client()

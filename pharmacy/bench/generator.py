@@ -414,7 +414,7 @@ class Generator:
                 requested_at=at(requested, 8, rng.randrange(60)),
                 requested_by_id=staff["technician"] if source == RequestSource.STAFF else None,
                 decided_at=at(requested, 9, 30), decided_by_id=staff["pharmacist"], decline_reason=None,
-                order_id=order_id, renewal_id=None, note=None)
+                order_id=order_id, renewal_id=None, note=None, run_out_date=None)
         if p.opted_in and p.has_email and prev is not None:
             self._previous_fill_reminders(rng, p, rx, prev, requested)
         if p.has_email and (self.today - handed).days < 180:

@@ -129,7 +129,8 @@ def open_request(g: Generator, rng: random.Random, p: PatientFacts, rx: Rx, last
         id=req_id, prescription_id=rx.id, patient_id=p.id, state=state.value, source=source.value,
         delivery_method=last.method.value, requested_at=g.at(day, 8, rng.randrange(60)),
         requested_by_id=g.staff["technician"] if source == RequestSource.STAFF else None, decided_at=None,
-        decided_by_id=None, decline_reason=None, order_id=None, renewal_id=renewal_id, note=None)
+        decided_by_id=None, decline_reason=None, order_id=None, renewal_id=renewal_id, note=None,
+        run_out_date=g.d(rx.held(g.cfg.too_soon_percent).run_out))  # the prescription's, as the services keep it
     if p.has_email:
         kind = MessageKind.RENEWAL_IN_PROGRESS if renewal_id else MessageKind.REQUEST_RECEIVED
         if rng.random() < 0.1:  # the mail server timed out: pending again, retried with a backoff
@@ -185,7 +186,7 @@ def open_order(g: Generator, rng: random.Random, p: PatientFacts, rx: Rx, last: 
             id=req_id, prescription_id=rx.id, patient_id=p.id, state=RefillRequestState.APPROVED.value,
             source=RequestSource.LINK.value, delivery_method=method.value, requested_at=at(day, 8),
             requested_by_id=None, decided_at=at(day, 9), decided_by_id=staff["pharmacist"], decline_reason=None,
-            order_id=order_id, renewal_id=None, note=None)
+            order_id=order_id, renewal_id=None, note=None, run_out_date=None)
         if p.has_email:
             g.outbox(p, rx, MessageKind.REQUEST_APPROVED, f"request_approved:request:{req_id}",
                          state=OutboxState.SENT, due=at(day, 9), sent=at(day, 9, 1), request_id=req_id)

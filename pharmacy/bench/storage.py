@@ -109,7 +109,8 @@ def open_tables(conn: sa.Connection, batch_size: int) -> tuple[Writer, Tables]:
             "resolved_by_id", "resolved_at", "resolution_reason")),
         requests=w.sink(md["refill_requests"], (
             "id", "prescription_id", "patient_id", "state", "source", "delivery_method", "requested_at",
-            "requested_by_id", "decided_at", "decided_by_id", "decline_reason", "order_id", "renewal_id", "note")),
+            "requested_by_id", "decided_at", "decided_by_id", "decline_reason", "order_id", "renewal_id", "note",
+            "run_out_date")),
         payments=w.sink(md["payments"], (
             "id", "patient_id", "order_id", "kind", "method", "amount_cents", "received_at", "reference", "note",
             "recorded_by_id")),

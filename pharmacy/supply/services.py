@@ -3,8 +3,13 @@ transaction (so the running-out list, reminders and the refill queue never read 
 """
 from __future__ import annotations
 
+from datetime import date
+
+import sqlalchemy as sa
+
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
+from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 from pharmacy.supply import reads
 from pharmacy.supply.rules import Supply
 
@@ -17,6 +22,7 @@ def refresh(rx: Prescription) -> Supply:
     rx.latest_fill_number = latest.fill_number if latest is not None else None
     rx.latest_days_supply = current.last_days if latest is not None else _carried_days(rx)
     rx.latest_run_out_date = current.run_out
+    _open_request_follows(rx.id, current.run_out)
     db.session.flush()
     return current
 
@@ -29,6 +35,16 @@ def carry_over(new: Prescription, old: Prescription) -> None:
     new.latest_run_out_date = old.latest_run_out_date
     new.latest_days_supply = old.latest_days_supply
     db.session.flush()
+
+
+def _open_request_follows(rx_id: int, run_out: date | None) -> None:
+    """The request waiting on this prescription (at most one) orders the refill queue by the prescription's
+    run-out (RefillRequest.run_out_date): it changes here, with it, in the same transaction. A fill started at the
+    counter while the patient's request is still open moves the run-out under that request."""
+    db.session.execute(
+        sa.update(RefillRequest)
+        .where(RefillRequest.prescription_id == rx_id, RefillRequest.state.in_(OPEN_REQUEST_STATES))
+        .values(run_out_date=run_out))
 
 
 def _carried_days(rx: Prescription) -> int | None:

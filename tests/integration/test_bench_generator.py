@@ -99,6 +99,12 @@ def test_rows_are_consistent_and_cover_every_state(app: Flask, generated: dict[s
         assert latest and {i: (n, str(d)[:10]) for i, n, d in kept if n is not None} == {
             i: (n, str(d)[:10]) for i, (n, d) in latest.items()}
         assert all(n is None and d is None for i, n, d in kept if i not in latest)
+        # Each open request carries its prescription's run-out (the refill queue's order), as supply.services keeps it.
+        open_, drift = db.session.execute(sa.text(
+            "SELECT count(*), sum(CASE WHEN (r.run_out_date IS NULL) != (p.latest_run_out_date IS NULL) "
+            "OR r.run_out_date != p.latest_run_out_date THEN 1 ELSE 0 END) FROM refill_requests r "
+            "JOIN prescriptions p ON p.id = r.prescription_id WHERE r.state IN ('open', 'awaiting_renewal')")).one()
+        assert open_ > 0 and drift == 0
 
 
 def test_the_services_accept_the_data(app: Flask, generated: dict[str, Any], clock: FixedClock) -> None:

@@ -25,6 +25,7 @@ from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import Form
 from pharmacy.refills import queue as refill_queue
 from pharmacy.refills import services as refills
+from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
@@ -275,6 +276,35 @@ def test_the_queue_puts_the_longest_out_first_then_everyone_else_by_when_they_as
     assert [item.patient.first_name for item in refill_queue.queue(pharmacist)] == expected
     assert [name for n in (1, 2, 3, 4) for name in
             (i.patient.first_name for i in refill_queue.queue(pharmacist, page=n, per_page=1))] == expected
+
+
+def test_a_fill_made_at_the_counter_moves_an_open_request_down_the_queue(app: Flask, app_ctx: Flask, staff: dict,
+                                                                          clock: Any) -> None:
+    """Margaret, out of medicine, asked after Hal and is listed first; then a technician fills her prescription at
+    the counter and it is dispensed while her request is still open. She holds medicine again, so her request goes
+    back among those who do, by when she asked — the queue orders by the run-out her request carries, which must
+    follow her prescription's."""
+    def patient(first: str) -> dict[str, Any]:
+        return factories.world(staff, patient={"first_name": first, "last_name": "Counter",
+                                               "email": f"{first.lower()}@example.com"})
+
+    margaret, hal = patient("Margaret"), patient("Hal")
+    _make(margaret, order_flow.start_fill(margaret["technician"], margaret["rx"].id).id, _lot_ids(margaret["formula"]))
+    clock.set(T0 + timedelta(days=30))
+    _make(hal, order_flow.start_fill(hal["technician"], hal["rx"].id).id, _lot_ids(hal["formula"]))
+    clock.set(T0 + timedelta(days=40))
+    refill_flow.request(hal["technician"], hal["rx"].id, source=RequestSource.STAFF)
+    clock.advance(timedelta(minutes=5))
+    req = refill_flow.request(margaret["technician"], margaret["rx"].id, source=RequestSource.STAFF).request
+    pharmacist = factories.actor(staff["pharmacist"])
+    assert [i.patient.first_name for i in refill_queue.queue(pharmacist)] == ["Margaret", "Hal"]  # she is out
+
+    _make(margaret, order_flow.start_fill(margaret["technician"], margaret["rx"].id).id, _lot_ids(margaret["formula"]))
+    rx = db.session.get(Prescription, margaret["rx"].id)
+    assert rx.latest_run_out_date == today() + timedelta(days=29)
+    assert db.session.get(RefillRequest, req.id).run_out_date == rx.latest_run_out_date
+    queue = refill_queue.queue(pharmacist)
+    assert [i.patient.first_name for i in queue] == ["Hal", "Margaret"] and queue[1].out_since is None
 
 
 def test_the_refill_page_and_the_queue_say_out_of_medicine_in_words(app: Flask, client: Any, staff: dict,
