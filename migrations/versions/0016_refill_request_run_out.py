@@ -8,6 +8,8 @@ supply's one writer (pharmacy/supply/services.py) and set when a request is made
 The queue orders its open requests (patients out of medicine first, then the oldest) by it, along
 ix_refill_requests_state_run_out, instead of looking up each request's prescription. Filled here for every request
 from its prescription (a decided request's copy is only what the date was; nothing reads it).
+ix_refill_requests_decided gains the id: the page's latest decisions (decided_at DESC, id DESC) are read from its
+end with no sort, though many are decided in the same second.
 """
 import sqlalchemy as sa
 from alembic import op
@@ -27,10 +29,14 @@ def upgrade():
     with op.batch_alter_table('refill_requests', schema=None) as batch_op:
         batch_op.create_index('ix_refill_requests_state_run_out', ['state', 'run_out_date', 'requested_at', 'id'],
                               unique=False)
+        batch_op.drop_index('ix_refill_requests_decided')
+        batch_op.create_index('ix_refill_requests_decided', ['decided_at', 'id'], unique=False)
     op.execute("ANALYZE refill_requests")
 
 
 def downgrade():
     with op.batch_alter_table('refill_requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_refill_requests_decided')
+        batch_op.create_index('ix_refill_requests_decided', ['decided_at'], unique=False)
         batch_op.drop_index('ix_refill_requests_state_run_out')
         batch_op.drop_column('run_out_date')

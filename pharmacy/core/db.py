@@ -135,7 +135,7 @@ def first_ids_of_each(id_col: Any, state_col: Any, states: Any, order: tuple[Any
     row to sort it). Each member is wrapped in its own subquery: SQLite allows no ORDER BY/LIMIT on a member of a
     UNION. `offset` pages on: each state's first offset + limit, then that page of the merged list."""
     keys = [o.label(f"k{i}") for i, o in enumerate(order)]
-    paged = not (isinstance(offset, int) and offset == 0)
+    paged = not (isinstance(offset, int) and offset == 0)  # a bound offset (a statement built once) pages too
     parts = []
     for state in states:
         first = (sa.select(id_col.label("id"), *keys).where(state_col == state).order_by(*order)

@@ -33,8 +33,9 @@ class RefillRequest(db.Model):
         # The refill queue's order (patients out of medicine first, then the oldest) from the index alone: the
         # open requests' entries are read and sorted without touching a row or a prescription.
         sa.Index("ix_refill_requests_state_run_out", "state", "run_out_date", "requested_at", "id"),
-        # The queue page's "recently decided" list: ORDER BY decided_at DESC LIMIT n, read backwards from the end.
-        sa.Index("ix_refill_requests_decided", "decided_at"),
+        # The queue page's "recently decided" list: ORDER BY decided_at DESC, id DESC LIMIT n, read backwards from the
+        # end (with the id, many decided in the same second need no sort; the open requests' NULLs are skipped).
+        sa.Index("ix_refill_requests_decided", "decided_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -5,9 +5,10 @@ copy for fax), the renewals still awaited, and carrying a waiting refill request
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -195,18 +196,24 @@ def renewals_waiting(actor: Actor, *, limit: int = 100, offset: int = 0) -> list
     """Renewals still to send or still awaited from the prescriber, oldest first: columns, not the four objects
     each (a page of fifty built 250 of them)."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="see renewals")
+    found = db.session.execute(_waiting_statement(), {"b_limit": limit, "b_offset": offset}).all()
+    n, day = len(_WAITING), today()
+    return [WaitingRenewal(*row[:n], why=why_of(row[n], reads.SupplyColumns(*row[n + 1:]), day)) for row in found]
+
+
+@functools.cache
+def _waiting_statement() -> sa.Select[Any]:
+    """Built once per process, with the page as bind parameters: building it (a union of one ordered range per
+    state, then four joins) cost more Python than SQLite takes to run it."""
     first = first_ids_of_each(RenewalRequest.id, RenewalRequest.state, OPEN_RENEWAL_STATES,
-                              (RenewalRequest.created_at, RenewalRequest.id), limit, offset)
-    found = db.session.execute(
-        sa.select(*_WAITING, *_WAITING_SUPPLY).join(first, first.c.id == RenewalRequest.id)
-        .join(Prescription, Prescription.id == RenewalRequest.prescription_id)
-        .join(Patient, Patient.id == Prescription.patient_id)
-        .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
-        .join(Formula, Formula.id == Prescription.formula_id)
-        .order_by(RenewalRequest.created_at, RenewalRequest.id)
-    ).all()
-    n = len(_WAITING)
-    return [WaitingRenewal(*row[:n], why=why_of(row[n], reads.SupplyColumns(*row[n + 1:]))) for row in found]
+                              (RenewalRequest.created_at, RenewalRequest.id),
+                              sa.bindparam("b_limit", type_=sa.Integer), sa.bindparam("b_offset", type_=sa.Integer))
+    return (sa.select(*_WAITING, *_WAITING_SUPPLY).join(first, first.c.id == RenewalRequest.id)
+            .join(Prescription, Prescription.id == RenewalRequest.prescription_id)
+            .join(Patient, Patient.id == Prescription.patient_id)
+            .join(Prescriber, Prescriber.id == Prescription.prescriber_id)
+            .join(Formula, Formula.id == Prescription.formula_id)
+            .order_by(RenewalRequest.created_at, RenewalRequest.id))
 
 
 def count_renewals_waiting() -> int:
@@ -257,9 +264,9 @@ def build_renewal_document(renewal: RenewalRequest) -> RenewalDocument:
     )
 
 
-def why_of(reason: str, rx: reads.CachedSupply) -> str:
+def why_of(reason: str, rx: reads.CachedSupply, day: date | None = None) -> str:
     """Which reason a renewal is needed, said plainly from the prescription's cached supply columns (no query): "no
     refills left" or "expires on Dec 2, 2026, before the supply runs out" — not the stored "one or the other" of
     older rows (`reason`, kept when the supply says nothing more precise)."""
-    why = rules.renewal_reason(reads.supply_of(rx), today())
+    why = rules.renewal_reason(reads.supply_of(rx), day or today())
     return reason if why == "renewal requested" else why

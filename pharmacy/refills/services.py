@@ -39,10 +39,10 @@ OPEN_RENEWAL_STATES = renewals.OPEN_RENEWAL_STATES
 
 
 def eligibility(rx: Prescription | Any, current: Supply, *, order_in_progress: bool,
-                open_request: bool) -> rules.Eligibility:
+                open_request: bool, day: date | None = None) -> rules.Eligibility:
     """The patient's answer from facts already read (lists read them for many prescriptions at once): `rx` is the
-    prescription or a row with its `status`."""
-    return rules.refill_eligibility(status=rx.status.value, supply=current, today=today(),
+    prescription or a row with its `status`; `day` is today, read once by a list."""
+    return rules.refill_eligibility(status=rx.status.value, supply=current, today=day or today(),
                                     order_in_progress=order_in_progress, open_request=open_request)
 
 

@@ -50,6 +50,10 @@ def _statement(name: str) -> Any:
     if name == "open_request":
         return sa.select(RefillRequest).where(RefillRequest.prescription_id == rx,
                                               RefillRequest.state.in_(OPEN_REQUEST_STATES))
+    if name == "open_orders_of":
+        return (sa.select(Order.prescription_id).distinct()
+                .where(Order.prescription_id.in_(sa.bindparam("b_rxs", expanding=True, type_=sa.Integer)),
+                       Order.state.in_(OPEN_ORDER_STATES)))
     if name == "lot_expiries":
         return (sa.select(FormulaIngredient.name, sa.func.max(IngredientLot.expiry_date))
                 .join(IngredientLot, sa.and_(IngredientLot.ingredient_name == FormulaIngredient.name,
@@ -115,10 +119,7 @@ def open_orders_of(rx_ids: Iterable[int]) -> set[int]:
     ids = sorted(set(rx_ids))
     if not ids:
         return set()
-    return set(db.session.execute(
-        sa.select(Order.prescription_id).where(Order.prescription_id.in_(ids), Order.state.in_(OPEN_ORDER_STATES))
-        .distinct()
-    ).scalars())
+    return set(db.session.execute(_statement("open_orders_of"), {"b_rxs": ids}).scalars())
 
 
 def open_requests_of(rx_ids: Iterable[int]) -> set[int]:

@@ -121,6 +121,30 @@ def test_decline_needs_a_reason_and_tells_the_patient(app: Flask, client: FlaskC
     assert "declined: Please see Dr. Marquez first." in text(client.get("/refills"))
 
 
+def test_the_latest_decisions_newest_first_with_patient_and_prescription(app: Flask, client: FlaskClient,
+                                                                          staff: dict, clock: Any) -> None:
+    from datetime import timedelta
+
+    from pharmacy.prescriptions.models import Prescription
+
+    d = setup_requests(app, staff, renewal=False, extra=2)  # Person1 has a refill left
+    with app.app_context():
+        other = db.session.execute(sa.select(RefillRequest.id, Prescription.rx_number)
+                                   .join(Prescription, Prescription.id == RefillRequest.prescription_id)
+                                   .where(RefillRequest.state == RefillRequestState.OPEN,
+                                          RefillRequest.id != d["request_id"])).one()
+        ellison_rx = db.session.get(Prescription, d["rx_id"]).rx_number
+    login(client, staff["pharmacist"])
+    assert client.post(f"/refills/{d['request_id']}/approve").status_code == 303
+    clock.advance(timedelta(minutes=3))
+    assert client.post(f"/refills/{other.id}/decline", data={"reason": "Call us about your dose."}).status_code == 303
+    order_id = fetch(app, RefillRequest, d["request_id"]).order_id
+    decisions = text(client.get("/refills")).split("Latest decisions")[1]
+    assert decisions.index("Person1, Extra1") < decisions.index("Ellison, Margaret")  # newest first
+    assert other.rx_number in decisions and "declined: Call us about your dose." in decisions
+    assert ellison_rx in decisions and f"approved: order #{order_id}" in decisions
+
+
 def test_asking_the_prescriber_and_the_printable_renewal(app: Flask, client: FlaskClient, staff: dict) -> None:
     d = setup_requests(app, staff)
     login(client, staff["pharmacist"])
