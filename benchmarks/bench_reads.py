@@ -87,6 +87,38 @@ def _time_statements(engine: Any, client: Any, url: str) -> None:
         print(f"  {ms:7.2f}  {statement if ms > 1 else statement[:220]}")
 
 
+def _explain(engine: Any, client: Any, url: str) -> None:
+    """PostgreSQL: each SELECT of one request run again under EXPLAIN ANALYZE — planning, execution, and the time
+    of the plan's top node. A large gap between the last two is time spent outside the plan's rows: setting up
+    memo tables sized for the planner's row estimate (a join before a LIMIT), a JIT compile..."""
+    import json
+
+    captured: list[tuple[str, Any]] = []
+
+    def before(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and not executemany:
+            captured.append((statement, params))
+
+    sa.event.listen(engine, "before_cursor_execute", before)
+    try:
+        client.get(url)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", before)
+    print(f"{url}: EXPLAIN ANALYZE of {len(captured)} SELECTs (ms: planning, execution, top node)")
+    with engine.connect() as conn:
+        for statement, params in captured:
+            raw = conn.connection.dbapi_connection.cursor()
+            raw.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params)
+            plan = raw.fetchone()[0]
+            plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
+            top = plan["Plan"].get("Actual Total Time", 0.0)
+            gap = plan["Execution Time"] - top
+            flag = "  <-- outside the rows" if gap > 1 else ""
+            print(f"  {plan['Planning Time']:6.2f} {plan['Execution Time']:7.2f} {top:7.2f}  "
+                  f"{' '.join(statement.split())[:150]}{flag}")
+        conn.rollback()
+
+
 def _profile(client: Any, urls: list[str], repeat: int, callers: str = "") -> None:
     """Where one page's time goes in this process: the functions with the most time of their own, then the most
     time under them (SQLAlchemy, Jinja, the audit...)."""
@@ -111,6 +143,7 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma-separated page names")
     p.add_argument("--profile", default="", help="a page name: cProfile its requests and print the top functions")
     p.add_argument("--sql", action="store_true", help="print each statement of one request with its time")
+    p.add_argument("--explain", action="store_true", help="PostgreSQL: EXPLAIN ANALYZE each SELECT of one request")
     p.add_argument("--callers", default="", help="with --profile: who calls the functions matching this pattern")
     p.add_argument("--dump", default="", help="a folder: write each page's first answer there (<page>.html)")
     a = p.parse_args()
@@ -150,6 +183,8 @@ def main() -> None:
             client.get(urls[0])
         if a.sql and name not in ("hello", "audited fortunes"):
             _time_statements(engine, client, urls[0])
+        if a.explain and name not in ("hello", "audited fortunes") and bdb.kind == "postgres":
+            _explain(engine, client, urls[0])
         if a.profile == name:
             _profile(client, urls, a.repeat, a.callers)
         times, cpu = [], []
