@@ -9,6 +9,7 @@ rows past the absolute limit and deletes ended rows after a while — sign-ins s
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -65,14 +66,21 @@ def load_user(user_key: str) -> User | None:
     if not digits_only(user_id) or len(user_id) > 10 or not isinstance(raw, str) or not raw:
         return None
     oldest = now() - timedelta(hours=settings().session_max_hours)  # the absolute limit, on the server's side too
-    user = db.session.execute(
-        sa.select(User).join(StaffSession, StaffSession.user_id == User.id)
-        .where(User.id == int(user_id), StaffSession.token_hash == _hash(raw), StaffSession.ended_at.is_(None),
-               StaffSession.created_at > oldest)
-    ).scalar_one_or_none()
+    user = db.session.execute(_user_of_session(), {"b_user": int(user_id), "b_hash": _hash(raw),
+                                                   "b_oldest": oldest}).scalar_one_or_none()
     if user is None or not user.active or str(user.session_version) != version:
         return None
     return user
+
+
+@functools.cache
+def _user_of_session() -> sa.Select[tuple[User]]:
+    """Built once per process with bind parameters: every staff request asks it first."""
+    return (sa.select(User).join(StaffSession, StaffSession.user_id == User.id)
+            .where(User.id == sa.bindparam("b_user", type_=sa.Integer),
+                   StaffSession.token_hash == sa.bindparam("b_hash", type_=sa.String),
+                   StaffSession.ended_at.is_(None),
+                   StaffSession.created_at > sa.bindparam("b_oldest", type_=StaffSession.created_at.type)))
 
 
 @dataclass(frozen=True)
