@@ -68,6 +68,7 @@ def _query(f: AuditFilter) -> sa.Select:
 
 def search(actor: Actor, f: AuditFilter, *, page: int = 1) -> tuple[list[tuple[AuditEvent, str | None]], bool]:
     audit.require(actor, Permission.VIEW_AUDIT, what="read the audit trail")
+    audit.pending()  # the trail as it stands, this request's own events included
     page = max(page, 1)
     rows = db.session.execute(
         _query(f).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
@@ -85,6 +86,7 @@ def export_csv(actor: Actor, f: AuditFilter) -> Iterator[str]:
     """The whole filtered trail as CSV, streamed in batches (the export itself is audited)."""
     audit.require(actor, Permission.VIEW_AUDIT, what="export the audit trail")
     audit.record(actor, "audit.export")
+    audit.pending()  # the export lists itself
     stmt = _query(f).order_by(AuditEvent.id).execution_options(yield_per=1000)
 
     def generate() -> Iterator[str]:

@@ -42,6 +42,10 @@ def _rollback_keeping_audit() -> None:
 
 
 def init_app(app: Flask) -> None:
+    @app.before_request
+    def _begin() -> None:
+        audit.write_at_commit()  # the request's audit events are written by the commit below
+
     @app.after_request
     def _finish(response: Response) -> Response:
         if response.status_code >= 400 or g.pop("_uow_rollback", False):
