@@ -52,7 +52,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url, settings.sqlite_busy_timeout_ms),
         SESSION_COOKIE_NAME="__Host-session" if secure else "session",
         SESSION_COOKIE_SECURE=secure,
         SESSION_COOKIE_HTTPONLY=True,
@@ -91,18 +91,18 @@ def create_app(config: Mapping[str, Any] | None = None, *, clock: Clock | None =
     return app
 
 
-def _engine_options(url: str) -> dict[str, Any]:
+def _engine_options(url: str, busy_timeout_ms: int = 15000) -> dict[str, Any]:
     # hide_parameters: SQL errors must not echo patient data into logs.
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
     if url.startswith("sqlite"):
-        options["connect_args"] = {"timeout": 15}
+        options["connect_args"] = {"timeout": busy_timeout_ms / 1000}  # read again by db_events' busy_timeout
     return options
 
 
 def _init_extensions(app: Flask) -> None:
     db.init_app(app)
     with app.app_context():
-        db_events.install(db.engine)
+        db_events.install(db.engine, busy_timeout_ms=app.extensions["pharmacy.settings"].sqlite_busy_timeout_ms)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     limiter.init_app(app)

@@ -75,6 +75,7 @@ class Settings:
     pdc_window_days: int
     pdc_threshold_percent: int
     ratelimit_storage_uri: str
+    sqlite_busy_timeout_ms: int  # how long a SQLite write waits for the one write lock before "busy" (503)
     session_idle_minutes: int
     session_max_hours: int
     log_format: str
@@ -351,6 +352,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         pdc_window_days=_int(env, "PDC_WINDOW_DAYS", 180, 30, 730),
         pdc_threshold_percent=_int(env, "PDC_THRESHOLD_PERCENT", 80, 1, 100),
         ratelimit_storage_uri=env.get("RATELIMIT_STORAGE_URI") or env.get("REDIS_URL") or "memory://",
+        sqlite_busy_timeout_ms=_int(env, "SQLITE_BUSY_TIMEOUT_MS", 15000, 100, 120000),
         session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", 30, 1, 24 * 60),
         session_max_hours=_int(env, "SESSION_MAX_HOURS", 12, 1, 24 * 7),
         log_format=log_format,

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 
-def install(engine: sa.Engine) -> None:
+def install(engine: sa.Engine, *, busy_timeout_ms: int = 15000) -> None:
     if engine.dialect.name != "sqlite" or getattr(engine, "_pharmacy_pragmas", False):
         return
     engine._pharmacy_pragmas = True  # type: ignore[attr-defined]
@@ -24,7 +24,7 @@ def install(engine: sa.Engine) -> None:
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # 8 MB of pages per connection instead of SQLite's 2 MB: at chain scale the pages Today and the queues read

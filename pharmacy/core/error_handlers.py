@@ -34,6 +34,14 @@ def html_error(status: int, title: str, message: str) -> Response:
     return response
 
 
+def busy_response() -> Response:
+    """SQLite's one writer was busy for longer than the busy timeout: 503, try again in a moment."""
+    message = "The pharmacy system is busy for a moment; nothing was saved. Please try again."
+    response = json_error(503, "busy", message) if wants_json() else html_error(503, "Busy", message)
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 def conflict_response(message: str) -> Response:
     if wants_json():
         return json_error(409, "conflict", message)
@@ -83,10 +91,7 @@ def register(app: Flask) -> None:
         if "locked" not in str(exc.orig).lower() and "busy" not in str(exc.orig).lower():
             return _unexpected(exc)
         log.warning("database busy (request %s)", g.get("request_id", "-"))
-        message = "The pharmacy system is busy for a moment; nothing was saved. Please try again."
-        response = json_error(503, "busy", message) if wants_json() else html_error(503, "Busy", message)
-        response.headers["Retry-After"] = "2"
-        return response
+        return busy_response()
 
     @app.errorhandler(DataError)
     def _out_of_range(exc: DataError) -> Response:

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from pharmacy.core import audit, db_events
-from pharmacy.core.error_handlers import conflict_response
+from pharmacy.core.error_handlers import busy_response, conflict_response
 from pharmacy.extensions import db
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,16 @@ def _rollback_keeping_audit() -> None:
         db.session.add_all(model(**values) for model, values in kept)
         for step in redo:
             step()
-        db.session.commit()
+        try:
+            db.session.commit()
+        except OperationalError:  # the database still refuses (SQLite busy past its timeout): said, not raised
+            db.session.rollback()
+            log.error("%d audit event(s) kept after a rollback could not be written: database busy", len(kept))
+
+
+def _busy(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
 
 
 def init_app(app: Flask) -> None:
@@ -54,9 +63,12 @@ def init_app(app: Flask) -> None:
         try:
             db.session.commit()
         except (IntegrityError, OperationalError) as exc:
-            db.session.rollback()
+            # The request's audit events are written by this commit, so a read-only page meets a busy SQLite here:
+            # what must survive a rollback (its reads, refusals) is written again, and "busy" is said as such.
+            _rollback_keeping_audit()
             log.warning("commit failed, nothing saved: %s", type(exc).__name__)
-
+            if isinstance(exc, OperationalError) and _busy(exc):
+                return busy_response()
             return conflict_response("Someone else changed this at the same moment; nothing was saved. Try again.")
         return response
 

@@ -110,3 +110,51 @@ def test_outside_a_web_request_events_are_written_when_recorded(app: Flask) -> N
         assert db.session.execute(sa.text("SELECT count(*) FROM audit_events WHERE action = 't.job'")).scalar_one() == 1
         db.session.rollback()
     assert _actions(app, "t.") == []
+
+
+def test_a_page_whose_commit_finds_the_database_busy_says_so(_schema: str, app_config: dict, clock: Any,
+                                                             tmp_path: Any) -> None:
+    """SQLite: a read-only page's first write is now its audit event, at the commit. When another writer holds the
+    lock past the busy timeout, the answer is 503 "busy, try again" (not a 409 "someone changed this", not a 500),
+    and once the lock is free the next visit is answered and recorded."""
+    import shutil
+    import sqlite3
+
+    import pytest
+
+    from pharmacy import create_app
+    from pharmacy.core.actor import Actor
+    from pharmacy.core.roles import Role
+    from pharmacy.core.services import create_user
+    from tests.conftest import PASSWORD, Staff
+
+    if not app_config["DATABASE_URL"].startswith("sqlite"):
+        pytest.skip("SQLite only: PostgreSQL has no database-wide write lock")
+    path = tmp_path / "busy.db"
+    shutil.copyfile(_schema, path)
+    app = create_app({**app_config, "DATABASE_URL": f"sqlite:///{path}", "SQLITE_BUSY_TIMEOUT_MS": "300"},
+                     clock=clock)
+    with app.test_request_context("/"):
+        user = create_user(Actor(kind="staff", role=Role.ADMIN), email="pharm@pharmacy.test", full_name="Paula P",
+                           role=Role.PHARMACIST, password=PASSWORD)
+        pharmacist = Staff(user.id, "pharm@pharmacy.test", Role.PHARMACIST)
+        patient_id = factories.patient(factories.actor(pharmacist)).id
+        db.session.commit()
+    client = app.test_client()
+    login(client, pharmacist)
+    other = sqlite3.connect(path, timeout=1, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        busy = client.get(f"/patients/{patient_id}")
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "2"
+        assert "busy for a moment" in busy.get_data(as_text=True)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert client.get(f"/patients/{patient_id}").status_code == 200
+    with app.app_context():
+        assert db.session.execute(sa.text(
+            "SELECT count(*) FROM audit_events WHERE action = 'patient.view' AND patient_id = :p"),
+            {"p": patient_id}).scalar_one() == 1
+        db.session.remove()
+        db.engine.dispose()
