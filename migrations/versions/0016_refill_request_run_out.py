@@ -22,21 +22,21 @@ depends_on = None
 
 
 def upgrade():
-    with op.batch_alter_table('refill_requests', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('run_out_date', sa.Date(), nullable=True))
+    op.add_column('refill_requests', sa.Column('run_out_date', sa.Date(), nullable=True))
     op.execute("UPDATE refill_requests SET run_out_date = (SELECT p.latest_run_out_date FROM prescriptions p "
                "WHERE p.id = refill_requests.prescription_id)")
-    with op.batch_alter_table('refill_requests', schema=None) as batch_op:
-        batch_op.create_index('ix_refill_requests_state_run_out', ['state', 'run_out_date', 'requested_at', 'id'],
-                              unique=False)
-        batch_op.drop_index('ix_refill_requests_decided')
-        batch_op.create_index('ix_refill_requests_decided', ['decided_at', 'id'], unique=False)
+    op.create_index('ix_refill_requests_state_run_out', 'refill_requests',
+                    ['state', 'run_out_date', 'requested_at', 'id'], unique=False)
+    op.drop_index('ix_refill_requests_decided', table_name='refill_requests')
+    op.create_index('ix_refill_requests_decided', 'refill_requests', ['decided_at', 'id'], unique=False)
     op.execute("ANALYZE refill_requests")
 
 
 def downgrade():
-    with op.batch_alter_table('refill_requests', schema=None) as batch_op:
-        batch_op.drop_index('ix_refill_requests_decided')
-        batch_op.create_index('ix_refill_requests_decided', ['decided_at'], unique=False)
-        batch_op.drop_index('ix_refill_requests_state_run_out')
-        batch_op.drop_column('run_out_date')
+    # No batch here: on SQLite a batch drop_column rebuilds the table, and with foreign keys on, dropping the old
+    # table deletes its rows first — the outbox's messages about those requests with them (ON DELETE CASCADE).
+    # SQLite 3.35+ drops a column in place once no index names it.
+    op.drop_index('ix_refill_requests_decided', table_name='refill_requests')
+    op.create_index('ix_refill_requests_decided', 'refill_requests', ['decided_at'], unique=False)
+    op.drop_index('ix_refill_requests_state_run_out', table_name='refill_requests')
+    op.drop_column('refill_requests', 'run_out_date')

@@ -55,8 +55,11 @@ def _write_at_commit(statement: Any, parameters: Any) -> None:
 
 def pending(session: Session | None = None) -> None:
     """Write the events recorded so far in this transaction now (still uncommitted): for the audit trail's own
-    pages, which read it in the transaction that records their view."""
+    pages, which read it in the transaction that records their view. Not inside a savepoint: those written would
+    go with it if it rolled back, and the events recorded before it belong to the transaction."""
     session = session or db.session()
+    if session.in_nested_transaction():
+        raise RuntimeError("audit.pending() inside a savepoint")
     for statement, parameters in session.info.pop(_PENDING, None) or ():
         session.execute(statement, parameters)
 
@@ -211,9 +214,9 @@ def record_reads_from(actor: Actor, action: str, patient_ids: sa.Select[Any], *,
         sa.null() if details is None else sa.literal(details, sa.JSON()), shown.c.pid,
     )
     t = AuditEvent.__table__
-    db.session.execute(t.insert().from_select(
+    _write_at_commit(t.insert().from_select(
         [t.c.at, t.c.actor_user_id, t.c.actor_kind, t.c.action, t.c.outcome, t.c.ip_address, t.c.details,
-         t.c.patient_id], values))
+         t.c.patient_id], values), {})
 
 
 def keep_after_rollback(model: type, *rows: dict[str, Any]) -> None:

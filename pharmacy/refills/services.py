@@ -299,7 +299,10 @@ def request_refill(actor: Actor, rx_id: int, *, source: RequestSource, delivery:
     state = RefillRequestState.AWAITING_RENEWAL if elig.needs_renewal else RefillRequestState.OPEN
     req = RefillRequest(
         prescription_id=rx.id, patient_id=rx.patient_id, state=state, source=source, delivery_method=delivery,
-        requested_at=now(), requested_by_id=actor.user_id, note=note, run_out_date=rx.latest_run_out_date,
+        requested_at=now(), requested_by_id=actor.user_id, note=note,
+        # Read by the INSERT itself, inside the write transaction: on SQLite the prescription read above takes no
+        # lock, and a dispensing committed since would otherwise leave this request with the run-out before it.
+        run_out_date=sa.select(Prescription.latest_run_out_date).where(Prescription.id == rx.id).scalar_subquery(),
     )
     try:
         with db.session.begin_nested():

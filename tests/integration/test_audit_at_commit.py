@@ -158,3 +158,16 @@ def test_a_page_whose_commit_finds_the_database_busy_says_so(_schema: str, app_c
             {"p": patient_id}).scalar_one() == 1
         db.session.remove()
         db.engine.dispose()
+
+
+def test_writing_the_pending_events_inside_a_savepoint_is_refused(app: Flask) -> None:
+    """Written inside a savepoint, the events recorded before it would go if it rolled back: refused, loudly."""
+    import pytest
+
+    with app.test_request_context("/"):
+        audit.write_at_commit()
+        audit.record(SYSTEM, "t.before")
+        with pytest.raises(RuntimeError, match="savepoint"), db.session.begin_nested():
+            audit.pending()
+        db.session.commit()
+    assert _actions(app, "t.") == ["t.before"]

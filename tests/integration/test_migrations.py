@@ -48,3 +48,50 @@ def test_upgrade_downgrade_upgrade_without_drift(empty_db: str, app_config: dict
         with db.engine.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM audit_events")).scalar_one() == 1
         db.engine.dispose()
+
+
+def test_going_down_from_0016_keeps_the_requests_and_their_messages(empty_db: str, app_config: dict) -> None:
+    """0016's downgrade drops refill_requests.run_out_date without rebuilding the table: on SQLite a rebuilt table
+    is dropped first, and with foreign keys on that deleted its rows and, by cascade, the outbox's messages about
+    them. A request and its messages written at the head survive going down to 0015 and up again."""
+    from pharmacy.core.actor import Actor
+    from pharmacy.core.roles import Role
+    from pharmacy.core.services import create_user
+    from pharmacy.refills.rules import RequestSource
+    from pharmacy.workflows import orders as order_flow
+    from pharmacy.workflows import refill_requests as refill_flow
+    from tests import factories
+    from tests.conftest import PASSWORD, Staff
+
+    app = create_app({**app_config, "DATABASE_URL": empty_db})
+    from pharmacy.extensions import db
+
+    with app.app_context():
+        upgrade()
+    with app.test_request_context("/"):
+        console = Actor(kind="staff", role=Role.ADMIN)
+        staff = {}
+        for key, role in (("admin", Role.ADMIN), ("pharmacist", Role.PHARMACIST), ("pharmacist2", Role.PHARMACIST),
+                          ("technician", Role.TECHNICIAN)):
+            user = create_user(console, email=f"{key}@pharmacy.test", full_name=key.title(), role=role,
+                               password=PASSWORD)
+            staff[key] = Staff(user.id, f"{key}@pharmacy.test", role)
+        w = factories.world(staff)
+        factories.run_order_to(w, order_flow.start_fill(w["pharmacist"], w["rx"].id).id, "dispensed")
+        request_id = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request.id
+        db.session.commit()
+    with app.app_context():
+        def state() -> tuple[int, int, str]:
+            with db.engine.connect() as conn:
+                return (conn.execute(sa.text("SELECT count(*) FROM refill_requests")).scalar_one(),
+                        conn.execute(sa.text("SELECT count(*) FROM outbox WHERE refill_request_id = :r"),
+                                     {"r": request_id}).scalar_one(),
+                        str(conn.execute(sa.text("SELECT run_out_date FROM refill_requests")).scalar_one())[:10])
+
+        before = state()
+        assert before[0] == 1 and before[1] >= 1 and before[2] != "None"
+        downgrade(revision="0015")
+        upgrade()
+        assert state() == before  # the copy filled again from the prescription on the way up
+        db.session.remove()
+        db.engine.dispose()
