@@ -111,6 +111,22 @@ def check_database(cfg: Settings) -> Iterator[Result]:
     yield Result("Migrations", OK if state.at_head else FAIL, state.describe())
 
 
+def check_refill_order(cfg: Settings) -> Iterator[Result]:
+    """The refill queue orders open requests by a copy of their prescription's run-out: it must agree."""
+    from pharmacy.supply import services as supply  # noqa: PLC0415 - a data check, only when doctor runs
+
+    try:
+        found = supply.open_requests_out_of_step()
+    except Exception as exc:
+        yield Result("Refill queue order", FAIL, f"not checked ({type(exc).__name__})")
+        return
+    if found:
+        yield Result("Refill queue order", WARN, f"{found} open request(s) carry a run-out that is not their "
+                     "prescription's and are listed out of order: run `flask refills verify --fix`")
+    else:
+        yield Result("Refill queue order", OK, "every open request carries its prescription's run-out")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
@@ -272,8 +288,8 @@ def check_logging_and_metrics(cfg: Settings) -> Iterator[Result]:
 
 
 CHECKS: tuple[Callable[[Settings], Iterator[Result]], ...] = (
-    check_environment, check_secret_key, check_https, check_database, check_smtp, check_redis, check_scheduler,
-    check_timezone, check_backups, check_logging_and_metrics,
+    check_environment, check_secret_key, check_https, check_database, check_refill_order, check_smtp, check_redis,
+    check_scheduler, check_timezone, check_backups, check_logging_and_metrics,
 )
 
 

@@ -52,3 +52,30 @@ def _carried_days(rx: Prescription) -> int | None:
         return None
     old = db.session.get(Prescription, rx.replaces_id)
     return old.latest_days_supply if old is not None else None
+
+
+def _out_of_step() -> sa.Select:
+    """Open requests whose run-out copy is not their prescription's (NULL-safe)."""
+    rx_run_out = (sa.select(Prescription.latest_run_out_date)
+                  .where(Prescription.id == RefillRequest.prescription_id).scalar_subquery())
+    return (sa.select(RefillRequest.id)
+            .where(RefillRequest.state.in_(OPEN_REQUEST_STATES), RefillRequest.run_out_date.is_distinct_from(rx_run_out)))
+
+
+def open_requests_out_of_step() -> int:
+    """How many open refill requests would sit in the wrong place in the refill queue: their run-out copy differs
+    from their prescription's. Always 0 while every write goes through `refresh` and the request services; checked
+    by `flask doctor` and `flask refills verify`."""
+    return int(db.session.execute(sa.select(sa.func.count()).select_from(_out_of_step().subquery())).scalar_one())
+
+
+def resync_open_requests() -> int:
+    """Copy each open request's prescription's run-out onto it (`flask refills verify --fix`); how many changed."""
+    ids = list(db.session.execute(_out_of_step()).scalars())
+    if ids:
+        rx_run_out = (sa.select(Prescription.latest_run_out_date)
+                      .where(Prescription.id == RefillRequest.prescription_id).scalar_subquery())
+        db.session.execute(sa.update(RefillRequest).where(RefillRequest.id.in_(ids)).values(run_out_date=rx_run_out)
+                           .execution_options(synchronize_session=False))
+    return len(ids)
+

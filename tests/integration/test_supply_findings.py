@@ -307,6 +307,40 @@ def test_a_fill_made_at_the_counter_moves_an_open_request_down_the_queue(app: Fl
     assert [i.patient.first_name for i in queue] == ["Hal", "Margaret"] and queue[1].out_since is None
 
 
+def test_a_run_out_copy_out_of_step_is_found_and_put_right(app: Flask, staff: dict, clock: Any) -> None:
+    """`flask refills verify` and `flask doctor` find an open request whose run-out copy is not its prescription's
+    (written around the services, here by plain SQL) — it would be listed out of order — and `--fix` copies it
+    again, audited; a decided request's copy is not looked at."""
+    from pharmacy.ops import doctor
+
+    with app.test_request_context("/"):
+        w = factories.world(staff)
+        _make(w, order_flow.start_fill(w["technician"], w["rx"].id).id, _lot_ids(w["formula"]))
+        req = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request
+        request_id, rx_id = req.id, w["rx"].id
+        db.session.commit()
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["refills", "verify"])
+    assert ok.exit_code == 0 and "the queue's order is right" in ok.output
+    with app.app_context():
+        db.session.execute(sa.text("UPDATE refill_requests SET run_out_date = '2020-01-01' WHERE id = :r"),
+                           {"r": request_id})
+        db.session.commit()
+        found = [r for r in doctor.run() if r.name == "Refill queue order"]
+        assert [(r.status, r.message.split(" ")[0]) for r in found] == [(doctor.WARN, "1")]
+        db.session.rollback()
+    bad = runner.invoke(args=["refills", "verify"])
+    assert bad.exit_code == 1 and "MISMATCH: 1 open refill request(s)" in bad.output
+    fixed = runner.invoke(args=["refills", "verify", "--fix"])
+    assert fixed.exit_code == 0 and "onto 1 open request(s)" in fixed.output
+    assert runner.invoke(args=["refills", "verify"]).exit_code == 0
+    with app.app_context():
+        assert (db.session.get(RefillRequest, request_id).run_out_date
+                == db.session.get(Prescription, rx_id).latest_run_out_date)
+        assert db.session.execute(sa.text(
+            "SELECT count(*) FROM audit_events WHERE action = 'refills.resync_run_out'")).scalar_one() == 1
+
+
 def test_the_refill_page_and_the_queue_say_out_of_medicine_in_words(app: Flask, client: Any, staff: dict,
                                                                      clock: Any) -> None:
     from pharmacy.core import links
