@@ -24,6 +24,7 @@ from pharmacy.core.context import now, settings
 from pharmacy.extensions import db
 from pharmacy.ops import health
 from pharmacy.ops.models import BACKUP, OpsEvent
+from pharmacy.supply import services as supply
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MARK = {OK: "✓", WARN: "!", FAIL: "✗"}
@@ -113,8 +114,6 @@ def check_database(cfg: Settings) -> Iterator[Result]:
 
 def check_refill_order(cfg: Settings) -> Iterator[Result]:
     """The refill queue orders open requests by a copy of their prescription's run-out: it must agree."""
-    from pharmacy.supply import services as supply  # noqa: PLC0415 - a data check, only when doctor runs
-
     try:
         found = supply.open_requests_out_of_step()
     except Exception as exc:
