@@ -34,6 +34,12 @@ def html_error(status: int, title: str, message: str) -> Response:
     return response
 
 
+def is_busy(exc: OperationalError) -> bool:
+    """SQLite's "database is locked" / "busy": the one writer waited past the busy timeout (not a broken query)."""
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
+
+
 def busy_response() -> Response:
     """SQLite's one writer was busy for longer than the busy timeout: 503, try again in a moment."""
     message = "The pharmacy system is busy for a moment; nothing was saved. Please try again."
@@ -88,7 +94,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _busy(exc: OperationalError) -> Response:
         """SQLite allows one writer at a time: a write that waited too long is "try again", not a crash."""
-        if "locked" not in str(exc.orig).lower() and "busy" not in str(exc.orig).lower():
+        if not is_busy(exc):
             return _unexpected(exc)
         log.warning("database busy (request %s)", g.get("request_id", "-"))
         return busy_response()

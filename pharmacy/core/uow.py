@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from pharmacy.core import audit, db_events
-from pharmacy.core.error_handlers import busy_response, conflict_response
+from pharmacy.core.error_handlers import busy_response, conflict_response, is_busy
 from pharmacy.extensions import db
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,6 @@ def _rollback_keeping_audit() -> None:
             log.error("%d audit event(s) kept after a rollback could not be written: database busy", len(kept))
 
 
-def _busy(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower()
-    return "locked" in text or "busy" in text
-
-
 def init_app(app: Flask) -> None:
     @app.before_request
     def _begin() -> None:
@@ -67,7 +62,7 @@ def init_app(app: Flask) -> None:
             # what must survive a rollback (its reads, refusals) is written again, and "busy" is said as such.
             _rollback_keeping_audit()
             log.warning("commit failed, nothing saved: %s", type(exc).__name__)
-            if isinstance(exc, OperationalError) and _busy(exc):
+            if isinstance(exc, OperationalError) and is_busy(exc):
                 return busy_response()
             return conflict_response("Someone else changed this at the same moment; nothing was saved. Try again.")
         return response

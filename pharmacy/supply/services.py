@@ -4,6 +4,7 @@ transaction (so the running-out list, reminders and the refill queue never read 
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -54,12 +55,17 @@ def _carried_days(rx: Prescription) -> int | None:
     return old.latest_days_supply if old is not None else None
 
 
-def _out_of_step() -> sa.Select:
+def _prescription_run_out() -> sa.ScalarSelect[Any]:
+    """Each refill request's prescription's run-out, correlated to the request row of the enclosing statement."""
+    return (sa.select(Prescription.latest_run_out_date)
+            .where(Prescription.id == RefillRequest.prescription_id).scalar_subquery())
+
+
+def _out_of_step() -> sa.Select[Any]:
     """Open requests whose run-out copy is not their prescription's (NULL-safe)."""
-    rx_run_out = (sa.select(Prescription.latest_run_out_date)
-                  .where(Prescription.id == RefillRequest.prescription_id).scalar_subquery())
     return (sa.select(RefillRequest.id)
-            .where(RefillRequest.state.in_(OPEN_REQUEST_STATES), RefillRequest.run_out_date.is_distinct_from(rx_run_out)))
+            .where(RefillRequest.state.in_(OPEN_REQUEST_STATES),
+                   RefillRequest.run_out_date.is_distinct_from(_prescription_run_out())))
 
 
 def open_requests_out_of_step() -> int:
@@ -73,9 +79,8 @@ def resync_open_requests() -> int:
     """Copy each open request's prescription's run-out onto it (`flask refills verify --fix`); how many changed."""
     ids = list(db.session.execute(_out_of_step()).scalars())
     if ids:
-        rx_run_out = (sa.select(Prescription.latest_run_out_date)
-                      .where(Prescription.id == RefillRequest.prescription_id).scalar_subquery())
-        db.session.execute(sa.update(RefillRequest).where(RefillRequest.id.in_(ids)).values(run_out_date=rx_run_out)
+        db.session.execute(sa.update(RefillRequest).where(RefillRequest.id.in_(ids))
+                           .values(run_out_date=_prescription_run_out())
                            .execution_options(synchronize_session=False))
     return len(ids)
 
