@@ -102,7 +102,9 @@ def _engine_options(url: str, busy_timeout_ms: int = 15000) -> dict[str, Any]:
 def _init_extensions(app: Flask) -> None:
     db.init_app(app)
     with app.app_context():
-        db_events.install(db.engine, busy_timeout_ms=app.extensions["pharmacy.settings"].sqlite_busy_timeout_ms)
+        settings = app.extensions["pharmacy.settings"]
+        db_events.install(db.engine, busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+                          wal_autocheckpoint=settings.sqlite_wal_autocheckpoint)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True, compare_type=True)
     csrf.init_app(app)
     limiter.init_app(app)

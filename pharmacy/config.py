@@ -76,6 +76,7 @@ class Settings:
     pdc_threshold_percent: int
     ratelimit_storage_uri: str
     sqlite_busy_timeout_ms: int  # how long a SQLite write waits for the one write lock before "busy" (503)
+    sqlite_wal_autocheckpoint: int  # WAL pages past which a committing connection copies the log back itself
     session_idle_minutes: int
     session_max_hours: int
     log_format: str
@@ -353,6 +354,7 @@ def load_settings(env: Mapping[str, str], instance_path: Path) -> Settings:
         pdc_threshold_percent=_int(env, "PDC_THRESHOLD_PERCENT", 80, 1, 100),
         ratelimit_storage_uri=env.get("RATELIMIT_STORAGE_URI") or env.get("REDIS_URL") or "memory://",
         sqlite_busy_timeout_ms=_int(env, "SQLITE_BUSY_TIMEOUT_MS", 15000, 100, 120000),
+        sqlite_wal_autocheckpoint=_int(env, "SQLITE_WAL_AUTOCHECKPOINT", 10000, 100, 1_000_000),
         session_idle_minutes=_int(env, "SESSION_IDLE_MINUTES", 30, 1, 24 * 60),
         session_max_hours=_int(env, "SESSION_MAX_HOURS", 12, 1, 24 * 7),
         log_format=log_format,

@@ -105,9 +105,11 @@ def _autonomous_engine() -> sa.Engine:
         engine = current_app.extensions.get("pharmacy.autonomous_engine")
         if engine is None:
             url = db.engine.url
-            connect_args = {"timeout": 15} if url.get_backend_name() == "sqlite" else {}
+            s = current_app.extensions["pharmacy.settings"]
+            connect_args = {"timeout": s.sqlite_busy_timeout_ms / 1000} if url.get_backend_name() == "sqlite" else {}
             engine = sa.create_engine(url, poolclass=NullPool, hide_parameters=True, connect_args=connect_args)
-            db_events.install(engine)
+            db_events.install(engine, busy_timeout_ms=s.sqlite_busy_timeout_ms,
+                              wal_autocheckpoint=s.sqlite_wal_autocheckpoint)
             current_app.extensions["pharmacy.autonomous_engine"] = engine
         return engine
 

@@ -15,7 +15,7 @@ from pharmacy.core.context import now, settings
 from pharmacy.core.uow import unit_of_work
 from pharmacy.extensions import db
 from pharmacy.ops import backup as backups
-from pharmacy.ops import doctor, health
+from pharmacy.ops import doctor, health, wal
 from pharmacy.ops.models import BACKUP, OpsEvent
 
 
@@ -110,3 +110,4 @@ def verify(path: Path) -> None:
 def register(app: Flask) -> None:
     app.cli.add_command(doctor_command)
     app.cli.add_command(backup)
+    app.extensions.setdefault("pharmacy.scheduler_jobs", []).append(wal.add_jobs)
