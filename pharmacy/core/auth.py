@@ -8,7 +8,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Flask, g, redirect, request, session, url_for
+from flask import Flask, Response, current_app, g, redirect, request, session, url_for
 from flask_login import current_user, logout_user
 
 from pharmacy.core import audit, query_params, sessions
@@ -110,8 +110,20 @@ def _load_user(user_key: str) -> User | None:
     return sessions.load_user(user_key)
 
 
+def _clear_remember_cookie(response: Response) -> None:
+    """Flask-Login clears its remember-me cookie (never set by this app) whenever its session protection trips —
+    any anonymous request after the first — and clears it with no flags at all: a bare `remember_token=; Path=/`
+    in production beside the `__Host-` session cookie. Cleared here with the session cookie's flags."""
+    config = current_app.config
+    response.delete_cookie(config.get("REMEMBER_COOKIE_NAME", "remember_token"),
+                           domain=config.get("REMEMBER_COOKIE_DOMAIN"), path=config.get("REMEMBER_COOKIE_PATH", "/"),
+                           secure=bool(config.get("SESSION_COOKIE_SECURE")), httponly=True,
+                           samesite=config.get("SESSION_COOKIE_SAMESITE") or "Lax")
+
+
 def init_app(app: Flask) -> None:
     login_manager.init_app(app)
+    login_manager._clear_cookie = _clear_remember_cookie  # type: ignore[method-assign]
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
 

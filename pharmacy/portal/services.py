@@ -173,6 +173,10 @@ def _check(challenge: SignInChallenge, code: str, *, ok_extra: bool) -> None:
         raise Conflict(_problem_words(problem))
     expected = rules.code_for(_secret(), challenge.id, challenge.salt)
     if rules.code_matches(expected, code) and ok_extra:
+        # The right answer goes through the same atomic gate as the guesses (core.links.count_answer, adding
+        # nothing): the count read above may predate a concurrent burst of guesses that has since locked the code.
+        if links.count_answer(nonce, correct=True) is None:
+            raise Conflict(_problem_words("locked"))
         return
     tries = links.count_answer(nonce, correct=False)
     if tries is None:
