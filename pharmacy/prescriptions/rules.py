@@ -66,7 +66,11 @@ class SupplyError(ValidationFailed):
 # --------------------------------------------------------------------------------------------
 USUAL_MIN_MG = Decimal("1.5")  # docs/domain.md "Dosing": common MS range 1.5–4.5 mg once daily
 USUAL_MAX_MG = Decimal("4.5")
-LOW_DOSE_MAX_MG = Decimal("5")  # docs/domain.md "Dosing": > 5 mg is not LDN
+LOW_DOSE_MAX_MG = Decimal("5")  # docs/domain.md "Dosing": > 5 mg is not LDN and needs a pharmacist's attention
+# Our decision: some MS prescribers go up to 6 mg, so 5–6 mg is a stop a pharmacist may override (after checking with
+# the prescriber); above 6 mg it is not LDN at all (a 50 mg order entered as LDN): a hard stop.
+PHARMACIST_MAX_MG = Decimal("6")
+ADULT_AGE = 18  # naltrexone's safety under 18 is not established: a warning
 SPASTICITY_MAX_MG = Decimal("3")  # docs/domain.md "Dosing": spasticity cap 3 mg
 MAX_CAPSULES_PER_DOSE = 6  # more than this means the wrong capsule strength was chosen
 ML_STEP = Decimal("0.1")  # an oral syringe / cream applicator measures to 0.1 mL
@@ -226,9 +230,10 @@ class Alert:
 
 
 def can_override(severity: Severity) -> bool:
-    """docs/domain.md "Safety screening": only the liver stop and the spasticity ack are a pharmacist's call.
+    """docs/domain.md "Safety screening": the overridable stops (liver, naltrexone allergy, 5–6 mg) and the
+    spasticity ack are a pharmacist's call.
 
-    A hard stop (opioids, > 5 mg) cannot be overridden: the fix is a changed prescription or
+    A hard stop (opioids, > 6 mg) cannot be overridden: the fix is a changed prescription or
     medication list. A warning needs no override.
     """
     return Severity(severity) in (Severity.OVERRIDABLE_STOP, Severity.ACKNOWLEDGE)
@@ -256,6 +261,19 @@ def expiry_alert(expiry_date: date, days_supply: int, today: date) -> Alert | No
     return None
 
 
+def age_alert(date_of_birth: date | None, today: date) -> Alert | None:
+    """A patient under 18: naltrexone's safety and dosing in children are not established (a warning, so the
+    pharmacist confirms the prescriber's intent; paediatric MS exists, so it does not block)."""
+    if date_of_birth is None:
+        return None
+    age = today.year - date_of_birth.year - ((today.month, today.day) < (date_of_birth.month, date_of_birth.day))
+    if age >= ADULT_AGE:
+        return None
+    return Alert("age_under_18", Severity.WARNING,
+                 f"The patient is {max(age, 0)} years old: the safety of naltrexone under 18 is not established. "
+                 "Confirm the dose with the prescriber.")
+
+
 def check_dose(dose_mg: Decimal | int | str, *, has_spasticity: bool) -> list[Alert]:
     """docs/domain.md "Dosing": usual range 1.5–4.5 mg; > 5 mg is not LDN; spasticity at most 3 mg."""
     dose = to_decimal(dose_mg, "dose_mg")
@@ -263,11 +281,16 @@ def check_dose(dose_mg: Decimal | int | str, *, has_spasticity: bool) -> list[Al
         raise DoseError("The dose must be more than 0 mg.", fields={"dose_mg": "Must be more than 0 mg."})
     alerts = []
     mg = format_mg(dose)
-    if dose > LOW_DOSE_MAX_MG:
+    if dose > PHARMACIST_MAX_MG:
         # docs/domain.md "Dosing": anything above the low-dose range (> 5 mg) is not LDN.
         alerts.append(Alert("dose_not_low_dose", Severity.HARD_STOP,
-                            f"{mg} is above the low-dose range (at most 5 mg): this is not LDN. "
-                            "Contact the prescriber for a corrected prescription."))
+                            f"{mg} is above the low-dose range (at most 5 mg, 6 mg at most with a pharmacist's "
+                            "review): this is not LDN. Contact the prescriber for a corrected prescription."))
+    elif dose > LOW_DOSE_MAX_MG:
+        # docs/domain.md "Dosing": > 5 mg "needs a pharmacist's attention"; some MS prescribers use up to 6 mg.
+        alerts.append(Alert("dose_not_low_dose", Severity.OVERRIDABLE_STOP,
+                            f"{mg} is above the low-dose range (at most 5 mg). A pharmacist must confirm it with the "
+                            "prescriber and record a reason before filling."))
     elif not USUAL_MIN_MG <= dose <= USUAL_MAX_MG:
         alerts.append(Alert("dose_outside_usual_range", Severity.WARNING,
                             f"{mg} is outside the usual MS range of 1.5–4.5 mg once daily; "

@@ -35,9 +35,11 @@ def findings(patient: Patient, rx: Prescription) -> list[rules.Alert]:
     found = screening_rules.screen(
         medications=patient.medications or [], conditions=patient.conditions or [],
         max_dose_mg=max_dose, maintenance_dose_mg=rx.dose_mg, titrating=bool(steps),
+        allergies=patient.allergies or [],
     )
-    expiring = rules.expiry_alert(rx.expiry_date, rx.days_supply, today())
-    return [*found, expiring] if expiring is not None else found
+    extra = [rules.expiry_alert(rx.expiry_date, rx.days_supply, today()),
+             rules.age_alert(patient.date_of_birth, today())]
+    return [*found, *(a for a in extra if a is not None)]
 
 
 def _sync(rx: Prescription, found: Iterable[rules.Alert], order_id: int | None,

@@ -72,7 +72,8 @@ OPIOIDS: dict[str, tuple[str, ...]] = {
     "an opioid": (r"re:opi(?:oid|ate)s?(?![\s-]*(?:antagonist|blocker|receptor|free))", "narcotic pain"),
 }
 LIVER_TERMS: tuple[str, ...] = (
-    r"re:hepatitis", "hep A", "hep B", "hep C", "HBV", "HCV", "cirrhosis", "liver disease", "liver failure",
+    r"re:hepatitis", "hep A", "hep B", "hep C", "HBV", "HCV", "cirrhosis", "cirrhotic", "liver disease", "liver failure",
+    "ESLD",
     r"re:liver[\s-]+(?:damage|fibrosis|cancer|transplant\w*|impairment|injury|dysfunction|insufficiency)",
     r"re:hepatic[\s-]+(?:impairment|insufficiency|failure|disease|dysfunction|encephalopathy|steatosis|fibrosis)",
     "fatty liver", "steatohepatitis", "NAFLD", "NASH", "MASLD", "MASH", "hepatocellular",
@@ -89,6 +90,8 @@ PREGNANCY_TERMS: tuple[str, ...] = (
     r"re:nursing(?![\s-]+(?:home|facility|care|student|assistant))",
 )
 SPASTICITY_TERMS: tuple[str, ...] = (r"re:spastic\w*",)
+# An allergy (or hypersensitivity) to naltrexone itself, by name or brand, in the patient's allergy list.
+NALTREXONE_ALLERGY_TERMS: tuple[str, ...] = ("naltrexone", "ReVia", "Vivitrol", "Depade", "LDN")
 
 _NEGATION = re.compile(r"^\s*(?:no|not|none|nil|denies|denied|negative\s+for)(?![\w.])", re.IGNORECASE)
 _ALLERGY = re.compile(
@@ -104,7 +107,9 @@ def _term_regex(term: str) -> str:
     # A plain name: spaces and hyphens interchangeable, an optional plural; "re:" terms are regexes.
     plain = r"[\s-]*".join(re.escape(t) for t in re.split(r"[\s-]+", term.strip())) + "s?"
     body = term[3:] if term.startswith("re:") else plain
-    return rf"(?<![^\W_])(?:{body})(?![^\W_])"
+    # Not inside a longer word, but a strength may run straight on ("tramadol50mg", "Avonex30mcg"): a letter
+    # after the name ends the match, a digit does not.
+    return rf"(?<![^\W_])(?:{body})(?![^\W\d_])"
 
 
 def _compile(terms: Sequence[str]) -> re.Pattern[str]:
@@ -116,6 +121,7 @@ _LIVER_RE = _compile(LIVER_TERMS)
 _INTERFERON_RE = _compile(INTERFERON_BETA_TERMS)
 _PREGNANCY_RE = _compile(PREGNANCY_TERMS)
 _SPASTICITY_RE = _compile(SPASTICITY_TERMS)
+_NALTREXONE_RE = _compile(NALTREXONE_ALLERGY_TERMS)
 
 
 def _entries(items: Sequence[str]) -> list[str]:
@@ -163,6 +169,7 @@ def screen(
     max_dose_mg: Decimal | int | str,
     maintenance_dose_mg: Decimal | int | str | None = None,
     titrating: bool = False,
+    allergies: Sequence[str] = (),
 ) -> list[Alert]:
     """docs/domain.md "Safety screening" (at intake and at every refill), hard stops first.
 
@@ -193,6 +200,12 @@ def screen(
         alerts.append(Alert("interferon_beta", Severity.WARNING,
                             f"Interferon beta ({_quoted(interferon)}): possible interaction with LDN. "
                             "Tell the patient, and the prescriber if new symptoms appear."))
+    allergic = [a for a in _entries(allergies) if _NALTREXONE_RE.search(a)]
+    if allergic:
+        alerts.append(Alert("naltrexone_allergy", Severity.OVERRIDABLE_STOP,
+                            f"Allergy to naltrexone on file ({_quoted(allergic)}): hypersensitivity to naltrexone is a "
+                            "contraindication. A pharmacist must check it with the patient or prescriber and record a "
+                            "reason before filling."))
     pregnancy = [c for c in conds if _PREGNANCY_RE.search(c)]
     if pregnancy:
         alerts.append(Alert("pregnancy_breastfeeding", Severity.WARNING,

@@ -164,6 +164,10 @@ def plan_from_input(data: dict[str, Any], formula: Formula, *, allow_expired: bo
         msg = (f"This prescription expired on {rules.format_date(expiry)} and cannot be filled: "
                "ask the prescriber for a new one.")
         raise ValidationFailed("The prescription has expired.", fields={where: msg})
+    refills = data.get("refills_authorized")
+    if refills is not None and (isinstance(refills, bool) or not isinstance(refills, int) or not 0 <= refills <= 99):
+        # docs/domain.md "Refill timing": a missing count means zero; otherwise a whole count 0–99 (the table's range).
+        raise ValidationFailed("Check the refills.", fields={"refills_authorized": "Enter a whole number from 0 to 99."})
     directions = data.get("directions") or rules.directions(form, strength, dose, data["dosing_time"], steps)
     return {
         "quantity": quantity, "days_supply": days, "expiry_date": expiry, "directions": directions,

@@ -1,0 +1,101 @@
+"""Clinical review of the pure screening and dose rules (docs/domain.md "Dosing", "Safety screening").
+
+Each case here failed before the fix it names: an opioid written without a space before its strength was missed,
+a 6 mg LDN order (a dose some MS prescribers use) could never be filled, an allergy to naltrexone itself was never
+looked at, and a child got no alert.
+"""
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+
+from pharmacy.prescriptions import rules, screening_rules
+from pharmacy.prescriptions.rules import Severity
+
+
+def _codes(**kw: object) -> dict[str, Severity]:
+    kw.setdefault("medications", [])
+    kw.setdefault("conditions", [])
+    kw.setdefault("max_dose_mg", Decimal("4.5"))
+    return {a.code: a.severity for a in screening_rules.screen(**kw)}  # type: ignore[arg-type]
+
+
+# ---- opioids typed without a space before the strength -------------------------------------------------------
+
+
+@pytest.mark.parametrize("med", ["tramadol50mg", "oxycodone5mg", "Percocet10/325", "Norco10-325", "codeine30mg",
+                                 "methadone10mg", "buprenorphine2mg", "Butrans5mcg/hr", "morphine15mg"])
+def test_an_opioid_with_its_strength_run_on_is_still_a_hard_stop(med: str) -> None:
+    assert _codes(medications=[med]) == {"opioid": Severity.HARD_STOP}
+
+
+@pytest.mark.parametrize("med", ["loperamide2mg", "naloxone4mg", "apomorphine2mg", "dextromethorphan30mg"])
+def test_run_on_strengths_do_not_turn_non_opioids_into_opioids(med: str) -> None:
+    assert "opioid" not in _codes(medications=[med])
+
+
+def test_interferon_beta_with_its_strength_run_on_still_warns() -> None:
+    assert _codes(medications=["Avonex30mcg"]) == {"interferon_beta": Severity.WARNING}
+
+
+@pytest.mark.parametrize("cond", ["cirrhotic liver", "ESLD"])
+def test_more_ways_of_writing_liver_disease_are_a_liver_stop(cond: str) -> None:
+    assert _codes(conditions=[cond]) == {"liver_disease": Severity.OVERRIDABLE_STOP}
+
+
+# ---- above 5 mg: a pharmacist's attention; far above: not LDN ------------------------------------------------
+
+
+@pytest.mark.parametrize("dose", ["5.5", "6"])
+def test_a_dose_above_5_up_to_6_mg_is_a_stop_a_pharmacist_may_override(dose: str) -> None:
+    alerts = rules.check_dose(Decimal(dose), has_spasticity=False)
+    assert [(a.code, a.severity) for a in alerts] == [("dose_not_low_dose", Severity.OVERRIDABLE_STOP)]
+    assert rules.can_override(alerts[0].severity)
+    assert rules.blocking_alerts([(alerts[0], False)]) == alerts  # blocks until resolved
+    assert rules.blocking_alerts([(alerts[0], True)]) == []
+
+
+@pytest.mark.parametrize("dose", ["6.5", "9", "50"])
+def test_a_dose_above_6_mg_stays_a_hard_stop(dose: str) -> None:
+    alerts = rules.check_dose(Decimal(dose), has_spasticity=False)
+    assert [(a.code, a.severity) for a in alerts] == [("dose_not_low_dose", Severity.HARD_STOP)]
+
+
+def test_5_mg_is_still_only_a_warning() -> None:
+    alerts = rules.check_dose(Decimal("5"), has_spasticity=False)
+    assert [(a.code, a.severity) for a in alerts] == [("dose_outside_usual_range", Severity.WARNING)]
+
+
+# ---- allergy to naltrexone --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("allergy", ["naltrexone", "Naltrexone (hives)", "naltrexone hydrochloride - rash",
+                                     "Vivitrol", "ReVia", "LDN"])
+def test_an_allergy_to_naltrexone_is_a_stop_a_pharmacist_must_review(allergy: str) -> None:
+    assert _codes(allergies=[allergy]) == {"naltrexone_allergy": Severity.OVERRIDABLE_STOP}
+
+
+@pytest.mark.parametrize("allergy", ["penicillin", "NKDA", "no known drug allergies", "none", "sulfa", "naloxone"])
+def test_other_allergies_and_none_give_no_naltrexone_alert(allergy: str) -> None:
+    assert "naltrexone_allergy" not in _codes(allergies=[allergy])
+
+
+def test_screen_still_works_without_an_allergy_list() -> None:
+    assert _codes() == {}
+
+
+# ---- age -------------------------------------------------------------------------------------------------------
+
+
+def test_a_patient_under_18_gets_a_warning() -> None:
+    alert = rules.age_alert(date(2010, 6, 1), date(2026, 5, 31))
+    assert alert is not None and alert.code == "age_under_18" and alert.severity is Severity.WARNING
+    assert not alert.blocks
+
+
+@pytest.mark.parametrize(("born", "day"), [(date(2008, 6, 1), date(2026, 6, 1)), (date(1968, 4, 12), date(2026, 1, 1)),
+                                           (date(2008, 2, 29), date(2026, 3, 1))])
+def test_an_adult_gets_no_age_alert(born: date, day: date) -> None:
+    assert rules.age_alert(born, day) is None
