@@ -70,11 +70,14 @@ def create_order(actor: Actor, rx: Prescription, fill: NextFill, *, request_note
     fill_number = 0 if highest is None else int(highest) + 1
     plan = fill.plan
     t = now()
+    earliest = fill.supply.earliest_next_start  # the day the patient may have it; a parcel leaves earlier
+    if earliest is not None:
+        earliest = supply_rules.earliest_leaving_day(earliest, next_fill.shipping_days_for(rx, fill.delivery))
     order = Order(
         prescription_id=rx.id, patient_id=rx.patient_id, fill_number=fill_number,
         authorized_fill=plan.authorized_fill, state=OrderState.REQUESTED, state_changed_at=t,
         quantity=plan.quantity, days_supply=plan.days_supply, cap_note=plan.note,
-        earliest_dispense_date=fill.supply.earliest_next_start, delivery_method=fill.delivery,
+        earliest_dispense_date=earliest, delivery_method=fill.delivery,
         price_cents=fill.quote.price_cents, shipping_cents=fill.quote.shipping_cents,
         price_entry_id=fill.quote.price_entry_id, created_by_id=actor.user_id, created_at=t, updated_at=t,
     )

@@ -168,7 +168,7 @@ def _diff(facts: list[planning.FillFacts], existing: dict[int, list[Any]], day: 
     domain = outbox.mail_domain()
     for f in facts:
         planned = planning.plan_messages(f, day=day)
-        keys = {f"fill:{f.order_id}:{p.key}": p for p in planned}
+        keys = {f.dedupe_key(p.key): p for p in planned}
         mine = existing.get(f.order_id, [])
         by_key = {r.dedupe_key: r for r in mine}
         changes.cancel += [r.id for r in mine if r.state == OutboxState.PENDING and r.dedupe_key not in keys]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
@@ -45,6 +46,9 @@ class FillFacts:
 
     Reminder rows hang off the latest dispensed order ("fill:<order id>:<key>"); the dates come from the
     supply the prescription caches (supply/rules.py: run-out is the last day covered, early fills stacked).
+    A replacement not yet dispensed (`carried`) holds the supply of the prescription it replaced
+    (supply/services.carry_over): its reminders hang off that prescription's latest dispensed order, under keys of
+    their own ("rx:<prescription id>:fill:<order id>:<key>"), since the old prescription's rows were cancelled.
     """
 
     order_id: int
@@ -61,6 +65,12 @@ class FillFacts:
     refills_authorized: int
     expiry_date: date
     days_dispensed: int
+    carried: bool = False
+
+    def dedupe_key(self, planned_key: str) -> str:
+        """The outbox key of one planned message of this supply."""
+        key = f"fill:{self.order_id}:{planned_key}"
+        return f"rx:{self.prescription_id}:{key}" if self.carried else key
 
     @property
     def can_fill_again(self) -> bool:
@@ -70,7 +80,10 @@ class FillFacts:
 
 
 def facts_query() -> sa.Select:
-    """Active prescriptions with supply, joined to their latest dispensed order, patient and formula."""
+    """Active prescriptions with supply, joined to their latest dispensed order, patient and formula. A replacement
+    not yet dispensed is joined to the latest dispensed order of the prescription it replaced, whose supply it holds."""
+    source = aliased(Prescription, name="supply_source")
+    carried = Prescription.latest_fill_number.is_(None)
     return (
         sa.select(
             Order.id, Prescription.id, Prescription.patient_id, Prescription.prescriber_id,
@@ -80,11 +93,11 @@ def facts_query() -> sa.Select:
             # (pharmacy/sms/fanout.py); the email row itself is then cancelled at send time ("no email address").
             sa.or_(Patient.email.is_not(None), takes_texts(Patient.id)), Formula.lead_time_business_days,
             Prescription.days_supply, Prescription.refills_authorized, Prescription.expiry_date,
-            Prescription.days_dispensed,
+            Prescription.days_dispensed, sa.case((carried, sa.true()), else_=sa.false()),
         )
         .select_from(Prescription)
-        .join(Order, sa.and_(Order.prescription_id == Prescription.id,
-                             Order.fill_number == Prescription.latest_fill_number))
+        .join(source, source.id == sa.case((carried, Prescription.replaces_id), else_=Prescription.id))
+        .join(Order, sa.and_(Order.prescription_id == source.id, Order.fill_number == source.latest_fill_number))
         .join(Patient, Patient.id == Prescription.patient_id)
         .join(Formula, Formula.id == Prescription.formula_id)
         .where(Prescription.status == RxStatus.ACTIVE, Prescription.latest_run_out_date.is_not(None))
@@ -122,7 +135,7 @@ def _blocked(rx_id: int) -> bool:
 
 def _write(f: FillFacts, planned: list[reminder_rules.PlannedMessage]) -> int:
     """Make the pending rows of one fill match the plan: keep matching rows, cancel stale ones, add new."""
-    keys = {f"fill:{f.order_id}:{p.key}": p for p in planned}
+    keys = {f.dedupe_key(p.key): p for p in planned}
     existing = db.session.execute(
         sa.select(OutboxMessage).where(OutboxMessage.order_id == f.order_id, OutboxMessage.kind.in_(REMINDER_KINDS))
     ).scalars().all()

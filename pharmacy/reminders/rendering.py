@@ -367,7 +367,7 @@ class Batch:
         if rx is not None:
             ctx.update(self._rx_context(rx, request.delivery_method if request is not None else None))
         if kind in rules.REFILL_REMINDERS or kind == MessageKind.RENEWAL_NEEDED:
-            line = self._fill_timeline(row.order_id)
+            line = self._fill_timeline(row.order_id, row.prescription_id)
             if line is not None:
                 ctx["run_out"] = _words(line.run_out)
                 ctx["order_by"] = _words(line.order_by)
@@ -435,13 +435,14 @@ class Batch:
             "prescriber_name": _doctor(rx),
         }
 
-    def _fill_timeline(self, order_id: int | None) -> refill_rules.RefillTimeline | None:
+    def _fill_timeline(self, order_id: int | None, rx_id: int | None = None) -> refill_rules.RefillTimeline | None:
         """Run-out and order-by of the supply a reminder is about, computed now (the facts planning uses):
-        None unless its order is the prescription's latest dispensing and the prescription is active."""
+        None unless its order is dispensed and the prescription is active. The prescription is the message's: a
+        replacement not yet dispensed holds (and is reminded from) the supply of its predecessor's latest order."""
         order = self.orders.get(order_id) if order_id is not None else None
         if order is None or order.state != OrderState.DISPENSED:
             return None
-        rx = self.prescriptions.get(order.prescription_id)
+        rx = self.prescriptions.get(rx_id if rx_id is not None else order.prescription_id)
         patient = self.patients.get(order.patient_id)
         if rx is None or rx.status != RxStatus.ACTIVE or patient is None or rx.latest_run_out_date is None:
             return None

@@ -133,6 +133,16 @@ def arrival_date(ready_on: date, shipping_days: int) -> date:
     return day
 
 
+def earliest_leaving_day(earliest_start: date, shipping_days: int) -> date:
+    """The first day a fill may be dispensed (leave the pharmacy) so that it reaches the patient no earlier than
+    `earliest_start`: too soon is judged on the day the patient has it, so a parcel may leave its shipping days
+    before (earlier still when the arrival would fall on a Sunday and be delivered on the Monday)."""
+    day = earliest_start - timedelta(days=shipping_days)
+    while arrival_date(day - timedelta(days=1), shipping_days) >= earliest_start:
+        day -= timedelta(days=1)
+    return day
+
+
 def too_soon_allowance(days: int, too_soon_percent: int) -> int:
     """Days of the latest dispensing a patient may still hold when the next one reaches them.
 

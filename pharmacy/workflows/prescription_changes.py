@@ -41,10 +41,12 @@ def discontinue(actor: Actor, rx_id: int, reason: str) -> Prescription:
 
 def replace(actor: Actor, rx_id: int, data: dict[str, Any]) -> Prescription:
     """A dose change or a renewal: the new prescription takes over the old one's supply on hand, its waiting
-    request and renewal; the old one's unfinished orders (made for the old dose) and reminders stop."""
+    request and renewal; the old one's unfinished orders (made for the old dose) and reminders stop, and the new
+    one's are planned from the run-out it carries (the patient must still be told when to order)."""
     old, new = prescriptions.replace_prescription(actor, rx_id, data)
     supply.carry_over(new, old)
     orders.cancel_open_orders(actor, old.id, f"Prescription replaced by {new.rx_number}")
     planning.cancel_for_prescription(old.id, reason="prescription replaced")
     renewals.link_renewal(actor, old.id, new.id)
+    planning.replan_prescription(new.id)
     return new
