@@ -31,7 +31,8 @@ class ContactForm(BaseSchema):
 class CodeForm(BirthDateFormSchema):
     """The code from the message, and the date of birth (three boxes, like the refill link)."""
 
-    code = TrimmedString(required=True, validate=validate.Length(min=6, max=12),
+    code = TrimmedString(required=True, validate=validate.Length(
+                             min=6, max=12, error="Enter the 6 digits of the code we sent you."),
                          error_messages={"required": "Enter the 6-digit code."})
 
     @post_load

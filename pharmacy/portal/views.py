@@ -213,7 +213,7 @@ def enter_code() -> Any:
     context = {"shown_to": state.get("to", ""), "channel": state.get("ch", "email")}
     if request.method == "GET":
         return _render("portal/code.html", errors={}, values={}, **context)
-    values = {k: request.form.get(k, "") for k in ("month", "day", "year")}
+    values = {k: request.form.get(k, "") for k in ("month", "day", "year", "code")}
     data, errors = load(schemas.CodeForm(), form_values(request.form))
     if data is None:
         return _render("portal/code.html", 422, errors=errors, values=values, **context)
