@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pharmacy.core.calendar import BusinessCalendar
 from pharmacy.core.errors import ValidationFailed
-from pharmacy.supply.rules import CARRIER_DELIVERY_WEEKDAYS, Supply, arrival_date
+from pharmacy.supply.rules import CARRIER_DELIVERY_WEEKDAYS, Supply, arrival_date, earliest_leaving_day
 
 __all__ = ["CARRIER_DELIVERY_WEEKDAYS", "arrival_date"]  # re-exported: when a parcel arrives is a supply fact
 
@@ -139,6 +139,20 @@ def ready_date(
     _require_int(shipping_days, "shipping_days", minimum=0, what="Shipping days")
     start = calendar.next_open_day(request_day)
     return calendar.add_business_days(start, lead_time_business_days)
+
+
+def promised_dates(ready_on: date, earliest_start: date | None, *, shipping_days: int,
+                   calendar: BusinessCalendar) -> tuple[date, date | None]:
+    """The day a fill is ready for pick-up (or leaves, when `shipping_days` > 0) and the day it arrives, as the
+    patient is told: the lead time's ready day, moved to the first open day the too-soon rule lets it out — the
+    patient may have it from `earliest_start`, a parcel may leave its shipping days before that. The lead time's
+    day alone promised an early asker a day the pharmacy would then refuse without a pharmacist's override."""
+    out = ready_on
+    if earliest_start is not None:
+        allowed = earliest_start if shipping_days == 0 else earliest_leaving_day(earliest_start, shipping_days)
+        if allowed > ready_on:
+            out = calendar.next_open_day(allowed)
+    return out, (arrival_date(out, shipping_days) if shipping_days else None)
 
 
 def delivery_date(

@@ -33,7 +33,7 @@ from pharmacy.refills import renewals, rules
 from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 from pharmacy.supply import next_fill, reads
-from pharmacy.supply.rules import Supply, arrival_date
+from pharmacy.supply.rules import Supply
 
 OPEN_RENEWAL_STATES = renewals.OPEN_RENEWAL_STATES
 
@@ -96,6 +96,7 @@ class RefillSummary:
     out_since: date | None = None  # the first day without medicine, when the patient has run out
     fill_progress: str | None = None  # "14 of 60 days; 46 days still owed on this fill" for a partial
     fill_note: str | None = None  # why the next fill is short of a whole fill (BUD cap, the rest of a partial)
+    timed_by_supply: bool = False  # the dates wait for the too-soon rule, not for the compounding lead time
 
     @property
     def total_cents(self) -> int:
@@ -154,11 +155,14 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
     price = prices.get(delivery, 0)
     ready = rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
                              calendar=business_calendar())
-    ship_on = arrival_date(ready, patient.shipping_days)
+    pickup_on, _ = rules.promised_dates(ready, current.earliest_next_start, shipping_days=0,
+                                        calendar=business_calendar())
+    leaves_on, ship_on = rules.promised_dates(ready, current.earliest_next_start, shipping_days=patient.shipping_days,
+                                              calendar=business_calendar())
     lines = address_lines(patient)
     options = [
-        DeliveryOption(DeliveryMethod.PICKUP, prices.get(DeliveryMethod.PICKUP, 0), 0, ready),
-        DeliveryOption(DeliveryMethod.SHIP, prices.get(DeliveryMethod.SHIP, 0) + fee, fee, ship_on,
+        DeliveryOption(DeliveryMethod.PICKUP, prices.get(DeliveryMethod.PICKUP, 0), 0, pickup_on),
+        DeliveryOption(DeliveryMethod.SHIP, prices.get(DeliveryMethod.SHIP, 0) + fee, fee, ship_on or leaves_on,
                        available=bool(lines)),
     ]
     renewal_state = None
@@ -173,12 +177,13 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
         eligibility=eligibility(rx, current, order_in_progress=open_order is not None,
                                 open_request=open_req is not None),
         price_cents=price, shipping_cents=fee if delivery == DeliveryMethod.SHIP else 0, delivery=delivery,
-        ready_on=ready, arrives_on=ship_on if delivery == DeliveryMethod.SHIP else None, open_request=open_req,
+        ready_on=leaves_on if delivery == DeliveryMethod.SHIP else pickup_on,
+        arrives_on=ship_on if delivery == DeliveryMethod.SHIP else None, open_request=open_req,
         supply=current, address_lines=lines, price_known=price_known, quantity_text=quantity_text,
         fill_days=fill_days, lead_time_days=formula.lead_time_business_days, options=options,
         open_order_state=open_order.state if open_order is not None else None, renewal_state=renewal_state,
         out_since=current.out_since(day), fill_progress=current.progress_text() if current.partial else None,
-        fill_note=note,
+        fill_note=note, timed_by_supply=(leaves_on if delivery == DeliveryMethod.SHIP else pickup_on) != ready,
     )
 
 

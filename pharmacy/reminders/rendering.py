@@ -44,7 +44,6 @@ from pharmacy.reminders import rules
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
 from pharmacy.supply import next_fill, reads
-from pharmacy.supply.rules import arrival_date
 
 
 class _RememberedHeaders(headerregistry.HeaderRegistry):
@@ -408,9 +407,11 @@ class Batch:
         except ValidationFailed:
             pass
         shipping = self.cache.shipping_fee_cents() if ships else 0
-        ready = refill_rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
-                                        calendar=business_calendar())
-        arrives = arrival_date(ready, patient.shipping_days) if ships else None
+        ready, arrives = refill_rules.promised_dates(
+            refill_rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
+                                    calendar=business_calendar()),
+            current.earliest_next_start, shipping_days=patient.shipping_days if ships else 0,
+            calendar=business_calendar())
         steps = rx_rules.parse_titration(rx.titration)
         next_step = None
         if steps and current.days_dispensed:

@@ -498,12 +498,27 @@ def test_summary_shows_price_dates_and_address(app_ctx: Flask, staff: dict) -> N
     s = refills.summary(w["rx"])
     assert (s.product, s.quantity_text, s.fill_days) == ("Naltrexone 4.5 mg capsules", "30 capsules", 30)
     assert (s.run_out, s.days_left, s.refills_left) == (date(2026, 12, 22), 30, 5)  # today's dose counts
-    # Requested on Monday 23 November with a 2-business-day lead time: ready Wednesday, shipped 2 days.
-    assert (s.ready_on, s.arrives_on, s.delivery) == (date(2026, 11, 25), date(2026, 11, 27), DeliveryMethod.SHIP)
+    # Asked on Monday 23 November, the day the last fill was handed over: compounding (2 business days) would be
+    # done on Wednesday the 25th, but the patient may have the next fill from Thursday 17 December (80% of 30 days
+    # used; docs/domain.md "Refill timing"), so that is the pick-up day, and a parcel (2 days) leaves on the 15th.
+    assert (s.ready_on, s.arrives_on, s.delivery) == (date(2026, 12, 15), date(2026, 12, 17), DeliveryMethod.SHIP)
+    assert s.timed_by_supply
     assert (s.price_cents, s.shipping_cents, s.total_cents) == (5500, 895, 6395)
     assert s.address_lines == ["14 Oak Lane", "Springfield, IL 62704"]
     assert [(o.method, o.total_cents, o.on) for o in s.options] == [
-        (DeliveryMethod.PICKUP, 5500, date(2026, 11, 25)), (DeliveryMethod.SHIP, 6395, date(2026, 11, 27))]
+        (DeliveryMethod.PICKUP, 5500, date(2026, 12, 17)), (DeliveryMethod.SHIP, 6395, date(2026, 12, 17))]
+
+
+def test_asked_in_time_the_dates_are_the_lead_times(app_ctx: Flask, staff: dict, clock: Any) -> None:
+    w, _ = dispensed_world(staff)
+    w["patient"].delivery_preference = DeliveryMethod.SHIP
+    clock.advance(timedelta(days=21))  # Monday 14 December, 9 days before the supply ends on the 22nd
+    s = refills.summary(w["rx"])
+    # Ready Wednesday the 16th (2 business days), after the 15th too soon lets a parcel leave: shipped, there Friday.
+    assert (s.ready_on, s.arrives_on, s.timed_by_supply) == (date(2026, 12, 16), date(2026, 12, 18), False)
+    # Picked up, it could be handed over only from the 17th (the patient has it that day): the pick-up option says so.
+    assert [(o.method, o.on) for o in s.options] == [
+        (DeliveryMethod.PICKUP, date(2026, 12, 17)), (DeliveryMethod.SHIP, date(2026, 12, 18))]
 
 
 def test_an_open_request_keeps_its_own_dates(app_ctx: Flask, staff: dict, clock: Any) -> None:
@@ -512,7 +527,7 @@ def test_an_open_request_keeps_its_own_dates(app_ctx: Flask, staff: dict, clock:
     clock.advance(timedelta(days=2))
     s = refills.summary(w["rx"])
     assert s.open_request is not None and s.delivery == DeliveryMethod.SHIP
-    assert (s.ready_on, s.arrives_on) == (date(2026, 11, 25), date(2026, 11, 27))
+    assert (s.ready_on, s.arrives_on) == (date(2026, 12, 15), date(2026, 12, 17))  # too soon's, not the lead time's
 
 
 def test_failed_birth_dates_are_counted_per_link(app_ctx: Flask, staff: dict) -> None:

@@ -56,7 +56,8 @@ def test_a_patient_asks_with_the_link_and_birth_date_idempotently(app: Flask, cl
     s = body["summary"]
     assert s["product"] == "Naltrexone 4.5 mg capsules" and s["quantity"] == "30 capsules"
     assert (s["price_cents"], s["shipping_cents"], s["total_cents"]) == (5500, 895, 6395)
-    assert (s["ready_on"], s["arrives_on"], s["run_out"]) == ("2026-11-25", "2026-11-27", "2026-12-22")
+    # Asked the day the last fill was handed over: the dates wait for too soon (80% used), not the 2-day lead time.
+    assert (s["ready_on"], s["arrives_on"], s["run_out"]) == ("2026-12-15", "2026-12-17", "2026-12-22")
     assert s["lead_time_business_days"] == 2 and s["refills_left"] == 5
     assert s["eligibility"]["code"] == "already_requested"
     again = client.post(URL, json={"token": d["token"], "date_of_birth": DOB, "delivery": "ship"})

@@ -105,11 +105,13 @@ def test_the_refill_page_shows_medicine_dates_price_and_address(app: Flask, clie
     assert "Refills left 5" in page
     assert "30 capsules (30-day supply)" in page
     assert "It takes 2 business days" in page
-    # Pick-up (the patient's preference, chosen already): ready Wednesday 25 November, $55.00.
-    assert "Ready on Wednesday, November 25, 2026 · $55.00" in page
-    # Shipping: to the address on file, arriving Friday 27 November, $63.95 with $8.95 shipping.
+    # Asked the day the last fill was handed over: compounding would be done by Wednesday 25 November, but the
+    # patient may have the next fill only once 80% of this one is used (docs/domain.md "Refill timing"), so the
+    # dates promised are those: pick-up (the patient's preference, chosen already) from Thursday 17 December.
+    assert "Ready on Thursday, December 17, 2026 · $55.00" in page
+    # Shipping: to the address on file, leaving on the 15th and arriving Thursday 17 December, $63.95.
     assert "To: 14 Oak Lane, Springfield, IL 62704" in page
-    assert "Arrives by Friday, November 27, 2026 · $63.95 (includes $8.95 shipping)" in page
+    assert "Arrives by Thursday, December 17, 2026 · $63.95 (includes $8.95 shipping)" in page
     body = response.get_data(as_text=True)
     assert re.search(r'value="pickup"\s+checked', body) and 'value="ship"' in body
     assert f'action="/r/{d["token"]}/refill"' in body
@@ -129,8 +131,9 @@ def test_one_click_requests_the_refill_and_confirms_date_and_price(app: Flask, c
         (RefillRequestState.OPEN, RequestSource.LINK, DeliveryMethod.SHIP)]
     page = text(client.get(f"/r/{d['token']}/requested"))
     assert "Thank you: we have your request" in page
-    assert "We will ship it on Wednesday, November 25, 2026" in page
-    assert "It should arrive by Friday, November 27, 2026" in page
+    assert "We will ship it on Tuesday, December 15, 2026" in page  # not before too soon allows (the lead time: 25 Nov)
+    assert "It should arrive by Thursday, December 17, 2026" in page
+    assert "You have medicine until Tuesday, December 22, 2026, so we time this fill to reach you shortly" in page
     assert "Price: $63.95 (includes $8.95 shipping)" in page
     assert "We'll email you when it's ready" in page
     # Coming back shows the request instead of the button.
