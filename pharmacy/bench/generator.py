@@ -365,7 +365,9 @@ class Generator:
         bud = comp_rules.beyond_use_date(rx.formula.category, compounded, [x[1] for x in lots])
         price, ship, entry = self.price(rx.formula, quantity, method, requested)
         before = rx.held(self.cfg.too_soon_percent)
-        earliest = before.earliest_next_start
+        earliest = before.earliest_next_start  # the day the patient may have it; a parcel may leave earlier
+        if earliest is not None and p.ships:
+            earliest = supply_rules.earliest_leaving_day(earliest, p.shipping_days)
         rx.supply = supply_rules.after_dispensing(before, supply_rules.Dispensing(dispensed_on, rx.days_supply))
         staff = self.staff
         at = self.at

@@ -15,6 +15,7 @@ from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 from pharmacy.reminders import planning
 from pharmacy.reminders.rules import MessageKind, OutboxState
+from pharmacy.supply import rules as supply_rules
 
 if TYPE_CHECKING:
     from pharmacy.bench.generator import Generator
@@ -171,7 +172,9 @@ def open_order(g: Generator, rng: random.Random, p: PatientFacts, rx: Rx, last: 
         v.update(released_by_id=staff["checker"], released_at=at(day, 16))
     if state == OrderState.ON_HOLD:
         v.update(held_from=OrderState.VERIFIED.value, hold_reason="Waiting for the prescriber to confirm the dose")
-    earliest = rx.held(g.cfg.too_soon_percent).earliest_next_start
+    earliest = rx.held(g.cfg.too_soon_percent).earliest_next_start  # as compounding/services.create_order
+    if earliest is not None and method == DeliveryMethod.SHIP:
+        earliest = supply_rules.earliest_leaving_day(earliest, p.shipping_days)
     g.out.orders.add(
         id=order_id, prescription_id=rx.id, patient_id=p.id, fill_number=number,
         authorized_fill=rx.held(g.cfg.too_soon_percent).current_fill or 0, state=state.value,

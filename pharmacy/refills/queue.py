@@ -52,6 +52,7 @@ class PatientRow(NamedTuple):
     first_name: str
     last_name: str
     date_of_birth: date
+    shipping_days: int
 
     @property
     def full_name(self) -> str:
@@ -76,7 +77,7 @@ class RxRow(NamedTuple):
 _REQUEST = (RefillRequest.id, RefillRequest.prescription_id, RefillRequest.patient_id, RefillRequest.state,
             RefillRequest.source, RefillRequest.delivery_method, RefillRequest.requested_at, RefillRequest.decided_at,
             RefillRequest.decline_reason, RefillRequest.order_id, RefillRequest.renewal_id, RefillRequest.note)
-_PATIENT = (Patient.id, Patient.first_name, Patient.last_name, Patient.date_of_birth)
+_PATIENT = (Patient.id, Patient.first_name, Patient.last_name, Patient.date_of_birth, Patient.shipping_days)
 _RX = (Prescription.id, Prescription.rx_number, Prescription.status, Formula.name, Prescription.expiry_date,
        Prescription.days_supply, Prescription.refills_authorized, Prescription.days_dispensed,
        Prescription.latest_run_out_date, Prescription.latest_days_supply)
@@ -88,7 +89,8 @@ class QueueItem:
     rx: RxRow
     patient: PatientRow
     eligibility: rules.Eligibility  # could this request become an order today (the request itself aside)?
-    earliest_dispense: date | None  # the too-soon threshold: the first day the next fill may reach the patient
+    earliest_dispense: date | None  # too soon's threshold: the first day the next fill may be handed over, or
+    # leave when it is shipped (as the order made by approving stores it: compounding/services.create_order)
     refills_left: int = 0
     renewal: RenewalRequest | None = None
     supply: Supply | None = None
@@ -160,7 +162,9 @@ def _queue_items(actor: Actor, *, page: int, per_page: int) -> list[QueueItem]:
         elig = services.eligibility(rx, current, order_in_progress=rx.id in in_progress, open_request=False, day=day)
         out_since = current.out_since(day)
         out.append(QueueItem(
-            request=r, rx=rx, patient=patient, eligibility=elig, earliest_dispense=current.earliest_next_start,
+            request=r, rx=rx, patient=patient, eligibility=elig,
+            earliest_dispense=rules.first_dispense_day(current.earliest_next_start, shipping_days=(
+                patient.shipping_days if r.delivery_method == DeliveryMethod.SHIP else 0)),
             refills_left=current.refills_left,
             renewal=renewals.get(r.renewal_id) if r.renewal_id is not None else None, supply=current,
             out_since=out_since, days_out=(day - out_since).days + 1 if out_since else 0,

@@ -148,11 +148,19 @@ def promised_dates(ready_on: date, earliest_start: date | None, *, shipping_days
     patient may have it from `earliest_start`, a parcel may leave its shipping days before that. The lead time's
     day alone promised an early asker a day the pharmacy would then refuse without a pharmacist's override."""
     out = ready_on
-    if earliest_start is not None:
-        allowed = earliest_start if shipping_days == 0 else earliest_leaving_day(earliest_start, shipping_days)
-        if allowed > ready_on:
-            out = calendar.next_open_day(allowed)
+    allowed = first_dispense_day(earliest_start, shipping_days=shipping_days)
+    if allowed is not None and allowed > ready_on:
+        out = calendar.next_open_day(allowed)
     return out, (arrival_date(out, shipping_days) if shipping_days else None)
+
+
+def first_dispense_day(earliest_start: date | None, *, shipping_days: int) -> date | None:
+    """Too soon's first day to dispense a fill: the day the patient may have it (`earliest_start`) when it is picked
+    up, or the day a parcel may leave so as to reach them no earlier (orders store the same:
+    compounding/services.create_order)."""
+    if earliest_start is None or shipping_days == 0:
+        return earliest_start
+    return earliest_leaving_day(earliest_start, shipping_days)
 
 
 def delivery_date(

@@ -11,7 +11,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from pharmacy.compounding.models import Order
+from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.extensions import db
+from pharmacy.patients.models import Patient
+from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
 from pharmacy.reminders.models import OutboxMessage
@@ -102,6 +105,31 @@ def test_approve_creates_the_order(app: Flask, client: FlaskClient, staff: dict)
             assert url_for("compounding.order", order_id=order.id) in client.get("/refills").get_data(as_text=True)
     again = client.post(f"/refills/{d['request_id']}/approve")
     assert again.status_code == 409 and "only an open request can be approved" in text(again)
+
+
+def test_a_shipped_request_may_leave_before_the_patient_may_have_it(app: Flask, client: FlaskClient,
+                                                                   staff: dict) -> None:
+    """Too soon is judged on the day the patient has the fill; a parcel (3 days) may leave that many days before, and
+    the queue, the order approving makes and the patient's promised dates all say the same day."""
+    d = setup_requests(app, staff, renewal=False)
+    with app.test_request_context("/"):
+        req = db.session.get(RefillRequest, d["request_id"])
+        req.delivery_method = DeliveryMethod.SHIP
+        db.session.get(Patient, d["patient_id"]).shipping_days = 3
+        db.session.commit()
+    login(client, staff["pharmacist"])
+    body = client.get("/refills").get_data(as_text=True)
+    row = re.search(rf'<tr id="request-{d["request_id"]}">.*?</tr>', body, re.S).group(0)  # type: ignore[union-attr]
+    # The patient may have it from Thursday 17 December: leaving Monday the 14th it arrives on the 17th.
+    assert "Dec 14, 2026" in row and "Dec 17, 2026" not in row and "too soon until then" in row
+    client.post(f"/refills/{d['request_id']}/approve")
+    order = fetch(app, Order, fetch(app, RefillRequest, d["request_id"]).order_id)
+    assert (order.delivery_method, order.earliest_dispense_date) == (DeliveryMethod.SHIP, date(2026, 12, 14))
+    with app.test_request_context("/"):
+        from pharmacy.refills import services as refill_services
+
+        s = refill_services.summary(db.session.get(Prescription, d["rx_id"]), delivery=DeliveryMethod.SHIP)
+        assert (s.ready_on, s.arrives_on) == (date(2026, 12, 14), date(2026, 12, 17))
 
 
 def test_decline_needs_a_reason_and_tells_the_patient(app: Flask, client: FlaskClient, staff: dict) -> None:
