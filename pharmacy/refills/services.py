@@ -64,6 +64,9 @@ class DeliveryOption:
     shipping_cents: int
     on: date  # ready for pick-up, or the day the parcel arrives
     available: bool = True  # shipping needs an address on file
+    quantity_text: str = ""  # what this method's fill holds: a parcel's can be shorter (its BUD at the door)
+    days: int = 0
+    note: str | None = None  # why it is short of a whole fill
 
 
 @dataclass
@@ -142,6 +145,7 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
     fill_days, quantity_text, note = current.days_owed or rx.days_supply, "", None
     prices: dict[DeliveryMethod, int] = {}
     fee = 0
+    fills = {}
     try:
         fills = next_fill.next_fills(rx, day=day)
         chosen = fills[delivery]
@@ -160,10 +164,16 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
     leaves_on, ship_on = rules.promised_dates(ready, current.earliest_next_start, shipping_days=patient.shipping_days,
                                               calendar=business_calendar())
     lines = address_lines(patient)
+    def held(method: DeliveryMethod) -> dict[str, Any]:
+        f = fills.get(method)
+        return {} if f is None else {"quantity_text": rx_rules.quantity_text(formula.form, f.plan.quantity),
+                                     "days": f.plan.days_supply, "note": f.plan.note}
+
     options = [
-        DeliveryOption(DeliveryMethod.PICKUP, prices.get(DeliveryMethod.PICKUP, 0), 0, pickup_on),
+        DeliveryOption(DeliveryMethod.PICKUP, prices.get(DeliveryMethod.PICKUP, 0), 0, pickup_on,
+                       **held(DeliveryMethod.PICKUP)),
         DeliveryOption(DeliveryMethod.SHIP, prices.get(DeliveryMethod.SHIP, 0) + fee, fee, ship_on or leaves_on,
-                       available=bool(lines)),
+                       available=bool(lines), **held(DeliveryMethod.SHIP)),
     ]
     renewal_state = None
     if open_req is not None and open_req.renewal_id is not None:

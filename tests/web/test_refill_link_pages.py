@@ -118,6 +118,35 @@ def test_the_refill_page_shows_medicine_dates_price_and_address(app: Flask, clie
     assert PHONE in page
 
 
+def test_each_way_of_getting_it_says_what_it_holds_when_they_differ(app: Flask, client: FlaskClient,
+                                                                   staff: dict) -> None:
+    """A 14-day aqueous liquid: picked up it holds 14 days; shipped (2 days on the way) only what is still within its
+    beyond-use date on the last day of use — so the parcel's price is for less, and the page says so."""
+    from decimal import Decimal
+
+    from pharmacy.compounding.rules import Form, UspCategory
+
+    with app.test_request_context("/"):
+        w = factories.world(staff, patient={"shipping_days": 2})
+        f = factories.formula("LDN-SL-AQ", form=Form.SUBLINGUAL_LIQUID, strength="1",
+                              category=UspCategory.AQUEOUS_UNPRESERVED, prices=(("45", 30, 6000), ("21", 14, 3500)))
+        rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
+                                    dose_mg=Decimal("1.5"), days_supply=30)
+        token = links.make_token(links.REFILL, w["patient"].id, rx.id)
+        from pharmacy.refills import services as refill_services
+
+        s = refill_services.summary(rx)
+        pickup, ship = s.options
+        assert (pickup.quantity_text, pickup.days) == ("21 mL", 14) and s.quantity_text == "21 mL"
+        assert ship.days < pickup.days and ship.quantity_text != pickup.quantity_text
+        shipped = (ship.quantity_text, ship.days)
+        db.session.commit()
+    confirm(client, token)
+    page = text(client.get(f"/r/{token}/refill"))
+    assert f"Shipped, it holds {shipped[0]} ({shipped[1]}-day supply)" in page
+    assert "Picked up, it holds" not in page  # what the page already says it holds
+
+
 def test_one_click_requests_the_refill_and_confirms_date_and_price(app: Flask, client: FlaskClient,
                                                                   staff: dict) -> None:
     d = make(app, staff)
