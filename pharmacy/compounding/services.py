@@ -127,16 +127,21 @@ def _lot_id(value: Any) -> int | None:
 def _parse_lots(lots: Any, errors: dict[str, str], *, measured: bool) -> list[tuple[int, Decimal | None]]:
     """[(lot id, quantity used)] from the form or the API; quantities are required when `measured`."""
     parsed: list[tuple[int, Decimal | None]] = []
+    lines: list[str] = []  # every line's problem, not the last one's: a form sent empty names each line
     for i, item in enumerate(lots or [], start=1):
         raw_id = item.get("ingredient_lot_id") if isinstance(item, dict) else item
         lot_id = _lot_id(raw_id)
         qty = _amount(item.get("quantity_used")) if isinstance(item, dict) else None
         if lot_id is None:
-            errors["lots"] = f"Line {i}: choose the ingredient lot used."
-        elif measured and qty is None:
-            errors["lots"] = f"Line {i}: enter the quantity used, as weighed or measured (more than 0)."
-        else:
+            errors[f"lots.{i - 1}.ingredient_lot_id"] = "Choose the ingredient lot used."
+            lines.append(f"Line {i}: choose the ingredient lot used.")
+        if measured and qty is None:
+            errors[f"lots.{i - 1}.quantity_used"] = "Enter the quantity used, as weighed or measured (more than 0)."
+            lines.append(f"Line {i}: enter the quantity used, as weighed or measured (more than 0).")
+        if lot_id is not None and (qty is not None or not measured):
             parsed.append((lot_id, qty))
+    if lines:
+        errors["lots"] = " ".join(lines)
     if not lots:
         errors["lots"] = "Choose a lot for each ingredient."
     ids = [lot_id for lot_id, _ in parsed]

@@ -34,12 +34,13 @@ def load(schema: Schema, data: Mapping[str, Any]) -> tuple[dict[str, Any] | None
 
 
 def with_line_errors(errors: dict[str, list[str]]) -> dict[str, list[str]]:
-    """An error on one line of a one-per-line textarea ("medications.2") is also shown at the textarea itself."""
+    """An error on one line of a one-per-line textarea ("medications.2") or of a table of rows ("lots.2.quantity_used")
+    is also shown at the textarea or table itself, naming its line."""
     out = dict(errors)
     for key, messages in errors.items():
-        base, _, index = key.rpartition(".")
-        if base and digits_only(index) and "." not in base:
-            out.setdefault(base, []).extend(f"Line {int(index) + 1}: {m}" for m in messages)
+        parts = key.split(".")
+        if len(parts) in (2, 3) and parts[0] and digits_only(parts[1]):
+            out.setdefault(parts[0], []).extend(f"Line {int(parts[1]) + 1}: {m}" for m in messages)
     return out
 
 

@@ -171,6 +171,29 @@ def test_bad_numbers_in_the_compounding_form_are_422(app: Flask, client: FlaskCl
     assert state_of(app, order_id) == OrderState.VERIFIED
 
 
+def test_each_line_of_the_compounding_record_is_flagged_beside_its_box(app: Flask, client: FlaskClient,
+                                                                      staff: dict) -> None:
+    _w, order_id = new_order(app, staff)
+    run(app, lambda: orders.verify_order(factories.actor(staff["pharmacist"]), order_id))
+    login(client, staff["technician"])
+    form = compound_form(planned(client, order_id))
+    # Sent with every measured box empty: both lines are named, and each message sits beside its own box.
+    response = client.post(f"/orders/{order_id}/transitions", data={**form, "lot_qty": ["", ""]})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "Line 1: enter the quantity used" in text(response) and "Line 2: enter the quantity used" in text(response)
+    for i in (0, 1):
+        assert re.search(rf'id="rec-qty-{i}"[^>]*aria-invalid="true" aria-describedby="lots-{i}-quantity_used-error"',
+                         body)
+        assert f'<p class="error" id="lots-{i}-quantity_used-error">' in body
+    # A box that is not a number: its line is named too, beside the box and in the summary.
+    response = client.post(f"/orders/{order_id}/transitions", data={**form, "lot_qty": [form["lot_qty"][0], "abc"]})
+    body = response.get_data(as_text=True)
+    assert response.status_code == 422 and "Line 2: Enter a number, e.g. 4.5." in text(response)
+    assert '<p class="error" id="lots-1-quantity_used-error">' in body and 'id="lots-0-quantity_used-error"' not in body
+    assert state_of(app, order_id) == OrderState.VERIFIED
+
+
 def test_a_failed_quality_check_is_kept_and_offers_a_re_make(app: Flask, client: FlaskClient, staff: dict) -> None:
     _w, order_id = new_order(app, staff)
     run(app, lambda: orders.verify_order(factories.actor(staff["pharmacist"]), order_id))
