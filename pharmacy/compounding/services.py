@@ -133,10 +133,10 @@ def _parse_lots(lots: Any, errors: dict[str, str], *, measured: bool) -> list[tu
         lot_id = _lot_id(raw_id)
         qty = _amount(item.get("quantity_used")) if isinstance(item, dict) else None
         if lot_id is None:
-            errors[f"lots.{i - 1}.ingredient_lot_id"] = "Choose the ingredient lot used."
+            errors[f"lots.{i - 1}.ingredient_lot_id"] = "Choose the lot used."
             lines.append(f"Line {i}: choose the ingredient lot used.")
         if measured and qty is None:
-            errors[f"lots.{i - 1}.quantity_used"] = "Enter the quantity used, as weighed or measured (more than 0)."
+            errors[f"lots.{i - 1}.quantity_used"] = "Enter the amount used."
             lines.append(f"Line {i}: enter the quantity used, as weighed or measured (more than 0).")
         if lot_id is not None and (qty is not None or not measured):
             parsed.append((lot_id, qty))
