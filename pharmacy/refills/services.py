@@ -126,6 +126,39 @@ def _next_step(rx: Prescription, current: Supply) -> str | None:
         f", then {rx_rules.format_mg(rx.dose_mg)}" if ahead and dose != rx.dose_mg else "")
 
 
+@dataclass(frozen=True)
+class _When:
+    ready_on: date  # ready for pick-up, or the day the parcel leaves
+    arrives_on: date | None  # shipped only
+
+
+def _promised(rx: Prescription, current: Supply, start_day: date) -> tuple[date, dict[DeliveryMethod, _When]]:
+    """The compounding lead time's ready day, and each way's promised dates (too soon may move them later:
+    rules.promised_dates)."""
+    calendar = business_calendar()
+    ready = rules.ready_date(start_day, lead_time_business_days=rx.formula.lead_time_business_days, calendar=calendar)
+    return ready, {method: _When(*rules.promised_dates(ready, current.earliest_next_start, shipping_days=shipping,
+                                                       calendar=calendar))
+                   for method, shipping in ((DeliveryMethod.PICKUP, 0), (DeliveryMethod.SHIP, rx.patient.shipping_days))}
+
+
+def _options(form: Any, fills: dict[DeliveryMethod, Any], prices: dict[DeliveryMethod, int], fee: int,
+             when: dict[DeliveryMethod, _When], lines: list[str]) -> list[DeliveryOption]:
+    """Pick-up and shipping side by side: each one's total, day and what its fill holds (a parcel's may be shorter)."""
+    def held(method: DeliveryMethod) -> dict[str, Any]:
+        f = fills.get(method)
+        return {} if f is None else {"quantity_text": rx_rules.quantity_text(form, f.plan.quantity),
+                                     "days": f.plan.days_supply, "note": f.plan.note}
+
+    pickup, ship = when[DeliveryMethod.PICKUP], when[DeliveryMethod.SHIP]
+    return [
+        DeliveryOption(DeliveryMethod.PICKUP, prices.get(DeliveryMethod.PICKUP, 0), 0, pickup.ready_on,
+                       **held(DeliveryMethod.PICKUP)),
+        DeliveryOption(DeliveryMethod.SHIP, prices.get(DeliveryMethod.SHIP, 0) + fee, fee,
+                       ship.arrives_on or ship.ready_on, available=bool(lines), **held(DeliveryMethod.SHIP)),
+    ]
+
+
 def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> RefillSummary:
     """Everything the refill page (and the refill emails) show about the next fill of `rx`.
 
@@ -145,7 +178,7 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
     fill_days, quantity_text, note = current.days_owed or rx.days_supply, "", None
     prices: dict[DeliveryMethod, int] = {}
     fee = 0
-    fills = {}
+    fills: dict[DeliveryMethod, Any] = {}
     try:
         fills = next_fill.next_fills(rx, day=day)
         chosen = fills[delivery]
@@ -157,24 +190,10 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
         pass
     price_known = delivery in prices
     price = prices.get(delivery, 0)
-    ready = rules.ready_date(start_day, lead_time_business_days=formula.lead_time_business_days,
-                             calendar=business_calendar())
-    pickup_on, _ = rules.promised_dates(ready, current.earliest_next_start, shipping_days=0,
-                                        calendar=business_calendar())
-    leaves_on, ship_on = rules.promised_dates(ready, current.earliest_next_start, shipping_days=patient.shipping_days,
-                                              calendar=business_calendar())
+    ready, when = _promised(rx, current, start_day)
     lines = address_lines(patient)
-    def held(method: DeliveryMethod) -> dict[str, Any]:
-        f = fills.get(method)
-        return {} if f is None else {"quantity_text": rx_rules.quantity_text(formula.form, f.plan.quantity),
-                                     "days": f.plan.days_supply, "note": f.plan.note}
-
-    options = [
-        DeliveryOption(DeliveryMethod.PICKUP, prices.get(DeliveryMethod.PICKUP, 0), 0, pickup_on,
-                       **held(DeliveryMethod.PICKUP)),
-        DeliveryOption(DeliveryMethod.SHIP, prices.get(DeliveryMethod.SHIP, 0) + fee, fee, ship_on or leaves_on,
-                       available=bool(lines), **held(DeliveryMethod.SHIP)),
-    ]
+    options = _options(formula.form, fills, prices, fee, when, lines)
+    chosen_when = when[delivery]
     renewal_state = None
     if open_req is not None and open_req.renewal_id is not None:
         renewal = db.session.get(RenewalRequest, open_req.renewal_id)
@@ -187,13 +206,12 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
         eligibility=eligibility(rx, current, order_in_progress=open_order is not None,
                                 open_request=open_req is not None),
         price_cents=price, shipping_cents=fee if delivery == DeliveryMethod.SHIP else 0, delivery=delivery,
-        ready_on=leaves_on if delivery == DeliveryMethod.SHIP else pickup_on,
-        arrives_on=ship_on if delivery == DeliveryMethod.SHIP else None, open_request=open_req,
+        ready_on=chosen_when.ready_on, arrives_on=chosen_when.arrives_on, open_request=open_req,
         supply=current, address_lines=lines, price_known=price_known, quantity_text=quantity_text,
         fill_days=fill_days, lead_time_days=formula.lead_time_business_days, options=options,
         open_order_state=open_order.state if open_order is not None else None, renewal_state=renewal_state,
         out_since=current.out_since(day), fill_progress=current.progress_text() if current.partial else None,
-        fill_note=note, timed_by_supply=(leaves_on if delivery == DeliveryMethod.SHIP else pickup_on) != ready,
+        fill_note=note, timed_by_supply=chosen_when.ready_on != ready,
     )
 
 
