@@ -4,8 +4,9 @@ webargs drops unknown query parameters silently, so `GET /api/v1/billing/reports
 `months`) or `GET /api/v1/refill-requests?pagesize=200` answered 200 with the default — a report or list that
 looks right and is not what the client asked for. The names an operation accepts are the ones its OpenAPI
 document lists (flask-smorest's `_apidoc`: its query arguments and its pagination), read once per endpoint; any
-other name is a 422 naming it, before the view runs. Checked after the bearer token (`api_auth`), so a caller
-with no token learns nothing but that one is needed.
+other name is a 422 naming it, before the view runs. So is a name given twice (`?months=5&months=zz`) unless its
+parameter is a list: webargs read the first and dropped the rest, answering 200 for a query it had not understood.
+Checked after the bearer token (`api_auth`), so a caller with no token learns nothing but that one is needed.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import current_app, request
+from marshmallow import fields
 from werkzeug.exceptions import UnprocessableEntity
 
 _CACHE_KEY = "pharmacy.query_names"
@@ -23,6 +25,27 @@ def _schema_names(schema: Any) -> set[str]:
     if isinstance(schema, type):
         schema = schema()
     return {field.data_key or name for name, field in schema.fields.items() if not field.dump_only}
+
+
+def _schema_lists(schema: Any) -> set[str]:
+    """The names of a schema's list fields: the only query parameters that may be given more than once."""
+    if isinstance(schema, type):
+        schema = schema()
+    return {field.data_key or name for name, field in schema.fields.items()
+            if not field.dump_only and isinstance(field, fields.List)}
+
+
+def documented_list_names(view: Any) -> frozenset[str]:
+    """The query parameters of a flask-smorest view that take several values."""
+    apidoc = getattr(view, "_apidoc", None) or {}
+    names: set[str] = set()
+    for parameter in (apidoc.get("arguments") or {}).get("parameters", ()):
+        if isinstance(parameter, Mapping) and parameter.get("in") in ("query", "querystring"):
+            if parameter.get("schema") is not None and parameter.get("name") is None:
+                names |= _schema_lists(parameter["schema"])
+            elif (parameter.get("schema") or {}).get("type") == "array":
+                names.add(parameter["name"])
+    return frozenset(names)
 
 
 def _parameter_names(parameters: Iterable[Any]) -> set[str]:
@@ -73,4 +96,14 @@ def refuse_unknown() -> None:
         accepted = ", ".join(sorted(allowed)) or "none"
         error = UnprocessableEntity(f"Unknown query parameter: {', '.join(unknown)} (this operation takes: {accepted}).")
         error.data = {"messages": {"query": {name: ["Unknown field."] for name in unknown}}}
+        raise error
+    repeated = [name for name, values in request.args.lists() if len(values) > 1]
+    if repeated:
+        lists: dict[str, frozenset[str]] = current_app.extensions.setdefault(_CACHE_KEY + ".lists", {})
+        if request.endpoint not in lists:
+            lists[request.endpoint] = documented_list_names(current_app.view_functions.get(request.endpoint))
+        repeated = [name for name in repeated if name not in lists[request.endpoint]]
+    if repeated:
+        error = UnprocessableEntity(f"Query parameter given more than once: {', '.join(repeated)}.")
+        error.data = {"messages": {"query": {name: ["Give one value."] for name in repeated}}}
         raise error
