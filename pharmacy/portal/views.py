@@ -216,6 +216,11 @@ def enter_code() -> Any:
     values = {k: request.form.get(k, "") for k in ("month", "day", "year", "code")}
     data, errors = load(schemas.CodeForm(), form_values(request.form))
     if data is None:
+        if not {"month", "day", "year", "date_of_birth"} & set(errors):
+            # marshmallow skips the date's completeness check when the code has an error: ask it apart, so a
+            # patient who got both wrong is told both at once.
+            date_parts = {k: v for k, v in form_values(request.form).items() if k in ("month", "day", "year")}
+            errors = {**load(schemas.BirthDateFormSchema(), date_parts)[1], **errors}
         return _render("portal/code.html", 422, errors=errors, values=values, **context)
     try:
         token, _patient_id = services.verify_sign_in(state.get("c"), data["code"], data["date_of_birth"])

@@ -175,3 +175,19 @@ def test_forms_without_the_portal_token_are_refused(app, world) -> None:
     app.config["WTF_CSRF_ENABLED"] = True
     client = app.test_client()
     assert client.post("/my/sign-in", data={"contact": "margaret@example.com"}).status_code == 422
+
+
+def test_a_short_code_and_no_birth_date_are_both_named_at_once(app, client, world) -> None:
+    """marshmallow skips the date's own check when another field fails: the page asks it apart (browser walk)."""
+    assert client.post("/my/sign-in", data={"contact": "margaret@example.com"}).status_code == 303
+    r = client.post("/my/sign-in/code", data={"code": "12ab", "month": "", "day": "", "year": ""})
+    page = " ".join(r.get_data(as_text=True).split())
+    assert r.status_code == 422
+    assert "Enter the 6 digits of the code we sent you." in page
+    assert "Enter your date of birth: month, day and year." in page
+    assert 'value="12ab"' in page  # what was typed is kept
+    # A date whose own field fails is named once, by that field, not again as a missing date.
+    r = client.post("/my/sign-in/code", data={"code": "12ab", "month": "zz", "day": "12", "year": "1968"})
+    page = " ".join(r.get_data(as_text=True).split())
+    assert r.status_code == 422 and "Enter the month as a number from 1 to 12" in page
+    assert "Enter your date of birth: month, day and year." not in page
