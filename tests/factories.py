@@ -117,6 +117,15 @@ def world(staff_map: dict[str, Any], **rx_overrides: Any) -> dict[str, Any]:
             "admin": actor(staff_map["admin"])}
 
 
+def world_with_order(staff_map: dict[str, Any], state: str) -> tuple[dict[str, Any], int]:
+    """A world whose prescription's first fill is ordered and walked to `state` (inside a request context; the
+    caller commits): the world and the order's id."""
+    w = world(staff_map)
+    order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
+    run_order_to(w, order.id, state)
+    return w, order.id
+
+
 def run_order_to(w: dict[str, Any], order_id: int, target: str, *, lots: list[dict[str, Any]] | None = None) -> None:
     """Walk an order through the workflow, from wherever it is now to `target`, with the right people at each
     step. `lots`: what compounding uses (default: every usable lot of the formula's ingredients, 1 g each)."""

@@ -112,11 +112,8 @@ def test_my_ldn_says_the_refill_was_asked_for(live_server, live_app, browser, st
 
 def test_compounding_record_fits_its_card_on_desktop(live_server, live_app, page, staff) -> None:
     with live_app.test_request_context("/"):
-        w = factories.world(staff)
-        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-        factories.run_order_to(w, order.id, "verified")
+        _w, order_id = factories.world_with_order(staff, "verified")
         db.session.commit()
-        order_id = order.id
     page.set_viewport_size({"width": 1280, "height": 800})
     sign_in(page, live_server.url, staff["technician"].email, PASSWORD)
     page.goto(f"{live_server.url}/orders/{order_id}")
@@ -153,11 +150,8 @@ def test_portal_code_box_speaks_of_a_6_digit_code(live_server, live_app, browser
 def test_technician_on_a_checked_order_is_not_told_compounding_is_a_pharmacists_step(
         live_server, live_app, page, staff) -> None:
     with live_app.test_request_context("/"):
-        w = factories.world(staff)
-        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-        factories.run_order_to(w, order.id, "checked")
+        _w, order_id = factories.world_with_order(staff, "checked")
         db.session.commit()
-        order_id = order.id
     sign_in(page, live_server.url, staff["technician"].email, PASSWORD)
     page.goto(f"{live_server.url}/orders/{order_id}")
     step = page.locator("section", has=page.get_by_role("heading", name="Next step")).inner_text()

@@ -4,16 +4,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pharmacy.extensions import db
-from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
 
 
 def test_patient_page_shows_timeline_messages_costs_and_side_effects(app, client, staff, clock) -> None:
     with app.test_request_context("/"):
-        w = factories.world(staff)
-        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-        factories.run_order_to(w, order.id, "dispensed")
+        w, _order_id = factories.world_with_order(staff, "dispensed")
         db.session.commit()
         patient_id, rx_number = w["patient"].id, w["rx"].rx_number
     clock.advance(timedelta(days=3))
