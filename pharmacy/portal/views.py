@@ -229,14 +229,16 @@ def enter_code() -> Any:
     except Conflict as exc:
         _put(c=None)
         return _render("portal/sign_in.html", 409, errors={"contact": [exc.message]}, contact="")
-    _put(c=None, to=None, ch=None, s=token)
+    # A new form token with the new session: a token read before sign-in (by a page or a person beside the
+    # patient) does not carry over into the signed-in portal.
+    _put(c=None, to=None, ch=None, s=token, b=secrets.token_urlsafe(16))
     return redirect(url_for(".home"), 303)
 
 
 @bp.post("/sign-out")
 def sign_out() -> Any:
     services.end_session(_state().get("s"))
-    _put(s=None, n="signed_out")
+    _put(s=None, n="signed_out", b=secrets.token_urlsafe(16))
     return redirect(url_for(".sign_in"), 303)
 
 

@@ -177,6 +177,33 @@ def test_forms_without_the_portal_token_are_refused(app, world) -> None:
     assert client.post("/my/sign-in", data={"contact": "margaret@example.com"}).status_code == 422
 
 
+def test_the_form_token_is_renewed_at_sign_in_and_sign_out(app, world) -> None:
+    """A token read before sign-in (a shared computer, a page left open) does not carry into the signed-in portal."""
+    import re
+
+    app.config["WTF_CSRF_ENABLED"] = True
+    client = app.test_client()
+
+    def token(path: str) -> str:
+        found = re.search(r'name="csrf_token" value="([0-9a-f]+)"', client.get(path).get_data(as_text=True))
+        assert found, path
+        return found.group(1)
+
+    before = token("/my/sign-in")
+    assert client.post("/my/sign-in", data={"contact": "margaret@example.com", "csrf_token": before}).status_code == 303
+    assert token("/my/sign-in/code") == before  # the same visitor until signed in
+    code = delivered_code(app)
+    r = client.post("/my/sign-in/code", data={"code": code, "month": DOB.month, "day": DOB.day, "year": DOB.year,
+                                              "csrf_token": before})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/my/")
+    signed_in = token("/my/")  # the sign-out form in the header
+    assert signed_in != before
+    # The old token no longer sends a form; the new one does.
+    assert client.post("/my/sign-out", data={"csrf_token": before}).status_code == 422
+    assert client.post("/my/sign-out", data={"csrf_token": signed_in}).status_code == 303
+    assert token("/my/sign-in") not in (before, signed_in)
+
+
 def test_a_short_code_and_no_birth_date_are_both_named_at_once(app, client, world) -> None:
     """marshmallow skips the date's own check when another field fails: the page asks it apart (browser walk)."""
     assert client.post("/my/sign-in", data={"contact": "margaret@example.com"}).status_code == 303
