@@ -1,4 +1,4 @@
-"""Core commands: `flask users create|list|token|prune-sessions`, and the nightly session prune."""
+"""Core commands: `flask users create|list|token|set-password|prune-sessions`, and the nightly session prune."""
 from __future__ import annotations
 
 import logging
@@ -65,6 +65,23 @@ def token(email: str, name: str, scope: str) -> None:
     except DomainError as exc:
         _fail(exc)
     click.echo(raw)
+
+
+@users.command("set-password")
+@click.option("--email", required=True)
+@click.password_option(help="Prompted (twice) when not given; never stored in clear.")
+def set_password(email: str, password: str) -> None:
+    """Reset a staff password from the server's console (a forgotten admin password has no one else to reset it);
+    every session of that person ends. Audited as the system."""
+    user = next((u for u in services.list_users() if u.email == services.normalise_email(email)), None)
+    if user is None:
+        raise click.ClickException("No such account.")
+    try:
+        with unit_of_work():
+            services.set_password(CONSOLE, user.id, password)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(f"Password changed for {user.email}; their sessions have ended.")
 
 
 @users.command("prune-sessions")

@@ -9,7 +9,7 @@ from pharmacy.core import audit, sessions
 from pharmacy.core.actor import ANONYMOUS, Actor, staff
 from pharmacy.core.auth import TOKEN_SCOPES, token_hash
 from pharmacy.core.context import now
-from pharmacy.core.errors import NotFound, ValidationFailed
+from pharmacy.core.errors import Forbidden, NotFound, ValidationFailed
 from pharmacy.core.models import ApiToken, User
 from pharmacy.core.passwords import hash_password, password_problem, verify_password
 from pharmacy.core.roles import Permission, Role
@@ -81,19 +81,54 @@ def set_active(actor: Actor, user_id: int, active: bool) -> User:
 
 
 def set_password(actor: Actor, user_id: int, password: str) -> User:
-    if actor.user_id != user_id:
-        audit.require(actor, Permission.MANAGE_USERS, what="reset another person's password")
+    """An admin resets another person's password (a forgotten one, a leaver's).
+
+    Not one's own: a browser left signed in must not be enough to take the account over, so a person changes their
+    own password on their account page, with the current one (`change_own_password`)."""
+    audit.require(actor, Permission.MANAGE_USERS, what="reset another person's password")
+    if actor.user_id == user_id:
+        raise ValidationFailed("The password was not changed.", fields={
+            "password": "Change your own password on “Your account”, with your current password."})
     user = db.session.get(User, user_id)
     if user is None:
         raise NotFound("No such staff account.")
+    _store_password(actor, user, password, field="password")
+    return user
+
+
+def change_own_password(actor: Actor, current_password: str, new_password: str, repeat_password: str) -> User:
+    """A person changes their own password, proving the current one; every session of theirs ends (the caller
+    opens a new one for the browser that made the change). Every wrong field is named at once; a wrong current
+    password is audited as a failure."""
+    user = db.session.get(User, actor.user_id) if actor.is_staff and actor.user_id else None
+    if user is None or not user.active:
+        raise Forbidden("Only a signed-in staff member can change their password.")
+    errors: dict[str, str] = {}  # field name -> message (ruff's S105 reads the names as passwords)
+    current_ok = verify_password(user.password_hash, current_password)
+    if not current_ok:
+        errors["current_password"] = "That is not your current password."  # noqa: S105
+    if current_ok and new_password == current_password:
+        errors["new_password"] = "Choose a new password, not the one you have now."  # noqa: S105
+    elif problem := password_problem(new_password):
+        errors["new_password"] = problem
+    if repeat_password != new_password:
+        errors["repeat_password"] = "The two new passwords are not the same."  # noqa: S105
+    if not current_ok:
+        audit.record(actor, "user.password", outcome="failed", entity=("user", user.id), survive_rollback=True)
+    if errors:
+        raise ValidationFailed("The password was not changed.", fields=errors)
+    _store_password(actor, user, new_password, field="new_password")
+    return user
+
+
+def _store_password(actor: Actor, user: User, password: str, *, field: str) -> None:
     problem = password_problem(password)
     if problem:
-        raise ValidationFailed("The password was not changed.", fields={"password": problem})
+        raise ValidationFailed("The password was not changed.", fields={field: problem})
     user.password_hash = hash_password(password)
     user.session_version += 1
     sessions.end_all_for(user.id, "password")
     audit.record(actor, "user.password", entity=("user", user.id))
-    return user
 
 
 def list_users() -> list[User]:

@@ -12,6 +12,7 @@ from marshmallow import Schema, fields, validate
 from pharmacy.core import auth, services
 from pharmacy.core.admin_views import bp as admin_bp
 from pharmacy.core.context import settings
+from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
 from pharmacy.core.roles import Permission, allows
 from pharmacy.extensions import limiter
@@ -67,6 +68,37 @@ def login() -> Any:
             errors = {"_schema": ["Email or password is not right."]}
         return render_template("core/login.html", errors=errors, email=request.form.get("email", "")), 401
     return render_template("core/login.html", errors=errors, email="")
+
+
+class OwnPasswordSchema(Schema):
+    current_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    new_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    repeat_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
+
+
+@bp.get("/account")
+@auth.staff_required
+def account() -> Any:
+    return render_template("core/account.html", errors={})
+
+
+@bp.post("/account/password")
+@auth.staff_required
+@limiter.limit("10 per minute; 50 per hour")
+def change_password() -> Any:
+    """The person's own password, with the current one; this browser stays signed in, every other one is not."""
+    data, errors = load(OwnPasswordSchema(), form_values(request.form))
+    if data is not None:
+        try:
+            user = services.change_own_password(auth.current_actor(), **data)
+        except ValidationFailed as exc:
+            errors = exc.fields
+        else:
+            auth.start_session(user)
+            login_user(user)
+            flash("Your password is changed. Every other browser you were signed in on is signed out.", "success")
+            return redirect(url_for("auth.account"), 303)
+    return render_template("core/account.html", errors=errors), 422
 
 
 @bp.route("/logout", methods=["POST"])

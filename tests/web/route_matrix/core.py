@@ -11,6 +11,9 @@ ROUTES: list[Route] = [
           data=lambda w: {"email": "nobody@example.com", "password": "wrong password"}),
     Route("auth.logout", "POST", lambda w: "/logout", dict.fromkeys(
         ("anonymous", "other_patient", "technician", "pharmacist", "admin"), "login")),  # back to sign-in
+    staff_page("auth.account", lambda w: "/account"),
+    staff_page("auth.change_password", lambda w: "/account/password", method="POST",
+               data=lambda w: {"current_password": "not it", "new_password": "x", "repeat_password": "x"}),
     staff_page("dashboard.home", lambda w: "/"),
     staff_page("dashboard.search", lambda w: "/search?q=ell", admin="forbidden"),
     staff_page("patients.index", lambda w: "/patients/", admin="forbidden"),
