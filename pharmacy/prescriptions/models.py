@@ -82,6 +82,11 @@ class Prescription(db.Model):
     latest_fill_number: Mapped[int | None] = mapped_column()
     latest_days_supply: Mapped[int | None] = mapped_column()
     latest_run_out_date: Mapped[date | None] = mapped_column()
+    # A replacement not yet dispensed holds supply from the last prescription of its chain that was dispensed (A
+    # when C replaced B replaced A, with no fill of B): the reminder planner joins that one's latest order. Set by
+    # supply/services.carry_over; nothing reads it once the prescription has a fill of its own. A plain id like
+    # latest_fill_number (a copy kept by the supply's writer), so SQLite can drop it again in place.
+    supply_source_id: Mapped[int | None] = mapped_column()
 
     patient: Mapped[Patient] = relationship()
     prescriber: Mapped[Prescriber] = relationship()

@@ -261,6 +261,32 @@ def expiry_alert(expiry_date: date, days_supply: int, today: date) -> Alert | No
     return None
 
 
+@dataclass(frozen=True)
+class OtherPrescription:
+    """Another current LDN prescription of the same patient, as the duplicate check names it."""
+
+    rx_number: str
+    product: str
+    dose_mg: Decimal
+
+
+def duplicate_alert(dose_mg: Decimal, others: list[OtherPrescription]) -> Alert | None:
+    """A second current LDN prescription beside an older one: two supplies, two sets of reminders, and a patient
+    who may take both (docs/domain.md "Safety screening": therapeutic duplication).
+
+    A stop a pharmacist overrides with a reason, because two can be meant (capsules by day and a cream, a second
+    strength for a titration written apart); most often the new one is a renewal or a dose change that should
+    replace the old one. Only the newer prescription carries it: the older one's fills go on until someone decides."""
+    if not others:
+        return None
+    named = "; ".join(f"{o.rx_number} ({o.product}, {format_mg(o.dose_mg)})" for o in others)
+    total = dose_mg + sum((o.dose_mg for o in others), Decimal(0))
+    return Alert("duplicate_ldn", Severity.OVERRIDABLE_STOP,
+                 f"The patient already has a current LDN prescription: {named}. Taken together that is "
+                 f"{format_mg(total)} a day. If this one is a renewal or a dose change, replace the old one (or "
+                 "discontinue it) instead; override only if the prescriber wants both.")
+
+
 def age_alert(date_of_birth: date | None, today: date) -> Alert | None:
     """A patient under 18: naltrexone's safety and dosing in children are not established (a warning, so the
     pharmacist confirms the prescriber's intent; paediatric MS exists, so it does not block)."""

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from pharmacy.compounding.models import Order
+from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
@@ -38,8 +38,23 @@ def findings(patient: Patient, rx: Prescription) -> list[rules.Alert]:
         allergies=patient.allergies or [],
     )
     extra = [rules.expiry_alert(rx.expiry_date, rx.days_supply, today()),
-             rules.age_alert(patient.date_of_birth, today())]
+             rules.age_alert(patient.date_of_birth, today()),
+             rules.duplicate_alert(rx.dose_mg, older_current(rx))]
     return [*found, *(a for a in extra if a is not None)]
+
+
+def older_current(rx: Prescription) -> list[rules.OtherPrescription]:
+    """The patient's other current (active or on hold) LDN prescriptions entered before this one, leaving out the
+    one it replaces (closed in the same transaction, after the new one is screened)."""
+    rows = db.session.execute(
+        sa.select(Prescription.rx_number, Formula.name, Prescription.dose_mg)
+        .join(Formula, Formula.id == Prescription.formula_id)
+        .where(Prescription.patient_id == rx.patient_id, Prescription.id < rx.id,
+               Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
+               Prescription.id != (rx.replaces_id or 0))
+        .order_by(Prescription.id)
+    ).all()
+    return [rules.OtherPrescription(number, name, dose) for number, name, dose in rows]
 
 
 def _sync(rx: Prescription, found: Iterable[rules.Alert], order_id: int | None,

@@ -81,7 +81,8 @@ class FillFacts:
 
 def facts_query() -> sa.Select:
     """Active prescriptions with supply, joined to their latest dispensed order, patient and formula. A replacement
-    not yet dispensed is joined to the latest dispensed order of the prescription it replaced, whose supply it holds."""
+    not yet dispensed is joined to the latest dispensed order of the prescription whose supply it holds (the one it
+    replaced, or further back along a chain of replacements none of which was filled: `supply_source_id`)."""
     source = aliased(Prescription, name="supply_source")
     carried = Prescription.latest_fill_number.is_(None)
     return (
@@ -96,7 +97,7 @@ def facts_query() -> sa.Select:
             Prescription.days_dispensed, sa.case((carried, sa.true()), else_=sa.false()),
         )
         .select_from(Prescription)
-        .join(source, source.id == sa.case((carried, Prescription.replaces_id), else_=Prescription.id))
+        .join(source, source.id == sa.case((carried, Prescription.supply_source_id), else_=Prescription.id))
         .join(Order, sa.and_(Order.prescription_id == source.id, Order.fill_number == source.latest_fill_number))
         .join(Patient, Patient.id == Prescription.patient_id)
         .join(Formula, Formula.id == Prescription.formula_id)

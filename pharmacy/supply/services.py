@@ -32,6 +32,9 @@ def carry_over(new: Prescription, old: Prescription) -> None:
     """A replacement (renewal, dose change) starts holding what the patient still has from the old prescription:
     its run-out and the too-soon basis carry over until the new one is first dispensed."""
     new.days_dispensed = 0
+    # Whose latest order the supply came from: the old one if it was dispensed, else what the old one carried
+    # (a replacement replaced before its first fill), so the reminder planner finds the order through any chain.
+    new.supply_source_id = old.id if old.latest_fill_number is not None else old.supply_source_id
     new.latest_fill_number = None
     new.latest_run_out_date = old.latest_run_out_date
     new.latest_days_supply = old.latest_days_supply

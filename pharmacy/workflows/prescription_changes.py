@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pharmacy.core.actor import Actor
+from pharmacy.prescriptions import screening
 from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills import renewals
@@ -36,6 +37,7 @@ def discontinue(actor: Actor, rx_id: int, reason: str) -> Prescription:
     why = f"Prescription discontinued: {rx.status_reason}"
     orders.cancel_open_orders(actor, rx.id, why)
     refills.close_open_requests(actor, rx.id, why)
+    screening.rescreen_patient(actor, rx.patient)  # a newer prescription's "duplicate" stop may be over
     return rx
 
 
@@ -49,4 +51,5 @@ def replace(actor: Actor, rx_id: int, data: dict[str, Any]) -> Prescription:
     planning.cancel_for_prescription(old.id, reason="prescription replaced")
     renewals.link_renewal(actor, old.id, new.id)
     planning.replan_prescription(new.id)
+    screening.rescreen_patient(actor, new.patient)  # the duplicate check sees the old one closed
     return new

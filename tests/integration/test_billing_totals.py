@@ -41,7 +41,7 @@ def _people(world: dict[str, Any]) -> list[tuple[Any, Any]]:
     p3 = factories.patient(world["pharmacist"], first_name="Nina", last_name="New", email="n@example.com")
     rx2 = factories.prescription(world["pharmacist"], p2.id, world["formula"].id, world["prescriber"].id, days_supply=90)
     rx3 = factories.prescription(world["pharmacist"], p3.id, world["formula"].id, world["prescriber"].id)
-    rx4 = factories.prescription(world["pharmacist"], world["patient"].id, liquid.id, world["prescriber"].id)
+    rx4 = factories.second_prescription(world["pharmacist"], world["patient"].id, liquid.id, world["prescriber"].id)
     db.session.flush()
     return [(world["patient"], world["rx"]), (p2, rx2), (p3, rx3), (world["patient"], rx4)]
 

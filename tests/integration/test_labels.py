@@ -72,7 +72,7 @@ def test_refills_left_counts_down_with_each_fill(app_ctx: Flask, staff: dict) ->
 def test_a_titration_label_has_a_dated_chart(app_ctx: Flask, staff: dict) -> None:
     f = factories.formula("LDN-CAP-1.5", strength="1.5")
     w = factories.world(staff)
-    rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("4.5"),
+    rx = factories.second_prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("4.5"),
                                 titration=[{"dose_mg": Decimal("1.5"), "days": 14}, {"dose_mg": Decimal("3"), "days": 14}],
                                 days_supply=42)
     w = {**w, "rx": rx, "formula": f}
@@ -90,7 +90,7 @@ def test_an_aqueous_label_says_refrigerate_in_millilitres_and_notes_the_cap(app_
     f = factories.formula("LDN-SL-AQ", form=Form.SUBLINGUAL_LIQUID, strength="1",
                           category=UspCategory.AQUEOUS_UNPRESERVED, prices=(("45", 30, 6000),))
     w = factories.world(staff)
-    rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("0.5"),
+    rx = factories.second_prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("0.5"),
                                 days_supply=30)
     w = {**w, "rx": rx, "formula": f}
     order = made(w)
@@ -153,7 +153,7 @@ def test_the_compounding_record_has_the_usp_795_fields(app_ctx: Flask, staff: di
 def test_a_number_never_wraps_away_from_its_unit(app_ctx: Flask, staff: dict) -> None:
     f = factories.formula("LDN-CAP-1.5", strength="1.5")
     w = factories.world(staff)
-    rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("4.5"),
+    rx = factories.second_prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("4.5"),
                                 titration=[{"dose_mg": Decimal("1.5"), "days": 14}], days_supply=30)
     order = made({**w, "rx": rx, "formula": f})
     raw = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(labels.label_pdf(w["technician"], order.id))).pages)

@@ -50,18 +50,30 @@ def test_upgrade_downgrade_upgrade_without_drift(empty_db: str, app_config: dict
         db.engine.dispose()
 
 
+def _staff_at_head() -> dict:
+    """The four staff accounts the factories expect, made in a database just migrated (inside a request context)."""
+    from pharmacy.core.actor import Actor
+    from pharmacy.core.roles import Role
+    from pharmacy.core.services import create_user
+    from tests.conftest import PASSWORD, Staff
+
+    console = Actor(kind="staff", role=Role.ADMIN)
+    staff = {}
+    for key, role in (("admin", Role.ADMIN), ("pharmacist", Role.PHARMACIST), ("pharmacist2", Role.PHARMACIST),
+                      ("technician", Role.TECHNICIAN)):
+        user = create_user(console, email=f"{key}@pharmacy.test", full_name=key.title(), role=role, password=PASSWORD)
+        staff[key] = Staff(user.id, f"{key}@pharmacy.test", role)
+    return staff
+
+
 def test_going_down_from_0016_keeps_the_requests_and_their_messages(empty_db: str, app_config: dict) -> None:
     """0016's downgrade drops refill_requests.run_out_date without rebuilding the table: on SQLite a rebuilt table
     is dropped first, and with foreign keys on that deleted its rows and, by cascade, the outbox's messages about
     them. A request and its messages written at the head survive going down to 0015 and up again."""
-    from pharmacy.core.actor import Actor
-    from pharmacy.core.roles import Role
-    from pharmacy.core.services import create_user
     from pharmacy.refills.rules import RequestSource
     from pharmacy.workflows import orders as order_flow
     from pharmacy.workflows import refill_requests as refill_flow
     from tests import factories
-    from tests.conftest import PASSWORD, Staff
 
     app = create_app({**app_config, "DATABASE_URL": empty_db})
     from pharmacy.extensions import db
@@ -69,14 +81,7 @@ def test_going_down_from_0016_keeps_the_requests_and_their_messages(empty_db: st
     with app.app_context():
         upgrade()
     with app.test_request_context("/"):
-        console = Actor(kind="staff", role=Role.ADMIN)
-        staff = {}
-        for key, role in (("admin", Role.ADMIN), ("pharmacist", Role.PHARMACIST), ("pharmacist2", Role.PHARMACIST),
-                          ("technician", Role.TECHNICIAN)):
-            user = create_user(console, email=f"{key}@pharmacy.test", full_name=key.title(), role=role,
-                               password=PASSWORD)
-            staff[key] = Staff(user.id, f"{key}@pharmacy.test", role)
-        w = factories.world(staff)
+        w = factories.world(_staff_at_head())
         factories.run_order_to(w, order_flow.start_fill(w["pharmacist"], w["rx"].id).id, "dispensed")
         request_id = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request.id
         db.session.commit()
@@ -93,5 +98,44 @@ def test_going_down_from_0016_keeps_the_requests_and_their_messages(empty_db: st
         downgrade(revision="0015")
         upgrade()
         assert state() == before  # the copy filled again from the prescription on the way up
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_0017_finds_the_supply_of_a_chain_of_replacements(empty_db: str, app_config: dict) -> None:
+    """Going up to 0017 names, for each replacement not yet dispensed, the last prescription of its chain that was
+    (C replaced B replaced A, B never filled: A), and going down drops the column in place, keeping every row."""
+    from pharmacy.core.context import today
+    from pharmacy.prescriptions.rules import DosingTime
+    from pharmacy.workflows import orders as order_flow
+    from pharmacy.workflows import prescription_changes
+    from tests import factories
+
+    app = create_app({**app_config, "DATABASE_URL": empty_db})
+    from pharmacy.extensions import db
+
+    with app.app_context():
+        upgrade()
+    with app.test_request_context("/"):
+        w = factories.world(_staff_at_head())
+        factories.run_order_to(w, order_flow.start_fill(w["pharmacist"], w["rx"].id).id, "dispensed")
+        data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": w["rx"].dose_mg,
+                "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30,
+                "refills_authorized": 5, "written_date": today()}
+        a = w["rx"].id
+        b = prescription_changes.replace(w["pharmacist"], a, data).id
+        c = prescription_changes.replace(w["pharmacist"], b, data).id
+        db.session.commit()
+    with app.app_context():
+        def sources() -> dict[int, int | None]:
+            with db.engine.connect() as conn:
+                return dict(conn.execute(sa.text("SELECT id, supply_source_id FROM prescriptions")).all())
+
+        assert sources() == {a: None, b: a, c: a}  # as the app keeps it
+        downgrade(revision="0016")
+        with db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM prescriptions")).scalar_one() == 3
+        upgrade()
+        assert sources() == {a: None, b: a, c: a}  # as the migration fills it
         db.session.remove()
         db.engine.dispose()

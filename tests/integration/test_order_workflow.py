@@ -60,7 +60,7 @@ def aqueous_world(staff: dict, *, ship: bool = False) -> dict[str, Any]:
                           category=UspCategory.AQUEOUS_UNPRESERVED, prices=(("45", 30, 6000), ("21", 14, 3500)))
     patient = {"delivery_preference": DeliveryMethod.SHIP, "shipping_days": 2} if ship else {}
     w = factories.world(staff, patient=patient)
-    rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("1.5"),
+    rx = factories.second_prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id, dose_mg=Decimal("1.5"),
                                 days_supply=30)
     return {**w, "formula": f, "rx": rx}
 

@@ -70,8 +70,9 @@ def counts() -> tuple[int, int, int, int]:
 
 def test_intake_computes_the_days_supply_directions_expiry_and_screens(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
+    newcomer = factories.patient(w["pharmacist"], first_name="Nora", last_name="Newcomb", email="nora@example.com")
     rx = prescriptions.create_prescription(w["technician"], {
-        "patient_id": w["patient"].id, "prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id,
+        "patient_id": newcomer.id, "prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id,
         "dose_mg": Decimal("4.5"), "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": Decimal("60"),
         "days_supply": None, "refills_authorized": None, "written_date": date(2026, 11, 20),
     })

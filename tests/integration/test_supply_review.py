@@ -97,6 +97,30 @@ def test_a_renewal_carrying_supply_keeps_the_refill_reminders(app_ctx: Flask, st
     assert {m.order_id for m in _pending(new.id)} == {second.id}
 
 
+def test_two_replacements_in_a_row_without_a_fill_keep_the_reminders(app_ctx: Flask, staff: dict, clock: Any) -> None:
+    """A renewal (B) changed again before its first fill (C): C holds A's supply and is reminded
+    from A's last order. The planner looked back one prescription only, so C joined nothing and went silent."""
+    w = factories.world(staff)
+    first = _fill(w, w["rx"].id)
+    before = sorted((m.kind, m.due_at) for m in _pending(w["rx"].id))
+    clock.advance(timedelta(days=3))
+    b = _renew(w, w["rx"].id)
+    clock.advance(timedelta(days=2))
+    c = _renew(w, b.id, refills_authorized=11)  # the prescriber corrects the refills
+    assert c.latest_run_out_date == first.run_out_date and c.supply_source_id == w["rx"].id
+    assert _pending(b.id) == []
+    carried = _pending(c.id)
+    assert sorted((m.kind, m.due_at) for m in carried) == before
+    assert {(m.prescription_id, m.order_id) for m in carried} == {(c.id, first.id)}
+    report = bulk_planning.replan_all(commit=False)  # the full re-plan finds the same rows
+    assert (report.added, report.moved, report.cancelled) == (0, 0, 0)
+    # C's own first fill takes over, after the carried run-out.
+    clock.advance(timedelta(days=19))
+    own = _fill(w, c.id)
+    assert own.run_out_date == first.run_out_date + timedelta(days=30)
+    assert {m.order_id for m in _pending(c.id)} == {own.id}
+
+
 # ---- histories that already add up (kept: each would fail if the model broke) ------------------------------------
 
 

@@ -99,3 +99,15 @@ def test_a_patient_under_18_gets_a_warning() -> None:
                                            (date(2008, 2, 29), date(2026, 3, 1))])
 def test_an_adult_gets_no_age_alert(born: date, day: date) -> None:
     assert rules.age_alert(born, day) is None
+
+
+def test_a_duplicate_names_each_current_prescription_and_the_total_a_day() -> None:
+    from pharmacy.prescriptions.rules import OtherPrescription, duplicate_alert
+
+    assert duplicate_alert(Decimal("4.5"), []) is None
+    alert = duplicate_alert(Decimal("1.5"), [OtherPrescription("RX000007", "Naltrexone 4.5 mg capsules", Decimal("4.5")),
+                                             OtherPrescription("RX000009", "Naltrexone 1 mg/mL cream", Decimal("0.5"))])
+    assert alert is not None and alert.code == "duplicate_ldn" and alert.severity == Severity.OVERRIDABLE_STOP
+    assert alert.needs_pharmacist and alert.blocks
+    assert "RX000007 (Naltrexone 4.5 mg capsules, 4.5 mg); RX000009" in alert.message
+    assert "6.5 mg a day" in alert.message

@@ -100,7 +100,7 @@ def test_a_dispensing_says_which_fill_it_draws_from_and_whether_it_is_a_part(app
         w = factories.world(staff)
         liquid = factories.formula("LDN-SL-AQ", form=Form.SUBLINGUAL_LIQUID, strength="1",
                                    category=UspCategory.AQUEOUS_UNPRESERVED, prices=(("60", 60, 9000),))
-        rx = factories.prescription(w["pharmacist"], w["patient"].id, liquid.id, w["prescriber"].id,
+        rx = factories.second_prescription(w["pharmacist"], w["patient"].id, liquid.id, w["prescriber"].id,
                                     dose_mg=Decimal("1.5"), days_supply=60, refills_authorized=2)
         parts = []
         for _ in range(2):

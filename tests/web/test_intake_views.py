@@ -127,7 +127,7 @@ def test_the_patient_record_does_not_grow_queries_with_history(app: Flask, clien
     def more() -> None:
         ph = factories.actor(staff["pharmacist"])
         for _ in range(4):
-            rx = factories.prescription(ph, w["patient"], w["formula"], w["prescriber"])
+            rx = factories.second_prescription(ph, w["patient"], w["formula"], w["prescriber"])
             order = order_flow.start_fill(ph, rx.id)
             order_flow.cancel(ph, order.id, "Duplicate")
             order_flow.start_fill(ph, rx.id)
@@ -135,7 +135,9 @@ def test_the_patient_record_does_not_grow_queries_with_history(app: Flask, clien
     run(app, more)
     with queries(app) as large:
         page = client.get(f"/patients/{w['patient']}")
-    assert page.status_code == 200 and text(page).count("Stop: pharmacist review") == 5
+    # Five liver stops waiting, and the four duplicate-therapy stops (overridden: both meant) listed with them.
+    assert page.status_code == 200 and text(page).count("Stop: pharmacist review") == 9
+    assert "5 alerts for a pharmacist" in text(page)
     assert len(large) == len(small)
 
 
@@ -192,7 +194,9 @@ def test_a_prescription_through_the_intake_form(app: Flask, client: FlaskClient,
         assert rx.titration == [{"dose_mg": "1.5", "days": 14}, {"dose_mg": "3", "days": 14}]
     assert response.headers["Location"] == f"/prescriptions/{rx.id}"
     page = text(client.get(response.headers["Location"]))
-    assert f"{rx.rx_number} saved. The safety screen raised 1 alert, 1 needing a pharmacist before any fill" in page
+    # The patient already had a prescription (the world's): a duplicate-therapy stop beside the spasticity check.
+    assert f"{rx.rx_number} saved. The safety screen raised 2 alerts, 2 needing a pharmacist before any fill" in page
+    assert "The patient already has a current LDN prescription: RX000001" in page
     assert "Needs acknowledgement" in page and "no more than 3 mg daily" in page
     assert "Waiting for a pharmacist." in page  # a technician sees no acknowledgement form
     assert "Nov 20 – Dec 3, 2026 1 capsule 1.5 mg" in page  # the dated titration chart

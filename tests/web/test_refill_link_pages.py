@@ -130,7 +130,7 @@ def test_each_way_of_getting_it_says_what_it_holds_when_they_differ(app: Flask, 
         w = factories.world(staff, patient={"shipping_days": 2})
         f = factories.formula("LDN-SL-AQ", form=Form.SUBLINGUAL_LIQUID, strength="1",
                               category=UspCategory.AQUEOUS_UNPRESERVED, prices=(("45", 30, 6000), ("21", 14, 3500)))
-        rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
+        rx = factories.second_prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
                                     dose_mg=Decimal("1.5"), days_supply=30)
         token = links.make_token(links.REFILL, w["patient"].id, rx.id)
         from pharmacy.refills import services as refill_services
@@ -385,7 +385,7 @@ def test_a_titration_plan_shows_the_next_step(app: Flask, client: FlaskClient, s
     with app.test_request_context("/"):
         f = factories.formula("LDN-CAP-1.5", strength="1.5")
         w = factories.world(staff)
-        rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
+        rx = factories.second_prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
                                     titration=[{"dose_mg": "1.5", "days": 14}, {"dose_mg": "3", "days": 28}])
         order = order_flow.start_fill(w["pharmacist"], rx.id)
         factories.run_order_to(dict(w, formula=f), order.id, "dispensed")

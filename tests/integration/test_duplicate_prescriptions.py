@@ -1,0 +1,92 @@
+"""A second current LDN prescription for one patient is a screening stop, not only a note on the form.
+
+Found in the clinical review: the intake form warned, but an e-prescription, the API or a form sent anyway made a
+second prescription that filled like any other — two supplies, two sets of reminders, a patient who may take both
+(docs/domain.md "Safety screening": duplicate therapy)."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from flask import Flask
+
+from pharmacy.compounding import services as orders
+from pharmacy.compounding.models import Order
+from pharmacy.compounding.rules import OrderState
+from pharmacy.core.errors import Conflict
+from pharmacy.extensions import db
+from pharmacy.prescriptions import services as prescriptions
+from pharmacy.prescriptions.models import ScreeningAlert
+from pharmacy.prescriptions.rules import Form, RxStatus, Severity
+from pharmacy.workflows import orders as order_flow
+from pharmacy.workflows import prescription_changes
+from tests import factories
+
+
+def codes(rx_id: int, order_id: int | None = None) -> dict[str, ScreeningAlert]:
+    return {a.code: a for a in prescriptions.screening.alerts_for(rx_id, order_id)}
+
+
+def second_rx(w: dict, **overrides) -> object:
+    cream = factories.formula("LDN-CRM-1", form=Form.TRANSDERMAL_CREAM, strength="1")
+    data = {"dose_mg": Decimal("1.5"), **overrides}
+    return factories.prescription(w["pharmacist"], w["patient"].id, cream.id, w["prescriber"].id, **data)
+
+
+def test_the_newer_prescription_stops_until_a_pharmacist_decides(app_ctx: Flask, staff: dict) -> None:
+    w = factories.world(staff)
+    old = w["rx"]
+    new = second_rx(w)
+    alert = codes(new.id)["duplicate_ldn"]
+    assert alert.severity == Severity.OVERRIDABLE_STOP
+    assert old.rx_number in alert.message and "6 mg a day" in alert.message  # 4.5 mg + 1.5 mg, named
+    order = order_flow.start_fill(w["technician"], new.id)
+    with pytest.raises(Conflict, match="Resolve the safety alerts first"):
+        orders.verify_order(w["pharmacist"], order.id)
+    # The older one's fills go on: only the newer carries the stop.
+    old_order = order_flow.start_fill(w["technician"], old.id)
+    assert "duplicate_ldn" not in codes(old.id, old_order.id)
+    orders.verify_order(w["pharmacist"], old_order.id)
+    # Both meant (capsules at night, a cream for the day): a pharmacist overrides with the reason.
+    prescriptions.resolve_alert(w["pharmacist"], alert.id, "Dr Marquez wants both: cream added for daytime")
+    orders.verify_order(w["pharmacist"], order.id)
+    assert db.session.get(Order, order.id).state == OrderState.VERIFIED
+
+
+def test_discontinuing_the_old_one_lifts_the_stop_at_once(app_ctx: Flask, staff: dict) -> None:
+    w = factories.world(staff)
+    new = second_rx(w)
+    assert "duplicate_ldn" in codes(new.id)
+    prescription_changes.discontinue(w["pharmacist"], w["rx"].id, "Changed to the cream")
+    assert "duplicate_ldn" not in codes(new.id)
+    order = order_flow.start_fill(w["technician"], new.id)
+    orders.verify_order(w["pharmacist"], order.id)
+
+
+def test_a_replacement_is_not_a_duplicate_of_what_it_replaces(app_ctx: Flask, staff: dict) -> None:
+    w = factories.world(staff)
+    data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
+            "titration": [], "dosing_time": w["rx"].dosing_time, "quantity": None, "days_supply": 30,
+            "refills_authorized": 5, "written_date": w["rx"].written_date}
+    renewed = prescription_changes.replace(w["pharmacist"], w["rx"].id, data)
+    assert "duplicate_ldn" not in codes(renewed.id)
+
+
+def test_replacing_the_older_of_two_moves_the_stop_to_the_replacement(app_ctx: Flask, staff: dict) -> None:
+    """A (capsules) and B (cream, newer, stopped). A's dose change A' is now the newer of the two current ones."""
+    w = factories.world(staff)
+    b = second_rx(w)
+    data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
+            "titration": [], "dosing_time": w["rx"].dosing_time, "quantity": None, "days_supply": 30,
+            "refills_authorized": 5, "written_date": w["rx"].written_date}
+    a2 = prescription_changes.replace(w["pharmacist"], w["rx"].id, data)
+    assert "duplicate_ldn" not in codes(b.id)
+    assert b.rx_number in codes(a2.id)["duplicate_ldn"].message
+
+
+def test_a_closed_prescription_is_no_duplicate(app_ctx: Flask, staff: dict) -> None:
+    w = factories.world(staff)
+    prescription_changes.discontinue(w["pharmacist"], w["rx"].id, "Stopped by the neurologist")
+    assert db.session.get(type(w["rx"]), w["rx"].id).status == RxStatus.DISCONTINUED
+    restarted = second_rx(w)
+    assert "duplicate_ldn" not in codes(restarted.id)
