@@ -14,6 +14,7 @@ from pharmacy.compounding.schemas import (
     OrderTransitionSchema,
     RecallQuerySchema,
     RecallResultSchema,
+    ReturnFillSchema,
     StartFillSchema,
 )
 from pharmacy.core.auth import api_auth, current_actor
@@ -37,7 +38,8 @@ def _order(view: queries.OrderView, message: str | None = None) -> dict[str, Any
             "quantity", "days_supply", "cap_note", "delivery_method", "carrier", "tracking_number", "lot_number",
             "bud", "quantity_made", "qc_yield_pct", "qc_passed", "qc_notes", "deviations", "earliest_dispense_date",
             "dispensed_on", "supply_starts_on", "run_out_date", "authorized_fill", "price_cents", "shipping_cents",
-            "created_at", "state_changed_at")},
+            "created_at", "state_changed_at", "returned_at", "return_reason")},
+        "returnable": view.returnable,
         "fill_progress": view.fill_progress,
         "rx_number": rx.rx_number, "patient_name": f"{view.patient.first_name} {view.patient.last_name}",
         "product": view.product, "form": f.form, "quantity_text": rx_rules.quantity_text(f.form, o.quantity),
@@ -103,6 +105,18 @@ def transition(data: dict[str, Any], order_id: int) -> Any:
     if order.state == OrderState.COMPOUNDING and to == "compounding" and order.qc_passed is False:
         message = "Sent back to be re-made."
     return _order(queries.order_view(current_actor(), order_id), message)
+
+
+@blp.route(f"/orders/<{ID}:order_id>/return", methods=["POST"])
+@api_auth()
+@blp.arguments(ReturnFillSchema)
+@blp.response(200, OrderOutSchema)
+@blp.alt_response(409, description="Not a dispensed fill, or not the latest of its prescription (the message says)")
+def return_fill(data: dict[str, Any], order_id: int) -> Any:
+    """Take a dispensed fill back (lost in the post, damaged, dispensed in error): it stops counting as supply, a
+    refill used and a charge; the message says what the patient holds now. Pharmacists only."""
+    outcome = order_flow.return_fill(current_actor(), order_id, data["reason"].value, data.get("note"))
+    return _order(queries.order_view(current_actor(), order_id), outcome.message)
 
 
 @blp.route(f"/orders/<{ID}:order_id>/label.pdf", methods=["GET"])

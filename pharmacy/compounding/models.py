@@ -157,6 +157,12 @@ class Order(db.Model):
     run_out_date: Mapped[date | None] = mapped_column()  # last day covered, once this fill joined the supply
     hold_reason: Mapped[str | None] = mapped_column(sa.String(400))
     cancel_reason: Mapped[str | None] = mapped_column(sa.String(400))
+    # A dispensed fill taken back (lost in the post, damaged, dispensed in error): the order is then cancelled,
+    # so it no longer counts as supply, a refill used or a charge (compounding/returns.py). Plain columns, added
+    # without rebuilding orders; returned_by_id is a user id.
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    returned_by_id: Mapped[int | None] = mapped_column()
+    return_reason: Mapped[str | None] = mapped_column(sa.String(32))
     price_cents: Mapped[int] = mapped_column(default=0)
     shipping_cents: Mapped[int] = mapped_column(default=0)
     price_entry_id: Mapped[int | None] = mapped_column(sa.ForeignKey("price_list.id"))

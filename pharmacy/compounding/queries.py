@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import joinedload, selectinload
 
-from pharmacy.compounding import rules
+from pharmacy.compounding import returns, rules
 from pharmacy.compounding.lots import usable_lots
 from pharmacy.compounding.models import Formula, IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
@@ -232,6 +232,7 @@ class OrderView:
     chart: list[tuple[str, str, str]] = field(default_factory=list)
     # Who asked for this fill, in words: "the patient, from their refill link", "Paula Pharmacist (by phone …)".
     requested_by: str = ""
+    returnable: bool = False  # a dispensed fill that may be taken back (the latest of its prescription)
 
     def name(self, user_id: int | None) -> str:
         return self.staff_names.get(user_id or 0, "—") if user_id else "—"
@@ -316,7 +317,8 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
     alerts = reads.alerts_for(order.prescription_id, order.id)
 
     ids = {i for i in (order.verified_by_id, order.compounded_by_id, order.checked_by_id, order.released_by_id,
-                       order.dispensed_by_id, order.too_soon_override_by_id, order.created_by_id) if i}
+                       order.dispensed_by_id, order.too_soon_override_by_id, order.created_by_id,
+                       order.returned_by_id) if i}
     ids |= {a.resolved_by_id for a in alerts if a.resolved_by_id}
     names = dict(db.session.execute(sa.select(User.id, User.full_name).where(User.id.in_(ids))).all()) if ids else {}
     steps = rules.next_steps(order.state, order.held_from)
@@ -342,6 +344,7 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
         too_soon=bool(order.earliest_dispense_date and today() < order.earliest_dispense_date
                       and order.state not in rules.FINAL),
         formula=formula, product=rx_rules.product_name(formula.form, formula.strength_mg), moves=moves,
+        returnable=returns.returnable(order),
         lot_choices=choices, expected=expected_amounts(formula, order.quantity), can_record_batch=can_record,
         can_plan_batch=can_record,
         suggested_lots=suggested_lots(choices, _starts_on(rx, order) + timedelta(days=order.days_supply)),

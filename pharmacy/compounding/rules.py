@@ -307,6 +307,43 @@ def checker_must_differ(compounded_by_id: int | None, checked_by_id: int) -> Non
         raise Forbidden("The final check must be done by a pharmacist other than the one who compounded.")
 
 
+class ReturnReason(StrEnum):
+    """Why a dispensed fill is taken back (docs/domain.md "Returned fills")."""
+
+    LOST = "lost_in_transit"
+    DAMAGED = "damaged"
+    WRONG_ADDRESS = "wrong_address"
+    RETURNED_UNUSED = "returned_unused"
+    DISPENSING_ERROR = "dispensing_error"
+
+
+RETURN_REASON_LABELS: dict[ReturnReason, str] = {
+    ReturnReason.LOST: "Lost in the post",
+    ReturnReason.DAMAGED: "Arrived damaged or leaking",
+    ReturnReason.WRONG_ADDRESS: "Delivered to the wrong address",
+    ReturnReason.RETURNED_UNUSED: "Brought or sent back unused",
+    ReturnReason.DISPENSING_ERROR: "Dispensed in error (wrong product, strength or patient)",
+}
+
+
+def return_refusal(state: OrderState, *, later_fill: int | None, rx_number: str) -> str | None:
+    """Why this fill cannot be returned, or None. Only a dispensed fill, and only the latest of its prescription:
+    a fill dispensed after it was counted on top of it, so taking an earlier one back would leave the later one's
+    days stacked on medicine the patient never had — a pharmacist returns the later one first."""
+    if OrderState(state) != S.DISPENSED:
+        return f"Only a dispensed fill can be returned; this order is {_IS[OrderState(state)]}."
+    if later_fill is not None:
+        return (f"Only the latest fill of {rx_number} can be returned: order {later_fill} was dispensed after this "
+                "one. Return that one first if it did not reach the patient either.")
+    return None
+
+
+def return_text(reason: ReturnReason, note: str | None) -> str:
+    """The sentence the order keeps (and shows) about its return."""
+    label = RETURN_REASON_LABELS[ReturnReason(reason)]
+    return f"Returned after dispensing: {label}" + (f" — {note}" if note else "") + "."
+
+
 def fill_label(authorized_fill: int, *, partial: bool = False) -> str:
     """"Original fill", "Refill 2", "Refill 2 (partial)": which authorized fill an order draws from."""
     text = "Original fill" if authorized_fill == 0 else f"Refill {authorized_fill}"

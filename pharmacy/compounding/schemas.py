@@ -6,7 +6,14 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, pre_load, validate, validates_schema
 
-from pharmacy.compounding.rules import TRANSITION_TARGETS, DeliveryMethod, OrderState, UspCategory
+from pharmacy.compounding.rules import (
+    RETURN_REASON_LABELS,
+    TRANSITION_TARGETS,
+    DeliveryMethod,
+    OrderState,
+    ReturnReason,
+    UspCategory,
+)
 from pharmacy.core.numbers import digits_only
 from pharmacy.core.schemas import BaseSchema, BoundedDate, DecimalString, TrimmedString
 from pharmacy.prescriptions.rules import Form
@@ -94,6 +101,14 @@ class OrderPageTransitionSchema(OrderTransitionSchema):
     def _bag_scanned(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("to") == "dispensed" and not data.get("bag_code"):
             raise ValidationError({"bag_code": ["Scan the barcode on the bag's label (or type the code under it)."]})
+
+
+class ReturnFillSchema(BaseSchema):
+    """Taking a dispensed fill back (compounding/returns.py): why, from a fixed list, and an optional note."""
+
+    reason = fields.Enum(ReturnReason, by_value=True, required=True, error_messages={
+        "unknown": "Choose one of: " + "; ".join(RETURN_REASON_LABELS.values()) + "."})
+    note = TrimmedString(load_default=None, validate=validate.Length(max=240))
 
 
 class IngredientLotInSchema(BaseSchema):
@@ -190,6 +205,11 @@ class OrderOutSchema(BaseSchema):
     shipping_cents = fields.Integer()
     created_at = fields.DateTime()
     state_changed_at = fields.DateTime()
+    returned_at = fields.DateTime(allow_none=True, metadata={
+        "description": "When a dispensed fill was taken back (it is cancelled since, and counts for nothing)"})
+    return_reason = fields.String(allow_none=True, metadata={
+        "description": "Why: " + ", ".join(r.value for r in ReturnReason)})
+    returnable = fields.Boolean(metadata={"description": "Whether POST …/return may take this fill back"})
     next_steps = fields.List(fields.String(), metadata={"description": "Values of `to` that may come next"})
     alerts = fields.List(fields.Nested(AlertOutSchema))
     lots_used = fields.List(fields.Nested(IngredientLotUsedOutSchema))

@@ -10,7 +10,7 @@ from pharmacy.billing import services as billing
 from pharmacy.compounding import labels, queries, recall, rules, services
 from pharmacy.compounding import lots as lot_services
 from pharmacy.compounding.rules import BUD_DAYS, CATEGORY_LABELS, STATE_LABELS, DeliveryMethod
-from pharmacy.compounding.schemas import IngredientLotInSchema, OrderPageTransitionSchema
+from pharmacy.compounding.schemas import IngredientLotInSchema, OrderPageTransitionSchema, ReturnFillSchema
 from pharmacy.core import uow
 from pharmacy.core.auth import current_actor, staff_required
 from pharmacy.core.context import today
@@ -79,6 +79,7 @@ def render_order(order_id: int, *, status: int = 200, message: str | None = None
         step_labels=STEP_LABELS, state_labels=STATE_LABELS, delivery_options=DELIVERY_OPTIONS,
         form=request.form if request.method == "POST" else {}, money=money,
         bag_code=rules.bag_code(view.rx.rx_number, view.order.fill_number), method_labels=METHOD_LABELS,
+        return_reasons=[(r.value, label) for r, label in rules.RETURN_REASON_LABELS.items()],
     ), status
 
 
@@ -98,6 +99,13 @@ def _transition_values() -> dict[str, Any]:
     return data
 
 
+def _refused(order_id: int, exc: DomainError, step: str) -> Any:
+    """A step the services refused: nothing of it is kept, and the page says why next to that step's form."""
+    uow.discard()
+    fields = exc.fields if isinstance(exc, ValidationFailed) else {}
+    return render_order(order_id, status=exc.status, message=exc.message, errors=fields, step=step)
+
+
 @bp.post(f"/orders/<{ID}:order_id>/transitions")
 @staff_required
 def transition(order_id: int) -> Any:
@@ -113,9 +121,7 @@ def transition(order_id: int) -> Any:
     except (Forbidden, NotFound):
         raise
     except DomainError as exc:
-        uow.discard()
-        fields = exc.fields if isinstance(exc, ValidationFailed) else {}
-        return render_order(order_id, status=exc.status, message=exc.message, errors=fields, step=step)
+        return _refused(order_id, exc, step)
     result = outcome.order
     if to == "checked" and result.qc_passed is False:
         flash(services.qc_failure_message(result), "error")
@@ -144,6 +150,24 @@ def _done(to: str, order: Any) -> str:
         return "Sent back to be re-made: record the new batch."
     text = words.get(to, "Done.")
     return f"{text} {order.cap_note}" if to in ("plan_batch", "compounding") and order.cap_note else text
+
+
+@bp.post(f"/orders/<{ID}:order_id>/return")
+@staff_required
+def return_fill(order_id: int) -> Any:
+    """Take a dispensed fill back (lost in the post, damaged, dispensed in error)."""
+    data, errors = load(ReturnFillSchema(), form_values(request.form))
+    if data is None:
+        return render_order(order_id, status=422, message="Please check the form: nothing was saved.",
+                            errors=errors, step="return")
+    try:
+        outcome = order_flow.return_fill(current_actor(), order_id, data["reason"].value, data["note"])
+    except (Forbidden, NotFound):
+        raise
+    except DomainError as exc:
+        return _refused(order_id, exc, "return")
+    flash(f"Order {order_id} returned. {outcome.message}", "success")
+    return redirect(url_for("compounding.order", order_id=order_id))
 
 
 @bp.get(f"/orders/<{ID}:order_id>/label.pdf")

@@ -50,10 +50,12 @@ class FillLine(NamedTuple):
     lot_number: str | None
     dispensed_on: date | None
     delivery_method: DeliveryMethod
+    returned_at: datetime | None  # a dispensed fill taken back (cancelled since: compounding/returns.py)
 
 
 FILL_COLUMNS = (Order.id, Order.prescription_id, Order.fill_number, Order.authorized_fill, Order.state,
-                Order.quantity, Order.days_supply, Order.lot_number, Order.dispensed_on, Order.delivery_method)
+                Order.quantity, Order.days_supply, Order.lot_number, Order.dispensed_on, Order.delivery_method,
+                Order.returned_at)
 
 
 class MessageLine(NamedTuple):

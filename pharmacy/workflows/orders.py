@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pharmacy.billing.rules import format_cents
-from pharmacy.compounding import dispensing
+from pharmacy.compounding import dispensing, returns
 from pharmacy.compounding import rules as compounding_rules
 from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
@@ -21,6 +22,7 @@ from pharmacy.inventory import services as inventory
 from pharmacy.prescriptions import screening
 from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.rules import format_date
 from pharmacy.reminders import outbox, planning
 from pharmacy.reminders.rules import MessageKind
 from pharmacy.supply import next_fill, reads
@@ -98,6 +100,22 @@ def cancel(actor: Actor, order_id: int, reason: str) -> Order:
     outbox.cancel_notices(order_id=order.id, reason="order cancelled")
     planning.replan_prescription(order.prescription_id)
     return order
+
+
+def return_fill(actor: Actor, order_id: int, reason: str, note: str | None = None) -> Outcome:
+    """A dispensed fill taken back (compounding/returns.py): the supply is recomputed without it, the refill it
+    used is available again, its messages stop and the reminders follow the supply the patient really holds."""
+    order = returns.return_fill(actor, order_id, reason, note)
+    held = supply.refresh(reads.prescription(order.prescription_id))
+    outbox.cancel_notices(order_id=order.id, reason="fill returned")
+    planning.replan_prescription(order.prescription_id)
+    if held.run_out is not None and held.run_out >= today():
+        holds = f"The patient now has medicine until {format_date(held.run_out)}."
+    elif held.run_out is not None:
+        holds = f"The patient has had no medicine since {format_date(held.run_out + timedelta(days=1))}."
+    else:
+        holds = "The patient holds no medicine from this prescription."
+    return Outcome(order, f"{holds} The refill it used is available again: start a new fill to replace it.")
 
 
 def cancel_open_orders(actor: Actor, rx_id: int, reason: str) -> None:

@@ -77,6 +77,8 @@ ROUTES: list[Route] = [
                data=lambda w: {"reason": "Reviewed with the prescriber"}),
     staff_page("compounding.transition", lambda w: f"/orders/{ORDER(w)}/transitions", method="POST",
                **PHARMACIST_ONLY, data=lambda w: {"to": "verified"}),
+    staff_page("compounding.return_fill", lambda w: f"/orders/{ORDER(w)}/return", method="POST",
+               **PHARMACIST_ONLY, data=lambda w: {"reason": "lost_in_transit"}),  # 409: not dispensed
     staff_page("compounding.receive_lot", lambda w: "/lots", method="POST", **NO_ADMIN,
                data=lambda w: {"ingredient_name": "Naltrexone hydrochloride USP", "supplier": "PCCA",
                                "lot_number": "P-1", "expiry_date": "2028-01-01"}),
@@ -99,6 +101,8 @@ ROUTES: list[Route] = [
               data=lambda w: {"reason": "Reviewed with the prescriber"}),
     api_route("orders-api.transition", lambda w: f"/api/v1/orders/{ORDER(w)}/transitions", method="POST",
               **PHARMACIST_ONLY, data=lambda w: {"to": "verified"}),
+    api_route("orders-api.return_fill", lambda w: f"/api/v1/orders/{ORDER(w)}/return", method="POST",
+              **PHARMACIST_ONLY, data=lambda w: {"reason": "lost_in_transit"}),
     api_route("prescriptions-api.hold", lambda w: f"/api/v1/prescriptions/{RX(w)}/hold", method="POST",
               **PHARMACIST_ONLY, data=lambda w: {"reason": "Waiting for the prescriber"}),
     api_route("prescriptions-api.resume", lambda w: f"/api/v1/prescriptions/{RX(w)}/resume", method="POST",
