@@ -393,7 +393,8 @@ def fill_history(actor: Actor, *, limit: int = 100) -> list[FillRow]:
         day = local_date_of(order.dispensed_at) if order.dispensed_at else (order.dispensed_on or local_date_of(
             order.created_at))
         out.append(FillRow(order.id, rx_rules.product_name(form, strength), rx_rules.quantity_text(form, order.quantity),
-                           order.days_supply, STATE_WORDS.get(order.state.value, order.state.value), day,
+                           order.days_supply, "Returned — not charged" if order.returned_at else
+                           STATE_WORDS.get(order.state.value, order.state.value), day,
                            order.price_cents + order.shipping_cents,
                            "Shipped" if order.delivery_method == DeliveryMethod.SHIP else "Pick-up"))
     audit.record(actor, "portal.view", patient_id=patient.id, entity=("patient", patient.id),

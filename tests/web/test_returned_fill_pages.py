@@ -2,6 +2,7 @@
 pages show afterwards, and the JSON API's POST /orders/{id}/return."""
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from tests.conftest import login
 from tests.pages import field_error, text
+from tests.portal_helpers import sign_in
 
 
 def _dispensed(app: Flask, filled: dict) -> int:
@@ -63,6 +65,10 @@ def test_a_pharmacist_returns_a_fill_from_the_order_page(app: Flask, client: Fla
     assert state == OrderState.CANCELLED and returned_at is not None and run_out is None
     patient_page = client.get(f"/patients/{filled['patient_id']}").get_data(as_text=True)
     assert '<span class="badge stop">returned</span>' in patient_page
+    # The patient's portal says so too, not "cancelled" with a price.
+    portal = app.test_client()
+    sign_in(app, portal, "margaret@example.com", date(1968, 4, 12))  # the factories' patient
+    assert "Returned — not charged" in text(portal.get("/my/orders"))
     # Twice is refused in words, next to the form's place.
     again = client.post(f"/orders/{order_id}/return", data={"reason": "damaged"})
     assert again.status_code == 409 and "Only a dispensed fill can be returned" in text(again)
