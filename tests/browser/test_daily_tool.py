@@ -175,7 +175,9 @@ def test_a_second_ldn_prescription_offers_a_replacement(live_server, page, staff
     page.fill("#f-days_supply", "30")
     page.get_by_role("button", name="Save and screen").click()
     page.wait_for_url(re.compile(r".*/prescriptions/\d+$"))
-    assert "now has two LDN prescriptions" in page.locator(".flash-warning").inner_text()  # said again, once saved
+    # Said again once saved, and held for a pharmacist as a duplicate-therapy stop until one is replaced.
+    assert page.locator(".flash-warning", has_text="now has two LDN prescriptions").count() == 1
+    assert "already has a current LDN prescription" in page.locator("main").inner_text()
     look("3-two-active-said")
     page.goto(f"{base}/prescriptions/new?patient_id={seeded['whitaker']}")
     page.get_by_role("link", name=re.compile(f"Replace {seeded['whitaker_rx_number']}")).click()

@@ -42,8 +42,8 @@ def _world(app: Any, staff: dict) -> dict[str, Any]:
                               prices=(("60", 60, 9000), ("14", 14, 3500)))
         w = factories.world(staff, patient={"first_name": "Irene", "last_name": "Castell",
                                             "email": "irene@example.com", "date_of_birth": DOB})
-        rx = factories.prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
-                                    dose_mg=Decimal("1.5"), days_supply=60, refills_authorized=2)
+        rx = factories.second_prescription(w["pharmacist"], w["patient"].id, f.id, w["prescriber"].id,
+                                           dose_mg=Decimal("1.5"), days_supply=60, refills_authorized=2)
         db.session.commit()
         return {**w, "formula_id": f.id, "rx_id": rx.id, "ids": (w["patient"].id, rx.id)}
 
