@@ -279,7 +279,9 @@ def duplicate_alert(dose_mg: Decimal, others: list[OtherPrescription]) -> Alert 
     replace the old one. Only the newer prescription carries it: the older one's fills go on until someone decides."""
     if not others:
         return None
-    named = "; ".join(f"{o.rx_number} ({o.product}, {format_mg(o.dose_mg)})" for o in others)
+    named = "; ".join(f"{o.rx_number} ({o.product}, {format_mg(o.dose_mg)})" for o in others[:2])
+    if len(others) > 2:  # the message is stored in 400 characters: the prescription page lists them all
+        named += f" and {len(others) - 2} more"
     total = dose_mg + sum((o.dose_mg for o in others), Decimal(0))
     return Alert("duplicate_ldn", Severity.OVERRIDABLE_STOP,
                  f"The patient already has a current LDN prescription: {named}. Taken together that is "

@@ -47,14 +47,16 @@ def older_current(rx: Prescription) -> list[rules.OtherPrescription]:
     """The patient's other current (active or on hold) LDN prescriptions entered before this one, leaving out the
     one it replaces (closed in the same transaction, after the new one is screened)."""
     rows = db.session.execute(
-        sa.select(Prescription.rx_number, Formula.name, Prescription.dose_mg)
+        sa.select(Prescription.rx_number, Formula.form, Formula.strength_mg, Prescription.dose_mg)
         .join(Formula, Formula.id == Prescription.formula_id)
         .where(Prescription.patient_id == rx.patient_id, Prescription.id < rx.id,
                Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
                Prescription.id != (rx.replaces_id or 0))
         .order_by(Prescription.id)
     ).all()
-    return [rules.OtherPrescription(number, name, dose) for number, name, dose in rows]
+    # The product in words of bounded length (not the formula's free-text name): the message is kept in 400 characters.
+    return [rules.OtherPrescription(number, rules.product_name(form, strength), dose)
+            for number, form, strength, dose in rows]
 
 
 def _sync(rx: Prescription, found: Iterable[rules.Alert], order_id: int | None,

@@ -111,3 +111,14 @@ def test_a_duplicate_names_each_current_prescription_and_the_total_a_day() -> No
     assert alert.needs_pharmacist and alert.blocks
     assert "RX000007 (Naltrexone 4.5 mg capsules, 4.5 mg); RX000009" in alert.message
     assert "6.5 mg a day" in alert.message
+
+
+def test_a_duplicate_message_fits_its_column_however_many_there_are() -> None:
+    from pharmacy.prescriptions.rules import Form, OtherPrescription, duplicate_alert, product_name
+
+    longest = product_name(Form.TRANSDERMAL_CREAM, Decimal("12.5"))
+    others = [OtherPrescription(f"RX{i:06d}", longest, Decimal("4.5")) for i in range(1, 7)]
+    alert = duplicate_alert(Decimal("4.5"), others)
+    assert alert is not None and len(alert.message) <= 400  # screening_alerts.message is VARCHAR(400)
+    assert "RX000001" in alert.message and "RX000002" in alert.message and "and 4 more" in alert.message
+    assert "31.5 mg a day" in alert.message
