@@ -28,6 +28,27 @@ def refresh(rx: Prescription) -> Supply:
     return current
 
 
+def refresh_with_successors(rx: Prescription) -> Supply:
+    """Refresh a prescription and then every replacement that carries its supply, down the chain in order.
+
+    Why: a replacement holds the run-out it carried from the one it replaced (carry_over, then carried_run_out
+    at each refresh). When the replaced prescription's own supply changes afterwards — a fill of it returned, a
+    parcel lost before the dose change — its successors' cached run-outs must move with it, or their reminders
+    and the running-out list keep the days that were taken back."""
+    held = refresh(rx)
+    parents = [rx.id]
+    for _ in range(50):  # a chain of replacements is short; the bound only guards against a corrupt cycle
+        successors = list(db.session.execute(
+            sa.select(Prescription).where(Prescription.replaces_id.in_(parents)).order_by(Prescription.id)
+        ).scalars())
+        if not successors:
+            break
+        for successor in successors:
+            refresh(successor)
+        parents = [s.id for s in successors]
+    return held
+
+
 def carry_over(new: Prescription, old: Prescription) -> None:
     """A replacement (renewal, dose change) starts holding what the patient still has from the old prescription:
     its run-out and the too-soon basis carry over until the new one is first dispensed."""

@@ -106,9 +106,10 @@ def return_fill(actor: Actor, order_id: int, reason: str, note: str | None = Non
     """A dispensed fill taken back (compounding/returns.py): the supply is recomputed without it, the refill it
     used is available again, its messages stop and the reminders follow the supply the patient really holds."""
     order = returns.return_fill(actor, order_id, reason, note)
-    held = supply.refresh(reads.prescription(order.prescription_id))
+    rx = reads.prescription(order.prescription_id)
+    held = supply.refresh_with_successors(rx)  # a replacement carrying this supply loses the returned days too
     outbox.cancel_notices(order_id=order.id, reason="fill returned")
-    planning.replan_prescription(order.prescription_id)
+    planning.replan_patient(rx.patient_id)
     if held.run_out is not None and held.run_out >= today():
         holds = f"The patient now has medicine until {format_date(held.run_out)}."
     elif held.run_out is not None:

@@ -120,3 +120,34 @@ def test_an_order_not_yet_dispensed_is_cancelled_not_returned(app_ctx: Flask, st
     order = order_flow.start_fill(w["technician"], w["rx"].id)
     with pytest.raises(Conflict, match="Only a dispensed fill can be returned; this order is only requested"):
         order_flow.return_fill(w["pharmacist"], order.id, "lost_in_transit")
+
+
+def test_a_fill_returned_after_a_renewal_takes_its_days_off_the_renewal_too(app_ctx: Flask, staff: dict,
+                                                                           clock: Any) -> None:
+    """The parcel is found lost after the prescription was renewed: the renewal carried the lost fill's run-out, so
+    its reminders would come a month late unless it follows the return."""
+    from decimal import Decimal
+
+    from pharmacy.prescriptions.rules import DosingTime
+    from pharmacy.workflows import prescription_changes
+
+    w = factories.world(staff)
+    first = _fill(w)
+    clock.advance(timedelta(days=24))
+    lost = _fill(w, ship=True)
+    clock.advance(timedelta(days=2))
+    renewal = prescription_changes.replace(w["pharmacist"], w["rx"].id, {
+        "prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
+        "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30,
+        "refills_authorized": 5, "written_date": today()})
+    assert renewal.latest_run_out_date == lost.run_out_date
+    clock.advance(timedelta(days=3))
+    order_flow.return_fill(w["pharmacist"], lost.id, "lost_in_transit")
+    db.session.expire_all()
+    renewal = db.session.get(Prescription, renewal.id)
+    assert renewal.latest_run_out_date == first.run_out_date
+    assert renewal.latest_run_out_date == reads.recomputed_supply(renewal).run_out
+    # Its reminders follow the first fill's supply (the order whose supply it now holds), not the lost one's.
+    reminders = {(o, k) for (o, k, _) in _pending(
+        (MessageKind.REMINDER_EARLY, MessageKind.REMINDER_ORDER_BY, MessageKind.REMINDER_OVERDUE))}
+    assert reminders and {o for (o, _) in reminders} == {first.id}
