@@ -10,7 +10,14 @@ from pharmacy.billing import pricing
 from pharmacy.compounding import rules
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
-from pharmacy.compounding.steps import load_order, move, not_on_hold, refuse_while_blocked, require, text_field
+from pharmacy.compounding.steps import (
+    load_order_and_lock_its_prescription,
+    move,
+    not_on_hold,
+    refuse_while_blocked,
+    require,
+    text_field,
+)
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now, today
@@ -93,11 +100,11 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
     credited and the rest stays owed on the same fill. Too soon (judged on the day the patient has it) needs
     a pharmacist's reason. The caller (workflows/orders.dispense) then refreshes the prescription's supply.
     """
-    order = load_order(order_id)
+    order = load_order_and_lock_its_prescription(order_id)
     require(actor, "dispense", order, "dispense orders")
     not_on_hold(order)
     rules.check_transition(order.state, OrderState.DISPENSED, held_from=order.held_from)
-    rx = reads.prescription(order.prescription_id)
+    rx = reads.prescription(order.prescription_id)  # locked above: the supply below is the committed one
     day = today()
     if today() > rx.expiry_date:
         raise Conflict(f"Prescription {rx.rx_number} expired on {rx.expiry_date.isoformat()}; it cannot be dispensed.")

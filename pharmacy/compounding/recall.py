@@ -48,11 +48,14 @@ class RecallRow:
     product: str
     quantity: str
     ingredient_lots: list[str]
+    return_reason: str | None = None  # a dispensed fill taken back since (compounding/returns.py)
 
     @property
     def reached_patient(self) -> bool:
-        """Dispensed: the patient has it and must be contacted. Otherwise it is still in the pharmacy."""
-        return self.state == OrderState.DISPENSED
+        """Dispensed: the patient has it and must be contacted. A fill returned since left the pharmacy too — a
+        fill dispensed in error, brought back or delivered to the wrong address was in someone's hands (and may
+        have been taken), so it is called about like one that was not returned. Otherwise it never left."""
+        return self.state == OrderState.DISPENSED or self.return_reason is not None
 
 
 @dataclass
@@ -128,6 +131,7 @@ def find(actor: Actor, *, ingredient_lot: str | None = None, order_lot: str | No
             quantity=rx_rules.quantity_text(formula.form, order.quantity),
             ingredient_lots=[f"{u.ingredient_lot.ingredient_name} · {u.ingredient_lot.supplier} lot "
                              f"{u.ingredient_lot.lot_number}" for u in order.lots_used],
+            return_reason=order.return_reason,
         ))
     _audit(actor, result)
     return result
@@ -144,7 +148,8 @@ def _audit(actor: Actor, result: RecallResult) -> None:
 
 
 CSV_COLUMNS = (
-    "order_id", "order_lot", "state", "reached_patient", "compounded_on", "dispensed_on", "bud", "delivery",
+    "order_id", "order_lot", "state", "reached_patient", "returned", "compounded_on", "dispensed_on", "bud",
+    "delivery",
     "patient", "date_of_birth", "phone", "email", "rx_number", "product", "quantity", "ingredient_lots",
 )
 
@@ -162,7 +167,8 @@ def to_csv(result: RecallResult) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in result.orders:
         writer.writerow([_cell(v) for v in (
-            r.order_id, r.order_lot, r.state.value, "yes" if r.reached_patient else "no", r.compounded_on,
+            r.order_id, r.order_lot, r.state.value, "yes" if r.reached_patient else "no", r.return_reason or "",
+            r.compounded_on,
             r.dispensed_on, r.bud, r.delivery_method, r.patient_name, r.date_of_birth, r.phone, r.email,
             r.rx_number, r.product, r.quantity, "; ".join(r.ingredient_lots),
         )])

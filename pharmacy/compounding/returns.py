@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from pharmacy.compounding import rules
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState, ReturnReason
-from pharmacy.compounding.steps import load_order, require
+from pharmacy.compounding.steps import load_order_and_lock_its_prescription, require
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now
@@ -43,7 +43,7 @@ def return_fill(actor: Actor, order_id: int, reason: str, note: str | None = Non
     """A pharmacist takes a dispensed fill back; the caller (workflows/orders.return_fill) then recomputes the
     supply and the reminders. Audited with the reason's code (the note may name the patient's address: it stays on
     the order)."""
-    order = load_order(order_id)
+    order = load_order_and_lock_its_prescription(order_id)  # a dispensing of the same prescription waits
     require(actor, "cancel_order", order, "return dispensed fills")  # a pharmacist, as a cancel is
     try:
         why = ReturnReason(reason)

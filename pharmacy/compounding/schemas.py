@@ -240,7 +240,9 @@ class RecallRowSchema(BaseSchema):
     order_id = fields.Integer()
     order_lot = fields.String(allow_none=True)
     state = fields.Enum(OrderState, by_value=True)
-    reached_patient = fields.Boolean()
+    reached_patient = fields.Boolean(metadata={"description": "It left the pharmacy (dispensed, even if returned "
+                                                              "since): call the patient"})
+    return_reason = fields.String(allow_none=True, metadata={"description": "Set when the fill was returned"})
     compounded_on = fields.Date(allow_none=True)
     dispensed_on = fields.Date(allow_none=True)
     bud = fields.Date(allow_none=True)

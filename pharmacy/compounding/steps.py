@@ -27,12 +27,26 @@ def load_order(order_id: int, *, lock: bool = True) -> Order:
     if not valid_id(order_id):
         raise NotFound("No such order.")
     stmt = sa.select(Order).where(Order.id == order_id)
-    if lock:
-        stmt = stmt.with_for_update()
+    if lock:  # the row as it is once locked, even if this session read it before
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     order = db.session.execute(stmt).scalar_one_or_none()
     if order is None:
         raise NotFound("No such order.")
     return order
+
+
+def load_order_and_lock_its_prescription(order_id: int) -> Order:
+    """The order, locked after its prescription: for a step that reads or changes the prescription's supply
+    (dispensing, a return). The prescription first, as starting a fill and stopping a prescription lock them, so
+    two such steps on one prescription take turns (never one reading the supply the other is changing) and never
+    deadlock."""
+    if not valid_id(order_id):
+        raise NotFound("No such order.")
+    rx_id = db.session.execute(sa.select(Order.prescription_id).where(Order.id == order_id)).scalar_one_or_none()
+    if rx_id is None:
+        raise NotFound("No such order.")
+    reads.prescription(rx_id, lock=True)
+    return load_order(order_id)
 
 
 def require(actor: Actor, permission: str, order: Order, what: str) -> None:

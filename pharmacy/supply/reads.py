@@ -40,7 +40,9 @@ def _statement(name: str) -> Any:
     if name in ("prescription", "prescription_locked"):
         stmt = sa.select(Prescription).where(Prescription.id == rx).options(
             joinedload(Prescription.patient), joinedload(Prescription.formula), joinedload(Prescription.prescriber))
-        return stmt.with_for_update(of=Prescription) if name == "prescription_locked" else stmt
+        if name == "prescription_locked":  # the row as it is once locked, even if this session read it before
+            return stmt.with_for_update(of=Prescription).execution_options(populate_existing=True)
+        return stmt
     if name == "latest_dispensed":
         return (sa.select(Order).where(Order.prescription_id == rx, Order.state == OrderState.DISPENSED)
                 .order_by(Order.fill_number.desc()).limit(1))
