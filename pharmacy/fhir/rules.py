@@ -163,6 +163,9 @@ def medication_dispense_resource(o: Mapping[str, Any]) -> dict[str, Any]:
         "resourceType": "MedicationDispense", "id": str(o["id"]),
         "identifier": [{"system": LOT_SYSTEM, "value": o["lot_number"]}] if o.get("lot_number") else None,
         "status": ORDER_STATUS[o["state"]],
+        # A fill handed over and then returned (compounding/returns.py): cancelled — it no longer counts — with the
+        # reason, and its handover kept, because it did leave the pharmacy.
+        "statusReasonCodeableConcept": {"text": o["returned"]} if o.get("returned") else None,
         "medicationCodeableConcept": {"text": o["product"]},
         "subject": {"reference": f"Patient/{o['patient_id']}"},
         "authorizingPrescription": [{"reference": f"MedicationRequest/{o['prescription_id']}"}],

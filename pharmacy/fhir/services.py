@@ -156,6 +156,7 @@ def _order_data(o: Order) -> dict[str, Any]:
         "days_supply": o.days_supply, "compounded_at": o.compounded_at, "dispensed_at": o.dispensed_at,
         "product": rx_rules.product_name(formula.form, formula.strength_mg), "form": formula.form.value,
         "directions": rx.directions, "cap_note": o.cap_note,
+        "returned": o.cancel_reason if o.returned_at else None,
     }
 
 

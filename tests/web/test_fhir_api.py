@@ -93,6 +93,16 @@ def test_reads_are_valid_resources_and_audited(app, client, world, token) -> Non
         assert sorted(p for p in reads if p) == [world["patient"]] * 4
 
 
+def test_a_returned_fill_is_cancelled_with_its_reason_and_its_handover(app, client, world, token, staff) -> None:
+    """A parcel lost after it left: it no longer counts (cancelled) but it did leave the pharmacy (whenHandedOver)."""
+    with app.test_request_context("/"):
+        order_flow.return_fill(factories.actor(staff["pharmacist"]), world["order"], "lost_in_transit", "Claim 77")
+        db.session.commit()
+    found = MedicationDispense.model_validate(get(client, f"/fhir/MedicationDispense/{world['order']}", token))
+    assert found.status == "cancelled" and found.whenHandedOver is not None
+    assert found.statusReasonCodeableConcept.text == "Returned after dispensing: Lost in the post — Claim 77."
+
+
 def test_a_dispensing_says_which_fill_it_draws_from_and_whether_it_is_a_part(app, client, world, token, staff,
                                                                             clock) -> None:
     """A 60-day liquid that keeps 14 days goes out in parts: each is a part fill of the *first* fill, not refill 2."""
