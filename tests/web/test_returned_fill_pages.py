@@ -91,3 +91,29 @@ def test_the_api_returns_a_fill_and_names_bad_fields(app: Flask, client: FlaskCl
     with app.app_context():
         assert db.session.execute(sa.select(sa.func.count()).select_from(Order).where(
             Order.returned_at.is_not(None))).scalar_one() == 1
+
+
+def test_the_replacement_is_paid_by_the_returned_fills_credit_at_the_counter(app: Flask, client: FlaskClient,
+                                                                             filled: dict) -> None:
+    """The lost fill was paid for; its replacement's page must not ask for the money again."""
+    from pharmacy.billing import services as billing
+    from pharmacy.workflows import orders as order_flow
+    from tests import factories
+
+    order_id = _dispensed(app, filled)
+    with app.test_request_context("/"):
+        pharmacist = factories.actor(filled["staff"]["pharmacist"])
+        billing.record_payment(pharmacist, patient_id=filled["patient_id"], amount_cents=5500, method="card",
+                               order_id=order_id)
+        order_flow.return_fill(pharmacist, order_id, "lost_in_transit")
+        again = order_flow.start_fill(pharmacist, filled["rx_id"])
+        from pharmacy.compounding.models import Formula
+
+        world = {**filled["world"], "formula": db.session.get(Formula, filled["formula_id"])}  # this session's rows
+        factories.run_order_to(world, again.id, "ready")
+        db.session.commit()
+        again_id = again.id
+    login(client, filled["staff"]["pharmacist"])
+    page = text(client.get(f"/orders/{again_id}"))
+    assert "Nothing is owed" in page and "covered by the account's credit" in page
+    assert "still to pay on it" not in page and "Record payment" not in page
