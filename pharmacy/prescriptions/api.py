@@ -13,6 +13,7 @@ from pharmacy.core.schemas import BaseSchema
 from pharmacy.prescriptions import rules, services
 from pharmacy.prescriptions.rules import Form
 from pharmacy.prescriptions.schemas import (
+    AdoptSchema,
     AlertOutSchema,
     PrescriberInSchema,
     PrescriberOutSchema,
@@ -154,6 +155,18 @@ def hold(data: dict[str, Any], rx_id: int) -> Any:
 def resume(rx_id: int) -> Any:
     """Resume a prescription that is on hold."""
     return _detail(services.view_of(changes.resume(current_actor(), rx_id)))
+
+
+@blp.route(f"/prescriptions/<{ID}:rx_id>/replaces", methods=["POST"])
+@api_auth()
+@blp.arguments(AdoptSchema)
+@blp.response(200, PrescriptionDetailSchema)
+@blp.alt_response(409, description="The other one is closed, or this one was dispensed already (the message says)")
+def adopt(data: dict[str, Any], rx_id: int) -> Any:
+    """Mark this prescription (not yet dispensed) as the replacement of another current one of the patient — a
+    renewal or dose change that arrived as a new prescription: the old one is closed as replaced and its supply
+    carried over, as with "replace"."""
+    return _detail(services.view_of(changes.adopt(current_actor(), rx_id, data["old_prescription_id"])))
 
 
 @blp.route(f"/prescriptions/<{ID}:rx_id>/discontinue", methods=["POST"])

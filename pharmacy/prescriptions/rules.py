@@ -285,8 +285,8 @@ def duplicate_alert(dose_mg: Decimal, others: list[OtherPrescription]) -> Alert 
     total = dose_mg + sum((o.dose_mg for o in others), Decimal(0))
     return Alert("duplicate_ldn", Severity.OVERRIDABLE_STOP,
                  f"The patient already has a current LDN prescription: {named}. Taken together that is "
-                 f"{format_mg(total)} a day. If this one is a renewal or a dose change, replace the old one (or "
-                 "discontinue it) instead; override only if the prescriber wants both.")
+                 f"{format_mg(total)} a day. If this one renews or changes it, mark this one as its replacement (on this "
+                 "prescription's page) or discontinue the old one; override only if the prescriber wants both.")
 
 
 def age_alert(date_of_birth: date | None, today: date) -> Alert | None:

@@ -94,6 +94,12 @@ class ReasonSchema(BaseSchema):
     reason = REASON
 
 
+class AdoptSchema(BaseSchema):
+    """This prescription replaces another current one of the patient (a renewal entered as a new prescription)."""
+
+    old_prescription_id = Id(required=True, metadata={"description": "The prescription this one replaces"})
+
+
 class AlertOutSchema(BaseSchema):
     id = fields.Integer()
     code = fields.String()

@@ -239,6 +239,9 @@ class PrescriptionView:
     fill_note: str | None = None
     product: str = ""
     blocking: list[Any] = field(default_factory=list)  # the stops that block every fill (hard stops always)
+    # Before its first dispensing, the patient's other current prescriptions this one may be marked as replacing
+    # (a renewal entered as a new prescription: adopt_as_replacement).
+    may_replace: list[Prescription] = field(default_factory=list)
 
     @property
     def hard_stop(self) -> bool:
@@ -286,10 +289,17 @@ def view_of(rx: Prescription) -> PrescriptionView:
     blocking = reads.blocking(alerts)
     if blocking and rx.status == RxStatus.ACTIVE:
         refusal = "Resolve the safety alerts first: no fill can be started while a stop is unresolved."
+    may_replace = list(db.session.execute(
+        sa.select(Prescription).where(Prescription.patient_id == rx.patient_id, Prescription.id != rx.id,
+                                      Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]))
+        .options(joinedload(Prescription.formula)).order_by(Prescription.id)
+    ).scalars()) if (rx.replaces_id is None and rx.latest_fill_number is None
+                     and rx.status in (RxStatus.ACTIVE, RxStatus.ON_HOLD)) else []
     return PrescriptionView(
         rx=rx, alerts=alerts, orders=orders, supply=current, schedule=schedule, replaced_by=replaced_by,
         replaces=replaces, open_order=open_order, can_start_fill=refusal is None, fill_note=refusal,
         product=rules.product_name(rx.formula.form, rx.formula.strength_mg), blocking=blocking,
+        may_replace=may_replace,
     )
 
 
@@ -389,6 +399,37 @@ def discontinue_prescription(actor: Actor, rx_id: int, reason: str) -> Prescript
     if rx.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict("This prescription is already closed.")
     return _set_status(actor, rx, RxStatus.DISCONTINUED, reason, "discontinue")
+
+
+def adopt_as_replacement(actor: Actor, new_id: int, old_id: int) -> tuple[Prescription, Prescription]:
+    """A prescription already entered (an e-prescribed renewal sent as a new prescription, say) is marked as the
+    replacement of an older current one of the same patient, as if it had been entered with "Replace": the old one
+    is closed as replaced. Returns (old, new); workflows/prescription_changes.adopt moves what hangs off the old one
+    and carries its supply. Only before the new one's first dispensing: after it, its supply has started on its own."""
+    audit.require(actor, Permission.MANAGE_PRESCRIPTION, what="replace prescriptions")  # the role before the rows
+    old = _managed(actor, old_id, "replace")
+    new = get_prescription(actor, new_id, lock=True)
+    if new.id == old.id or new.patient_id != old.patient_id:
+        raise ValidationFailed("Choose another current prescription of the same patient.",
+                               fields={"old_prescription_id": "Not a prescription this one can replace."})
+    if old.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
+        raise Conflict(f"{old.rx_number} is already closed; nothing to replace.")
+    if new.status not in (RxStatus.ACTIVE, RxStatus.ON_HOLD):
+        raise Conflict(f"{new.rx_number} is {new.status.value.replace('_', ' ')}: it cannot replace another.")
+    if new.replaces_id is not None:
+        raise Conflict(f"{new.rx_number} already replaces another prescription.")
+    if new.latest_fill_number is not None:
+        raise Conflict(f"{new.rx_number} has been dispensed already, so its supply started on its own: discontinue "
+                       f"{old.rx_number} instead.")
+    new.replaces_id = old.id
+    new.updated_at = now()
+    old.status = RxStatus.REPLACED
+    old.status_reason = f"Replaced by {new.rx_number}"
+    old.updated_at = now()
+    db.session.flush()
+    audit.record(actor, "prescription.replace", patient_id=old.patient_id, entity=("prescription", old.id),
+                 details={"new": new.id, "entered_apart": True})
+    return old, new
 
 
 def replace_prescription(actor: Actor, rx_id: int, data: dict[str, Any]) -> tuple[Prescription, Prescription]:

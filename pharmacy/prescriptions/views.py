@@ -18,7 +18,7 @@ from pharmacy.core.forms import form_values, load
 from pharmacy.prescriptions import rules, services
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import DosingTime, Form
-from pharmacy.prescriptions.schemas import PrescriberInSchema, PrescriptionInSchema
+from pharmacy.prescriptions.schemas import AdoptSchema, PrescriberInSchema, PrescriptionInSchema
 from pharmacy.workflows import orders
 from pharmacy.workflows import prescription_changes as changes
 
@@ -294,6 +294,22 @@ def resume(rx_id: int) -> Any:
     except DomainError as exc:
         return _failed(rx_id, exc)
     flash("Prescription active again.", "success")
+    return redirect(url_for("prescriptions.detail", rx_id=rx_id))
+
+
+@bp.post(f"/prescriptions/<{ID}:rx_id>/replaces")
+@staff_required
+def adopt(rx_id: int) -> Any:
+    """This prescription (entered apart, not yet dispensed) replaces another current one of the patient."""
+    data, errors = load(AdoptSchema(), form_values(request.form))
+    if data is None:
+        return _detail(rx_id, status=422, message="Choose the prescription this one replaces.", errors=errors)
+    try:
+        new = changes.adopt(current_actor(), rx_id, data["old_prescription_id"])
+    except DomainError as exc:
+        return _failed(rx_id, exc)
+    flash(f"{new.rx_number} now replaces {new.replaces.rx_number if new.replaces else 'it'}: the supply on hand "
+          "carries over and the old one is closed.", "success")
     return redirect(url_for("prescriptions.detail", rx_id=rx_id))
 
 

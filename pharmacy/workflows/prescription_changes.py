@@ -46,10 +46,27 @@ def replace(actor: Actor, rx_id: int, data: dict[str, Any]) -> Prescription:
     request and renewal; the old one's unfinished orders (made for the old dose) and reminders stop, and the new
     one's are planned from the run-out it carries (the patient must still be told when to order)."""
     old, new = prescriptions.replace_prescription(actor, rx_id, data)
+    _take_over(actor, old, new)
+    return new
+
+
+def adopt(actor: Actor, new_id: int, old_id: int) -> Prescription:
+    """A prescription entered apart (typically an e-prescribed renewal that came as a new prescription) becomes the
+    replacement of the patient's older one: the same as `replace` from then on — the supply on hand carried, the old
+    one's unfinished orders and reminders stopped, a waiting renewal linked, and the duplicate stop lifted."""
+    old, new = prescriptions.adopt_as_replacement(actor, new_id, old_id)
+    _take_over(actor, old, new)
+    return new
+
+
+def _take_over(actor: Actor, old: Prescription, new: Prescription) -> None:
+    """What follows a replacement, however it was made: the new one holds the old one's supply, the old one's
+    unfinished orders (made for the old dose) and reminders stop, a waiting renewal moves, the new one's reminders
+    are planned from the run-out it carries, and the patient is screened again (the duplicate check sees the old
+    one closed)."""
     supply.carry_over(new, old)
     orders.cancel_open_orders(actor, old.id, f"Prescription replaced by {new.rx_number}")
     planning.cancel_for_prescription(old.id, reason="prescription replaced")
     renewals.link_renewal(actor, old.id, new.id)
     planning.replan_prescription(new.id)
-    screening.rescreen_patient(actor, new.patient)  # the duplicate check sees the old one closed
-    return new
+    screening.rescreen_patient(actor, new.patient)

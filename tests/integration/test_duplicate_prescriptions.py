@@ -13,7 +13,8 @@ from flask import Flask
 from pharmacy.compounding import services as orders
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
-from pharmacy.core.errors import Conflict
+from pharmacy.core.context import today
+from pharmacy.core.errors import Conflict, Forbidden, ValidationFailed
 from pharmacy.extensions import db
 from pharmacy.prescriptions import services as prescriptions
 from pharmacy.prescriptions.models import ScreeningAlert
@@ -90,3 +91,58 @@ def test_a_closed_prescription_is_no_duplicate(app_ctx: Flask, staff: dict) -> N
     assert db.session.get(type(w["rx"]), w["rx"].id).status == RxStatus.DISCONTINUED
     restarted = second_rx(w)
     assert "duplicate_ldn" not in codes(restarted.id)
+
+
+# ---- a renewal that arrived as a new prescription: marked as the replacement ------------------------------------
+
+
+def _renewal_entered_apart(w: dict) -> object:
+    return factories.prescription(w["pharmacist"], w["patient"].id, w["formula"].id, w["prescriber"].id,
+                                  refills_authorized=11)
+
+
+def test_a_renewal_entered_apart_becomes_the_replacement_and_carries_the_supply(app_ctx: Flask, staff: dict,
+                                                                                clock) -> None:
+    from datetime import timedelta
+
+    from pharmacy.supply import reads
+
+
+    w = factories.world(staff)
+    old = w["rx"]
+    order = order_flow.start_fill(w["technician"], old.id)
+    factories.run_order_to(w, order.id, "dispensed")
+    clock.advance(timedelta(days=20))
+    new = _renewal_entered_apart(w)
+    assert "duplicate_ldn" in codes(new.id)
+    assert [p.id for p in prescriptions.view_of(new).may_replace] == [old.id]  # the page offers it
+    prescription_changes.adopt(w["pharmacist"], new.id, old.id)
+    db.session.expire_all()
+    old_row, new_row = db.session.get(type(old), old.id), db.session.get(type(old), new.id)
+    assert old_row.status == RxStatus.REPLACED and new_row.replaces_id == old.id
+    assert "duplicate_ldn" not in codes(new.id)
+    # The patient's 10 days left carry over: too soon now, and the first fill stacks after them.
+    assert new_row.latest_run_out_date == old_row.latest_run_out_date
+    assert reads.supply_of(new_row).run_out == old_row.latest_run_out_date
+    assert prescriptions.view_of(new_row).may_replace == []  # done once
+    first = order_flow.start_fill(w["technician"], new.id)
+    assert first.earliest_dispense_date is not None and first.earliest_dispense_date > today()  # too soon yet
+
+
+def test_only_a_pharmacist_before_the_first_fill_and_for_the_same_patient(app_ctx: Flask, staff: dict) -> None:
+
+
+    w = factories.world(staff)
+    new = _renewal_entered_apart(w)
+    with pytest.raises(Forbidden):
+        prescription_changes.adopt(w["technician"], new.id, w["rx"].id)
+    stranger = factories.patient(w["pharmacist"], first_name="Sam", last_name="Else", email="sam@example.com")
+    theirs = factories.prescription(w["pharmacist"], stranger.id, w["formula"].id, w["prescriber"].id)
+    with pytest.raises(ValidationFailed) as wrong:
+        prescription_changes.adopt(w["pharmacist"], new.id, theirs.id)
+    assert "old_prescription_id" in wrong.value.fields
+    prescriptions.resolve_alert(w["pharmacist"], codes(new.id)["duplicate_ldn"].id, "Both meant for now")
+    fill = order_flow.start_fill(w["technician"], new.id)
+    factories.run_order_to(w, fill.id, "dispensed")
+    with pytest.raises(Conflict, match="dispensed already"):
+        prescription_changes.adopt(w["pharmacist"], new.id, w["rx"].id)

@@ -358,7 +358,7 @@ def test_fuzzing_the_workflow_api_finds_no_server_error(app: Flask, client: Flas
     schema = schemathesis.openapi.from_dict(spec).include(
         path_regex=r"^/api/v1/(patients|prescribers|prescriptions|orders|recall)")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 20  # POST /orders/{order_id}/return included
+    assert len(operations) == 21  # with POST /orders/{order_id}/return and /prescriptions/{rx_id}/replaces
     errors: list[str] = []
     for operation, mode in itertools.product(operations, list(schemathesis.GenerationMode)):
         strategy = operation.as_strategy(mode)
@@ -370,3 +370,23 @@ def test_fuzzing_the_workflow_api_finds_no_server_error(app: Flask, client: Flas
         except Unsatisfiable:
             assert mode == schemathesis.GenerationMode.NEGATIVE  # nothing to break in an operation without input
     assert errors == []
+
+
+def test_the_api_marks_the_replacement_and_names_bad_input(app: Flask, client: FlaskClient, staff: dict,
+                                                           tokens: dict) -> None:
+    from tests.web.test_adopt_replacement import _two
+
+    old_id, new_id = _two(app, staff)
+    url = f"/api/v1/prescriptions/{new_id}/replaces"
+    bad = client.post(url, json={"old_prescription_id": "x"}, headers=tokens["pharmacist"])
+    assert bad.status_code == 422 and "old_prescription_id" in bad.get_json()["errors"]["json"]
+    assert client.post(url, json={"old_prescription_id": old_id}, headers=tokens["technician"]).status_code == 403
+    ok = client.post(url, json={"old_prescription_id": old_id}, headers=tokens["pharmacist"])
+    assert ok.status_code == 200, ok.get_json()
+    with app.app_context():
+        from pharmacy.prescriptions.models import Prescription
+        from pharmacy.prescriptions.rules import RxStatus
+
+        assert db.session.get(Prescription, old_id).status == RxStatus.REPLACED
+    again = client.post(url, json={"old_prescription_id": old_id}, headers=tokens["pharmacist"])
+    assert again.status_code == 409

@@ -85,6 +85,8 @@ ROUTES: list[Route] = [
     staff_page("prescriptions.hold", lambda w: f"/prescriptions/{RX(w)}/hold", method="POST", **PHARMACIST_ONLY,
                data=lambda w: {"reason": "Waiting for the prescriber"}),
     staff_page("prescriptions.resume", lambda w: f"/prescriptions/{RX(w)}/resume", method="POST", **PHARMACIST_ONLY),
+    staff_page("prescriptions.adopt", lambda w: f"/prescriptions/{RX(w)}/replaces", method="POST",
+               **PHARMACIST_ONLY, data=lambda w: {"old_prescription_id": str(RX(w))}),  # 422: not itself
     staff_page("prescriptions.start_fill", lambda w: f"/prescriptions/{RX(w)}/fills", method="POST", **NO_ADMIN,
                data=lambda w: {"delivery": "pickup"}),  # 409: a fill is already in progress
     # ---- API: changes ----------------------------------------------------------------------------------
@@ -103,6 +105,8 @@ ROUTES: list[Route] = [
               **PHARMACIST_ONLY, data=lambda w: {"to": "verified"}),
     api_route("orders-api.return_fill", lambda w: f"/api/v1/orders/{ORDER(w)}/return", method="POST",
               **PHARMACIST_ONLY, data=lambda w: {"reason": "lost_in_transit"}),
+    api_route("prescriptions-api.adopt", lambda w: f"/api/v1/prescriptions/{RX(w)}/replaces", method="POST",
+              **PHARMACIST_ONLY, data=lambda w: {"old_prescription_id": RX(w)}),
     api_route("prescriptions-api.hold", lambda w: f"/api/v1/prescriptions/{RX(w)}/hold", method="POST",
               **PHARMACIST_ONLY, data=lambda w: {"reason": "Waiting for the prescriber"}),
     api_route("prescriptions-api.resume", lambda w: f"/api/v1/prescriptions/{RX(w)}/resume", method="POST",
