@@ -290,7 +290,7 @@ def view_of(rx: Prescription) -> PrescriptionView:
     if blocking and rx.status == RxStatus.ACTIVE:
         refusal = "Resolve the safety alerts first: no fill can be started while a stop is unresolved."
     may_replace = list(db.session.execute(
-        sa.select(Prescription).where(Prescription.patient_id == rx.patient_id, Prescription.id != rx.id,
+        sa.select(Prescription).where(Prescription.patient_id == rx.patient_id, Prescription.id < rx.id,
                                       Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]))
         .options(joinedload(Prescription.formula)).order_by(Prescription.id)
     ).scalars()) if (rx.replaces_id is None and rx.latest_fill_number is None
@@ -409,8 +409,8 @@ def adopt_as_replacement(actor: Actor, new_id: int, old_id: int) -> tuple[Prescr
     audit.require(actor, Permission.MANAGE_PRESCRIPTION, what="replace prescriptions")  # the role before the rows
     old = _managed(actor, old_id, "replace")
     new = get_prescription(actor, new_id, lock=True)
-    if new.id == old.id or new.patient_id != old.patient_id:
-        raise ValidationFailed("Choose another current prescription of the same patient.",
+    if old.id >= new.id or new.patient_id != old.patient_id:  # a replacement is entered after what it replaces
+        raise ValidationFailed("Choose an older current prescription of the same patient.",
                                fields={"old_prescription_id": "Not a prescription this one can replace."})
     if old.status in (RxStatus.DISCONTINUED, RxStatus.REPLACED):
         raise Conflict(f"{old.rx_number} is already closed; nothing to replace.")

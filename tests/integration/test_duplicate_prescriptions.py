@@ -141,6 +141,9 @@ def test_only_a_pharmacist_before_the_first_fill_and_for_the_same_patient(app_ct
     with pytest.raises(ValidationFailed) as wrong:
         prescription_changes.adopt(w["pharmacist"], new.id, theirs.id)
     assert "old_prescription_id" in wrong.value.fields
+    with pytest.raises(ValidationFailed):  # the older one cannot "replace" the newer
+        prescription_changes.adopt(w["pharmacist"], w["rx"].id, new.id)
+    assert prescriptions.view_of(w["rx"]).may_replace == []
     prescriptions.resolve_alert(w["pharmacist"], codes(new.id)["duplicate_ldn"].id, "Both meant for now")
     fill = order_flow.start_fill(w["technician"], new.id)
     factories.run_order_to(w, fill.id, "dispensed")
