@@ -62,10 +62,12 @@ def _overridden_negatives(case: Any) -> list[Any]:
     - Headers: the API documents no header but the bearer token, and every case here is sent with a valid one
       (above) over whatever schemathesis generated — so a case made "invalid" by a missing or mangled
       Authorization header is a valid request once sent, and its 200 is right.
-    - A query parameter whose value is an empty list (`{"page": 1, "x": []}`): a query string cannot carry it, so
-      `?page=1` is sent. Such a query counts as not sent only when what is sent is itself valid — documented names,
-      the required ones present, each value valid for its parameter — so an invalid value sent beside it (`?months=zz`)
-      is still checked (unknown names that are sent are refused: core/query_params.py).
+    - A query parameter whose value is None, an empty list or object (`{"page": 1, "x": []}`): a query string cannot
+      carry it, so `?page=1` is sent (the wide search found `{"include_retired": true, …}` sent as
+      `?include_retired=true` and answered 200, rightly). Such a query counts as not sent only when what is sent
+      is itself valid — documented names, the required ones present, each value valid for its parameter — so an
+      invalid value sent beside it (`?months=zz`) is still checked (unknown names that are sent are refused:
+      core/query_params.py).
     A case with an invalid path or body is always checked."""
     from schemathesis.generation import GenerationMode
     from schemathesis.specs.openapi.checks import negative_data_rejection
@@ -84,13 +86,18 @@ def _overridden_negatives(case: Any) -> list[Any]:
 def _query_sent_is_valid(case: Any) -> bool:
     """Whether the query as it goes on the wire (empty lists dropped) is a valid one for the operation."""
     query = case.query or {}
-    if not any(value == [] for value in query.values()):
+    if not any(_unsent(value) for value in query.values()):
         return False
-    sent = {name: value for name, value in query.items() if value != []}
+    sent = {name: value for name, value in query.items() if not _unsent(value)}
     params = {parameter.name: parameter for parameter in case.operation.query}
     if not set(sent) <= set(params) or any(p.is_required and name not in sent for name, p in params.items()):
         return False
     return all(params[name].is_valid(value) for name, value in sent.items())
+
+
+def _unsent(value: Any) -> bool:
+    """A query value that puts nothing on the wire: None, an empty list or an empty object (the client drops them)."""
+    return value is None or value == [] or value == {}
 
 
 def _documentation_checks() -> list[Any]:
