@@ -117,6 +117,17 @@ def second_prescription(who: Actor, patient_id: int, formula_id: int, prescriber
     return rx
 
 
+def replacement_data(w: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """What a renewal of the world's prescription says (written today), for workflows/prescription_changes.replace."""
+    from pharmacy.prescriptions.rules import DosingTime
+
+    data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
+            "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30,
+            "refills_authorized": 5, "written_date": today()}
+    data.update(overrides)
+    return data
+
+
 def world(staff_map: dict[str, Any], **rx_overrides: Any) -> dict[str, Any]:
     """A formula, a prescriber, a patient and an active prescription, made by the pharmacist."""
     ph = actor(staff_map["pharmacist"])

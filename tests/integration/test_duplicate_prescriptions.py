@@ -66,9 +66,7 @@ def test_discontinuing_the_old_one_lifts_the_stop_at_once(app_ctx: Flask, staff:
 
 def test_a_replacement_is_not_a_duplicate_of_what_it_replaces(app_ctx: Flask, staff: dict) -> None:
     w = factories.world(staff)
-    data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
-            "titration": [], "dosing_time": w["rx"].dosing_time, "quantity": None, "days_supply": 30,
-            "refills_authorized": 5, "written_date": w["rx"].written_date}
+    data = factories.replacement_data(w)
     renewed = prescription_changes.replace(w["pharmacist"], w["rx"].id, data)
     assert "duplicate_ldn" not in codes(renewed.id)
 
@@ -77,9 +75,7 @@ def test_replacing_the_older_of_two_moves_the_stop_to_the_replacement(app_ctx: F
     """A (capsules) and B (cream, newer, stopped). A's dose change A' is now the newer of the two current ones."""
     w = factories.world(staff)
     b = second_rx(w)
-    data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
-            "titration": [], "dosing_time": w["rx"].dosing_time, "quantity": None, "days_supply": 30,
-            "refills_authorized": 5, "written_date": w["rx"].written_date}
+    data = factories.replacement_data(w)
     a2 = prescription_changes.replace(w["pharmacist"], w["rx"].id, data)
     assert "duplicate_ldn" not in codes(b.id)
     assert b.rx_number in codes(a2.id)["duplicate_ldn"].message

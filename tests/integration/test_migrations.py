@@ -5,6 +5,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from flask import Flask
 from flask_migrate import downgrade, upgrade
 
 from pharmacy import create_app
@@ -50,6 +51,24 @@ def test_upgrade_downgrade_upgrade_without_drift(empty_db: str, app_config: dict
         db.engine.dispose()
 
 
+def _app_at_head(empty_db: str, app_config: dict) -> Flask:
+    """An app on the empty database, migrated to the head."""
+    app = create_app({**app_config, "DATABASE_URL": empty_db})
+    with app.app_context():
+        upgrade()
+    return app
+
+
+def _world_with_a_fill() -> dict:
+    """The factories' world, its first fill dispensed (inside a request context; the caller commits)."""
+    from pharmacy.workflows import orders as order_flow
+    from tests import factories
+
+    w = factories.world(_staff_at_head())
+    factories.run_order_to(w, order_flow.start_fill(w["pharmacist"], w["rx"].id).id, "dispensed")
+    return w
+
+
 def _staff_at_head() -> dict:
     """The four staff accounts the factories expect, made in a database just migrated (inside a request context)."""
     from pharmacy.core.actor import Actor
@@ -71,18 +90,13 @@ def test_going_down_from_0016_keeps_the_requests_and_their_messages(empty_db: st
     is dropped first, and with foreign keys on that deleted its rows and, by cascade, the outbox's messages about
     them. A request and its messages written at the head survive going down to 0015 and up again."""
     from pharmacy.refills.rules import RequestSource
-    from pharmacy.workflows import orders as order_flow
     from pharmacy.workflows import refill_requests as refill_flow
-    from tests import factories
 
-    app = create_app({**app_config, "DATABASE_URL": empty_db})
+    app = _app_at_head(empty_db, app_config)
     from pharmacy.extensions import db
 
-    with app.app_context():
-        upgrade()
     with app.test_request_context("/"):
-        w = factories.world(_staff_at_head())
-        factories.run_order_to(w, order_flow.start_fill(w["pharmacist"], w["rx"].id).id, "dispensed")
+        w = _world_with_a_fill()
         request_id = refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF).request.id
         db.session.commit()
     with app.app_context():
@@ -105,23 +119,15 @@ def test_going_down_from_0016_keeps_the_requests_and_their_messages(empty_db: st
 def test_0017_finds_the_supply_of_a_chain_of_replacements(empty_db: str, app_config: dict) -> None:
     """Going up to 0017 names, for each replacement not yet dispensed, the last prescription of its chain that was
     (C replaced B replaced A, B never filled: A), and going down drops the column in place, keeping every row."""
-    from pharmacy.core.context import today
-    from pharmacy.prescriptions.rules import DosingTime
-    from pharmacy.workflows import orders as order_flow
     from pharmacy.workflows import prescription_changes
     from tests import factories
 
-    app = create_app({**app_config, "DATABASE_URL": empty_db})
+    app = _app_at_head(empty_db, app_config)
     from pharmacy.extensions import db
 
-    with app.app_context():
-        upgrade()
     with app.test_request_context("/"):
-        w = factories.world(_staff_at_head())
-        factories.run_order_to(w, order_flow.start_fill(w["pharmacist"], w["rx"].id).id, "dispensed")
-        data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": w["rx"].dose_mg,
-                "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30,
-                "refills_authorized": 5, "written_date": today()}
+        w = _world_with_a_fill()
+        data = factories.replacement_data(w)
         a = w["rx"].id
         b = prescription_changes.replace(w["pharmacist"], a, data).id
         c = prescription_changes.replace(w["pharmacist"], b, data).id

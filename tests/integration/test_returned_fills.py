@@ -126,9 +126,6 @@ def test_a_fill_returned_after_a_renewal_takes_its_days_off_the_renewal_too(app_
                                                                            clock: Any) -> None:
     """The parcel is found lost after the prescription was renewed: the renewal carried the lost fill's run-out, so
     its reminders would come a month late unless it follows the return."""
-    from decimal import Decimal
-
-    from pharmacy.prescriptions.rules import DosingTime
     from pharmacy.workflows import prescription_changes
 
     w = factories.world(staff)
@@ -136,10 +133,7 @@ def test_a_fill_returned_after_a_renewal_takes_its_days_off_the_renewal_too(app_
     clock.advance(timedelta(days=24))
     lost = _fill(w, ship=True)
     clock.advance(timedelta(days=2))
-    renewal = prescription_changes.replace(w["pharmacist"], w["rx"].id, {
-        "prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
-        "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30,
-        "refills_authorized": 5, "written_date": today()})
+    renewal = prescription_changes.replace(w["pharmacist"], w["rx"].id, factories.replacement_data(w))
     assert renewal.latest_run_out_date == lost.run_out_date
     clock.advance(timedelta(days=3))
     order_flow.return_fill(w["pharmacist"], lost.id, "lost_in_transit")

@@ -3,7 +3,6 @@ fills, and the caches (prescription and open request) and reminders that must ag
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from pharmacy.core.context import today
 from pharmacy.core.errors import Conflict
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
-from pharmacy.prescriptions.rules import DosingTime
 from pharmacy.reminders import bulk_planning, rendering
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
@@ -54,11 +52,7 @@ def _in_step(rx: Prescription) -> None:
 
 
 def _renew(w: dict[str, Any], rx_id: int, **kw: Any) -> Prescription:
-    data = {"prescriber_id": w["prescriber"].id, "formula_id": w["formula"].id, "dose_mg": Decimal("4.5"),
-            "titration": [], "dosing_time": DosingTime.BEDTIME, "quantity": None, "days_supply": 30,
-            "refills_authorized": 5, "written_date": today()}
-    data.update(kw)
-    return changes.replace(w["pharmacist"], rx_id, data)
+    return changes.replace(w["pharmacist"], rx_id, factories.replacement_data(w, **kw))
 
 
 def test_a_renewal_carrying_supply_keeps_the_refill_reminders(app_ctx: Flask, staff: dict, clock: Any) -> None:
