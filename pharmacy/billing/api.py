@@ -5,6 +5,8 @@ caller gets 401 whatever it sends. Amounts are integer cents in and out.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from flask_smorest import Blueprint
@@ -13,6 +15,7 @@ from pharmacy.billing import adherence as adherence_reports
 from pharmacy.billing import pricing, reports, services
 from pharmacy.billing import schemas as s
 from pharmacy.core.auth import api_auth, current_actor
+from pharmacy.core.errors import ValidationFailed
 
 blp = Blueprint("billing_api", __name__, url_prefix="/api/v1/billing",
                 description="Prices, quotes, payments and refunds, balances and money reports (amounts in cents).")
@@ -70,7 +73,8 @@ def get_quote(args: dict[str, Any]) -> Any:
 @blp.response(201, s.BillingPaymentOut)
 def record_payment(data: dict[str, Any]) -> Any:
     """Record a payment (whole, partial or more than owed: the excess becomes credit)."""
-    return services.record_payment(current_actor(), **data)
+    with _amount_errors_as_sent():
+        return services.record_payment(current_actor(), **data)
 
 
 @blp.route("/refunds", methods=["POST"])
@@ -79,7 +83,20 @@ def record_payment(data: dict[str, Any]) -> Any:
 @blp.response(201, s.BillingPaymentOut)
 def record_refund(data: dict[str, Any]) -> Any:
     """Record a refund (never more than was paid, net of earlier refunds)."""
-    return services.record_refund(current_actor(), **data)
+    with _amount_errors_as_sent():
+        return services.record_refund(current_actor(), **data)
+
+
+@contextlib.contextmanager
+def _amount_errors_as_sent() -> Iterator[None]:
+    """The services name the amount `amount`, as the counter's form does; this API's field is `amount_cents`, so a
+    client that maps errors to its fields finds the message beside the amount it sent."""
+    try:
+        yield
+    except ValidationFailed as exc:
+        if "amount" in exc.fields:
+            exc.fields["amount_cents"] = exc.fields.pop("amount")
+        raise
 
 
 @blp.route(f"/patients/<{ID}:patient_id>/balance", methods=["GET"])

@@ -70,6 +70,13 @@ class Payment(db.Model):
     reference: Mapped[str | None] = mapped_column(sa.String(60))
     note: Mapped[str | None] = mapped_column(sa.String(200))
     recorded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    # The receipt's money as it stood when the money changed hands, so a receipt printed again later (for a claim)
+    # says what it said the day it was issued: the fill's total (0 when the fill was cancelled or returned: not
+    # charged), what was still owed on it after this payment, and the account's balance (negative: credit).
+    # NULL for payments recorded before migration 0019: their receipts work them out from the rows.
+    fill_total_cents: Mapped[int | None] = mapped_column()
+    fill_owed_cents: Mapped[int | None] = mapped_column()
+    balance_cents: Mapped[int | None] = mapped_column()
 
 
 class AdherenceSnapshot(db.Model):

@@ -104,6 +104,23 @@ def quote(formula_id: int, quantity: Decimal, delivery: DeliveryMethod, *, entri
     return Quote(price_cents=price, shipping_cents=ship, price_entry_id=entry.id, prorated=prorated)
 
 
+def price_for_quantity(price_entry_id: int | None, quoted_cents: int, quoted_quantity: Decimal,
+                       quantity: Decimal) -> int:
+    """An order's price when its quantity changes after it was priced (a BUD that caps the days, a re-made batch).
+
+    The order keeps its quote (docs/domain.md "Money": a later price change never rewrites an order): the same
+    quantity keeps the same price, and another quantity is priced from the entry it was quoted from — even when that
+    entry has been retired or replaced since — or, without one, pro-rated from the order's own price per unit."""
+    if quantity == quoted_quantity:
+        return quoted_cents
+    entry = db.session.get(PriceEntry, price_entry_id) if price_entry_id is not None else None
+    if entry is not None:
+        return quote(entry.formula_id, quantity, DeliveryMethod.PICKUP, entries=[entry]).price_cents
+    if quoted_quantity <= 0:
+        return quoted_cents
+    return int((Decimal(quoted_cents) * quantity / quoted_quantity).quantize(Decimal(1), ROUND_HALF_UP))
+
+
 def current_entries_for(formula_ids: list[int]) -> dict[int, list[PriceEntry]]:
     """Current entries of several formulas in one query (a patient's regimen, a report), by formula id."""
     out: dict[int, list[PriceEntry]] = {fid: [] for fid in formula_ids}

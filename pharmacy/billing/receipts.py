@@ -21,9 +21,10 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from pharmacy.billing.models import Payment
 from pharmacy.billing.pricing import MAX_ID
-from pharmacy.billing.rules import PaymentKind, format_cents
+from pharmacy.billing.rules import PaymentKind, fill_total_for_receipt, format_cents
 from pharmacy.billing.services import charged_clause, local_date_of, local_day_start, receipt_number_for
 from pharmacy.compounding.models import Formula, Order
+from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import settings
@@ -82,6 +83,14 @@ class ReceiptLine:
     fill_total_cents: int | None = None  # the fill's price and shipping
     fill_remaining_cents: int | None = None  # still owed on that fill after this payment (negative: credit)
     account_balance_cents: int | None = None  # the whole account after this payment (negative: credit)
+    fill_not_charged: str | None = None  # "cancelled" or "returned": the fill is not charged (its total shows $0.00)
+    # A payment's receipt printed after refunds on the same fill (or account): (receipt number, date, cents) each, so
+    # nobody claims money that came back.
+    refunded_since: tuple[tuple[str, date, int], ...] = ()
+
+    @property
+    def refunded_since_cents(self) -> int:
+        return sum(cents for _number, _day, cents in self.refunded_since)
 
     @property
     def signed_cents(self) -> int:
@@ -151,8 +160,31 @@ def _line(payment: Payment, *rest: object) -> ReceiptLine:
 
 
 def with_balances(line: ReceiptLine, payment: Payment, order: Order | None) -> ReceiptLine:
-    """The receipt's money as of this payment: the fill's total and what remains on it, and the account's balance —
-    payments and refunds counted up to this one (by id), charges of fills made ready by the time it was received."""
+    """The receipt's money as it stood when the payment was recorded — the fill's total, what remained on it, the
+    account's balance (kept on the payment since migration 0019; a receipt never changes once issued) — and, on a
+    payment's receipt, the refunds made on the same fill (or account) since."""
+    if payment.balance_cents is not None:
+        line = replace(line, fill_total_cents=payment.fill_total_cents, fill_remaining_cents=payment.fill_owed_cents,
+                       account_balance_cents=payment.balance_cents)
+    else:
+        line = _worked_out(line, payment, order)
+    if order is not None and order.state == OrderState.CANCELLED and line.fill_total_cents == 0:
+        line = replace(line, fill_not_charged="returned" if order.returned_at is not None else "cancelled")
+    if payment.kind == PaymentKind.PAYMENT:
+        later = db.session.execute(
+            sa.select(Payment).where(Payment.patient_id == payment.patient_id, Payment.kind == PaymentKind.REFUND,
+                                     Payment.id > payment.id,
+                                     Payment.order_id == payment.order_id if payment.order_id is not None
+                                     else Payment.order_id.is_(None))
+            .order_by(Payment.id)).scalars()
+        line = replace(line, refunded_since=tuple(
+            (receipt_number_for(r), local_date_of(r.received_at), r.amount_cents) for r in later))
+    return line
+
+
+def _worked_out(line: ReceiptLine, payment: Payment, order: Order | None) -> ReceiptLine:
+    """A payment recorded before its figures were kept: payments and refunds counted up to this one (by id), charges
+    of fills made ready by the time it was received (as they stand now: the best the rows can say)."""
     upto = sa.and_(Payment.patient_id == payment.patient_id, Payment.id <= payment.id)
     signed = sa.case((Payment.kind == PaymentKind.REFUND, -Payment.amount_cents), else_=Payment.amount_cents)
     net_account, net_fill = db.session.execute(
@@ -164,7 +196,8 @@ def with_balances(line: ReceiptLine, payment: Payment, order: Order | None) -> R
         sa.select(sa.func.coalesce(sa.func.sum(Order.price_cents + Order.shipping_cents), 0))
         .where(Order.patient_id == payment.patient_id, charged_clause(), Order.created_at <= payment.received_at)
     ).scalar_one()
-    fill_total = order.total_cents if order is not None else None
+    fill_total = (fill_total_for_receipt(order.total_cents, cancelled=order.state == OrderState.CANCELLED)
+                  if order is not None else None)
     return replace(line, fill_total_cents=fill_total,
                    fill_remaining_cents=(fill_total - int(net_fill)) if fill_total is not None else None,
                    account_balance_cents=int(charged) - int(net_account))
@@ -329,16 +362,24 @@ def render_receipt(pharmacy: PharmacyInfo, patient: PatientInfo, line: ReceiptLi
         [_p("Method"), _p(METHOD_LABELS.get(line.method, line.method))],
         *([[_p("Reference"), _p(line.reference)]] if line.reference else []),
         [_p("Amount refunded" if refund else "Amount paid"), _p(format_cents(line.amount_cents), H2)],
-        *([[_p("Fill total"), _p(format_cents(line.fill_total_cents))],
+        *([[_p("Fill total"), _p(format_cents(line.fill_total_cents) + (
+            f" ({line.fill_not_charged} — not charged)" if line.fill_not_charged else ""))],
            [_p("Still owed on this fill"), _p(_owed(line.fill_remaining_cents or 0))]]
           if line.fill_total_cents is not None else []),
         *([[_p("Account balance"), _p(_owed(line.account_balance_cents))]]
           if line.account_balance_cents is not None else []),
+        *([[_p("Refunded since"), _p("; ".join(f"{format_cents(cents)} on {_date(day)} (refund {number})"
+                                               for number, day, cents in line.refunded_since))],
+           [_p("Net paid"), _p(format_cents(max(line.amount_cents - line.refunded_since_cents, 0)), H2)]]
+          if line.refunded_since else []),
     ]
     story = [*_header(pharmacy, patient, title), _p("Medication", H2), _grid(_fill_rows(line.fill)), Spacer(1, 8),
              _p("Payment", H2), _grid(money), Spacer(1, 10),
              _p(f"{COMPOUNDED}: prepared by the pharmacy for this patient on a prescription. "
-                "Keep this receipt for an HSA/FSA or out-of-network insurance claim.", SMALL)]
+                "Keep this receipt for an HSA/FSA or out-of-network insurance claim."
+                + (" Money was refunded since this payment: claim only the net amount paid." if line.refunded_since
+                   else "") + " The figures are as they stood on the " + ("refund" if refund else "payment")
+                + " date.", SMALL)]
     return _pdf(story, page=letter, title=title)
 
 

@@ -261,6 +261,12 @@ def is_adherent(pdc: Decimal, threshold_percent: int = 80) -> bool:
     return pdc * 100 >= threshold_percent
 
 
+def fill_total_for_receipt(total_cents: int, *, cancelled: bool) -> int:
+    """What a receipt gives as the fill's total: a cancelled fill (returned ones too) is never charged, so nothing
+    is owed on it — what was paid on it is credit (docs/domain.md "Money")."""
+    return 0 if cancelled else total_cents
+
+
 def receipt_number(payment_id: int, received_on: date) -> str:
     """"R2026-000123": the year makes it readable on a claim form, the id keeps it unique."""
     if isinstance(payment_id, bool) or not isinstance(payment_id, int) or payment_id <= 0:

@@ -238,8 +238,13 @@ def _save(actor: Actor, patient: Patient, order: Order | None, kind: PaymentKind
     # Ids and the method only: amounts and notes stay out of the audit trail's details.
     audit.record(actor, f"{kind.value}.record", patient_id=patient.id, entity=("payment", payment.id),
                  details={"order": order.id if order else None, "method": method.value})
-    return PaymentResult(payment=payment, receipt_number=receipt_number_for(payment), balance=patient_ledger(patient.id),
-                         order_balance=order_ledger(order) if order else None)
+    balance, order_balance = patient_ledger(patient.id), order_ledger(order) if order else None
+    payment.balance_cents = balance.balance_cents
+    if order is not None and order_balance is not None:
+        payment.fill_total_cents = rules.fill_total_for_receipt(order.total_cents, cancelled=order.state == OrderState.CANCELLED)
+        payment.fill_owed_cents = payment.fill_total_cents - order_balance.net_paid_cents
+    return PaymentResult(payment=payment, receipt_number=receipt_number_for(payment), balance=balance,
+                         order_balance=order_balance)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,7 +189,7 @@ def _plan_with(order: Order, rx: Prescription, lots: dict[int, IngredientLot]) -
     current = reads.supply_of(rx)
     plan = next_fill.plan(rx, current, delivery=order.delivery_method, day=today(),
                           lot_expiries=[lot.expiry_date for lot in lots.values()])
-    price = pricing.quote(rx.formula_id, plan.quantity, order.delivery_method).price_cents
+    price = pricing.price_for_quantity(order.price_entry_id, order.price_cents, order.quantity, plan.quantity)
     return BatchPlan(plan=plan, price_cents=price)
 
 

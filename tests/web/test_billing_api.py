@@ -128,7 +128,7 @@ def test_refund_larger_than_paid_and_cancelled_order(app: Flask, client: FlaskCl
     post_payment(client, filled, 2000)
     too_much = post_payment(client, filled, 2001, kind="refunds")
     assert too_much.status_code == 422
-    assert too_much.get_json()["errors"]["json"]["amount"] == ["A refund cannot be more than what was paid ($20.00)."]
+    assert too_much.get_json()["errors"]["json"]["amount_cents"] == ["A refund cannot be more than what was paid ($20.00)."]
     assert payments(app) == 1
     with app.test_request_context("/"):
         order_flow.cancel(filled["world"]["pharmacist"], filled["order_id"], "patient moved away")
