@@ -268,6 +268,7 @@ class OtherPrescription:
     rx_number: str
     product: str
     dose_mg: Decimal
+    expired_on: date | None = None  # its expiry date when it has passed: still open, but it can no longer be filled
 
 
 def duplicate_alert(dose_mg: Decimal, others: list[OtherPrescription]) -> Alert | None:
@@ -279,10 +280,21 @@ def duplicate_alert(dose_mg: Decimal, others: list[OtherPrescription]) -> Alert 
     replace the old one. Only the newer prescription carries it: the older one's fills go on until someone decides."""
     if not others:
         return None
-    named = "; ".join(f"{o.rx_number} ({o.product}, {format_mg(o.dose_mg)})" for o in others[:2])
+
+    def ended(o: OtherPrescription) -> str:
+        return f", expired {o.expired_on:%b} {o.expired_on.day}, {o.expired_on.year}" if o.expired_on else ""
+
+    named = "; ".join(f"{o.rx_number} ({o.product}, {format_mg(o.dose_mg)}{ended(o)})" for o in others[:2])
     if len(others) > 2:  # the message is stored in 400 characters: the prescription page lists them all
         named += f" and {len(others) - 2} more"
-    total = dose_mg + sum((o.dose_mg for o in others), Decimal(0))
+    if all(o.expired_on is not None for o in others):
+        # An expired one left open is nearly always what this one renews: replacing carries its supply on hand.
+        return Alert("duplicate_ldn", Severity.OVERRIDABLE_STOP,
+                     f"The patient's earlier LDN prescription has expired but is still open: {named}. This one is "
+                     "most likely its renewal: mark this one as its replacement (on this prescription's page), which "
+                     "carries the supply the patient still holds, or discontinue the old one; override only if the "
+                     "prescriber wants both.")
+    total = dose_mg + sum((o.dose_mg for o in others if o.expired_on is None), Decimal(0))
     return Alert("duplicate_ldn", Severity.OVERRIDABLE_STOP,
                  f"The patient already has a current LDN prescription: {named}. Taken together that is "
                  f"{format_mg(total)} a day. If this one renews or changes it, mark this one as its replacement (on this "

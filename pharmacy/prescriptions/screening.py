@@ -47,7 +47,8 @@ def older_current(rx: Prescription) -> list[rules.OtherPrescription]:
     """The patient's other current (active or on hold) LDN prescriptions entered before this one, leaving out the
     one it replaces (closed in the same transaction, after the new one is screened)."""
     rows = db.session.execute(
-        sa.select(Prescription.rx_number, Formula.form, Formula.strength_mg, Prescription.dose_mg)
+        sa.select(Prescription.rx_number, Formula.form, Formula.strength_mg, Prescription.dose_mg,
+                  Prescription.expiry_date)
         .join(Formula, Formula.id == Prescription.formula_id)
         .where(Prescription.patient_id == rx.patient_id, Prescription.id < rx.id,
                Prescription.status.in_([RxStatus.ACTIVE, RxStatus.ON_HOLD]),
@@ -55,8 +56,10 @@ def older_current(rx: Prescription) -> list[rules.OtherPrescription]:
         .order_by(Prescription.id)
     ).all()
     # The product in words of bounded length (not the formula's free-text name): the message is kept in 400 characters.
-    return [rules.OtherPrescription(number, rules.product_name(form, strength), dose)
-            for number, form, strength, dose in rows]
+    day = today()
+    return [rules.OtherPrescription(number, rules.product_name(form, strength), dose,
+                                    expiry if expiry is not None and expiry < day else None)
+            for number, form, strength, dose, expiry in rows]
 
 
 def _sync(rx: Prescription, found: Iterable[rules.Alert], order_id: int | None,

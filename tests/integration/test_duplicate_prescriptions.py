@@ -145,3 +145,22 @@ def test_only_a_pharmacist_before_the_first_fill_and_for_the_same_patient(app_ct
     factories.run_order_to(w, fill.id, "dispensed")
     with pytest.raises(Conflict, match="dispensed already"):
         prescription_changes.adopt(w["pharmacist"], new.id, w["rx"].id)
+
+
+def test_beside_an_expired_prescription_still_open_the_stop_says_it_is_most_likely_its_renewal(
+        app_ctx: Flask, staff: dict, clock) -> None:
+    """The old prescription expired a year after it was written but nobody closed it: the new one is nearly always its
+    renewal, so the stop says the old one expired (with the date), leads with "mark this one as its replacement"
+    (which carries the supply on hand), and does not add an expired dose to "taken together"."""
+    from datetime import timedelta
+
+    w = factories.world(staff)
+    old = w["rx"]
+    clock.advance(timedelta(days=400))
+    assert old.expiry_date < today() and old.status == RxStatus.ACTIVE
+    new = second_rx(w, written_date=today() - timedelta(days=1))
+    alert = codes(new.id)["duplicate_ldn"]
+    assert alert.severity == Severity.OVERRIDABLE_STOP
+    expired = old.expiry_date
+    assert f"{old.rx_number} (" in alert.message and f"expired {expired:%b} {expired.day}, {expired.year}" in alert.message
+    assert "most likely its renewal" in alert.message and "Taken together" not in alert.message

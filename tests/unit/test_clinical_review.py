@@ -122,3 +122,16 @@ def test_a_duplicate_message_fits_its_column_however_many_there_are() -> None:
     assert alert is not None and len(alert.message) <= 400  # screening_alerts.message is VARCHAR(400)
     assert "RX000001" in alert.message and "RX000002" in alert.message and "and 4 more" in alert.message
     assert "31.5 mg a day" in alert.message
+
+
+def test_a_duplicate_beside_an_expired_one_reads_as_its_renewal_and_counts_only_current_doses() -> None:
+    from datetime import date
+
+    from pharmacy.prescriptions.rules import OtherPrescription, duplicate_alert
+
+    expired = OtherPrescription("RX000007", "Naltrexone 4.5 mg capsules", Decimal("4.5"), date(2026, 11, 1))
+    alone = duplicate_alert(Decimal("3"), [expired])
+    assert alone is not None and alone.blocks
+    assert "expired Nov 1, 2026" in alone.message and "most likely its renewal" in alone.message
+    both = duplicate_alert(Decimal("3"), [expired, OtherPrescription("RX000009", "Naltrexone 1 mg/g cream", Decimal("1"))])
+    assert both is not None and "Taken together that is 4 mg a day" in both.message  # 3 + 1: the expired one not counted
