@@ -143,12 +143,14 @@ def outbound_for(relates_to: str, kinds: tuple[str, ...]) -> ErxMessage | None:
     ).scalars().first()
 
 
-def inbound_by_message_id(message_id: str, kinds: tuple[str, ...]) -> ErxMessage | None:
-    if not message_id:
+def inbound_by_message_id(message_id: str, kinds: tuple[str, ...], *, sender: str) -> ErxMessage | None:
+    """An inbound message by its MessageID *from this sender*: MessageIDs are unique per sender only (the table's own
+    unique key), so another system's message with the same ID is never this one."""
+    if not message_id or not sender:
         return None
     return db.session.execute(
         sa.select(ErxMessage).where(ErxMessage.direction == Direction.INBOUND, ErxMessage.message_id == message_id,
-                                    ErxMessage.kind.in_(kinds))
+                                    ErxMessage.sender == sender, ErxMessage.kind.in_(kinds))
     ).scalars().first()
 
 

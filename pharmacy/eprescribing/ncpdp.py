@@ -274,7 +274,9 @@ def _prescriber(el: ET.Element | None) -> WrittenPrescriber:
     address = _child(el, "Address")
     numbers = _child(el, "CommunicationNumbers")
     return WrittenPrescriber(
-        npi=_text(el, "Identification", "NPI", limit=10), dea=_text(el, "Identification", "DEANumber", limit=12),
+        # Read whole (bounded), never cut to 10: "19876543281" must be refused by the NPI check, not read as the
+        # valid NPI of another prescriber.
+        npi=_text(el, "Identification", "NPI", limit=20), dea=_text(el, "Identification", "DEANumber", limit=12),
         first_name=_text(el, "Name", "FirstName", limit=80), last_name=_text(el, "Name", "LastName", limit=80),
         suffix=_text(el, "Name", "Suffix", limit=20),
         clinic_name=_text(el, "PracticeLocation", "BusinessName", limit=120) or _text(el, "BusinessName", limit=120),

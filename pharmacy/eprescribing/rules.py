@@ -7,6 +7,7 @@ ambiguous one is a choice to make, and nothing is ever merged into an existing p
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -134,6 +135,9 @@ class WrittenMedication:
     diagnoses: list[str] = field(default_factory=list)  # ICD-10 codes
     written_date: date | None = None
     drug_codes: list[str] = field(default_factory=list)  # "ND:00000000000", "RXCUI:…": shown, never used to map
+    # What the reader of the message could not turn into a field (a supply duration in hours, an approval that did
+    # not restate the medication …): listed under *What did not map* with the rest.
+    unread: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -178,11 +182,24 @@ def _load(cls: type, data: Any) -> Any:
         raw = data[f.name]
         if f.name in ("date_of_birth", "written_date"):
             values[f.name] = parse_date(raw)
-        elif f.name in ("diagnoses", "drug_codes"):
+        elif f.name in ("diagnoses", "drug_codes", "unread"):
             values[f.name] = [str(x) for x in raw] if isinstance(raw, list) else []
         else:
             values[f.name] = "" if raw is None else str(raw)
     return cls(**values)
+
+
+def message_key(text: str, *, limit: int = 64) -> str:
+    """A message's duplicate key as stored (erx_messages.message_id, at most 64 characters).
+
+    A key that fits is kept as it is (the keys already stored keep matching); a longer one — an EHR's identifier
+    system is often a long URL — becomes a SHA-256 of the whole key, never its first 64 characters: cut, every
+    order under that system would share one key and the second prescription would be dropped as "already
+    received". (Those stored are "system|value" or "sha256:…", so a hashed key, "key-sha256:…", is never one.)"""
+    if len(text) <= limit:
+        return text
+    prefix = "key-sha256:"
+    return prefix + hashlib.sha256(text.encode("utf-8")).hexdigest()[:limit - len(prefix)]
 
 
 def parse_date(value: Any) -> date | None:
@@ -261,6 +278,28 @@ def match_patient(written: WrittenPatient, candidates: Sequence[PatientCandidate
     return PatientMatch(MatchStatus.NONE, None, (), "No patient on file with this name and date of birth: a new patient.")
 
 
+def same_name_and_birth(written: WrittenPatient, candidates: Sequence[PatientCandidate]) -> tuple[int, ...]:
+    """The patients on file with the written first and last name and date of birth, whatever their ZIP code (people
+    move): adding the written patient as new would make a second record of one of them."""
+    if written.date_of_birth is None:
+        return ()
+    first, last = name_token(written.first_name), name_token(written.last_name)
+    return tuple(c.id for c in candidates if c.date_of_birth == written.date_of_birth
+                 and name_token(c.first_name) == first and name_token(c.last_name) == last)
+
+
+def same_patient(a: WrittenPatient, b: WrittenPatient) -> bool:
+    """Whether two messages can be about the same patient (a CancelRx and the NewRx it cancels): the same date of
+    birth, and the same last or first name (a married name may change one of them), where both give them.
+
+    A CancelRx stops a prescription: one naming somebody else must not reach it, whatever its ids say."""
+    if a.date_of_birth and b.date_of_birth and a.date_of_birth != b.date_of_birth:
+        return False
+    pairs = [(name_token(x), name_token(y)) for x, y in ((a.last_name, b.last_name), (a.first_name, b.first_name))]
+    given = [(x, y) for x, y in pairs if x and y]
+    return not given or any(x == y for x, y in given)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The prescriber: NPI with its check digit
 # ---------------------------------------------------------------------------------------------------------------
@@ -282,6 +321,8 @@ def npi_problem(npi: str | None) -> str | None:
 
 #: NCI Thesaurus codes NCPDP uses for quantity units (QuantityUnitOfMeasure) and the forms they imply.
 QUANTITY_UNITS = {"C48480": "capsule", "C28254": "mL"}
+#: NCI Thesaurus codes of StrengthUnitOfMeasure that LDN is written in.
+STRENGTH_UNITS = {"C28253": "mg", "C48152": "mcg", "C42576": "mg/mL"}
 #: Words in a drug description or dose form, and the form they mean for LDN.
 FORM_WORDS = (
     (Form.CAPSULE, ("capsule", "capsules", "cap", "caps")),
@@ -289,7 +330,15 @@ FORM_WORDS = (
     (Form.TRANSDERMAL_CREAM, ("cream", "transdermal", "topical", "gel", "lotion")),
 )
 _STRENGTH = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(mg|mcg)\s*(?:/\s*(?:1\s*)?(ml|mL|ML))?", re.IGNORECASE)
-_DOSE_MG = re.compile(r"\(?\s*(\d+(?:\.\d+)?|\.\d+)\s*mg\b", re.IGNORECASE)
+# An amount in mg the sig states: "(4.5 mg)", or per unit ("1.5 mg each", "1.5 mg per capsule", "1.5 mg capsules").
+# A concentration ("1 mg/mL") is the product's strength, not a dose.
+_DOSE_MG = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*mg\b(?!\s*/)"
+                      r"(\s*(?:each|apiece|per\s+(?:capsule|cap|ml|dose)|capsules?\b|caps?\b))?", re.IGNORECASE)
+# A count of capsules of a strength: "Take one 4.5 mg capsule", "2 x 1.5 mg caps".
+_COUNT_OF = re.compile(r"\b(\d+(?:\.\d+)?|one|two|three|four|five|six|half)\s+(?:x\s+|of\s+the\s+)?"
+                       r"(?:\d+(?:\.\d+)?|\.\d+)\s*mg\s+(?:capsules?|caps?)\b", re.IGNORECASE)
+# A comma between digits: "1,5" (a decimal comma) or "1,500" (a thousands separator — or a decimal comma).
+_DIGIT_COMMA = re.compile(r"(?<![\d,.])(\d+),(\d+)(?![\d,.])")
 _UNITS = re.compile(r"\b(take|place|apply|give|use)?\s*(\d+(?:\.\d+)?|\.\d+|one|two|three|four|five|six|half)\s*"
                     r"(capsules?|caps?|ml|milliliters?|millilitres?)\b", re.IGNORECASE)
 _WORD_NUMBERS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "half": "0.5"}
@@ -349,8 +398,12 @@ def form_of(text: str) -> Form | None:
 
 
 def strength_of(text: str) -> tuple[Decimal, bool] | None:
-    """The strength in a description ("4.5 mg" → (4.5, per unit), "1 mg/mL" → (1, per mL)); mcg is converted."""
-    m = _STRENGTH.search(text or "")
+    """The strength in a description ("4.5 mg" → (4.5, per unit), "1 mg/mL" → (1, per mL)); mcg is converted, a
+    decimal comma read ("1,5 mg"); a number like "1,500" is not guessed at (None)."""
+    text, unreadable = decimal_commas(text or "")
+    if unreadable:
+        return None
+    m = _STRENGTH.search(text)
     if not m:
         return None
     value = _decimal(m.group(1))
@@ -361,18 +414,111 @@ def strength_of(text: str) -> tuple[Decimal, bool] | None:
     return value.normalize() if value == value.to_integral() else value, m.group(3) is not None
 
 
+def decimal_commas(text: str) -> tuple[str, list[str]]:
+    """The text with each decimal comma read as a point ("1,5 mg" → "1.5 mg"), and the numbers nobody can read.
+
+    Many European-trained prescribers, and some EHRs' free-text sigs, write a decimal comma; read as text, "1,5 mg"
+    would otherwise be taken as 5 mg. A comma followed by exactly three digits ("1,500") is either a thousands
+    separator or a decimal comma: it is left as written and returned, so the caller leaves that field empty and
+    says why rather than guess a thousandfold dose either way."""
+    ambiguous: list[str] = []
+
+    def point(m: re.Match[str]) -> str:
+        if len(m.group(2)) == 3:
+            ambiguous.append(m.group(0))
+            return m.group(0)
+        return f"{m.group(1)}.{m.group(2)}"
+
+    return _DIGIT_COMMA.sub(point, text or ""), ambiguous
+
+
+def quantity_number(text: str | None) -> Decimal | None:
+    """A quantity as written: "30", "22.5", "22,5" (a decimal comma) or "1,000" (thousands: a quantity of capsules or
+    mL is never a fraction with three decimals)."""
+    value = (text or "").strip()
+    if re.fullmatch(r"\d{1,3}(?:,\d{3})+", value, re.ASCII):
+        return _decimal(value.replace(",", ""))
+    if re.fullmatch(r"\d+,\d{1,2}", value, re.ASCII):
+        return _decimal(value.replace(",", "."))
+    return _decimal(value)
+
+
+@dataclass(frozen=True)
+class DoseReading:
+    """The daily dose a sig states (None: left for the pharmacist) and why it was left or what to check."""
+
+    dose_mg: Decimal | None
+    notes: tuple[str, ...] = ()
+
+
+def _amounts(values: Sequence[Decimal]) -> str:
+    return ", ".join(f"{format_amount(v)} mg" for v in values)
+
+
+def read_dose(sig: str, form: Form | None, strength_mg: Decimal | None) -> DoseReading:
+    """The daily dose a sig states, read only when the sig says one thing.
+
+    An explicit "(4.5 mg)", or units × strength ("Take 3 capsules" of 1.5 mg), or both when they agree. Left empty,
+    with the reason, when the sig gives several doses (a titration: "1.5 mg for 14 days, then 3 mg"), when the units
+    and the mg disagree ("1 capsule (4.5 mg)" of 1.5 mg capsules — the label would say one capsule), when a per-unit
+    strength is not this product's, or when a number cannot be read ("1,500"). A per-unit strength that agrees
+    ("2 capsules (1.5 mg each)" of 1.5 mg) is read as units × strength, and said, because the first mg in the sig is
+    not the dose."""
+    text, unreadable = decimal_commas(sig or "")
+    if unreadable:
+        return DoseReading(None, (f"The directions write “{unreadable[0]}” (a thousands separator or a decimal "
+                                  "comma?): enter the dose and ask the prescriber.",))
+    stated = [(_decimal(m.group(1)), bool(m.group(2))) for m in _DOSE_MG.finditer(text)]
+    daily = sorted({v for v, per_unit in stated if v is not None and not per_unit})
+    each = sorted({v for v, per_unit in stated if v is not None and per_unit})
+    units: list[Decimal] = []
+    if form is not None:
+        for m in _UNITS.finditer(text):
+            amount = _decimal(_WORD_NUMBERS.get(m.group(2).lower(), m.group(2)))
+            if amount is not None and m.group(3).lower().startswith("cap") == (form == Form.CAPSULE):
+                units.append(amount)
+        if form == Form.CAPSULE:
+            units.extend(a for m in _COUNT_OF.finditer(text)
+                         if (a := _decimal(_WORD_NUMBERS.get(m.group(1).lower(), m.group(1)))) is not None)
+    counts = sorted(set(units))
+    if len(daily) > 1 or len(each) > 1 or len(counts) > 1:
+        steps = _amounts(daily or each) if len(daily) > 1 or len(each) > 1 else ", ".join(map(format_amount, counts))
+        return DoseReading(None, (f"The directions give more than one dose ({steps}): a titration? Enter its steps "
+                                  "and the dose it ends on (the quantity and days supply too), or ask the "
+                                  "prescriber.",))
+    count = counts[0] if counts else None
+    unit = "capsule" if form == Form.CAPSULE else "mL"
+    if each:
+        per = each[0]
+        if strength_mg is not None and per != strength_mg:
+            return DoseReading(None, (f"The directions give {format_amount(per)} mg per {unit}, but the product "
+                                      f"written is {format_amount(strength_mg)} mg: ask the prescriber.",))
+        if count is None:
+            return DoseReading(None, (f"The directions give {format_amount(per)} mg per {unit} but not how many: "
+                                      "enter the dose.",))
+        dose = (count * per).normalize()
+        if daily and daily[0] != dose:
+            return DoseReading(None, (f"The directions say {format_amount(count)} × {format_amount(per)} mg and "
+                                      f"{_amounts(daily)}: ask the prescriber.",))
+        if count == 1:  # "Take one 4.5 mg capsule": the strength is the dose
+            return DoseReading(dose)
+        return DoseReading(dose, (f"The directions give the strength per {unit} ({format_amount(per)} mg each): the "
+                                  f"daily dose is read as {format_amount(count)} × {format_amount(per)} mg = "
+                                  f"{format_amount(dose)} mg — check it.",))
+    by_units = (count * strength_mg).normalize() if count is not None and strength_mg is not None else None
+    if daily:
+        if by_units is not None and by_units != daily[0]:
+            return DoseReading(None, (f"The directions say {format_amount(count)} {unit}"
+                                      f"{'s' if unit == 'capsule' and count != 1 else ''} and {_amounts(daily)}, but "
+                                      f"{format_amount(count)} × {format_amount(strength_mg)} mg is "
+                                      f"{format_amount(by_units)} mg: ask the prescriber.",))
+        return DoseReading(daily[0])
+    return DoseReading(by_units)
+
+
 def dose_from_sig(sig: str, form: Form | None, strength_mg: Decimal | None) -> Decimal | None:
-    """The daily dose a sig states: an explicit "(4.5 mg)", or units × strength ("Take 3 capsules" of 1.5 mg)."""
-    explicit = _DOSE_MG.search(sig or "")
-    if explicit:
-        return _decimal(explicit.group(1))
-    m = _UNITS.search(sig or "")
-    if m and strength_mg is not None and form is not None:
-        amount = _decimal(_WORD_NUMBERS.get(m.group(2).lower(), m.group(2)))
-        is_capsule = m.group(3).lower().startswith("cap")
-        if amount is not None and is_capsule == (form == Form.CAPSULE):
-            return (amount * strength_mg).normalize()
-    return None
+    """The daily dose a sig states, or None when it states none or is not clear (see read_dose for why)."""
+    return read_dose(sig, form, strength_mg).dose_mg
 
 
 def timing_from_sig(sig: str) -> DosingTime | None:
@@ -394,6 +540,7 @@ def map_medication(med: WrittenMedication, formulas: Sequence[FormulaOption]) ->
     _map_directions(out, med)
     _map_amounts(out, med)
     _map_paperwork(out, med)
+    out.unmapped.extend(note for note in med.unread if note not in out.unmapped)
     return out
 
 
@@ -405,7 +552,15 @@ def _map_product(out: MedicationMapping, med: WrittenMedication, formulas: Seque
     out.form = form_of(text)
     if out.form is None:
         out.unmapped.append("The dose form (capsule, sublingual liquid or transdermal cream) could not be read.")
-    strength = strength_of(" ".join(x for x in (med.strength_value + " " + med.strength_unit, med.description) if x))
+    coded = strength_of(f"{med.strength_value} {STRENGTH_UNITS.get(med.strength_unit.strip(), med.strength_unit)}"
+                        ) if med.strength_value.strip() else None
+    described = strength_of(med.description)
+    if coded is not None and described is not None and coded[0] != described[0]:
+        # Which one the prescriber meant is theirs to say: a formula picked from either would be a silent guess.
+        out.unmapped.append(f"The coded strength ({format_amount(coded[0])} mg) and the description "
+                            f"({format_amount(described[0])} mg) disagree: ask the prescriber.")
+        return
+    strength = coded or described
     if strength is not None:
         out.strength_mg = strength[0]
         if strength[1] and out.form == Form.CAPSULE:
@@ -425,8 +580,10 @@ def _map_product(out: MedicationMapping, med: WrittenMedication, formulas: Seque
 
 def _map_directions(out: MedicationMapping, med: WrittenMedication) -> None:
     """The daily dose and its time of day, from the sig (kept verbatim as the directions)."""
-    out.dose_mg = dose_from_sig(med.sig, out.form, out.strength_mg)
-    if out.dose_mg is None:
+    reading = read_dose(med.sig, out.form, out.strength_mg)
+    out.dose_mg = reading.dose_mg
+    out.unmapped.extend(reading.notes)
+    if out.dose_mg is None and not reading.notes:
         out.unmapped.append("The daily dose could not be read from the directions.")
     out.dosing_time = timing_from_sig(med.sig)
     if out.dosing_time is None:
@@ -437,7 +594,7 @@ def _map_directions(out: MedicationMapping, med: WrittenMedication) -> None:
 def _map_amounts(out: MedicationMapping, med: WrittenMedication) -> None:
     """Quantity (in a unit that fits the form), days supply and refills (missing = none)."""
     unit = (QUANTITY_UNITS.get(med.quantity_unit.strip()) or med.quantity_unit.strip()).lower()
-    qty = _decimal(med.quantity)
+    qty = quantity_number(med.quantity)
     if qty is not None:
         fits = unit in ("capsule", "capsules") if out.form == Form.CAPSULE else unit in ("ml", "milliliter", "millilitre")
         if out.form is not None and fits:

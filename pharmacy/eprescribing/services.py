@@ -61,6 +61,30 @@ def _candidates(written: rules.WrittenPatient) -> list[rules.PatientCandidate]:
     return [rules.PatientCandidate(r.id, r.first_name, r.last_name, r.date_of_birth, r.postal_code) for r in rows]
 
 
+def patients_already_on_file(intake: ErxIntake) -> tuple[int, ...]:
+    """Patients on file with the entry's patient's name and date of birth (added since it arrived, perhaps from
+    another entry for the same person)."""
+    written = written_of(intake).patient
+    return rules.same_name_and_birth(written, _candidates(written))
+
+
+def rematch(intake: ErxIntake) -> None:
+    """Match the patient again when the entry is opened, as long as nobody chose one: a patient added since it arrived
+    (from another e-prescription for the same new patient) is suggested instead of "new patient" again."""
+    if intake.state != IntakeState.WAITING or intake.patient_id is not None or intake.match_status == MatchStatus.CHOSEN:
+        return
+    if intake.kind not in (IntakeKind.NEW_RX, IntakeKind.RENEWAL) or not intake.written:
+        return
+    written = written_of(intake).patient
+    match = rules.match_patient(written, _candidates(written))
+    if (match.status, match.patient_id, tuple(match.candidate_ids)) == (
+            intake.match_status, intake.patient_id, tuple(intake.candidate_ids or ())):
+        return
+    intake.match_status, intake.match_note = match.status, match.note[:240]
+    intake.candidate_ids, intake.patient_id = list(match.candidate_ids), match.patient_id
+    db.session.flush()
+
+
 def _prescriber_by_npi(npi: str) -> Prescriber | None:
     if rules.npi_problem(npi):
         return None
@@ -202,6 +226,7 @@ def review(actor: Actor, intake_id: int) -> Review:
     Opening it is reading the patient's prescription: audited (with the patient when known)."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="review e-prescriptions")
     intake = get_intake(intake_id)
+    rematch(intake)
     written = WrittenPrescription.from_json(intake.written)
     mapping = rules.map_medication(written.medication, formula_options())
     form = rules.intake_form_values(mapping)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fhir.resources.R4B.bundle import Bundle
@@ -31,6 +31,7 @@ from pharmacy.eprescribing.rules import (
     WrittenPatient,
     WrittenPrescriber,
     WrittenPrescription,
+    message_key,
 )
 
 FHIR_VERSION = "4.0.1"
@@ -322,7 +323,8 @@ def _written_prescriber(d: dict[str, Any]) -> WrittenPrescriber:
     name = _first(d.get("name")) or {}
     npi = next((i.get("value") for i in d.get("identifier") or [] if i.get("system") == NPI_SYSTEM), "")
     return WrittenPrescriber(
-        npi=str(npi or "")[:10], first_name=str(_first(name.get("given")) or "")[:80],
+        # The NPI whole (bounded): one that is not 10 digits is refused, never cut into somebody else's.
+        npi=str(npi or "").strip()[:20], first_name=str(_first(name.get("given")) or "")[:80],
         last_name=str(name.get("family") or "")[:80], suffix=str(_first(name.get("suffix")) or "")[:20],
         phone=_telecom_value(d, "phone")[:32], fax=_telecom_value(d, "fax")[:32], email=_telecom_value(d, "email"),
     )
@@ -346,7 +348,7 @@ def read_medication_request(body: Any) -> PostedRequest:
     identifier = _first(mr.get("identifier")) or {}
     key = f"{identifier.get('system', '')}|{identifier.get('value', '')}" if identifier.get("value") else ""
     return PostedRequest(written=WrittenPrescription(patient=patient, prescriber=prescriber, medication=_medication(mr)),
-                         patient_id=patient_id, prescriber_id=prescriber_id, key=key[:64])
+                         patient_id=patient_id, prescriber_id=prescriber_id, key=message_key(key) if key else "")
 
 
 def _validated(body: Any) -> dict[str, Any]:
@@ -392,6 +394,34 @@ def _requester(mr: dict[str, Any]) -> tuple[int | None, WrittenPrescriber]:
                            fields={"requester": "Contained or Practitioner/<id>."})
 
 
+#: Units of a Duration (UCUM codes, and the words clients put in `unit`) in days. A month is 30 days, as a
+#: pharmacy counts a month's supply (UCUM's `mo` is 30.44 days, which no days supply is).
+DAYS_PER_UNIT = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30, "month": 30, "months": 30}
+
+
+def supply_days(duration: Any) -> tuple[str, list[str]]:
+    """`dispenseRequest.expectedSupplyDuration` as a days supply (text, as SCRIPT's DaysSupply), and what could not
+    be read. Its unit matters: "4 wk" is 28 days, never 4. A unit that is not days, weeks or months (hours, years, none
+    at all) leaves the days supply empty, with the reason."""
+    if not isinstance(duration, dict) or duration.get("value") is None:
+        return "", []
+    try:
+        value = Decimal(str(duration["value"]))
+    except InvalidOperation:
+        return "", ["The expected supply duration is not a number: enter the days supply."]
+    code = str(duration.get("code") or "").strip()
+    word = str(duration.get("unit") or "").strip().lower()
+    factor = DAYS_PER_UNIT.get(code) or DAYS_PER_UNIT.get(word)
+    if factor is None:
+        unit = f"in “{(code or word)[:20]}”" if code or word else "without a unit"
+        return "", [f"The expected supply duration is {_plain(value)} {unit}: enter the days supply (days, weeks or "
+                    "months are read)."]
+    days = value * factor
+    notes = ([f"The expected supply duration of {_plain(value)} month(s) is read as {_plain(days)} days (30 a month)."]
+             if factor == 30 else [])
+    return _plain(days), notes
+
+
 def _medication(mr: dict[str, Any]) -> WrittenMedication:
     """The medication as SCRIPT would carry it: the dose in the sig, quantities in NCI units, ICD-10 reasons."""
     concept = mr.get("medicationCodeableConcept") or {}
@@ -406,10 +436,11 @@ def _medication(mr: dict[str, Any]) -> WrittenMedication:
     unit = str(quantity.get("unit") or quantity.get("code") or "").lower()
     diagnoses = [c.get("code") for r in mr.get("reasonCode") or [] for c in r.get("coding") or []
                  if c.get("system") == ICD10_SYSTEM and c.get("code")]
+    days_supply, unread = supply_days(dispense.get("expectedSupplyDuration"))
     return WrittenMedication(
-        description=str(description)[:200], quantity=_plain(quantity.get("value")),
+        description=str(description)[:200], quantity=_plain(quantity.get("value")), unread=unread,
         quantity_unit="C48480" if unit in ("capsule", "cap", "capsules") else ("C28254" if unit == "ml" else unit[:20]),
-        days_supply=_plain((dispense.get("expectedSupplyDuration") or {}).get("value")),
+        days_supply=days_supply,
         refills=_plain(dispense.get("numberOfRepeatsAllowed")), sig=sig[:1000],
         note=" ".join(str(n.get("text", "")) for n in mr.get("note") or [])[:1000], diagnoses=diagnoses[:5],
         written_date=date.fromisoformat(str(mr["authoredOn"])[:10]) if mr.get("authoredOn") else None,

@@ -26,6 +26,7 @@ from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
+from pharmacy.core.context import today
 from pharmacy.core.errors import Conflict, DomainError, Forbidden, ValidationFailed
 from pharmacy.core.forms import flatten
 from pharmacy.core.numbers import digits_only
@@ -89,25 +90,56 @@ def receive_script(actor: Actor, raw: bytes) -> Reply:
     except ncpdp.ScriptError as exc:
         return _refuse_unreadable(actor, raw, exc)
     row, new = messages.record_inbound(actor, raw, kind=message.kind, header=message.header)
+    if not new and not _answered_for_good(row):
+        db.session.refresh(row, with_for_update=True)  # two retries at once: the second waits, then replays
     if not new:
-        audit.record(actor, "erx.message.duplicate", patient_id=row.patient_id, entity=("erx_message", row.id))
-        if row.answer_body:
-            return Reply(row.answer_body, row.answer_kind or "Status", row.answer_code or "")
-        return _answer(row, message.header, "Status", ncpdp.STATUS_OK, "Already received.", store=False)
+        if not _answered_for_good(row):
+            # Answered "try again" (Error 600/601/602) and tried again: processed now, as if it were new (the first
+            # attempt's work was rolled back with its savepoint, so nothing is done twice).
+            audit.record(actor, "erx.message.receive", patient_id=row.patient_id, entity=("erx_message", row.id),
+                         details={"kind": row.kind, "again_after": row.answer_code})
+        else:
+            audit.record(actor, "erx.message.duplicate", patient_id=row.patient_id, entity=("erx_message", row.id))
+            if row.answer_body:
+                return Reply(row.answer_body, row.answer_kind or "Status", row.answer_code or "")
+            return _answer(row, message.header, "Status", ncpdp.STATUS_OK, "Already received.", store=False)
     handler = _HANDLERS.get(message.kind)
     if handler is None:
-        return _answer(row, message.header, "Error", ncpdp.ERROR_REJECTED,
-                       f"{message.kind} is sent by a pharmacy, not received by one.", refused=True)
+        return _refuse(actor, row, message.header, ncpdp.ERROR_REJECTED,
+                       f"{message.kind} is sent by a pharmacy, not received by one.")
     try:
         with db.session.begin_nested():
             kind, code, description = handler(actor, row, message)
     except _Refusal as refusal:
-        return _answer(row, message.header, "Error", refusal.code, refusal.description, refused=True)
+        return _refuse(actor, row, message.header, refusal.code, refusal.description)
     except DomainError as exc:
         log.warning("SCRIPT %s could not be processed (%s)", message.kind, type(exc).__name__)
-        return _answer(row, message.header, "Error", ncpdp.ERROR_UNABLE,
-                       f"The pharmacy could not process this {message.kind}: {exc.message}", refused=True)
+        return _refuse(actor, row, message.header, ncpdp.ERROR_UNABLE,
+                       f"The pharmacy could not process this {message.kind}: {exc.message}")
     return _answer(row, message.header, kind, code, description)
+
+
+def _answered_for_good(row: ErxMessage) -> bool:
+    """Whether the answer already given to an inbound message is final (replayed when it comes again).
+
+    Not yet answered (a twin post still being processed) counts as final: "Already received". Error 600/601/602 is
+    "try again" — the sender will, and the retry must be processed, or a CancelRx refused once for a passing reason
+    (the service account's permission) would be answered 601 for ever and the prescription never stopped."""
+    if not row.answer_kind:
+        return True
+    return not (row.answer_kind == "Error" and (row.answer_code or "").strip() in TEMPORARY_ERRORS)
+
+
+#: Error codes that mean "not now" (rules.classify_answer retries our own messages on them).
+TEMPORARY_ERRORS = ("600", "601", "602")
+
+
+def _refuse(actor: Actor, row: ErxMessage, header: ncpdp.Header | None, code: str, description: str) -> Reply:
+    """A readable message refused (Error): answered, listed under *Messages refused on arrival*, and audited —
+    kind and code only; the reason stays on the row."""
+    audit.record(actor, "erx.message.refuse", outcome="failed", patient_id=row.patient_id,
+                 entity=("erx_message", row.id), details={"kind": row.kind, "code": code})
+    return _answer(row, header, "Error", code, description, refused=True)
 
 
 def _answer(row: ErxMessage, inbound: ncpdp.Header | None, kind: str, code: str, description: str, *,
@@ -139,17 +171,59 @@ def _new_rx(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> tupl
 
 
 def _current(rx: Prescription) -> Prescription:
-    """The prescription as it stands now: a renewal replaces it with a new one, which a cancel also covers."""
+    """The prescription the cancelled order stands for now: a renewal of it (approved by RxRenewalResponse, by the
+    prescriber's link or on paper) replaced it, and a cancel covers the renewal too. A replacement that arrived as
+    an e-prescription of its own (its own order number), or was typed in as a new order, is not the order cancelled:
+    the walk stops before it, and the CancelRx finds the old prescription already stopped."""
     seen = {rx.id}
     while rx.status == RxStatus.REPLACED:
-        newer = db.session.execute(
-            sa.select(Prescription).where(Prescription.replaces_id == rx.id).order_by(Prescription.id.desc())
-        ).scalars().first()
-        if newer is None or newer.id in seen:
+        newer = _replaced_by(rx)
+        if newer is None or newer.id in seen or not _renewal_of_the_same_order(newer.id, rx.id):
             break
         seen.add(newer.id)
         rx = newer
     return rx
+
+
+def _renewal_of_the_same_order(newer_id: int, old_id: int) -> bool:
+    """Whether `newer_id` is a renewal of `old_id` — an approved RxRenewalResponse accepted as its replacement, or a
+    renewal request answered with it — and not an e-prescription that came with its own order number."""
+    accepted = sa.and_(ErxIntake.prescription_id == newer_id, ErxIntake.state == IntakeState.ACCEPTED)
+    own_order = sa.exists().where(accepted, ErxIntake.kind == IntakeKind.NEW_RX)
+    renewed_by_message = sa.exists().where(accepted, ErxIntake.kind == IntakeKind.RENEWAL,
+                                           ErxIntake.replaces_prescription_id == old_id)
+    renewed_by_request = sa.exists().where(RenewalRequest.prescription_id == old_id,
+                                           RenewalRequest.new_prescription_id == newer_id)
+    return bool(db.session.execute(
+        sa.select(sa.and_(~own_order, sa.or_(renewed_by_message, renewed_by_request)))).scalar())
+
+
+def _replaced_by(rx: Prescription) -> Prescription | None:
+    """The prescription that replaced `rx` (the latest, if several did)."""
+    return db.session.execute(
+        sa.select(Prescription).where(Prescription.replaces_id == rx.id).order_by(Prescription.id.desc())
+    ).scalars().first()
+
+
+def _cancelled_entry(written: WrittenPrescription, header: ncpdp.Header) -> tuple[ErxIntake | None, str]:
+    """The e-prescription a CancelRx cancels, or None and why not.
+
+    By prescriber order number + NPI; failing that by RelatesToMessageID, but only to a NewRx *from the same sender*
+    written by the same NPI (MessageIDs are unique per sender only). Either way the patient the CancelRx names must
+    be the prescription's: a cancel is never applied to another patient's prescription."""
+    npi = written.prescriber.npi
+    intake = services.intake_for_order_number(npi, header.prescriber_order_number)
+    if intake is None and header.relates_to:
+        original = messages.inbound_by_message_id(header.relates_to, ("NewRx",), sender=header.sender)
+        found = db.session.get(ErxIntake, original.intake_id) if original and original.intake_id else None
+        if found is not None and found.kind == IntakeKind.NEW_RX and services.written_of(found).prescriber.npi == npi:
+            intake = found
+    if intake is None:
+        return None, "No e-prescription with this prescriber order number from this prescriber was received by this pharmacy."
+    if not rules.same_patient(written.patient, services.written_of(intake).patient):
+        return None, ("The e-prescription with this prescriber order number is for another patient than the one named: "
+                      "nothing was cancelled.")
+    return intake, ""
 
 
 def _dispensed(rx_id: int) -> tuple[int, date | None]:
@@ -165,16 +239,12 @@ def _cancel_rx(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> t
     written = message.prescription
     assert written is not None
     header = message.header
-    intake = services.intake_for_order_number(written.prescriber.npi, header.prescriber_order_number)
-    if intake is None and header.relates_to:
-        original = messages.inbound_by_message_id(header.relates_to, ("NewRx",))
-        intake = db.session.get(ErxIntake, original.intake_id) if original and original.intake_id else None
+    intake, not_found = _cancelled_entry(written, header)
     notice_rx: Prescription | None = None
     if intake is None:
-        response = ncpdp.PrescriberResponse(outcome="denied", denial_reason=(
-            "No e-prescription with this prescriber order number from this prescriber was received by this pharmacy."))
-        notice = ("A CancelRx that matches no e-prescription received here: check by hand whether the patient has a "
-                  "prescription from this prescriber (typed in or faxed) that should be stopped.")
+        response = ncpdp.PrescriberResponse(outcome="denied", denial_reason=not_found)
+        notice = (f"A CancelRx that matches no e-prescription received here ({not_found}): check by hand whether the "
+                  "patient has a prescription from this prescriber (typed in or faxed) that should be stopped.")
     elif intake.state == IntakeState.WAITING:
         services.mark_rejected(actor, intake, "Cancelled by the prescriber (CancelRx) before it was reviewed.")
         response = ncpdp.PrescriberResponse(outcome="approved",
@@ -192,10 +262,15 @@ def _cancel_rx(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> t
             prescription_changes.discontinue(actor, rx.id, "Cancelled by the prescriber (NCPDP CancelRx).")
         dispensed = (f"{count} fill{'s' if count != 1 else ''} had been dispensed, the last on {last.isoformat()}; "
                      "the patient may have medication at home." if count and last else "No fill had been dispensed.")
+        newer = _replaced_by(rx) if rx.status == RxStatus.REPLACED else None
         stopped = (f"{rx.rx_number} was already stopped." if already else
                    f"{rx.rx_number} is stopped: orders in progress, refill requests and reminders are cancelled.")
+        if newer is not None:  # replaced by a prescription of its own order: not the one cancelled, left as it is
+            stopped = (f"{rx.rx_number} was already stopped (replaced by {newer.rx_number}, a prescription of its "
+                       f"own, which this cancel does not stop).")
         response = ncpdp.PrescriberResponse(outcome="approved", note=f"{stopped} {dispensed}")
-        notice = f"Cancelled by the prescriber. {stopped} {dispensed}" + (" Tell the patient." if count else "")
+        notice = f"Cancelled by the prescriber. {stopped} {dispensed}" + (" Tell the patient." if count else "") + (
+            f" Check with the prescriber that {newer.rx_number} goes on." if newer is not None else "")
     reply_header = messages.answer_header(header)
     body = ncpdp.response_message("CancelRxResponse", reply_header, response)
     patient_id = notice_rx.patient_id if notice_rx else (intake.patient_id if intake else None)
@@ -222,8 +297,10 @@ def _renewal_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessag
     asked = ncpdp.parse(request.body).prescription or WrittenPrescription()
     prescriber = old.prescriber.display_name
     if response.approved or response.outcome == "replace":
-        medication = (message.prescription.medication if message.prescription and message.prescription.medication.description
-                      else asked.medication)
+        if message.prescription and message.prescription.medication.description:
+            medication = message.prescription.medication
+        else:
+            medication = _approved_as_asked(asked.medication)
         written = replace(asked, medication=medication)
         note = f"{prescriber} approved the renewal of {old.rx_number}" + (f": {response.note}" if response.note else ".")
         services.open_intake(actor, source=Source.NCPDP, kind=IntakeKind.RENEWAL, written=written, message_row=row,
@@ -249,6 +326,20 @@ def _renewal_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessag
                          renewal_id=renewal.id if renewal else None,
                          notice=f"{prescriber} denied the renewal of {old.rx_number} ({why}). {told}"[:400])
     return "Status", ncpdp.STATUS_ACCEPTED, "Renewal response received."
+
+
+def _approved_as_asked(asked: WrittenMedication) -> WrittenMedication:
+    """The medication of an approval that does not restate it: what we asked for, but dated the day it was approved
+    (our request carried the old prescription's written date; kept, the renewal would expire with the old one) and
+    with no refills until the prescriber says how many (our request carried the old count, which nobody approved in
+    words). Both are listed for the pharmacist."""
+    approved_on = today()
+    return replace(asked, written_date=approved_on, refills="", unread=[
+        *asked.unread,
+        f"The approval does not restate the medication: it is taken from the renewal request, dated "
+        f"{approved_on.isoformat()} (the day it was approved), with no refills (the old prescription had "
+        f"{asked.refills or '0'}): confirm the refills with the prescriber.",
+    ])
 
 
 def _change_response(actor: Actor, row: ErxMessage, message: ncpdp.ScriptMessage) -> tuple[str, str, str]:
@@ -297,7 +388,7 @@ def receive_fhir(actor: Actor, raw: bytes, *, key: str, written: WrittenPrescrip
     audit.require(actor, Permission.ENTER_PRESCRIPTION, what="send prescriptions to the intake queue")
     sender = f"fhir:{actor.user_id}"
     row, new = messages.record_inbound(actor, raw, kind="MedicationRequest",
-                                       header=ncpdp.Header(sender=sender, message_id=key[:64]))
+                                       header=ncpdp.Header(sender=sender, message_id=rules.message_key(key)))
     if not new and row.intake_id is not None:
         audit.record(actor, "erx.message.duplicate", entity=("erx_message", row.id))
         return services.get_intake(row.intake_id), False
@@ -386,6 +477,12 @@ def reject(actor: Actor, intake_id: int, reason: str) -> ErxIntake:
 def add_patient_from_intake(actor: Actor, intake_id: int) -> Patient:
     """A patient new to the pharmacy: created from the prescription's details (checked like the patient form)."""
     intake = services.waiting_entry(actor, intake_id, permission=Permission.EDIT_PATIENT, what="add patients")
+    on_file = services.patients_already_on_file(intake)
+    if on_file:
+        # Two e-prescriptions for one new patient: the second must not make a second chart (screening would run
+        # against one and miss the other). The pharmacist chooses the patient on file instead.
+        raise Conflict("A patient with this name and date of birth is already on file: choose them for this "
+                       "prescription (the entry now suggests them) instead of adding a second record.")
     try:
         data = PatientInSchema().load(services.patient_values(intake))
     except ValidationError as err:
