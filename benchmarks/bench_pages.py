@@ -125,7 +125,7 @@ def pick(bdb: common.BenchDB) -> dict[str, Any]:
         urls = {name: url_for(endpoint) for name, endpoint in (
             ("Today (dashboard)", "dashboard.home"), ("order queue", "compounding.queue"),
             ("adherence report", "billing.adherence"), ("money reports", "billing.reports"),
-            ("refill queue", "refills.queue"),
+            ("refill queue", "refills.queue"), ("renewals awaited", "refills.renewals_queue"),
             ("refill requests API", "refill-requests.create")) if endpoint in app.view_functions}
         if "order queue" in urls:  # one step's list, 50 a page (the board shows each step's oldest 10)
             urls["order queue, one step"] = url_for("compounding.queue", state="verified")
@@ -204,8 +204,9 @@ def targets(chosen: dict[str, Any], cookie: str, only: list[str] | None, patient
     for name in ("Today (dashboard)", "order queue", "order queue, one step", "adherence report"):
         if name in urls:
             pages.append(Page(name, load.Target([urls[name]], headers=h), share=0.25))
-    if "refill queue" in urls:  # 50 open requests and 50 renewals a page, each with its forms (no share target)
-        pages.append(Page("refill queue", load.Target([urls["refill queue"]], headers=h)))
+    for name in ("refill queue", "renewals awaited"):  # 50 rows a page, each with its forms (no share target)
+        if name in urls:
+            pages.append(Page(name, load.Target([urls[name]], headers=h)))
     if "money reports" in urls:
         pages.append(Page("money reports", load.Target([urls["money reports"]], headers=h), one_request_ms=100))
     if "refill requests API" in urls and chosen["post_rx"] is not None:

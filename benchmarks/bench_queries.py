@@ -35,6 +35,7 @@ PAGES: list[tuple[str, str, tuple[str, ...], dict[str, str], str]] = [
     ("order queue", "compounding.queue", (), {}, "GET"),
     ("order page", "compounding.order", ("order_id",), {}, "GET"),
     ("refill queue", "refills.queue", (), {}, "GET"),
+    ("renewals awaited", "refills.renewals_queue", (), {}, "GET"),
     ("refill link page", "refills.link_refill", ("token",), {}, "GET"),
     ("outbox", "reminders.outbox", (), {}, "GET"),
     ("patient costs", "billing.patient_costs", ("patient_id",), {}, "GET"),

@@ -57,6 +57,7 @@ def _pages(app: Any) -> tuple[dict[str, list[str]], list[tuple[str, date]]]:
             "order queue": [url_for("compounding.queue")],
             "adherence report": [url_for("billing.adherence")],
             "refill queue": [url_for("refills.queue")],
+            "renewals awaited": [url_for("refills.renewals_queue")],
             "money reports": [url_for("billing.reports")],
         }
         db.session.remove()

@@ -198,7 +198,7 @@ def _clinical_tiles(view: TodayView) -> list[Tile]:
         Tile("hold", "On hold", n(OrderState.ON_HOLD), queue, {"_anchor": "on_hold"}),
         Tile("alerts", "Safety alerts for a pharmacist", view.alerts_count, "dashboard.home", {"_anchor": "alerts"},
              attention=bool(view.alerts_count)),
-        Tile("renewals", "Renewals waiting on prescribers", renewals, "refills.queue", {"_anchor": "renewals"}),
+        Tile("renewals", "Renewals waiting on prescribers", renewals, "refills.renewals_queue"),
     ]
 
 

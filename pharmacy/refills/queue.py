@@ -242,21 +242,35 @@ _DECISION = (RefillRequest.id, RefillRequest.state, RefillRequest.decided_at, Re
 @dataclass
 class QueuePage:
     items: list[QueueItem]
-    renewals: list[WaitingRenewal]
     recent: list[DecisionLine]  # the latest decisions, so an approval's order is one click away
     requests_at: Paged
-    renewals_at: Paged
+    renewals_count: int  # renewals to send or awaited: their own page (`renewals_page`), linked from this one
 
 
-def queue_page(actor: Actor, *, page: int = 1, renewals_page: int = 1, recent: int = 10) -> QueuePage:
-    """The dashboard's refill page: a page of the queue, a page of the renewals awaited (50 each, with their
-    counts) and the latest decisions (bounded queries)."""
-    page, renewals_page = _page_number(page), _page_number(renewals_page)
+def queue_page(actor: Actor, *, page: int = 1, recent: int = 10) -> QueuePage:
+    """The pharmacist's refill page: a page of the queue (50, with the count), the latest decisions and how many
+    renewals wait on prescribers (bounded queries). The renewals have their own page: chasing prescribers is other
+    work than deciding requests, and a page that listed both showed and audited twice the patients."""
+    page = _page_number(page)
     items = _queue_items(actor, page=page, per_page=QUEUE_PAGE)
-    waiting = renewals_waiting(actor, limit=QUEUE_PAGE, offset=(renewals_page - 1) * QUEUE_PAGE)
     decided = [DecisionLine(*row) for row in rows(_statement("decided"), {"b_limit": recent})]
-    # One event per patient the page shows — requests, renewals and decisions — written by one INSERT.
+    # One event per patient the page shows — requests and decisions — written by one INSERT.
     audit.record_reads(actor, "refill.queue", [*(item.request.patient_id for item in items),
-                                               *audit.patient_ids_in(waiting, decided)])
-    return QueuePage(items=items, renewals=waiting, recent=decided, requests_at=Paged(count_open(), page),
-                     renewals_at=Paged(count_renewals_waiting(), renewals_page))
+                                               *audit.patient_ids_in(decided)])
+    return QueuePage(items=items, recent=decided, requests_at=Paged(count_open(), page),
+                     renewals_count=count_renewals_waiting())
+
+
+@dataclass
+class RenewalsPage:
+    renewals: list[WaitingRenewal]
+    at: Paged
+    open_requests: int  # for the tabs
+
+
+def renewals_page(actor: Actor, *, page: int = 1) -> RenewalsPage:
+    """Renewals to send or awaited from prescribers, oldest first, 50 a page with their count."""
+    page = _page_number(page)
+    waiting = renewals_waiting(actor, limit=QUEUE_PAGE, offset=(page - 1) * QUEUE_PAGE)
+    audit.record_reads(actor, "renewal.queue", audit.patient_ids_in(waiting))
+    return RenewalsPage(renewals=waiting, at=Paged(count_renewals_waiting(), page), open_requests=count_open())

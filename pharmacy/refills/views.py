@@ -210,11 +210,20 @@ def link_requested(token: str) -> Any:
 @bp.get("/refills")
 @staff_required
 def queue() -> Any:
-    """Open refill requests (patients out of medicine first, then the oldest; 50 a page, `?page=2`), the renewals
-    awaited (50 a page, `?renewals_page=2`), and the latest decisions."""
-    page = refill_queue.queue_page(current_actor(), page=request.args.get("page", 1, type=int) or 1,
-                                   renewals_page=request.args.get("renewals_page", 1, type=int) or 1)
+    """Open refill requests (patients out of medicine first, then the oldest; 50 a page, `?page=2`) and the latest
+    decisions; the renewals awaited are on their own page (an old `?renewals_page=` address goes there)."""
+    if "renewals_page" in request.args:
+        return redirect(url_for(".renewals_queue", page=request.args.get("renewals_page", 1, type=int) or 1), 302)
+    page = refill_queue.queue_page(current_actor(), page=request.args.get("page", 1, type=int) or 1)
     return _render("refills/queue.html", page=page, too_soon_percent=settings().too_soon_percent, today=today())
+
+
+@bp.get("/refills/renewals")
+@staff_required
+def renewals_queue() -> Any:
+    """Renewals to send or awaited from prescribers, oldest first (50 a page, `?page=2`)."""
+    page = refill_queue.renewals_page(current_actor(), page=request.args.get("page", 1, type=int) or 1)
+    return _render("refills/renewals.html", page=page)
 
 
 @bp.post("/refills/<int:request_id>/approve")
@@ -244,10 +253,10 @@ def decline(request_id: int) -> Any:
 @staff_required
 def ask_renewal(request_id: int) -> Any:
     """Ask the prescriber for a renewal for this request's prescription."""
-    renewal = renewal_flow.ask_prescriber(current_actor(), request_id=request_id)
-    flash("Renewal request queued to the prescriber's email; print it to fax if needed. "
+    renewal_flow.ask_prescriber(current_actor(), request_id=request_id)
+    flash("Renewal request queued to the prescriber's email; print it to fax if needed (Renewals waiting). "
           "The patient is told it is in progress.", "success")
-    return redirect(url_for(".queue", _anchor=f"renewal-{renewal.id}"), 303)
+    return redirect(url_for(".queue", _anchor=f"request-{request_id}"), 303)
 
 
 @bp.post("/prescriptions/<int:rx_id>/refill-requests")
@@ -283,4 +292,5 @@ def send_renewal(renewal_id: int) -> Any:
     """Send a renewal task to the prescriber (email in the outbox)."""
     renewal = renewal_flow.send_renewal(current_actor(), renewal_id)
     flash("Renewal request queued to the prescriber's email.", "success")
-    return redirect(url_for(".queue", _anchor=f"renewal-{renewal.id}"), 303)
+    back = request.form.get("page", 1, type=int) or 1  # the page of the list it was sent from
+    return redirect(url_for(".renewals_queue", page=back if back > 1 else None, _anchor=f"renewal-{renewal.id}"), 303)

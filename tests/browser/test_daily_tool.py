@@ -112,7 +112,7 @@ def test_today_reads_as_words_and_its_rows_are_links(live_server, page, staff, s
     assert renewals.count() >= 1, "renewal rows are links"
     look("1-today")
     renewals.first.click()
-    page.wait_for_url(re.compile(r".*/refills#renewal-\d+$"))
+    page.wait_for_url(re.compile(r".*/refills/renewals#renewal-\d+$"))
     why = page.locator("#renewals tbody tr").first.inner_text()
     assert "no refills left" in why and " or " not in why.split("no refills left")[1][:20]
     look("12-refill-queue-renewal-reason")

@@ -91,7 +91,7 @@ def seeded(app: Flask, staff: dict) -> dict:
 
 
 def staff_pages(s: dict) -> list[str]:
-    pages = ["/", "/patients/", "/patients/new", "/orders", "/refills", "/outbox", "/billing/reports",
+    pages = ["/", "/patients/", "/patients/new", "/orders", "/refills", "/refills/renewals", "/outbox", "/billing/reports",
              "/billing/adherence", "/billing/prices", "/billing/quote", "/formulas", "/lots", "/recall",
              "/recall?ingredient_lot=NTX-24117", "/prescribers", "/eprescriptions", "/documents/upload",
              "/search?q=whitaker+james", "/search?q=(217)+555-0202", "/search?q=RX000005", "/search?q=NTX-24117",

@@ -126,6 +126,7 @@ PAGES = [
     Page("compounding.queue", lambda w: {}, {"state": "requested", "page": "2"}),  # one step's later page
     Page("compounding.order", lambda w: {"order_id": w["order_id"]}),
     Page("refills.queue", lambda w: {}),
+    Page("refills.renewals_queue", lambda w: {}),
     Page("refills.link_refill", lambda w: {"token": w["token"]}),
     Page("reminders.outbox", lambda w: {}),
     Page("billing.patient_costs", lambda w: {"patient_id": w["patient_id"]}),

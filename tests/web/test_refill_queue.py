@@ -81,7 +81,12 @@ def test_the_queue_shows_what_the_pharmacist_decides_with(app: Flask, client: Fl
     assert f'action="/refills/{d["request_id"]}/approve"' in body
     assert f'action="/refills/{d["renewal_request_id"]}/approve"' not in body  # no refills: cannot approve
     assert f'action="/refills/{d["request_id"]}/decline"' in body
-    assert 'id="renewals"' in body and f'href="/renewals/{d["renewal_id"]}"' in body
+    # The renewals awaited are the other tab, with their count: chasing prescribers is other work than deciding.
+    assert re.search(r'<a href="/refills/renewals">Renewals awaited <span class="badge">1</span>', body)
+    assert f'href="/renewals/{d["renewal_id"]}"' not in body
+    renewals = client.get("/refills/renewals").get_data(as_text=True)
+    assert 'id="renewals"' in renewals and f'href="/renewals/{d["renewal_id"]}"' in renewals
+    assert re.search(r'<a href="/refills" >Requests to decide|<a href="/refills">Requests to decide', renewals)
     row = re.search(rf'<tr id="request-{d["request_id"]}">.*?</tr>', body, re.S).group(0)  # type: ignore[union-attr]
     assert re.search(r"<td>5</td>", row), "refills left"
 
@@ -177,15 +182,16 @@ def test_asking_the_prescriber_and_the_printable_renewal(app: Flask, client: Fla
     d = setup_requests(app, staff)
     login(client, staff["pharmacist"])
     response = client.post(f"/refills/{d['renewal_request_id']}/renewal")
-    assert response.status_code == 303 and response.headers["Location"].endswith(f"#renewal-{d['renewal_id']}")
+    # Back to the request decided, where the pharmacist was working (the renewal is on the other tab).
+    assert response.status_code == 303 and response.headers["Location"].endswith(f"/refills#request-{d['renewal_request_id']}")
     renewal = fetch(app, RenewalRequest, d["renewal_id"])
     assert renewal.state == RenewalState.SENT
     with app.app_context():
         to = db.session.execute(sa.select(OutboxMessage.to_address).where(
             OutboxMessage.kind == MessageKind.PRESCRIBER_RENEWAL, OutboxMessage.renewal_id == renewal.id)).scalar_one()
     assert to == "emarquez@neuro.example"
-    page = text(client.get("/refills"))
-    assert "sent" in page.split("Renewals waiting on prescribers")[1]
+    page = text(client.get("/refills/renewals"))
+    assert "sent" in page.split("Renewals waiting on prescribers")[-1]
     response = client.get(f"/renewals/{d['renewal_id']}")
     assert response.status_code == 200
     doc = text(response)
@@ -203,9 +209,9 @@ def test_the_renewals_list_leads_to_entering_the_new_prescription(app: Flask, cl
                                                                   staff: dict) -> None:
     d = setup_requests(app, staff)
     login(client, staff["pharmacist"])
-    response = client.post(f"/renewals/{d['renewal_id']}/send")
-    assert response.status_code == 303
-    body = client.get("/refills").get_data(as_text=True)
+    response = client.post(f"/renewals/{d['renewal_id']}/send", data={"page": "1"})
+    assert response.status_code == 303 and response.headers["Location"].endswith(f"/refills/renewals#renewal-{d['renewal_id']}")
+    body = client.get("/refills/renewals").get_data(as_text=True)
     replace = [r for r in app.url_map.iter_rules() if r.rule.startswith("/prescriptions/<")
                and r.rule.endswith("/replace") and "GET" in (r.methods or ())]
     if replace:
@@ -216,7 +222,9 @@ def test_the_renewals_list_leads_to_entering_the_new_prescription(app: Flask, cl
     tech = app.test_client()
     login(tech, staff["technician"])
     body = tech.get("/refills").get_data(as_text=True)
-    assert "/approve" not in body and "/send" not in body and f'href="/renewals/{d["renewal_id"]}"' in body
+    assert "/approve" not in body
+    body = tech.get("/refills/renewals").get_data(as_text=True)
+    assert "/send" not in body and f'href="/renewals/{d["renewal_id"]}"' in body
 
 
 def test_roles_on_the_refill_pages(app: Flask, staff: dict) -> None:
@@ -310,16 +318,21 @@ def test_the_queue_pages_fifty_at_a_time_in_the_order_decided(app: Flask, client
 
 def test_every_patient_the_renewals_list_shows_is_a_recorded_read(app: Flask, client: FlaskClient,
                                                                   staff: dict) -> None:
-    """The renewals awaited are listed by name: each of their patients is a read of the refill page in the audit
-    trail, also on a page of requests that shows no one (the renewals were once listed without a read event)."""
+    """The renewals awaited are listed by name: each of their patients is a read in the audit trail (the renewals
+    were once listed without a read event); the requests' page, which no longer lists them, records none of them."""
     from pharmacy.core.models import AuditEvent
 
     d = setup_requests(app, staff)
     chen = fetch(app, RenewalRequest, d["renewal_id"]).patient_id
     login(client, staff["pharmacist"])
-    page = client.get("/refills?page=2")  # two requests: the second page of requests is empty, the renewals are not
+    page = client.get("/refills?page=2")  # two requests: the second page of requests is empty
+    assert page.status_code == 200 and "Chen" not in text(page)
+    page = client.get("/refills/renewals")
     assert page.status_code == 200 and "Chen" in text(page)
     with app.app_context():
-        read = db.session.execute(sa.select(AuditEvent.patient_id).where(
-            AuditEvent.action == "refill.queue")).scalars().all()
-    assert read == [chen]
+        read = db.session.execute(sa.select(AuditEvent.action, AuditEvent.patient_id).where(
+            AuditEvent.action.in_(["refill.queue", "renewal.queue"]))).all()
+    assert [tuple(r) for r in read if r.patient_id is not None] == [("renewal.queue", chen)], read
+    # An old address of the renewals' pages leads to them.
+    old = client.get("/refills?renewals_page=2")
+    assert old.status_code == 302 and old.headers["Location"].endswith("/refills/renewals?page=2")

@@ -59,6 +59,7 @@ ROUTES: list[Route] = [
     _link("refills.link_request", "POST", "/refill", data=lambda w: {"delivery": "pickup"}),
     _link("refills.link_requested", "GET", "/requested"),
     staff_page("refills.queue", lambda w: "/refills", admin="forbidden"),
+    staff_page("refills.renewals_queue", lambda w: "/refills/renewals", admin="forbidden"),
     staff_page("refills.approve", lambda w: f"/refills/{NO_SUCH}/approve", method="POST",
                technician="forbidden", pharmacist="missing", admin="forbidden"),
     staff_page("refills.decline", lambda w: f"/refills/{NO_SUCH}/decline", method="POST",
