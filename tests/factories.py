@@ -157,7 +157,10 @@ def run_order_to(w: dict[str, Any], order_id: int, target: str, *, lots: list[di
     from pharmacy.compounding.models import Order
 
     steps = ["requested", "verified", "compounding", "checked", "ready", "dispensed"]
-    current = db.session.get(Order, order_id).state.value
+    at = db.session.get(Order, order_id)
+    current = at.state.value
+    if current == "compounding" and at.qc_passed is False and target != "compounding":
+        current = "verified"  # sent back or failed at its check: the batch is made again before it is checked again
     for step in steps[steps.index(current) + 1: steps.index(target) + 1]:
         order = db.session.get(Order, order_id)
         if step == "verified":

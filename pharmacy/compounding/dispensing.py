@@ -14,6 +14,7 @@ from pharmacy.compounding.steps import (
     load_order_and_lock_its_prescription,
     move,
     not_on_hold,
+    refuse_recalled_lots,
     refuse_while_blocked,
     require,
     text_field,
@@ -109,6 +110,7 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
     if today() > rx.expiry_date:
         raise Conflict(f"Prescription {rx.rx_number} expired on {rx.expiry_date.isoformat()}; it cannot be dispensed.")
     refuse_while_blocked(order)
+    refuse_recalled_lots(order)
     if order.bud is not None and order.bud <= day:
         raise Conflict(f"This batch reached its beyond-use date ({order.bud.isoformat()}); it must be re-made.")
     method, carrier, tracking_number = _delivery(order, method, carrier, tracking_number)

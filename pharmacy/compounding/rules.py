@@ -400,3 +400,14 @@ def bud_cap_note(category: UspCategory, compounded_on: date, bud: date | None,
     what = " and ".join(cause) if cause else "an ingredient lot"
     return (f"Capped by the expiry of {what} ({bud:%b} {bud.day}, {bud.year}): the USP <795> default of "
             f"{BUD_DAYS[UspCategory(category)]} days would have been {default:%b} {default.day}, {default.year}.")
+
+
+def recalled_lots_message(lots: list[str]) -> str:
+    """Why a batch made from a recalled lot stops where it is, and the two ways on."""
+    return (f"This batch was made from a recalled lot ({', '.join(lots)}, quarantined): it must not go out. Re-make it "
+            "from good lots, or a pharmacist releases the lot from quarantine if the recall does not concern it.")
+
+
+def check_refused_before_remake() -> str:
+    """A batch that failed its check, or was sent back, is judged again only once it has been made again."""
+    return ("This batch failed its check or was sent back: record the re-made batch first, then check it again.")

@@ -26,6 +26,7 @@ from pharmacy.compounding.steps import (
     move,
     not_on_hold,
     reason_text,
+    refuse_recalled_lots,
     refuse_while_blocked,
     require,
     text_field,
@@ -222,6 +223,8 @@ def plan_batch(actor: Actor, order_id: int, *, lots: list[Any]) -> Order:
     if errors:
         raise ValidationFailed("The batch was not planned.", fields=errors)
     batch = _plan_with(order, rx, found)
+    if order.quantity_made is not None:
+        _void_record(actor, order)
     _apply(order, batch)
     order.lots_used.clear()
     db.session.flush()
@@ -235,6 +238,21 @@ def plan_batch(actor: Actor, order_id: int, *, lots: list[Any]) -> Order:
     audit.record(actor, "order.plan_batch", patient_id=order.patient_id, entity=("order", order.id),
                  details={"days": order.days_supply, "capped": batch.plan.capped})
     return order
+
+
+def _void_record(actor: Actor, order: Order) -> None:
+    """Lots chosen again after a batch was recorded: that batch was made from the other lots, so its record (lot
+    number, quantity made, who made it) no longer describes what the new plan will make. It is voided — the final
+    check then refuses until the batch is made again — rather than left beside lots that were never weighed and a
+    BUD that is not the batch's. The stock it drew stays drawn (docs/domain.md: a re-make draws again)."""
+    audit.record(actor, "order.record_voided", patient_id=order.patient_id, entity=("order", order.id),
+                 details={"lot_number": order.lot_number})
+    order.quantity_made = None
+    order.lot_number = None
+    order.compounded_by_id = None
+    order.compounded_at = None
+    order.qc_passed = None
+    order.qc_yield_pct = None
 
 
 def _unit(rx: Prescription, ingredient_name: str) -> str:
@@ -362,6 +380,9 @@ def check_order(actor: Actor, order_id: int, *, qc_notes: str | None = None, dev
         raise
     if order.quantity_made is None:
         raise Conflict("The compounding record has no quantity made.")
+    if order.qc_passed is False:  # cleared when the re-made batch is recorded (_record_batch)
+        raise Conflict(rules.check_refused_before_remake())
+    refuse_recalled_lots(order)
     qc_notes = text_field(qc_notes, "qc_notes", "The QC notes", 400)
     deviations = text_field(deviations, "deviations", "The deviations", 400)
     yield_pct = rules.yield_percent(order.quantity, order.quantity_made)
@@ -410,6 +431,7 @@ def release_order(actor: Actor, order_id: int) -> Order:
     require(actor, "check_order", order, "release orders")
     not_on_hold(order)
     rules.check_transition(order.state, OrderState.READY, held_from=order.held_from)
+    refuse_recalled_lots(order)
     order.released_by_id = actor.user_id
     order.released_at = now()
     move(actor, order, OrderState.READY, "release")

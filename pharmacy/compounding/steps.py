@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pharmacy.compounding import rules
-from pharmacy.compounding.models import Order
+from pharmacy.compounding.models import IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
@@ -70,6 +70,18 @@ def refuse_while_blocked(order: Order) -> None:
     found = reads.blocking_alerts(order.prescription_id, order.id)
     if found:
         raise Conflict("Resolve the safety alerts first: " + " ".join(a.message for a in found))
+
+
+def refuse_recalled_lots(order: Order) -> None:
+    """A batch made from a lot recalled (quarantined) since must not pass its check, be released or go out: it is
+    re-made from good lots, or a pharmacist releases the lot (docs/domain.md "Lot recall")."""
+    recalled = db.session.execute(
+        sa.select(IngredientLot.ingredient_name, IngredientLot.lot_number)
+        .join(OrderIngredientLot, OrderIngredientLot.ingredient_lot_id == IngredientLot.id)
+        .where(OrderIngredientLot.order_id == order.id, IngredientLot.quarantined_at.is_not(None))
+        .order_by(IngredientLot.ingredient_name, IngredientLot.lot_number)).all()
+    if recalled:
+        raise Conflict(rules.recalled_lots_message([f"{name} lot {number}" for name, number in recalled]))
 
 
 def not_on_hold(order: Order) -> None:
