@@ -13,6 +13,7 @@ from pharmacy.core.errors import ValidationFailed
 from pharmacy.core.forms import form_values, load
 from pharmacy.core.roles import MATRIX, Permission, Role
 from pharmacy.core.schemas import MAX_ID, BaseSchema, BoundedDate, TrimmedString
+from pharmacy.extensions import limiter
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -30,6 +31,7 @@ class PasswordSchema(BaseSchema):
 
 class TokenSchema(BaseSchema):
     name = TrimmedString(required=True, validate=validate.Length(min=1, max=80))
+    current_password = fields.String(required=True, validate=validate.Length(min=1, max=256))
 
 
 class AuditFilterSchema(BaseSchema):
@@ -99,13 +101,19 @@ def tokens() -> Any:
 
 @bp.post("/tokens")
 @staff_required
+@limiter.limit("10 per minute; 50 per hour")
 def issue_token() -> Any:
+    """A new token for the signed-in person, with their current password (core/services.issue_own_token)."""
     actor = current_actor()
     data, errors = load(TokenSchema(), form_values(request.form))
-    if data is None:
+    if data is not None:
+        try:
+            _, raw = services.issue_own_token(actor, data["name"], data["current_password"])
+        except ValidationFailed as exc:
+            errors = exc.fields
+    if data is None or errors:
         return render_template("core/tokens.html", tokens=services.tokens_for(actor.user_id or 0), new_token=None,
                                errors=errors), 422
-    _, raw = services.issue_token(actor, actor.user_id or 0, data["name"])
     flash("Token created. Copy it now: it will not be shown again.", "warning")
     return render_template("core/tokens.html", tokens=services.tokens_for(actor.user_id or 0), new_token=raw,
                            errors={})

@@ -171,6 +171,25 @@ def issue_token(actor: Actor, user_id: int, name: str, *, scope: str = "api") ->
     return token, raw
 
 
+def issue_own_token(actor: Actor, name: str, current_password: str) -> tuple[ApiToken, str]:
+    """A person's own API token, from the tokens page, proving the current password first: a token reads the whole
+    API with the person's role and outlives the session, so a browser left signed in (or a stolen session cookie)
+    must not be enough to mint one — the rule the password change follows. A wrong password is audited as a failed
+    issue; every wrong field is named at once."""
+    user = db.session.get(User, actor.user_id) if actor.is_staff and actor.user_id else None
+    if user is None or not user.active:
+        raise Forbidden("Only a signed-in staff member can create their own token.")
+    errors: dict[str, str] = {}
+    if not verify_password(user.password_hash, current_password):
+        errors["current_password"] = "That is not your current password."  # noqa: S105
+        audit.record(actor, "token.issue", outcome="failed", entity=("user", user.id), survive_rollback=True)
+    if not name.strip() or len(name) > 80:
+        errors["name"] = "Name the integration (1–80 characters)."
+    if errors:
+        raise ValidationFailed("The token was not created.", fields=errors)
+    return issue_token(actor, user.id, name)
+
+
 def revoke_token(actor: Actor, token_id: int) -> ApiToken:
     token = db.session.get(ApiToken, token_id)
     if token is None:

@@ -133,7 +133,7 @@ def search(actor: Actor, q: str, *, page: int = 1) -> SearchPage:
     """Patients matching any reading of `q`, with their prescriptions; each shown patient's read is audited."""
     audit.require(actor, Permission.VIEW_CLINICAL, what="search patient records")
     q = searchable(q)
-    page = max(page, 1)
+    page = min(max(page, 1), 1_000_000)  # a page typed into the address is a number, not an offset that overflows
     if not q:
         return SearchPage([], page, False)
     conditions, understood = _conditions(q)
