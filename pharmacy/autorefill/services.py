@@ -16,7 +16,6 @@ from sqlalchemy.exc import IntegrityError
 from pharmacy.autorefill import rules
 from pharmacy.autorefill.models import Cycle, Enrolment
 from pharmacy.compounding.models import Order
-from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit, links, uow
 from pharmacy.core.actor import SYSTEM, Actor
 from pharmacy.core.context import now, settings, today
@@ -31,6 +30,7 @@ from pharmacy.refills.rules import RefillRequestState, RequestSource
 from pharmacy.reminders import outbox, planning
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
+from pharmacy.supply import reads
 from pharmacy.workflows import refill_requests
 from pharmacy.workflows.next_refill import next_refill
 
@@ -136,11 +136,11 @@ def _end(row: Enrolment, reason: str) -> None:
     db.session.flush()
 
 
-def _latest_fill(rx_id: int) -> Order | None:
-    return db.session.execute(
-        sa.select(Order).where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
-        .order_by(Order.fill_number.desc()).limit(1)
-    ).scalar_one_or_none()
+def _latest_fill(rx: Prescription) -> Order | None:
+    """The dispensed order of the supply the patient holds on `rx` — for a renewal not yet dispensed, the one it
+    carried its supply from (supply.reads.supply_fill, as the reminders planner reads it): each supply gets its turn,
+    and an enrolment that followed a replacement is asked for on the carried supply's order-by date."""
+    return reads.supply_fill(rx)
 
 
 def _turn(enrolment_id: int, fill_id: int) -> Cycle | None:
@@ -172,7 +172,7 @@ def skip_next(actor: Actor, rx_id: int) -> str:
     row = live_enrolment(rx.id)
     if row is None:
         raise Conflict("This prescription is not on auto-refill.")
-    fill = _latest_fill(rx.id)
+    fill = _latest_fill(rx)
     if fill is None:
         raise Conflict("There is no refill to skip yet.")
     cycle = _turn(row.id, fill.id)
@@ -210,7 +210,9 @@ def open_skip_link(token: str) -> Actor:
     rx = db.session.get(Prescription, claims.prescription_id or 0)
     if rx is None or rx.patient_id != claims.patient_id:
         raise LinkInvalid("This link is not valid.", reason="invalid")
-    return Actor(kind="patient", patient_id=claims.patient_id, prescription_id=rx.id)
+    # The enrolment and the request follow a renewal (autorefill/turns.follow_replacement): so does the link.
+    current = reads.current_successor(rx.id, rx.patient_id, rx.status)
+    return Actor(kind="patient", patient_id=claims.patient_id, prescription_id=current)
 
 
 # ---- the daily run -------------------------------------------------------------------------------------------------
@@ -255,7 +257,7 @@ def _run_one(enrolment_id: int, report: RunReport) -> None:
     report.checked += 1
     rx = db.session.get(Prescription, row.prescription_id)
     assert rx is not None
-    fill = _latest_fill(rx.id)
+    fill = _latest_fill(rx)
     nxt = next_refill(rx) if fill is not None else None
     elig = refills.eligibility_for(rx)
     decision = rules.decide(today=today(), order_by=nxt.order_by if nxt else None,

@@ -1,4 +1,6 @@
-"""Giving a supply's auto-refill turn back when the fill it led to is returned (compounding/returns.py).
+"""What other features' workflows change in auto-refill, without its services (which sit above them): giving a
+supply's turn back when the fill it led to is returned (compounding/returns.py), and an enrolment following its
+prescription when a renewal or dose change replaces it (workflows/prescription_changes).
 
 Auto-refill asks once per supply: one Cycle per (enrolment, latest dispensed fill). When the next fill is returned
 (lost in the post, say), the fill before it is the latest again and its turn was already taken — by the request
@@ -12,6 +14,9 @@ import sqlalchemy as sa
 from pharmacy.autorefill.models import Cycle, Enrolment
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
+from pharmacy.core import audit
+from pharmacy.core.actor import Actor
+from pharmacy.core.context import now
 from pharmacy.extensions import db
 
 
@@ -25,3 +30,36 @@ def reopen_turn(rx_id: int) -> int:
                                Cycle.outcome != "skipped")
         .execution_options(synchronize_session=False))
     return int(result.rowcount or 0)
+
+
+def follow_replacement(actor: Actor, old_rx_id: int, new_rx_id: int) -> Enrolment | None:
+    """The old prescription's live enrolment moves to the one that replaced it; returns it (None: there was none).
+
+    Why: a renewal is the very thing auto-refill's own "no refills left" path asks the prescriber for, and the new
+    prescription takes over the supply, the waiting request and the reminders (workflows/prescription_changes). The
+    patient agreed to have *their LDN* refilled automatically; ending that silently because the paper changed would
+    leave them to notice, too late, that nothing was asked for. The enrolment keeps its id, consent and turns: a
+    supply whose turn was already taken (the request moved with it) is not asked for twice. When the new
+    prescription already has a live enrolment of its own (a patient who enrolled on it before it was linked as the
+    replacement), the old one simply ends.
+    """
+    row = db.session.execute(
+        sa.select(Enrolment).where(Enrolment.prescription_id == old_rx_id, Enrolment.ended_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    has_own = db.session.execute(
+        sa.select(Enrolment.id).where(Enrolment.prescription_id == new_rx_id, Enrolment.ended_at.is_(None))
+    ).first() is not None
+    if has_own:
+        row.ended_at = now()
+        row.end_reason = "the prescription was replaced; the new one is enrolled"
+        db.session.flush()
+        audit.record(actor, "autorefill.end", patient_id=row.patient_id, entity=("prescription", old_rx_id),
+                     details={"enrolment": row.id, "reason": "replaced", "new": new_rx_id})
+        return None
+    row.prescription_id = new_rx_id
+    db.session.flush()
+    audit.record(actor, "autorefill.carried_over", patient_id=row.patient_id, entity=("prescription", new_rx_id),
+                 details={"enrolment": row.id, "from": old_rx_id, "to": new_rx_id})
+    return row

@@ -29,7 +29,7 @@ from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills import rules as refill_rules
-from pharmacy.refills.models import RefillRequest
+from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 from pharmacy.refills.rules import RefillRequestState, RequestSource
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind, OutboxState
@@ -99,8 +99,12 @@ def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
     """The patient page: details, lists, prescriptions with their current alerts and fills (4 queries)."""
     patient = patients.get_patient(actor, patient_id)
     q = _statements()
-    rxs = list(db.session.execute(q.prescriptions, {"b_patient": patient_id}).unique().scalars())
+    found = db.session.execute(q.prescriptions, {"b_patient": patient_id}).unique().all()
+    rxs = [rx for rx, _waiting in found]
     record = PatientRecord(patient=patient, prescriptions=rxs)
+    # How each prescription's waiting request (if any) is to travel: with the patient's preference, how its next fill
+    # will (refills.rules.next_fill_delivery), read in the same statement as the prescriptions.
+    waiting_delivery = {rx.id: waiting for rx, waiting in found if waiting is not None}
     ids = [rx.id for rx in rxs]
     if ids:
         for alert in db.session.execute(q.alerts, {"b_rx_ids": ids}).unique().scalars():
@@ -111,7 +115,7 @@ def patient_record(actor: Actor, patient_id: int) -> PatientRecord:
     for alerts in record.alerts.values():
         alerts.sort(key=lambda a: (rx_rules.SEVERITY_RANK[a.severity], a.id))
     record.side_effects = list(db.session.execute(q.side_effects, {"b_patient": patient_id}).scalars())
-    _add_timeline(record)
+    _add_timeline(record, waiting_delivery)
     _add_messages_and_requests(record)
     if actor.can(Permission.VIEW_BILLING):
         active = sorted((rx for rx in rxs if rx.status == RxStatus.ACTIVE), key=lambda rx: rx.id)
@@ -127,8 +131,11 @@ class _Statements:
     def __init__(self) -> None:
         patient = sa.bindparam("b_patient", type_=sa.Integer)
         rx_ids = sa.bindparam("b_rx_ids", expanding=True, type_=sa.Integer)
+        waiting = (sa.select(RefillRequest.delivery_method)
+                   .where(RefillRequest.prescription_id == Prescription.id,
+                          RefillRequest.state.in_(OPEN_REQUEST_STATES)).limit(1).scalar_subquery())
         self.prescriptions = (
-            sa.select(Prescription).where(Prescription.patient_id == patient)
+            sa.select(Prescription, waiting).where(Prescription.patient_id == patient)
             .options(joinedload(Prescription.formula), joinedload(Prescription.prescriber))
             .order_by(Prescription.written_date.desc(), Prescription.id.desc()))
         self.alerts = (
@@ -168,7 +175,9 @@ class TimelineRow:
     out_since: Any = None  # the first day without medicine when the patient has already run out
 
 
-def _add_timeline(record: PatientRecord) -> None:
+def _add_timeline(record: PatientRecord, waiting_delivery: dict[int, DeliveryMethod]) -> None:
+    """Each active prescription's supply line; `waiting_delivery`: how the request waiting on a prescription is to
+    travel (the order-by date is for the next fill, refills.rules.next_fill_delivery)."""
     rows = []
     day = today()
     for rx in record.prescriptions:
@@ -182,9 +191,12 @@ def _add_timeline(record: PatientRecord) -> None:
         if current.run_out is None:
             rows.append(TimelineRow(rx, None, None, None, open_order, current))
             continue
-        method = last.delivery_method if last is not None else record.patient.delivery_preference
-        shipping = record.patient.shipping_days if method == DeliveryMethod.SHIP else 0
-        line = refill_rules.timeline(current.run_out, shipping_days=shipping,
+        # The order-by date for how the next fill will travel (the one rule the reminders and the portal use), not
+        # for how the last one did.
+        method = refill_rules.next_fill_delivery(waiting_delivery.get(rx.id),
+                                                 record.patient.delivery_preference)
+        line = refill_rules.timeline(current.run_out,
+                                     shipping_days=refill_rules.shipping_days_for(method, record.patient.shipping_days),
                                      buffer_days=settings().safety_buffer_days,
                                      lead_time_business_days=rx.formula.lead_time_business_days,
                                      calendar=business_calendar())

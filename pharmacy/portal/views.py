@@ -37,6 +37,7 @@ from pharmacy.reminders import rendering
 from pharmacy.reminders.rules import MessageKind
 from pharmacy.sms import rules as sms_rules
 from pharmacy.sms import services as sms
+from pharmacy.workflows import patient_changes
 
 bp = Blueprint("portal", __name__, url_prefix="/my")
 feeds = Blueprint("portal_feed", __name__)  # the calendar subscription address: no cookie, outside /my
@@ -415,7 +416,7 @@ def delivery() -> Any:
     if data is None:
         return _render("portal/delivery.html", 422, p=patient, errors=errors, form=form)
     try:
-        self_service.update_own_delivery(_actor(), delivery=data["delivery"], address=data)
+        patient_changes.update_own_delivery(_actor(), delivery=data["delivery"], address=data)
     except ValidationFailed as exc:
         return _render("portal/delivery.html", 422, p=patient, errors=exc.fields, form=form)
     return _done(".delivery", "delivery")

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 
 from pharmacy.autorefill.models import Enrolment
 from pharmacy.compounding.models import Formula, Order
@@ -43,8 +43,10 @@ from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import Form, RxStatus
 from pharmacy.production import rules
 from pharmacy.production.rules import IngredientLine, Levelling, Source
+from pharmacy.refills import rules as refill_rules
 from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState
+from pharmacy.supply import reads as supply_reads
 
 PLANNED_ORDER_STATES = (OrderState.REQUESTED, OrderState.VERIFIED)  # not yet on the bench
 MAX_SHIPPING = 30  # patients.shipping_days' check constraint
@@ -152,7 +154,7 @@ class _Work:
 
 
 def _shipping(method: Any, days: int | None) -> int:
-    return int(days or 0) if DeliveryMethod(method) == DeliveryMethod.SHIP else 0
+    return refill_rules.shipping_days_for(method, int(days or 0))
 
 
 def _titration_key() -> tuple[Any, Any]:
@@ -214,16 +216,25 @@ def _expected(low: date, high: date, day: date) -> Iterable[_Work]:
                    Prescription.latest_run_out_date <= high, Prescription.expiry_date >= day,
                    sa.func.coalesce(Prescription.days_dispensed, 0) < authorized_days,
                    Prescription.id.not_in(open_orders), Prescription.id.not_in(open_requests)))
+    # Nothing is asked for on these prescriptions (NOT IN open_requests): the next fill travels as the patient
+    # prefers (refills.rules.next_fill_delivery with no waiting request).
     return _grouped(stmt, Patient.delivery_preference, lambda row: Source.AUTO if row[8] else Source.EXPECTED,
                     extra=(enrolled,))
 
 
 def _renewals() -> Iterable[_Work]:
+    """Renewals awaited: the fill that follows travels as the request waiting for the renewal asked (if one does),
+    else as the patient prefers (refills.rules.next_fill_delivery, in SQL: supply/reads.next_fill_delivery_sql)."""
+    waiting = aliased(RefillRequest, name="waiting")
     stmt = (sa.select().select_from(RenewalRequest)
             .join(Prescription, Prescription.id == RenewalRequest.prescription_id)
             .join(Patient, Patient.id == Prescription.patient_id)
+            .join(waiting, sa.and_(waiting.prescription_id == Prescription.id,
+                                   waiting.state.in_([RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL])),
+                  isouter=True)
             .where(RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT])))
-    return _grouped(stmt, Patient.delivery_preference, lambda _row: Source.RENEWAL)
+    return _grouped(stmt, supply_reads.next_fill_delivery_sql(waiting.delivery_method, Patient.delivery_preference),
+                    lambda _row: Source.RENEWAL)
 
 
 # ---- the plan -------------------------------------------------------------------------------------------------

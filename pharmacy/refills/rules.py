@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
+from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core.calendar import BusinessCalendar
 from pharmacy.core.errors import ValidationFailed
 from pharmacy.supply.rules import CARRIER_DELIVERY_WEEKDAYS, Supply, arrival_date, earliest_leaving_day
@@ -117,6 +118,25 @@ def timeline(
     ready_by = ready_by_date(run_out, shipping_days=shipping_days, buffer_days=buffer_days, calendar=calendar)
     order_by = order_by_date(ready_by, lead_time_business_days=lead_time_business_days, calendar=calendar)
     return RefillTimeline(run_out=run_out, ready_by=ready_by, order_by=order_by)
+
+
+def next_fill_delivery(open_request: DeliveryMethod | str | None, preference: DeliveryMethod | str) -> DeliveryMethod:
+    """How the next fill will travel — the one answer for every date that depends on it (the order-by date of the
+    reminders, the portal, the calendar, auto-refill, the patient page, the production plan): the method of the
+    refill request waiting on the prescription when there is one (the patient chose it when asking), else the
+    patient's delivery preference.
+
+    Never the delivery method of the last fill: a patient who has their refills shipped but collected this one in
+    person would otherwise be told to order by a day that leaves no time for the parcel (their shipping days
+    swallowing the safety buffer). The SQL form, for reads that group many prescriptions, is
+    supply/reads.next_fill_delivery_sql.
+    """
+    return DeliveryMethod(open_request) if open_request else DeliveryMethod(preference)
+
+
+def shipping_days_for(method: DeliveryMethod | str, shipping_days: int) -> int:
+    """The days in the post a fill travelling by `method` takes: the patient's shipping days, or none for pick-up."""
+    return int(shipping_days or 0) if DeliveryMethod(method) == DeliveryMethod.SHIP else 0
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ by pharmacy/workflows/refill_requests.py. Renewals are in refills/renewals.py; t
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -29,6 +30,7 @@ from pharmacy.extensions import db
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription
+from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills import renewals, rules
 from pharmacy.refills.models import RefillRequest, RenewalRequest
 from pharmacy.refills.rules import RefillRequestState, RenewalState, RequestSource
@@ -172,7 +174,8 @@ def summary(rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Refi
     current = reads.supply_of(rx)
     open_order = reads.open_order(rx.id)
     open_req = reads.open_request(rx.id)
-    delivery = delivery or (open_req.delivery_method if open_req else None) or patient.delivery_preference
+    delivery = delivery or rules.next_fill_delivery(open_req.delivery_method if open_req else None,
+                                                    patient.delivery_preference)
     day = today()
     start_day = local_date(open_req.requested_at, settings().timezone) if open_req is not None else day
     fill_days, quantity_text, note = current.days_owed or rx.days_supply, "", None
@@ -238,18 +241,30 @@ def open_link(token: str, *, allow_used: bool = False) -> links.LinkClaims:
     claims = links.read_token(links.REFILL, token, max_age_days=settings().refill_link_days)
     if claims.prescription_id is None:
         raise LinkInvalid("This link is not valid.", reason="invalid")
-    # Whose prescription it is, as one column: the page that follows loads the prescription with its patient and
-    # formula once (reads.prescription), so the check does not build it twice.
-    owner = db.session.execute(
-        sa.select(Prescription.patient_id).where(Prescription.id == claims.prescription_id)
-    ).scalar_one_or_none() if valid_id(claims.prescription_id) else None
-    if owner is None or owner != claims.patient_id:
+    # Whose prescription it is and its status, as two columns: the page that follows loads the prescription with its
+    # patient and formula once (reads.prescription), so the check does not build it twice.
+    row = db.session.execute(
+        sa.select(Prescription.patient_id, Prescription.status).where(Prescription.id == claims.prescription_id)
+    ).first() if valid_id(claims.prescription_id) else None
+    if row is None or row.patient_id != claims.patient_id:
         raise LinkInvalid("This link is not valid.", reason="invalid")
+    claims = _current(claims, row.status)
     if links.failed_attempts(claims.nonce) >= links.MAX_DOB_ATTEMPTS:
         raise LinkInvalid("Too many wrong dates of birth were entered on this link.", reason="locked")
     if not allow_used and links.is_used(claims.nonce) and reads.open_request(claims.prescription_id) is None:
         raise LinkInvalid("This link has already been used.", reason="used")
     return claims
+
+
+def _current(claims: links.LinkClaims, status: RxStatus) -> links.LinkClaims:
+    """The link's claims on the prescription it now stands for. A reminder's link outlives a renewal or a dose
+    change (the new prescription takes over the supply, the waiting request and the reminders), so a link to a
+    replaced prescription opens the one that replaced it — the same patient's, followed down a chain of
+    replacements — where the patient can ask for the refill they were told to ask for. A discontinued or on-hold
+    prescription (or a replacement that is) is not followed: its page says to call the pharmacy."""
+    assert claims.prescription_id is not None
+    current = reads.current_successor(claims.prescription_id, claims.patient_id, status)
+    return claims if current == claims.prescription_id else dataclasses.replace(claims, prescription_id=current)
 
 
 BIRTH_DATE = links.Question(answers="dates of birth", failed_action="link.dob_failed", field="date_of_birth",
@@ -273,7 +288,8 @@ def request_by_link(token: str, dob: date) -> links.LinkClaims:
 
 
 def link_summary(claims: links.LinkClaims) -> RefillSummary:
-    """The refill page's facts for a confirmed link (only ever the link's own patient and prescription)."""
+    """The refill page's facts for a confirmed link (only ever the link's own patient and prescription — the one
+    `open_link` found the link stands for, the successor of a replaced one)."""
     rx = reads.prescription(claims.prescription_id or 0)
     if rx.patient_id != claims.patient_id:
         raise LinkInvalid("This link is not valid.", reason="invalid")

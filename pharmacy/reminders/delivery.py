@@ -132,11 +132,14 @@ class _Statements:
             sa.exists().where(o.c.prescription_id == rx_id, o.c.state.in_(OPEN_ORDER_STATES)).label("open_order"),
             sa.exists().where(rr.c.prescription_id == rx_id, rr.c.state.in_(OPEN_REQUEST_STATES)).label("open_request"),
             # A later reminder about the same fill is already due (or went out): after downtime the early and the
-            # order-by reminders fall due together, and the patient should get the latest one only.
+            # order-by reminders fall due together, and the patient should get the latest one only. Only a row of
+            # the same channel counts: the text beside an email (sms/fanout: due when spawned, so "later") is the
+            # same reminder by another way, never a later one — a patient who chose email and text gets both.
             sa.exists().where(
                 later.c.order_id == sa.bindparam("b_order", type_=sa.Integer),
                 later.c.kind.in_(sorted(rules.REFILL_REMINDERS)),
                 later.c.id != row,
+                later.c.channel == sa.select(t.c.channel).where(t.c.id == row).scalar_subquery(),
                 later.c.due_at > sa.select(t.c.due_at).where(t.c.id == row).scalar_subquery(),
                 later.c.due_at <= sa.bindparam("b_now", type_=UTCDateTime()),
                 later.c.state.in_((OutboxState.PENDING, OutboxState.SENDING, OutboxState.SENT)),

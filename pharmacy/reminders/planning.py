@@ -56,6 +56,8 @@ class FillFacts:
     patient_id: int
     prescriber_id: int
     run_out: date
+    # How the next fill will travel (refills.rules.next_fill_delivery: the waiting request's method, else the
+    # patient's preference) — never the last fill's, so the reminders' order-by date is the portal's.
     delivery_method: DeliveryMethod
     shipping_days: int
     opted_in: bool
@@ -80,7 +82,9 @@ class FillFacts:
 
 
 def facts_query() -> sa.Select:
-    """Active prescriptions with supply, joined to their latest dispensed order, patient and formula. A replacement
+    """Active prescriptions with supply, joined to their latest dispensed order, patient and formula, with how the
+    next fill will travel (supply/reads.next_fill_delivery_sql: the waiting request's method, else the patient's
+    preference — the order-by date the portal and auto-refill show). A replacement
     not yet dispensed is joined to the latest dispensed order of the prescription whose supply it holds (the one it
     replaced, or further back along a chain of replacements none of which was filled: `supply_source_id`)."""
     source = aliased(Prescription, name="supply_source")
@@ -88,7 +92,9 @@ def facts_query() -> sa.Select:
     return (
         sa.select(
             Order.id, Prescription.id, Prescription.patient_id, Prescription.prescriber_id,
-            Prescription.latest_run_out_date, Order.delivery_method, Patient.shipping_days, Patient.reminders_opt_in,
+            Prescription.latest_run_out_date,
+            reads.next_fill_delivery_sql(reads.waiting_delivery(Prescription.id), Patient.delivery_preference),
+            Patient.shipping_days, Patient.reminders_opt_in,
             # "has_email" means "reminders can reach the patient": an email address, or texts chosen with a
             # verified number and consent. Texts are spawned from the email rows planned here
             # (pharmacy/sms/fanout.py); the email row itself is then cancelled at send time ("no email address").
@@ -109,9 +115,9 @@ def plan_messages(f: FillFacts, *, day: date) -> list[reminder_rules.PlannedMess
     """The messages one prescription's supply should have, as of `day` (pure apart from reading settings)."""
     cfg = settings()
     cal = business_calendar()
-    shipping = f.shipping_days if f.delivery_method == DeliveryMethod.SHIP else 0
     line = refill_rules.timeline(
-        f.run_out, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
+        f.run_out, shipping_days=refill_rules.shipping_days_for(f.delivery_method, f.shipping_days),
+        buffer_days=cfg.safety_buffer_days,
         lead_time_business_days=f.lead_time, calendar=cal,
     )
     planned: list[reminder_rules.PlannedMessage] = []

@@ -392,8 +392,8 @@ class Batch:
         formula = self.cache.formulas[rx.formula_id]
         current = reads.supply_of(rx)
         open_req = self.open_requests.get(rx.id)
-        delivery = delivery or (open_req.delivery_method if open_req is not None else None) \
-            or patient.delivery_preference
+        delivery = delivery or refill_rules.next_fill_delivery(
+            open_req.delivery_method if open_req is not None else None, patient.delivery_preference)
         day = today()
         start_day = day if open_req is None else local_date(open_req.requested_at, settings().timezone)
         ships = delivery == DeliveryMethod.SHIP
@@ -448,9 +448,14 @@ class Batch:
         if rx is None or rx.status != RxStatus.ACTIVE or patient is None or rx.latest_run_out_date is None:
             return None
         formula = self.cache.formulas[rx.formula_id]
-        shipping = patient.shipping_days if order.delivery_method == DeliveryMethod.SHIP else 0
+        # How the next fill will travel (the waiting request's method, else the patient's preference): the order-by
+        # date planning timed the reminder by, and the one the portal shows — not the delivered fill's method.
+        waiting = self.open_requests.get(rx.id)
+        method = refill_rules.next_fill_delivery(waiting.delivery_method if waiting is not None else None,
+                                                 patient.delivery_preference)
         return refill_rules.timeline(
-            rx.latest_run_out_date, shipping_days=shipping, buffer_days=settings().safety_buffer_days,
+            rx.latest_run_out_date, shipping_days=refill_rules.shipping_days_for(method, patient.shipping_days),
+            buffer_days=settings().safety_buffer_days,
             lead_time_business_days=formula.lead_time_business_days, calendar=business_calendar(),
         )
 

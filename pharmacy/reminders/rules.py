@@ -66,7 +66,7 @@ class WantedFacts(Protocol):
     newer_fill: bool  # a later fill of the prescription was dispensed
     open_order: bool  # a fill of the prescription is in progress
     open_request: bool  # a refill request is waiting
-    superseded: bool  # a later refill reminder of the same fill is already due (or went out)
+    superseded: bool  # a later refill reminder of the same fill, in the same channel, is already due (or went out)
     texts_only: bool  # the patient chose text messages only, and a verified number with consent takes them
     paused: bool  # the patient paused refill reminders until a date not yet past
 

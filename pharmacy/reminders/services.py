@@ -12,7 +12,6 @@ from datetime import date, datetime, time, timedelta
 import sqlalchemy as sa
 
 from pharmacy.compounding.models import Order
-from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import audit, links
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import business_calendar, now, settings, today
@@ -399,9 +398,9 @@ def due_on(as_of: date) -> list[DueItem]:
         cfg, cal = settings(), business_calendar()
         for fact in db.session.execute(planning.facts_query().where(Order.id.in_(order_ids))).all():
             f = planning.FillFacts(*fact)
-            shipping = f.shipping_days if f.delivery_method == DeliveryMethod.SHIP else 0
             order_by[f.order_id] = refill_rules.timeline(
-                f.run_out, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
+                f.run_out, shipping_days=refill_rules.shipping_days_for(f.delivery_method, f.shipping_days),
+                buffer_days=cfg.safety_buffer_days,
                 lead_time_business_days=f.lead_time, calendar=cal,
             ).order_by
     items = []

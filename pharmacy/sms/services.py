@@ -126,11 +126,16 @@ def stop_texts(actor: Actor) -> None:
 
 
 def _opt_out(rows: list[ContactPreference], phone: str, *, source: str, detail: str | None) -> None:
+    """Consent taken back (STOP, the portal, the carrier), honoured at once.
+
+    The patient's choice of channel is left as it is: consent is what lets a text go, everywhere a text or its
+    email is decided (`takes_texts`, the email's `texts_only`, fanout, the text's own check), so a texts-only
+    patient gets their reminders by email while consent is withdrawn — and START gives them back their texts,
+    the choice they made, rather than leaving them on an email they may never read.
+    """
     t = now()
     for row in rows:
         row.sms_consent, row.sms_consent_at, row.sms_consent_source = False, t, source
-        if row.channel == Choice.SMS.value:
-            row.channel = Choice.EMAIL.value  # nothing would reach them otherwise
         row.updated_at = t
         record_consent(row.patient_id, phone, "opt_out", source, detail)
     if not rows:

@@ -24,6 +24,7 @@ from pharmacy.core.ids import valid_id
 from pharmacy.extensions import db
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
+from pharmacy.prescriptions.rules import RxStatus
 from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
 from pharmacy.supply import rules
 from pharmacy.supply.rules import Authorization, Dispensing, Supply
@@ -93,6 +94,56 @@ def latest_dispensed_of(rx_ids: Iterable[int]) -> dict[int, Order]:
         .where(Prescription.id.in_(ids))
     ).scalars()
     return {o.prescription_id: o for o in rows}
+
+
+def supply_fill(rx: Prescription) -> Order | None:
+    """The dispensed order whose supply the patient holds under `rx`: its own latest, or — for a replacement not yet
+    dispensed — the latest of the prescription it carries supply from (`supply_source_id`, set by
+    supply/services.carry_over), the very order reminders/planning.facts_query joins. Auto-refill keys a supply's
+    turn on it, so a renewed prescription is asked for on its carried supply's order-by date, once."""
+    if rx.latest_fill_number is None and rx.supply_source_id is not None:
+        return latest_dispensed(rx.supply_source_id)
+    return latest_dispensed(rx.id)
+
+
+#: A chain of replacements is short; the bound only guards against a corrupt cycle (as refresh_with_successors).
+MAX_REPLACEMENTS = 50
+
+
+def current_successor(rx_id: int, patient_id: int, status: RxStatus) -> int:
+    """The prescription a replaced one lives on as: follow the replacements forward (`replaces_id`), the same
+    patient's only, while the one reached is itself replaced. `rx_id` itself when it is not replaced (active, on
+    hold, discontinued) or nothing replaced it; an on-hold or discontinued successor is where the chain ends. One
+    query per replacement followed, none for a prescription that was not replaced."""
+    current = rx_id
+    for _ in range(MAX_REPLACEMENTS):
+        if status != RxStatus.REPLACED:
+            break
+        row = db.session.execute(
+            sa.select(Prescription.id, Prescription.status)
+            .where(Prescription.replaces_id == current, Prescription.patient_id == patient_id)
+            .order_by(sa.case((Prescription.status == RxStatus.ACTIVE, 0), else_=1), Prescription.id.desc()).limit(1)
+        ).first()
+        if row is None:
+            break
+        current, status = row
+    return current
+
+
+def next_fill_delivery_sql(waiting: Any, preference: Any) -> Any:
+    """SQL: how each prescription's next fill will travel — refills.rules.next_fill_delivery, the one rule, for the
+    reads that work over many prescriptions in one statement (the reminder planners, the production plan): the
+    method of the refill request waiting on it (`waiting`: that column, NULL when none waits), else the patient's
+    delivery preference (`preference`)."""
+    return sa.func.coalesce(waiting, preference)
+
+
+def waiting_delivery(rx_id: Any) -> Any:
+    """SQL: the delivery method of the refill request waiting on the prescription `rx_id` (a column of the enclosing
+    statement), NULL when none waits; at most one does (a unique index), found along its prescription index."""
+    return (sa.select(RefillRequest.delivery_method)
+            .where(RefillRequest.prescription_id == rx_id, RefillRequest.state.in_(OPEN_REQUEST_STATES))
+            .limit(1).scalar_subquery())
 
 
 def open_order(rx_id: int) -> Order | None:

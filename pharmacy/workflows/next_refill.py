@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core.context import business_calendar, settings
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills import rules as refill_rules
@@ -31,8 +30,10 @@ def next_refill(rx: Prescription) -> NextRefill:
     ready_by = order_by = None
     if s.run_out is not None:
         cfg, cal = settings(), business_calendar()
-        shipping = s.patient.shipping_days if s.delivery == DeliveryMethod.SHIP else 0
-        line = refill_rules.timeline(s.run_out, shipping_days=shipping, buffer_days=cfg.safety_buffer_days,
+        # s.delivery: how the next fill will travel (refill_rules.next_fill_delivery), as every other order-by.
+        line = refill_rules.timeline(s.run_out,
+                                     shipping_days=refill_rules.shipping_days_for(s.delivery, s.patient.shipping_days),
+                                     buffer_days=cfg.safety_buffer_days,
                                      lead_time_business_days=s.lead_time_days, calendar=cal)
         ready_by, order_by = line.ready_by, line.order_by
     return NextRefill(summary=s, run_out=s.run_out, days_left=s.days_left, ready_by=ready_by, order_by=order_by)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pharmacy.autorefill import turns as autorefill_turns
 from pharmacy.core.actor import Actor
 from pharmacy.prescriptions import screening
 from pharmacy.prescriptions import services as prescriptions
@@ -43,8 +44,9 @@ def discontinue(actor: Actor, rx_id: int, reason: str) -> Prescription:
 
 def replace(actor: Actor, rx_id: int, data: dict[str, Any]) -> Prescription:
     """A dose change or a renewal: the new prescription takes over the old one's supply on hand, its waiting
-    request and renewal; the old one's unfinished orders (made for the old dose) and reminders stop, and the new
-    one's are planned from the run-out it carries (the patient must still be told when to order)."""
+    request, renewal and auto-refill enrolment; the old one's unfinished orders (made for the old dose) and
+    reminders stop, and the new one's are planned from the run-out it carries (the patient must still be told when
+    to order)."""
     old, new = prescriptions.replace_prescription(actor, rx_id, data)
     _take_over(actor, old, new)
     return new
@@ -61,12 +63,14 @@ def adopt(actor: Actor, new_id: int, old_id: int) -> Prescription:
 
 def _take_over(actor: Actor, old: Prescription, new: Prescription) -> None:
     """What follows a replacement, however it was made: the new one holds the old one's supply, the old one's
-    unfinished orders (made for the old dose) and reminders stop, a waiting renewal moves, the new one's reminders
-    are planned from the run-out it carries, and the patient is screened again (the duplicate check sees the old
-    one closed)."""
+    unfinished orders (made for the old dose) and reminders stop, a waiting renewal moves, so does an auto-refill
+    enrolment (asked for on the carried supply's order-by date, as the old one would have been), the new one's
+    reminders are planned from the run-out it carries, and the patient is screened again (the duplicate check sees
+    the old one closed)."""
     supply.carry_over(new, old)
     orders.cancel_open_orders(actor, old.id, f"Prescription replaced by {new.rx_number}")
     planning.cancel_for_prescription(old.id, reason="prescription replaced")
     renewals.link_renewal(actor, old.id, new.id)
+    autorefill_turns.follow_replacement(actor, old.id, new.id)
     planning.replan_prescription(new.id)
     screening.rescreen_patient(actor, new.patient)

@@ -1,6 +1,7 @@
 """The patient portal over HTTP: signing in with a code, its limits, sessions, and each page doing its job."""
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Any
 
@@ -218,3 +219,26 @@ def test_a_short_code_and_no_birth_date_are_both_named_at_once(app, client, worl
     page = " ".join(r.get_data(as_text=True).split())
     assert r.status_code == 422 and "Enter the month as a number from 1 to 12" in page
     assert "Enter your date of birth: month, day and year." not in page
+
+
+def test_texts_stopped_say_so_and_how_to_have_them_back(app, client, world) -> None:
+    """A texts-only patient who replied STOP opens their reminder choices: texts are off, so the page shows email as
+    what happens now and says how to have texts back (START, or confirming the number again) — not "first add your
+    mobile number", which they have. Their choice of texts is kept for START (sms/services: STOP only withdraws
+    consent)."""
+    from pharmacy.core.actor import Actor
+    from pharmacy.sms import services as sms
+    from pharmacy.sms.rules import Choice
+
+    with app.test_request_context("/"):
+        me = Actor(kind="patient", patient_id=world["patient_id"])
+        sms.number_verified(me, "+12175550101", consent=True)
+        sms.set_channel(me, Choice.SMS)
+        db.session.commit()
+        sms.handle_inbound("SM-stop-portal", "+12175550101", "STOP")
+        db.session.commit()
+    sign_in(app, client, "margaret@example.com", DOB)
+    page = re.sub(r"\s+", " ", client.get("/my/reminders").get_data(as_text=True))
+    assert "Text messages are stopped, so we email you." in page and "texts only" in page
+    assert "first add your mobile number" not in page
+    assert re.search(r'id="channel-email"[^>]* checked', page)
