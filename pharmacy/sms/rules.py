@@ -154,8 +154,26 @@ def text_for(kind: str, *, pharmacy: str, phone: str, portal_url: str, order_by:
         action = f" Reply REFILL to order, or visit {portal_url}"
     elif kind not in ("auto_refill_requested",):
         action = f" Details: {portal_url}"
-    text = f"{name}: {body}{action} Questions: {phone}. {SIGN_OFF}"
-    return " ".join(text.split())[:MAX_LENGTH]
+    return _fit(name, body + action, phone)
+
+
+SHORT_SIGN_OFF = "Reply STOP to stop texts."
+NAME_LENGTH = 40
+
+
+def _fit(name: str, message: str, phone: str) -> str:
+    """The text in two segments when it can be: what gives way first is the pharmacy's name (shortened), then
+    "Questions: phone", then HELP from the sign-off. A link and the STOP words are never cut — a cut link does not
+    open, and every text must say how to stop them — so a text that still does not fit goes out longer (a third
+    segment) rather than broken."""
+    short_name = name if len(name) <= NAME_LENGTH else name[:NAME_LENGTH - 1].rstrip() + "…"
+    tries = [(name, f" Questions: {phone}.", SIGN_OFF), (short_name, f" Questions: {phone}.", SIGN_OFF),
+             (short_name, "", SIGN_OFF), (short_name, "", SHORT_SIGN_OFF)]
+    for who, questions, sign_off in tries:
+        text = " ".join(f"{who}: {message}{questions} {sign_off}".split())
+        if len(text) <= MAX_LENGTH:
+            return text
+    return text
 
 
 def help_reply(*, pharmacy: str, phone: str, portal_url: str) -> str:
