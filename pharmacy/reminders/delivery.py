@@ -97,6 +97,23 @@ def _load(row_id: int) -> OutboxMessage | None:
 # ---- is it still wanted? ----------------------------------------------------------------------------
 
 
+def _superseded(t: sa.Table, row: sa.BindParameter[int]) -> sa.Label[bool]:
+    """Whether a later reminder about the same fill is already due (or went out): after downtime the early and the
+    order-by reminders fall due together, and the patient should get the latest one only. Only a row of the same
+    channel counts: the text beside an email (sms/fanout: due when spawned, so "later") is the same reminder by
+    another way, never a later one — a patient who chose email and text gets both."""
+    later = t.alias("later")
+    return sa.exists().where(
+        later.c.order_id == sa.bindparam("b_order", type_=sa.Integer),
+        later.c.kind.in_(sorted(rules.REFILL_REMINDERS)),
+        later.c.id != row,
+        later.c.channel == sa.select(t.c.channel).where(t.c.id == row).scalar_subquery(),
+        later.c.due_at > sa.select(t.c.due_at).where(t.c.id == row).scalar_subquery(),
+        later.c.due_at <= sa.bindparam("b_now", type_=UTCDateTime()),
+        later.c.state.in_((OutboxState.PENDING, OutboxState.SENDING, OutboxState.SENT)),
+    ).label("superseded")
+
+
 class _Statements:
     """The statements sent for every message, built once per process with bind parameters: building (and
     hashing) a SQLAlchemy construct costs more than the database takes to run it, hundreds of times a second."""
@@ -105,7 +122,6 @@ class _Statements:
         t, a = OutboxMessage.__table__, DeliveryAttempt.__table__
         p, rx, o, rr = Patient.__table__, Prescription.__table__, Order.__table__, RefillRequest.__table__
         cp = ContactPreference.__table__
-        later = t.alias("later")
         row = sa.bindparam("b_id", type_=sa.Integer)
         at = sa.bindparam("b_at", type_=UTCDateTime())
         self.sent = (
@@ -131,19 +147,7 @@ class _Statements:
                               o.c.fill_number > this_fill.scalar_subquery()).label("newer_fill"),
             sa.exists().where(o.c.prescription_id == rx_id, o.c.state.in_(OPEN_ORDER_STATES)).label("open_order"),
             sa.exists().where(rr.c.prescription_id == rx_id, rr.c.state.in_(OPEN_REQUEST_STATES)).label("open_request"),
-            # A later reminder about the same fill is already due (or went out): after downtime the early and the
-            # order-by reminders fall due together, and the patient should get the latest one only. Only a row of
-            # the same channel counts: the text beside an email (sms/fanout: due when spawned, so "later") is the
-            # same reminder by another way, never a later one — a patient who chose email and text gets both.
-            sa.exists().where(
-                later.c.order_id == sa.bindparam("b_order", type_=sa.Integer),
-                later.c.kind.in_(sorted(rules.REFILL_REMINDERS)),
-                later.c.id != row,
-                later.c.channel == sa.select(t.c.channel).where(t.c.id == row).scalar_subquery(),
-                later.c.due_at > sa.select(t.c.due_at).where(t.c.id == row).scalar_subquery(),
-                later.c.due_at <= sa.bindparam("b_now", type_=UTCDateTime()),
-                later.c.state.in_((OutboxState.PENDING, OutboxState.SENDING, OutboxState.SENT)),
-            ).label("superseded"),
+            _superseded(t, row),
             # The patient's contact choices (pharmacy/sms): text messages only, with a number that takes them; a pause.
             sa.exists().where(cp.c.patient_id == patient, cp.c.channel == "sms", cp.c.sms_consent.is_(True),
                               cp.c.sms_number.is_not(None), cp.c.sms_verified_at.is_not(None)).label("texts_only"),
