@@ -22,7 +22,7 @@ from pharmacy.core.ids import valid_id
 from pharmacy.core.roles import Permission
 from pharmacy.core.rows import rows, scalar
 from pharmacy.documents.models import Document
-from pharmacy.eprescribing import rules
+from pharmacy.eprescribing import medication_rules, rules
 from pharmacy.eprescribing.models import ErxIntake, ErxMessage
 from pharmacy.eprescribing.rules import (
     Direction,
@@ -46,8 +46,8 @@ ELECTRONIC = (Source.NCPDP, Source.FHIR)
 # ---- the intake queue ---------------------------------------------------------------------------------------------
 
 
-def formula_options() -> list[rules.FormulaOption]:
-    return [rules.FormulaOption(id=f.id, form=f.form, strength_mg=f.strength_mg, name=f.name)
+def formula_options() -> list[medication_rules.FormulaOption]:
+    return [medication_rules.FormulaOption(id=f.id, form=f.form, strength_mg=f.strength_mg, name=f.name)
             for f in db.session.execute(sa.select(Formula).where(Formula.active.is_(True)).order_by(Formula.id)).scalars()]
 
 
@@ -101,7 +101,7 @@ def _suggest(intake: ErxIntake, written: WrittenPrescription) -> None:
     if intake.prescriber_id is None and written.prescriber.npi:
         doc = _prescriber_by_npi(written.prescriber.npi)
         intake.prescriber_id = doc.id if doc else None
-    mapping = rules.map_medication(written.medication, formula_options())
+    mapping = medication_rules.map_medication(written.medication, formula_options())
     if intake.formula_id is None:
         intake.formula_id = mapping.formula_id
     intake.unmapped = mapping.unmapped
@@ -203,7 +203,7 @@ class Review:
 
     intake: ErxIntake
     written: WrittenPrescription
-    mapping: rules.MedicationMapping
+    mapping: medication_rules.MedicationMapping
     form: dict[str, str]
     patient: Patient | None
     prescriber: Prescriber | None
@@ -228,8 +228,8 @@ def review(actor: Actor, intake_id: int) -> Review:
     intake = get_intake(intake_id)
     rematch(intake)
     written = WrittenPrescription.from_json(intake.written)
-    mapping = rules.map_medication(written.medication, formula_options())
-    form = rules.intake_form_values(mapping)
+    mapping = medication_rules.map_medication(written.medication, formula_options())
+    form = medication_rules.intake_form_values(mapping)
     replaces = db.session.get(Prescription, intake.replaces_prescription_id) if intake.replaces_prescription_id else None
     if replaces is not None:  # a renewal: what the prescriber did not restate stays as it was
         form = {**_form_of_prescription(replaces), **{k: v for k, v in form.items() if v}}

@@ -180,7 +180,7 @@ def test_cancel_rx_of_an_old_order_does_not_stop_the_new_prescription_that_repla
 
 def test_a_decimal_comma_in_the_sig_is_not_read_as_a_tenfold_dose(app, client, world) -> None:
     """"Place 1,5 mL (1,5 mg) under the tongue at bedtime" (a decimal comma, as many European-trained prescribers and
-    some EHR free-text sigs write it) of a 1 mg/mL liquid. `eprescribing/rules._DOSE_MG` / `_UNITS` only know the
+    some EHR free-text sigs write it) of a 1 mg/mL liquid. `eprescribing/medication_rules._DOSE_MG` / `_UNITS` only know the
     decimal point, so they read the "5 mg" after the comma: the review form is pre-filled with a daily dose of
     **5 mg** (3.3 × the 1.5 mg prescribed), nothing is listed under *What did not map*, and 5 mg of a 1 mg/mL liquid is
     a measurable 5 mL, so accepting as suggested passes the dose rules (5 mg is only a warning). With no days supply
@@ -206,7 +206,7 @@ def test_a_decimal_comma_in_the_sig_is_not_read_as_a_tenfold_dose(app, client, w
 ])
 def test_the_daily_dose_is_never_silently_misread_from_the_sig(app, client, world, description, sig, quantity, days,
                                                                formula) -> None:
-    """`eprescribing/rules.dose_from_sig` takes the *first* "N mg" in the sig as the daily dose and lists nothing
+    """`eprescribing/medication_rules.dose_from_sig` takes the *first* "N mg" in the sig as the daily dose and lists nothing
     under *What did not map*, so the pharmacist sees a confident, wrong pre-filled dose:
 
     - a titration ("1.5 mg for 14 days, then 3 mg"): dose 1.5 mg, no titration steps, no note — accepted as
@@ -313,7 +313,7 @@ def test_an_npi_with_an_extra_digit_is_refused_not_cut_to_ten_digits(app, client
 
 def test_strength_fields_that_contradict_the_description_are_flagged(app, client, world) -> None:
     """The NewRx's structured strength (DrugCoded/Strength: 1.5 mg) contradicts its DrugDescription ("Naltrexone HCl
-    4.5 mg capsule"). `eprescribing/rules._map_product` reads the first strength it finds in "value unit +
+    4.5 mg capsule"). `eprescribing/medication_rules._map_product` reads the first strength it finds in "value unit +
     description", so the 1.5 mg capsule formula is pre-selected and nothing is listed under *What did not map*; with
     the sig's "(4.5 mg)" the pharmacist is offered 3 × 1.5 mg capsules a night and, the quantity being 30, a 10-day
     supply — while the prescriber's own text says one 4.5 mg capsule for 30 days.

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pharmacy.eprescribing import rules
+from pharmacy.eprescribing import medication_rules, rules
+from pharmacy.eprescribing.medication_rules import FormulaOption
 from pharmacy.eprescribing.rules import (
-    FormulaOption,
     MatchStatus,
     PatientCandidate,
     WrittenMedication,
@@ -113,7 +113,7 @@ def test_capsules_map_to_the_formula_with_dose_timing_supply_and_refills() -> No
     med = WrittenMedication(description="Naltrexone HCl 4.5 mg capsule", quantity="30", quantity_unit="C48480",
                             days_supply="30", refills="5", sig="Take 1 capsule (4.5 mg) by mouth at bedtime.",
                             diagnoses=["G35"], written_date=date(2026, 11, 20))
-    m = rules.map_medication(med, FORMULAS)
+    m = medication_rules.map_medication(med, FORMULAS)
     assert (m.formula_id, m.form, m.strength_mg, m.dose_mg, m.dosing_time) == (
         1, Form.CAPSULE, Decimal("4.5"), Decimal("4.5"), DosingTime.BEDTIME)
     assert (m.quantity, m.days_supply, m.refills, m.indication_code) == (Decimal("30"), 30, 5, "G35")
@@ -124,21 +124,21 @@ def test_a_liquid_dose_is_units_times_strength_and_the_morning_is_read() -> None
     med = WrittenMedication(description="Naltrexone 1 mg/mL sublingual solution", quantity="90",
                             quantity_unit="C28254", days_supply="30", sig="Place 3 mL under the tongue every morning",
                             diagnoses=["G35"], written_date=date(2026, 11, 20), substitutions="1")
-    m = rules.map_medication(med, FORMULAS)
+    m = medication_rules.map_medication(med, FORMULAS)
     assert (m.formula_id, m.dose_mg, m.dosing_time, m.quantity) == (3, Decimal("3"), DosingTime.MORNING, Decimal("90"))
     assert any("dispense as written" in u for u in m.unmapped)
 
 
 def test_three_capsules_of_one_and_a_half_mg_is_four_and_a_half_mg() -> None:
     med = WrittenMedication(description="LDN 1.5 mg caps", sig="Take three capsules by mouth nightly")
-    m = rules.map_medication(med, FORMULAS)
+    m = medication_rules.map_medication(med, FORMULAS)
     assert (m.formula_id, m.dose_mg) == (2, Decimal("4.5"))
 
 
 def test_what_does_not_map_is_listed_and_left_empty() -> None:
     med = WrittenMedication(description="Naltrexone 2.25 mg capsule", quantity="30", quantity_unit="C28254",
                             refills="many", sig="As directed")
-    m = rules.map_medication(med, FORMULAS)
+    m = medication_rules.map_medication(med, FORMULAS)
     assert m.formula_id is None and m.dose_mg is None and m.quantity is None and m.dosing_time is None
     text = " ".join(m.unmapped)
     for expected in ("No active formula is 2.25 mg capsule", "daily dose", "bedtime or morning", "quantity unit",
@@ -148,17 +148,17 @@ def test_what_does_not_map_is_listed_and_left_empty() -> None:
 
 
 def test_not_naltrexone_is_said_plainly() -> None:
-    m = rules.map_medication(WrittenMedication(description="Oxycodone 5 mg tablet", sig="Take 1 tablet"), FORMULAS)
+    m = medication_rules.map_medication(WrittenMedication(description="Oxycodone 5 mg tablet", sig="Take 1 tablet"), FORMULAS)
     assert any("not naltrexone" in u for u in m.unmapped) and m.formula_id is None
 
 
 def test_strength_and_form_readers() -> None:
-    assert rules.strength_of("Naltrexone 0.5 mg/mL transdermal cream") == (Decimal("0.5"), True)
-    assert rules.strength_of("LDN 500 mcg capsule") == (Decimal("0.5"), False)
-    assert rules.strength_of("no strength") is None
-    assert rules.form_of("naltrexone capsule") == Form.CAPSULE
-    assert rules.form_of("oral solution") == Form.SUBLINGUAL_LIQUID
-    assert rules.form_of("capsule or cream") is None  # two forms: ask, do not guess
+    assert medication_rules.strength_of("Naltrexone 0.5 mg/mL transdermal cream") == (Decimal("0.5"), True)
+    assert medication_rules.strength_of("LDN 500 mcg capsule") == (Decimal("0.5"), False)
+    assert medication_rules.strength_of("no strength") is None
+    assert medication_rules.form_of("naltrexone capsule") == Form.CAPSULE
+    assert medication_rules.form_of("oral solution") == Form.SUBLINGUAL_LIQUID
+    assert medication_rules.form_of("capsule or cream") is None  # two forms: ask, do not guess
 
 
 @given(st.text(max_size=200), st.text(max_size=200), st.text(max_size=20), st.text(max_size=20), st.text(max_size=8))
@@ -167,12 +167,12 @@ def test_strength_and_form_readers() -> None:
 def test_mapping_never_fails_whatever_was_written(description, sig, quantity, unit, refills) -> None:
     med = WrittenMedication(description=description, sig=sig, quantity=quantity, quantity_unit=unit, refills=refills,
                             days_supply=quantity)
-    m = rules.map_medication(med, FORMULAS)
+    m = medication_rules.map_medication(med, FORMULAS)
     assert 0 <= m.refills <= 99
     assert m.formula_id in (None, 1, 2, 3, 4)
     if m.dose_mg is not None:
         assert m.dose_mg > 0
-    values = rules.intake_form_values(m)
+    values = medication_rules.intake_form_values(m)
     assert set(values) >= {"formula_id", "dose_mg", "quantity", "days_supply", "refills_authorized"}
 
 
@@ -207,6 +207,6 @@ def test_backoff_doubles_from_a_minute_to_an_hour() -> None:
 def test_refills_and_days_in_digits_other_than_0_to_9_are_not_read(written: str) -> None:
     med = WrittenMedication(description="Naltrexone 4.5 mg capsule", sig="1 at bedtime", quantity="30",
                             quantity_unit="C48480", refills=written, days_supply=written)
-    m = rules.map_medication(med, FORMULAS)
+    m = medication_rules.map_medication(med, FORMULAS)
     assert m.refills == 0 and m.days_supply is None
     assert any("refills" in note for note in m.unmapped) and any("days supply" in note for note in m.unmapped)
