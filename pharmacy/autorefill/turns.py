@@ -12,21 +12,30 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from pharmacy.autorefill.models import Cycle, Enrolment
-from pharmacy.compounding.models import Order
-from pharmacy.compounding.rules import OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import now
 from pharmacy.extensions import db
+from pharmacy.prescriptions.models import Prescription
+from pharmacy.supply import reads
 
 
-def reopen_turn(rx_id: int) -> int:
-    """Delete the non-skipped turn of the prescription's latest dispensed fill; how many were deleted."""
-    latest = (sa.select(Order.id).where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
-              .order_by(Order.fill_number.desc()).limit(1).scalar_subquery())
-    enrolments = sa.select(Enrolment.id).where(Enrolment.prescription_id == rx_id)
+def reopen_turn(rx: Prescription) -> int:
+    """Delete the non-skipped turn of the supply the patient holds under `rx` once a fill is returned (its supply
+    already recomputed); how many were deleted.
+
+    The supply is the one the daily run keys its turns on (supply/reads.supply_fill): the prescription's own latest
+    dispensed fill or, for a renewal not yet dispensed, the fill it carries — so a renewal's first fill returned
+    gives back the turn its request took. Enrolments on renewals that carry `rx`'s supply count too (an enrolment
+    follows its prescription when it is replaced)."""
+    fill = reads.supply_fill(rx)
+    if fill is None:
+        return 0
+    carriers = sa.select(Prescription.id).where(Prescription.supply_source_id == rx.id)
+    enrolments = sa.select(Enrolment.id).where(
+        sa.or_(Enrolment.prescription_id == rx.id, Enrolment.prescription_id.in_(carriers)))
     result = db.session.execute(
-        sa.delete(Cycle).where(Cycle.enrolment_id.in_(enrolments), Cycle.fill_order_id == latest,
+        sa.delete(Cycle).where(Cycle.enrolment_id.in_(enrolments), Cycle.fill_order_id == fill.id,
                                Cycle.outcome != "skipped")
         .execution_options(synchronize_session=False))
     return int(result.rowcount or 0)

@@ -21,7 +21,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from pharmacy.billing.models import Payment
 from pharmacy.billing.pricing import MAX_ID
-from pharmacy.billing.rules import PaymentKind, fill_total_for_receipt, format_cents
+from pharmacy.billing.rules import PaymentKind, fill_total_for_receipt, format_cents, refunds_by_payment
 from pharmacy.billing.services import charged_clause, local_date_of, local_day_start, receipt_number_for
 from pharmacy.compounding.models import Formula, Order
 from pharmacy.compounding.rules import OrderState
@@ -84,8 +84,9 @@ class ReceiptLine:
     fill_remaining_cents: int | None = None  # still owed on that fill after this payment (negative: credit)
     account_balance_cents: int | None = None  # the whole account after this payment (negative: credit)
     fill_not_charged: str | None = None  # "cancelled" or "returned": the fill is not charged (its total shows $0.00)
-    # A payment's receipt printed after refunds on the same fill (or account): (receipt number, date, cents) each, so
-    # nobody claims money that came back.
+    # A payment's receipt printed after refunds on the same fill (or account) that gave this payment back (each refund
+    # taken off the latest payments first: billing/rules.refunds_by_payment): (receipt number, date, cents) each, so
+    # nobody claims money that came back, and no refund is taken off two receipts.
     refunded_since: tuple[tuple[str, date, int], ...] = ()
 
     @property
@@ -171,14 +172,17 @@ def with_balances(line: ReceiptLine, payment: Payment, order: Order | None) -> R
     if order is not None and order.state == OrderState.CANCELLED and line.fill_total_cents == 0:
         line = replace(line, fill_not_charged="returned" if order.returned_at is not None else "cancelled")
     if payment.kind == PaymentKind.PAYMENT:
-        later = db.session.execute(
-            sa.select(Payment).where(Payment.patient_id == payment.patient_id, Payment.kind == PaymentKind.REFUND,
-                                     Payment.id > payment.id,
+        # The money on the same fill (or on the account): which of its refunds gave back this payment.
+        same = db.session.execute(
+            sa.select(Payment).where(Payment.patient_id == payment.patient_id,
                                      Payment.order_id == payment.order_id if payment.order_id is not None
                                      else Payment.order_id.is_(None))
-            .order_by(Payment.id)).scalars()
+            .order_by(Payment.id)).scalars().all()
+        refunds = {r.id: r for r in same if r.kind == PaymentKind.REFUND}
+        mine = refunds_by_payment([(p.id, p.amount_cents) for p in same if p.kind == PaymentKind.PAYMENT],
+                                  [(r.id, r.amount_cents) for r in refunds.values()]).get(payment.id, [])
         line = replace(line, refunded_since=tuple(
-            (receipt_number_for(r), local_date_of(r.received_at), r.amount_cents) for r in later))
+            (receipt_number_for(refunds[rid]), local_date_of(refunds[rid].received_at), cents) for rid, cents in mine))
     return line
 
 

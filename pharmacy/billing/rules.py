@@ -267,6 +267,27 @@ def fill_total_for_receipt(total_cents: int, *, cancelled: bool) -> int:
     return 0 if cancelled else total_cents
 
 
+def refunds_by_payment(payments: Sequence[tuple[int, int]],
+                       refunds: Sequence[tuple[int, int]]) -> dict[int, list[tuple[int, int]]]:
+    """Which payment each refund gave back, as (refund id, cents) per payment id — ids in the order recorded.
+
+    A refund on a fill (or on the account) is taken off the payments recorded before it, the latest first, never
+    more than each payment still holds: so every receipt's "net paid" is its own, and they add up to what the
+    pharmacy kept — one refund is never taken off two receipts (a patient filing them for an HSA/FSA claim)."""
+    left = dict(payments)
+    out: dict[int, list[tuple[int, int]]] = {pid: [] for pid, _ in payments}
+    for refund_id, cents in sorted(refunds):
+        for pid in sorted((p for p in left if p < refund_id), reverse=True):
+            take = min(left[pid], cents)
+            if take > 0:
+                out[pid].append((refund_id, take))
+                left[pid] -= take
+                cents -= take
+            if cents == 0:
+                break
+    return out
+
+
 def receipt_number(payment_id: int, received_on: date) -> str:
     """"R2026-000123": the year makes it readable on a claim form, the id keeps it unique."""
     if isinstance(payment_id, bool) or not isinstance(payment_id, int) or payment_id <= 0:

@@ -49,7 +49,8 @@ class RefillForm(BaseSchema):
 
 class RemindersForm(BaseSchema):
     reminders = fields.String(required=True, validate=validate.OneOf(["on", "off"], error="Choose on or off."))
-    channel = fields.Enum(Choice, by_value=True, load_default=Choice.EMAIL,
+    # Not sent: unchanged (the saved choice greyed while texts are stopped, kept for START).
+    channel = fields.Enum(Choice, by_value=True, load_default=None,
                           error_messages={"unknown": "Choose email, text or both."})
     paused_until = fields.Date(load_default=None, error_messages={"invalid": "Enter a date, for example 2027-01-15."})
 

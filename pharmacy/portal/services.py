@@ -451,10 +451,13 @@ def contact_view(actor: Actor) -> Contact:
     return Contact(patient=patient, pref=sms.preference(patient.id), next_reminder=nxt)
 
 
-def set_reminders(actor: Actor, *, on: bool, channel: sms_rules.Choice, paused_until: date | None) -> None:
+def set_reminders(actor: Actor, *, on: bool, channel: sms_rules.Choice | None, paused_until: date | None) -> None:
+    """The reminders form: on or off, the way (None: left as it is — a choice of texts greyed while they are
+    stopped is not sent, and must survive for START), a pause."""
     patient = _patient(actor)
     reminders.set_reminder_preference(patient.id, on, via="portal")
-    sms.set_channel(actor, channel)
+    if channel is not None:
+        sms.set_channel(actor, channel)
     sms.set_pause(actor, paused_until)
 
 

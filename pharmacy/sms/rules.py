@@ -120,7 +120,7 @@ TEXT_KINDS = frozenset({
 })
 #: Texts about the patient's own request or a code they asked for: not held back by a pause.
 SIGN_OFF = "Reply STOP to stop texts, HELP for help."
-MAX_LENGTH = 320  # two SMS segments
+MAX_LENGTH = 306  # two concatenated SMS segments: 153 GSM-7 characters each (the header takes the rest of 160)
 
 
 def text_for(kind: str, *, pharmacy: str, phone: str, portal_url: str, order_by: str | None = None,
@@ -166,7 +166,8 @@ def _fit(name: str, message: str, phone: str) -> str:
     "Questions: phone", then HELP from the sign-off. A link and the STOP words are never cut — a cut link does not
     open, and every text must say how to stop them — so a text that still does not fit goes out longer (a third
     segment) rather than broken."""
-    short_name = name if len(name) <= NAME_LENGTH else name[:NAME_LENGTH - 1].rstrip() + "…"
+    # Three dots, not "…": one character outside GSM-7 makes every segment of the text 70 characters, not 160.
+    short_name = name if len(name) <= NAME_LENGTH else name[:NAME_LENGTH - 3].rstrip() + "..."
     tries = [(name, f" Questions: {phone}.", SIGN_OFF), (short_name, f" Questions: {phone}.", SIGN_OFF),
              (short_name, "", SIGN_OFF), (short_name, "", SHORT_SIGN_OFF)]
     for who, questions, sign_off in tries:

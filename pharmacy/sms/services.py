@@ -61,6 +61,8 @@ def set_channel(actor: Actor, choice: Choice) -> ContactPreference:
     """Email, text or both. Texts need a verified number with consent first (the portal's "Text messages")."""
     patient_id = _patient(actor)
     row = ensure_preference(patient_id)
+    if choice.value == row.channel and not row.texts_ready:
+        return row  # the choice kept while texts are stopped, sent back unchanged: nothing to do (START restores it)
     if choice != Choice.EMAIL and not row.texts_ready:
         raise ValidationFailed("Add and confirm your mobile number first.",
                                fields={"channel": "Add and confirm your mobile number before choosing texts."})

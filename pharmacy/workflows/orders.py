@@ -110,7 +110,7 @@ def return_fill(actor: Actor, order_id: int, reason: str, note: str | None = Non
     rx = reads.prescription(order.prescription_id)
     held = supply.refresh_with_successors(rx)  # a replacement carrying this supply loses the returned days too
     outbox.cancel_notices(order_id=order.id, reason="fill returned")
-    turns.reopen_turn(rx.id)  # auto-refill may ask again for the supply the patient really holds
+    turns.reopen_turn(rx)  # auto-refill may ask again for the supply the patient really holds
     planning.replan_patient(rx.patient_id)
     if held.run_out is not None and held.run_out >= today():
         holds = f"The patient now has medicine until {format_date(held.run_out)}."

@@ -428,3 +428,19 @@ def test_receipt_number(payment_id: int, received: date, expected: str) -> None:
 def test_receipt_number_needs_a_saved_payment(payment_id: int) -> None:
     with pytest.raises(ValueError):
         receipt_number(payment_id, date(2026, 11, 23))
+
+
+def test_each_refund_is_taken_off_the_latest_payments_before_it_once() -> None:
+    from pharmacy.billing.rules import refunds_by_payment
+
+    # $30 then $25 paid, $25 refunded: the $25 payment gave it back; the $30 receipt stands.
+    assert refunds_by_payment([(1, 3000), (2, 2500)], [(3, 2500)]) == {1: [], 2: [(3, 2500)]}
+    # $40 refunded: $25 from the latest, $15 from the one before.
+    assert refunds_by_payment([(1, 3000), (2, 2500)], [(3, 4000)]) == {1: [(3, 1500)], 2: [(3, 2500)]}
+    # A refund only gives back payments recorded before it; a later payment is untouched.
+    assert refunds_by_payment([(1, 3000), (4, 1000)], [(2, 500), (3, 500)]) == {1: [(2, 500), (3, 500)], 4: []}
+    # The receipts' nets always add up to what was kept.
+    pays, backs = [(1, 1000), (2, 700), (5, 300)], [(3, 900), (6, 600)]
+    given = refunds_by_payment(pays, backs)
+    nets = [cents - sum(c for _r, c in given[pid]) for pid, cents in pays]
+    assert sum(nets) == 2000 - 1500 and min(nets) >= 0

@@ -241,4 +241,5 @@ def test_texts_stopped_say_so_and_how_to_have_them_back(app, client, world) -> N
     page = re.sub(r"\s+", " ", client.get("/my/reminders").get_data(as_text=True))
     assert "Text messages are stopped, so we email you." in page and "texts only" in page
     assert "first add your mobile number" not in page
-    assert re.search(r'id="channel-email"[^>]* checked', page)
+    assert re.search(r'id="channel-sms"[^>]* checked disabled', page)  # their choice, kept for START
+    assert not re.search(r'id="channel-email"[^>]* checked', page)
