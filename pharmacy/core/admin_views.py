@@ -111,9 +111,9 @@ def issue_token() -> Any:
             _, raw = services.issue_own_token(actor, data["name"], data["current_password"])
         except ValidationFailed as exc:
             errors = exc.fields
-    if data is None or errors:
+    if data is None or errors:  # what was typed stays (the name; never the password)
         return render_template("core/tokens.html", tokens=services.tokens_for(actor.user_id or 0), new_token=None,
-                               errors=errors), 422
+                               errors=errors, typed_name=request.form.get("name", "")[:80]), 422
     flash("Token created. Copy it now: it will not be shown again.", "warning")
     return render_template("core/tokens.html", tokens=services.tokens_for(actor.user_id or 0), new_token=raw,
                            errors={})

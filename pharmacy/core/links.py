@@ -138,7 +138,7 @@ class Question:
     failed_action: str  # the audit event of a wrong answer
     field: str  # the form field a wrong answer is shown at
     wrong: str  # the page's message
-    wrong_field: str  # the field's message, before "N attempt(s) left."
+    wrong_field: str  # the field's message, before "You have N tries left on this link."
 
 
 def check_answer(claims: LinkClaims, question: Question, *, correct: bool, actor: Actor) -> None:
@@ -154,7 +154,8 @@ def check_answer(claims: LinkClaims, question: Question, *, correct: bool, actor
     left = MAX_DOB_ATTEMPTS - attempts
     if left <= 0:
         raise LinkInvalid(locked, reason="locked")
-    raise ValidationFailed(question.wrong, fields={question.field: f"{question.wrong_field} {left} attempt(s) left."})
+    tries = "1 try" if left == 1 else f"{left} tries"
+    raise ValidationFailed(question.wrong, fields={question.field: f"{question.wrong_field} You have {tries} left on this link."})
 
 
 def _count(conn: sa.Connection, nonce: str, increment: int, at: datetime) -> int | None:

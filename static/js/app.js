@@ -34,7 +34,7 @@ document.addEventListener("DOMContentLoaded", () => {
 // A form refused with errors: the summary is focused (read first by a screen reader), and each of its links moves
 // the focus into the field it names (a plain #link only scrolls).
 document.addEventListener("DOMContentLoaded", () => {
-  const summary = document.getElementById("form-errors");
+  const summary = document.getElementById("form-errors") || document.querySelector("[data-focus-on-load]");
   if (summary) summary.focus();
   document.querySelectorAll(".error-summary a[href^='#']").forEach((a) => {
     a.addEventListener("click", (event) => {

@@ -338,7 +338,7 @@ def test_the_birth_date_boxes_keep_what_was_typed_and_say_what_follows(live_serv
     phone.fill("#dob-day", str(dob.day))
     phone.fill("#dob-year", str(dob.year - 1))
     phone.get_by_role("button", name="Continue").click()
-    shown(phone, "4 attempt(s) left")  # the same address again, with the refusal
+    shown(phone, "You have 4 tries left on this link.")  # the same address again, with the refusal
     look("7-dob-wrong-once", phone=True)
     phone.fill("#dob-month", "Sept")
     phone.fill("#dob-year", str(dob.year))

@@ -39,6 +39,10 @@ from tests import factories
 DOB = date(1968, 4, 12)  # factories.patient's date of birth
 
 
+def tries(left: int) -> str:
+    return "1 try" if left == 1 else f"{left} tries"
+
+
 def dispensed_world(staff: dict, **rx: Any) -> tuple[dict[str, Any], Order]:
     """A patient whose first fill (30 days) was dispensed today, Monday 23 November 2026."""
     w = factories.world(staff, **rx)
@@ -171,7 +175,7 @@ def test_wrong_birth_dates_count_down_then_lock_the_link(app_ctx: Flask, staff: 
     for left in (4, 3, 2, 1):
         with pytest.raises(ValidationFailed) as exc:
             refills.confirm_birth_date(token, date(1968, 4, 13))
-        assert exc.value.fields == {"date_of_birth": [f"That does not match. {left} attempt(s) left."]}
+        assert exc.value.fields == {"date_of_birth": [f"That does not match. You have {tries(left)} left on this link."]}
     with pytest.raises(LinkInvalid) as locked:
         refills.confirm_birth_date(token, date(1968, 4, 13))
     assert locked.value.reason == "locked"

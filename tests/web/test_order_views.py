@@ -54,11 +54,11 @@ def plan_form(body: str) -> dict[str, Any]:
 
 def compound_form(body: str) -> dict[str, Any]:
     """The compounding form filled as a careful technician would: the planned lots, and the measured amounts
-    equal to the expected ones shown beside each box (the form itself leaves them empty)."""
+    equal to the expected ones shown under each box (the form itself leaves them empty)."""
     form = body.split('<input type="hidden" name="to" value="compounding">', 1)[1].split("</form>", 1)[0]
     assert re.findall(r'name="lot_qty" type="text" inputmode="decimal" required value="([^"]*)"', form) == \
         ["", ""], "measured amounts are never pre-filled"
-    expected = re.findall(r'</td>\s*<td>([\d.]+) (?:mg|g|mL)</td>', form)
+    expected = re.findall(r'>expected ([\d.]+) (?:mg|g|mL)</span>', form)
     made = re.search(r"<strong>Make (\d+(?:\.\d+)?) (?:capsules|mL)</strong>", form).group(1)  # type: ignore[union-attr]
     return {"to": "compounding", "lot_id": _selected_lots(form), "lot_qty": expected, "quantity_made": made}
 

@@ -68,7 +68,7 @@ def test_the_link_asks_for_the_npi_then_shows_the_request_and_audits_it(app: Fla
     assert first.status_code == 200 and "confirm your NPI" in text(first)
     assert not [f for f in PATIENT_FACTS if f in text(first)]
     wrong = client.post(path, data={"npi": WRONG_NPI})
-    assert wrong.status_code == 422 and "4 attempt(s) left" in text(wrong)
+    assert wrong.status_code == 422 and "You have 4 tries left on this link." in text(wrong)
     assert not [f for f in PATIENT_FACTS if f in text(wrong)]
     shown = client.post(path, data={"npi": NPI})
     assert shown.status_code == 200

@@ -21,6 +21,10 @@ URL = "/api/v1/refill-requests"
 DOB = "1968-04-12"
 
 
+def tries(left: int) -> str:
+    return "1 try" if left == 1 else f"{left} tries"
+
+
 def setup(app: Flask, staff: dict, **rx: Any) -> dict[str, Any]:
     """A dispensed first fill, a refill link, and a bearer token per role; committed."""
     with app.test_request_context("/"):
@@ -80,7 +84,8 @@ def test_bad_links_answer_with_their_code(app: Flask, client: FlaskClient, staff
     for left in (4, 3, 2, 1):
         wrong = client.post(URL, json={"token": d["token"], "date_of_birth": "1968-04-13"})
         assert wrong.status_code == 422
-        assert wrong.get_json()["errors"]["json"]["date_of_birth"] == [f"That does not match. {left} attempt(s) left."]
+        said = wrong.get_json()["errors"]["json"]["date_of_birth"]
+        assert said == [f"That does not match. You have {tries(left)} left on this link."]
     locked = client.post(URL, json={"token": d["token"], "date_of_birth": "1968-04-13"},
                          environ_base={"REMOTE_ADDR": "198.51.100.2"})
     assert locked.status_code == 429 and locked.get_json()["code"] == "locked"

@@ -238,7 +238,8 @@ def test_wrong_birth_dates_lock_the_link_across_requests(app: Flask, client: Fla
     for left in (4, 3, 2, 1):
         response = confirm(client, d["token"], date(1968, 12, 4))
         assert response.status_code == 422
-        assert f"That does not match. {left} attempt(s) left." in text(response)
+        tries = "1 try" if left == 1 else f"{left} tries"
+        assert f"That does not match. You have {tries} left on this link." in text(response)
     response = confirm(client, d["token"], date(1968, 12, 4))
     assert response.status_code == 429 and "This link is locked" in text(response)
     # Each refused request rolled back, yet every attempt was kept: a new browser finds the link locked.
