@@ -15,6 +15,7 @@ from pharmacy.compounding.steps import (
     move,
     not_on_hold,
     refuse_recalled_lots,
+    refuse_unless_active,
     refuse_while_blocked,
     require,
     text_field,
@@ -109,6 +110,7 @@ def dispense_order(actor: Actor, order_id: int, *, method: DeliveryMethod | None
     day = today()
     if today() > rx.expiry_date:
         raise Conflict(f"Prescription {rx.rx_number} expired on {rx.expiry_date.isoformat()}; it cannot be dispensed.")
+    refuse_unless_active(rx, "dispensed")
     refuse_while_blocked(order)
     refuse_recalled_lots(order)
     if order.bud is not None and order.bud <= day:

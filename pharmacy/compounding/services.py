@@ -27,6 +27,7 @@ from pharmacy.compounding.steps import (
     not_on_hold,
     reason_text,
     refuse_recalled_lots,
+    refuse_unless_active,
     refuse_while_blocked,
     require,
     text_field,
@@ -432,6 +433,7 @@ def release_order(actor: Actor, order_id: int) -> Order:
     not_on_hold(order)
     rules.check_transition(order.state, OrderState.READY, held_from=order.held_from)
     refuse_recalled_lots(order)
+    refuse_unless_active(reads.prescription(order.prescription_id), "released")
     order.released_by_id = actor.user_id
     order.released_at = now()
     move(actor, order, OrderState.READY, "release")

@@ -103,6 +103,15 @@ def active_unexpired(rx: Prescription, what: str) -> None:
         raise Conflict(f"Prescription {rx.rx_number} is not active and unexpired; it cannot be {what}.")
 
 
+def refuse_unless_active(rx: Prescription, what: str) -> None:
+    """An order of a prescription on hold (or stopped) does not go out: the prescriber's hold — surgery and opioids
+    after it, say — stops fills already made too. Resume the prescription first."""
+    if rx.status == RxStatus.ON_HOLD:
+        raise Conflict(f"Prescription {rx.rx_number} is on hold; this order cannot be {what} until it is resumed.")
+    if rx.status != RxStatus.ACTIVE:
+        raise Conflict(f"Prescription {rx.rx_number} is {rx.status.value}; this order cannot be {what}.")
+
+
 def reason_text(reason: str | None) -> str:
     reason = (reason or "").strip()
     if len(reason) < 3:

@@ -80,18 +80,24 @@ def _sync(rx: Prescription, found: Iterable[rules.Alert], order_id: int | None,
     for alert in found:
         found_codes.add(alert.code)
         row = existing.get(alert.code)
-        if row is not None and row.severity == alert.severity:
+        # An override covers the finding it was given for: the same severity and the same entries (the message names
+        # them, sorted, so a reordered list reads the same). A new entry behind it — anaphylaxis after an override for
+        # nausea, cirrhosis after one for a cured hepatitis — needs a new decision.
+        covered = row is not None and row.severity == alert.severity and (
+            row.resolved_at is None or row.message == alert.message)
+        if row is not None and covered:
             row.message = alert.message
             current.append(row)
             continue
-        if row is not None:  # severity changed: the old decision no longer covers it
+        if row is not None:  # severity or the finding changed: the old decision no longer covers it
             row.current = False
         row = ScreeningAlert(
             prescription_id=rx.id, order_id=order_id, code=alert.code, severity=alert.severity,
             message=alert.message, created_at=t, current=True,
         )
         source = (carry_from or {}).get(alert.code)
-        if source is not None and source.resolved_at is not None and source.severity == alert.severity:
+        if (source is not None and source.resolved_at is not None and source.severity == alert.severity
+                and source.message == alert.message):
             row.resolved_by_id = source.resolved_by_id
             row.resolved_at = source.resolved_at
             row.resolution_reason = source.resolution_reason

@@ -34,17 +34,19 @@ from pharmacy.prescriptions.rules import SEVERITY_RANK, Alert, Severity, check_d
 OPIOIDS: dict[str, tuple[str, ...]] = {
     "oxycodone": ("oxycodone", "OxyContin", "Percocet", "Percodan", "Roxicodone", "Roxicet", "Roxybond", "Xtampza",
                   "Endocet", "Endodan", "Oxaydo", "Primlev", "Nalocet", "Prolate", "Tylox", "Xartemis", "Troxyca",
-                  "Targiniq", "Oxecta"),
+                  "Targiniq", "Oxecta", "OxyIR",
+                  r"re:oxycod(?=\s*[/-]|\b)"),  # "OXYCOD/APAP 5-325": the abbreviation on dispensing labels
     "hydrocodone": ("hydrocodone", "Vicodin", "Norco", "Lortab", "Lorcet", "Hysingla", "Zohydro", "Vicoprofen",
                     "Xodol", "Hycet", "Zamicet", "Verdrocet", "Reprexain", "Ibudone", "Hycodan", "Hydromet",
-                    "Tussionex", "TussiCaps", "Hycofenix", "Rezira", "Vituz", "Zutripro", "benzhydrocodone", "Apadaz"),
+                    "Tussionex", "TussiCaps", "Hycofenix", "Rezira", "Vituz", "Zutripro", "benzhydrocodone", "Apadaz",
+                    "Flowtuss", "Obredon", r"re:hydrocod(?=\s*[/-]|\b)"),  # "HYDROCOD/APAP" on labels
     "tramadol": ("tramadol", "Ultram", "Ultracet", "ConZip", "Ryzolt", "Qdolo", "Seglentis"),
     "codeine": ("codeine", "Tuzistra", "Tuxarin", "Brontex", "Triacin-C",
                 r"re:tylenol[\s-]*(?:#|no\.?|number)?\s*[34](?![\d.,/])(?!\s*(?:times|x)\b)",
                 r"re:\w*tuss(?:in)?[\s-]*d?a[\s.-]?c", r"re:guaifenesin[\s-]+a[\s.-]?c\b"),
     "dihydrocodeine": ("dihydrocodeine", "Synalgos", "Trezix", "Panlor"),
     "morphine": ("morphine", "MS Contin", "MSIR", "Kadian", "Avinza", "Arymo", "MorphaBond", "Roxanol", "Duramorph",
-                 "Infumorph", "Embeda"),
+                 "Infumorph", "Embeda", "Oramorph"),
     "fentanyl": ("fentanyl", "Duragesic", "Actiq", "Fentora", "Abstral", "Lazanda", "Subsys", "Onsolis", "Ionsys",
                  "Sublimaze"),
     "sufentanil": ("sufentanil", "Dsuvia", "Sufenta"),
@@ -54,7 +56,7 @@ OPIOIDS: dict[str, tuple[str, ...]] = {
     "oxymorphone": ("oxymorphone", "Opana"),
     "methadone": ("methadone", "Dolophine", "Methadose", "Diskets"),
     "buprenorphine": ("buprenorphine", "Suboxone", "Subutex", "Butrans", "Belbuca", "Zubsolv", "Sublocade",
-                      "Bunavail", "Buprenex", "Brixadi", "Cassipa"),
+                      "Bunavail", "Buprenex", "Brixadi", "Cassipa", "Probuphine"),
     "tapentadol": ("tapentadol", "Nucynta"),
     "meperidine": ("meperidine", "pethidine", "Demerol"),
     "levorphanol": ("levorphanol",),
@@ -67,7 +69,8 @@ OPIOIDS: dict[str, tuple[str, ...]] = {
     "difenoxin": ("difenoxin", "Motofen"),
     "opium": ("opium", "paregoric", "laudanum"),
     "heroin": ("heroin", "diamorphine"),
-    "kratom": ("kratom", "mitragynine"),
+    # Kratom and its concentrated alkaloid, sold as "7-OH" (7-hydroxymitragynine): a mu agonist stronger than morphine.
+    "kratom": ("kratom", "mitragynine", r"re:\d*-?hydroxymitragynine", r"re:7[\s-]?OH(?![\w])"),
     # Class words on the list ("opioid for back pain"), but not "opioid antagonist" (naltrexone itself).
     "an opioid": (r"re:opi(?:oid|ate)s?(?![\s-]*(?:antagonist|blocker|receptor|free))", "narcotic pain"),
 }
@@ -78,7 +81,11 @@ LIVER_TERMS: tuple[str, ...] = (
     r"re:hepatic[\s-]+(?:impairment|insufficiency|failure|disease|dysfunction|encephalopathy|steatosis|fibrosis)",
     "fatty liver", "steatohepatitis", "NAFLD", "NASH", "MASLD", "MASH", "hepatocellular",
     "primary biliary cholangitis", "primary sclerosing cholangitis", "transaminitis",
-    r"re:(?:elevated|raised|high|abnormal|increased)\s+(?:liver\s+(?:enzymes|function\s+tests?|tests?)|lfts?|alt|ast)",
+    r"re:(?:elevated|raised|high|abnormal|increased)\s+(?:liver\s+(?:enzymes|function\s+tests?|tests?)|lfts?|alt|ast"
+    r"|transaminases?)",
+    # The way problem lists often write it: the finding first ("LFTs elevated", "transaminases raised").
+    r"re:(?:liver\s+(?:enzymes|function\s+tests?|tests?)|lfts?|transaminases?)\s+(?:elevated|raised|high|abnormal"
+    r"|increased|up)",
 )
 LIVER_EXCLUDE = re.compile(r"vaccin|immuni[sz]", re.IGNORECASE)  # "Hepatitis B vaccine" is not liver disease
 INTERFERON_BETA_TERMS: tuple[str, ...] = (
@@ -91,9 +98,17 @@ PREGNANCY_TERMS: tuple[str, ...] = (
 )
 SPASTICITY_TERMS: tuple[str, ...] = (r"re:spastic\w*",)
 # An allergy (or hypersensitivity) to naltrexone itself, by name or brand, in the patient's allergy list.
-NALTREXONE_ALLERGY_TERMS: tuple[str, ...] = ("naltrexone", "ReVia", "Vivitrol", "Depade", "LDN")
+NALTREXONE_ALLERGY_TERMS: tuple[str, ...] = ("naltrexone", "ReVia", "Vivitrol", "Depade", "LDN", "Contrave", "Mysimba")
+# Naltrexone already taken, at full dose (tablets, the monthly injection, naltrexone/bupropion for weight): on the
+# medication list beside an LDN prescription it is a duplication a pharmacist must clear.
+NALTREXONE_TAKEN_TERMS: tuple[str, ...] = ("naltrexone", "ReVia", "Vivitrol", "Depade", "Contrave", "Mysimba")
 
-_NEGATION = re.compile(r"^\s*(?:no|not|none|nil|denies|denied|negative\s+for)(?![\w.])", re.IGNORECASE)
+# An entry that denies any use ("no opioids", "none", "denies opioid use", "negative for opiates") is not a medicine;
+# "no longer taking oxycodone (last dose yesterday)" or "not taking tramadol since Monday" is recent use, and stops.
+_NEGATION = re.compile(
+    r"^\s*(?:none|nil|denies|denied|negative\s+for)(?![\w.])"
+    r"|^\s*(?:no|not)(?![\w.])(?!\s+(?:longer|taking|since|using|on\b))",
+    re.IGNORECASE)
 _ALLERGY = re.compile(
     r"\b(?:allergic|allergy|allergies|intolerant|intolerance)\s+to\b"
     r"|^\s*(?:allerg(?:y|ies|ic)|intoleran(?:t|ce))\s*[:\-]"
@@ -122,6 +137,7 @@ _INTERFERON_RE = _compile(INTERFERON_BETA_TERMS)
 _PREGNANCY_RE = _compile(PREGNANCY_TERMS)
 _SPASTICITY_RE = _compile(SPASTICITY_TERMS)
 _NALTREXONE_RE = _compile(NALTREXONE_ALLERGY_TERMS)
+_NALTREXONE_TAKEN_RE = _compile(NALTREXONE_TAKEN_TERMS)
 
 
 def _entries(items: Sequence[str]) -> list[str]:
@@ -133,6 +149,36 @@ def _entries(items: Sequence[str]) -> list[str]:
             seen.add(text.casefold())
             out.append(text)
     return out
+
+
+def _outside_allergy_words(entry: str) -> str:
+    """The entry without what its allergy words are about: "morphine allergy" and "allergic to codeine" name no
+    medicine taken, but "Norco 5/325 PRN (allergic to ibuprofen)" still names Norco. An entry that is an allergy as a
+    whole ("Allergy: morphine", "codeine (allergy)") leaves nothing."""
+    if not _ALLERGY.search(entry):
+        return entry
+    if re.match(r"^\s*(?:allerg(?:y|ies|ic)|intoleran(?:t|ce))\b", entry, re.IGNORECASE) or re.search(
+            r"\b(?:allergy|allergies|intolerance)\s*\)?\s*$|\(\s*(?:allergy|allergic|intolerance)\s*\)", entry,
+            re.IGNORECASE):
+        return ""
+    # "… (allergic to X)" or "…, allergic to X": the words after "allergic to" up to a closing bracket or the end.
+    return re.sub(r"\(?\s*\b(?:allergic|allergy|allergies|intolerant|intolerance)\s+to\b[^)]*\)?", " ", entry,
+                  flags=re.IGNORECASE)
+
+
+_LOW_DOSE = re.compile(r"\blow[\s-]*dose\b|\bLDN\b|\bcompounded\b", re.IGNORECASE)
+_MG = re.compile(r"(\d+(?:\.\d+)?)\s*mg\b(?!\s*/)", re.IGNORECASE)
+
+
+def _is_ldn(entry: str) -> bool:
+    """The patient's own LDN on their medication list ("LDN 4.5 mg", "low dose naltrexone", "naltrexone 3 mg at
+    night"): not a second naltrexone. A brand of full-dose naltrexone (Vivitrol, Contrave …) never is."""
+    if re.search(r"vivitrol|contrave|mysimba|revia|depade", entry, re.IGNORECASE):
+        return False
+    if _LOW_DOSE.search(entry):
+        return True
+    doses = [Decimal(d) for d in _MG.findall(entry)]
+    return bool(doses) and max(doses) <= Decimal(6)
 
 
 def opioids_in(medication: str) -> list[str]:
@@ -180,9 +226,7 @@ def screen(
     """
     alerts: list[Alert] = []
     for med in _entries(medications):
-        if _ALLERGY.search(med):
-            continue
-        generics = opioids_in(med)
+        generics = opioids_in(_outside_allergy_words(med))
         if generics:
             named = [g for g in generics if g != "an opioid"]
             what = f"contains {' and '.join(named)}, an opioid" if named else "is listed as an opioid"
@@ -200,6 +244,13 @@ def screen(
         alerts.append(Alert("interferon_beta", Severity.WARNING,
                             f"Interferon beta ({_quoted(interferon)}): possible interaction with LDN. "
                             "Tell the patient, and the prescriber if new symptoms appear."))
+    taking = [m for m in _entries(medications)
+              if _NALTREXONE_TAKEN_RE.search(_outside_allergy_words(m)) and not _is_ldn(m)]
+    if taking:
+        alerts.append(Alert("naltrexone_taken", Severity.OVERRIDABLE_STOP,
+                            f"Naltrexone already on the medication list ({_quoted(taking)}): LDN beside full-dose "
+                            "naltrexone is a duplication. A pharmacist must check with the prescriber (has it been "
+                            "stopped?) and record a reason before filling."))
     allergic = [a for a in _entries(allergies) if _NALTREXONE_RE.search(a)]
     if allergic:
         alerts.append(Alert("naltrexone_allergy", Severity.OVERRIDABLE_STOP,
