@@ -135,3 +135,24 @@ def test_a_duplicate_beside_an_expired_one_reads_as_its_renewal_and_counts_only_
     assert "expired Nov 1, 2026" in alone.message and "most likely its renewal" in alone.message
     both = duplicate_alert(Decimal("3"), [expired, OtherPrescription("RX000009", "Naltrexone 1 mg/g cream", Decimal("1"))])
     assert both is not None and "Taken together that is 4 mg a day" in both.message  # 3 + 1: the expired one not counted
+
+
+@pytest.mark.parametrize(("medications", "codes"), [
+    (["LDN 4.5 mg nightly"], set()),                      # the patient's own LDN on their list
+    (["low dose naltrexone 3 mg"], set()),
+    (["naltrexone 1.5 mg at bedtime"], set()),
+    (["naltrexone 50 mg daily"], {"naltrexone_taken"}),
+    (["Vivitrol 380 mg IM monthly"], {"naltrexone_taken"}),
+    (["Allergy: morphine"], set()),                       # an allergy as a whole names no medicine taken
+    (["codeine (allergy)"], set()),
+    (["morphine allergy"], set()),
+    (["Norco 5/325 PRN (allergic to ibuprofen)"], {"opioid"}),
+    (["no opioids"], set()),
+    (["None"], set()),
+    (["No longer taking oxycodone (last dose yesterday)"], {"opioid"}),
+])
+def test_what_the_medication_list_screen_reads(medications: list[str], codes: set[str]) -> None:
+    from pharmacy.prescriptions.screening_rules import screen
+
+    found = {a.code for a in screen(medications=medications, conditions=[], max_dose_mg=Decimal("4.5"))}
+    assert found & {"opioid", "naltrexone_taken"} == codes
