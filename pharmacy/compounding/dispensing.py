@@ -76,12 +76,13 @@ def _too_soon(actor: Actor, order: Order, current: supply_rules.Supply, starts_o
 
 def _credit_days(order: Order, current: supply_rules.Supply, starts_on: Any) -> bool:
     """The days this dispensing adds to the supply: what was planned, never past what is owed, and never past the
-    batch's BUD from the day the patient has it (fewer days credited — the rest stays owed — rather than a
-    supply that outlasts its BUD). True when the BUD cut it."""
+    batch's BUD counted from the first day of its own doses (the day the patient has it, or after the supply on
+    hand): fewer days credited — the rest stays owed — rather than a supply that outlasts its BUD. True when the BUD
+    cut it."""
     days = min(order.days_supply, current.days_owed) if current.days_owed else order.days_supply
     capped = False
     if order.bud is not None:
-        usable = rules.days_until_bud(order.bud, starts_on)
+        usable = rules.days_until_bud(order.bud, supply_rules.first_dose_day(current.run_out, starts_on))
         if usable < 1:
             raise Conflict(f"This batch's beyond-use date ({order.bud.isoformat()}) comes before the patient would "
                            "receive it; it must be re-made.")

@@ -35,7 +35,7 @@ from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import Form, Severity
 from pharmacy.refills.models import RefillRequest
 from pharmacy.supply import reads
-from pharmacy.supply.rules import Supply, arrival_date, supply_from_cache
+from pharmacy.supply.rules import Supply, arrival_date, first_dose_day, supply_from_cache
 
 QUEUE_ORDER = [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
                OrderState.READY, OrderState.ON_HOLD]
@@ -258,14 +258,22 @@ def _starts_on(rx: Prescription, order: Order) -> date:
     return arrival_date(today(), shipping)
 
 
+def _first_dose_day(rx: Prescription, order: Order) -> date:
+    """The first day this fill's own doses are taken (supply/rules.first_dose_day): once dispensed, from the run-out
+    it joined the supply with; before, after the supply the patient holds now."""
+    if order.run_out_date is not None and order.days_supply:
+        return order.run_out_date - timedelta(days=order.days_supply - 1)
+    return first_dose_day(reads.supply_of(rx).run_out, _starts_on(rx, order))
+
+
 def fill_chart(rx: Prescription, order: Order, days_before: int) -> list[tuple[str, str, str]]:
-    """The dated titration chart for this fill (empty for a fixed dose or a finished titration), from the day
-    the patient has it."""
+    """The dated titration chart for this fill (empty for a fixed dose or a finished titration), from the first
+    day of its own doses — after the bottle the patient still has, so two labels agree on the day to step up."""
     ahead = rx_rules.remaining_steps(rx_rules.parse_titration(rx.titration), days_before) if rx.titration else ()
     if not ahead:
         return []
     schedule = rx_rules.titration_schedule(rx.formula.form, rx.formula.strength_mg, list(ahead),
-                                           _starts_on(rx, order), rx.dose_mg)
+                                           _first_dose_day(rx, order), rx.dose_mg)
     return rx_rules.titration_chart_rows(schedule, rx.formula.form)
 
 
@@ -347,7 +355,7 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
         returnable=returns.returnable(order),
         lot_choices=choices, expected=expected_amounts(formula, order.quantity), can_record_batch=can_record,
         can_plan_batch=can_record,
-        suggested_lots=suggested_lots(choices, _starts_on(rx, order) + timedelta(days=order.days_supply)),
+        suggested_lots=suggested_lots(choices, _first_dose_day(rx, order) + timedelta(days=order.days_supply)),
         planned_lots={u.ingredient_lot.ingredient_name: u.ingredient_lot_id for u in order.lots_used},
         refills_left=supply_before(rx, before + order.days_supply).refills_left,
         fill_progress=progress if (supply_then.partial or order.days_supply < supply_then.days_owed) else None,

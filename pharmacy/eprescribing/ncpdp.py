@@ -13,6 +13,7 @@ read raises ScriptError with the SCRIPT Error code and a description the sender 
 """
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET  # only to *build* documents: every parse goes through defusedxml
 from dataclasses import dataclass, field
 
@@ -355,10 +356,15 @@ def _missing(message: ScriptMessage) -> list[str]:
 SENDER_SOFTWARE = ("LDN Compounding Pharmacy", "ldn-pharmacy", "0.1.0")
 
 
+# Characters XML 1.0 cannot carry (control characters but tab and newlines, surrogates, U+FFFE and U+FFFF): a
+# message holding one is not well-formed, and the intermediary would refuse it whole.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def _el(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
-    node = ET.SubElement(parent, tag, {k: v for k, v in attrs.items() if v})
+    node = ET.SubElement(parent, tag, {k: _NOT_XML.sub("", v) for k, v in attrs.items() if v})
     if text is not None:
-        node.text = text
+        node.text = _NOT_XML.sub("", text)
     return node
 
 

@@ -73,14 +73,20 @@ class Dispensing:
         _whole(self.days, "days_supply", minimum=1)
 
 
+def first_dose_day(previous_run_out: date | None, starts_on: date) -> date:
+    """The first day a dispensing's own doses are taken: the day the patient has it or, when the supply on hand lasts
+    past that (an early or on-time refill), the day after it runs out — the new bottle waits for the old one. Its
+    BUD, its titration chart and its run-out all count from here."""
+    return starts_on if previous_run_out is None else max(starts_on, previous_run_out + timedelta(days=1))
+
+
 def run_out_after(previous_run_out: date | None, starts_on: date, days: int) -> date:
     """The last day covered once a dispensing of `days` starting `starts_on` joins supply ending `previous_run_out`.
 
     Early: its days follow the supply on hand. After a gap: it starts on its own day.
     """
     _whole(days, "days_supply", minimum=1)
-    first = starts_on if previous_run_out is None else max(starts_on, previous_run_out + timedelta(days=1))
-    return first + timedelta(days=days - 1)
+    return first_dose_day(previous_run_out, starts_on) + timedelta(days=days - 1)
 
 
 def covered_spans(dispensings: Sequence[Dispensing], *, carried_run_out: date | None = None) -> list[tuple[date, date]]:

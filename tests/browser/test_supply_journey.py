@@ -31,8 +31,9 @@ pytestmark = pytest.mark.browser
 
 DOB = date(1968, 4, 12)
 # (day the part is dispensed, days in it, the last day covered after it) counted from the first dispensing.
-# Each part may go out once 80 % of the one before is used (12 of 14 days), so parts 3-5 follow every 14 days.
-PARTS = [(0, 14, 13), (12, 14, 27), (26, 14, 41), (40, 14, 55), (54, 4, 59)]
+# Each part may go out once 80 % of the one before is used (two days left), and a bottle's days count from when its
+# own doses start, after the last one: made on day d with a 14-day BUD, it covers d+2 … d+13 — 12 days, the last 10.
+PARTS = [(0, 14, 13), (12, 12, 25), (24, 12, 37), (36, 12, 49), (48, 10, 59)]
 
 
 def _world(app: Any, staff: dict) -> dict[str, Any]:
@@ -121,15 +122,16 @@ def test_a_60_day_liquid_filled_in_five_parts_consumes_one_fill(live_server, liv
     with live_app.test_request_context("/"):
         orders = db.session.query(Order).filter(Order.prescription_id == rx_id).order_by(Order.id).all()
         assert [(o.authorized_fill, o.days_supply, o.state.value) for o in orders] == [
-            (0, 14, "dispensed"), (0, 14, "dispensed"), (0, 14, "dispensed"), (0, 14, "dispensed"),
-            (0, 4, "dispensed")]  # authorized fill 0: the original
+            (0, 14, "dispensed"), (0, 12, "dispensed"), (0, 12, "dispensed"), (0, 12, "dispensed"),
+            (0, 10, "dispensed")]  # authorized fill 0: the original
     end = _patient_page(browser, base, live_app, w["ids"], "supply-after-the-fill")
     assert "2 refills" in end or "Refills left 2" in end or "refills left: 2" in end.lower(), end
     shot(page, "supply-prescription-after-the-fill")
-    clock.set(T0 + timedelta(days=57))  # 80 % of the 4-day part used: the first refill may start
+    clock.set(T0 + timedelta(days=58))  # 80 % of the 10-day part used: the first refill may start
     sign_in(page, base, staff["pharmacist"].email, PASSWORD)
     page.goto(f"{base}/prescriptions/{rx_id}")
     page.get_by_role("button", name="Start a fill").click()
     page.wait_for_url(re.compile(r".*/orders/\d+$"))
     order_text = " ".join(page.locator("main").inner_text().split())
-    assert "refill 1" in order_text.lower() and "14 days" in order_text, order_text
+    # Two days of the last part left: its doses start in two days, so 12 days before its BUD.
+    assert "refill 1" in order_text.lower() and "12 days" in order_text, order_text

@@ -132,7 +132,9 @@ def test_random_histories_add_up(category: UspCategory, per_fill: int, refills: 
 
 
 def test_a_sixty_day_liquid_filled_as_fourteen_day_partials_uses_one_fill() -> None:
-    """14 + 14 + 14 + 14 + 4 days of a 60-day, 14-day-BUD liquid: one authorized fill, refills untouched."""
+    """A 60-day, 14-day-BUD liquid, each bottle collected with two days of the last one left: one authorized fill,
+    refills untouched — and each bottle's days counted from when its own doses start (after the old bottle), so no
+    bottle outlasts its BUD: 14, then 12 a time (a bottle made on day d is used d+2 … d+13), the last 10."""
     auth = Authorization(days_per_fill=60, refills=3, expiry_date=date(2027, 6, 1))
     current = supply(auth, [])
     day = START
@@ -142,9 +144,10 @@ def test_a_sixty_day_liquid_filled_as_fourteen_day_partials_uses_one_fill() -> N
                                            dose_mg=Decimal("1.5"), steps=(), category=UspCategory.AQUEOUS_UNPRESERVED,
                                            compounded_on=day, starts_on=day)
         current = rules.after_dispensing(current, Dispensing(day, plan.days_supply))
+        assert plan.bud is not None and current.run_out < plan.bud  # the last dose before the BUD
         shown.append((plan.days_supply, current.refills_left, current.days_owed))
-        day += timedelta(days=plan.days_supply - 2)  # each partial collected two days early
-    assert shown == [(14, 3, 46), (14, 3, 32), (14, 3, 18), (14, 3, 4), (4, 3, 60)]
+        day = current.run_out - timedelta(days=1)  # the next bottle collected with two days left
+    assert shown == [(14, 3, 46), (12, 3, 34), (12, 3, 22), (12, 3, 10), (10, 3, 60)]
     assert (current.fills_completed, current.current_fill, current.partial) == (1, 1, False)
     assert current.run_out == START + timedelta(days=59)  # early pickups stacked: 60 days from the first
 

@@ -121,10 +121,12 @@ def test_a_dispensing_says_which_fill_it_draws_from_and_whether_it_is_a_part(app
         db.session.commit()
     whole = MedicationDispense.model_validate(get(client, f"/fhir/MedicationDispense/{world['order']}", token))
     assert (whole.type.coding[0].code, whole.type.text) == ("FF", "first fill")
-    for order_id in parts:
+    # 14 days, then 12: the second part, collected with two days left, is used after the first (its BUD counts from
+    # when its doses start).
+    for order_id, days in zip(parts, (14, 12), strict=True):
         part = MedicationDispense.model_validate(get(client, f"/fhir/MedicationDispense/{order_id}", token))
         assert (part.type.coding[0].code, part.type.text) == ("FFP", "first fill (part fill)")
-        assert part.daysSupply.value == 14
+        assert part.daysSupply.value == days
 
 
 @pytest.mark.parametrize("url", ["/fhir/Patient/999999", "/fhir/Patient/abc", "/fhir/MedicationRequest/0",
