@@ -448,6 +448,11 @@ def open_preferences(token: str) -> links.LinkClaims:
     return claims
 
 
+def reminders_on(patient_id: int) -> bool:
+    """Whether the patient gets refill reminder emails now (what the preferences page says before they choose)."""
+    return bool(db.session.execute(sa.select(Patient.reminders_opt_in).where(Patient.id == patient_id)).scalar())
+
+
 def set_reminder_preference(patient_id: int, opted_in: bool, *, via: str) -> bool:
     """The patient turns refill reminder emails off or on (from the link in an email); True if it changed.
 

@@ -80,7 +80,8 @@ def preferences(token: str) -> Any:
             raise ValidationFailed("Choose whether to receive reminder emails.", fields={"reminders": "Choose."})
         services.set_reminder_preference(claims.patient_id, choice == "on", via="preferences page")
         done = choice
-    return render_template("reminders/preferences.html", token=token, done=done)
+    return render_template("reminders/preferences.html", token=token, done=done,
+                           reminders_on=services.reminders_on(claims.patient_id))
 
 
 @bp.post("/preferences/<token>/unsubscribe")
@@ -89,7 +90,7 @@ def unsubscribe(token: str) -> Any:
     """RFC 8058 one-click unsubscribe: a mail client POSTs `List-Unsubscribe=One-Click` here, with no cookie."""
     claims = services.open_preferences(token)
     services.set_reminder_preference(claims.patient_id, False, via="one-click unsubscribe")
-    return render_template("reminders/preferences.html", token=token, done="off")
+    return render_template("reminders/preferences.html", token=token, done="off", reminders_on=False)
 
 
 # A mail provider's one-click POST carries no session and no CSRF token; the signed link is the proof.
