@@ -224,6 +224,18 @@ def screen(
     dose are checked; titration steps below them are not (docs/domain.md "Dosing": start low, titrate up),
     which is why `titrating` needs no extra checks here — the caller passes the plan's highest dose.
     """
+    alerts = [*_medication_findings(medications), *_condition_findings(conditions)]
+    allergic = [a for a in _entries(allergies) if _NALTREXONE_RE.search(a)]
+    if allergic:
+        alerts.append(Alert("naltrexone_allergy", Severity.OVERRIDABLE_STOP,
+                            f"Allergy to naltrexone on file ({_quoted(allergic)}): hypersensitivity to naltrexone is a "
+                            "contraindication. A pharmacist must check it with the patient or prescriber and record a "
+                            "reason before filling."))
+    alerts += _dose_findings(max_dose_mg, maintenance_dose_mg, spastic=has_spasticity(conditions))
+    return sorted(alerts, key=lambda a: (SEVERITY_RANK[a.severity], a.code, a.message))
+
+def _medication_findings(medications: Sequence[str]) -> list[Alert]:
+    """The medication list: each opioid entry (a hard stop naming it), full-dose naltrexone already taken, interferon."""
     alerts: list[Alert] = []
     for med in _entries(medications):
         generics = opioids_in(_outside_allergy_words(med))
@@ -233,12 +245,6 @@ def screen(
             alerts.append(Alert("opioid", Severity.HARD_STOP,
                                 f'"{_shown(med)}" {what}: naltrexone blocks opioids and can bring on withdrawal. '
                                 "LDN cannot be filled while the patient takes it."))
-    conds = _entries(conditions)
-    liver = [c for c in conds if _LIVER_RE.search(c) and not LIVER_EXCLUDE.search(c)]
-    if liver:
-        alerts.append(Alert("liver_disease", Severity.OVERRIDABLE_STOP,
-                            f"Liver condition on file ({_quoted(liver)}): naltrexone is cleared by the liver. "
-                            "A pharmacist must review and record a reason before filling."))
     interferon = [m for m in _entries(medications) if _INTERFERON_RE.search(m) and not _ALLERGY.search(m)]
     if interferon:
         alerts.append(Alert("interferon_beta", Severity.WARNING,
@@ -251,26 +257,39 @@ def screen(
                             f"Naltrexone already on the medication list ({_quoted(taking)}): LDN beside full-dose "
                             "naltrexone is a duplication. A pharmacist must check with the prescriber (has it been "
                             "stopped?) and record a reason before filling."))
-    allergic = [a for a in _entries(allergies) if _NALTREXONE_RE.search(a)]
-    if allergic:
-        alerts.append(Alert("naltrexone_allergy", Severity.OVERRIDABLE_STOP,
-                            f"Allergy to naltrexone on file ({_quoted(allergic)}): hypersensitivity to naltrexone is a "
-                            "contraindication. A pharmacist must check it with the patient or prescriber and record a "
-                            "reason before filling."))
+    return alerts
+
+
+def _condition_findings(conditions: Sequence[str]) -> list[Alert]:
+    """The conditions list: liver disease (a stop a pharmacist clears), pregnancy or breastfeeding (a warning)."""
+    alerts: list[Alert] = []
+    conds = _entries(conditions)
+    liver = [c for c in conds if _LIVER_RE.search(c) and not LIVER_EXCLUDE.search(c)]
+    if liver:
+        alerts.append(Alert("liver_disease", Severity.OVERRIDABLE_STOP,
+                            f"Liver condition on file ({_quoted(liver)}): naltrexone is cleared by the liver. "
+                            "A pharmacist must review and record a reason before filling."))
     pregnancy = [c for c in conds if _PREGNANCY_RE.search(c)]
     if pregnancy:
         alerts.append(Alert("pregnancy_breastfeeding", Severity.WARNING,
                             f"Pregnancy or breastfeeding ({_quoted(pregnancy)}): very little data exists on LDN "
                             "in pregnancy or breastfeeding; make sure the prescriber knows."))
+    return alerts
+
+
+def _dose_findings(max_dose_mg: Decimal | int | str, maintenance_dose_mg: Decimal | int | str | None, *,
+                   spastic: bool) -> list[Alert]:
+    """The plan's highest dose and its maintenance dose, each finding once."""
     top = to_decimal(max_dose_mg, "dose_mg")
     doses = [top]
     if maintenance_dose_mg is not None and to_decimal(maintenance_dose_mg, "dose_mg") != top:
         doses.append(to_decimal(maintenance_dose_mg, "dose_mg"))
-    spastic = has_spasticity(conditions)
+    alerts: list[Alert] = []
     codes = set()
     for dose in sorted(doses, reverse=True):
         for alert in check_dose(dose, has_spasticity=spastic):
             if alert.code not in codes:
                 codes.add(alert.code)
                 alerts.append(alert)
-    return sorted(alerts, key=lambda a: (SEVERITY_RANK[a.severity], a.code, a.message))
+    return alerts
+
