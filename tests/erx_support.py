@@ -154,3 +154,31 @@ class Intermediary:
 
     def messages(self, kind: str) -> list[ncpdp.ScriptMessage]:
         return [m for m in (ncpdp.parse(b) for b in self.received) if m.kind == kind]
+
+
+def medication_request(**overrides: Any) -> dict[str, Any]:
+    """A FHIR MedicationRequest as an EHR sends one (Ellison, Dr. Okafor, 4.5 mg capsules); `overrides` replace
+    its top-level fields."""
+    body = {
+        "resourceType": "MedicationRequest", "status": "active", "intent": "order",
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.9999", "value": "EHR-RX-1001"}],
+        "contained": [
+            {"resourceType": "Patient", "id": "p", "name": [{"family": "Ellison", "given": ["Margaret"]}],
+             "birthDate": "1968-04-12", "gender": "female",
+             "address": [{"line": ["14 Oak Lane"], "city": "Springfield", "state": "IL", "postalCode": "62704"}]},
+            {"resourceType": "Practitioner", "id": "d", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi",
+                                                                          "value": OKAFOR_NPI}],
+             "name": [{"family": "Okafor", "given": ["Adaeze"], "suffix": ["MD"]}]},
+        ],
+        "subject": {"reference": "#p"}, "requester": {"reference": "#d"},
+        "medicationCodeableConcept": {"text": "Naltrexone 4.5 mg capsule (compounded)"},
+        "authoredOn": "2026-11-20",
+        "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "G35"}]}],
+        "dosageInstruction": [{"text": "Take 1 capsule by mouth at bedtime",
+                               "doseAndRate": [{"doseQuantity": {"value": 4.5, "unit": "mg"}}]}],
+        "dispenseRequest": {"numberOfRepeatsAllowed": 3, "quantity": {"value": 30, "unit": "capsule"},
+                            "expectedSupplyDuration": {"value": 30, "unit": "days", "system": "http://unitsofmeasure.org",
+                                                       "code": "d"}},
+    }
+    body.update(overrides)
+    return body

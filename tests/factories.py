@@ -194,3 +194,20 @@ def dispense(who: Actor, order_id: int, **details: Any) -> Any:
 def transition(who: Actor, order_id: int, to: str, payload: dict[str, Any] | None = None) -> Any:
     """One step through the workflow's single entry, returning the order."""
     return order_flow.transition(who, order_id, to, payload).order
+
+
+def renewed_with_autorefill(staff: dict, clock: Any) -> tuple[dict[str, Any], int]:
+    """A patient enrolled in auto-refill after their first fill, whose prescription is then renewed (replaced) three
+    days later — committed; (the world, the new prescription's id). Call inside a request context."""
+    from pharmacy.autorefill import services as autorefill
+    from pharmacy.workflows import prescription_changes
+
+    w = world(staff)
+    first = order_flow.start_fill(w["pharmacist"], w["rx"].id)
+    run_order_to(w, first.id, "dispensed")
+    autorefill.enrol(Actor(kind="patient", patient_id=w["patient"].id), w["rx"].id)
+    db.session.commit()
+    clock.advance(timedelta(days=3))
+    new = prescription_changes.replace(w["pharmacist"], w["rx"].id, replacement_data(w))
+    db.session.commit()
+    return w, new.id

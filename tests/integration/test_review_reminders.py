@@ -63,21 +63,11 @@ def test_auto_refill_survives_the_prescription_being_renewed(app: Flask, staff: 
     from pharmacy.prescriptions.models import Prescription
     from pharmacy.refills.models import RefillRequest
     from pharmacy.refills.rules import RequestSource
-    from pharmacy.workflows import orders as order_flow
-    from pharmacy.workflows import prescription_changes
     from pharmacy.workflows.next_refill import next_refill
     from tests import factories
 
     with app.test_request_context("/"):
-        w = factories.world(staff)
-        first = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-        factories.run_order_to(w, first.id, "dispensed")
-        autorefill.enrol(Actor(kind="patient", patient_id=w["patient"].id), w["rx"].id)
-        db.session.commit()
-        clock.advance(timedelta(days=3))
-        new = prescription_changes.replace(w["pharmacist"], w["rx"].id, factories.replacement_data(w))
-        db.session.commit()
-        new_id = new.id
+        _w, new_id = factories.renewed_with_autorefill(staff, clock)
         order_by = next_refill(db.session.get(Prescription, new_id)).order_by
         assert order_by is not None
         day = clock.now()

@@ -7,7 +7,6 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
-from pharmacy.core.actor import Actor
 from pharmacy.extensions import db
 
 # GSM 03.38 basic character set (plus the extension table's characters, which cost two septets): a text made only of
@@ -58,20 +57,12 @@ def test_returned_fill_of_a_renewal_gives_the_auto_refill_turn_back(app: Flask, 
     from pharmacy.refills.models import RefillRequest
     from pharmacy.refills.rules import RequestSource
     from pharmacy.workflows import orders as order_flow
-    from pharmacy.workflows import prescription_changes, refill_requests
+    from pharmacy.workflows import refill_requests
     from pharmacy.workflows.next_refill import next_refill
     from tests import factories
 
     with app.test_request_context("/"):
-        w = factories.world(staff)
-        first = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-        factories.run_order_to(w, first.id, "dispensed")
-        autorefill.enrol(Actor(kind="patient", patient_id=w["patient"].id), w["rx"].id)
-        db.session.commit()
-        clock.advance(timedelta(days=3))
-        new = prescription_changes.replace(w["pharmacist"], w["rx"].id, factories.replacement_data(w))
-        db.session.commit()
-        new_id = new.id
+        w, new_id = factories.renewed_with_autorefill(staff, clock)
 
         def autos() -> list[RefillRequest]:
             return list(db.session.execute(sa.select(RefillRequest).where(

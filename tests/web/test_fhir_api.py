@@ -30,7 +30,7 @@ from pharmacy.prescriptions import services as rx_services
 from pharmacy.prescriptions.rules import Form
 from pharmacy.workflows import orders as order_flow
 from tests import factories
-from tests.erx_support import OKAFOR_NPI, api_token
+from tests.erx_support import api_token, medication_request
 
 FHIR = "application/fhir+json"
 
@@ -194,31 +194,6 @@ def test_searches_audit_each_patient_they_show(app, client, world, token) -> Non
     with app.app_context():
         seen = db.session.execute(sa.select(AuditEvent.patient_id).where(AuditEvent.action == "fhir.search")).scalars()
         assert sorted(seen) == sorted([world["patient"], world["patient"], world["other"]])
-
-
-def medication_request(**overrides: Any) -> dict[str, Any]:
-    body = {
-        "resourceType": "MedicationRequest", "status": "active", "intent": "order",
-        "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.9999", "value": "EHR-RX-1001"}],
-        "contained": [
-            {"resourceType": "Patient", "id": "p", "name": [{"family": "Ellison", "given": ["Margaret"]}],
-             "birthDate": "1968-04-12", "gender": "female",
-             "address": [{"line": ["14 Oak Lane"], "city": "Springfield", "state": "IL", "postalCode": "62704"}]},
-            {"resourceType": "Practitioner", "id": "d", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi",
-                                                                          "value": OKAFOR_NPI}],
-             "name": [{"family": "Okafor", "given": ["Adaeze"], "suffix": ["MD"]}]},
-        ],
-        "subject": {"reference": "#p"}, "requester": {"reference": "#d"},
-        "medicationCodeableConcept": {"text": "Naltrexone 4.5 mg capsule (compounded)"},
-        "authoredOn": "2026-11-20",
-        "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "G35"}]}],
-        "dosageInstruction": [{"text": "Take 1 capsule by mouth at bedtime",
-                               "doseAndRate": [{"doseQuantity": {"value": 4.5, "unit": "mg"}}]}],
-        "dispenseRequest": {"numberOfRepeatsAllowed": 3, "quantity": {"value": 30, "unit": "capsule"},
-                            "expectedSupplyDuration": {"value": 30, "unit": "days"}},
-    }
-    body.update(overrides)
-    return body
 
 
 def post(client: Any, body: Any, token: str, status: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pharmacy.eprescribing import services
 from pharmacy.eprescribing.models import ErxIntake
 from pharmacy.extensions import db
 from tests import factories
-from tests.erx_support import OKAFOR_NPI, api_token
+from tests.erx_support import api_token, medication_request
 
 # A real-looking identifier system of an EHR's prescription order numbers (78 characters).
 LONG_SYSTEM = "https://ehr.lakeside-neurology.example.org/fhir/NamingSystem/prescription-order-id"
@@ -28,32 +28,6 @@ def world(app: Any, staff: dict[str, Any]) -> dict[str, Any]:
         db.session.commit()
         return {"formula": formula.id, "patient": patient.id, "pharmacist": ph,
                 "token": api_token(app, staff["pharmacist"], scope="fhir")}
-
-
-def medication_request(**overrides: Any) -> dict[str, Any]:
-    body = {
-        "resourceType": "MedicationRequest", "status": "active", "intent": "order",
-        "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.9999", "value": "EHR-RX-1001"}],
-        "contained": [
-            {"resourceType": "Patient", "id": "p", "name": [{"family": "Ellison", "given": ["Margaret"]}],
-             "birthDate": "1968-04-12", "gender": "female",
-             "address": [{"line": ["14 Oak Lane"], "city": "Springfield", "state": "IL", "postalCode": "62704"}]},
-            {"resourceType": "Practitioner", "id": "d", "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi",
-                                                                          "value": OKAFOR_NPI}],
-             "name": [{"family": "Okafor", "given": ["Adaeze"], "suffix": ["MD"]}]},
-        ],
-        "subject": {"reference": "#p"}, "requester": {"reference": "#d"},
-        "medicationCodeableConcept": {"text": "Naltrexone 4.5 mg capsule (compounded)"},
-        "authoredOn": "2026-11-20",
-        "reasonCode": [{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "G35"}]}],
-        "dosageInstruction": [{"text": "Take 1 capsule by mouth at bedtime",
-                               "doseAndRate": [{"doseQuantity": {"value": 4.5, "unit": "mg"}}]}],
-        "dispenseRequest": {"numberOfRepeatsAllowed": 3, "quantity": {"value": 30, "unit": "capsule"},
-                            "expectedSupplyDuration": {"value": 30, "unit": "days", "system": "http://unitsofmeasure.org",
-                                                       "code": "d"}},
-    }
-    body.update(overrides)
-    return body
 
 
 def post(client: Any, body: Any, token: str) -> Any:

@@ -3,28 +3,19 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from pharmacy.core.actor import Actor
 from pharmacy.extensions import db
-from tests.portal_helpers import sign_in, titrating_world
+from tests.portal_helpers import sign_in
+from tests.web.test_portal import world  # noqa: F401  (a titrating patient who signs in to the portal)
 
 DOB = date(1968, 4, 12)
 NUMBER = "+12175550101"
 
 
-@pytest.fixture
-def world(app: Any, staff: dict) -> dict[str, Any]:
-    with app.test_request_context("/"):
-        w = titrating_world(staff)
-        db.session.commit()
-        return {"patient_id": w["patient"].id, "rx_id": w["rx"].id}
-
-
-def test_saving_the_reminders_page_after_stop_keeps_the_texts_only_choice(app, client, world) -> None:
+def test_saving_the_reminders_page_after_stop_keeps_the_texts_only_choice(app, client, world) -> None:  # noqa: F811
     """A texts-only patient replies STOP. STOP now keeps their choice of channel so that START gives their texts back
     (sms/services._opt_out; the portal even says "Reply START … to have them back (texts only, as you chose)"). But the
     portal's reminders page, while texts are stopped, pre-selects "By email" and disables the text choices, so when
