@@ -56,3 +56,21 @@ def titrating_world(staff: dict[str, Any], **patient: Any) -> dict[str, Any]:
     order = order_flow.start_fill(ph, rx.id)
     factories.run_order_to(w, order.id, "dispensed")
     return w
+
+
+def delivered_messages(app: Any) -> list[Any]:
+    """Deliver the due emails through the outbox-only transport (the real delivery job) and return the messages it
+    was handed, as a mail server would have received them."""
+    transport = transports.OutboxOnlyTransport()
+    sent: list[Any] = []
+    original = transport.send
+
+    def keep(message: Any, *, sender: str, recipients: list[str]) -> None:
+        sent.append(message)
+        original(message, sender=sender, recipients=recipients)
+
+    transport.send = keep  # type: ignore[method-assign]
+    with app.app_context():
+        delivery.deliver_due(transport=transport)
+        db.session.remove()
+    return sent

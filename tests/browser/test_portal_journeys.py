@@ -24,8 +24,6 @@ from pharmacy.autorefill import services as autorefill
 from pharmacy.extensions import db
 from pharmacy.patients.models import SideEffectEntry
 from pharmacy.refills.models import RefillRequest
-from pharmacy.reminders import delivery as email_delivery
-from pharmacy.reminders import transports
 from pharmacy.sms import delivery as sms_delivery
 from pharmacy.sms.models import ContactPreference
 from pharmacy.sms.transports import OutboxOnlySms
@@ -33,7 +31,7 @@ from tests import factories
 from tests.browser.conftest import shot, shown, sign_in
 from tests.browser.portal_checks import PHONE, check_page
 from tests.conftest import PASSWORD
-from tests.portal_helpers import delivered_code, titrating_world
+from tests.portal_helpers import delivered_code, delivered_messages, titrating_world
 
 pytestmark = pytest.mark.browser
 
@@ -313,19 +311,7 @@ def test_the_page_checks_catch_what_they_are_for(browser) -> None:
 
 def _delivered_emails(app: Any) -> list[str]:
     """Deliver the due emails through the outbox-only transport; their plain-text bodies."""
-    transport = transports.OutboxOnlyTransport()
-    sent: list[Any] = []
-    original = transport.send
-
-    def keep(message: Any, *, sender: str, recipients: list[str]) -> None:
-        sent.append(message)
-        original(message, sender=sender, recipients=recipients)
-
-    transport.send = keep  # type: ignore[method-assign]
-    with app.app_context():
-        email_delivery.deliver_due(transport=transport)
-        db.session.remove()
-    return [m.get_body(preferencelist=("plain",)).get_content() for m in sent]
+    return [m.get_body(preferencelist=("plain",)).get_content() for m in delivered_messages(app)]
 
 
 def test_auto_refill_on_a_phone_then_skipped_from_its_email(live_server, live_app, browser, phone, world,

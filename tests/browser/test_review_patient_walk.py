@@ -18,13 +18,11 @@ import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from pharmacy.extensions import db
-from pharmacy.reminders import delivery as email_delivery
-from pharmacy.reminders import transports
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.browser.portal_checks import PHONE, axe_violations, sideways_scroll
-from tests.portal_helpers import delivered_code
+from tests.portal_helpers import delivered_code, delivered_messages
 
 pytestmark = pytest.mark.browser
 
@@ -50,18 +48,7 @@ def _first_reminder(app: Any, clock: Any) -> Any:
                                                                OutboxMessage.state == "pending")).scalar_one()
         db.session.remove()
     clock.set(due)
-    transport = transports.OutboxOnlyTransport()
-    sent: list[Any] = []
-    original = transport.send
-
-    def keep(message: Any, *, sender: str, recipients: list[str]) -> None:
-        sent.append(message)
-        original(message, sender=sender, recipients=recipients)
-
-    transport.send = keep  # type: ignore[method-assign]
-    with app.app_context():
-        email_delivery.deliver_due(transport=transport)
-        db.session.remove()
+    sent = delivered_messages(app)
     assert len(sent) == 1, [m["Subject"] for m in sent]
     return sent[0]
 
