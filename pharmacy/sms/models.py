@@ -33,6 +33,12 @@ class ContactPreference(db.Model):
         """A text may go: a verified number and consent that has not been taken back."""
         return bool(self.sms_number and self.sms_verified_at and self.sms_consent)
 
+    @property
+    def texts_stopped(self) -> bool:
+        """A verified number whose consent was taken back (STOP, or "Stop text messages"): the choice of texts is
+        kept for START, and the email goes meanwhile."""
+        return bool(self.sms_number and self.sms_verified_at and not self.sms_consent)
+
 
 def takes_texts(patient_id: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
     """SQL: the patient chose texts (only, or with email) and has a verified number with consent — someone
