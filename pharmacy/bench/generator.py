@@ -250,7 +250,7 @@ class Generator:
                 new = self._new_rx(rng, p, form, days_supply, False, written, prescriber_id, rx.id)
                 rx.status, rx.status_reason = RxStatus.REPLACED, f"Renewed as RX{new.id:06d}"
                 self._renewal_history(rng, p, rx, new, written)
-                new.held(self.cfg.too_soon_percent, carried=rx.held(self.cfg.too_soon_percent).run_out)
+                new.held(self.cfg.too_soon_percent, carried=rx.held(self.cfg.too_soon_percent))
                 rx = new
                 chain.append(rx)
                 prev = None
@@ -310,7 +310,8 @@ class Generator:
             indication_code="G35", status=rx.status.value, status_reason=rx.status_reason, replaces_id=rx.replaces_id,
             created_by_id=self.staff["pharmacist"], created_at=created, updated_at=created,
             latest_fill_number=last.number if last else None, days_dispensed=held.days_dispensed,
-            latest_days_supply=held.last_days, latest_run_out_date=self.d(held.run_out))
+            latest_days_supply=held.last_days, latest_run_out_date=self.d(held.run_out),
+            latest_covered_from=self.d(held.covered_from), prior_run_out_date=self.d(held.prior_run_out))
         if p.liver:  # the liver alert, resolved by a pharmacist (a few left open for the dashboard)
             open_alert = rx.status == RxStatus.ACTIVE and rx.id % 7 == 0
             self.out.alerts.add(

@@ -35,12 +35,16 @@ class Rx:
     fills: list[Fill] = field(default_factory=list)
     supply: supply_rules.Supply | None = None  # the supply model, walked fill by fill (as supply/services does)
 
-    def held(self, too_soon_percent: int, carried: date | None = None) -> supply_rules.Supply:
+    def held(self, too_soon_percent: int, carried: supply_rules.Supply | None = None) -> supply_rules.Supply:
+        """The supply so far; `carried` (the first time): what the prescription this one replaced left the patient."""
         if self.supply is None:
             auth = supply_rules.Authorization(days_per_fill=self.days_supply, refills=self.refills,
                                               expiry_date=self.expiry)
-            self.supply = supply_rules.supply_from_cache(auth, days_dispensed=0, dispensings=0, run_out=carried,
-                                                         last_days=None, too_soon_percent=too_soon_percent)
+            self.supply = supply_rules.supply_from_cache(
+                auth, days_dispensed=0, dispensings=0, run_out=carried.run_out if carried else None,
+                last_days=None, too_soon_percent=too_soon_percent,
+                covered_from=carried.covered_from if carried else None,
+                prior_run_out=carried.prior_run_out if carried else None)
         return self.supply
 
 

@@ -89,7 +89,8 @@ def open_tables(conn: sa.Connection, batch_size: int) -> tuple[Writer, Tables]:
             "id", "rx_number", "patient_id", "prescriber_id", "formula_id", "dose_mcg", "titration", "dosing_time",
             "quantity_milli", "days_supply", "refills_authorized", "written_date", "expiry_date", "directions",
             "indication", "indication_code", "status", "status_reason", "replaces_id", "created_by_id", "created_at",
-            "updated_at", "latest_fill_number", "latest_run_out_date", "days_dispensed", "latest_days_supply")),
+            "updated_at", "latest_fill_number", "latest_run_out_date", "days_dispensed", "latest_days_supply",
+            "latest_covered_from", "prior_run_out_date")),
         renewals=w.sink(md["renewal_requests"], (
             "id", "prescription_id", "prescriber_id", "patient_id", "state", "reason", "created_at", "sent_at",
             "sent_by_id", "resolved_at", "new_prescription_id")),

@@ -252,7 +252,7 @@ def running_out(day: date, *, days: int, overdue_days: int = 30, limit: int = 10
     out = []
     for row in rows(_statements().running_out, {
             "b_from": day - timedelta(days=overdue_days), "b_to": day + timedelta(days=days), "b_limit": limit}):
-        rx, supply, patient = RxLine(*row[:3]), reads.SupplyColumns(*row[3:9]), PatientLine(*row[9:])
+        rx, supply, patient = RxLine(*row[:3]), reads.SupplyColumns(*row[3:11]), PatientLine(*row[11:])
         current = reads.supply_of(supply)
         assert current.run_out is not None
         out.append(RunningOut(rx=rx, patient=patient, run_out=current.run_out, out_since=current.out_since(day)))

@@ -82,6 +82,12 @@ class Prescription(db.Model):
     latest_fill_number: Mapped[int | None] = mapped_column()
     latest_days_supply: Mapped[int | None] = mapped_column()
     latest_run_out_date: Mapped[date | None] = mapped_column()
+    # The first day of the covered span ending at latest_run_out_date and the last day covered before it (the
+    # supply model's covered_from and prior_run_out): a parcel on its way after a gap is not medicine in hand.
+    # NULL covered_from: covered as far back as matters (or a row from before migration 0020 that it could not
+    # place). Plain dates, so SQLite adds and drops them in place.
+    latest_covered_from: Mapped[date | None] = mapped_column()
+    prior_run_out_date: Mapped[date | None] = mapped_column()
     # A replacement not yet dispensed holds supply from the last prescription of its chain that was dispensed (A
     # when C replaced B replaced A, with no fill of B): the reminder planner joins that one's latest order. Set by
     # supply/services.carry_over; nothing reads it once the prescription has a fill of its own. A plain id like

@@ -72,6 +72,8 @@ class RxRow(NamedTuple):
     days_dispensed: int
     latest_run_out_date: date | None
     latest_days_supply: int | None
+    latest_covered_from: date | None
+    prior_run_out_date: date | None
 
 
 _REQUEST = (RefillRequest.id, RefillRequest.prescription_id, RefillRequest.patient_id, RefillRequest.state,
@@ -80,7 +82,8 @@ _REQUEST = (RefillRequest.id, RefillRequest.prescription_id, RefillRequest.patie
 _PATIENT = (Patient.id, Patient.first_name, Patient.last_name, Patient.date_of_birth, Patient.shipping_days)
 _RX = (Prescription.id, Prescription.rx_number, Prescription.status, Formula.name, Prescription.expiry_date,
        Prescription.days_supply, Prescription.refills_authorized, Prescription.days_dispensed,
-       Prescription.latest_run_out_date, Prescription.latest_days_supply)
+       Prescription.latest_run_out_date, Prescription.latest_days_supply, Prescription.latest_covered_from,
+       Prescription.prior_run_out_date)
 
 
 @dataclass

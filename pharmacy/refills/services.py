@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -111,6 +111,27 @@ class RefillSummary:
     def days_out(self) -> int:
         """Days the patient has been without medicine (0 when not out)."""
         return (today() - self.out_since).days + 1 if self.out_since else 0
+
+    @property
+    def last_dose_on(self) -> date | None:
+        """The last day covered before the patient ran out (when out)."""
+        return self.out_since - timedelta(days=1) if self.out_since else None
+
+    @property
+    def on_its_way(self) -> date | None:
+        """The day a dispensed refill still travelling reaches the patient, when it starts a new span of cover (a
+        parcel after a gap, or one arriving after the bottle in hand runs out); None otherwise."""
+        return self.supply.arriving_on(today()) if self.supply is not None else None
+
+    @property
+    def gap_ahead(self) -> int:
+        """Days without medicine from today before the refill on its way arrives (0: none)."""
+        return self.supply.gap_ahead(today()) if self.supply is not None else 0
+
+    @property
+    def held_until(self) -> date | None:
+        """The last day covered by the medicine in hand today (before any parcel on its way)."""
+        return self.supply.held_until(today()) if self.supply is not None else self.run_out
 
 
 def address_lines(patient: Patient) -> list[str]:

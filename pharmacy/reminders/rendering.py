@@ -263,6 +263,7 @@ class Batch:
                           Prescription.expiry_date, Prescription.directions, Prescription.indication,
                           Prescription.indication_code, Prescription.rx_number, Prescription.days_dispensed,
                           Prescription.latest_run_out_date, Prescription.latest_days_supply,
+                          Prescription.latest_covered_from, Prescription.prior_run_out_date,
                           p.first_name.label("prescriber_first"), p.last_name.label("prescriber_last"),
                           p.credentials.label("prescriber_credentials"), p.email.label("prescriber_email"))
                 .outerjoin(p, p.id == Prescription.prescriber_id).where(_in(Prescription.id, rx_ids))

@@ -223,6 +223,10 @@ class CachedSupply(Protocol):
     def latest_run_out_date(self) -> date | None: ...
     @property
     def latest_days_supply(self) -> int | None: ...
+    @property
+    def latest_covered_from(self) -> date | None: ...
+    @property
+    def prior_run_out_date(self) -> date | None: ...
 
 
 class SupplyColumns(NamedTuple):
@@ -234,10 +238,13 @@ class SupplyColumns(NamedTuple):
     days_dispensed: int
     latest_run_out_date: date | None
     latest_days_supply: int | None
+    latest_covered_from: date | None
+    prior_run_out_date: date | None
 
 
 SUPPLY_COLUMNS = (Prescription.days_supply, Prescription.refills_authorized, Prescription.expiry_date,
-                  Prescription.days_dispensed, Prescription.latest_run_out_date, Prescription.latest_days_supply)
+                  Prescription.days_dispensed, Prescription.latest_run_out_date, Prescription.latest_days_supply,
+                  Prescription.latest_covered_from, Prescription.prior_run_out_date)
 
 
 def authorization(rx: CachedSupply) -> Authorization:
@@ -248,7 +255,8 @@ def supply_of(rx: CachedSupply) -> Supply:
     """What the patient holds and what is left on `rx`, from the columns the prescription caches (no query)."""
     return rules.supply_from_cache(
         authorization(rx), days_dispensed=rx.days_dispensed or 0, dispensings=0, run_out=rx.latest_run_out_date,
-        last_days=rx.latest_days_supply, too_soon_percent=settings().too_soon_percent)
+        last_days=rx.latest_days_supply, too_soon_percent=settings().too_soon_percent,
+        covered_from=rx.latest_covered_from, prior_run_out=rx.prior_run_out_date)
 
 
 def dispensings(rx_id: int) -> list[Dispensing]:
@@ -261,19 +269,21 @@ def dispensings(rx_id: int) -> list[Dispensing]:
     return [Dispensing(starts_on=starts or left, days=days) for starts, left, days in rows if (starts or left)]
 
 
-def carried_run_out(rx: Prescription) -> date | None:
+def carried(rx: Prescription) -> rules.Held:
     """Supply the patient still holds from the prescription this one replaced (a renewal or dose change)."""
     if rx.replaces_id is None:
-        return None
-    return db.session.execute(
-        sa.select(Prescription.latest_run_out_date).where(Prescription.id == rx.replaces_id)
-    ).scalar_one_or_none()
+        return rules.Held()
+    row = db.session.execute(
+        sa.select(Prescription.latest_run_out_date, Prescription.latest_covered_from, Prescription.prior_run_out_date)
+        .where(Prescription.id == rx.replaces_id)
+    ).one_or_none()
+    return rules.Held(*row) if row is not None else rules.Held()
 
 
 def recomputed_supply(rx: Prescription) -> Supply:
     """The supply walked from every dispensing — the source of truth the cache is written from."""
     return rules.supply(authorization(rx), dispensings(rx.id), too_soon_percent=settings().too_soon_percent,
-                        carried_run_out=carried_run_out(rx))
+                        carried=carried(rx))
 
 
 # ---- lots the bench would use ----------------------------------------------------------------------------

@@ -17,6 +17,10 @@ The rules, in the project's words (docs/domain.md, "Supply and refills"):
 * Run-out is the **last day covered**. Each dispensing's days are added after the supply on hand ends:
   an early fill extends the run-out, it does not restart it; a fill after a gap starts on the day the
   patient has it (the gap stays a gap).
+* What the patient holds on a day is the covered span that day falls in, not "everything up to the run-out": a
+  parcel on its way after a gap (or one that will arrive after the bottle in hand runs out) covers days from its
+  arrival only. The model keeps the first day of the latest span (`covered_from`) and the last day covered before
+  it (`prior_run_out`), so a patient out of medicine while a refill travels is shown as out, with its arrival.
 * "Too soon" is about dispensing, not asking: the patient should have used about 80 % of the latest
   dispensing before the next one reaches them — i.e. hold no more than the other 20 % of it on that day.
 """
@@ -87,6 +91,28 @@ def run_out_after(previous_run_out: date | None, starts_on: date, days: int) -> 
     """
     _whole(days, "days_supply", minimum=1)
     return first_dose_day(previous_run_out, starts_on) + timedelta(days=days - 1)
+
+
+@dataclass(frozen=True)
+class Held:
+    """Supply held from before a prescription's own dispensings (a replaced prescription's, carried over): its last
+    day covered, the first day of that span (None: as far back as matters) and the last day covered before it."""
+
+    run_out: date | None = None
+    covered_from: date | None = None
+    prior_run_out: date | None = None
+
+
+def latest_span(spans: Sequence[tuple[date, date]], held: Held = Held()) -> tuple[date | None, date | None]:
+    """(first day of the latest covered span, last day covered before that span) once `spans` (from
+    covered_spans, in order) follow the supply `held` from before. A span that carries straight on from the held
+    supply keeps its start; a gap starts a new one. (None, None) with nothing dispensed or held."""
+    run_out, covered_from, prior = held.run_out, held.covered_from, held.prior_run_out
+    for first, last in spans:
+        if run_out is None or first > run_out + timedelta(days=1):
+            covered_from, prior = first, run_out
+        run_out = last
+    return covered_from, prior
 
 
 def covered_spans(dispensings: Sequence[Dispensing], *, carried_run_out: date | None = None) -> list[tuple[date, date]]:
@@ -172,6 +198,11 @@ class Supply:
     run_out: date | None  # last day covered; None before the first dispensing (and no carried supply)
     last_days: int | None  # days of the latest dispensing (the too-soon rule's basis)
     too_soon_percent: int
+    # The first day of the covered span that ends at run_out (None: unknown, or covered as far back as matters) and
+    # the last day covered before that span (None: no earlier supply). A day before covered_from is not covered by
+    # that span: the parcel is still on its way.
+    covered_from: date | None = None
+    prior_run_out: date | None = None
 
     # ---- what is authorized and what is left ------------------------------------------------------
 
@@ -215,19 +246,51 @@ class Supply:
 
     # ---- dates --------------------------------------------------------------------------------------
 
-    def days_on_hand(self, day: date) -> int:
-        """Days of medicine the patient holds on `day`, that day's dose included (0 once run out)."""
+    def arriving_on(self, day: date) -> date | None:
+        """The day the supply on its way reaches the patient, when on `day` it has not yet (a parcel in transit that
+        starts a new covered span: after a gap, or after the bottle in hand runs out); else None."""
+        if self.run_out is None or self.covered_from is None or day >= self.covered_from:
+            return None
+        return self.covered_from
+
+    def held_until(self, day: date) -> date | None:
+        """The last day covered by the medicine the patient has in hand on `day` (None when they have none)."""
         if self.run_out is None or day > self.run_out:
+            return None
+        if self.arriving_on(day) is None:
+            return self.run_out
+        return self.prior_run_out if self.prior_run_out is not None and day <= self.prior_run_out else None
+
+    def days_on_hand(self, day: date) -> int:
+        """Days of medicine the patient holds on `day`, that day's dose included (0 once run out, and 0 while the
+        refill that follows a gap is still on its way: days in transit are not days held)."""
+        until = self.held_until(day)
+        return 0 if until is None else (until - day).days + 1
+
+    def gap_ahead(self, day: date) -> int:
+        """Days without medicine, from `day` on, before the supply on its way arrives (0: none; 0 too before a first
+        supply arrives — a patient who never had it is not left without)."""
+        arriving = self.arriving_on(day)
+        if arriving is None or self.prior_run_out is None:
             return 0
-        return (self.run_out - day).days + 1
+        until = self.held_until(day)
+        return (arriving - max(day, until + timedelta(days=1) if until is not None else day)).days
 
     def ran_out(self, day: date) -> bool:
-        """Out of medicine on `day`: a dispensing happened and its supply ended before that day."""
-        return self.run_out is not None and day > self.run_out
+        """Out of medicine on `day`: a dispensing happened and its supply ended before that day (also while the next
+        one is still on its way)."""
+        return self.out_since(day) is not None
 
     def out_since(self, day: date) -> date | None:
-        """The first day without medicine when the patient is out on `day`, else None."""
-        return self.run_out + timedelta(days=1) if self.run_out is not None and self.ran_out(day) else None
+        """The first day without medicine when the patient is out on `day`, else None (also None before a first
+        supply arrives: never having had it is not running out)."""
+        if self.run_out is None:
+            return None
+        if day > self.run_out:
+            return self.run_out + timedelta(days=1)
+        if self.arriving_on(day) is not None and self.prior_run_out is not None and day > self.prior_run_out:
+            return self.prior_run_out + timedelta(days=1)
+        return None
 
     @property
     def earliest_next_start(self) -> date | None:
@@ -310,22 +373,27 @@ def fill_note(current: Supply, days: int, *, capped_by_bud: date | None = None) 
 
 
 def supply(authorization: Authorization, dispensings: Sequence[Dispensing], *, too_soon_percent: int = 80,
-           carried_run_out: date | None = None) -> Supply:
-    """The supply of one prescription from its dispensings (any order; the patient's receipt order counts)."""
+           carried: Held = Held()) -> Supply:
+    """The supply of one prescription from its dispensings (any order; the patient's receipt order counts), after
+    the supply `carried` from a prescription it replaced."""
     ordered = sorted(dispensings, key=lambda d: d.starts_on)
-    spans = covered_spans(ordered, carried_run_out=carried_run_out)
-    run_out = spans[-1][1] if spans else carried_run_out
+    spans = covered_spans(ordered, carried_run_out=carried.run_out)
+    run_out = spans[-1][1] if spans else carried.run_out
+    covered_from, prior = latest_span(spans, carried)
     days = sum(d.days for d in ordered)
     return Supply(authorization=authorization, days_dispensed=days, dispensings=len(ordered), run_out=run_out,
-                  last_days=ordered[-1].days if ordered else None, too_soon_percent=too_soon_percent)
+                  last_days=ordered[-1].days if ordered else None, too_soon_percent=too_soon_percent,
+                  covered_from=covered_from, prior_run_out=prior)
 
 
 def supply_from_cache(authorization: Authorization, *, days_dispensed: int, dispensings: int, run_out: date | None,
-                      last_days: int | None, too_soon_percent: int = 80) -> Supply:
+                      last_days: int | None, too_soon_percent: int = 80, covered_from: date | None = None,
+                      prior_run_out: date | None = None) -> Supply:
     """The same model from the columns a prescription caches (for lists: no walk through every dispensing)."""
     _whole(days_dispensed, "days_dispensed", minimum=0)
     return Supply(authorization=authorization, days_dispensed=days_dispensed, dispensings=dispensings,
-                  run_out=run_out, last_days=last_days, too_soon_percent=too_soon_percent)
+                  run_out=run_out, last_days=last_days, too_soon_percent=too_soon_percent,
+                  covered_from=covered_from, prior_run_out=prior_run_out)
 
 
 def after_dispensing(current: Supply, dispensing: Dispensing) -> Supply:
@@ -334,11 +402,15 @@ def after_dispensing(current: Supply, dispensing: Dispensing) -> Supply:
         raise SupplyInputInvalid(
             f"This fill can cover at most {_days(current.days_owed)} (what is still owed on the prescription).",
             fields={"days_supply": f"At most {current.days_owed}."})
+    run_out = run_out_after(current.run_out, dispensing.starts_on, dispensing.days)
+    covered_from, prior = latest_span(
+        [(first_dose_day(current.run_out, dispensing.starts_on), run_out)],
+        Held(current.run_out, current.covered_from, current.prior_run_out))
     return Supply(
         authorization=current.authorization, days_dispensed=current.days_dispensed + dispensing.days,
-        dispensings=current.dispensings + 1,
-        run_out=run_out_after(current.run_out, dispensing.starts_on, dispensing.days),
+        dispensings=current.dispensings + 1, run_out=run_out,
         last_days=dispensing.days, too_soon_percent=current.too_soon_percent,
+        covered_from=covered_from, prior_run_out=prior,
     )
 
 

@@ -21,8 +21,14 @@ class SupplyOutSchema(BaseSchema):
     days_remaining = fields.Integer(metadata={"description": "Days the prescription still allows in all"})
     refills_left = fields.Integer()
     run_out_date = fields.Date(allow_none=True, metadata={"description": "Last day covered"})
-    days_on_hand = fields.Integer(metadata={"description": "Days of medicine held today, today's dose included"})
+    days_on_hand = fields.Integer(metadata={
+        "description": "Days of medicine held today, today's dose included (not the days of a refill still on its way)"})
     out_since = fields.Date(allow_none=True, metadata={"description": "First day without medicine, if out today"})
+    arriving_on = fields.Date(allow_none=True, metadata={
+        "description": "The day a dispensed refill still on its way reaches the patient, when its cover starts after a "
+                       "gap or after the medicine in hand runs out; null otherwise"})
+    days_without_ahead = fields.Integer(metadata={
+        "description": "Days without medicine, from today, before that refill arrives (0: none)"})
     earliest_next_start = fields.Date(allow_none=True, metadata={
         "description": "First day the next fill may reach the patient without a too-soon override"})
 
@@ -34,5 +40,6 @@ def supply_dict(current: Supply, day: date) -> dict[str, Any]:
         "days_dispensed_of_current_fill": current.days_into_current_fill, "days_owed": current.days_owed,
         "days_remaining": current.days_remaining, "refills_left": current.refills_left,
         "run_out_date": current.run_out, "days_on_hand": current.days_on_hand(day), "out_since": current.out_since(day),
+        "arriving_on": current.arriving_on(day), "days_without_ahead": current.gap_ahead(day),
         "earliest_next_start": current.earliest_next_start,
     }

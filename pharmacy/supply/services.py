@@ -23,6 +23,8 @@ def refresh(rx: Prescription) -> Supply:
     rx.latest_fill_number = latest.fill_number if latest is not None else None
     rx.latest_days_supply = current.last_days if latest is not None else _carried_days(rx)
     rx.latest_run_out_date = current.run_out
+    rx.latest_covered_from = current.covered_from
+    rx.prior_run_out_date = current.prior_run_out
     _open_request_follows(rx.id, current.run_out)
     db.session.flush()
     return current
@@ -31,7 +33,7 @@ def refresh(rx: Prescription) -> Supply:
 def refresh_with_successors(rx: Prescription) -> Supply:
     """Refresh a prescription and then every replacement that carries its supply, down the chain in order.
 
-    Why: a replacement holds the run-out it carried from the one it replaced (carry_over, then carried_run_out
+    Why: a replacement holds the run-out it carried from the one it replaced (carry_over, then reads.carried
     at each refresh). When the replaced prescription's own supply changes afterwards — a fill of it returned, a
     parcel lost before the dose change — its successors' cached run-outs must move with it, or their reminders
     and the running-out list keep the days that were taken back."""
@@ -58,6 +60,8 @@ def carry_over(new: Prescription, old: Prescription) -> None:
     new.supply_source_id = old.id if old.latest_fill_number is not None else old.supply_source_id
     new.latest_fill_number = None
     new.latest_run_out_date = old.latest_run_out_date
+    new.latest_covered_from = old.latest_covered_from
+    new.prior_run_out_date = old.prior_run_out_date
     new.latest_days_supply = old.latest_days_supply
     db.session.flush()
 

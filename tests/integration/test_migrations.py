@@ -145,3 +145,44 @@ def test_0017_finds_the_supply_of_a_chain_of_replacements(empty_db: str, app_con
         assert sources() == {a: None, b: a, c: a}  # as the migration fills it
         db.session.remove()
         db.engine.dispose()
+
+
+def test_0020_places_the_latest_covered_span_as_the_app_does(empty_db: str, app_config: dict, clock) -> None:
+    """Going up to 0020 walks each prescription's dispensings (and what a replacement carried) to the first day of
+    its latest covered span and the last day covered before it — the same dates the supply's writer keeps: a refill
+    after a gap starts a span, an early one carries on, a replacement follows what it carried."""
+    from datetime import timedelta
+
+    from pharmacy.core.context import today
+    from pharmacy.prescriptions.models import Prescription
+    from pharmacy.workflows import orders as order_flow
+    from pharmacy.workflows import prescription_changes
+    from tests import factories
+
+    app = create_app({**app_config, "DATABASE_URL": empty_db}, clock=clock)
+    from pharmacy.extensions import db
+
+    with app.app_context():
+        upgrade()
+    with app.test_request_context("/"):
+        w = _world_with_a_fill()
+        a = w["rx"].id
+        clock.advance(db.session.get(Prescription, a).latest_run_out_date - today() + timedelta(days=5))
+        factories.run_order_to(w, order_flow.start_fill(w["pharmacist"], a).id, "dispensed")  # after a gap
+        b = prescription_changes.replace(w["pharmacist"], a, factories.replacement_data(w)).id  # carries a's
+        other = factories.prescription(w["pharmacist"], w["patient"].id, w["formula"].id, w["prescriber"].id).id
+        db.session.commit()
+    with app.app_context():
+        def spans() -> dict[int, tuple]:
+            with db.engine.connect() as conn:
+                return {row[0]: tuple(str(v) for v in row[1:]) for row in conn.execute(sa.text(
+                    "SELECT id, latest_covered_from, prior_run_out_date FROM prescriptions"))}
+
+        kept = spans()
+        assert kept[a][0] != "None" and kept[a][1] != "None"  # a gap: the span started with the refill
+        assert kept[b] == kept[a] and kept[other] == ("None", "None")
+        downgrade(revision="0019")
+        upgrade()
+        assert spans() == kept
+        db.session.remove()
+        db.engine.dispose()

@@ -53,6 +53,19 @@ def covered_days_by_counting(dispensings: list[Dispensing]) -> set[date]:
     return held
 
 
+def held_run_from(held: set[date], day: date) -> int:
+    """Days held from `day` without a break (0 when `day` is not held)."""
+    n = 0
+    while day + timedelta(days=n) in held:
+        n += 1
+    return n
+
+
+def days_between(first: date, end: date) -> list[date]:
+    """Each day from `first` up to, not including, `end`."""
+    return [first + timedelta(days=i) for i in range((end - first).days)]
+
+
 @settings(max_examples=300)
 @given(
     category=st.sampled_from(list(UspCategory)),
@@ -119,6 +132,23 @@ def test_random_histories_add_up(category: UspCategory, per_fill: int, refills: 
         for probe in (last_start, last_start + timedelta(days=7), current.run_out, current.run_out + timedelta(days=1)):
             assert current.days_on_hand(probe) == len([d for d in held if d >= probe])
             assert current.ran_out(probe) == (probe > max(held))
+        # And on every day since the span before the latest began — parcels still on their way included: days on
+        # hand are the unbroken run of held days from that day, out of medicine is a day not held after one that
+        # was, and the days without before a parcel arrives are the days not held in between.
+        spans = rules.covered_spans(done)
+        probe = spans[-2][0] if len(spans) > 1 else spans[-1][0] - timedelta(days=3)
+        while probe <= current.run_out + timedelta(days=1):
+            assert current.days_on_hand(probe) == held_run_from(held, probe), probe
+            earlier = [d for d in held if d < probe]
+            out = probe not in held and bool(earlier)
+            assert current.ran_out(probe) == out, probe
+            assert current.out_since(probe) == (max(earlier) + timedelta(days=1) if out else None), probe
+            arriving = current.arriving_on(probe)  # the latest span's first day, while it is still ahead
+            assert arriving == (spans[-1][0] if probe < spans[-1][0] else None), probe
+            if arriving is not None and earlier:
+                assert current.gap_ahead(probe) == len(
+                    [d for d in days_between(probe, arriving) if d not in held]), probe
+            probe += timedelta(days=1)
     # A refill is used when its authorized days have all been dispensed, not at each partial.
     assert current.fills_completed == current.days_dispensed // per_fill
     assert current.refills_left == (refills or 0) - max(current.fills_completed - 1, 0)
