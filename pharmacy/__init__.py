@@ -24,7 +24,7 @@ from pharmacy.workflows import listeners
 FEATURES = (
     "core", "patients", "prescriptions", "compounding", "refills", "reminders", "billing", "dashboard", "seeding",
     "bench", "ops", "prescriber_links", "portal", "sms", "autorefill", "documents", "eprescribing", "fhir",
-    "inventory", "production", "formulas",
+    "inventory", "production", "formulas", "supply",
 )
 
 

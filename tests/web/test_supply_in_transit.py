@@ -101,3 +101,42 @@ def test_an_early_refill_on_its_way_adds_to_the_days_in_hand(app: Flask, client:
     supply = client.get(f"/api/v1/prescriptions/{d['rx_id']}", headers=d["api"]).get_json()["supply"]
     assert supply["arriving_on"] is None and supply["days_without_ahead"] == 0
     assert supply["days_on_hand"] == (d["run_out"] - day).days + 1 + 30
+
+
+def test_flask_supply_verify_finds_a_cached_supply_its_dispensings_do_not_give(app: Flask, staff: dict,
+                                                                              clock: Any) -> None:
+    """`flask supply verify` walks every dispensing (a refill after a gap, a renewal carrying it) and agrees with
+    what the supply's writer cached; a column changed around the services (plain SQL) is named and exits 1, and
+    `--fix` writes it again (and the replacement that carries it) in one audited transaction."""
+    import sqlalchemy as sa
+
+    from pharmacy.workflows import prescription_changes
+
+    d = _ship(app, staff, clock, days_after_run_out=3)
+    with app.test_request_context("/"):
+        w = {"pharmacist": factories.actor(staff["pharmacist"]), "rx": db.session.get(Prescription, d["rx_id"])}
+        w["formula"], w["prescriber"], w["patient"] = w["rx"].formula, w["rx"].prescriber, w["rx"].patient
+        renewal = prescription_changes.replace(w["pharmacist"], d["rx_id"], factories.replacement_data(w)).id
+        db.session.commit()
+    runner = app.test_cli_runner()
+    ok = runner.invoke(args=["supply", "verify"])
+    assert ok.exit_code == 0 and "is what its dispensings give" in ok.output, ok.output
+    with app.app_context():
+        kept = db.session.execute(sa.text("SELECT id, latest_covered_from, prior_run_out_date, latest_run_out_date "
+                                          "FROM prescriptions ORDER BY id")).all()
+        db.session.execute(sa.text("UPDATE prescriptions SET latest_covered_from = NULL, latest_run_out_date = "
+                                   "'2020-01-01' WHERE id = :r"), {"r": d["rx_id"]})
+        db.session.commit()
+    bad = runner.invoke(args=["supply", "verify"])
+    # The prescription is named; its renewal is walked from what the dispensings give, so it is not.
+    assert bad.exit_code == 1 and "MISMATCH: 1 prescription(s)" in bad.output, bad.output
+    assert "latest_run_out_date 1, latest_covered_from 1" in bad.output
+    assert bad.output.split("prescription ids: ")[1].startswith(f"{d['rx_id']}.") and renewal != d["rx_id"]
+    fixed = runner.invoke(args=["supply", "verify", "--fix"])
+    assert fixed.exit_code == 0 and "of 1 prescription(s)" in fixed.output, fixed.output
+    assert runner.invoke(args=["supply", "verify"]).exit_code == 0
+    with app.app_context():
+        assert db.session.execute(sa.text("SELECT id, latest_covered_from, prior_run_out_date, latest_run_out_date "
+                                          "FROM prescriptions ORDER BY id")).all() == kept
+        assert db.session.execute(sa.text(
+            "SELECT count(*) FROM audit_events WHERE action = 'supply.resync'")).scalar_one() == 1
