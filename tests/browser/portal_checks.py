@@ -20,8 +20,8 @@ MIN_TARGET = 44
 _axe = Axe()
 
 # Every control a finger or a pointer aims at. Radio buttons and check boxes count with their label (the `.choice`
-# row: a tap on the words works). Links inside a sentence are WCAG's "inline" exception (their size is set by the
-# line of text); every other link is a button-sized target.
+# row, or the refill link's `label.tap-choice`: a tap on the words works). Links inside a sentence are WCAG's
+# "inline" exception (their size is set by the line of text); every other link is a button-sized target.
 _TARGETS_JS = """
 (min) => {
   const bad = [];
@@ -30,7 +30,8 @@ _TARGETS_JS = """
     const style = getComputedStyle(el);
     if (el.closest('[hidden]') || style.visibility === 'hidden' || style.display === 'none') continue;
     let target = el;
-    if (el.matches('input[type=radio], input[type=checkbox]') && el.closest('.choice')) target = el.closest('.choice');
+    const row = el.closest('.choice, label.tap-choice');
+    if (el.matches('input[type=radio], input[type=checkbox]') && row) target = row;
     if (seen.has(target)) continue;
     seen.add(target);
     const box = target.getBoundingClientRect();
