@@ -21,6 +21,7 @@ from tests import factories
 from tests.conftest import login
 from tests.pages import confirm_birth_date
 from tests.pages import page_text as text
+from tests.portal_helpers import sign_in as portal_sign_in
 
 DOB = date(1968, 4, 12)
 
@@ -74,6 +75,11 @@ def test_out_of_medicine_while_the_refill_travels(app: Flask, client: FlaskClien
     assert "Your refill is on its way" in patient_page
     assert "About 3" not in patient_page and "days without it" in patient_page
 
+    portal_sign_in(app, client, "margaret@example.com", DOB)
+    portal = text(client.get("/my/"))
+    arrives = f"{d['arrives']:%A, %B} {d['arrives'].day}, {d['arrives'].year}"
+    assert "None: your last dose was on" in portal and f"should arrive on {arrives}" in portal, portal
+
 
 def test_the_bottle_in_hand_runs_out_before_the_parcel_arrives(app: Flask, client: FlaskClient, staff: dict,
                                                                 clock: Any) -> None:
@@ -90,6 +96,11 @@ def test_the_bottle_in_hand_runs_out_before_the_parcel_arrives(app: Flask, clien
     login(client, staff["pharmacist"])
     page = text(client.get(f"/patients/{d['patient_id']}"))
     assert "2 days on hand" in page and "without medicine before the refill on its way arrives" in page
+
+    client.post("/logout")
+    portal_sign_in(app, client, "margaret@example.com", DOB)
+    portal = text(client.get("/my/"))
+    assert "About 2 days in hand" in portal and "The refill we sent should arrive on" in portal, portal
 
 
 def test_an_early_refill_on_its_way_adds_to_the_days_in_hand(app: Flask, client: FlaskClient, staff: dict,
