@@ -164,11 +164,23 @@ def _take_turn(row: Enrolment, fill: Order, outcome: str, order_by: object) -> C
 # ---- skipping ------------------------------------------------------------------------------------------------------
 
 
-def skip_next(actor: Actor, rx_id: int) -> str:
+ALREADY_MADE = ("The automatic refill this link was sent about has already been made or cancelled, so nothing was "
+                "skipped. To skip a later one, use the link in its message or sign in to your account.")
+
+
+def skip_next(actor: Actor, rx_id: int, *, announced_request: int | None = None) -> str:
     """Skip this supply's automatic refill: before it is asked for (the turn is taken as skipped), or after, while
-    the pharmacy has not yet approved it (the request is cancelled). Returns what happened, in words."""
+    the pharmacy has not yet approved it (the request is cancelled). Returns what happened, in words.
+
+    `announced_request`: the refill request a notice's skip link was sent about. Once that refill is approved,
+    made or cancelled, the link skips nothing — it must not quietly take the next supply's turn."""
     rx = _rx(rx_id)
     _check_actor(actor, rx, "skip automatic refills")
+    if announced_request is not None:
+        announced = db.session.get(RefillRequest, announced_request)
+        if announced is None or announced.patient_id != rx.patient_id or announced.state not in (
+                RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL):
+            raise Conflict(ALREADY_MADE)
     row = live_enrolment(rx.id)
     if row is None:
         raise Conflict("This prescription is not on auto-refill.")
@@ -187,7 +199,9 @@ def skip_next(actor: Actor, rx_id: int) -> str:
         req = db.session.get(RefillRequest, cycle.refill_request_id) if cycle.refill_request_id else None
         if req is None or req.state not in (RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL):
             raise Conflict("This refill is already being made; call the pharmacy to stop it.")
-        refills.close_open_requests(actor, rx.id, SKIPPED)
+        refills.cancel_open_request(actor, rx.id, SKIPPED)  # a renewal already asked of the prescriber stands
+        # The notices about the request ("we started your automatic refill", held for the morning's texts) are moot.
+        outbox.cancel_where(OutboxMessage.refill_request_id == req.id, SKIPPED)
         planning.replan_prescription(rx.id)  # the usual reminders come back for this supply
         said = "Your automatic refill is cancelled. We will remind you as usual."
     else:
@@ -200,19 +214,27 @@ def skip_next(actor: Actor, rx_id: int) -> str:
     return said
 
 
-def skip_token(patient_id: int, rx_id: int) -> str:
-    return links.make_token(SKIP_PURPOSE, patient_id, rx_id)
+def skip_token(patient_id: int, rx_id: int, request_id: int | None = None) -> str:
+    """A one-click skip link for the refill request the notice announces (`request_id`)."""
+    return links.make_token(SKIP_PURPOSE, patient_id, rx_id, ref=request_id)
 
 
-def open_skip_link(token: str) -> Actor:
-    """The patient behind a skip link (from the automatic refill's email or text): scoped to one prescription."""
+@dataclass(frozen=True)
+class SkipLink:
+    actor: Actor  # the patient, scoped to the prescription (followed to its replacement)
+    request_id: int | None  # the refill request the link was sent about (None: a link from before they carried it)
+
+
+def open_skip_link(token: str) -> SkipLink:
+    """The patient behind a skip link (from the automatic refill's email or text): scoped to one prescription and
+    to the refill request it announced."""
     claims = links.read_token(SKIP_PURPOSE, token, max_age_days=SKIP_LINK_DAYS)
     rx = db.session.get(Prescription, claims.prescription_id or 0)
     if rx is None or rx.patient_id != claims.patient_id:
         raise LinkInvalid("This link is not valid.", reason="invalid")
     # The enrolment and the request follow a renewal (autorefill/turns.follow_replacement): so does the link.
     current = reads.current_successor(rx.id, rx.patient_id, rx.status)
-    return Actor(kind="patient", patient_id=claims.patient_id, prescription_id=current)
+    return SkipLink(Actor(kind="patient", patient_id=claims.patient_id, prescription_id=current), claims.ref)
 
 
 # ---- the daily run -------------------------------------------------------------------------------------------------
@@ -302,5 +324,5 @@ def skip_context(row: OutboxMessage, preview: bool) -> tuple[dict[str, object], 
     """The AUTO_REFILL_REQUESTED email's one-click skip link (reminders.rendering.CONTEXT_PROVIDERS)."""
     if preview or row.prescription_id is None or row.patient_id is None:
         return {"skip_url": f"{settings().base_url}/my/auto-refill/skip/preview"}, frozenset()
-    token = skip_token(row.patient_id, row.prescription_id)
+    token = skip_token(row.patient_id, row.prescription_id, row.refill_request_id)
     return {"skip_url": f"{settings().base_url}/my/auto-refill/skip/{token}"}, frozenset()

@@ -38,6 +38,7 @@ class LinkClaims:
     patient_id: int
     prescription_id: int | None
     nonce: str
+    ref: int | None = None  # what else the link is about (an auto-refill skip link: the refill request it announced)
 
 
 def _serializer(purpose: str) -> URLSafeTimedSerializer:
@@ -52,8 +53,10 @@ def _serializer(purpose: str) -> URLSafeTimedSerializer:
     )
 
 
-def make_token(purpose: str, patient_id: int, prescription_id: int | None = None) -> str:
-    payload = {"p": patient_id, "rx": prescription_id, "n": secrets.token_urlsafe(12)}
+def make_token(purpose: str, patient_id: int, prescription_id: int | None = None, *, ref: int | None = None) -> str:
+    payload: dict[str, object] = {"p": patient_id, "rx": prescription_id, "n": secrets.token_urlsafe(12)}
+    if ref is not None:
+        payload["r"] = ref
     return _serializer(purpose).dumps(payload)
 
 
@@ -67,9 +70,9 @@ def read_token(purpose: str, token: str, *, max_age_days: int) -> LinkClaims:
         raise LinkInvalid("This link is not valid.", reason="invalid") from None
     if not isinstance(data, dict) or not isinstance(data.get("p"), int) or not isinstance(data.get("n"), str):
         raise LinkInvalid("This link is not valid.", reason="invalid")
-    rx = data.get("rx")
+    rx, ref = data.get("rx"), data.get("r")
     return LinkClaims(purpose=purpose, patient_id=data["p"], prescription_id=rx if isinstance(rx, int) else None,
-                      nonce=data["n"])
+                      nonce=data["n"], ref=ref if isinstance(ref, int) and not isinstance(ref, bool) else None)
 
 
 # Read on every open of a link, built once (a statement's construction costs more than SQLite's answer).

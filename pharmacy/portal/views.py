@@ -293,13 +293,13 @@ def auto_refill(rx_id: int) -> Any:
 def skip_link(token: str) -> Any:
     """The automatic refill's one-click skip (from its email or text): one button, no sign-in, no health details."""
     try:
-        actor = autorefill.open_skip_link(token)
+        link = autorefill.open_skip_link(token)
     except LinkInvalid:
         return _render("portal/problem.html", 400, message="This link does not work. Sign in or call us to skip "
                                                             "your automatic refill.")
     if request.method == "GET":
         return _render("portal/skip.html", token=token)
-    said = autorefill.skip_next(actor, actor.prescription_id or 0)
+    said = autorefill.skip_next(link.actor, link.actor.prescription_id or 0, announced_request=link.request_id)
     return _render("portal/skipped.html", message=said)
 
 

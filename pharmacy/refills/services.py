@@ -440,14 +440,24 @@ def decline(actor: Actor, request_id: int, reason: str) -> RefillRequest:
     return req
 
 
-def close_open_requests(actor: Actor, rx_id: int, reason: str) -> None:
-    t = now()
+def cancel_open_request(actor: Actor, rx_id: int, reason: str) -> RefillRequest | None:
+    """Cancel the request waiting on the prescription, if any — and nothing else: a renewal already asked of the
+    prescriber stands (the patient skipping one refill still needs the prescription renewed)."""
     req = reads.open_request(rx_id)
     if req is not None:
         req.state = RefillRequestState.CANCELLED
         req.decline_reason = reason[:400]
-        req.decided_at = t
+        req.decided_at = now()
         req.decided_by_id = actor.user_id
+        db.session.flush()
+    return req
+
+
+def close_open_requests(actor: Actor, rx_id: int, reason: str) -> None:
+    """The prescription stops (discontinued, replaced, renewal denied): its waiting request and every open renewal
+    are closed."""
+    t = now()
+    cancel_open_request(actor, rx_id, reason)
     for renewal in db.session.execute(
         sa.select(RenewalRequest).where(RenewalRequest.prescription_id == rx_id,
                                         RenewalRequest.state.in_(OPEN_RENEWAL_STATES))

@@ -5,6 +5,7 @@ the illness: it says that something about "your refill" or "your order" needs a 
 """
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
@@ -34,6 +35,11 @@ STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT
 START_WORDS = frozenset({"START", "UNSTOP", "YES", "OPTIN"})
 HELP_WORDS = frozenset({"HELP", "INFO"})
 REFILL_WORDS = frozenset({"REFILL", "REFILLS", "RENEW", "ORDER"})
+# A reply that uses one of these anywhere takes consent back (the FCC's 2024 TCPA revocation rule: "stop", "quit",
+# "revoke", "opt out", "unsubscribe" in a reply revoke it), not only as its first word: "Please stop texting me",
+# "Opt out". CANCEL and END count as the first word only — anywhere else they are about a refill or a date ("cancel
+# my refill", "away until the end of the month"), and the pharmacy would lose a patient's texts over a sentence.
+STOP_ANYWHERE = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "OPTOUT", "REVOKE", "QUIT"})
 
 _DIGITS = re.compile(r"\D")
 
@@ -72,12 +78,14 @@ def masked(number: str | None) -> str:
 
 
 def keyword(body: str | None) -> Keyword:
-    """What an incoming text asks for: its first word, any case, punctuation ignored ("Stop.", "refill please")."""
-    words = re.findall(r"[A-Za-z]+", body or "")
+    """What an incoming text asks for: its first word, any case, punctuation ignored ("Stop.", "refill please") —
+    except that a request to stop counts wherever it is in the reply ("Please stop texting me", "Opt out")."""
+    words = [w.upper() for w in re.findall(r"[A-Za-z]+", body or "")]
     if not words:
         return Keyword.OTHER
-    first = words[0].upper()
-    if first in STOP_WORDS:
+    first = words[0]
+    opt_out = any(a == "OPT" and b == "OUT" for a, b in itertools.pairwise(words))
+    if first in STOP_WORDS or opt_out or STOP_ANYWHERE.intersection(words):
         return Keyword.STOP
     if first in START_WORDS:
         return Keyword.START

@@ -121,11 +121,13 @@ def return_fill(actor: Actor, order_id: int, reason: str, note: str | None = Non
     return Outcome(order, f"{holds} The refill it used is available again: start a new fill to replace it.")
 
 
-def cancel_open_orders(actor: Actor, rx_id: int, reason: str) -> None:
-    """Part of stopping a prescription: its orders not yet dispensed are cancelled (and their notices)."""
-    for order_id in orders.open_order_ids(rx_id):
+def cancel_open_orders(actor: Actor, rx_id: int, reason: str) -> int:
+    """Part of stopping a prescription: its orders not yet dispensed are cancelled (and their notices); how many."""
+    ids = list(orders.open_order_ids(rx_id))
+    for order_id in ids:
         orders.cancel_order(actor, order_id, reason[:400], by_system=True)
         outbox.cancel_notices(order_id=order_id, reason="order cancelled")
+    return len(ids)
 
 
 def transition(actor: Actor, order_id: int, to: str, payload: dict[str, Any] | None = None) -> Outcome:

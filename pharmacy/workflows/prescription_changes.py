@@ -64,13 +64,17 @@ def adopt(actor: Actor, new_id: int, old_id: int) -> Prescription:
 def _take_over(actor: Actor, old: Prescription, new: Prescription) -> None:
     """What follows a replacement, however it was made: the new one holds the old one's supply, the old one's
     unfinished orders (made for the old dose) and reminders stop, a waiting renewal moves, so does an auto-refill
-    enrolment (asked for on the carried supply's order-by date, as the old one would have been), the new one's
+    enrolment (asked for on the carried supply's order-by date, as the old one would have been — again, when the
+    order its turn led to was just cancelled), the new one's
     reminders are planned from the run-out it carries, and the patient is screened again (the duplicate check sees
     the old one closed)."""
     supply.carry_over(new, old)
-    orders.cancel_open_orders(actor, old.id, f"Prescription replaced by {new.rx_number}")
+    cancelled = orders.cancel_open_orders(actor, old.id, f"Prescription replaced by {new.rx_number}")
     planning.cancel_for_prescription(old.id, reason="prescription replaced")
     renewals.link_renewal(actor, old.id, new.id)
-    autorefill_turns.follow_replacement(actor, old.id, new.id)
+    if autorefill_turns.follow_replacement(actor, old.id, new.id) is not None and cancelled:
+        # The refill auto-refill asked for was being made for the old dose and is cancelled: the carried supply's
+        # turn is given back, so the new prescription's fill is asked for (as after a returned fill).
+        autorefill_turns.reopen_turn(new)
     planning.replan_prescription(new.id)
     screening.rescreen_patient(actor, new.patient)

@@ -32,3 +32,18 @@ def test_a_short_text_keeps_everything() -> None:
                           portal_url="https://rx.example/my", order_by="Dec 16")
     assert text == ("Riverside Pharmacy: time to order your next refill, by Dec 16. Reply REFILL to order, or visit "
                     "https://rx.example/my Questions: (217) 555-0100. Reply STOP to stop texts, HELP for help.")
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ("STOP", rules.Keyword.STOP), ("stop.", rules.Keyword.STOP), ("Opt out", rules.Keyword.STOP),
+    ("opt-out please", rules.Keyword.STOP), ("Please stop texting me", rules.Keyword.STOP),
+    ("I want to unsubscribe", rules.Keyword.STOP), ("Cancel", rules.Keyword.STOP), ("end", rules.Keyword.STOP),
+    ("refill please", rules.Keyword.REFILL), ("Refill, but stop the texts", rules.Keyword.STOP),
+    ("please cancel my refill", rules.Keyword.OTHER), ("away until the end of the month", rules.Keyword.OTHER),
+    ("optimal outcome", rules.Keyword.OTHER), ("START", rules.Keyword.START), ("help", rules.Keyword.HELP),
+    ("", rules.Keyword.OTHER),
+])
+def test_a_request_to_stop_counts_wherever_it_is_in_the_reply(body: str, expected: rules.Keyword) -> None:
+    """STOP, QUIT, REVOKE, UNSUBSCRIBE and "opt out" anywhere revoke consent (the FCC's 2024 TCPA rule); CANCEL and
+    END only as the first word (elsewhere they are about a refill or a date)."""
+    assert rules.keyword(body) == expected
