@@ -276,9 +276,24 @@ def _when(value: Any, tz: Any) -> str:
     return value.astimezone(tz).strftime("%b %-d, %Y %-I:%M %p") if value else "—"
 
 
-def _record_facts(view: queries.OrderView, tz: Any) -> list[list[object]]:
+def made_text(view: queries.OrderView, batch: queries.BatchRecord | None) -> tuple[str, str]:
+    """"Quantity to make" and "Total quantity made" as the record states them: an order made on its own, its own;
+    one made in a batch, the batch's (what was counted), with the order's whole share and its place."""
+    order, form = view.order, view.formula.form if view.formula else None
+    mine = rx_rules.quantity_text(form, order.quantity)
+    if batch is None:
+        made = rx_rules.quantity_text(form, order.quantity_made) if order.quantity_made else "—"
+        return mine, made
+    to_make = f"{rx_rules.quantity_text(form, batch.expected)} for the batch of {batch.orders} orders (this order: {mine})"
+    made = (f"{rx_rules.quantity_text(form, batch.made)} for the whole batch (this order: {mine}, "
+            f"{batch.place} of {batch.orders})") if batch.made is not None else "—"
+    return to_make, made
+
+
+def _record_facts(view: queries.OrderView, tz: Any, batch: queries.BatchRecord | None = None) -> list[list[object]]:
     order, rx, formula = view.order, view.rx, view.formula
     assert formula is not None
+    to_make, made = made_text(view, batch)
     note = bud_note(view)
     bud = (f"{rx_rules.format_date(order.bud)} ({formula.bud_reference}; {rules.BUD_DAYS[formula.usp_category]} days, "
            f"or the earliest ingredient expiry)" + (f". {note}" if note else "")) if order.bud else "—"
@@ -291,20 +306,25 @@ def _record_facts(view: queries.OrderView, tz: Any) -> list[list[object]]:
          f"{rx.rx_number} / {rules.fill_label(order.authorized_fill, partial=view.fill_progress is not None)}"],
         ["Batch lot number", order.lot_number or "—"],
         ["Patient", f"{view.patient.last_name}, {view.patient.first_name}"],
-        ["Quantity to make", rx_rules.quantity_text(formula.form, order.quantity)],
-        ["Total quantity made", rx_rules.quantity_text(formula.form, order.quantity_made) if order.quantity_made else "—"],
+        ["Quantity to make", to_make],
+        ["Total quantity made", made],
         ["Beyond-use date", bud],
         ["Storage", storage_text(formula.usp_category, formula.storage)],
         ["Container", formula.container],
     ]
 
 
-def _record_ingredients(view: queries.OrderView) -> list[list[object]]:
-    rows: list[list[object]] = [["Ingredient", "Supplier", "Lot", "Expiry", "Quantity used"]]
+def used_amount(u: Any, batch: queries.BatchRecord | None) -> str:
+    """What was weighed of one lot: for a batch order, the whole batch's amount (its record's measurement)."""
+    amount = batch.used.get(u.ingredient_lot_id, u.quantity_used) if batch is not None else u.quantity_used
+    return f"{rx_rules.format_amount(amount)} {u.unit}" if amount is not None else "not yet weighed"
+
+
+def _record_ingredients(view: queries.OrderView, batch: queries.BatchRecord | None = None) -> list[list[object]]:
+    heading = "Quantity used (whole batch)" if batch is not None else "Quantity used"
+    rows: list[list[object]] = [["Ingredient", "Supplier", "Lot", "Expiry", heading]]
     rows += [[u.ingredient_lot.ingredient_name, u.ingredient_lot.supplier, u.ingredient_lot.lot_number,
-              rx_rules.format_date(u.ingredient_lot.expiry_date),
-              f"{rx_rules.format_amount(u.quantity_used)} {u.unit}" if u.quantity_used is not None
-              else "not yet weighed"] for u in view.lots]
+              rx_rules.format_date(u.ingredient_lot.expiry_date), used_amount(u, batch)] for u in view.lots]
     return rows
 
 
@@ -337,6 +357,7 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
     view = record_view(actor, order_id)
     order, formula = view.order, view.formula
     assert formula is not None
+    batch = queries.batch_record(order)
     cfg = settings()
     buf = io.BytesIO()
     doc = SimpleDocTemplate(buf, pagesize=LETTER, leftMargin=0.7 * inch, rightMargin=0.7 * inch,
@@ -350,9 +371,9 @@ def record_pdf(actor: Actor, order_id: int) -> bytes:
         Spacer(1, 8),
         _p(f"Compounding record · batch {order.lot_number}", s["big"]),
         Spacer(1, 6),
-        _grid(_record_facts(view, cfg.timezone), [width * 0.28, width * 0.72], s, header=False),
+        _grid(_record_facts(view, cfg.timezone, batch), [width * 0.28, width * 0.72], s, header=False),
         Spacer(1, 10), _p("Ingredients", s["bold"]),
-        _grid(_record_ingredients(view), [width * 0.32, width * 0.16, width * 0.16, width * 0.16, width * 0.2], s),
+        _grid(_record_ingredients(view, batch), [width * 0.32, width * 0.16, width * 0.16, width * 0.16, width * 0.2], s),
         Spacer(1, 10), _p("Method and equipment (master formulation record)", s["bold"]),
         _p(formula.method, s["body"]),
         _p(f"Equipment: {formula.equipment or '—'}", s["body"]),

@@ -17,11 +17,12 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from pharmacy.compounding import returns, rules
 from pharmacy.compounding.lots import usable_lots
-from pharmacy.compounding.models import Formula, IngredientLot, Order, OrderIngredientLot
+from pharmacy.compounding.models import Batch, Formula, IngredientLot, Order, OrderIngredientLot
 from pharmacy.compounding.rules import DeliveryMethod, OrderState
 from pharmacy.core import audit
 from pharmacy.core.actor import Actor
 from pharmacy.core.context import today
+from pharmacy.core.db import Milli
 from pharmacy.core.errors import NotFound
 from pharmacy.core.ids import valid_id
 from pharmacy.core.models import User
@@ -29,6 +30,7 @@ from pharmacy.core.paging import PageNumbers
 from pharmacy.core.roles import Permission
 from pharmacy.core.rows import rows
 from pharmacy.extensions import db
+from pharmacy.inventory.models import LotStock
 from pharmacy.patients.models import Patient
 from pharmacy.prescriptions import rules as rx_rules
 from pharmacy.prescriptions.models import Prescription, ScreeningAlert
@@ -292,16 +294,61 @@ def supply_before(rx: Prescription, days_before: int) -> Supply:
                              last_days=None)
 
 
-def suggested_lots(choices: dict[str, list[IngredientLot]], needed_until: date) -> dict[str, int]:
+def suggested_lots(choices: dict[str, list[IngredientLot]], needed_until: date,
+                   empty: frozenset[int] = frozenset()) -> dict[str, int]:
     """Per ingredient, the lot to pre-select: the soonest-expiring lot that still lasts the whole fill (first
-    expiry, first out — without shortening anyone's supply); if none does, the longest-dated one."""
+    expiry, first out — without shortening anyone's supply); if none does, the longest-dated one. A lot the ledger
+    says is empty (`empty`: counted or used down to nothing) is passed over while another has stock — it is not on
+    the shelf — and stays choosable by hand."""
     out = {}
     for name, lots in choices.items():
-        if not lots:
+        stocked = [lot for lot in lots if lot.id not in empty] or lots
+        if not stocked:
             continue
-        lasting = [lot for lot in lots if lot.expiry_date >= needed_until]
-        out[name] = (lasting[0] if lasting else max(lots, key=lambda lot: lot.expiry_date)).id
+        lasting = [lot for lot in stocked if lot.expiry_date >= needed_until]
+        out[name] = (lasting[0] if lasting else max(stocked, key=lambda lot: lot.expiry_date)).id
     return out
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What the compounding record of an order made in a batch states: the batch's own measurements (the quantity
+    made, each lot's weighed amount) — not the order's proportional share of them, which is kept for recall and
+    stock — and the order's place in it."""
+
+    orders: int
+    place: int
+    expected: Decimal
+    made: Decimal | None
+    used: dict[int, Decimal]  # per ingredient lot: the amount weighed for the whole batch
+
+
+def batch_record(order: Order) -> BatchRecord | None:
+    """The batch an order was made in, as its record shows it (None: made on its own). Two statements."""
+    if order.batch_id is None:
+        return None
+    batch = db.session.get(Batch, order.batch_id)
+    if batch is None:
+        return None
+    ids = list(db.session.execute(sa.select(Order.id).where(Order.batch_id == batch.id).order_by(Order.id)).scalars())
+    used = dict(db.session.execute(
+        sa.select(OrderIngredientLot.ingredient_lot_id,
+                  sa.type_coerce(sa.func.sum(OrderIngredientLot.quantity_used), Milli()))
+        .join(Order, Order.id == OrderIngredientLot.order_id).where(Order.batch_id == batch.id)
+        .group_by(OrderIngredientLot.ingredient_lot_id)).all())
+    return BatchRecord(orders=len(ids), place=ids.index(order.id) + 1 if order.id in ids else 0,
+                       expected=batch.expected_quantity, made=batch.quantity_made,
+                       used={lot: amount for lot, amount in used.items() if amount is not None})
+
+
+def empty_lots(choices: dict[str, list[IngredientLot]]) -> frozenset[int]:
+    """The lots among `choices` whose kept stock is nothing left (a lot never counted has no row: not known empty)."""
+    ids = [lot.id for lots in choices.values() for lot in lots]
+    if not ids:
+        return frozenset()
+    return frozenset(db.session.execute(
+        sa.select(LotStock.ingredient_lot_id).where(LotStock.ingredient_lot_id.in_(ids), LotStock.on_hand <= 0)
+    ).scalars())
 
 
 def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view") -> OrderView:
@@ -355,7 +402,8 @@ def order_view(actor: Actor, order_id: int, *, audit_action: str = "order.view")
         returnable=returns.returnable(order),
         lot_choices=choices, expected=expected_amounts(formula, order.quantity), can_record_batch=can_record,
         can_plan_batch=can_record,
-        suggested_lots=suggested_lots(choices, _first_dose_day(rx, order) + timedelta(days=order.days_supply)),
+        suggested_lots=suggested_lots(choices, _first_dose_day(rx, order) + timedelta(days=order.days_supply),
+                                      empty_lots(choices)),
         planned_lots={u.ingredient_lot.ingredient_name: u.ingredient_lot_id for u in order.lots_used},
         refills_left=supply_before(rx, before + order.days_supply).refills_left,
         fill_progress=progress if (supply_then.partial or order.days_supply < supply_then.days_owed) else None,

@@ -184,7 +184,10 @@ def label(order_id: int) -> Any:
 @staff_required
 def record(order_id: int) -> Any:
     view = labels.record_view(current_actor(), order_id)
+    batch = queries.batch_record(view.order)
+    to_make, made = labels.made_text(view, batch)
     return render_template("compounding/record.html", view=view, o=view.order, bud_note=labels.bud_note(view),
+                           to_make=to_make, made=made, batch=batch, used_amount=labels.used_amount,
                            category=CATEGORY_LABELS[view.formula.usp_category],  # type: ignore[union-attr]
                            bud_days=BUD_DAYS[view.formula.usp_category],  # type: ignore[union-attr]
                            storage=labels.storage_text(view.formula.usp_category, view.formula.storage))  # type: ignore[union-attr]

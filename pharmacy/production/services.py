@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -69,7 +69,13 @@ class Line:
 
     @property
     def units_text(self) -> str:
-        return rx_rules.quantity_text(self.formula.form, self.units.quantize(Decimal("1")))
+        """Capsules in whole numbers (rounded up: half a capsule is still one to fill); a liquid's mL or a cream's g
+        to the tenth, as measured (10.5 mL is not 10)."""
+        if Form(self.formula.form) == Form.CAPSULE:
+            return rx_rules.quantity_text(self.formula.form, self.units.quantize(Decimal("1"), rounding=ROUND_CEILING))
+        tenth = self.units.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+        whole = tenth == tenth.to_integral_value()
+        return rx_rules.quantity_text(self.formula.form, tenth.quantize(Decimal(1)) if whole else tenth)
 
 
 @dataclass
@@ -158,11 +164,20 @@ def _shipping(method: Any, days: int | None) -> int:
 
 
 def _titration_key() -> tuple[Any, Any]:
+    """The titration (None when plain) and the days dispensed the next fill's size depends on: all of them along a
+    titration (the steps still ahead), else only the days of the current fill already dispensed (a partial's rest is
+    what is owed) — 0 for most prescriptions, so they group together."""
     # Literals, not bound parameters: PostgreSQL matches GROUP BY expressions to the selected ones as written.
     text = sa.cast(Prescription.titration, sa.Text)
     plain = sa.or_(Prescription.titration.is_(None), text.in_([sa.literal_column("'null'"), sa.literal_column("'[]'")]))
     return (sa.case((plain, sa.null()), else_=text),
-            sa.case((plain, sa.literal_column("0")), else_=Prescription.days_dispensed))
+            sa.case((plain, Prescription.days_dispensed % Prescription.days_supply), else_=Prescription.days_dispensed))
+
+
+def _open_orders() -> sa.Select[Any]:
+    """Prescriptions with an order not yet dispensed or cancelled (read once along the state index)."""
+    return sa.select(Order.prescription_id).where(
+        Order.state.in_([s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]))
 
 
 def _orders() -> Iterable[_Work]:
@@ -171,7 +186,7 @@ def _orders() -> Iterable[_Work]:
                   Patient.shipping_days, sa.func.sum(Order.quantity), sa.func.count())
         .select_from(Order).join(Prescription, Prescription.id == Order.prescription_id)
         .join(Patient, Patient.id == Order.patient_id)
-        .where(Order.state.in_(PLANNED_ORDER_STATES))
+        .where(Order.state.in_(PLANNED_ORDER_STATES), Prescription.status == RxStatus.ACTIVE)
         .group_by(Prescription.formula_id, Prescription.latest_run_out_date, Order.delivery_method,
                   Patient.shipping_days)
     ).all()
@@ -192,21 +207,26 @@ def _grouped(stmt: Any, delivery: Any, source_of: Any, extra: tuple[Any, ...] = 
 
 
 def _requests() -> Iterable[_Work]:
+    """Requests waiting on active prescriptions with no order yet (a fill started at the counter while the request
+    waits is the order's work; a held prescription's request cannot be approved)."""
     stmt = (sa.select().select_from(RefillRequest).join(Prescription, Prescription.id == RefillRequest.prescription_id)
             .join(Patient, Patient.id == Prescription.patient_id)
-            .where(RefillRequest.state == RefillRequestState.OPEN))
+            .where(RefillRequest.state == RefillRequestState.OPEN, Prescription.status == RxStatus.ACTIVE,
+                   Prescription.id.not_in(_open_orders())))
     return _grouped(stmt, RefillRequest.delivery_method, lambda _row: Source.REQUEST)
 
 
 def _expected(low: date, high: date, day: date) -> Iterable[_Work]:
     """Active prescriptions with refills left whose supply runs out in [low, high], with nothing ordered or asked
     for yet — what the reminders are asking the patients for; auto-refill enrolments separately (they will ask)."""
-    # Uncorrelated NOT IN: the few open orders and requests are read once along their state indexes, instead of a
-    # probe of orders and requests for each of the tens of thousands of prescriptions in the window.
-    open_orders = sa.select(Order.prescription_id).where(
-        Order.state.in_([s for s in OrderState if s not in (OrderState.DISPENSED, OrderState.CANCELLED)]))
+    # Uncorrelated NOT IN: the few open orders, requests and renewals are read once along their state indexes,
+    # instead of a probe of each for the tens of thousands of prescriptions in the window. A prescription with a
+    # renewal awaited is the renewals' line (one fill, counted once).
+    open_orders = _open_orders()
     open_requests = sa.select(RefillRequest.prescription_id).where(
         RefillRequest.state.in_([RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL]))
+    open_renewals = sa.select(RenewalRequest.prescription_id).where(
+        RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]))
     authorized_days = Prescription.days_supply * (1 + sa.func.coalesce(Prescription.refills_authorized, 0))
     enrolled = Enrolment.id.is_not(None)
     stmt = (sa.select().select_from(Prescription).join(Patient, Patient.id == Prescription.patient_id)
@@ -215,7 +235,8 @@ def _expected(low: date, high: date, day: date) -> Iterable[_Work]:
             .where(Prescription.status == RxStatus.ACTIVE, Prescription.latest_run_out_date >= low,
                    Prescription.latest_run_out_date <= high, Prescription.expiry_date >= day,
                    sa.func.coalesce(Prescription.days_dispensed, 0) < authorized_days,
-                   Prescription.id.not_in(open_orders), Prescription.id.not_in(open_requests)))
+                   Prescription.id.not_in(open_orders), Prescription.id.not_in(open_requests),
+                   Prescription.id.not_in(open_renewals)))
     # Nothing is asked for on these prescriptions (NOT IN open_requests): the next fill travels as the patient
     # prefers (refills.rules.next_fill_delivery with no waiting request).
     return _grouped(stmt, Patient.delivery_preference, lambda row: Source.AUTO if row[8] else Source.EXPECTED,
@@ -232,7 +253,8 @@ def _renewals() -> Iterable[_Work]:
             .join(waiting, sa.and_(waiting.prescription_id == Prescription.id,
                                    waiting.state.in_([RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL])),
                   isouter=True)
-            .where(RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT])))
+            .where(RenewalRequest.state.in_([RenewalState.NEEDED, RenewalState.SENT]),
+                   Prescription.status == RxStatus.ACTIVE, Prescription.id.not_in(_open_orders())))
     return _grouped(stmt, supply_reads.next_fill_delivery_sql(waiting.delivery_method, Patient.delivery_preference),
                     lambda _row: Source.RENEWAL)
 
@@ -285,7 +307,8 @@ def _place(work: list[_Work], formulas: dict[int, Formula], day: date, last: dat
               done: int) -> Decimal:
         f = formulas[formula_id]
         parsed = rx_rules.parse_titration(json.loads(steps)) if steps else ()
-        length = rules.fill_days(days_supply, category=UspCategory(f.usp_category), shipping_days=shipping)
+        owed = days_supply - done % days_supply  # the rest of a partial fill, else a whole one
+        length = rules.fill_days(owed, category=UspCategory(f.usp_category), shipping_days=shipping)
         return rules.units_for_fill(Form(f.form), f.strength_mg, dose, length, parsed, done)
 
     tally = _Tally()
