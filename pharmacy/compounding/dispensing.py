@@ -82,7 +82,7 @@ def _credit_days(order: Order, current: supply_rules.Supply, starts_on: Any) -> 
     days = min(order.days_supply, current.days_owed) if current.days_owed else order.days_supply
     capped = False
     if order.bud is not None:
-        usable = rules.days_until_bud(order.bud, supply_rules.first_dose_day(current.run_out, starts_on))
+        usable = rules.days_until_bud(order.bud, current.first_dose_day(starts_on))
         if usable < 1:
             raise Conflict(f"This batch's beyond-use date ({order.bud.isoformat()}) comes before the patient would "
                            "receive it; it must be re-made.")

@@ -37,7 +37,7 @@ from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import Form, Severity
 from pharmacy.refills.models import RefillRequest
 from pharmacy.supply import reads
-from pharmacy.supply.rules import Supply, arrival_date, first_dose_day, supply_from_cache
+from pharmacy.supply.rules import Supply, arrival_date, supply_from_cache
 
 QUEUE_ORDER = [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
                OrderState.READY, OrderState.ON_HOLD]
@@ -265,7 +265,7 @@ def _first_dose_day(rx: Prescription, order: Order) -> date:
     it joined the supply with; before, after the supply the patient holds now."""
     if order.run_out_date is not None and order.days_supply:
         return order.run_out_date - timedelta(days=order.days_supply - 1)
-    return first_dose_day(reads.supply_of(rx).run_out, _starts_on(rx, order))
+    return reads.supply_of(rx).first_dose_day(_starts_on(rx, order))
 
 
 def fill_chart(rx: Prescription, order: Order, days_before: int) -> list[tuple[str, str, str]]:

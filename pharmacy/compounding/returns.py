@@ -26,10 +26,16 @@ NOTE_MAX = 240
 
 
 def later_dispensed_fill(order: Order) -> int | None:
-    """The id of a fill of the same prescription dispensed after this one, if any."""
+    """The id of a dispensed fill of the same prescription the patient received after this one, if any: the supply
+    counts fills in the order they reached the patient (a bottle at the counter may overtake a parcel still on its
+    way, and the parcel is then the latest)."""
+    received = sa.func.coalesce(Order.supply_starts_on, Order.dispensed_on)
+    mine = order.supply_starts_on or order.dispensed_on
+    later = sa.true() if mine is None else sa.or_(
+        received > mine, sa.and_(received == mine, Order.fill_number > order.fill_number))
     return db.session.execute(
         sa.select(Order.id).where(Order.prescription_id == order.prescription_id, Order.state == OrderState.DISPENSED,
-                                  Order.fill_number > order.fill_number)
+                                  Order.id != order.id, later)
         .order_by(Order.fill_number.desc()).limit(1)
     ).scalar_one_or_none()
 

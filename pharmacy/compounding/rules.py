@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from pharmacy.core.errors import Forbidden, InvalidTransition, ValidationFailed
 from pharmacy.prescriptions.rules import Form, TitrationStep, quantity_for_days, remaining_steps
-from pharmacy.supply.rules import Supply, fill_note, first_dose_day
+from pharmacy.supply.rules import Supply, fill_note
 
 
 class UspCategory(StrEnum):
@@ -160,7 +160,7 @@ def plan_fill(current: Supply, *, form: Form, strength_mg: Decimal, dose_mg: Dec
     bud = beyond_use_date(category, compounded_on, lot_expiries)
     # Counted from the first day of this fill's own doses: on an on-time refill the old bottle is finished first,
     # and a 14-day liquid's days must all fall before its BUD.
-    usable = days_until_bud(bud, first_dose_day(current.run_out, starts_on))
+    usable = days_until_bud(bud, current.first_dose_day(starts_on))
     if usable < 1:
         msg = (f"With these lots the beyond-use date is {bud.isoformat()}, which leaves no days of supply when the "
                "patient receives it: use lots with a later expiry.")

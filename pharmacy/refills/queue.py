@@ -100,6 +100,7 @@ class QueueItem:
     out_since: date | None = None  # the first day without medicine, when the patient has already run out
     renewal_reason: str | None = None  # which reason a renewal is needed, when it is
     days_out: int = 0  # days without medicine, today included (0 while the patient holds some)
+    arriving_on: date | None = None  # a dispensed refill still on its way (it starts a new span of cover)
 
 
 QUEUE_PAGE = 50  # requests (and renewals) a page
@@ -171,6 +172,7 @@ def _queue_items(actor: Actor, *, page: int, per_page: int) -> list[QueueItem]:
             refills_left=current.refills_left,
             renewal=renewals.get(r.renewal_id) if r.renewal_id is not None else None, supply=current,
             out_since=out_since, days_out=(day - out_since).days + 1 if out_since else 0,
+            arriving_on=current.arriving_on(day),
             renewal_reason=rules.renewal_reason(current, day) if elig.needs_renewal else None,
         ))
     return out

@@ -261,12 +261,24 @@ def supply_of(rx: CachedSupply) -> Supply:
 
 def dispensings(rx_id: int) -> list[Dispensing]:
     """Every dispensing of the prescription, as the supply model takes them."""
+    return [f.dispensing for f in dispensed_fills(rx_id)]
+
+
+class DispensedFill(NamedTuple):
+    order_id: int
+    dispensing: Dispensing
+    run_out_date: date | None  # as stored on the order: the last day covered once it joined the supply
+
+
+def dispensed_fills(rx_id: int) -> list[DispensedFill]:
+    """The prescription's dispensed orders in the order they were dispensed (fill number), as the model takes them."""
     rows = db.session.execute(
-        sa.select(Order.supply_starts_on, Order.dispensed_on, Order.days_supply)
+        sa.select(Order.id, Order.supply_starts_on, Order.dispensed_on, Order.days_supply, Order.run_out_date)
         .where(Order.prescription_id == rx_id, Order.state == OrderState.DISPENSED)
         .order_by(Order.fill_number)
     ).all()
-    return [Dispensing(starts_on=starts or left, days=days) for starts, left, days in rows if (starts or left)]
+    return [DispensedFill(order_id, Dispensing(starts_on=starts or left, days=days), run_out)
+            for order_id, starts, left, days, run_out in rows if (starts or left)]
 
 
 def carried(rx: Prescription) -> rules.Held:
@@ -280,9 +292,10 @@ def carried(rx: Prescription) -> rules.Held:
     return rules.Held(*row) if row is not None else rules.Held()
 
 
-def recomputed_supply(rx: Prescription) -> Supply:
+def recomputed_supply(rx: Prescription, fills: list[DispensedFill] | None = None) -> Supply:
     """The supply walked from every dispensing — the source of truth the cache is written from."""
-    return rules.supply(authorization(rx), dispensings(rx.id), too_soon_percent=settings().too_soon_percent,
+    found = dispensed_fills(rx.id) if fills is None else fills
+    return rules.supply(authorization(rx), [f.dispensing for f in found], too_soon_percent=settings().too_soon_percent,
                         carried=carried(rx))
 
 

@@ -103,6 +103,19 @@ class Held:
     prior_run_out: date | None = None
 
 
+def _walked(dispensings: Sequence[Dispensing], held: Held) -> tuple[list[Dispensing], date | None, Held]:
+    """What to walk, the run-out before it, and the supply held before that: the held supply's latest span joins the
+    walk as if it were a dispensing when its first day is known — a parcel of it may still be on its way when a later
+    dispensing reaches the patient (a bottle at the counter, a replacement's first fill), and the patient takes what
+    they receive first. When it is not known (covered as far back as matters) the dispensings follow it."""
+    ordered = sorted(dispensings, key=lambda d: d.starts_on)
+    if held.run_out is None or held.covered_from is None:
+        return ordered, held.run_out, held
+    span = Dispensing(starts_on=held.covered_from, days=(held.run_out - held.covered_from).days + 1)
+    walk = sorted([span, *ordered], key=lambda d: d.starts_on)
+    return walk, held.prior_run_out, Held(held.prior_run_out)
+
+
 def latest_span(spans: Sequence[tuple[date, date]], held: Held = Held()) -> tuple[date | None, date | None]:
     """(first day of the latest covered span, last day covered before that span) once `spans` (from
     covered_spans, in order) follow the supply `held` from before. A span that carries straight on from the held
@@ -261,6 +274,16 @@ class Supply:
             return self.run_out
         return self.prior_run_out if self.prior_run_out is not None and day <= self.prior_run_out else None
 
+    def first_dose_day(self, starts_on: date) -> date:
+        """The first day of a new dispensing's own doses, reaching the patient on `starts_on`: after the medicine they
+        then hold — and before a parcel still on its way, which they take after it (it arrives later)."""
+        if self.run_out is None:
+            return starts_on
+        if self.arriving_on(starts_on) is None:
+            return first_dose_day(self.run_out, starts_on)
+        until = self.held_until(starts_on)
+        return starts_on if until is None else until + timedelta(days=1)
+
     def days_on_hand(self, day: date) -> int:
         """Days of medicine the patient holds on `day`, that day's dose included (0 once run out, and 0 while the
         refill that follows a gap is still on its way: days in transit are not days held)."""
@@ -377,9 +400,10 @@ def supply(authorization: Authorization, dispensings: Sequence[Dispensing], *, t
     """The supply of one prescription from its dispensings (any order; the patient's receipt order counts), after
     the supply `carried` from a prescription it replaced."""
     ordered = sorted(dispensings, key=lambda d: d.starts_on)
-    spans = covered_spans(ordered, carried_run_out=carried.run_out)
+    walk, before, held = _walked(ordered, carried)
+    spans = covered_spans(walk, carried_run_out=before)
     run_out = spans[-1][1] if spans else carried.run_out
-    covered_from, prior = latest_span(spans, carried)
+    covered_from, prior = latest_span(spans, held) if spans else (carried.covered_from, carried.prior_run_out)
     days = sum(d.days for d in ordered)
     return Supply(authorization=authorization, days_dispensed=days, dispensings=len(ordered), run_out=run_out,
                   last_days=ordered[-1].days if ordered else None, too_soon_percent=too_soon_percent,
@@ -402,10 +426,10 @@ def after_dispensing(current: Supply, dispensing: Dispensing) -> Supply:
         raise SupplyInputInvalid(
             f"This fill can cover at most {_days(current.days_owed)} (what is still owed on the prescription).",
             fields={"days_supply": f"At most {current.days_owed}."})
-    run_out = run_out_after(current.run_out, dispensing.starts_on, dispensing.days)
-    covered_from, prior = latest_span(
-        [(first_dose_day(current.run_out, dispensing.starts_on), run_out)],
-        Held(current.run_out, current.covered_from, current.prior_run_out))
+    walk, before, held = _walked([dispensing], Held(current.run_out, current.covered_from, current.prior_run_out))
+    spans = covered_spans(walk, carried_run_out=before)
+    run_out = spans[-1][1]
+    covered_from, prior = latest_span(spans, held)
     return Supply(
         authorization=current.authorization, days_dispensed=current.days_dispensed + dispensing.days,
         dispensings=current.dispensings + 1, run_out=run_out,

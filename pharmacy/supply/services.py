@@ -8,16 +8,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pharmacy.compounding.models import Order
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills.models import OPEN_REQUEST_STATES, RefillRequest
-from pharmacy.supply import reads
+from pharmacy.supply import reads, rules
 from pharmacy.supply.rules import Supply
 
 
 def refresh(rx: Prescription) -> Supply:
-    """Recompute the prescription's supply from its dispensings and store what the lists read."""
-    current = reads.recomputed_supply(rx)
+    """Recompute the prescription's supply from its dispensings and store what the lists read — and each fill's
+    "supply lasts through" (the last day covered once it joined the supply), which a fill returned before it, or of
+    the prescription it replaced, moves."""
+    fills = reads.dispensed_fills(rx.id)
+    current = reads.recomputed_supply(rx, fills)
+    _fills_follow(rx, fills)
     latest = reads.latest_dispensed(rx.id)
     rx.days_dispensed = current.days_dispensed
     rx.latest_fill_number = latest.fill_number if latest is not None else None
@@ -74,6 +79,19 @@ def _open_request_follows(rx_id: int, run_out: date | None) -> None:
         sa.update(RefillRequest)
         .where(RefillRequest.prescription_id == rx_id, RefillRequest.state.in_(OPEN_REQUEST_STATES))
         .values(run_out_date=run_out))
+
+
+def _fills_follow(rx: Prescription, fills: list[reads.DispensedFill]) -> None:
+    """Each dispensed fill's stored run-out: the supply's last day covered once it joined the fills dispensed before
+    it (and what the prescription carried), written only where it differs."""
+    held = reads.carried(rx)
+    auth = reads.authorization(rx)
+    for i, fill in enumerate(fills):
+        run_out = rules.supply(auth, [f.dispensing for f in fills[:i + 1]], carried=held).run_out
+        if run_out != fill.run_out_date:
+            order = db.session.get(Order, fill.order_id)
+            if order is not None:
+                order.run_out_date = run_out
 
 
 def _carried_days(rx: Prescription) -> int | None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from pharmacy.autorefill import turns
@@ -28,6 +27,7 @@ from pharmacy.reminders import outbox, planning
 from pharmacy.reminders.rules import MessageKind
 from pharmacy.supply import next_fill, reads
 from pharmacy.supply import services as supply
+from pharmacy.supply.rules import Supply
 
 
 def new_fill(actor: Actor, rx: Prescription, *, delivery: DeliveryMethod | None = None) -> Order:
@@ -112,13 +112,28 @@ def return_fill(actor: Actor, order_id: int, reason: str, note: str | None = Non
     outbox.cancel_notices(order_id=order.id, reason="fill returned")
     turns.reopen_turn(rx)  # auto-refill may ask again for the supply the patient really holds
     planning.replan_patient(rx.patient_id)
-    if held.run_out is not None and held.run_out >= today():
-        holds = f"The patient now has medicine until {format_date(held.run_out)}."
-    elif held.run_out is not None:
-        holds = f"The patient has had no medicine since {format_date(held.run_out + timedelta(days=1))}."
-    else:
-        holds = "The patient holds no medicine from this prescription."
-    return Outcome(order, f"{holds} The refill it used is available again: start a new fill to replace it.")
+    # What the patient holds now is the supply of the prescription this one lives on as (a renewal carrying it, with
+    # fills of its own perhaps), not this one's own.
+    current_id = reads.current_successor(rx.id, rx.patient_id, rx.status)
+    if current_id != rx.id:
+        held = reads.supply_of(reads.prescription(current_id))
+    return Outcome(order, f"{_holds(held)} The refill it used is available again: start a new fill to replace it.")
+
+
+def _holds(held: Supply) -> str:
+    """What the patient holds once a fill is taken back, in the pharmacist's words."""
+    day = today()
+    arriving = held.arriving_on(day)
+    on_its_way = f"; the refill on its way arrives {format_date(arriving)}" if arriving else ""
+    out = held.out_since(day)
+    if out is not None:
+        return f"The patient has had no medicine since {format_date(out)}{on_its_way}."
+    if held.run_out is None:
+        return "The patient holds no medicine from this prescription."
+    until = held.held_until(day)
+    if until is None:
+        return f"The patient's medicine arrives {format_date(arriving)}, and lasts until {format_date(held.run_out)}."  # type: ignore[arg-type]
+    return f"The patient now has medicine until {format_date(held.run_out)}{on_its_way}."
 
 
 def cancel_open_orders(actor: Actor, rx_id: int, reason: str) -> int:
