@@ -36,6 +36,11 @@ def _walk(fills, held):
     """(covered_from, prior_run_out) after `fills` [(starts_on, days)] follow `held` (run_out, covered_from, prior):
     the supply model's rule, written out here so this migration keeps meaning what it meant."""
     run_out, covered_from, prior = held
+    if run_out is not None and covered_from is not None:
+        # The held span joins the walk as a dispensing: a fill received before it (its parcel still travelling) is
+        # taken first.
+        fills = [*fills, (covered_from, (run_out - covered_from).days + 1)]
+        run_out, covered_from, prior = prior, None, None
     for starts_on, days in sorted(fills):
         first = starts_on if run_out is None else max(starts_on, run_out + timedelta(days=1))
         if run_out is None or first > run_out + timedelta(days=1):
