@@ -164,8 +164,22 @@ def _take_turn(row: Enrolment, fill: Order, outcome: str, order_by: object) -> C
 # ---- skipping ------------------------------------------------------------------------------------------------------
 
 
-ALREADY_MADE = ("The automatic refill this link was sent about has already been made or cancelled, so nothing was "
-                "skipped. To skip a later one, use the link in its message or sign in to your account.")
+def not_skippable(announced_request: int | None, patient_id: int) -> str | None:
+    """Why a skip link can no longer skip the refill it announced, in the patient's words (None: it can) — asked
+    before the page offers the button, and again when it is pressed."""
+    if announced_request is None:
+        return None
+    req = db.session.get(RefillRequest, announced_request)
+    phone = settings().pharmacy_phone
+    if req is None or req.patient_id != patient_id:
+        return f"We could not find the refill this link was sent about. Please call us at {phone}."
+    if req.state in (RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL):
+        return None
+    if req.state == RefillRequestState.APPROVED:
+        return (f"This automatic refill is already being made, so it cannot be skipped here. To stop it, please "
+                f"call us at {phone}.")
+    return ("This automatic refill was already cancelled, so there is nothing to skip. To skip a later one, use the "
+            "link in its message or sign in to your account.")
 
 
 def skip_next(actor: Actor, rx_id: int, *, announced_request: int | None = None) -> str:
@@ -176,11 +190,9 @@ def skip_next(actor: Actor, rx_id: int, *, announced_request: int | None = None)
     made or cancelled, the link skips nothing — it must not quietly take the next supply's turn."""
     rx = _rx(rx_id)
     _check_actor(actor, rx, "skip automatic refills")
-    if announced_request is not None:
-        announced = db.session.get(RefillRequest, announced_request)
-        if announced is None or announced.patient_id != rx.patient_id or announced.state not in (
-                RefillRequestState.OPEN, RefillRequestState.AWAITING_RENEWAL):
-            raise Conflict(ALREADY_MADE)
+    refusal = not_skippable(announced_request, rx.patient_id)
+    if refusal is not None:
+        raise Conflict(refusal)
     row = live_enrolment(rx.id)
     if row is None:
         raise Conflict("This prescription is not on auto-refill.")

@@ -80,6 +80,8 @@ def render_order(order_id: int, *, status: int = 200, message: str | None = None
         form=request.form if request.method == "POST" else {}, money=money,
         bag_code=rules.bag_code(view.rx.rx_number, view.order.fill_number), method_labels=METHOD_LABELS,
         return_reasons=[(r.value, label) for r, label in rules.RETURN_REASON_LABELS.items()],
+        batch=(batch := queries.batch_record(view.order)), made=labels.made_text(view, batch)[1],
+        used_amount=labels.used_amount,
     ), status
 
 

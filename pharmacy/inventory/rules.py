@@ -127,6 +127,7 @@ class LotLevel:
     expiry: date
     on_hand: Decimal
     label: str = ""  # "Medisca lot NTX-24117", for the page
+    counted: bool = True  # False: received before stock was kept and not counted since — its quantity is unknown
 
 
 def first_expiry_first(lots: Iterable[LotLevel]) -> list[LotLevel]:

@@ -298,6 +298,9 @@ def skip_link(token: str) -> Any:
         return _render("portal/problem.html", 400, message="This link does not work. Sign in or call us to skip "
                                                             "your automatic refill.")
     if request.method == "GET":
+        refusal = autorefill.not_skippable(link.request_id, link.actor.patient_id or 0)
+        if refusal is not None:
+            return _render("portal/problem.html", 409, message=refusal)
         return _render("portal/skip.html", token=token)
     said = autorefill.skip_next(link.actor, link.actor.prescription_id or 0, announced_request=link.request_id)
     return _render("portal/skipped.html", message=said)

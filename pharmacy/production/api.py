@@ -27,7 +27,8 @@ def _plan(result: services.Plan) -> dict[str, Any]:
                  for d in result.days],
         "ingredients": [{"name": n.name, "unit": n.unit, "needed": n.needed, "on_hand": n.on_hand,
                          "short_on": n.projection.short_on, "shortfall": n.projection.shortfall,
-                         "reorder_point": n.reorder_point, "first_lot_id": n.first_lot.lot_id if n.first_lot else None}
+                         "reorder_point": n.reorder_point, "first_lot_id": n.first_lot.lot_id if n.first_lot else None,
+                         "uncounted_lot_ids": [lot.lot_id for lot in n.uncounted]}
                         for n in result.ingredients],
     }
 

@@ -92,6 +92,9 @@ class IngredientNeedOutSchema(BaseSchema):
     shortfall = DecimalString()
     reorder_point = DecimalString(allow_none=True)
     first_lot_id = fields.Integer(allow_none=True, metadata={"description": "The lot to use first (FEFO)"})
+    uncounted_lot_ids = fields.List(fields.Integer(), metadata={
+        "description": "Usable lots not counted yet (received before stock was kept): their stock is not in on_hand, "
+                       "and a shortfall may be covered by them — count them"})
 
 
 class PlanOutSchema(BaseSchema):

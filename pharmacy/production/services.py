@@ -102,10 +102,17 @@ class IngredientNeed:
     projection: Projection
     first_lot: LotLevel | None
     reorder_point: Decimal | None
+    uncounted: list[LotLevel] = field(default_factory=list)  # usable lots not counted yet: their stock is unknown
 
     @property
     def short(self) -> bool:
-        return self.projection.short_on is not None
+        """Short by the counted stock, with no lot of unknown quantity that might cover it."""
+        return self.projection.short_on is not None and not self.uncounted
+
+    @property
+    def to_count(self) -> bool:
+        """The counted stock does not cover the plan, and lots not counted yet may: count them to know."""
+        return self.projection.short_on is not None and bool(self.uncounted)
 
 
 @dataclass
@@ -129,6 +136,10 @@ class Plan:
             out.append(f"{rx_rules.format_date(day)} is {n} over capacity with no lighter day before it: add bench "
                        "time or start early.")
         for need in self.ingredients:
+            if need.to_count:
+                names = ", ".join(lot.label for lot in need.uncounted)
+                out.append(f"{need.name}: {names} not counted yet — count {'it' if len(need.uncounted) == 1 else 'them'}"
+                           " to know whether the plan is covered.")
             if need.short:
                 out.append(f"{need.name} runs short on {rx_rules.format_date(need.projection.short_on)}: "  # type: ignore[arg-type]
                            f"{stock_rules_amount(need.projection.shortfall, need.unit)} missing over the plan.")
@@ -380,15 +391,17 @@ def _ingredients(lines: dict[tuple[date, int], Line], formulas: dict[int, Formul
     levels = stock.usable_levels(needs.keys(), units, day)
     out = []
     for name in sorted(needs):
-        lots = levels.get(name, [])
+        lots = [lot for lot in levels.get(name, []) if lot.counted]
+        uncounted = [lot for lot in levels.get(name, []) if not lot.counted]
         by_day = sorted(needs[name].items())
         projection = stock_rules.project(by_day, lots)
-        ordered = stock_rules.first_expiry_first(lots)
+        ordered = stock_rules.first_expiry_first(lots) or stock_rules.first_expiry_first(uncounted)
         item = items.get(name)
         out.append(IngredientNeed(
             name=name, unit=units[name], needed=sum((q for _, q in by_day), Decimal(0)),
             on_hand=sum((lot.on_hand for lot in lots), Decimal(0)), projection=projection,
-            first_lot=ordered[0] if ordered else None, reorder_point=item.reorder_point if item else None))
+            first_lot=ordered[0] if ordered else None, reorder_point=item.reorder_point if item else None,
+            uncounted=uncounted))
     return out
 
 
