@@ -134,8 +134,8 @@ class BillingPriceEntryOut(Schema):
 class BillingPriceListOut(Schema):
     entries = fields.List(fields.Nested(BillingPriceEntryOut), attribute="rows")
     shipping_cents = fields.Integer()
-    band_min_cents = fields.Function(lambda p: p.band.min_cents)
-    band_max_cents = fields.Function(lambda p: p.band.max_cents)
+    band_min_cents = fields.Function(lambda p: p.band.min_cents, metadata={"type": "integer"})
+    band_max_cents = fields.Function(lambda p: p.band.max_cents, metadata={"type": "integer"})
 
 
 class BillingShippingFeeIn(Schema):
@@ -154,8 +154,8 @@ class BillingQuoteQuery(Schema):
 
 
 class BillingQuoteOut(Schema):
-    formula_id = fields.Function(lambda q: q.formula.id)
-    formula_code = fields.Function(lambda q: q.formula.code)
+    formula_id = fields.Function(lambda q: q.formula.id, metadata={"type": "integer"})
+    formula_code = fields.Function(lambda q: q.formula.code, metadata={"type": "string"})
     product = fields.String()
     quantity = DecimalString()
     delivery = fields.Enum(DeliveryMethod, by_value=True)
@@ -190,15 +190,17 @@ class BillingLedgerOut(Schema):
 
 
 class BillingPaymentOut(Schema):
-    id = fields.Function(lambda r: r.payment.id)
+    id = fields.Function(lambda r: r.payment.id, metadata={"type": "integer"})
     receipt_number = fields.String()
-    patient_id = fields.Function(lambda r: r.payment.patient_id)
-    order_id = fields.Function(lambda r: r.payment.order_id, allow_none=True)
-    kind = fields.Function(lambda r: r.payment.kind.value, metadata={"enum": [k.value for k in PaymentKind]})
-    method = fields.Function(lambda r: r.payment.method.value, metadata={"enum": METHODS})
-    amount_cents = fields.Function(lambda r: r.payment.amount_cents)
-    received_at = fields.Function(lambda r: r.payment.received_at.isoformat())
-    reference = fields.Function(lambda r: r.payment.reference, allow_none=True)
+    patient_id = fields.Function(lambda r: r.payment.patient_id, metadata={"type": "integer"})
+    order_id = fields.Function(lambda r: r.payment.order_id, allow_none=True, metadata={"type": "integer"})
+    kind = fields.Function(lambda r: r.payment.kind.value,
+                           metadata={"type": "string", "enum": [k.value for k in PaymentKind]})
+    method = fields.Function(lambda r: r.payment.method.value, metadata={"type": "string", "enum": METHODS})
+    amount_cents = fields.Function(lambda r: r.payment.amount_cents, metadata={"type": "integer"})
+    received_at = fields.Function(lambda r: r.payment.received_at.isoformat(),
+                                  metadata={"type": "string", "format": "date-time"})
+    reference = fields.Function(lambda r: r.payment.reference, allow_none=True, metadata={"type": "string"})
     balance = fields.Nested(BillingLedgerOut)
     order_balance = fields.Nested(BillingLedgerOut, allow_none=True)
 
@@ -248,10 +250,10 @@ class BillingCostsQuery(Schema):
 
 
 class BillingPatientCostsOut(Schema):
-    patient_id = fields.Function(lambda c: c.patient.id)
+    patient_id = fields.Function(lambda c: c.patient.id, metadata={"type": "integer"})
     year = fields.Integer()
-    monthly_equivalent_cents = fields.Function(lambda c: c.summary.monthly_equivalent_cents)
-    spent_this_year_cents = fields.Function(lambda c: c.summary.spent_this_year_cents)
+    monthly_equivalent_cents = fields.Function(lambda c: c.summary.monthly_equivalent_cents, metadata={"type": "integer"})
+    spent_this_year_cents = fields.Function(lambda c: c.summary.spent_this_year_cents, metadata={"type": "integer"})
     balance = fields.Nested(BillingLedgerOut, attribute="ledger")
     regimen = fields.List(fields.Nested(BillingRegimenOut))
     fills = fields.List(fields.Nested(BillingFillOut))

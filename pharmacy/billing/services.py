@@ -412,14 +412,19 @@ def _fill_lines(patient_id: int, page: int) -> tuple[list[FillLine], bool]:
     return lines, has_next
 
 
-def _payment_lines(patient_id: int) -> list[PaymentLine]:
-    rows = db.session.execute(
+def _payment_lines(patient_id: int, page: int = 1) -> tuple[list[PaymentLine], bool]:
+    """One page of the patient's payments and refunds, newest first (PAYMENTS_SHOWN a page, the same page number as
+    the fills), and whether there are more: each payment is on exactly one page."""
+    rows = list(db.session.execute(
         sa.select(Payment).where(Payment.patient_id == patient_id)
-        .order_by(Payment.received_at.desc(), Payment.id.desc()).limit(PAYMENTS_SHOWN)
-    ).scalars()
+        .order_by(Payment.received_at.desc(), Payment.id.desc())
+        .offset((page - 1) * PAYMENTS_SHOWN).limit(PAYMENTS_SHOWN + 1)
+    ).scalars())
+    more = len(rows) > PAYMENTS_SHOWN
     return [PaymentLine(id=p.id, kind=p.kind.value, method=p.method.value, amount_cents=p.amount_cents,
                         received_at=p.received_at, received_on=local_date_of(p.received_at), order_id=p.order_id,
-                        receipt_number=receipt_number_for(p), reference=p.reference) for p in rows]
+                        receipt_number=receipt_number_for(p), reference=p.reference)
+            for p in rows[:PAYMENTS_SHOWN]], more
 
 
 def statement_years(patient_id: int) -> list[int]:
@@ -451,11 +456,12 @@ def patient_costs(actor: Actor, patient_id: int, *, page: int = 1, for_payment: 
     page = max(1, min(page, 10_000))
     lines = regimen(patient)
     summary, ledger = _summary(patient, lines)
-    fills, has_next = _fill_lines(patient.id, page)
+    fills, more_fills = _fill_lines(patient.id, page)
+    payments, more_payments = _payment_lines(patient.id, page)
     audit.record(actor, "billing.view", patient_id=patient.id, entity=("patient", patient.id))
     return PatientCosts(patient=patient, ledger=ledger, summary=summary, regimen=lines,
-                        fills=fills, payments=_payment_lines(patient.id), statement_years=statement_years(patient.id),
-                        year=today().year, page=page, has_next=has_next)
+                        fills=fills, payments=payments, statement_years=statement_years(patient.id),
+                        year=today().year, page=page, has_next=more_fills or more_payments)
 
 
 def balance(actor: Actor, patient_id: int) -> Ledger:

@@ -11,6 +11,7 @@ from pharmacy.compounding.rules import OrderState
 from pharmacy.compounding.schemas import (
     OrderOutSchema,
     OrderQueueGroupSchema,
+    OrderQueueQuerySchema,
     OrderTransitionSchema,
     RecallQuerySchema,
     RecallResultSchema,
@@ -69,9 +70,11 @@ def start_fill(data: dict[str, Any], rx_id: int) -> Any:
 
 @blp.route("/orders", methods=["GET"])
 @api_auth()
+@blp.arguments(OrderQueueQuerySchema, location="query")
 @blp.response(200, OrderQueueGroupSchema(many=True))
-def queue() -> Any:
-    """The open orders grouped by state, with counts, oldest first."""
+def queue(args: dict[str, Any]) -> Any:
+    """The open orders grouped by state, with counts, oldest first: every step's first 50, or with `state` one step's
+    list a page at a time (`?state=requested&page=2`) — every order counted can be reached."""
     return [
         {"state": g.state, "count": g.count, "orders": [
             {"id": o.id, "rx_number": o.rx_number, "patient_id": o.patient_id,
@@ -79,7 +82,7 @@ def queue() -> Any:
              "product": rx_rules.product_name(o.form, o.strength_mg),
              "quantity": o.quantity, "delivery_method": o.delivery_method, "created_at": o.created_at,
              "state_changed_at": o.state_changed_at} for o in g.orders]}
-        for g in queries.queue(current_actor(), changed_at=True)
+        for g in queries.queue(current_actor(), state=args.get("state"), page=args.get("page", 1), changed_at=True)
     ]
 
 

@@ -120,6 +120,18 @@ class IngredientLotInSchema(BaseSchema):
     received_on = BoundedDate(load_default=None, allow_none=True)
 
 
+class OrderQueueQuerySchema(BaseSchema):
+    state = fields.Enum(OrderState, by_value=True, validate=validate.OneOf(
+        [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED, OrderState.READY,
+         OrderState.ON_HOLD], error="One of the open steps: requested, verified, compounding, checked, ready, on_hold."),
+        metadata={
+        "description": "One step's list (requested, verified, compounding, checked, ready, on_hold), paged; without "
+                       "it, every step's first page"})
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000), metadata={
+        "description": "With `state`: the page of that step's list, 50 orders a page, oldest first (`count` is the "
+                       "step's total)"})
+
+
 class RecallQuerySchema(BaseSchema):
     ingredient_lot = TrimmedString(validate=validate.Length(min=1, max=40),
                                    metadata={"description": "An ingredient lot number (as on the supplier's label)"})

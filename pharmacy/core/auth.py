@@ -14,7 +14,7 @@ from flask_login import current_user, logout_user
 from pharmacy.core import audit, query_params, sessions
 from pharmacy.core.actor import ANONYMOUS, Actor, staff
 from pharmacy.core.context import now, settings
-from pharmacy.core.errors import NotAuthenticated
+from pharmacy.core.errors import NotAuthenticated, UnsupportedMediaType
 from pharmacy.core.models import ApiToken, User
 from pharmacy.extensions import db, login_manager
 
@@ -98,6 +98,9 @@ def api_auth(optional: bool = False) -> Callable[[F], F]:
                 raise NotAuthenticated("A valid API token is required (Authorization: Bearer <token>).")
             g.actor = actor or ANONYMOUS
             query_params.refuse_unknown()
+            if request.method in ("POST", "PUT", "PATCH") and request.content_length and not request.is_json:
+                # A form-encoded body would be read as no body at all: "nothing to change", answered 200.
+                raise UnsupportedMediaType("Send the body as JSON (Content-Type: application/json).")
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

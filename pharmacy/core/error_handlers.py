@@ -72,7 +72,13 @@ def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain(exc: DomainError) -> Response:
         if wants_json():
-            return json_error(exc.status, exc.code, exc.message, {"json": exc.fields} if exc.fields else None)
+            response = json_error(exc.status, exc.code, exc.message, {"json": exc.fields} if exc.fields else None)
+            if exc.status == 401 and request.path.startswith("/api/"):
+                # RFC 9110 15.5.2: a 401 says how to authenticate (RFC 6750 for bearer tokens).
+                sent = request.headers.get("Authorization", "").lower().startswith("bearer ")
+                response.headers["WWW-Authenticate"] = (
+                    'Bearer realm="api", error="invalid_token"' if sent else 'Bearer realm="api"')
+            return response
         return html_error(exc.status, TITLES.get(exc.status, "Cannot do that"), exc.message)
 
     @app.errorhandler(HTTPException)

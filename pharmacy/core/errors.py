@@ -45,6 +45,11 @@ class Forbidden(DomainError):
     code = "forbidden"
 
 
+class UnsupportedMediaType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class NotAuthenticated(DomainError):
     status = 401
     code = "not_authenticated"

@@ -216,6 +216,12 @@ def search(actor: Actor, resource: str, args: Mapping[str, str]) -> SearchResult
     return handler(actor, args, count, page)
 
 
+def _all(args: Mapping[str, str], name: str) -> list[str]:
+    """Every non-empty value of a parameter: a date may be given twice for a range (ge… and le…), each applied."""
+    values = args.getlist(name) if hasattr(args, "getlist") else [args.get(name, "")]
+    return [v for v in values if v]
+
+
 def _page_size() -> int:
 
     return erx_settings().fhir_page_size
@@ -237,8 +243,8 @@ def _search_patients(actor: Actor, args: Mapping[str, str], count: int, page: in
             stmt = stmt.where(Patient.name_key >= prefix, Patient.name_key < prefix + "\uffff")
     if args.get("given"):
         stmt = stmt.where(sa.func.lower(Patient.first_name).startswith(args["given"].strip().lower(), autoescape=True))
-    if args.get("birthdate"):
-        stmt = stmt.where(_day_range(rules.parse_date_param(args["birthdate"], "birthdate"), Patient.date_of_birth,
+    for value in _all(args, "birthdate"):
+        stmt = stmt.where(_day_range(rules.parse_date_param(value, "birthdate"), Patient.date_of_birth,
                                      instants=False))
     rows, total = _page(stmt, (Patient.name_key, Patient.id), count, page)
     _audit_reads(actor, "fhir.search", [p.id for p in rows], "patient", [p.id for p in rows])
@@ -281,8 +287,8 @@ def _search_prescriptions(actor: Actor, args: Mapping[str, str], count: int, pag
         _system, value = rules.token_value(args["identifier"])
         stmt = stmt.where(Prescription.rx_number == value[:20])
     for name in ("authoredon", "date"):
-        if args.get(name):
-            stmt = stmt.where(_day_range(rules.parse_date_param(args[name], name), Prescription.written_date,
+        for value in _all(args, name):
+            stmt = stmt.where(_day_range(rules.parse_date_param(value, name), Prescription.written_date,
                                          instants=False))
     rows, total = _page(stmt, (Prescription.written_date.desc(), Prescription.id.desc()), count, page)
     _audit_reads(actor, "fhir.search", [r.patient_id for r in rows], "prescription", [r.id for r in rows])
@@ -302,8 +308,8 @@ def _search_dispenses(actor: Actor, args: Mapping[str, str], count: int, page: i
     if args.get("status"):
         stmt = stmt.where(_status_filter(args["status"], _REVERSE_ORDER, Order.state))
     for name in ("whenhandedover", "date"):
-        if args.get(name):
-            stmt = stmt.where(_day_range(rules.parse_date_param(args[name], name), Order.dispensed_at, instants=True))
+        for value in _all(args, name):
+            stmt = stmt.where(_day_range(rules.parse_date_param(value, name), Order.dispensed_at, instants=True))
     rows, total = _page(stmt, (Order.created_at.desc(), Order.id.desc()), count, page)
     _audit_reads(actor, "fhir.search", [o.patient_id for o in rows], "order", [o.id for o in rows])
     return SearchResult([rules.medication_dispense_resource(_order_data(o)) for o in rows], total, page, count)

@@ -90,18 +90,19 @@ def read(resource: str, raw_id: str) -> Any:
 @bp.get(f"/<{RESOURCES}:resource>")
 def search(resource: str) -> Any:
     actor = _actor()
-    args = {k: v for k, v in request.args.items()}
+    args = request.args  # a MultiDict: a date parameter may be repeated for a range (birthdate=ge…&birthdate=le…)
     found = services.search(actor, resource, args)
     links = {"self": _page_url(resource, args, found.page)}
-    if found.count and found.page * found.count < found.total:
+    if found.count and found.page * found.count < found.total and found.page < services.MAX_PAGE:
         links["next"] = _page_url(resource, args, found.page + 1)
     if found.page > 1:
         links["previous"] = _page_url(resource, args, found.page - 1)
     return _json(rules.bundle(found.resources, base=_base(), total=found.total, links=links))
 
 
-def _page_url(resource: str, args: dict[str, str], page: int) -> str:
-    return f"{_base()}/{resource}?" + urlencode({**{k: v for k, v in args.items() if k != "_page"}, "_page": page})
+def _page_url(resource: str, args: Any, page: int) -> str:
+    pairs = [(k, v) for k, v in args.items(multi=True) if k != "_page"]
+    return f"{_base()}/{resource}?" + urlencode([*pairs, ("_page", page)])
 
 
 @bp.post("/MedicationRequest")

@@ -81,7 +81,7 @@ def signed(kind: MoveKind, amount: Decimal) -> Decimal:
 def count_difference(on_hand: Decimal, counted: Decimal) -> Decimal:
     """A stock take: the ledger is corrected by counted − on hand (recorded, with the count, as one move)."""
     if counted < 0:
-        raise ValidationFailed("A count cannot be negative.", fields={"counted": "0 or more."})
+        raise ValidationFailed("A count cannot be negative.", fields={"quantity": "0 or more."})
     return counted - on_hand
 
 

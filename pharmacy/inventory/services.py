@@ -174,7 +174,7 @@ def record(actor: Actor, lot_id: int, kind: str, quantity: Any, *, reason: str |
     if move_kind in (MoveKind.RECEIPT, MoveKind.USE):
         raise ValidationFailed("Receipts and uses are recorded by receiving a lot and by compounding.",
                                fields={"kind": "waste, adjust or count."})
-    amount = _quantity(quantity, "counted" if move_kind is MoveKind.COUNT else "quantity")
+    amount = _quantity(quantity, "quantity")  # the field the form and the API send, a count included
     stock = db.session.get(LotStock, lot.id)
     use_unit = rules.unit_of(unit) if unit else (stock.unit if stock else ingredient_unit(lot.ingredient_name) or "g")
     if move_kind is MoveKind.COUNT:

