@@ -37,7 +37,7 @@ from pharmacy.prescriptions.models import Prescription, ScreeningAlert
 from pharmacy.prescriptions.rules import Form, Severity
 from pharmacy.refills.models import RefillRequest
 from pharmacy.supply import reads
-from pharmacy.supply.rules import Supply, arrival_date, supply_from_cache
+from pharmacy.supply.rules import Supply, arrival_date, dose_starts, supply_from_cache
 
 QUEUE_ORDER = [OrderState.REQUESTED, OrderState.VERIFIED, OrderState.COMPOUNDING, OrderState.CHECKED,
                OrderState.READY, OrderState.ON_HOLD]
@@ -261,8 +261,14 @@ def _starts_on(rx: Prescription, order: Order) -> date:
 
 
 def _first_dose_day(rx: Prescription, order: Order) -> date:
-    """The first day this fill's own doses are taken (supply/rules.first_dose_day): once dispensed, from the run-out
-    it joined the supply with; before, after the supply the patient holds now."""
+    """The first day this fill's own doses are taken: once dispensed, where the walk of the prescription's
+    dispensings places it (a bottle handed over while a parcel travels starts the day it is received); before, after
+    the supply the patient holds now (Supply.first_dose_day)."""
+    if order.state == OrderState.DISPENSED:
+        fills = reads.dispensed_fills(rx.id)
+        mine = [i for i, f in enumerate(fills) if f.order_id == order.id]
+        if mine:
+            return dose_starts([f.dispensing for f in fills], reads.carried(rx))[mine[0]]
     if order.run_out_date is not None and order.days_supply:
         return order.run_out_date - timedelta(days=order.days_supply - 1)
     return reads.supply_of(rx).first_dose_day(_starts_on(rx, order))

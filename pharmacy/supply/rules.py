@@ -116,6 +116,18 @@ def _walked(dispensings: Sequence[Dispensing], held: Held) -> tuple[list[Dispens
     return walk, held.prior_run_out, Held(held.prior_run_out)
 
 
+def dose_starts(dispensings: Sequence[Dispensing], carried: Held = Held()) -> list[date]:
+    """The first day of each dispensing's own doses, in the order given, as the walk places them (a bottle taken
+    before a parcel still on its way starts the day it is received; the parcel follows it)."""
+    walk, run_out, _held = _walked(dispensings, carried)
+    starts: dict[int, date] = {}
+    for d in walk:
+        first = d.starts_on if run_out is None else max(d.starts_on, run_out + timedelta(days=1))
+        run_out = first + timedelta(days=d.days - 1)
+        starts[id(d)] = first
+    return [starts[id(d)] for d in dispensings]
+
+
 def latest_span(spans: Sequence[tuple[date, date]], held: Held = Held()) -> tuple[date | None, date | None]:
     """(first day of the latest covered span, last day covered before that span) once `spans` (from
     covered_spans, in order) follow the supply `held` from before. A span that carries straight on from the held

@@ -39,7 +39,8 @@ def _dispensings() -> dict[int, tuple[list[rules.Dispensing], int]]:
     out: dict[int, tuple[list[rules.Dispensing], int]] = {}
     starts = sa.func.coalesce(Order.supply_starts_on, Order.dispensed_on)
     stmt = (sa.select(Order.prescription_id, Order.fill_number, starts, Order.days_supply)
-            .where(Order.state == OrderState.DISPENSED).execution_options(yield_per=_STREAM))
+            .where(Order.state == OrderState.DISPENSED).order_by(Order.prescription_id, Order.fill_number)
+            .execution_options(yield_per=_STREAM))  # fill order, as the writer reads them: ties keep the same order
     for rx_id, number, starts_on, days in db.session.execute(stmt):
         fills, latest = out.get(rx_id, ([], number))
         if starts_on is not None:

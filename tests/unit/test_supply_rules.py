@@ -122,6 +122,13 @@ def test_random_histories_add_up(category: UspCategory, per_fill: int, refills: 
         day += timedelta(days=1)
 
     held = covered_days_by_counting(done)
+    # Each dispensing's own doses (rules.dose_starts: the label's chart and the BUD credit start there) begin on or
+    # after the day the patient has it, and together they cover the held days exactly once.
+    own: list[date] = []
+    for d, first in zip(done, rules.dose_starts(done), strict=True):
+        assert first >= d.starts_on
+        own += [first + timedelta(days=i) for i in range(d.days)]
+    assert sorted(own) == sorted(held) and len(own) == len(set(own))
     # Days dispensed never exceed what is authorized, and add up to the days held.
     assert current.days_dispensed == sum(d.days for d in done) == len(held) <= auth.days
     assert current.days_remaining == auth.days - current.days_dispensed
