@@ -211,3 +211,61 @@ def renewed_with_autorefill(staff: dict, clock: Any) -> tuple[dict[str, Any], in
     new = prescription_changes.replace(w["pharmacist"], w["rx"].id, replacement_data(w))
     db.session.commit()
     return w, new.id
+
+
+def fill_now(w: dict[str, Any], rx_id: int, *, ship: bool = False, too_soon_reason: str | None = None,
+             tracking: str = "9400100000000000000001") -> Any:
+    """A fill of `rx_id` started, made and dispensed today — handed over at the counter, or shipped (it reaches the
+    patient the patient's shipping days later); the order as dispensed."""
+    from pharmacy.compounding.models import Order
+
+    order = order_flow.start_fill(w["technician"], rx_id)
+    run_order_to(w, order.id, "ready")
+    details: dict[str, Any] = ({"method": "ship", "carrier": "USPS", "tracking_number": tracking} if ship
+                               else {"method": "pickup"})
+    if too_soon_reason:
+        details["too_soon_reason"] = too_soon_reason
+    order_flow.dispense(w["pharmacist"], order.id, **details)
+    return db.session.get(Order, order.id)
+
+
+def refill_shipped(staff_map: dict[str, Any], clock: Any, *, days_after_run_out: int) -> dict[str, Any]:
+    """A shipping patient (4 days on the road): the first 30-day fill shipped; the clock moved to
+    `days_after_run_out` days after its last covered day (negative: before it) and the refill shipped that day.
+    The world, the prescription and patient ids, the first fill's run-out and the refill's arrival (the caller
+    commits)."""
+    from pharmacy.prescriptions.models import Prescription
+
+    w = world(staff_map, patient={"shipping_days": 4, "delivery_preference": "ship"})
+    rx_id = w["rx"].id
+    fill_now(w, rx_id, ship=True, tracking="9400111000000")
+    run_out = db.session.get(Prescription, rx_id).latest_run_out_date
+    clock.advance(run_out - today() + timedelta(days=days_after_run_out))
+    refill = fill_now(w, rx_id, ship=True, tracking="9400111000001")
+    return {"w": w, "rx_id": rx_id, "patient_id": w["patient"].id, "run_out": run_out,
+            "arrives": refill.supply_starts_on}
+
+
+def checked_batch_of_three(staff_map: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+    """Three patients' 30-capsule orders made as one batch (400 mg of naltrexone weighed, 89 capsules counted) and
+    checked; the world and the orders' ids."""
+    from pharmacy.compounding import services as compounding
+    from pharmacy.workflows import batches as batch_flow
+
+    w = world(staff_map)
+    ids = []
+    for n in range(3):
+        rx = w["rx"]
+        if n:
+            p = patient(w["pharmacist"], first_name=f"Pat{n}", last_name=f"Batch{n}", email=f"p{n}@example.com")
+            rx = prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
+        order = order_flow.start_fill(w["pharmacist"], rx.id)
+        compounding.verify_order(w["pharmacist"], order.id)
+        ids.append(order.id)
+    lots = list(db.session.execute(sa.select(IngredientLot).order_by(IngredientLot.id)).scalars())
+    batch = batch_flow.plan(w["technician"], ids, lots=[{"ingredient_lot_id": x.id} for x in lots])
+    batch_flow.record(w["technician"], batch.id, quantity_made="89", lots=[
+        {"ingredient_lot_id": x.id, "quantity_used": "400" if x.ingredient_name.startswith("Naltrexone") else "12.5"}
+        for x in lots])
+    batch_flow.check(w["pharmacist2"], batch.id)
+    return w, ids

@@ -12,19 +12,7 @@ from pharmacy.workflows import orders as order_flow
 
 def delivered_code(app: Any) -> str:
     """Deliver the outbox (the outbox-only email transport keeps what it sent) and return the last code."""
-    transport = transports.OutboxOnlyTransport()
-    with app.app_context():
-        sent: list[Any] = []
-        original = transport.send
-
-        def keep(message: Any, *, sender: str, recipients: list[str]) -> None:
-            sent.append(message)
-            original(message, sender=sender, recipients=recipients)
-
-        transport.send = keep  # type: ignore[method-assign]
-        delivery.deliver_due(transport=transport)
-        db.session.remove()
-    bodies = [m.get_body(preferencelist=("plain",)).get_content() for m in sent]
+    bodies = [m.get_body(preferencelist=("plain",)).get_content() for m in delivered_messages(app)]
     codes = [c for body in bodies for c in re.findall(r"Your code is: (\d{6})", body)]
     assert codes, bodies
     return codes[-1]

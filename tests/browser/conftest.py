@@ -179,6 +179,22 @@ def sign_in(page: Any, base: str, email: str, password: str) -> None:
     page.wait_for_url(f"{base}/")
 
 
+def portal_sign_in(page: Any, base: str, app: Any, email: str, dob: Any) -> None:
+    """A patient signs in to the portal as they would: their address, the emailed code, their birth date."""
+    from tests.portal_helpers import delivered_code
+
+    page.goto(f"{base}/my/sign-in")
+    page.get_by_label("Your email address or mobile number").fill(email)
+    page.get_by_role("button", name="Send me a code").click()
+    page.wait_for_url("**/my/sign-in/code")
+    page.get_by_label("The 6-digit code").fill(delivered_code(app))
+    page.get_by_label("Month").fill(str(dob.month))
+    page.get_by_label("Day", exact=True).fill(str(dob.day))
+    page.get_by_label("Year").fill(str(dob.year))
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/my/")
+
+
 def shown(page: Any, *texts: str | re.Pattern[str], within: str = "main") -> str:
     """The text of `within` once it shows every one of `texts`, the page loaded: after a click that submits a form or
     follows a link.

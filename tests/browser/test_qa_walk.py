@@ -21,10 +21,10 @@ from playwright.sync_api import expect
 from pharmacy.extensions import db
 from pharmacy.workflows import orders as order_flow
 from tests import factories
-from tests.browser.conftest import shown, sign_in
+from tests.browser.conftest import portal_sign_in, shown, sign_in
 from tests.browser.portal_checks import PHONE, axe_violations
 from tests.conftest import PASSWORD
-from tests.portal_helpers import delivered_code, titrating_world
+from tests.portal_helpers import titrating_world
 
 pytestmark = pytest.mark.browser
 
@@ -73,16 +73,7 @@ def test_out_of_medicine_box_reads_as_one_sentence(live_server, live_app, browse
 
 
 def _portal_sign_in(page: Any, base: str, app: Any) -> None:
-    page.goto(f"{base}/my/sign-in")
-    page.get_by_label("Your email address or mobile number").fill("margaret@example.com")
-    page.get_by_role("button", name="Send me a code").click()
-    page.wait_for_url("**/my/sign-in/code")
-    page.get_by_label("The 6-digit code").fill(delivered_code(app))
-    page.get_by_label("Month").fill(str(DOB.month))
-    page.get_by_label("Day", exact=True).fill(str(DOB.day))
-    page.get_by_label("Year").fill(str(DOB.year))
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/my/")
+    portal_sign_in(page, base, app, "margaret@example.com", DOB)
 
 
 def test_my_ldn_says_the_refill_was_asked_for(live_server, live_app, browser, staff, clock) -> None:

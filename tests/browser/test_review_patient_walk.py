@@ -67,6 +67,16 @@ def _phone(browser: Any) -> Any:
     return context, page
 
 
+def _wrong_birth_date(page: Any, link: str) -> None:
+    """Open the refill link and give April 21, 1968 for April 12 (a slip of the finger); the refusal is shown."""
+    page.goto(link)
+    page.fill("#dob-month", "4")
+    page.fill("#dob-day", "21")
+    page.fill("#dob-year", "1968")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.locator("#dob-error")).to_contain_text("does not match")
+
+
 def _focused(page: Any) -> str:
     return page.evaluate("() => { const e = document.activeElement;"
                          " return e ? `${e.tagName.toLowerCase()}#${e.id}` : 'none'; }")
@@ -163,12 +173,7 @@ def test_a_wrong_birth_date_on_the_refill_link_keeps_the_focus_at_the_form(
     link = _refill_link(_first_reminder(live_app, clock))
     context, page = _phone(browser)
     try:
-        page.goto(link)
-        page.fill("#dob-month", "4")
-        page.fill("#dob-day", "21")  # a slip of the finger: 21 for 12
-        page.fill("#dob-year", "1968")
-        page.get_by_role("button", name="Continue").click()
-        expect(page.locator("#dob-error")).to_contain_text("does not match")
+        _wrong_birth_date(page, link)
         page.wait_for_load_state("load")
         page.screenshot(path=f"{SHOTS}/review-link-dob-wrong-phone.png", full_page=True)
         focused = _focused(page)
@@ -221,12 +226,7 @@ def test_a_wrong_birth_date_says_how_many_tries_are_left_in_plain_words(
     link = _refill_link(_first_reminder(live_app, clock))
     context, page = _phone(browser)
     try:
-        page.goto(link)
-        page.fill("#dob-month", "4")
-        page.fill("#dob-day", "21")
-        page.fill("#dob-year", "1968")
-        page.get_by_role("button", name="Continue").click()
-        expect(page.locator("#dob-error")).to_contain_text("does not match")
+        _wrong_birth_date(page, link)
         text = page.locator("main").inner_text()
         assert "(s)" not in text, text
         assert not ("4" in page.locator("#dob-error").inner_text() and "You have 5 tries" in text), text

@@ -20,35 +20,27 @@ was walked, for the reason its docstring gives.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from playwright.sync_api import expect
 
 from pharmacy.autorefill import services as autorefill
-from pharmacy.compounding import services as compounding
-from pharmacy.compounding.models import IngredientLot, Order
-from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import links
-from pharmacy.core.actor import Actor
-from pharmacy.core.context import settings, today
+from pharmacy.core.context import today
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.prescriptions.rules import Form
-from pharmacy.refills.models import RefillRequest
 from pharmacy.refills.rules import RequestSource
-from pharmacy.workflows import batches as batch_flow
 from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import refill_requests as refill_flow
-from pharmacy.workflows.next_refill import next_refill
 from tests import factories
-from tests.browser.conftest import shot, shown, sign_in
+from tests.browser.conftest import portal_sign_in, shot, shown, sign_in
 from tests.browser.portal_checks import DESKTOP, PHONE, axe_violations, sideways_scroll
 from tests.conftest import PASSWORD
-from tests.portal_helpers import delivered_code
+from tests.reminder_helpers import auto_refill_asked
 
 pytestmark = pytest.mark.browser
 
@@ -62,20 +54,10 @@ def _refill_shipped(app: Any, staff: dict, clock: Any, *, days_after_run_out: in
     """Margaret's first 30-day fill was shipped; the clock moves to `days_after_run_out` days after its last covered
     day (negative: before it); the refill leaves today, 4 days on the road."""
     with app.test_request_context("/"):
-        w = factories.world(staff, patient={"shipping_days": 4, "delivery_preference": "ship"})
-        rx_id = w["rx"].id
-        for n in range(2):
-            order = order_flow.start_fill(w["pharmacist"], rx_id, delivery=DeliveryMethod.SHIP)
-            factories.run_order_to(w, order.id, "ready")
-            order_flow.dispense(w["technician"], order.id, carrier="USPS", tracking_number=f"94001110000{n}")
-            if n == 0:
-                run_out = db.session.get(Prescription, rx_id).latest_run_out_date
-                clock.advance(run_out - today() + timedelta(days=days_after_run_out))
-        arrives = db.session.get(Order, order.id).supply_starts_on
-        token = links.make_token(links.REFILL, w["patient"].id, rx_id)
+        d = factories.refill_shipped(staff, clock, days_after_run_out=days_after_run_out)
+        token = links.make_token(links.REFILL, d["patient_id"], d["rx_id"])
         db.session.commit()
-        return {"w": w, "patient_id": w["patient"].id, "rx_id": rx_id, "token": token, "arrives": arrives,
-                "today": today(), "run_out": run_out}
+        return {**d, "token": token, "today": today()}
 
 
 def _open_refill_link(page: Any, base: str, token: str) -> None:
@@ -90,16 +72,8 @@ def _open_refill_link(page: Any, base: str, token: str) -> None:
 
 def _portal_sign_in(page: Any, base: str, app: Any) -> None:
     page.goto(f"{base}/my/")
-    page.wait_for_url("**/my/sign-in")
-    page.get_by_label("Your email address or mobile number").fill("margaret@example.com")
-    page.get_by_role("button", name="Send me a code").click()
-    page.wait_for_url("**/my/sign-in/code")
-    page.get_by_label("The 6-digit code").fill(delivered_code(app))
-    page.get_by_label("Month").fill(str(DOB.month))
-    page.get_by_label("Day", exact=True).fill(str(DOB.day))
-    page.get_by_label("Year").fill(str(DOB.year))
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/my/")
+    page.wait_for_url("**/my/sign-in")  # the portal sends a signed-out patient to its sign-in
+    portal_sign_in(page, base, app, "margaret@example.com", DOB)
 
 
 def _main(page: Any) -> str:
@@ -193,22 +167,7 @@ def test_the_patient_is_told_how_many_days_they_will_be_without_medicine_before_
 def _three_orders_in_a_checked_batch(app: Any, staff: dict) -> list[int]:
     """Three patients' 30-capsule orders made as one batch: 400 mg naltrexone weighed, 89 capsules counted, checked."""
     with app.test_request_context("/"):
-        w = factories.world(staff)
-        ids = []
-        for n in range(3):
-            rx = w["rx"]
-            if n:
-                p = factories.patient(w["pharmacist"], first_name=f"Pat{n}", last_name=f"Batch{n}",
-                                      email=f"p{n}@example.com")
-                rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
-            order = order_flow.start_fill(w["pharmacist"], rx.id)
-            compounding.verify_order(w["pharmacist"], order.id)
-            ids.append(order.id)
-        lots = list(db.session.execute(sa.select(IngredientLot).order_by(IngredientLot.id)).scalars())
-        batch = batch_flow.plan(w["technician"], ids, lots=[{"ingredient_lot_id": x.id} for x in lots])
-        batch_flow.record(w["technician"], batch.id, quantity_made="89", lots=[
-            {"ingredient_lot_id": x.id, "quantity_used": "400" if x.ingredient_name == NTX else "12.5"} for x in lots])
-        batch_flow.check(w["pharmacist2"], batch.id)
+        _w, ids = factories.checked_batch_of_three(staff)
         db.session.commit()
         return ids
 
@@ -242,10 +201,6 @@ def test_the_order_page_of_a_batch_order_shows_no_fraction_of_a_capsule(
 
 # ---- 4. the skip link once the refill is being made --------------------------------------------------------------
 
-def _morning(day: date, hour: int = 7) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=settings().timezone).astimezone(UTC)
-
-
 def test_the_skip_link_of_a_refill_already_being_made_says_so_and_how_to_stop_it(
         live_server: Any, live_app: Any, browser: Any, staff: dict, clock: Any) -> None:
     """What the patient saw: the automatic refill was asked for on its order-by date and the notice carried "Skip
@@ -263,17 +218,8 @@ def test_the_skip_link_of_a_refill_already_being_made_says_so_and_how_to_stop_it
     Cause: portal/views.skip_link renders portal/skip.html without looking at the announced request's state;
     autorefill/services.skip_next raises the one ALREADY_MADE message for approved, made and cancelled alike."""
     with live_app.test_request_context("/"):
-        w = factories.world(staff)
+        w, req = auto_refill_asked(staff, clock)
         rx_id = w["rx"].id
-        first = order_flow.start_fill(w["pharmacist"], rx_id)
-        factories.run_order_to(w, first.id, "dispensed")
-        autorefill.enrol(Actor(kind="patient", patient_id=w["patient"].id), rx_id)
-        db.session.commit()
-        clock.set(_morning(next_refill(db.session.get(Prescription, rx_id)).order_by))
-        assert autorefill.run_due().requested == 1
-        db.session.commit()
-        req = db.session.execute(sa.select(RefillRequest).where(RefillRequest.source == RequestSource.AUTO)
-                                 ).scalar_one()
         token = autorefill.skip_token(w["patient"].id, rx_id, req.id)
         refill_flow.approve(w["pharmacist"], req.id)  # the refill is being made
         db.session.commit()

@@ -3,19 +3,14 @@ is on its way and when it arrives (not "about 33 days left"), passes axe, target
 says out of medicine since when and when the refill arrives."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from pharmacy.compounding.models import Order
-from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import links
-from pharmacy.core.context import today
 from pharmacy.extensions import db
-from pharmacy.prescriptions.models import Prescription
-from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.browser.conftest import shot, sign_in
 from tests.browser.portal_checks import PHONE, check_page
@@ -29,19 +24,10 @@ DOB = date(1968, 4, 12)  # tests/factories.patient's default
 def _out_with_a_parcel_on_its_way(app: Any, staff: dict, clock: Any) -> dict[str, Any]:
     """Margaret's first 30-day fill shipped; she ran out 3 days ago; the refill left today, 4 days on the road."""
     with app.test_request_context("/"):
-        w = factories.world(staff, patient={"shipping_days": 4, "delivery_preference": "ship"})
-        rx_id = w["rx"].id
-        for n in range(2):
-            order = order_flow.start_fill(w["pharmacist"], rx_id, delivery=DeliveryMethod.SHIP)
-            factories.run_order_to(w, order.id, "ready")
-            order_flow.dispense(w["technician"], order.id, carrier="USPS", tracking_number=f"94001110000{n}")
-            if n == 0:
-                run_out = db.session.get(Prescription, rx_id).latest_run_out_date
-                clock.advance(run_out - today() + timedelta(days=3))
-        arrives = db.session.get(Order, order.id).supply_starts_on
-        token = links.make_token(links.REFILL, w["patient"].id, rx_id)
+        d = factories.refill_shipped(staff, clock, days_after_run_out=3)
+        token = links.make_token(links.REFILL, d["patient_id"], d["rx_id"])
         db.session.commit()
-        return {"patient_id": w["patient"].id, "token": token, "arrives": arrives}
+        return {"patient_id": d["patient_id"], "token": token, "arrives": d["arrives"]}
 
 
 def test_the_refill_on_its_way_on_the_link_and_the_patient_page(live_server: Any, live_app: Any, page: Any,

@@ -3,7 +3,7 @@ order-by date; a skip honoured; none when no refills remain — the renewal path
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +13,7 @@ from pharmacy.autorefill.models import Cycle
 from pharmacy.compounding.models import Order
 from pharmacy.compounding.rules import OrderState
 from pharmacy.core.actor import Actor
-from pharmacy.core.context import settings, today
+from pharmacy.core.context import today
 from pharmacy.core.models import AuditEvent
 from pharmacy.extensions import db
 from pharmacy.refills.models import RefillRequest
@@ -24,10 +24,7 @@ from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import refill_requests as refill_flow
 from pharmacy.workflows.next_refill import next_refill
 from tests import factories
-
-
-def _morning(day: Any) -> datetime:
-    return datetime.combine(day, time(7), tzinfo=settings().timezone).astimezone(UTC)
+from tests.reminder_helpers import morning
 
 
 def test_a_year_of_auto_refills(app, staff, clock) -> None:
@@ -46,7 +43,7 @@ def test_a_year_of_auto_refills(app, staff, clock) -> None:
         skipped_cycle = None
         for offset in range(1, 366):
             day = start + timedelta(days=offset)
-            clock.set(_morning(day))
+            clock.set(morning(day))
             rx = db.session.get(type(w["rx"]), rx_id)
             nxt = next_refill(rx)
             before = {r.id for r in db.session.execute(sa.select(RefillRequest)).scalars()}

@@ -2,7 +2,7 @@
 prescriber would hit (see each docstring)."""
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -10,7 +10,6 @@ from flask import Flask
 
 from pharmacy.autorefill import services as autorefill
 from pharmacy.core.actor import Actor
-from pharmacy.core.context import settings
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills.models import RefillRequest, RenewalRequest
@@ -19,10 +18,7 @@ from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import renewals as renewal_flow
 from pharmacy.workflows.next_refill import next_refill
 from tests import factories
-
-
-def _morning(day: Any, hour: int = 7) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=settings().timezone).astimezone(UTC)
+from tests.reminder_helpers import auto_refill_asked, morning
 
 
 def test_skipping_an_automatic_refill_does_not_withdraw_the_renewal_sent_to_the_prescriber(
@@ -51,7 +47,7 @@ def test_skipping_an_automatic_refill_does_not_withdraw_the_renewal_sent_to_the_
 
         order_by = next_refill(db.session.get(Prescription, rx_id)).order_by
         assert order_by is not None and order_by < db.session.get(Prescription, rx_id).expiry_date
-        clock.set(_morning(order_by))
+        clock.set(morning(order_by))
         autorefill.run_due()
         db.session.commit()
         auto = db.session.execute(sa.select(RefillRequest).where(
@@ -98,7 +94,7 @@ def test_the_automatic_refill_text_is_not_sent_after_the_patient_skipped_it(
         order_by = next_refill(db.session.get(Prescription, rx_id)).order_by
         assert order_by is not None
 
-        clock.set(_morning(order_by, 7))
+        clock.set(morning(order_by, 7))
         report = autorefill.run_due()
         db.session.commit()
         assert report.requested == 1
@@ -108,12 +104,12 @@ def test_the_automatic_refill_text_is_not_sent_after_the_patient_skipped_it(
         sms_delivery.deliver_due(transport=texts)  # its text is written, to go at 9:00
         assert texts.sent == []
 
-        clock.set(_morning(order_by, 8))
+        clock.set(morning(order_by, 8))
         said = autorefill.skip_next(me, rx_id)
         db.session.commit()
         assert "cancelled" in said
 
-        clock.set(_morning(order_by, 9) + timedelta(minutes=1))
+        clock.set(morning(order_by, 9) + timedelta(minutes=1))
         sms_delivery.deliver_due(transport=texts)
         assert [body for _to, body in texts.sent if "automatic refill" in body] == [], texts.sent
 
@@ -134,19 +130,8 @@ def test_a_renewal_that_cancels_the_automatic_refill_being_made_asks_again_on_th
     from pharmacy.workflows import refill_requests as refill_flow
 
     with app.test_request_context("/"):
-        w = factories.world(staff)
+        w, auto = auto_refill_asked(staff, clock)
         rx_id = w["rx"].id
-        first = order_flow.start_fill(w["pharmacist"], rx_id)
-        factories.run_order_to(w, first.id, "dispensed")
-        autorefill.enrol(Actor(kind="patient", patient_id=w["patient"].id), rx_id)
-        db.session.commit()
-        order_by = next_refill(db.session.get(Prescription, rx_id)).order_by
-        assert order_by is not None
-        clock.set(_morning(order_by))
-        assert autorefill.run_due().requested == 1
-        db.session.commit()
-        auto = db.session.execute(sa.select(RefillRequest).where(RefillRequest.source == RequestSource.AUTO)
-                                  ).scalar_one()
         made = refill_flow.approve(w["pharmacist"], auto.id)
         db.session.commit()
 

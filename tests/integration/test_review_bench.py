@@ -22,7 +22,6 @@ from pharmacy.production import services as production
 from pharmacy.production.rules import Source
 from pharmacy.refills.models import RenewalRequest
 from pharmacy.refills.rules import RenewalState, RequestSource
-from pharmacy.workflows import batches as batch_flow
 from pharmacy.workflows import inventory as inventory_flow
 from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import prescription_changes, refill_requests
@@ -191,21 +190,7 @@ def test_the_compounding_record_of_a_batch_order_gives_the_batch_quantity_not_a_
     Cause: compounding/labels._record_facts / _record_ingredients print order.quantity_made and each
     OrderIngredientLot.quantity_used — the proportional shares batches.record stores for recall — as if they were the
     record's measurements; the Batch's quantity_made and measured lots are not read."""
-    w = factories.world(staff)
-    ids = []
-    for n in range(3):
-        rx = w["rx"]
-        if n:
-            p = factories.patient(w["pharmacist"], first_name=f"Pat{n}", last_name=f"Batch{n}", email=f"p{n}@example.com")
-            rx = factories.prescription(w["pharmacist"], p.id, w["formula"].id, w["prescriber"].id)
-        order = order_flow.start_fill(w["pharmacist"], rx.id)
-        orders.verify_order(w["pharmacist"], order.id)
-        ids.append(order.id)
-    lots = list(db.session.execute(sa.select(IngredientLot).order_by(IngredientLot.id)).scalars())
-    batch = batch_flow.plan(w["technician"], ids, lots=[{"ingredient_lot_id": x.id} for x in lots])
-    batch_flow.record(w["technician"], batch.id, quantity_made="89", lots=[
-        {"ingredient_lot_id": x.id, "quantity_used": "400" if x.ingredient_name == NTX else "12.5"} for x in lots])
-    batch_flow.check(w["pharmacist2"], batch.id)
+    w, ids = factories.checked_batch_of_three(staff)
     assert db.session.get(Order, ids[1]).state.value == "checked"
 
     text = " ".join(pdf_text(labels.record_pdf(w["technician"], ids[1])).split())

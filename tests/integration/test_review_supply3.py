@@ -25,19 +25,8 @@ from pharmacy.workflows import prescription_changes
 from pharmacy.workflows import refill_requests as refill_flow
 from tests import factories
 
-SHIP = {"method": "ship", "carrier": "USPS", "tracking_number": "9400100000000000000001"}
 BRIDGE = "The parcel is late; a bottle at the counter so the patient is not without"
 
-
-def _fill(w: dict[str, Any], rx_id: int, *, ship: bool = False, too_soon_reason: str | None = None) -> Order:
-    """A fill of `rx_id` started, made and dispensed today: handed over at the counter, or shipped."""
-    order = order_flow.start_fill(w["technician"], rx_id)
-    factories.run_order_to(w, order.id, "ready")
-    details: dict[str, Any] = dict(SHIP) if ship else {"method": "pickup"}
-    if too_soon_reason:
-        details["too_soon_reason"] = too_soon_reason
-    order_flow.dispense(w["pharmacist"], order.id, **details)
-    return db.session.get(Order, order.id)
 
 
 def _rx(rx_id: int) -> Prescription:
@@ -50,10 +39,10 @@ def _out_with_a_parcel_on_its_way(staff: dict, clock: Any) -> tuple[dict[str, An
     """A shipping patient (4 days on the road): a 30-day fill handed over on Mon Nov 23 (last dose Tue Dec 22); out of
     medicine from Dec 23; the refill shipped on Mon Dec 28 arrives on Fri Jan 1. The clock is then on Tue Dec 29."""
     w = factories.world(staff, patient={"shipping_days": 4, "delivery_preference": "ship"})
-    _fill(w, w["rx"].id)
+    factories.fill_now(w, w["rx"].id)
     assert _rx(w["rx"].id).latest_run_out_date == date(2026, 12, 22)
     clock.advance(timedelta(days=35))
-    parcel = _fill(w, w["rx"].id, ship=True)
+    parcel = factories.fill_now(w, w["rx"].id, ship=True)
     assert (parcel.dispensed_on, parcel.supply_starts_on) == (date(2026, 12, 28), date(2027, 1, 1))
     clock.advance(timedelta(days=1))
     return w, parcel
@@ -80,7 +69,7 @@ def test_a_new_dose_handed_over_while_the_old_refill_travels_is_medicine_in_hand
     w, _parcel = _out_with_a_parcel_on_its_way(staff, clock)
     day = today()
     new = prescription_changes.replace(w["pharmacist"], w["rx"].id, factories.replacement_data(w))
-    pickup = _fill(w, new.id, too_soon_reason=BRIDGE)
+    pickup = factories.fill_now(w, new.id, too_soon_reason=BRIDGE)
     assert pickup.supply_starts_on == day == date(2026, 12, 29)
 
     current = reads.supply_of(_rx(new.id))
@@ -103,7 +92,7 @@ def test_the_reminders_after_a_new_dose_handed_over_during_a_parcels_journey_fol
     when that supply is a parcel still on its way; reminders/planning reads the cached run-out."""
     w, _parcel = _out_with_a_parcel_on_its_way(staff, clock)
     new = prescription_changes.replace(w["pharmacist"], w["rx"].id, factories.replacement_data(w))
-    _fill(w, new.id, too_soon_reason=BRIDGE)
+    factories.fill_now(w, new.id, too_soon_reason=BRIDGE)
     patient = w["patient"]
     expected = refill_rules.timeline(
         date(2027, 2, 26), shipping_days=refill_rules.shipping_days_for(patient.delivery_preference,
@@ -135,14 +124,14 @@ def test_returning_the_old_prescriptions_lost_parcel_does_not_tell_the_pharmacis
     and now holds the patient's medicine."""
     w = factories.world(staff, patient={"shipping_days": 2})
     rx_id = w["rx"].id
-    _fill(w, rx_id)
+    factories.fill_now(w, rx_id)
     clock.advance(timedelta(days=24))
-    lost = _fill(w, rx_id, ship=True)
+    lost = factories.fill_now(w, rx_id, ship=True)
     clock.advance(timedelta(days=3))
     renewal = prescription_changes.replace(w["pharmacist"], rx_id, factories.replacement_data(w))
     clock.advance(timedelta(days=27))
     assert today() == date(2027, 1, 16)
-    _fill(w, renewal.id)
+    factories.fill_now(w, renewal.id)
     outcome = order_flow.return_fill(w["pharmacist"], lost.id, "lost_in_transit")
     current = reads.supply_of(_rx(renewal.id))
     assert (current.days_on_hand(today()), current.run_out) == (30, date(2027, 2, 14))  # the model is right
@@ -166,7 +155,7 @@ def test_a_lost_parcel_overtaken_by_a_bridging_pickup_can_be_returned(app_ctx: F
     order), not the order the supply model counts fills in (supply_starts_on, the day the patient has each)."""
     w, parcel = _out_with_a_parcel_on_its_way(staff, clock)
     rx_id = w["rx"].id
-    _fill(w, rx_id, too_soon_reason=BRIDGE)
+    factories.fill_now(w, rx_id, too_soon_reason=BRIDGE)
     assert _rx(rx_id).latest_run_out_date == date(2027, 2, 26)  # the bottle first, the parcel's days after it
     try:
         order_flow.return_fill(w["pharmacist"], parcel.id, "lost_in_transit")
@@ -188,14 +177,14 @@ def test_a_patient_out_of_medicine_while_a_parcel_travels_is_told_apart_in_the_r
     refill on its way arrives, so the pharmacist can tell her (or bridge her) without opening her record."""
     w = factories.world(staff, patient={"shipping_days": 4, "delivery_preference": "ship"})
     ph = w["pharmacist"]
-    _fill(w, w["rx"].id)  # Nov 23: Margaret's last dose is on Dec 22
+    factories.fill_now(w, w["rx"].id)  # Nov 23: Margaret's last dose is on Dec 22
     clock.advance(timedelta(days=20))  # Dec 13: Olive's fill (to Jan 11) and her request
     olive = factories.patient(ph, first_name="Olive", last_name="Other", email="olive@example.com")
     olive_rx = factories.prescription(ph, olive.id, w["formula"].id, w["prescriber"].id)
-    _fill(w, olive_rx.id)
+    factories.fill_now(w, olive_rx.id)
     refill_flow.request(w["technician"], olive_rx.id, source=RequestSource.STAFF)
     clock.advance(timedelta(days=15))  # Dec 28: Margaret's refill is shipped (arrives Jan 1)
-    _fill(w, w["rx"].id, ship=True)
+    factories.fill_now(w, w["rx"].id, ship=True)
     clock.advance(timedelta(days=1))  # Dec 29: Margaret asks
     refill_flow.request(w["technician"], w["rx"].id, source=RequestSource.STAFF)
     shown = [(i.patient.first_name, i.out_since, i.days_out) for i in refill_queue.queue(ph)]

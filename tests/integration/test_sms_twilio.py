@@ -23,6 +23,7 @@ from pharmacy.sms.rules import Choice
 from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.browser.conftest import LiveServer
+from tests.reminder_helpers import texting_patient
 from tests.twilio_server import ACCOUNT, FROM, TOKEN, TwilioServer
 
 NUMBER = "+12175550101"
@@ -54,14 +55,7 @@ def sms_app(app_config: dict, clock: Any, twilio: TwilioServer) -> Iterator[Any]
 def texting(sms_app: Any, staff: dict) -> dict[str, Any]:
     """A patient who takes texts only, with a dispensed fill (so reminders are planned)."""
     with sms_app.test_request_context("/"):
-        w = factories.world(staff)
-
-        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-        factories.run_order_to(w, order.id, "dispensed")
-        me = Actor(kind="patient", patient_id=w["patient"].id)
-        sms.number_verified(me, NUMBER, consent=True)
-        sms.set_channel(me, Choice.SMS)
-        db.session.commit()
+        w = texting_patient(staff, NUMBER)
         return {"patient_id": w["patient"].id, "rx_id": w["rx"].id}
 
 

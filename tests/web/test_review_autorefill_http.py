@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -13,8 +13,6 @@ from flask.testing import FlaskClient
 
 from pharmacy import create_app
 from pharmacy.autorefill import services as autorefill
-from pharmacy.core.actor import Actor
-from pharmacy.core.context import settings
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
 from pharmacy.refills.models import RefillRequest
@@ -23,18 +21,13 @@ from pharmacy.reminders import rendering
 from pharmacy.reminders.models import OutboxMessage
 from pharmacy.reminders.rules import MessageKind
 from pharmacy.sms import services as sms
-from pharmacy.sms.rules import Choice
-from pharmacy.workflows import orders as order_flow
 from pharmacy.workflows import refill_requests as refill_flow
 from pharmacy.workflows.next_refill import next_refill
 from tests import factories
+from tests.reminder_helpers import auto_refill_asked, morning, texting_patient
 from tests.twilio_server import ACCOUNT, FROM, TOKEN, TwilioServer
 
 NUMBER = "+12175550101"
-
-
-def _morning(day: Any, hour: int = 7) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=settings().timezone).astimezone(UTC)
 
 
 @pytest.fixture
@@ -67,14 +60,7 @@ def test_a_reply_asking_to_stop_in_plain_words_stops_the_texts(sms_app: Flask, s
     back at once and cancels every text still waiting for that number". Correct: such a reply withdraws consent at
     once (no further texts; no "reply REFILL" sales line in answer)."""
     with sms_app.test_request_context("/"):
-        w = factories.world(staff)
-        order = order_flow.start_fill(w["pharmacist"], w["rx"].id)
-        factories.run_order_to(w, order.id, "dispensed")
-        me = Actor(kind="patient", patient_id=w["patient"].id)
-        sms.number_verified(me, NUMBER, consent=True)
-        sms.set_channel(me, Choice.SMS)
-        db.session.commit()
-        patient_id = w["patient"].id
+        patient_id = texting_patient(staff, NUMBER)["patient"].id
 
     client = sms_app.test_client()
     response = _inbound(client, body, "SMoptout0001")
@@ -88,17 +74,8 @@ def test_a_reply_asking_to_stop_in_plain_words_stops_the_texts(sms_app: Flask, s
 def _enrolled_and_asked(staff: dict, clock: Any) -> dict[str, Any]:
     """A patient on auto-refill whose first automatic refill was asked for on its order-by date; the skip link the
     notice carries (as rendered for the email)."""
-    w = factories.world(staff)
+    w, _request = auto_refill_asked(staff, clock)
     rx_id = w["rx"].id
-    first = order_flow.start_fill(w["pharmacist"], rx_id)
-    factories.run_order_to(w, first.id, "dispensed")
-    autorefill.enrol(Actor(kind="patient", patient_id=w["patient"].id), rx_id)
-    db.session.commit()
-    order_by = next_refill(db.session.get(Prescription, rx_id)).order_by
-    assert order_by is not None
-    clock.set(_morning(order_by))
-    assert autorefill.run_due().requested == 1
-    db.session.commit()
     notice = db.session.execute(sa.select(OutboxMessage).where(
         OutboxMessage.kind == MessageKind.AUTO_REFILL_REQUESTED)).scalar_one()
     found = re.search(r"http://pharmacy\.test(/my/auto-refill/skip/[^\s\"<]+)", rendering.render(notice).text)
@@ -135,7 +112,7 @@ def test_an_old_skip_link_does_not_skip_the_next_months_refill(app: Flask, clien
     with app.test_request_context("/"):
         order_by = next_refill(db.session.get(Prescription, rx_id)).order_by
         assert order_by is not None
-        clock.set(_morning(order_by))
+        clock.set(morning(order_by))
         autorefill.run_due()
         db.session.commit()
         asked = db.session.execute(sa.select(RefillRequest).where(

@@ -9,7 +9,6 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pharmacy.compounding.models import Order
 from pharmacy.core import links
 from pharmacy.core import services as core_services
 from pharmacy.core.context import today
@@ -23,17 +22,7 @@ from tests.pages import confirm_birth_date
 from tests.pages import page_text as text
 
 DOB = date(1968, 4, 12)
-SHIP = {"method": "ship", "carrier": "USPS", "tracking_number": "9400100000000000000002"}
 
-
-def _fill(w: dict[str, Any], rx_id: int, *, ship: bool = False, too_soon_reason: str | None = None) -> Order:
-    order = order_flow.start_fill(w["technician"], rx_id)
-    factories.run_order_to(w, order.id, "ready")
-    details: dict[str, Any] = dict(SHIP) if ship else {"method": "pickup"}
-    if too_soon_reason:
-        details["too_soon_reason"] = too_soon_reason
-    order_flow.dispense(w["pharmacist"], order.id, **details)
-    return db.session.get(Order, order.id)
 
 
 def _api(staff: dict) -> dict[str, str]:
@@ -62,12 +51,12 @@ def test_a_new_dose_handed_over_while_the_old_refill_travels_is_shown_as_held_ev
     first fill reached the patient (Dec 29)."""
     with app.test_request_context("/"):
         w = factories.world(staff, patient={"shipping_days": 4, "delivery_preference": "ship"})
-        _fill(w, w["rx"].id)  # Nov 23 – Dec 22
+        factories.fill_now(w, w["rx"].id)  # Nov 23 – Dec 22
         clock.advance(timedelta(days=35))
-        _fill(w, w["rx"].id, ship=True)  # Dec 28, arrives Jan 1
+        factories.fill_now(w, w["rx"].id, ship=True)  # Dec 28, arrives Jan 1
         clock.advance(timedelta(days=1))
         new = prescription_changes.replace(w["pharmacist"], w["rx"].id, factories.replacement_data(w))
-        _fill(w, new.id, too_soon_reason="The parcel is late; the new dose starts now")
+        factories.fill_now(w, new.id, too_soon_reason="The parcel is late; the new dose starts now")
         assert today() == date(2026, 12, 29)
         ids = {"rx": new.id, "patient": w["patient"].id}
         token = links.make_token(links.REFILL, ids["patient"], ids["rx"])
@@ -110,13 +99,13 @@ def test_the_renewals_fill_says_when_its_supply_ends_once_the_old_lost_parcel_is
     on their fills."""
     with app.test_request_context("/"):
         w = factories.world(staff, patient={"shipping_days": 2})
-        _fill(w, w["rx"].id)
+        factories.fill_now(w, w["rx"].id)
         clock.advance(timedelta(days=24))
-        lost = _fill(w, w["rx"].id, ship=True)
+        lost = factories.fill_now(w, w["rx"].id, ship=True)
         clock.advance(timedelta(days=3))
         renewal = prescription_changes.replace(w["pharmacist"], w["rx"].id, factories.replacement_data(w))
         clock.advance(timedelta(days=27))
-        filled = _fill(w, renewal.id)
+        filled = factories.fill_now(w, renewal.id)
         assert filled.run_out_date == date(2027, 2, 20)
         order_flow.return_fill(w["pharmacist"], lost.id, "lost_in_transit")
         ids = {"rx": renewal.id, "patient": w["patient"].id, "order": filled.id}

@@ -9,14 +9,11 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from pharmacy.compounding.models import Order
-from pharmacy.compounding.rules import DeliveryMethod
 from pharmacy.core import links
 from pharmacy.core import services as core_services
 from pharmacy.core.context import today
 from pharmacy.extensions import db
 from pharmacy.prescriptions.models import Prescription
-from pharmacy.workflows import orders as order_flow
 from tests import factories
 from tests.conftest import login
 from tests.pages import confirm_birth_date
@@ -26,24 +23,12 @@ from tests.portal_helpers import sign_in as portal_sign_in
 DOB = date(1968, 4, 12)
 
 
-def _send(w: dict[str, Any], order_id: int) -> None:
-    factories.run_order_to(w, order_id, "ready")
-    order_flow.dispense(w["technician"], order_id, carrier="USPS", tracking_number=f"9400111{order_id:06d}")
-
-
 def _ship(app: Flask, staff: dict, clock: Any, *, days_after_run_out: int) -> dict[str, Any]:
     """A shipped 30-day first fill; the clock moved to `days_after_run_out` days after it runs out (negative: before)
     and the refill dispensed that day, shipped (4 days on the road). Committed; ids, the token and dates."""
     with app.test_request_context("/"):
-        w = factories.world(staff, patient={"shipping_days": 4, "delivery_preference": "ship"})
-        rx_id, patient_id = w["rx"].id, w["patient"].id
-        first = order_flow.start_fill(w["pharmacist"], rx_id, delivery=DeliveryMethod.SHIP)
-        _send(w, first.id)
-        run_out = db.session.get(Prescription, rx_id).latest_run_out_date
-        clock.advance(run_out - today() + timedelta(days=days_after_run_out))
-        refill = order_flow.start_fill(w["pharmacist"], rx_id, delivery=DeliveryMethod.SHIP)
-        _send(w, refill.id)
-        arrives = db.session.get(Order, refill.id).supply_starts_on
+        shipped = factories.refill_shipped(staff, clock, days_after_run_out=days_after_run_out)
+        rx_id, patient_id, run_out, arrives = (shipped[k] for k in ("rx_id", "patient_id", "run_out", "arrives"))
         _, raw = core_services.issue_token(factories.actor(staff["pharmacist"]), staff["pharmacist"].id, "tests")
         token = links.make_token(links.REFILL, patient_id, rx_id)
         db.session.commit()
